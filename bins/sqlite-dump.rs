@@ -1,0 +1,271 @@
+//! sqlite-dump: SQLite tables to NDJSON, from one consistent snapshot, read-only.
+
+use pgferry::cli::{self, Status};
+use pgferry::sqlite::{self as sq, TableInfo};
+use pgferry::stream::RowWriter;
+use pgferry::{Error, Result};
+use rusqlite::types::ValueRef;
+use rusqlite::Connection;
+use serde_json::{json, Value};
+use std::io::Write;
+
+#[path = "sqlite-dump/ddl.rs"]
+mod ddl;
+
+const USAGE: &str = "\
+sqlite-dump: write SQLite tables as NDJSON, from one consistent snapshot, read-only.
+
+Reads inside one read transaction, so a database that the application is still
+writing (WAL mode) is dumped as it was at one instant. Never writes to the file.
+Values are written as stored, per value (SQLite's dynamic typing): integers
+exactly, BLOBs in the bytes form, non-finite floats tagged (see docs/stream.md).
+
+Usage:
+  sqlite-dump [options] DB TABLE
+  sqlite-dump --list DB
+  sqlite-dump --all --out-dir DIR DB
+  sqlite-dump --ddl DB [TABLE...]
+
+Options:
+  --columns A,B         Dump only these columns, in this order.
+  --where EXPR          SQL condition on the rows (SQLite syntax).
+  --order-by EXPR       Row order [default: the primary key, else rowid].
+  --invalid-text MODE   Text that is not valid UTF-8: 'error' names table, rowid
+                        and column and stops; 'bytes' writes it in the bytes
+                        form instead [default: error].
+  --list                Print each table with its row count, one NDJSON line each.
+  --all                 Dump every table into DIR/TABLE.ndjson (needs --out-dir).
+  --out-dir DIR         Directory for --all; files appear complete or not at all.
+  --ddl                 Print PostgreSQL CREATE TABLE statements for the tables
+                        (all of them when none are named); see docs/ddl.md.
+  -h, --help            Show this help.
+  -V, --version         Show the version.
+
+Input:
+  DB is a SQLite file; it is opened read-only (a read-only file or directory works).
+
+Output:
+  stdout: one JSON object per row, keys in column order, then the end record
+  {\"$end\":{\"rows\":N,\"source\":\"sqlite\",\"table\":...}}. With --list and --all,
+  one line per table. Progress and errors go to stderr.
+
+Exit status:
+  0 done; 64 usage error; 65 bad data (invalid UTF-8 text, corrupt file);
+  66 the database or table does not exist; 74 I/O error.
+
+Examples:
+  sqlite-dump app.sqlite melody_drafts | pg-load melody_drafts
+  sqlite-dump --where \"received_at >= '2025-01-01'\" app.sqlite device_logs > logs.ndjson
+";
+
+const TOOL: &str = "sqlite-dump";
+
+struct Args {
+    db: String,
+    tables: Vec<String>,
+    columns: Vec<String>,
+    where_clause: Option<String>,
+    order_by: Option<String>,
+    invalid_text_as_bytes: bool,
+    list: bool,
+    all: bool,
+    out_dir: Option<String>,
+    ddl: bool,
+}
+
+fn parse(args: &mut pico_args::Arguments) -> Result<Args> {
+    let invalid = cli::opt(args, "--invalid-text")?.unwrap_or_else(|| "error".into());
+    let invalid_text_as_bytes = match invalid.as_str() {
+        "error" => false,
+        "bytes" => true,
+        other => return Err(Error::Usage(format!("--invalid-text must be 'error' or 'bytes', not '{other}'"))),
+    };
+    let mut a = Args {
+        columns: cli::list(args, "--columns")?,
+        where_clause: cli::opt(args, "--where")?,
+        order_by: cli::opt(args, "--order-by")?,
+        invalid_text_as_bytes,
+        list: args.contains("--list"),
+        all: args.contains("--all"),
+        out_dir: cli::opt(args, "--out-dir")?,
+        ddl: args.contains("--ddl"),
+        db: String::new(),
+        tables: vec![],
+    };
+    a.db = cli::positional(args, "DB")?;
+    while let Some(t) = args.opt_free_from_str::<String>().map_err(cli::usage_err)? {
+        a.tables.push(t);
+    }
+    let modes = [a.list, a.all, a.ddl].iter().filter(|m| **m).count();
+    if modes > 1 {
+        return Err(Error::Usage("--list, --all and --ddl are different modes; give one".into()));
+    }
+    if a.all && a.out_dir.is_none() {
+        return Err(Error::Usage("--all needs --out-dir DIR".into()));
+    }
+    if (a.list || a.all) && !a.tables.is_empty() {
+        return Err(Error::Usage("--list and --all take no TABLE".into()));
+    }
+    if modes == 0 && a.tables.len() != 1 {
+        return Err(Error::Usage(if a.tables.is_empty() { "missing argument TABLE".into() } else { "give one TABLE (or --all)".into() }));
+    }
+    Ok(a)
+}
+
+fn run(args: &mut pico_args::Arguments) -> Result<Status> {
+    let a = parse(args)?;
+    let pargs = std::mem::replace(args, pico_args::Arguments::from_vec(vec![]));
+    cli::finish(pargs)?;
+    let conn = sq::open_read_only(&a.db)?;
+    sq::begin_snapshot(&conn)?;
+    if a.ddl {
+        let tables = if a.tables.is_empty() { sq::list_tables(&conn)? } else { a.tables.clone() };
+        let infos = tables.iter().map(|t| sq::table_info(&conn, t)).collect::<Result<Vec<_>>>()?;
+        let sql = ddl::postgres_ddl(&conn, &infos)?;
+        let mut out = std::io::stdout().lock();
+        out.write_all(sql.as_bytes()).map_err(|e| Error::io("write to stdout", e))?;
+        return Ok(Status::Ok);
+    }
+    if a.list {
+        let mut out = std::io::stdout().lock();
+        for t in sq::list_tables(&conn)? {
+            let n = sq::count_rows(&conn, &t)?;
+            writeln!(out, "{}", json!({"table": t, "rows": n})).map_err(|e| Error::io("write to stdout", e))?;
+        }
+        return Ok(Status::Ok);
+    }
+    if a.all {
+        return dump_all(&conn, &a);
+    }
+    let info = sq::table_info(&conn, &a.tables[0])?;
+    let out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    let rows = dump_table(&conn, &info, &a, out, &a.db)?;
+    pgferry::note!(TOOL, "{}: {} rows", info.name, rows);
+    Ok(Status::Ok)
+}
+
+/// Every table into DIR/TABLE.ndjson, written to a temporary name and renamed when complete.
+fn dump_all(conn: &Connection, a: &Args) -> Result<Status> {
+    let dir = std::path::Path::new(a.out_dir.as_deref().expect("checked in parse"));
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("create '{}'", dir.display()), e))?;
+    let mut stdout = std::io::stdout().lock();
+    for t in sq::list_tables(conn)? {
+        let info = sq::table_info(conn, &t)?;
+        let file_name = format!("{}.ndjson", t.replace(['/', '\\', '\0'], "_"));
+        let final_path = dir.join(&file_name);
+        let tmp_path = dir.join(format!(".{file_name}.partial"));
+        let file = std::fs::File::create(&tmp_path).map_err(|e| Error::io(format!("create '{}'", tmp_path.display()), e))?;
+        let w = std::io::BufWriter::with_capacity(1 << 16, file);
+        let rows = match dump_table(conn, &info, a, w, &a.db) {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp_path);
+                return Err(e);
+            }
+        };
+        std::fs::rename(&tmp_path, &final_path).map_err(|e| Error::io(format!("rename to '{}'", final_path.display()), e))?;
+        writeln!(stdout, "{}", json!({"table": t, "rows": rows, "file": final_path.display().to_string()}))
+            .map_err(|e| Error::io("write to stdout", e))?;
+    }
+    Ok(Status::Ok)
+}
+
+/// Writes one table's rows and the end record; returns the row count.
+fn dump_table<W: Write>(conn: &Connection, info: &TableInfo, a: &Args, out: W, db: &str) -> Result<u64> {
+    let table = &info.name;
+    let columns: Vec<String> = if a.columns.is_empty() {
+        info.columns.iter().map(|c| c.name.clone()).collect()
+    } else {
+        for c in &a.columns {
+            if !info.columns.iter().any(|k| &k.name == c) {
+                let have: Vec<&str> = info.columns.iter().map(|c| c.name.as_str()).collect();
+                return Err(Error::Usage(format!("table '{table}' has no column '{c}' (it has: {})", have.join(", "))));
+            }
+        }
+        a.columns.clone()
+    };
+    // The row's identity for error messages: rowid when there is one, else the key.
+    let ident_sql = if info.has_rowid { "rowid".to_string() } else { key_expr(info) };
+    let mut sql = format!(
+        "SELECT {ident_sql}, {} FROM {}",
+        columns.iter().map(|c| sq::quote_ident(c)).collect::<Vec<_>>().join(", "),
+        sq::quote_ident(table)
+    );
+    if let Some(w) = &a.where_clause {
+        sql.push_str(&format!(" WHERE {w}"));
+    }
+    let order = match &a.order_by {
+        Some(o) => o.clone(),
+        None => {
+            let pk = info.primary_key();
+            if !pk.is_empty() {
+                pk.iter().map(|c| sq::quote_ident(&c.name)).collect::<Vec<_>>().join(", ")
+            } else if info.has_rowid {
+                "rowid".into()
+            } else {
+                String::new()
+            }
+        }
+    };
+    if !order.is_empty() {
+        sql.push_str(&format!(" ORDER BY {order}"));
+    }
+    let mut st = conn.prepare(&sql).map_err(|e| query_error(table, a, e))?;
+    let mut rows = st.query([]).map_err(|e| query_error(table, a, e))?;
+    let mut w = RowWriter::new(out);
+    while let Some(row) = rows.next().map_err(|e| sq::sqlite_error(format!("read table '{table}'"), e))? {
+        w.begin_row();
+        for (i, col) in columns.iter().enumerate() {
+            w.key(col);
+            let v = row.get_ref(i + 1).expect("column index in range");
+            match v {
+                ValueRef::Null => w.null(),
+                ValueRef::Integer(n) => w.int(n),
+                ValueRef::Real(f) => w.float(f),
+                ValueRef::Blob(b) => w.bytes(b),
+                ValueRef::Text(t) => match std::str::from_utf8(t) {
+                    Ok(s) => w.str(s),
+                    Err(_) if a.invalid_text_as_bytes => w.bytes(t),
+                    Err(e) => {
+                        let ident = match row.get_ref(0).expect("ident column") {
+                            ValueRef::Integer(n) => format!("rowid {n}"),
+                            ValueRef::Text(k) => format!("key {}", String::from_utf8_lossy(k)),
+                            other => format!("key {other:?}"),
+                        };
+                        return Err(Error::Data(format!(
+                            "table '{table}', {ident}, column '{col}': text is not valid UTF-8 (byte 0x{:02x} at offset {}); \
+                             pass --invalid-text bytes to dump it in the bytes form",
+                            t[e.valid_up_to()],
+                            e.valid_up_to()
+                        )));
+                    }
+                },
+            }
+        }
+        w.end_row()?;
+    }
+    let n = w.rows();
+    let file = std::path::Path::new(db).file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    w.finish(&[("source", Value::from("sqlite")), ("database", Value::from(file)), ("table", Value::from(table.as_str()))])?;
+    Ok(n)
+}
+
+fn key_expr(info: &TableInfo) -> String {
+    let pk = info.primary_key();
+    let parts: Vec<String> = pk.iter().map(|c| format!("quote({})", sq::quote_ident(&c.name))).collect();
+    parts.join(" || ',' || ")
+}
+
+fn query_error(table: &str, a: &Args, e: rusqlite::Error) -> Error {
+    let e = sq::sqlite_error(format!("query table '{table}'"), e);
+    // A bad --where or --order-by is the user's SQL: a usage error, not an I/O one.
+    if a.where_clause.is_some() || a.order_by.is_some() {
+        Error::Usage(e.message().to_string())
+    } else {
+        e
+    }
+}
+
+fn main() {
+    cli::main(TOOL, USAGE, run)
+}

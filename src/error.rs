@@ -1,0 +1,158 @@
+//! One error type for every tool. Each variant is an exit class from DESIGN.md; only
+//! `cli::main` turns it into a message and an exit status.
+
+use std::fmt;
+
+/// What went wrong, already worded for the operator (one line, no `{:?}`).
+#[derive(Debug)]
+pub enum Error {
+    /// 64: the command line is wrong.
+    Usage(String),
+    /// 65: the input data is bad; nothing was committed.
+    Data(String),
+    /// 66: an input file or table does not exist.
+    NoInput(String),
+    /// 69: a service (PostgreSQL, Firestore) is unavailable or refused us.
+    Unavailable(String),
+    /// 74: reading or writing a file or stream failed.
+    Io(String),
+    /// 75: a temporary failure; retrying may succeed (lock timeout, serialization failure).
+    TempFail(String),
+    /// 1: the run finished but a check failed (count mismatch, checksum mismatch).
+    CheckFailed(String),
+    /// 130: interrupted.
+    Interrupted(String),
+    /// Writing to stdout failed because the reader went away (`| head`): a normal end.
+    BrokenPipe,
+}
+
+impl Error {
+    /// The exit status DESIGN.md assigns to this kind of failure.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::CheckFailed(_) => 1,
+            Error::Usage(_) => 64,
+            Error::Data(_) => 65,
+            Error::NoInput(_) => 66,
+            Error::Unavailable(_) => 69,
+            Error::Io(_) => 74,
+            Error::TempFail(_) => 75,
+            Error::Interrupted(_) => 130,
+            Error::BrokenPipe => 0,
+        }
+    }
+
+    pub fn message(&self) -> &str {
+        match self {
+            Error::Usage(m)
+            | Error::Data(m)
+            | Error::NoInput(m)
+            | Error::Unavailable(m)
+            | Error::Io(m)
+            | Error::TempFail(m)
+            | Error::CheckFailed(m)
+            | Error::Interrupted(m) => m,
+            Error::BrokenPipe => "broken pipe",
+        }
+    }
+
+    /// Same kind, with `context: ` put in front of the message (uucore's `map_err_context`).
+    pub fn context(self, context: impl fmt::Display) -> Error {
+        let wrap = |m: String| format!("{context}: {m}");
+        match self {
+            Error::Usage(m) => Error::Usage(wrap(m)),
+            Error::Data(m) => Error::Data(wrap(m)),
+            Error::NoInput(m) => Error::NoInput(wrap(m)),
+            Error::Unavailable(m) => Error::Unavailable(wrap(m)),
+            Error::Io(m) => Error::Io(wrap(m)),
+            Error::TempFail(m) => Error::TempFail(wrap(m)),
+            Error::CheckFailed(m) => Error::CheckFailed(wrap(m)),
+            Error::Interrupted(m) => Error::Interrupted(wrap(m)),
+            Error::BrokenPipe => Error::BrokenPipe,
+        }
+    }
+
+    /// Same kind, with `suffix` appended (e.g. "; nothing was committed").
+    pub fn append(self, suffix: &str) -> Error {
+        let add = |m: String| if m.ends_with(suffix) { m } else { m + suffix };
+        match self {
+            Error::Usage(m) => Error::Usage(add(m)),
+            Error::Data(m) => Error::Data(add(m)),
+            Error::NoInput(m) => Error::NoInput(add(m)),
+            Error::Unavailable(m) => Error::Unavailable(add(m)),
+            Error::Io(m) => Error::Io(add(m)),
+            Error::TempFail(m) => Error::TempFail(add(m)),
+            Error::CheckFailed(m) => Error::CheckFailed(add(m)),
+            Error::Interrupted(m) => Error::Interrupted(add(m)),
+            Error::BrokenPipe => Error::BrokenPipe,
+        }
+    }
+
+    /// An I/O error while doing `what`; a closed stdout becomes `BrokenPipe`.
+    pub fn io(what: impl fmt::Display, e: std::io::Error) -> Error {
+        match e.kind() {
+            std::io::ErrorKind::BrokenPipe => Error::BrokenPipe,
+            std::io::ErrorKind::NotFound => Error::NoInput(format!("{what}: {}", io_cause(&e))),
+            _ => Error::Io(format!("{what}: {}", io_cause(&e))),
+        }
+    }
+}
+
+/// `std::io::Error`'s Display without the " (os error 2)" tail.
+pub fn io_cause(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    match s.find(" (os error") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.message())
+    }
+}
+
+impl std::error::Error for Error {}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_variant_has_its_documented_exit_code() {
+        let table = [
+            (Error::CheckFailed(String::new()), 1),
+            (Error::Usage(String::new()), 64),
+            (Error::Data(String::new()), 65),
+            (Error::NoInput(String::new()), 66),
+            (Error::Unavailable(String::new()), 69),
+            (Error::Io(String::new()), 74),
+            (Error::TempFail(String::new()), 75),
+            (Error::Interrupted(String::new()), 130),
+            (Error::BrokenPipe, 0),
+        ];
+        for (e, code) in table {
+            assert_eq!(e.exit_code(), code, "{e:?}");
+        }
+    }
+
+    #[test]
+    fn io_errors_are_classified() {
+        let pipe = std::io::Error::from(std::io::ErrorKind::BrokenPipe);
+        assert!(matches!(Error::io("stdout", pipe), Error::BrokenPipe));
+        let missing = std::io::Error::from_raw_os_error(2);
+        let e = Error::io("open 'x.db'", missing);
+        assert_eq!(e.exit_code(), 66);
+        assert_eq!(e.message(), "open 'x.db': No such file or directory");
+    }
+
+    #[test]
+    fn context_keeps_the_kind() {
+        let e = Error::Data("bad".into()).context("line 3").append("; nothing was committed");
+        assert_eq!(e.exit_code(), 65);
+        assert_eq!(e.message(), "line 3: bad; nothing was committed");
+    }
+}

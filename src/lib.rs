@@ -1,0 +1,10 @@
+//! pgferry's shared library: what two or more tools need, split by concern.
+
+pub mod cli;
+pub mod error;
+pub mod pg;
+pub mod sqlite;
+pub mod stream;
+pub mod timefmt;
+
+pub use error::{Error, Result};

@@ -1,0 +1,219 @@
+//! Reading SQLite files without ever writing to them: open read-only, pin one snapshot,
+//! describe tables.
+
+use crate::error::{Error, Result};
+use rusqlite::{Connection, OpenFlags};
+use std::path::Path;
+
+/// Opens `path` read-only. A file that is missing is exit 66; one that is not a database, 65.
+pub fn open_read_only(path: &str) -> Result<Connection> {
+    let p = Path::new(path);
+    if !p.exists() {
+        return Err(Error::NoInput(format!("open '{path}': no such file")));
+    }
+    if p.is_dir() {
+        return Err(Error::Usage(format!("open '{path}': is a directory, not a SQLite file")));
+    }
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let uri = format!("file:{}?mode=ro", uri_escape(path));
+    let conn = Connection::open_with_flags(&uri, flags).map_err(|e| open_error(path, e))?;
+    conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(|e| open_error(path, e))?;
+    match check_readable(&conn) {
+        Ok(()) => Ok(conn),
+        Err(e) if is_read_only_problem(&e) && !dir_writable(p) => {
+            // A WAL database in a directory we may not write: SQLite cannot create the
+            // -shm file. Nobody can be writing it either, so reading it as immutable is safe.
+            drop(conn);
+            let uri = format!("file:{}?mode=ro&immutable=1", uri_escape(path));
+            let conn = Connection::open_with_flags(&uri, flags).map_err(|e| open_error(path, e))?;
+            check_readable(&conn).map_err(|e| open_error(path, e))?;
+            Ok(conn)
+        }
+        Err(e) => Err(open_error(path, e)),
+    }
+}
+
+fn check_readable(conn: &Connection) -> rusqlite::Result<()> {
+    conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))
+}
+
+fn is_read_only_problem(e: &rusqlite::Error) -> bool {
+    matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::CannotOpen) | Some(rusqlite::ErrorCode::ReadOnly))
+}
+
+fn dir_writable(p: &Path) -> bool {
+    let dir = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let probe = dir.join(format!(".pgferry-probe-{}", std::process::id()));
+    match std::fs::OpenOptions::new().write(true).create_new(true).open(&probe) {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+fn uri_escape(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for c in path.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '?' => out.push_str("%3f"),
+            '#' => out.push_str("%23"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+fn open_error(path: &str, e: rusqlite::Error) -> Error {
+    let msg = format!("open '{path}': {}", sqlite_cause(&e));
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::NotADatabase) => Error::Data(msg),
+        Some(rusqlite::ErrorCode::DatabaseCorrupt) => Error::Data(msg),
+        Some(rusqlite::ErrorCode::DatabaseBusy) | Some(rusqlite::ErrorCode::DatabaseLocked) => Error::TempFail(msg),
+        _ => Error::Io(msg),
+    }
+}
+
+/// A rusqlite error in one line without Debug noise.
+pub fn sqlite_cause(e: &rusqlite::Error) -> String {
+    match e {
+        rusqlite::Error::SqliteFailure(f, Some(m)) => format!("{m} ({})", code_name(f.code)),
+        rusqlite::Error::SqliteFailure(f, None) => code_name(f.code).to_string(),
+        other => other.to_string(),
+    }
+}
+
+fn code_name(c: rusqlite::ErrorCode) -> &'static str {
+    use rusqlite::ErrorCode::*;
+    match c {
+        NotADatabase => "file is not a database",
+        DatabaseCorrupt => "database disk image is malformed",
+        DatabaseBusy => "database is busy",
+        DatabaseLocked => "database is locked",
+        ReadOnly => "read-only",
+        CannotOpen => "cannot open",
+        _ => "SQLite error",
+    }
+}
+
+/// A SQLite error while doing `what`.
+pub fn sqlite_error(what: impl std::fmt::Display, e: rusqlite::Error) -> Error {
+    let msg = format!("{what}: {}", sqlite_cause(&e));
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseCorrupt) | Some(rusqlite::ErrorCode::NotADatabase) => Error::Data(msg),
+        Some(rusqlite::ErrorCode::DatabaseBusy) | Some(rusqlite::ErrorCode::DatabaseLocked) => Error::TempFail(msg),
+        _ => Error::Io(msg),
+    }
+}
+
+/// Starts one read transaction and pins its snapshot (the first read does that in WAL mode),
+/// so everything read until the connection is dropped sees one consistent state.
+pub fn begin_snapshot(conn: &Connection) -> Result<()> {
+    conn.execute_batch("BEGIN DEFERRED").map_err(|e| sqlite_error("begin a read transaction", e))?;
+    conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))
+        .map_err(|e| sqlite_error("read the schema", e))
+}
+
+/// The user tables, in name order (SQLite's internal `sqlite_*` tables left out).
+pub fn list_tables(conn: &Connection) -> Result<Vec<String>> {
+    let mut st = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name")
+        .map_err(|e| sqlite_error("list tables", e))?;
+    let names = st
+        .query_map([], |r| r.get::<_, String>(0))
+        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+        .map_err(|e| sqlite_error("list tables", e))?;
+    Ok(names)
+}
+
+/// Quotes an identifier for SQLite.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// One column as `PRAGMA table_xinfo` describes it.
+#[derive(Debug, Clone)]
+pub struct Column {
+    pub name: String,
+    pub decl_type: String,
+    pub not_null: bool,
+    pub default: Option<String>,
+    /// 1-based position in the primary key, 0 if not part of it.
+    pub pk: i32,
+    /// Generated (virtual or stored) column: readable but never loaded.
+    pub generated: bool,
+}
+
+/// A table's columns and shape.
+#[derive(Debug, Clone)]
+pub struct TableInfo {
+    pub name: String,
+    pub columns: Vec<Column>,
+    pub has_rowid: bool,
+}
+
+impl TableInfo {
+    /// Primary key columns in key order.
+    pub fn primary_key(&self) -> Vec<&Column> {
+        let mut pk: Vec<&Column> = self.columns.iter().filter(|c| c.pk > 0).collect();
+        pk.sort_by_key(|c| c.pk);
+        pk
+    }
+
+    /// The column that is an alias of the rowid (`INTEGER PRIMARY KEY`), if any.
+    pub fn rowid_alias(&self) -> Option<&Column> {
+        let pk = self.primary_key();
+        if self.has_rowid && pk.len() == 1 && pk[0].decl_type.eq_ignore_ascii_case("INTEGER") {
+            Some(pk[0])
+        } else {
+            None
+        }
+    }
+}
+
+/// Describes `table`; a missing table is exit 66.
+pub fn table_info(conn: &Connection, table: &str) -> Result<TableInfo> {
+    let sql: Option<String> = conn
+        .query_row("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?1", [table], |r| r.get(0))
+        .map(Some)
+        .or_else(|e| if matches!(e, rusqlite::Error::QueryReturnedNoRows) { Ok(None) } else { Err(e) })
+        .map_err(|e| sqlite_error(format!("look up table '{table}'"), e))?;
+    let Some(sql) = sql else {
+        return Err(Error::NoInput(format!("table '{table}' does not exist")));
+    };
+    let mut st = conn
+        .prepare(&format!("PRAGMA table_xinfo({})", quote_ident(table)))
+        .map_err(|e| sqlite_error(format!("describe table '{table}'"), e))?;
+    let columns = st
+        .query_map([], |r| {
+            let hidden: i64 = r.get(6)?;
+            Ok((
+                Column {
+                    name: r.get(1)?,
+                    decl_type: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
+                    not_null: r.get::<_, i64>(3)? != 0,
+                    default: r.get(4)?,
+                    pk: r.get::<_, i64>(5)? as i32,
+                    generated: hidden == 2 || hidden == 3,
+                },
+                hidden,
+            ))
+        })
+        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+        .map_err(|e| sqlite_error(format!("describe table '{table}'"), e))?
+        .into_iter()
+        .filter(|(_, hidden)| *hidden != 1) // hidden columns of virtual tables
+        .map(|(c, _)| c)
+        .collect();
+    let has_rowid = !sql.to_ascii_uppercase().replace(char::is_whitespace, "").contains("WITHOUTROWID");
+    Ok(TableInfo { name: table.to_string(), columns, has_rowid })
+}
+
+/// `count(*)` of a table.
+pub fn count_rows(conn: &Connection, table: &str) -> Result<u64> {
+    conn.query_row(&format!("SELECT count(*) FROM {}", quote_ident(table)), [], |r| r.get::<_, i64>(0))
+        .map(|n| n as u64)
+        .map_err(|e| sqlite_error(format!("count rows of '{table}'"), e))
+}

@@ -1,0 +1,559 @@
+//! The NDJSON stream every tool reads and writes (see docs/stream.md).
+//!
+//! Writing is hand-rolled for speed (a row is written field by field, never built as a
+//! `serde_json::Value`); reading parses one line at a time into a `serde_json::Map`.
+
+use crate::error::{Error, Result};
+use serde_json::{Map, Value};
+use std::io::{BufRead, Write};
+
+/// The key of the end record: `{"$end": {"rows": N, ...}}`.
+pub const END_KEY: &str = "$end";
+
+// ---------------------------------------------------------------- writing
+
+/// Writes rows as NDJSON, then the end record. Counts the rows it wrote.
+pub struct RowWriter<W: Write> {
+    out: W,
+    buf: Vec<u8>,
+    first_field: bool,
+    rows: u64,
+}
+
+impl<W: Write> RowWriter<W> {
+    pub fn new(out: W) -> Self {
+        RowWriter { out, buf: Vec::with_capacity(1 << 16), first_field: true, rows: 0 }
+    }
+
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    pub fn begin_row(&mut self) {
+        self.buf.push(b'{');
+        self.first_field = true;
+    }
+
+    /// Starts a field: writes the key and the colon; the caller writes the value next.
+    pub fn key(&mut self, key: &str) {
+        if !self.first_field {
+            self.buf.push(b',');
+        }
+        self.first_field = false;
+        write_json_str(&mut self.buf, key);
+        self.buf.push(b':');
+    }
+
+    pub fn null(&mut self) {
+        self.buf.extend_from_slice(b"null");
+    }
+
+    pub fn bool(&mut self, v: bool) {
+        self.buf.extend_from_slice(if v { b"true" } else { b"false" });
+    }
+
+    pub fn int(&mut self, v: i64) {
+        let _ = write!(self.buf, "{v}");
+    }
+
+    pub fn float(&mut self, v: f64) {
+        write_json_f64(&mut self.buf, v);
+    }
+
+    pub fn str(&mut self, v: &str) {
+        write_json_str(&mut self.buf, v);
+    }
+
+    pub fn bytes(&mut self, v: &[u8]) {
+        write_bytes_form(&mut self.buf, v);
+    }
+
+    /// A value that is already JSON (a nested map or array built by the caller).
+    pub fn value(&mut self, v: &Value) {
+        write_json_value(&mut self.buf, v);
+    }
+
+    pub fn end_row(&mut self) -> Result<()> {
+        self.buf.extend_from_slice(b"}\n");
+        self.rows += 1;
+        if self.buf.len() >= 1 << 16 {
+            self.flush_buf()?;
+        }
+        Ok(())
+    }
+
+    fn flush_buf(&mut self) -> Result<()> {
+        self.out.write_all(&self.buf).map_err(|e| Error::io("write to stdout", e))?;
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Writes the end record with the row count and `extra` members, and flushes.
+    pub fn finish(mut self, extra: &[(&str, Value)]) -> Result<W> {
+        let mut end = Map::new();
+        end.insert("rows".into(), Value::from(self.rows));
+        for (k, v) in extra {
+            end.insert((*k).to_string(), v.clone());
+        }
+        let mut rec = Map::new();
+        rec.insert(END_KEY.into(), Value::Object(end));
+        write_json_value(&mut self.buf, &Value::Object(rec));
+        self.buf.push(b'\n');
+        self.flush_buf()?;
+        self.out.flush().map_err(|e| Error::io("write to stdout", e))?;
+        Ok(self.out)
+    }
+}
+
+/// A JSON string with the escapes JSON requires (and nothing else escaped).
+pub fn write_json_str(buf: &mut Vec<u8>, s: &str) {
+    buf.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            0..=0x1f => {
+                buf.extend_from_slice(&bytes[start..i]);
+                let _ = write!(buf, "\\u{b:04x}");
+                start = i + 1;
+                continue;
+            }
+            _ => continue,
+        };
+        buf.extend_from_slice(&bytes[start..i]);
+        buf.extend_from_slice(esc);
+        start = i + 1;
+    }
+    buf.extend_from_slice(&bytes[start..]);
+    buf.push(b'"');
+}
+
+/// A float as the shortest text that reads back to the same bits; non-finite values tagged.
+pub fn write_json_f64(buf: &mut Vec<u8>, v: f64) {
+    if v.is_nan() {
+        buf.extend_from_slice(br#"{"$float":"NaN"}"#);
+    } else if v.is_infinite() {
+        buf.extend_from_slice(if v > 0.0 {
+            br#"{"$float":"Infinity"}"#
+        } else {
+            br#"{"$float":"-Infinity"}"#
+        });
+    } else {
+        // Rust's Display for f64 is the shortest round-trip form but never uses an
+        // exponent; Debug uses one when it is shorter (1e300) and always keeps a ".0".
+        let _ = write!(buf, "{v:?}");
+    }
+}
+
+/// The bytes form: `{"$base64":true,"encoded":"..."}`.
+pub fn write_bytes_form(buf: &mut Vec<u8>, v: &[u8]) {
+    buf.extend_from_slice(br#"{"$base64":true,"encoded":""#);
+    base64_encode_into(buf, v);
+    buf.extend_from_slice(b"\"}");
+}
+
+/// The bytes form as a `Value` (for producers that build nested values).
+pub fn bytes_value(v: &[u8]) -> Value {
+    let mut enc = Vec::new();
+    base64_encode_into(&mut enc, v);
+    let mut m = Map::new();
+    m.insert("$base64".into(), Value::Bool(true));
+    m.insert("encoded".into(), Value::String(String::from_utf8(enc).expect("base64 is ascii")));
+    Value::Object(m)
+}
+
+/// A float as a `Value`: a number when finite, the `$float` tag otherwise.
+pub fn float_value(v: f64) -> Value {
+    if v.is_finite() {
+        let mut s = Vec::new();
+        write_json_f64(&mut s, v);
+        serde_json::from_slice(&s).expect("a finite float is a JSON number")
+    } else {
+        let tag = if v.is_nan() { "NaN" } else if v > 0.0 { "Infinity" } else { "-Infinity" };
+        let mut m = Map::new();
+        m.insert("$float".into(), Value::String(tag.into()));
+        Value::Object(m)
+    }
+}
+
+fn write_json_value(buf: &mut Vec<u8>, v: &Value) {
+    serde_json::to_writer(&mut *buf, v).expect("writing JSON to a Vec cannot fail");
+}
+
+// ---------------------------------------------------------------- tagged forms
+
+/// If `v` is the bytes form, its decoded bytes. `Err` when it is the form but malformed.
+pub fn as_bytes_form(v: &Value) -> Option<std::result::Result<Vec<u8>, String>> {
+    let m = v.as_object()?;
+    if m.len() != 2 || m.get("$base64") != Some(&Value::Bool(true)) {
+        return None;
+    }
+    let enc = m.get("encoded")?.as_str()?;
+    Some(base64_decode(enc))
+}
+
+/// If `v` is the non-finite float form, its value.
+pub fn as_float_form(v: &Value) -> Option<std::result::Result<f64, String>> {
+    let m = v.as_object()?;
+    if m.len() != 1 {
+        return None;
+    }
+    let tag = m.get("$float")?;
+    Some(match tag.as_str() {
+        Some("NaN") => Ok(f64::NAN),
+        Some("Infinity") => Ok(f64::INFINITY),
+        Some("-Infinity") => Ok(f64::NEG_INFINITY),
+        _ => Err(format!("unknown $float tag {tag}")),
+    })
+}
+
+const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Standard base64 with padding (RFC 4648 section 4), the alphabet sqlite-utils uses.
+pub fn base64_encode_into(out: &mut Vec<u8>, data: &[u8]) {
+    for chunk in data.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
+        out.push(B64[(n >> 18) as usize & 63]);
+        out.push(B64[(n >> 12) as usize & 63]);
+        out.push(if chunk.len() > 1 { B64[(n >> 6) as usize & 63] } else { b'=' });
+        out.push(if chunk.len() > 2 { B64[n as usize & 63] } else { b'=' });
+    }
+}
+
+pub fn base64_encode(data: &[u8]) -> String {
+    let mut out = Vec::with_capacity(data.len() * 4 / 3 + 4);
+    base64_encode_into(&mut out, data);
+    String::from_utf8(out).expect("base64 is ascii")
+}
+
+/// Decodes standard base64; padding optional, whitespace and other alphabets refused.
+pub fn base64_decode(s: &str) -> std::result::Result<Vec<u8>, String> {
+    let s = s.trim_end_matches('=');
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let mut acc: u32 = 0;
+    let mut bits = 0;
+    for (i, c) in s.bytes().enumerate() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return Err(format!("invalid base64 character {:?} at offset {i}", c as char)),
+        };
+        acc = acc << 6 | v as u32;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    if bits >= 6 {
+        return Err("truncated base64".into());
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------- reading
+
+/// The end record a producer wrote.
+#[derive(Debug, Clone)]
+pub struct EndRecord {
+    pub rows: u64,
+    pub fields: Map<String, Value>,
+}
+
+/// One row read from the stream, with the line it came from (1-based).
+pub struct Row {
+    pub line: u64,
+    pub fields: Map<String, Value>,
+}
+
+/// Reads a stream line by line, enforcing docs/stream.md: one object per line, blank lines
+/// skipped, the end record last, its count equal to the rows read.
+pub struct RowReader<R: BufRead> {
+    input: R,
+    line: u64,
+    rows: u64,
+    buf: Vec<u8>,
+    end: Option<EndRecord>,
+    require_end: bool,
+    done: bool,
+}
+
+impl<R: BufRead> RowReader<R> {
+    /// `require_end: false` accepts foreign streams that have no end record.
+    pub fn new(input: R, require_end: bool) -> Self {
+        RowReader { input, line: 0, rows: 0, buf: Vec::with_capacity(4096), end: None, require_end, done: false }
+    }
+
+    /// Rows read so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// The current line number (the line of the last row or record read).
+    pub fn line(&self) -> u64 {
+        self.line
+    }
+
+    pub fn end_record(&self) -> Option<&EndRecord> {
+        self.end.as_ref()
+    }
+
+    /// The next row; `Ok(None)` after a valid end (the end record, or EOF when not required).
+    pub fn next_row(&mut self) -> Result<Option<Row>> {
+        if self.done {
+            return Ok(None);
+        }
+        loop {
+            self.buf.clear();
+            let n = self
+                .input
+                .read_until(b'\n', &mut self.buf)
+                .map_err(|e| Error::io(format!("line {}: read stdin", self.line + 1), e))?;
+            if n == 0 {
+                self.done = true;
+                return self.at_eof();
+            }
+            self.line += 1;
+            if self.buf.last() != Some(&b'\n') && self.end.is_none() && self.require_end {
+                // A last line without its newline: the producer was cut off mid-line.
+                return Err(Error::Data(format!(
+                    "line {}: the stream ends in the middle of a line (truncated after {} rows)",
+                    self.line, self.rows
+                )));
+            }
+            if self.buf.iter().all(|b| b.is_ascii_whitespace()) {
+                continue;
+            }
+            if self.end.is_some() {
+                return Err(Error::Data(format!(
+                    "line {}: data after the end record (two streams concatenated?)",
+                    self.line
+                )));
+            }
+            let fields = parse_object(&self.buf, self.line)?;
+            if let Some(end) = end_record(&fields, self.line)? {
+                if end.rows != self.rows {
+                    return Err(Error::Data(format!(
+                        "line {}: the end record says {} rows but {} were read",
+                        self.line, end.rows, self.rows
+                    )));
+                }
+                self.end = Some(end);
+                continue; // only blank lines may follow
+            }
+            self.rows += 1;
+            return Ok(Some(Row { line: self.line, fields }));
+        }
+    }
+
+    fn at_eof(&mut self) -> Result<Option<Row>> {
+        if self.end.is_none() && self.require_end {
+            return Err(Error::Data(format!(
+                "the stream ended after {} rows without its end record: the producer stopped early \
+                 (killed or failed); use --no-end-record only for foreign streams that never have one",
+                self.rows
+            )));
+        }
+        Ok(None)
+    }
+}
+
+/// Parses one line as a JSON object, with a line-numbered error.
+pub fn parse_object(line: &[u8], line_no: u64) -> Result<Map<String, Value>> {
+    if let Err(e) = std::str::from_utf8(line) {
+        return Err(Error::Data(format!(
+            "line {line_no}: invalid UTF-8 at byte {} of the line",
+            e.valid_up_to() + 1
+        )));
+    }
+    match serde_json::from_slice::<Value>(line) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(other) => Err(Error::Data(format!(
+            "line {line_no}: expected a JSON object, found {}",
+            kind_name(&other)
+        ))),
+        Err(e) => Err(Error::Data(format!(
+            "line {line_no}: malformed JSON at column {}: {}; the line starts {}",
+            e.column(),
+            json_err_cause(&e),
+            snippet(&String::from_utf8_lossy(line), 40)
+        ))),
+    }
+}
+
+fn json_err_cause(e: &serde_json::Error) -> String {
+    let s = e.to_string();
+    match s.find(" at line ") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    }
+}
+
+/// If `fields` is an end record, parses it.
+fn end_record(fields: &Map<String, Value>, line: u64) -> Result<Option<EndRecord>> {
+    if fields.len() != 1 {
+        return Ok(None);
+    }
+    let Some(end) = fields.get(END_KEY) else { return Ok(None) };
+    let Some(m) = end.as_object() else {
+        return Err(Error::Data(format!("line {line}: the end record's \"$end\" is not an object")));
+    };
+    let Some(rows) = m.get("rows").and_then(Value::as_u64) else {
+        return Err(Error::Data(format!("line {line}: the end record has no \"rows\" count")));
+    };
+    Ok(Some(EndRecord { rows, fields: m.clone() }))
+}
+
+/// "a string", "an array" ... for messages.
+pub fn kind_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// A value shortened for an error message, as JSON.
+pub fn snippet(s: &str, max: usize) -> String {
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i == max {
+            out.push('…');
+            break;
+        }
+        out.push(c);
+    }
+    let mut buf = Vec::new();
+    write_json_str(&mut buf, &out);
+    String::from_utf8(buf).expect("utf-8 in, utf-8 out")
+}
+
+/// A JSON value shortened for an error message.
+pub fn value_snippet(v: &Value) -> String {
+    match v {
+        Value::String(s) => snippet(s, 60),
+        other => {
+            let t = other.to_string();
+            if t.chars().count() > 60 {
+                let cut: String = t.chars().take(60).collect();
+                format!("{cut}…")
+            } else {
+                t
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_all(input: impl AsRef<[u8]>, require_end: bool) -> Result<Vec<u64>> {
+        let mut r = RowReader::new(input.as_ref(), require_end);
+        let mut lines = vec![];
+        while let Some(row) = r.next_row()? {
+            lines.push(row.line);
+        }
+        Ok(lines)
+    }
+
+    #[test]
+    fn base64_round_trips_every_length() {
+        for len in 0..70 {
+            let data: Vec<u8> = (0..len).map(|i| (i * 37 + 11) as u8).collect();
+            let enc = base64_encode(&data);
+            assert_eq!(enc.len() % 4, 0);
+            assert_eq!(base64_decode(&enc).unwrap(), data);
+        }
+        assert_eq!(base64_encode(b"hello"), "aGVsbG8=");
+        assert!(base64_decode("aGV$").is_err());
+    }
+
+    #[test]
+    fn strings_are_escaped_as_json() {
+        let mut b = Vec::new();
+        write_json_str(&mut b, "a\"b\\c\n\u{1}é\u{7f}");
+        assert_eq!(String::from_utf8(b).unwrap(), "\"a\\\"b\\\\c\\n\\u0001é\u{7f}\"");
+        for s in ["", "tab\tcr\r", "\u{0}", "💥", "\u{2028}"] {
+            let mut b = Vec::new();
+            write_json_str(&mut b, s);
+            let back: String = serde_json::from_slice(&b).unwrap();
+            assert_eq!(back, s);
+        }
+    }
+
+    #[test]
+    fn floats_are_exact_and_non_finite_tagged() {
+        let check = |v: f64, want: &str| {
+            let mut b = Vec::new();
+            write_json_f64(&mut b, v);
+            assert_eq!(String::from_utf8(b).unwrap(), want);
+        };
+        check(0.1, "0.1");
+        check(3.0, "3.0");
+        check(-0.0, "-0.0");
+        check(1e300, "1e300");
+        check(f64::NAN, r#"{"$float":"NaN"}"#);
+        check(f64::NEG_INFINITY, r#"{"$float":"-Infinity"}"#);
+        for v in [0.1 + 0.2, f64::MIN_POSITIVE, f64::MAX, -1.5e-300, 123456789.123] {
+            let mut b = Vec::new();
+            write_json_f64(&mut b, v);
+            let back: f64 = std::str::from_utf8(&b).unwrap().parse().unwrap();
+            assert_eq!(back.to_bits(), v.to_bits());
+        }
+    }
+
+    #[test]
+    fn writer_then_reader_round_trip() {
+        let mut w = RowWriter::new(Vec::new());
+        w.begin_row();
+        w.key("id");
+        w.int(i64::MIN);
+        w.key("b");
+        w.bytes(&[0, 255]);
+        w.end_row().unwrap();
+        let out = w.finish(&[("table", Value::from("t"))]).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(
+            text,
+            "{\"id\":-9223372036854775808,\"b\":{\"$base64\":true,\"encoded\":\"AP8=\"}}\n{\"$end\":{\"rows\":1,\"table\":\"t\"}}\n"
+        );
+        let mut r = RowReader::new(text.as_bytes(), true);
+        let row = r.next_row().unwrap().unwrap();
+        assert_eq!(row.fields["id"].as_i64(), Some(i64::MIN));
+        assert_eq!(as_bytes_form(&row.fields["b"]).unwrap().unwrap(), vec![0, 255]);
+        assert!(r.next_row().unwrap().is_none());
+        assert_eq!(r.end_record().unwrap().rows, 1);
+    }
+
+    #[test]
+    fn reader_enforces_the_spec() {
+        assert_eq!(read_all("{\"a\":1}\n\n{\"a\":2}\n{\"$end\":{\"rows\":2}}\n\n", true).unwrap(), vec![1, 3]);
+        let err = |s: &[u8]| read_all(s, true).unwrap_err().message().to_string();
+        assert!(err(b"{\"a\":1}\n").contains("without its end record"));
+        assert!(err(b"{\"a\":1}\n{\"a\":").contains("middle of a line"));
+        assert!(err(b"{\"a\":1}\n{\"$end\":{\"rows\":2}}\n").contains("says 2 rows but 1"));
+        assert!(err(b"{\"$end\":{\"rows\":0}}\n{\"a\":1}\n").contains("data after the end record"));
+        assert!(err(b"[1]\n").contains("line 1: expected a JSON object, found an array"));
+        assert!(err(b"{\"a\":1}\n{\"a\" 1}\n").starts_with("line 2: malformed JSON at column"));
+        assert!(err(b"{\"a\":\"\xff\"}\n").contains("invalid UTF-8"));
+        // Foreign streams without an end record are accepted on request.
+        assert_eq!(read_all("{\"a\":1}\n{\"a\":2}", false).unwrap(), vec![1, 2]);
+        // CRLF line ends are accepted (JSON whitespace).
+        assert_eq!(read_all("{\"a\":1}\r\n{\"$end\":{\"rows\":1}}\r\n", true).unwrap(), vec![1]);
+    }
+}

@@ -1,0 +1,365 @@
+//! Timestamps: the text forms users' data really holds, parsed to microseconds since the
+//! Unix epoch, and formatted back as RFC 3339. Calendar math is Howard Hinnant's
+//! days-from-civil (proleptic Gregorian), so no date crate is needed.
+
+/// Days since 1970-01-01 of a proleptic Gregorian date.
+pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let m = m as i64;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146097 + doe - 719468
+}
+
+/// The date of a day number (days since 1970-01-01).
+pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719468;
+    let era = if z >= 0 { z } else { z - 146096 } / 146097;
+    let doe = z - era * 146097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+pub fn days_in_month(y: i64, m: u32) -> u32 {
+    match m {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        _ if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
+        _ => 28,
+    }
+}
+
+pub const MICROS_PER_DAY: i64 = 86_400_000_000;
+
+/// A parsed timestamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Parsed {
+    /// Microseconds since 1970-01-01T00:00:00 in the text's own zone (or UTC if it had one).
+    pub micros: i64,
+    /// The offset the text carried, in seconds east of UTC; `None` when it had none.
+    pub offset: Option<i32>,
+    /// The text was a bare date.
+    pub date_only: bool,
+    /// Fraction digits beyond microseconds were rounded (PostgreSQL keeps microseconds).
+    pub rounded: bool,
+}
+
+impl Parsed {
+    /// Microseconds since the Unix epoch in UTC, assuming `assume` (seconds east) if the text had no offset.
+    pub fn utc_micros(&self, assume: i32) -> i64 {
+        self.micros - self.offset.unwrap_or(assume) as i64 * 1_000_000
+    }
+}
+
+/// Parses `YYYY-MM-DD`, optionally followed by `T`/space and `HH:MM[:SS[.fraction]]`, and an
+/// optional zone: `Z`, `±HH`, `±HHMM`, `±HH:MM` or ` UTC`/` GMT`.
+pub fn parse_timestamp(s: &str) -> Option<Parsed> {
+    let b = s.trim().as_bytes();
+    let mut p = Cursor { b, i: 0 };
+    let neg_year = p.eat(b'-');
+    let year = p.digits_exact(4)? as i64;
+    let year = if neg_year { -year } else { year };
+    if !p.eat(b'-') {
+        return None;
+    }
+    let month = p.digits_exact(2)? as u32;
+    if !p.eat(b'-') {
+        return None;
+    }
+    let day = p.digits_exact(2)? as u32;
+    if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
+        return None;
+    }
+    let days = days_from_civil(year, month, day);
+    if p.done() {
+        return Some(Parsed { micros: days * MICROS_PER_DAY, offset: None, date_only: true, rounded: false });
+    }
+    if !(p.eat(b'T') || p.eat(b't') || p.eat(b' ')) {
+        return None;
+    }
+    let hour = p.digits_exact(2)? as i64;
+    if !p.eat(b':') {
+        return None;
+    }
+    let minute = p.digits_exact(2)? as i64;
+    let mut second = 0i64;
+    let mut micros = 0i64;
+    let mut rounded = false;
+    if p.eat(b':') {
+        second = p.digits_exact(2)? as i64;
+        if p.eat(b'.') || p.eat(b',') {
+            let start = p.i;
+            let mut frac: i64 = 0;
+            let mut n = 0;
+            let mut round_up = false;
+            while let Some(d) = p.digit() {
+                if n < 6 {
+                    frac = frac * 10 + d as i64;
+                } else if n == 6 {
+                    round_up = d >= 5;
+                    rounded = true;
+                } else if d != 0 {
+                    rounded = true;
+                }
+                n += 1;
+            }
+            if p.i == start {
+                return None;
+            }
+            for _ in n..6 {
+                frac *= 10;
+            }
+            micros = frac + round_up as i64;
+        }
+    }
+    // 24:00:00 is allowed by ISO 8601 and PostgreSQL as the end of the day.
+    let valid_time = (hour < 24 && minute < 60 && second < 60)
+        || (hour == 24 && minute == 0 && second == 0 && micros == 0);
+    if !valid_time {
+        return None;
+    }
+    let offset = parse_zone(&mut p)?;
+    if !p.done() {
+        return None;
+    }
+    let micros = days * MICROS_PER_DAY + ((hour * 60 + minute) * 60 + second) * 1_000_000 + micros;
+    Some(Parsed { micros, offset, date_only: false, rounded })
+}
+
+/// `Z`, `±HH[[:]MM]`, ` UTC`, ` GMT`, or nothing: `Some(None)`; malformed: `None`.
+fn parse_zone(p: &mut Cursor) -> Option<Option<i32>> {
+    p.eat(b' ');
+    if p.done() {
+        return Some(None);
+    }
+    if p.eat(b'Z') || p.eat(b'z') {
+        return Some(Some(0));
+    }
+    let rest = &p.b[p.i..];
+    if rest.eq_ignore_ascii_case(b"UTC") || rest.eq_ignore_ascii_case(b"GMT") {
+        p.i = p.b.len();
+        return Some(Some(0));
+    }
+    let sign = if p.eat(b'+') {
+        1
+    } else if p.eat(b'-') {
+        -1
+    } else {
+        return None;
+    };
+    let h = p.digits_exact(2)? as i32;
+    let m = if p.eat(b':') {
+        p.digits_exact(2)? as i32
+    } else if !p.done() {
+        p.digits_exact(2)? as i32
+    } else {
+        0
+    };
+    if h > 15 || m > 59 {
+        return None;
+    }
+    Some(Some(sign * (h * 3600 + m * 60)))
+}
+
+/// Parses a fixed offset such as `UTC`, `Z`, `+02:00`, `-0530` into seconds east of UTC.
+pub fn parse_offset(s: &str) -> Option<i32> {
+    let t = s.trim();
+    if t.eq_ignore_ascii_case("utc") || t.eq_ignore_ascii_case("z") || t.eq_ignore_ascii_case("gmt") {
+        return Some(0);
+    }
+    let mut p = Cursor { b: t.as_bytes(), i: 0 };
+    let z = parse_zone(&mut p)?;
+    if p.done() {
+        z
+    } else {
+        None
+    }
+}
+
+struct Cursor<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl Cursor<'_> {
+    fn done(&self) -> bool {
+        self.i == self.b.len()
+    }
+    fn eat(&mut self, c: u8) -> bool {
+        if self.b.get(self.i) == Some(&c) {
+            self.i += 1;
+            true
+        } else {
+            false
+        }
+    }
+    fn digit(&mut self) -> Option<u8> {
+        match self.b.get(self.i) {
+            Some(c) if c.is_ascii_digit() => {
+                self.i += 1;
+                Some(c - b'0')
+            }
+            _ => None,
+        }
+    }
+    fn digits_exact(&mut self, n: usize) -> Option<u32> {
+        let mut v = 0u32;
+        for _ in 0..n {
+            v = v * 10 + self.digit()? as u32;
+        }
+        Some(v)
+    }
+}
+
+/// Formats microseconds since the Unix epoch as RFC 3339 UTC, with the fraction only as
+/// long as it needs to be (`2024-01-05T10:00:00Z`, `…:00.5Z`, `…:00.000001Z`).
+pub fn format_rfc3339_micros(micros: i64) -> String {
+    let days = micros.div_euclid(MICROS_PER_DAY);
+    let rem = micros.rem_euclid(MICROS_PER_DAY);
+    let (y, m, d) = civil_from_days(days);
+    let secs = rem / 1_000_000;
+    let frac = rem % 1_000_000;
+    let mut s = format!(
+        "{}-{:02}-{:02}T{:02}:{:02}:{:02}",
+        fmt_year(y),
+        m,
+        d,
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    );
+    if frac != 0 {
+        let f = format!("{frac:06}");
+        s.push('.');
+        s.push_str(f.trim_end_matches('0'));
+    }
+    s.push('Z');
+    s
+}
+
+/// Formats seconds + nanoseconds since the Unix epoch as RFC 3339 UTC with up to 9
+/// fraction digits (Firestore's precision), trailing zeros trimmed.
+pub fn format_rfc3339_nanos(secs: i64, nanos: u32) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    let mut s = format!(
+        "{}-{:02}-{:02}T{:02}:{:02}:{:02}",
+        fmt_year(y),
+        m,
+        d,
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    );
+    if nanos != 0 {
+        let f = format!("{nanos:09}");
+        s.push('.');
+        s.push_str(f.trim_end_matches('0'));
+    }
+    s.push('Z');
+    s
+}
+
+fn fmt_year(y: i64) -> String {
+    if y < 0 {
+        format!("-{:04}", -y)
+    } else {
+        format!("{y:04}")
+    }
+}
+
+/// Microseconds since the Unix epoch of "now".
+pub fn now_micros() -> i64 {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970");
+    d.as_micros() as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn utc(s: &str) -> i64 {
+        parse_timestamp(s).unwrap_or_else(|| panic!("{s}")).utc_micros(0)
+    }
+
+    #[test]
+    fn civil_round_trips() {
+        for z in (-800_000..800_000).step_by(97) {
+            let (y, m, d) = civil_from_days(z);
+            assert_eq!(days_from_civil(y, m, d), z);
+        }
+        assert_eq!(days_from_civil(1970, 1, 1), 0);
+        assert_eq!(days_from_civil(2000, 3, 1), 11017);
+        assert_eq!(civil_from_days(-1), (1969, 12, 31));
+    }
+
+    #[test]
+    fn the_forms_users_have() {
+        let base = 1_704_448_800_000_000; // 2024-01-05T10:00:00Z
+        for s in [
+            "2024-01-05T10:00:00Z",
+            "2024-01-05 10:00:00",
+            "2024-01-05T10:00",
+            "2024-01-05T12:00:00+02:00",
+            "2024-01-05T12:00:00+0200",
+            "2024-01-05T12:00:00+02",
+            "2024-01-05T05:30:00-04:30",
+            "2024-01-05 10:00:00 UTC",
+            "2024-01-05t10:00:00z",
+            "  2024-01-05T10:00:00.000Z ",
+        ] {
+            assert_eq!(utc(s), base, "{s}");
+        }
+        assert_eq!(utc("2024-01-05T10:00:00.5Z"), base + 500_000);
+        assert_eq!(utc("2024-01-05T10:00:00.123456Z"), base + 123_456);
+        assert_eq!(utc("2024-01-05T10:00:00.1234565Z"), base + 123_457);
+        assert!(parse_timestamp("2024-01-05T10:00:00.123456789Z").unwrap().rounded);
+        assert_eq!(utc("1969-12-31T23:59:59.999999Z"), -1);
+        assert_eq!(utc("2024-01-05"), base - 10 * 3_600_000_000);
+        assert!(parse_timestamp("2024-01-05").unwrap().date_only);
+        // Without a zone the caller's assumption applies.
+        assert_eq!(parse_timestamp("2024-01-05 12:00:00").unwrap().utc_micros(7200), base);
+        assert_eq!(utc("2024-02-29T00:00:00Z") + MICROS_PER_DAY, utc("2024-03-01T00:00:00Z"));
+    }
+
+    #[test]
+    fn nonsense_is_refused() {
+        for s in [
+            "", "yesterday-ish", "2024-13-01", "2023-02-29", "2024-01-05T25:00:00", "2024-01-05T10:60",
+            "2024-01-05T10:00:00+", "2024-01-05T10:00:00Zjunk", "2024-1-5", "1700000000", "2024-01-05T",
+            "2024-01-05T10:00:00.Z",
+        ] {
+            assert!(parse_timestamp(s).is_none(), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn formatting() {
+        assert_eq!(format_rfc3339_micros(0), "1970-01-01T00:00:00Z");
+        assert_eq!(format_rfc3339_micros(-1), "1969-12-31T23:59:59.999999Z");
+        assert_eq!(format_rfc3339_micros(1_704_448_800_500_000), "2024-01-05T10:00:00.5Z");
+        assert_eq!(format_rfc3339_nanos(-1, 999_999_999), "1969-12-31T23:59:59.999999999Z");
+        assert_eq!(format_rfc3339_nanos(1_704_448_800, 120_000_000), "2024-01-05T10:00:00.12Z");
+        for s in ["2024-01-05T10:00:00.000001Z", "0001-01-01T00:00:00Z", "9999-12-31T23:59:59.999999Z"] {
+            assert_eq!(format_rfc3339_micros(utc(s)), s);
+        }
+    }
+
+    #[test]
+    fn offsets() {
+        assert_eq!(parse_offset("UTC"), Some(0));
+        assert_eq!(parse_offset("+02:00"), Some(7200));
+        assert_eq!(parse_offset("-0530"), Some(-19800));
+        assert_eq!(parse_offset("Europe/Athens"), None);
+    }
+}
