@@ -88,17 +88,16 @@ impl<W: Write> RowWriter<W> {
         Ok(())
     }
 
-    /// Writes the end record with the row count and `extra` members, and flushes.
+    /// Writes the end record (`rows` first, then `extra` members in order) and flushes.
     pub fn finish(mut self, extra: &[(&str, Value)]) -> Result<W> {
-        let mut end = Map::new();
-        end.insert("rows".into(), Value::from(self.rows));
+        let _ = write!(self.buf, "{{\"{END_KEY}\":{{\"rows\":{}", self.rows);
         for (k, v) in extra {
-            end.insert((*k).to_string(), v.clone());
+            self.buf.push(b',');
+            write_json_str(&mut self.buf, k);
+            self.buf.push(b':');
+            write_json_value(&mut self.buf, v);
         }
-        let mut rec = Map::new();
-        rec.insert(END_KEY.into(), Value::Object(end));
-        write_json_value(&mut self.buf, &Value::Object(rec));
-        self.buf.push(b'\n');
+        self.buf.extend_from_slice(b"}}\n");
         self.flush_buf()?;
         self.out.flush().map_err(|e| Error::io("write to stdout", e))?;
         Ok(self.out)

@@ -1,0 +1,85 @@
+# shellcheck shell=bash
+# Shared by every pgferry script: logging, the ERR trap, EXIT-trap composition, tool checks.
+# Sourced, never executed.
+
+PGFERRY_SCRIPT="${PGFERRY_SCRIPT:-$(basename "${0}")}"
+
+# log MESSAGE...: a timestamped line on stderr.
+log() {
+  printf '%s %s: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "${PGFERRY_SCRIPT}" "$*" >&2
+}
+
+warn() {
+  log "warning: $*"
+}
+
+# die [CODE] MESSAGE...: log and exit (default code 1).
+die() {
+  local code=1
+  if [[ "${1:-}" =~ ^[0-9]+$ ]]; then
+    code="$1"
+    shift
+  fi
+  log "error: $*"
+  exit "${code}"
+}
+
+# On an unexpected failure: where it happened, what ran, and its status.
+pgferry::errexit() {
+  local status=$?
+  log "failed: ${BASH_SOURCE[1]:-?}:${BASH_LINENO[0]:-?}: '${BASH_COMMAND}' exited with status ${status}"
+  exit "${status}"
+}
+trap pgferry::errexit ERR
+set -o errtrace
+
+# trap_add COMMAND: run COMMAND at exit as well as whatever was registered before.
+trap_add() {
+  local new="$1" old
+  old="$(trap -p EXIT | sed -e "s/^trap -- '//" -e "s/' EXIT\$//")"
+  if [[ -n "${old}" ]]; then
+    # shellcheck disable=SC2064
+    trap "${new}; ${old}" EXIT
+  else
+    # shellcheck disable=SC2064
+    trap "${new}" EXIT
+  fi
+}
+
+# need_cmd NAME...: die with 69 if a tool is missing.
+need_cmd() {
+  local c
+  for c in "$@"; do
+    command -v "${c}" >/dev/null 2>&1 || die 69 "needs '${c}', which is not installed"
+  done
+}
+
+# pg_psql ARGS...: the one way scripts call psql.
+pg_psql() {
+  psql -X -v ON_ERROR_STOP=1 --no-password "$@"
+}
+
+# repo_root: the checkout this script belongs to.
+repo_root() {
+  cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd
+}
+
+# apt_install PKG...: install the Debian packages that are missing (root or sudo).
+apt_install() {
+  local missing=() p
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "${p}" 2>/dev/null | grep -q 'install ok installed' || missing+=("${p}")
+  done
+  ((${#missing[@]} == 0)) && return 0
+  log "installing ${missing[*]}"
+  local sudo=()
+  ((EUID == 0)) || sudo=(sudo)
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y "${missing[@]}" >/dev/null ||
+    { DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get update >/dev/null &&
+      DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y "${missing[@]}" >/dev/null; }
+}
+
+# free_port: a TCP port nobody listens on right now.
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}

@@ -1,0 +1,248 @@
+//! The test harness: real PostgreSQL (one throwaway database per test, on the cluster
+//! `tests/run` started), real SQLite files in a temp dir per test, the real binaries.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+fn unique(prefix: &str) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() % 1_000_000_000;
+    format!("{prefix}_{}_{n}_{t}", std::process::id())
+}
+
+/// A temp dir removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        let p = std::env::temp_dir().join(unique("pgferry-test"));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+    pub fn str(&self, name: &str) -> String {
+        self.path(name).display().to_string()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The server URL `tests/run` exported. Missing is a failure, never a skip.
+pub fn server_url() -> String {
+    std::env::var("PGFERRY_TEST_PG_URL").unwrap_or_else(|_| {
+        panic!("PGFERRY_TEST_PG_URL is not set: run the tests with tests/run, which starts a throwaway PostgreSQL")
+    })
+}
+
+/// A fresh database on the test cluster, dropped at the end of the test.
+pub struct Pg {
+    pub url: String,
+    pub name: String,
+    admin_url: String,
+}
+
+impl Pg {
+    pub fn new() -> Pg {
+        let admin_url = server_url();
+        let name = unique("t").to_lowercase();
+        let mut c = postgres::Client::connect(&admin_url, postgres::NoTls).expect("connect to the test cluster");
+        c.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+        let url = replace_db(&admin_url, &name);
+        Pg { url, name, admin_url }
+    }
+
+    pub fn client(&self) -> postgres::Client {
+        postgres::Client::connect(&self.url, postgres::NoTls).expect("connect to the test database")
+    }
+
+    pub fn exec(&self, sql: &str) {
+        self.client().batch_execute(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    /// The first column of the first row, as text (NULL as "NULL").
+    pub fn one(&self, sql: &str) -> String {
+        let rows = self.client().simple_query(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+        for m in rows {
+            if let postgres::SimpleQueryMessage::Row(r) = m {
+                return r.get(0).unwrap_or("NULL").to_string();
+            }
+        }
+        panic!("{sql}: no rows")
+    }
+
+    /// Every row, columns joined by '|', as text.
+    pub fn rows(&self, sql: &str) -> Vec<String> {
+        let rows = self.client().simple_query(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+        rows.into_iter()
+            .filter_map(|m| match m {
+                postgres::SimpleQueryMessage::Row(r) => {
+                    Some((0..r.len()).map(|i| r.get(i).unwrap_or("NULL").to_string()).collect::<Vec<_>>().join("|"))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn count(&self, table: &str) -> i64 {
+        self.one(&format!("SELECT count(*) FROM {table}")).parse().unwrap()
+    }
+}
+
+impl Drop for Pg {
+    fn drop(&mut self) {
+        if let Ok(mut c) = postgres::Client::connect(&self.admin_url, postgres::NoTls) {
+            let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+        }
+    }
+}
+
+/// `url` with its database name replaced.
+pub fn replace_db(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let slash = base.rfind('/').expect("URL has a path");
+    let mut out = format!("{}/{db}", &base[..slash]);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+/// One of our binaries, built by cargo for this test run.
+pub fn bin(name: &str) -> PathBuf {
+    let p = match name {
+        "sqlite-dump" => env!("CARGO_BIN_EXE_sqlite-dump"),
+        "pg-load" => env!("CARGO_BIN_EXE_pg-load"),
+        other => panic!("unknown binary {other}"),
+    };
+    PathBuf::from(p)
+}
+
+/// A command under test: our binary with arguments, env and stdin.
+pub struct Cmd {
+    cmd: Command,
+    stdin: Option<Vec<u8>>,
+    display: String,
+}
+
+pub fn cmd(name: &str) -> Cmd {
+    let mut c = Command::new(bin(name));
+    // Tests never inherit the developer's connection settings.
+    for k in ["DATABASE_URL", "PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE", "PGSSLMODE", "PGSSLROOTCERT"] {
+        c.env_remove(k);
+    }
+    Cmd { cmd: c, stdin: None, display: name.to_string() }
+}
+
+impl Cmd {
+    pub fn arg(mut self, a: impl AsRef<std::ffi::OsStr>) -> Cmd {
+        self.display.push(' ');
+        self.display.push_str(&a.as_ref().to_string_lossy());
+        self.cmd.arg(a);
+        self
+    }
+    pub fn args<I: IntoIterator<Item = S>, S: AsRef<std::ffi::OsStr>>(mut self, args: I) -> Cmd {
+        for a in args {
+            self = self.arg(a);
+        }
+        self
+    }
+    pub fn env(mut self, k: &str, v: impl AsRef<std::ffi::OsStr>) -> Cmd {
+        self.cmd.env(k, v);
+        self
+    }
+    pub fn stdin(mut self, data: impl Into<Vec<u8>>) -> Cmd {
+        self.stdin = Some(data.into());
+        self
+    }
+    pub fn stdin_file(mut self, path: &Path) -> Cmd {
+        self.cmd.stdin(std::fs::File::open(path).unwrap());
+        self
+    }
+
+    pub fn run(mut self) -> Run {
+        if self.stdin.is_some() {
+            self.cmd.stdin(Stdio::piped());
+        }
+        self.cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = self.cmd.spawn().unwrap_or_else(|e| panic!("spawn {}: {e}", self.display));
+        // Stdin from a thread so a large input cannot deadlock against a full stdout pipe.
+        let writer = self.stdin.take().map(|data| {
+            let mut stdin = child.stdin.take().unwrap();
+            std::thread::spawn(move || {
+                let _ = stdin.write_all(&data);
+            })
+        });
+        let out = child.wait_with_output().unwrap();
+        if let Some(w) = writer {
+            w.join().unwrap();
+        }
+        Run { display: self.display, out }
+    }
+
+    /// Runs and asserts the exit code, printing everything on failure.
+    pub fn expect(self, code: i32) -> Run {
+        let r = self.run();
+        if r.code() != code {
+            panic!("expected exit {code}, got {:?}\n{}", r.out.status, r.describe());
+        }
+        r
+    }
+
+    pub fn ok(self) -> Run {
+        self.expect(0)
+    }
+}
+
+pub struct Run {
+    pub display: String,
+    pub out: Output,
+}
+
+impl Run {
+    pub fn code(&self) -> i32 {
+        self.out.status.code().unwrap_or(-1)
+    }
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.out.stdout).into_owned()
+    }
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.out.stderr).into_owned()
+    }
+    pub fn describe(&self) -> String {
+        let out = self.stdout();
+        let shown: String = out.chars().take(4000).collect();
+        format!("command: {}\nstatus: {:?}\nstdout:\n{}\nstderr:\n{}", self.display, self.out.status, shown, self.stderr())
+    }
+    /// Asserts stderr contains every fragment.
+    pub fn stderr_has(&self, fragments: &[&str]) -> &Run {
+        let err = self.stderr();
+        for f in fragments {
+            assert!(err.contains(f), "stderr lacks {f:?}\n{}", self.describe());
+        }
+        self
+    }
+    /// Parses stdout as NDJSON lines.
+    pub fn json_lines(&self) -> Vec<serde_json::Value> {
+        self.stdout().lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+}
+
+/// Creates a SQLite file from SQL with the sqlite3 CLI-free rusqlite API.
+pub fn sqlite_db(path: &Path, sql: &str) {
+    let c = rusqlite::Connection::open(path).unwrap();
+    c.execute_batch(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+}

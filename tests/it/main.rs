@@ -1,0 +1,5 @@
+//! pgferry's one integration-test binary: every tool against real SQLite files and a real
+//! PostgreSQL (and the Firestore emulator for fs-export).
+
+mod harness;
+mod sqlite_dump;
