@@ -1,8 +1,10 @@
 //! pgferry's shared library: what two or more tools need, split by concern.
 
 pub mod cli;
+pub mod convert;
 pub mod error;
 pub mod pg;
+pub mod runlog;
 pub mod sqlite;
 pub mod stream;
 pub mod timefmt;

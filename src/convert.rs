@@ -1,0 +1,1048 @@
+//! Conversion of stream values by the target column's type (docs/loading.md), and their
+//! encoding for COPY: PostgreSQL's binary format when every column has a binary encoder
+//! here (the server then parses almost nothing), its text format otherwise.
+
+use crate::error::{Error, Result};
+use crate::pg::pg_error;
+use crate::stream::{as_bytes_form, as_float_form, kind_name, value_snippet};
+use crate::timefmt::{self, MICROS_PER_DAY};
+use serde_json::Value;
+use std::fmt::Write as _;
+use std::io::Write as _;
+
+/// What pg-load knows how to produce for a column, by its (domain-resolved) base type.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Kind {
+    Bool,
+    Int2,
+    Int4,
+    Int8,
+    Float4,
+    Float8,
+    Numeric,
+    /// text, varchar, bpchar, name, citext: strings.
+    Text,
+    /// An enum: its label, binary-sendable as text.
+    Enum,
+    Bytea,
+    Date,
+    Time,
+    Timestamp,
+    Timestamptz,
+    Json,
+    Jsonb,
+    Uuid,
+    /// A one-dimensional array of `elem`, whose element type has oid `elem_oid`.
+    Array { elem: Box<Kind>, elem_oid: u32 },
+    /// Any other type (interval, inet, money, ...): its text form, parsed by the server.
+    Other(String),
+}
+
+impl Kind {
+    /// By built-in type oid; `None` for types that need a catalog look-up (enums, domains, arrays, others).
+    pub fn from_builtin_oid(oid: u32) -> Option<Kind> {
+        Some(match oid {
+            16 => Kind::Bool,
+            21 => Kind::Int2,
+            23 => Kind::Int4,
+            20 => Kind::Int8,
+            700 => Kind::Float4,
+            701 => Kind::Float8,
+            1700 => Kind::Numeric,
+            25 | 1043 | 1042 | 19 => Kind::Text,
+            17 => Kind::Bytea,
+            1082 => Kind::Date,
+            1083 => Kind::Time,
+            1114 => Kind::Timestamp,
+            1184 => Kind::Timestamptz,
+            114 => Kind::Json,
+            3802 => Kind::Jsonb,
+            2950 => Kind::Uuid,
+            _ => return None,
+        })
+    }
+
+    /// Whether this pgferry has a binary COPY encoder for the kind.
+    pub fn has_binary(&self) -> bool {
+        match self {
+            Kind::Other(_) => false,
+            Kind::Array { elem, .. } => elem.has_binary() && !matches!(**elem, Kind::Array { .. }),
+            _ => true,
+        }
+    }
+
+    pub fn is_timestamp(&self) -> bool {
+        matches!(self, Kind::Timestamp | Kind::Timestamptz | Kind::Date)
+    }
+}
+
+/// Unit of Unix epoch numbers loaded into timestamp columns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EpochUnit {
+    Seconds,
+    Millis,
+    Micros,
+    Nanos,
+}
+
+impl EpochUnit {
+    pub fn parse(s: &str) -> Option<EpochUnit> {
+        Some(match s {
+            "s" | "sec" | "seconds" => EpochUnit::Seconds,
+            "ms" | "millis" | "milliseconds" => EpochUnit::Millis,
+            "us" | "micros" | "microseconds" => EpochUnit::Micros,
+            "ns" | "nanos" | "nanoseconds" => EpochUnit::Nanos,
+            _ => return None,
+        })
+    }
+    fn per_second(self) -> i128 {
+        match self {
+            EpochUnit::Seconds => 1,
+            EpochUnit::Millis => 1_000,
+            EpochUnit::Micros => 1_000_000,
+            EpochUnit::Nanos => 1_000_000_000,
+        }
+    }
+}
+
+/// Per-column conversion options.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Zone assumed for timestamps without an offset going into timestamptz (seconds east).
+    pub assume_offset: i32,
+    /// Unit for epoch numbers; `None` refuses numbers in timestamp columns.
+    pub epoch: Option<EpochUnit>,
+    /// Remove NUL characters from text instead of refusing them.
+    pub strip_nul: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { assume_offset: 0, epoch: None, strip_nul: false }
+    }
+}
+
+/// A value converted for its column: what the COPY encoders write.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell {
+    Null,
+    Bool(bool),
+    Int2(i16),
+    Int4(i32),
+    Int8(i64),
+    Float4(f32),
+    Float8(f64),
+    /// Canonical decimal text (`-12.50`), or `NaN`, `Infinity`, `-Infinity`.
+    Numeric(String),
+    Text(String),
+    Bytes(Vec<u8>),
+    /// Days since 1970-01-01.
+    Date(i32),
+    /// Microseconds since midnight.
+    Time(i64),
+    /// Microseconds since the Unix epoch (UTC for timestamptz); i64::MAX/MIN are ±infinity.
+    Timestamp(i64),
+    Timestamptz(i64),
+    Json(String),
+    Jsonb(String),
+    Uuid([u8; 16]),
+    Array(Vec<Cell>, u32),
+}
+
+/// Converts one stream value for a column of `kind`. The error text says what could not be
+/// read as what; the caller adds line, column and value.
+pub fn convert(v: Value, kind: &Kind, opts: &Options) -> std::result::Result<Cell, String> {
+    if v.is_null() {
+        return Ok(Cell::Null);
+    }
+    match kind {
+        Kind::Text | Kind::Enum | Kind::Other(_) => to_text(v, opts).map(Cell::Text),
+        Kind::Bool => to_bool(&v).map(Cell::Bool),
+        Kind::Int2 => to_int(&v).and_then(|n| i16::try_from(n).map(Cell::Int2).map_err(|_| "out of range for smallint".into())),
+        Kind::Int4 => to_int(&v).and_then(|n| i32::try_from(n).map(Cell::Int4).map_err(|_| "out of range for integer".into())),
+        Kind::Int8 => to_int(&v).map(Cell::Int8),
+        Kind::Float8 => to_float(&v).map(Cell::Float8),
+        Kind::Float4 => to_float(&v).and_then(|f| {
+            let g = f as f32;
+            if f.is_finite() && !g.is_finite() {
+                Err("out of range for real".into())
+            } else {
+                Ok(Cell::Float4(g))
+            }
+        }),
+        Kind::Numeric => to_numeric(&v).map(Cell::Numeric),
+        Kind::Bytea => to_bytes(&v).map(Cell::Bytes),
+        Kind::Uuid => to_uuid(&v).map(Cell::Uuid),
+        Kind::Json | Kind::Jsonb => {
+            let text = to_json_text(v, opts)?;
+            Ok(if *kind == Kind::Json { Cell::Json(text) } else { Cell::Jsonb(text) })
+        }
+        Kind::Timestamptz => to_timestamp(&v, opts, true).map(Cell::Timestamptz),
+        Kind::Timestamp => to_timestamp(&v, opts, false).map(Cell::Timestamp),
+        Kind::Date => to_date(&v, opts).map(Cell::Date),
+        Kind::Time => to_time(&v).map(Cell::Time),
+        Kind::Array { elem, elem_oid } => {
+            let items = match v {
+                Value::Array(a) => a,
+                Value::String(s) => match serde_json::from_str::<Value>(&s) {
+                    Ok(Value::Array(a)) => a,
+                    _ => return Err("expected a JSON array (or a string holding one)".into()),
+                },
+                other => return Err(format!("expected a JSON array, found {}", kind_name(&other))),
+            };
+            let mut cells = Vec::with_capacity(items.len());
+            for (i, item) in items.into_iter().enumerate() {
+                if matches!(item, Value::Array(_)) && !matches!(**elem, Kind::Json | Kind::Jsonb) {
+                    return Err("nested arrays are not supported; use a jsonb column".into());
+                }
+                cells.push(convert(item, elem, opts).map_err(|e| format!("element {i}: {e}"))?);
+            }
+            Ok(Cell::Array(cells, *elem_oid))
+        }
+    }
+}
+
+fn check_nul(s: String, opts: &Options) -> std::result::Result<String, String> {
+    if !s.contains('\0') {
+        return Ok(s);
+    }
+    if opts.strip_nul {
+        Ok(s.replace('\0', ""))
+    } else {
+        Err("text contains a NUL character (\\u0000), which PostgreSQL cannot store; pass --strip-nul to remove NULs".into())
+    }
+}
+
+fn to_text(v: Value, opts: &Options) -> std::result::Result<String, String> {
+    match v {
+        Value::String(s) => check_nul(s, opts),
+        Value::Number(n) => Ok(n.to_string()),
+        Value::Bool(b) => Ok(b.to_string()),
+        Value::Object(_) if as_bytes_form(&v).is_some() => {
+            Err("a bytes value cannot go into a text column; use a bytea column".into())
+        }
+        Value::Object(_) if as_float_form(&v).is_some() => match as_float_form(&v) {
+            Some(Ok(f)) => Ok(float_text(f)),
+            _ => Err("unknown $float tag".into()),
+        },
+        other => {
+            let mut other = other;
+            if opts.strip_nul {
+                strip_nul_deep(&mut other);
+            }
+            let s = other.to_string();
+            check_nul_json(&s).map(|_| s)
+        }
+    }
+}
+
+fn check_nul_json(s: &str) -> std::result::Result<(), String> {
+    if s.contains("\\u0000") {
+        Err("JSON text contains \\u0000, which PostgreSQL cannot store; pass --strip-nul to remove NULs".into())
+    } else {
+        Ok(())
+    }
+}
+
+fn strip_nul_deep(v: &mut Value) {
+    match v {
+        Value::String(s) if s.contains('\0') => *s = s.replace('\0', ""),
+        Value::Array(a) => a.iter_mut().for_each(strip_nul_deep),
+        Value::Object(m) => {
+            let keys: Vec<String> = m.keys().filter(|k| k.contains('\0')).cloned().collect();
+            for k in keys {
+                if let Some(val) = m.remove(&k) {
+                    m.insert(k.replace('\0', ""), val);
+                }
+            }
+            m.values_mut().for_each(strip_nul_deep)
+        }
+        _ => {}
+    }
+}
+
+fn to_bool(v: &Value) -> std::result::Result<bool, String> {
+    match v {
+        Value::Bool(b) => Ok(*b),
+        Value::Number(n) => match n.as_i64() {
+            Some(0) => Ok(false),
+            Some(1) => Ok(true),
+            _ => Err("cannot read this number as a boolean (only 0 and 1)".into()),
+        },
+        Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
+            "t" | "true" | "y" | "yes" | "on" | "1" => Ok(true),
+            "f" | "false" | "n" | "no" | "off" | "0" => Ok(false),
+            _ => Err("cannot read this text as a boolean".into()),
+        },
+        other => Err(format!("cannot read {} as a boolean", kind_name(other))),
+    }
+}
+
+fn to_int(v: &Value) -> std::result::Result<i64, String> {
+    match v {
+        Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                return Ok(i);
+            }
+            int_from_text(&n.to_string())
+        }
+        Value::String(s) => int_from_text(s.trim()),
+        other => Err(format!("cannot read {} as an integer", kind_name(other))),
+    }
+}
+
+/// An integer from text, also `3.0` or `1e3` when the value is exactly integral.
+fn int_from_text(s: &str) -> std::result::Result<i64, String> {
+    if let Ok(i) = s.parse::<i64>() {
+        return Ok(i);
+    }
+    match parse_decimal(s) {
+        Some(d) if d.is_integral() => d.to_i64().ok_or_else(|| "out of range for bigint".into()),
+        Some(_) => Err("has a fractional part; an integer column would drop it".into()),
+        None => Err("cannot read this as an integer".into()),
+    }
+}
+
+fn to_float(v: &Value) -> std::result::Result<f64, String> {
+    match v {
+        Value::Number(n) => {
+            let f: f64 = n.to_string().parse().map_err(|_| "cannot read this number as a float".to_string())?;
+            if f.is_infinite() {
+                return Err("out of range for double precision".into());
+            }
+            Ok(f)
+        }
+        Value::String(s) => {
+            let t = s.trim();
+            match t.to_ascii_lowercase().as_str() {
+                "nan" => return Ok(f64::NAN),
+                "infinity" | "+infinity" | "inf" => return Ok(f64::INFINITY),
+                "-infinity" | "-inf" => return Ok(f64::NEG_INFINITY),
+                _ => {}
+            }
+            if parse_decimal(t).is_none() {
+                return Err("cannot read this text as a number".into());
+            }
+            t.parse::<f64>().map_err(|_| "cannot read this text as a number".into())
+        }
+        Value::Object(_) => match as_float_form(v) {
+            Some(Ok(f)) => Ok(f),
+            _ => Err("cannot read an object as a number".into()),
+        },
+        other => Err(format!("cannot read {} as a number", kind_name(other))),
+    }
+}
+
+fn to_numeric(v: &Value) -> std::result::Result<String, String> {
+    let text = match v {
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => {
+            let t = s.trim();
+            match t.to_ascii_lowercase().as_str() {
+                "nan" => return Ok("NaN".into()),
+                "infinity" | "+infinity" => return Ok("Infinity".into()),
+                "-infinity" => return Ok("-Infinity".into()),
+                _ => t.to_string(),
+            }
+        }
+        Value::Object(_) => {
+            return match as_float_form(v) {
+                Some(Ok(f)) => Ok(float_text(f)),
+                _ => Err("cannot read an object as a number".into()),
+            }
+        }
+        other => return Err(format!("cannot read {} as a number", kind_name(other))),
+    };
+    parse_decimal(&text).map(|d| d.to_string()).ok_or_else(|| "cannot read this as a decimal number".into())
+}
+
+fn float_text(f: f64) -> String {
+    if f.is_nan() {
+        "NaN".into()
+    } else if f == f64::INFINITY {
+        "Infinity".into()
+    } else if f == f64::NEG_INFINITY {
+        "-Infinity".into()
+    } else {
+        format!("{f:?}")
+    }
+}
+
+fn to_bytes(v: &Value) -> std::result::Result<Vec<u8>, String> {
+    if let Some(b) = as_bytes_form(v) {
+        return b.map_err(|e| format!("bad bytes form: {e}"));
+    }
+    if let Value::String(s) = v {
+        // PostgreSQL's own hex form, as psql and pg_dump print bytea.
+        if let Some(hex) = s.strip_prefix("\\x") {
+            return decode_hex(hex).ok_or_else(|| "bad \\x hex text".into());
+        }
+        return Err("expected the bytes form {\"$base64\": true, \"encoded\": …} (or \\x hex text)".into());
+    }
+    Err(format!("expected the bytes form, found {}", kind_name(v)))
+}
+
+fn decode_hex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+}
+
+fn to_uuid(v: &Value) -> std::result::Result<[u8; 16], String> {
+    let Value::String(s) = v else { return Err(format!("expected a UUID string, found {}", kind_name(v))) };
+    let hex: String = s.trim().trim_start_matches('{').trim_end_matches('}').chars().filter(|c| *c != '-').collect();
+    let bytes = if hex.len() == 32 { decode_hex(&hex) } else { None };
+    let bytes = bytes.ok_or_else(|| "cannot read this text as a UUID".to_string())?;
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&bytes);
+    Ok(out)
+}
+
+fn to_json_text(v: Value, opts: &Options) -> std::result::Result<String, String> {
+    let mut parsed = match v {
+        Value::String(s) => match serde_json::from_str::<Value>(&s) {
+            Ok(p) => p,
+            Err(e) => return Err(format!("text is not valid JSON ({e}); a json column takes an object, an array, or a string holding JSON")),
+        },
+        other => other,
+    };
+    if opts.strip_nul {
+        strip_nul_deep(&mut parsed);
+    }
+    let s = parsed.to_string();
+    check_nul_json(&s)?;
+    Ok(s)
+}
+
+fn to_timestamp(v: &Value, opts: &Options, tz: bool) -> std::result::Result<i64, String> {
+    match v {
+        Value::String(s) => {
+            let t = s.trim();
+            match t.to_ascii_lowercase().as_str() {
+                "infinity" | "+infinity" => return Ok(i64::MAX),
+                "-infinity" => return Ok(i64::MIN),
+                _ => {}
+            }
+            let p = timefmt::parse_timestamp(t).ok_or_else(|| "cannot read this text as a timestamp".to_string())?;
+            // timestamptz: no offset means the assumed zone. timestamp: a written offset is
+            // converted to UTC; no offset is stored as written.
+            Ok(if tz { p.utc_micros(opts.assume_offset) } else { p.utc_micros(0) })
+        }
+        Value::Number(n) => {
+            let unit = opts.epoch.ok_or_else(|| {
+                "a number in a timestamp column needs its epoch unit: pass --epoch-unit s|ms|us|ns".to_string()
+            })?;
+            epoch_to_micros(&n.to_string(), unit)
+        }
+        other => Err(format!("cannot read {} as a timestamp", kind_name(other))),
+    }
+}
+
+/// Exact conversion of an epoch number's text (integer or decimal) to microseconds.
+fn epoch_to_micros(text: &str, unit: EpochUnit) -> std::result::Result<i64, String> {
+    let d = parse_decimal(text).ok_or_else(|| "cannot read this number as an epoch".to_string())?;
+    // value = digits * 10^-scale units; micros = value * 1e6 / per_second, rounded half away from zero.
+    let num = d.mantissa_i128().ok_or_else(|| "epoch out of range".to_string())?;
+    let mut den: i128 = unit.per_second();
+    let mut num = num.checked_mul(1_000_000).ok_or_else(|| "epoch out of range".to_string())?;
+    for _ in 0..d.scale.max(0) {
+        den = den.checked_mul(10).ok_or_else(|| "epoch has too many digits".to_string())?;
+    }
+    for _ in 0..(-d.scale).max(0) {
+        num = num.checked_mul(10).ok_or_else(|| "epoch out of range".to_string())?;
+    }
+    let q = num / den;
+    let r = num % den;
+    let q = if 2 * r.abs() >= den { q + num.signum() } else { q };
+    let micros = i64::try_from(q).map_err(|_| "epoch out of range".to_string())?;
+    // PostgreSQL's range starts in 4714 BC; the binary form must not overflow at the other end.
+    if micros < -210_866_803_200_000_000 || micros >= i64::MAX - PG_EPOCH_MICROS {
+        return Err("epoch out of range for a timestamp (wrong --epoch-unit?)".into());
+    }
+    Ok(micros)
+}
+
+fn to_date(v: &Value, opts: &Options) -> std::result::Result<i32, String> {
+    let micros = match v {
+        Value::String(s) => {
+            let p = timefmt::parse_timestamp(s.trim()).ok_or_else(|| "cannot read this text as a date".to_string())?;
+            if p.date_only {
+                p.micros
+            } else {
+                p.utc_micros(opts.assume_offset)
+            }
+        }
+        Value::Number(_) => to_timestamp(v, opts, true)?,
+        other => return Err(format!("cannot read {} as a date", kind_name(other))),
+    };
+    if micros.rem_euclid(MICROS_PER_DAY) != 0 {
+        return Err("has a time of day; a date column would drop it (use timestamptz)".into());
+    }
+    Ok(micros.div_euclid(MICROS_PER_DAY) as i32)
+}
+
+fn to_time(v: &Value) -> std::result::Result<i64, String> {
+    let Value::String(s) = v else { return Err(format!("cannot read {} as a time of day", kind_name(v))) };
+    let p = timefmt::parse_timestamp(&format!("1970-01-01T{}", s.trim()))
+        .filter(|p| p.offset.is_none())
+        .ok_or_else(|| "cannot read this text as a time of day (HH:MM[:SS[.ffffff]])".to_string())?;
+    Ok(p.micros)
+}
+
+// ---------------------------------------------------------------- decimals
+
+/// A decimal number: `digits` × 10^(-scale), with a sign.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decimal {
+    pub negative: bool,
+    /// Significant digits without leading zeros ("" for zero).
+    pub digits: String,
+    /// Number of digits after the decimal point (negative: trailing zeros implied).
+    pub scale: i64,
+}
+
+/// Parses `[-+]digits[.digits][e[-+]digits]`.
+pub fn parse_decimal(s: &str) -> Option<Decimal> {
+    let b = s.as_bytes();
+    let mut i = 0;
+    let mut negative = false;
+    if i < b.len() && (b[i] == b'-' || b[i] == b'+') {
+        negative = b[i] == b'-';
+        i += 1;
+    }
+    let mut digits = String::new();
+    let mut scale: i64 = 0;
+    let mut seen = false;
+    while i < b.len() && b[i].is_ascii_digit() {
+        digits.push(b[i] as char);
+        seen = true;
+        i += 1;
+    }
+    if i < b.len() && b[i] == b'.' {
+        i += 1;
+        while i < b.len() && b[i].is_ascii_digit() {
+            digits.push(b[i] as char);
+            scale += 1;
+            seen = true;
+            i += 1;
+        }
+    }
+    if !seen {
+        return None;
+    }
+    if i < b.len() && (b[i] == b'e' || b[i] == b'E') {
+        i += 1;
+        let exp: i64 = std::str::from_utf8(&b[i..]).ok()?.parse().ok()?;
+        if exp.abs() > 100_000 {
+            return None;
+        }
+        scale -= exp;
+        i = b.len();
+    }
+    if i != b.len() {
+        return None;
+    }
+    let digits = digits.trim_start_matches('0').to_string();
+    Some(Decimal { negative: negative && !digits.is_empty(), digits, scale })
+}
+
+impl Decimal {
+    pub fn is_integral(&self) -> bool {
+        if self.scale <= 0 {
+            return true;
+        }
+        let s = self.scale as usize;
+        let frac = if self.digits.len() >= s { &self.digits[self.digits.len() - s..] } else { &self.digits[..] };
+        frac.bytes().all(|c| c == b'0')
+    }
+
+    pub fn to_i64(&self) -> Option<i64> {
+        let m = self.mantissa_i128()?;
+        let mut v = m;
+        if self.scale > 0 {
+            for _ in 0..self.scale {
+                v /= 10;
+            }
+        } else {
+            for _ in 0..(-self.scale) {
+                v = v.checked_mul(10)?;
+            }
+        }
+        i64::try_from(v).ok()
+    }
+
+    /// The signed digits as an integer (scale not applied).
+    pub fn mantissa_i128(&self) -> Option<i128> {
+        if self.digits.is_empty() {
+            return Some(0);
+        }
+        if self.digits.len() > 36 {
+            return None;
+        }
+        let v: i128 = self.digits.parse().ok()?;
+        Some(if self.negative { -v } else { v })
+    }
+}
+
+impl std::fmt::Display for Decimal {
+    /// Plain notation (`-0.0012`, `1500`), keeping the written scale, as PostgreSQL prints.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut s = String::new();
+        if self.negative {
+            s.push('-');
+        }
+        if self.scale <= 0 {
+            if self.digits.is_empty() {
+                s.push('0');
+            } else {
+                s.push_str(&self.digits);
+                for _ in 0..(-self.scale) {
+                    s.push('0');
+                }
+            }
+        } else {
+            let sc = self.scale as usize;
+            let padded = if self.digits.len() <= sc { format!("{}{}", "0".repeat(sc + 1 - self.digits.len()), self.digits) } else { self.digits.clone() };
+            let (int, frac) = padded.split_at(padded.len() - sc);
+            s.push_str(int);
+            s.push('.');
+            s.push_str(frac);
+        }
+        f.write_str(&s)
+    }
+}
+
+// ---------------------------------------------------------------- binary COPY
+
+/// The header of PostgreSQL's binary COPY format.
+pub const BINARY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
+/// The trailer: a field count of -1.
+pub const BINARY_TRAILER: &[u8] = &[0xff, 0xff];
+
+const PG_EPOCH_DAYS: i64 = 10_957; // 2000-01-01 in days since 1970-01-01
+const PG_EPOCH_MICROS: i64 = PG_EPOCH_DAYS * MICROS_PER_DAY;
+
+/// Appends one field (length word and bytes) in binary COPY format.
+pub fn encode_binary(cell: &Cell, out: &mut Vec<u8>) {
+    if let Cell::Null = cell {
+        out.extend_from_slice(&(-1i32).to_be_bytes());
+        return;
+    }
+    let len_at = out.len();
+    out.extend_from_slice(&[0; 4]);
+    encode_binary_body(cell, out);
+    let len = (out.len() - len_at - 4) as i32;
+    out[len_at..len_at + 4].copy_from_slice(&len.to_be_bytes());
+}
+
+fn encode_binary_body(cell: &Cell, out: &mut Vec<u8>) {
+    match cell {
+        Cell::Null => unreachable!("handled by encode_binary"),
+        Cell::Bool(b) => out.push(*b as u8),
+        Cell::Int2(v) => out.extend_from_slice(&v.to_be_bytes()),
+        Cell::Int4(v) => out.extend_from_slice(&v.to_be_bytes()),
+        Cell::Int8(v) => out.extend_from_slice(&v.to_be_bytes()),
+        Cell::Float4(v) => out.extend_from_slice(&v.to_bits().to_be_bytes()),
+        Cell::Float8(v) => out.extend_from_slice(&v.to_bits().to_be_bytes()),
+        Cell::Numeric(s) => encode_numeric(s, out),
+        Cell::Text(s) | Cell::Json(s) => out.extend_from_slice(s.as_bytes()),
+        Cell::Jsonb(s) => {
+            out.push(1); // jsonb binary format version
+            out.extend_from_slice(s.as_bytes());
+        }
+        Cell::Bytes(b) => out.extend_from_slice(b),
+        Cell::Date(d) => out.extend_from_slice(&((*d as i64 - PG_EPOCH_DAYS) as i32).to_be_bytes()),
+        Cell::Time(t) => out.extend_from_slice(&t.to_be_bytes()),
+        Cell::Timestamp(t) | Cell::Timestamptz(t) => {
+            let pg = match *t {
+                i64::MAX | i64::MIN => *t,
+                t => t - PG_EPOCH_MICROS,
+            };
+            out.extend_from_slice(&pg.to_be_bytes());
+        }
+        Cell::Uuid(u) => out.extend_from_slice(u),
+        Cell::Array(items, elem_oid) => {
+            let has_null = items.iter().any(|c| matches!(c, Cell::Null));
+            let ndim: i32 = if items.is_empty() { 0 } else { 1 };
+            out.extend_from_slice(&ndim.to_be_bytes());
+            out.extend_from_slice(&(has_null as i32).to_be_bytes());
+            out.extend_from_slice(&elem_oid.to_be_bytes());
+            if ndim == 1 {
+                out.extend_from_slice(&(items.len() as i32).to_be_bytes());
+                out.extend_from_slice(&1i32.to_be_bytes());
+                for c in items {
+                    encode_binary(c, out);
+                }
+            }
+        }
+    }
+}
+
+/// numeric's binary form: ndigits, weight, sign, dscale, then base-10000 digits.
+fn encode_numeric(s: &str, out: &mut Vec<u8>) {
+    let special = match s {
+        "NaN" => Some(0xC000u16),
+        "Infinity" => Some(0xD000),
+        "-Infinity" => Some(0xF000),
+        _ => None,
+    };
+    if let Some(sign) = special {
+        for v in [0u16, 0, sign, 0] {
+            out.extend_from_slice(&v.to_be_bytes());
+        }
+        return;
+    }
+    let d = parse_decimal(s).expect("numeric cells hold canonical decimals");
+    let dscale = d.scale.max(0) as u16;
+    // Digits of the integer part and fraction, with the point at `int_len`.
+    let int_len = d.digits.len() as i64 - d.scale;
+    // Pad so the integer part is a multiple of 4 digits and the fraction too.
+    let int_digits = int_len.max(0);
+    let lead_pad = (4 - int_digits % 4) % 4;
+    let mut all = "0".repeat(lead_pad as usize);
+    if int_len < 0 {
+        all.push_str(&"0".repeat((-int_len) as usize));
+    }
+    all.push_str(&d.digits);
+    if d.scale < 0 {
+        all.push_str(&"0".repeat((-d.scale) as usize));
+    }
+    while all.len() % 4 != 0 {
+        all.push('0');
+    }
+    let groups: Vec<i16> = all.as_bytes().chunks(4).map(|c| std::str::from_utf8(c).unwrap().parse().unwrap()).collect();
+    // Weight of the first group: number of integer groups - 1.
+    let int_groups = (int_digits + lead_pad) / 4;
+    let mut weight = int_groups - 1;
+    let mut first = 0;
+    while first < groups.len() && groups[first] == 0 {
+        first += 1;
+        weight -= 1;
+    }
+    let mut last = groups.len();
+    while last > first && groups[last - 1] == 0 {
+        last -= 1;
+    }
+    let digits = &groups[first..last];
+    if digits.is_empty() {
+        weight = 0;
+    }
+    let sign: u16 = if d.negative && !digits.is_empty() { 0x4000 } else { 0 };
+    out.extend_from_slice(&(digits.len() as i16).to_be_bytes());
+    out.extend_from_slice(&(weight as i16).to_be_bytes());
+    out.extend_from_slice(&sign.to_be_bytes());
+    out.extend_from_slice(&dscale.to_be_bytes());
+    for g in digits {
+        out.extend_from_slice(&g.to_be_bytes());
+    }
+}
+
+// ---------------------------------------------------------------- text COPY
+
+/// Appends one field in COPY's text format (no delimiter).
+pub fn encode_text(cell: &Cell, out: &mut Vec<u8>) {
+    let mut s = String::new();
+    match cell {
+        Cell::Null => {
+            out.extend_from_slice(b"\\N");
+            return;
+        }
+        Cell::Text(t) | Cell::Json(t) | Cell::Jsonb(t) => {
+            escape_copy_text(t, out);
+            return;
+        }
+        Cell::Array(items, _) => {
+            s.push('{');
+            for (i, c) in items.iter().enumerate() {
+                if i > 0 {
+                    s.push(',');
+                }
+                if let Cell::Null = c {
+                    s.push_str("NULL");
+                    continue;
+                }
+                let mut inner = Vec::new();
+                encode_text_plain(c, &mut inner);
+                s.push('"');
+                for ch in String::from_utf8(inner).expect("utf-8").chars() {
+                    if ch == '"' || ch == '\\' {
+                        s.push('\\');
+                    }
+                    s.push(ch);
+                }
+                s.push('"');
+            }
+            s.push('}');
+            escape_copy_text(&s, out);
+            return;
+        }
+        other => {
+            let mut plain = Vec::new();
+            encode_text_plain(other, &mut plain);
+            escape_copy_text(std::str::from_utf8(&plain).expect("utf-8"), out);
+        }
+    }
+}
+
+/// The value's text input form, unescaped.
+fn encode_text_plain(cell: &Cell, out: &mut Vec<u8>) {
+    let _ = match cell {
+        Cell::Null => write!(out, "NULL"),
+        Cell::Bool(b) => write!(out, "{}", if *b { "t" } else { "f" }),
+        Cell::Int2(v) => write!(out, "{v}"),
+        Cell::Int4(v) => write!(out, "{v}"),
+        Cell::Int8(v) => write!(out, "{v}"),
+        Cell::Float4(v) => write!(out, "{}", float_text(*v as f64).replace(".0e", "e")),
+        Cell::Float8(v) => write!(out, "{}", float_text(*v)),
+        Cell::Numeric(s) | Cell::Text(s) | Cell::Json(s) | Cell::Jsonb(s) => write!(out, "{s}"),
+        Cell::Bytes(b) => {
+            let mut h = String::with_capacity(2 + b.len() * 2);
+            h.push_str("\\x");
+            for x in b {
+                let _ = write!(h, "{x:02x}");
+            }
+            write!(out, "{h}")
+        }
+        Cell::Date(d) => write!(out, "{}", date_text(*d as i64)),
+        Cell::Time(t) => write!(out, "{}", time_text(*t)),
+        Cell::Timestamp(t) | Cell::Timestamptz(t) => {
+            let tz = matches!(cell, Cell::Timestamptz(_));
+            match *t {
+                i64::MAX => write!(out, "infinity"),
+                i64::MIN => write!(out, "-infinity"),
+                t => {
+                    let days = t.div_euclid(MICROS_PER_DAY);
+                    let (y, m, d) = timefmt::civil_from_days(days);
+                    let (year, bc) = if y <= 0 { (1 - y, " BC") } else { (y, "") };
+                    write!(
+                        out,
+                        "{year:04}-{m:02}-{d:02} {}{}{bc}",
+                        time_text(t.rem_euclid(MICROS_PER_DAY)),
+                        if tz { "+00" } else { "" }
+                    )
+                }
+            }
+        }
+        Cell::Uuid(u) => {
+            let h: String = u.iter().map(|b| format!("{b:02x}")).collect();
+            write!(out, "{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+        }
+        Cell::Array(..) => {
+            let mut tmp = Vec::new();
+            encode_text(cell, &mut tmp);
+            out.extend_from_slice(&tmp);
+            Ok(())
+        }
+    };
+}
+
+fn date_text(days: i64) -> String {
+    let (y, m, d) = timefmt::civil_from_days(days);
+    if y <= 0 {
+        format!("{:04}-{m:02}-{d:02} BC", 1 - y)
+    } else {
+        format!("{y:04}-{m:02}-{d:02}")
+    }
+}
+
+fn time_text(micros: i64) -> String {
+    let secs = micros / 1_000_000;
+    format!("{:02}:{:02}:{:02}.{:06}", secs / 3600, secs / 60 % 60, secs % 60, micros % 1_000_000)
+}
+
+fn escape_copy_text(s: &str, out: &mut Vec<u8>) {
+    let b = s.as_bytes();
+    let mut start = 0;
+    for (i, &c) in b.iter().enumerate() {
+        let esc: &[u8] = match c {
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            _ => continue,
+        };
+        out.extend_from_slice(&b[start..i]);
+        out.extend_from_slice(esc);
+        start = i + 1;
+    }
+    out.extend_from_slice(&b[start..]);
+}
+
+/// "line 12, column 'received_at': cannot read "yesterday-ish" as …" (pg-load adds the rest).
+pub fn conversion_error(line: u64, column: &str, value: &Value, cause: &str) -> Error {
+    Error::Data(format!("line {line}, column '{column}': value {}: {cause}", value_snippet(value)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn conv(v: Value, k: Kind) -> std::result::Result<Cell, String> {
+        convert(v, &k, &Options { epoch: Some(EpochUnit::Seconds), ..Default::default() })
+    }
+
+    #[test]
+    fn integers_are_exact_and_range_checked() {
+        assert_eq!(conv(json!(9007199254740993i64), Kind::Int8), Ok(Cell::Int8(9007199254740993)));
+        assert_eq!(conv(json!("42"), Kind::Int4), Ok(Cell::Int4(42)));
+        assert_eq!(conv(serde_json::from_str("3.0").unwrap(), Kind::Int8), Ok(Cell::Int8(3)));
+        assert!(conv(json!(3.5), Kind::Int8).unwrap_err().contains("fractional"));
+        assert!(conv(json!(70000), Kind::Int2).unwrap_err().contains("out of range"));
+        assert!(conv(json!("12abc"), Kind::Int8).is_err());
+        assert!(conv(json!(true), Kind::Int8).is_err());
+    }
+
+    #[test]
+    fn booleans_from_what_sources_hold() {
+        for (v, b) in [(json!(1), true), (json!(0), false), (json!("t"), true), (json!("FALSE"), false), (json!("yes"), true)] {
+            assert_eq!(conv(v, Kind::Bool), Ok(Cell::Bool(b)));
+        }
+        assert!(conv(json!(2), Kind::Bool).is_err());
+        assert!(conv(json!("maybe"), Kind::Bool).is_err());
+    }
+
+    #[test]
+    fn timestamps_from_text_and_epochs() {
+        let base = 1_704_448_800_000_000i64;
+        assert_eq!(conv(json!("2024-01-05T10:00:00Z"), Kind::Timestamptz), Ok(Cell::Timestamptz(base)));
+        assert_eq!(conv(json!("2024-01-05 12:00:00+02:00"), Kind::Timestamptz), Ok(Cell::Timestamptz(base)));
+        assert_eq!(conv(json!(1704448800), Kind::Timestamptz), Ok(Cell::Timestamptz(base)));
+        let ms = Options { epoch: Some(EpochUnit::Millis), ..Default::default() };
+        assert_eq!(convert(json!(1704448800123i64), &Kind::Timestamptz, &ms), Ok(Cell::Timestamptz(base + 123_000)));
+        assert_eq!(conv(serde_json::from_str("1704448800.5").unwrap(), Kind::Timestamptz), Ok(Cell::Timestamptz(base + 500_000)));
+        assert!(convert(json!(1704448800), &Kind::Timestamptz, &Options::default()).unwrap_err().contains("--epoch-unit"));
+        let athens = Options { assume_offset: 7200, ..Default::default() };
+        assert_eq!(convert(json!("2024-01-05 12:00:00"), &Kind::Timestamptz, &athens), Ok(Cell::Timestamptz(base)));
+        // timestamp without time zone keeps zoneless text as written
+        assert_eq!(convert(json!("2024-01-05 10:00:00"), &Kind::Timestamp, &athens), Ok(Cell::Timestamp(base)));
+        assert!(conv(json!("yesterday-ish"), Kind::Timestamptz).unwrap_err().contains("as a timestamp"));
+        assert_eq!(conv(json!("2024-01-05"), Kind::Date), Ok(Cell::Date(19727)));
+        assert!(conv(json!("2024-01-05T10:00:00Z"), Kind::Date).is_err());
+        assert_eq!(conv(json!("infinity"), Kind::Timestamptz), Ok(Cell::Timestamptz(i64::MAX)));
+    }
+
+    #[test]
+    fn json_text_and_structures() {
+        assert_eq!(conv(json!({"a": [1, 2]}), Kind::Jsonb), Ok(Cell::Jsonb("{\"a\":[1,2]}".into())));
+        assert_eq!(conv(json!("[1, 2]"), Kind::Jsonb), Ok(Cell::Jsonb("[1,2]".into())));
+        assert!(conv(json!("not json"), Kind::Jsonb).is_err());
+        assert!(conv(json!({"a": "x\u{0}y"}), Kind::Jsonb).unwrap_err().contains("--strip-nul"));
+        let strip = Options { strip_nul: true, ..Default::default() };
+        assert_eq!(convert(json!({"a": "x\u{0}y"}), &Kind::Jsonb, &strip), Ok(Cell::Jsonb("{\"a\":\"xy\"}".into())));
+    }
+
+    #[test]
+    fn text_refuses_nul_and_bytes() {
+        assert!(conv(json!("a\u{0}b"), Kind::Text).unwrap_err().contains("NUL"));
+        assert!(conv(json!({"$base64": true, "encoded": "AA=="}), Kind::Text).is_err());
+        assert_eq!(conv(json!(12), Kind::Text), Ok(Cell::Text("12".into())));
+    }
+
+    #[test]
+    fn decimals() {
+        for (s, want) in [("12.50", "12.50"), ("-0.0012", "-0.0012"), ("1.5e3", "1500"), ("1e-2", "0.01"), ("007", "7"), ("-0", "0")] {
+            assert_eq!(parse_decimal(s).unwrap().to_string(), want, "{s}");
+        }
+        assert!(parse_decimal("1.2.3").is_none());
+        assert!(parse_decimal("abc").is_none());
+    }
+
+    fn numeric_bytes(s: &str) -> Vec<i16> {
+        let mut out = vec![];
+        encode_numeric(s, &mut out);
+        out.chunks(2).map(|c| i16::from_be_bytes([c[0], c[1]])).collect()
+    }
+
+    #[test]
+    fn numeric_binary_form() {
+        // ndigits, weight, sign, dscale, digits...
+        assert_eq!(numeric_bytes("12.50"), vec![2, 0, 0, 2, 12, 5000]);
+        assert_eq!(numeric_bytes("10000"), vec![1, 1, 0, 0, 1]);
+        assert_eq!(numeric_bytes("0.0001"), vec![1, -1, 0, 4, 1]);
+        assert_eq!(numeric_bytes("-123456.789"), vec![3, 1, 0x4000, 3, 12, 3456, 7890]);
+        assert_eq!(numeric_bytes("0"), vec![0, 0, 0, 0]);
+        assert_eq!(numeric_bytes("0.00"), vec![0, 0, 0, 2]);
+    }
+
+    #[test]
+    fn text_form() {
+        let mut out = vec![];
+        encode_text(&Cell::Array(vec![Cell::Text("a\"b".into()), Cell::Null, Cell::Text("c\\d\ne".into())], 25), &mut out);
+        assert_eq!(String::from_utf8(out).unwrap(), "{\"a\\\\\"b\",NULL,\"c\\\\\\\\d\\ne\"}");
+        let mut out = vec![];
+        encode_text(&Cell::Timestamptz(-1), &mut out);
+        assert_eq!(String::from_utf8(out).unwrap(), "1969-12-31 23:59:59.999999+00");
+    }
+}
+
+// ---------------------------------------------------------------- catalog
+
+/// A target column as pg-load needs to know it.
+#[derive(Debug, Clone)]
+pub struct ColumnInfo {
+    pub name: String,
+    /// `format_type` text, for messages (`numeric(12,2)`, `text[]`).
+    pub type_name: String,
+    pub kind: Kind,
+    pub not_null: bool,
+    /// Has a default (or is an identity): a missing key means "use it".
+    pub has_default: bool,
+    /// Generated columns are never loaded.
+    pub generated: bool,
+    /// The sequence behind a serial or identity column, to move past loaded ids.
+    pub sequence: Option<String>,
+}
+
+/// The table's columns in order, with each type resolved to a `Kind` (domains to their base).
+pub fn table_columns(client: &mut impl postgres::GenericClient, oid: u32, qualified: &str) -> Result<Vec<ColumnInfo>> {
+    let rows = client
+        .query(
+            "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), a.atttypid, a.attnotnull, \
+                    (a.atthasdef OR a.attidentity <> ''), a.attgenerated <> '', \
+                    pg_get_serial_sequence($2, a.attname) \
+             FROM pg_attribute a WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+            &[&oid, &qualified],
+        )
+        .map_err(|e| pg_error("read the table's columns", e))?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let type_oid: u32 = r.get(2);
+        out.push(ColumnInfo {
+            name: r.get(0),
+            type_name: r.get(1),
+            kind: kind_of(client, type_oid)?,
+            not_null: r.get(3),
+            has_default: r.get(4),
+            generated: r.get(5),
+            sequence: r.get(6),
+        });
+    }
+    Ok(out)
+}
+
+/// Resolves a type oid: built-ins directly, domains to their base, arrays by element, enums.
+pub fn kind_of(client: &mut impl postgres::GenericClient, oid: u32) -> Result<Kind> {
+    if let Some(k) = Kind::from_builtin_oid(oid) {
+        return Ok(k);
+    }
+    let r = client
+        .query_one(
+            "SELECT typtype::text, typcategory::text, typelem, typbasetype, format_type(oid, NULL), typlen FROM pg_type WHERE oid = $1",
+            &[&oid],
+        )
+        .map_err(|e| pg_error("read a column type", e))?;
+    let typtype: String = r.get(0);
+    let category: String = r.get(1);
+    let elem: u32 = r.get(2);
+    let base: u32 = r.get(3);
+    let name: String = r.get(4);
+    let typlen: i16 = r.get(5);
+    Ok(match typtype.as_str() {
+        "d" => kind_of(client, base)?,
+        "e" => Kind::Enum,
+        _ if category == "A" && elem != 0 && typlen == -1 => Kind::Array { elem: Box::new(kind_of(client, elem)?), elem_oid: elem },
+        _ => Kind::Other(name),
+    })
+}
