@@ -513,7 +513,7 @@ impl CopySink {
     fn begin_stage<'a>(&mut self, tx: &'a mut Transaction, stage: &str, cols: Vec<usize>) -> Result<postgres::CopyInWriter<'a>> {
         // The stage table has every loadable column in order, then _pgferry_seg.
         let list: Vec<String> = cols.iter().map(|&i| quote_ident(&self.col_names[i])).collect();
-        let target = format!("{stage} ({}, _pgferry_seg)", list.join(", "));
+        let target = format!("{stage} ({}, _pgferry_seg, _pgferry_line)", list.join(", "));
         self.cols = cols;
         self.staged = true;
         self.open(tx, &target)
@@ -532,13 +532,20 @@ impl CopySink {
     }
 
     fn encode_row(&mut self, values: &mut [Option<Value>], plan: &Plan, opts: &Options, line: u64, seg: Option<i32>) -> Result<()> {
-        let nfields = self.cols.len() + seg.is_some() as usize;
+        let nfields = self.cols.len() + 2 * seg.is_some() as usize;
         if self.binary {
             self.buf.extend_from_slice(&(nfields as i16).to_be_bytes());
         }
         for (pos, &i) in self.cols.iter().enumerate() {
             let col = &plan.columns[i];
-            let v = values[i].take().unwrap_or(Value::Null);
+            let given = values[i].take();
+            // Checked here so the staged path, where the server sees NULLs only at the
+            // merge, still names the line. A missing key with a default is not a NULL.
+            let null_given = given.as_ref().map_or(!col.has_default, Value::is_null);
+            let v = given.unwrap_or(Value::Null);
+            if null_given && col.not_null {
+                return Err(Error::Data(format!("line {line}, column '{}': null (or missing) in a NOT NULL column", col.name)));
+            }
             let cell = match convert::convert(v.clone(), &col.kind, opts) {
                 Ok(c) => c,
                 Err(cause) => return Err(convert::conversion_error(line, &col.name, &v, &format!("{cause} (column type {})", col.type_name))),
@@ -558,8 +565,9 @@ impl CopySink {
         if let Some(s) = seg {
             if self.binary {
                 convert::encode_binary(&Cell::Int4(s), &mut self.buf);
+                convert::encode_binary(&Cell::Int8(line as i64), &mut self.buf);
             } else {
-                let _ = write!(self.buf, "\t{s}");
+                let _ = write!(self.buf, "\t{s}\t{line}");
             }
         }
         if !self.binary {
@@ -664,7 +672,7 @@ fn create_stage(tx: &mut Transaction, qt: &str) -> Result<String> {
     let stage = "pg_temp.pgferry_stage".to_string();
     tx.batch_execute(&format!(
         "CREATE TEMP TABLE pgferry_stage ON COMMIT DROP AS SELECT * FROM {qt} WITH NO DATA; \
-         ALTER TABLE {stage} ADD COLUMN _pgferry_seg integer NOT NULL"
+         ALTER TABLE {stage} ADD COLUMN _pgferry_seg integer NOT NULL, ADD COLUMN _pgferry_line bigint NOT NULL"
     ))
     .map_err(|e| pg_error("create the staging table", e))?;
     Ok(stage)
@@ -689,10 +697,22 @@ fn merge_stage(
         .map_err(|e| pg_error("count the stream's keys", e))?
         .get(0);
     if distinct < source_rows {
+        let first = tx
+            .query_one(
+                &format!(
+                    "SELECT min(_pgferry_line), max(_pgferry_line), ({key_sql})::text FROM {stage} \
+                     GROUP BY {key_sql} HAVING count(*) > 1 ORDER BY 2 LIMIT 1"
+                ),
+                &[],
+            )
+            .map_err(|e| pg_error("find the repeated key", e))?;
         return Err(Error::Data(format!(
-            "the stream holds {} rows whose key ({}) repeats an earlier row's",
-            source_rows - distinct,
-            key.join(", ")
+            "line {}: key ({}) = {} repeats line {} ({} rows of the stream repeat an earlier row's key)",
+            first.get::<_, i64>(1),
+            key.join(", "),
+            first.get::<_, String>(2),
+            first.get::<_, i64>(0),
+            source_rows - distinct
         )));
     }
     let oid = tx

@@ -21,6 +21,7 @@ const COLUMNS: &[(&str, &str)] = &[
     ("outcome", "text NOT NULL"),
     ("error", "text"),
     ("backend_pid", "integer"),
+    ("tls", "boolean"),
     ("client_host", "text"),
     ("version", "text"),
 ];
@@ -81,8 +82,8 @@ impl RunLog {
         let row = client
             .query_one(
                 &format!(
-                    "INSERT INTO {qt} (tool, target, mode, outcome, backend_pid, client_host, version) \
-                     VALUES ($1, $2, $3, 'running', $4, $5, $6) RETURNING id"
+                    "INSERT INTO {qt} (tool, target, mode, outcome, backend_pid, client_host, version, tls) \
+                     VALUES ($1, $2, $3, 'running', $4, $5, $6, (SELECT ssl FROM pg_stat_ssl WHERE pid = $4)) RETURNING id"
                 ),
                 &[&tool, &target, &mode, &backend_pid, &host, &env!("CARGO_PKG_VERSION")],
             )

@@ -1,0 +1,338 @@
+//! pg-load against a real PostgreSQL.
+
+use crate::harness::*;
+use serde_json::json;
+
+/// A stream of `rows` (JSON object texts) with its end record.
+fn stream(rows: &[&str]) -> String {
+    let mut s = String::new();
+    for r in rows {
+        s.push_str(r);
+        s.push('\n');
+    }
+    s.push_str(&format!("{{\"$end\":{{\"rows\":{},\"source\":\"test\"}}}}\n", rows.len()));
+    s
+}
+
+fn load(pg: &Pg, table: &str, input: impl Into<Vec<u8>>, extra: &[&str]) -> crate::harness::Cmd {
+    cmd("pg-load").args(["--db", &pg.url, table]).args(extra).stdin(input)
+}
+
+fn last_run(pg: &Pg) -> String {
+    pg.one("SELECT outcome || '|' || coalesce(source_rows::text, '-') || '|' || coalesce(dest_rows::text, '-') || '|' || coalesce(error, '') FROM _migration_runs ORDER BY id DESC LIMIT 1")
+}
+
+const ALL_TYPES: &str = "CREATE TYPE mood AS ENUM ('calm', 'loud');
+    CREATE DOMAIN posint AS integer CHECK (VALUE > 0);
+    CREATE TABLE everything (
+      id bigint PRIMARY KEY, t text, vc varchar(10), i2 smallint, i4 integer, i8 bigint, f4 real, f8 double precision,
+      num numeric(12,2), numfree numeric, b boolean, ts timestamptz, tsn timestamp, d date, tm time, j json, jb jsonb,
+      by bytea, u uuid, tags text[], nums integer[], m mood, p posint, jarr jsonb[] %EXTRA%)";
+
+fn check_all_types(extra_col: &str, extra_val: &str) {
+    let pg = Pg::new();
+    pg.exec(&ALL_TYPES.replace("%EXTRA%", extra_col));
+    let rows = [
+        format!(r#"{{"id":1,"t":"héllo\ttab\nline \\ back","vc":"short","i2":-32768,"i4":2147483647,"i8":9223372036854775807,
+            "f4":1.5,"f8":0.1,"num":"1234.5","numfree":123456789012345678901234567890.123456789,"b":1,"ts":"2024-01-05T10:00:00.123456Z",
+            "tsn":"2024-01-05 10:00:00","d":"2024-02-29","tm":"23:59:59.5","j":{{"k":[1,2]}},"jb":"{{\"z\":1,\"a\":[true,null]}}",
+            "by":{{"$base64":true,"encoded":"AP8Q"}},"u":"{{8F14E45F-CEEA-467F-A0E6-8A1A3B7C9D20}}","tags":["a","b,c","d\"e",null],
+            "nums":"[1,2,3]","m":"loud","p":7,"jarr":[{{"x":1}},[1]]{extra_val}}}"#),
+        r#"{"id":2,"t":12,"b":"f","f8":{"$float":"NaN"},"f4":{"$float":"-Infinity"},"numfree":{"$float":"Infinity"},"ts":"2024-01-05 12:00:00+02:00","tsn":"2024-01-05T10:00:00+02:00","tags":[],"jb":[],"i8":"-9223372036854775808","num":-0.5,"by":"\\x0102"}"#.to_string(),
+        r#"{"id":3,"ts":"1969-07-20T20:17:40Z","d":"0044-03-15","f8":-0.0,"jb":{"deep":{"deeper":{"deepest":"ü"}}}}"#.to_string(),
+        r#"{"id":4,"ts":1704448800,"tsn":1704448800.25}"#.to_string(),
+    ];
+    let refs: Vec<&str> = rows.iter().map(|s| s.as_str()).collect();
+    let input = stream(&refs).replace("\n            ", "");
+    let r = load(&pg, "everything", input, &["--epoch-unit", "s"]).ok();
+    r.stderr_has(&["Source: 4 rows → Postgres: 4 rows ✓"]);
+    let q = |sql: &str| pg.one(sql);
+    assert_eq!(q("SELECT t FROM everything WHERE id=1"), "héllo\ttab\nline \\ back");
+    assert_eq!(q("SELECT i2||','||i4||','||i8 FROM everything WHERE id=1"), "-32768,2147483647,9223372036854775807");
+    assert_eq!(q("SELECT f4::text||','||f8::text FROM everything WHERE id=1"), "1.5,0.1");
+    assert_eq!(q("SELECT num::text||','||numfree::text FROM everything WHERE id=1"), "1234.50,123456789012345678901234567890.123456789");
+    assert_eq!(q("SELECT b::text FROM everything WHERE id=1"), "true");
+    assert_eq!(q("SELECT ts::text FROM everything WHERE id=1"), "2024-01-05 10:00:00.123456+00");
+    assert_eq!(q("SELECT tsn::text||','||d::text||','||tm::text FROM everything WHERE id=1"), "2024-01-05 10:00:00,2024-02-29,23:59:59.5");
+    assert_eq!(q("SELECT j::text||','||jb::text FROM everything WHERE id=1"), r#"{"k":[1,2]},{"a": [true, null], "z": 1}"#);
+    assert_eq!(q("SELECT encode(by, 'hex')||','||u::text FROM everything WHERE id=1"), "00ff10,8f14e45f-ceea-467f-a0e6-8a1a3b7c9d20");
+    assert_eq!(q("SELECT tags::text||','||array_length(tags,1)||','||nums::text FROM everything WHERE id=1"), r#"{a,"b,c","d\"e",NULL},4,{1,2,3}"#);
+    assert_eq!(q("SELECT m::text||','||p::text||','||jarr::text FROM everything WHERE id=1"), r#"loud,7,{"{\"x\": 1}",[1]}"#);
+    assert_eq!(q("SELECT t||','||b::text||','||f8::text||','||f4::text||','||numfree::text FROM everything WHERE id=2"), "12,false,NaN,-Infinity,Infinity");
+    assert_eq!(q("SELECT ts::text||','||tsn::text FROM everything WHERE id=2"), "2024-01-05 10:00:00+00,2024-01-05 08:00:00");
+    assert_eq!(q("SELECT cardinality(tags)::text||','||jb::text||','||i8::text||','||num::text||','||encode(by,'hex') FROM everything WHERE id=2"), "0,[],-9223372036854775808,-0.50,0102");
+    assert_eq!(q("SELECT ts::text||','||d::text||','||(f8::text)||','||(jb->'deep'->'deeper'->>'deepest') FROM everything WHERE id=3"), "1969-07-20 20:17:40+00,0044-03-15,-0,ü");
+    assert_eq!(q("SELECT ts::text||','||tsn::text FROM everything WHERE id=4"), "2024-01-05 10:00:00+00,2024-01-05 10:00:00.25");
+    assert_eq!(q("SELECT count(*) FROM everything WHERE id=2 AND t IS NOT NULL AND vc IS NULL AND u IS NULL"), "1");
+}
+
+#[test]
+fn every_encoding_into_every_type_binary_copy() {
+    check_all_types("", "");
+}
+
+#[test]
+fn every_encoding_into_every_type_text_copy() {
+    // An interval column has no binary encoder here, so the whole load uses COPY's text format.
+    check_all_types(", iv interval", r#","iv":"1 day 02:00:00""#);
+}
+
+fn small_table(pg: &Pg) {
+    pg.exec("CREATE TABLE logs (id bigint PRIMARY KEY, level text NOT NULL, received_at timestamptz NOT NULL, n integer);
+             INSERT INTO logs VALUES (100, 'keep', '2020-01-01', 1);");
+}
+
+#[test]
+fn bad_input_is_refused_with_line_column_value_and_nothing_commits() {
+    let pg = Pg::new();
+    small_table(&pg);
+    let good = r#"{"id":1,"level":"info","received_at":"2024-01-05T10:00:00Z","n":1}"#;
+    let cases: Vec<(Vec<u8>, Vec<&str>, &[&str])> = vec![
+        (stream(&[good, r#"{"id":2,"level":"info","received_at":"yesterday-ish","n":1}"#]).into_bytes(),
+            vec!["line 2, column 'received_at'", "\"yesterday-ish\"", "timestamp", "nothing was committed"], &[]),
+        (stream(&[good, r#"{"id":2,"level":"x" "n":1}"#]).into_bytes(), vec!["line 2: malformed JSON", "nothing was committed"], &[]),
+        (format!("{good}\n{}\n", good.replace("\"id\":1", "\"id\":2")).into_bytes(), vec!["without its end record", "nothing was committed"], &[]),
+        (stream(&[good, r#"{"id":2,"level":"info","received_at":"2024-01-05","n":99999999999}"#]).into_bytes(),
+            vec!["line 2, column 'n'", "99999999999", "out of range for integer"], &[]),
+        (stream(&[good, "{\"id\":2,\"level\":\"a\\u0000b\",\"received_at\":\"2024-01-05\"}"]).into_bytes(),
+            vec!["line 2, column 'level'", "NUL", "--strip-nul"], &[]),
+        ({ let mut v = stream(&[good]).into_bytes(); v.splice(0..0, b"{\"id\":3,\"level\":\"\xff\",\"received_at\":\"2024-01-05\"}\n".iter().cloned()); v },
+            vec!["line 1: invalid UTF-8"], &[]),
+        (stream(&[good, r#"{"id":2,"level":"info","received_at":"2024-01-05","colour":"red","size":1}"#]).into_bytes(),
+            vec!["line 2: keys that match no column of 'logs': colour, size", "--ignore-unknown"], &[]),
+        (stream(&[good, r#"{"id":2,"received_at":"2024-01-05"}"#]).into_bytes(), vec!["line 2, column 'level'", "NOT NULL column"], &[]),
+        (stream(&[good, good]).into_bytes(), vec!["line 2: key (id) = 1 repeats line 1"], &[]),
+        (stream(&[good]).replace("\"rows\":1", "\"rows\":5").into_bytes(), vec!["end record says 5 rows but 1"], &[]),
+        (stream(&[good, "[1,2]"]).into_bytes(), vec!["line 2: expected a JSON object"], &[]),
+        (stream(&[r#"{"id":1,"level":"info","received_at":1704448800}"#]).into_bytes(), vec!["line 1, column 'received_at'", "--epoch-unit"], &[]),
+    ];
+    for (input, fragments, extra) in cases {
+        let r = load(&pg, "logs", input, extra).expect(65);
+        r.stderr_has(&fragments);
+        assert_eq!(r.stderr().lines().count(), 1, "one-line error\n{}", r.describe());
+        assert_eq!(pg.rows("SELECT id FROM logs"), vec!["100"], "the table changed: {}", r.describe());
+        assert!(last_run(&pg).starts_with("failed|"), "{}", last_run(&pg));
+    }
+    // The options the messages name do what they say.
+    load(&pg, "logs", stream(&["{\"id\":5,\"level\":\"a\\u0000b\",\"received_at\":\"2024-01-05\",\"junk\":1}"]), &["--strip-nul", "--ignore-unknown"]).ok();
+    assert_eq!(pg.one("SELECT level FROM logs WHERE id = 5"), "ab");
+    load(&pg, "logs", format!("{good}\n").replace("\"id\":1", "\"id\":6"), &["--no-end-record"]).ok();
+    load(&pg, "nope", stream(&[good]), &[]).expect(66).stderr_has(&["table 'nope' does not exist"]);
+    load(&pg, "logs", stream(&[good]), &["--mode", "sideways"]).expect(64).stderr_has(&["--mode must be", "Try 'pg-load --help'"]);
+}
+
+#[test]
+fn running_the_same_load_twice_reports_rows_already_present() {
+    let pg = Pg::new();
+    pg.exec("CREATE TABLE t (id integer PRIMARY KEY, v text)");
+    let input = stream(&[r#"{"id":1,"v":"a"}"#, r#"{"id":2,"v":"b"}"#, r#"{"id":3,"v":"c"}"#]);
+    load(&pg, "t", input.clone(), &[]).ok().stderr_has(&["Source: 3 rows → Postgres: 3 rows ✓", "3 rows inserted, 0 already present"]);
+    let before = pg.rows("SELECT * FROM t ORDER BY id");
+    load(&pg, "t", input.clone(), &[]).ok().stderr_has(&["Source: 3 rows → Postgres: 3 rows ✓", "0 rows inserted, 3 already present"]);
+    assert_eq!(pg.rows("SELECT * FROM t ORDER BY id"), before);
+    assert_eq!(pg.rows("SELECT outcome, source_rows, inserted_rows, present_rows FROM _migration_runs ORDER BY id"),
+        vec!["success|3|3|0", "success|3|0|3"]);
+    // A partial earlier load: the rest is added, nothing duplicated.
+    pg.exec("DELETE FROM t WHERE id = 2");
+    load(&pg, "t", input.clone(), &[]).ok().stderr_has(&["1 rows inserted, 2 already present"]);
+    // upsert updates, replace starts over, append refuses duplicates.
+    load(&pg, "t", stream(&[r#"{"id":1,"v":"A"}"#]), &["--mode", "upsert"]).ok();
+    assert_eq!(pg.one("SELECT v FROM t WHERE id = 1"), "A");
+    load(&pg, "t", stream(&[r#"{"id":9,"v":"z"}"#]), &["--mode", "replace"]).ok();
+    assert_eq!(pg.rows("SELECT id FROM t"), vec!["9"]);
+    load(&pg, "t", stream(&[r#"{"id":9,"v":"z"}"#]), &["--mode", "append"]).expect(65).stderr_has(&["duplicate key"]);
+    // Duplicate keys inside one stream are bad data, whichever path.
+    load(&pg, "t", stream(&[r#"{"id":7,"v":"z"}"#, r#"{"id":7,"v":"y"}"#]), &[]).expect(65).stderr_has(&["line 2: key (id) = 7 repeats line 1"]);
+}
+
+#[test]
+fn missing_keys_take_defaults_null_is_null_and_sequences_move_past_loaded_ids() {
+    let pg = Pg::new();
+    pg.exec("CREATE TABLE c (id bigserial PRIMARY KEY, name text NOT NULL, status text NOT NULL DEFAULT 'lead',
+             tags text[] NOT NULL DEFAULT '{}', note text DEFAULT 'n', created_at timestamptz NOT NULL DEFAULT now());
+             CREATE TABLE g (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, v text, twice bigint GENERATED ALWAYS AS (id * 2) STORED)");
+    let input = stream(&[r#"{"id":10,"name":"a"}"#, r#"{"id":11,"name":"b","status":"won","note":null}"#, r#"{"id":12,"name":"c"}"#]);
+    load(&pg, "c", input, &[]).ok();
+    assert_eq!(pg.rows("SELECT id, status, tags, coalesce(note, 'NULL') FROM c ORDER BY id"), vec!["10|lead|{}|n", "11|won|{}|NULL", "12|lead|{}|n"]);
+    pg.exec("INSERT INTO c (name) VALUES ('first insert after the load')");
+    assert_eq!(pg.one("SELECT max(id) FROM c"), "13");
+    load(&pg, "g", stream(&[r#"{"id":5,"v":"x"}"#]), &[]).ok();
+    pg.exec("INSERT INTO g (v) VALUES ('y')");
+    assert_eq!(pg.rows("SELECT id, twice FROM g ORDER BY id"), vec!["5|10", "6|12"]);
+    load(&pg, "g", stream(&[r#"{"id":8,"v":"x","twice":16}"#]), &[]).expect(65).stderr_has(&["'twice' is a generated column"]);
+    // The staged path (table not empty) applies defaults per row too.
+    load(&pg, "c", stream(&[r#"{"id":20,"name":"d"}"#, r#"{"id":21,"name":"e","status":"lost"}"#]), &[]).ok();
+    assert_eq!(pg.rows("SELECT id, status FROM c WHERE id >= 20 ORDER BY id"), vec!["20|lead", "21|lost"]);
+}
+
+#[test]
+fn schema_qualified_names_dry_run_and_a_check_that_fails() {
+    let pg = Pg::new();
+    pg.exec("CREATE SCHEMA crm; CREATE TABLE crm.\"Orders\" (id text PRIMARY KEY, total numeric(12,2));");
+    let input = stream(&[r#"{"id":"o1","total":19.99}"#, r#"{"id":"o2","total":"5"}"#]);
+    load(&pg, "crm.\"Orders\"", input.clone(), &["--dry-run"]).ok().stderr_has(&["Source: 2 rows → Postgres: 2 rows ✓", "dry run"]);
+    assert_eq!(pg.count("crm.\"Orders\""), 0);
+    assert!(last_run(&pg).starts_with("dry-run|2|2"));
+    // A trigger that swallows rows: COPY accepts them, the count does not hold, nothing commits.
+    pg.exec("CREATE FUNCTION swallow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN IF NEW.id = 'o2' THEN RETURN NULL; END IF; RETURN NEW; END $$;
+             CREATE TRIGGER swallow BEFORE INSERT ON crm.\"Orders\" FOR EACH ROW EXECUTE FUNCTION swallow();");
+    let r = load(&pg, "crm.\"Orders\"", input.clone(), &[]).expect(1);
+    r.stderr_has(&["Source: 2 rows → Postgres: 1 rows ✗", "rolled back"]);
+    assert_eq!(pg.count("crm.\"Orders\""), 0);
+    assert!(last_run(&pg).starts_with("failed|2|1|count mismatch"), "{}", last_run(&pg));
+}
+
+#[test]
+fn children_before_parents_with_defer_fks() {
+    let pg = Pg::new();
+    pg.exec("CREATE TABLE customers (id text PRIMARY KEY);
+             CREATE TABLE quotations (id text PRIMARY KEY, customer_id text CONSTRAINT q_customer REFERENCES customers(id));");
+    let input = stream(&[r#"{"id":"q1","customer_id":"c1"}"#]);
+    load(&pg, "quotations", input.clone(), &[]).expect(65).stderr_has(&["(customer_id)=(c1)", "is not present in table \"customers\"", "--defer-fks"]);
+    load(&pg, "quotations", input, &["--defer-fks"]).ok().stderr_has(&["NOT VALID", "VALIDATE CONSTRAINT \"q_customer\""]);
+    assert_eq!(pg.one("SELECT convalidated::text FROM pg_constraint WHERE conname = 'q_customer'"), "false");
+    load(&pg, "customers", stream(&[r#"{"id":"c1"}"#]), &[]).ok();
+    pg.exec("ALTER TABLE quotations VALIDATE CONSTRAINT q_customer");
+}
+
+#[test]
+fn a_missing_partition_is_named_and_nothing_commits() {
+    let pg = Pg::new();
+    pg.exec("CREATE TABLE device_logs (id bigint, received_at timestamptz NOT NULL, PRIMARY KEY (id, received_at)) PARTITION BY RANGE (received_at);
+             CREATE TABLE device_logs_2024_01 PARTITION OF device_logs FOR VALUES FROM ('2024-01-01') TO ('2024-02-01');");
+    let input = stream(&[r#"{"id":1,"received_at":"2024-01-05T00:00:00Z"}"#, r#"{"id":2,"received_at":"2024-03-05T00:00:00Z"}"#]);
+    let r = load(&pg, "device_logs", input, &[]).expect(65);
+    r.stderr_has(&["line 2", "no partition of 'device_logs'", "2024-03", "pg-partition ensure device_logs --from 2024-03"]);
+    assert_eq!(pg.count("device_logs"), 0);
+}
+
+#[test]
+fn connections_by_env_libpq_variables_and_tls() {
+    let pg = Pg::new();
+    pg.exec("CREATE TABLE t (id int PRIMARY KEY)");
+    let input = stream(&[r#"{"id":1}"#]);
+    cmd("pg-load").arg("t").env("DATABASE_URL", &pg.url).stdin(input.clone()).ok();
+    // libpq variables, taken apart from the URL.
+    let rest = pg.url.strip_prefix("postgres://").unwrap();
+    let (userpass, hostdb) = rest.split_once('@').unwrap();
+    let (user, pass) = userpass.split_once(':').unwrap();
+    let (hostport, db) = hostdb.split_once('/').unwrap();
+    let (host, port) = hostport.split_once(':').unwrap();
+    let libpq = |c: crate::harness::Cmd| c.env("PGHOST", host).env("PGPORT", port).env("PGUSER", user).env("PGDATABASE", db);
+    libpq(cmd("pg-load").arg("t")).env("PGPASSWORD", pass).stdin(input.clone()).ok().stderr_has(&["already present"]);
+    // TLS: require encrypts; verify-full checks the certificate and the host name.
+    let ca = std::env::var("PGFERRY_TEST_PG_CA").expect("tests/run exports PGFERRY_TEST_PG_CA");
+    let tls_url = |mode: &str, h: &str| format!("postgres://{user}:{pass}@{h}:{port}/{db}?sslmode={mode}&sslrootcert={ca}");
+    cmd("pg-load").args(["--db", &tls_url("require", "127.0.0.1"), "t"]).stdin(input.clone()).ok();
+    cmd("pg-load").args(["--db", &tls_url("verify-full", "localhost"), "t"]).stdin(input.clone()).ok();
+    let r = cmd("pg-load").args(["--db", &tls_url("verify-full", "127.0.0.1"), "t"]).stdin(input.clone()).expect(69);
+    assert!(!r.stderr().contains(pass), "password printed");
+    cmd("pg-load").args(["--db", &tls_url("disable", "127.0.0.1"), "t"]).stdin(input.clone()).ok();
+    // The run log records whether each load's connection was encrypted.
+    assert_eq!(pg.rows("SELECT tls FROM _migration_runs WHERE outcome = 'success' ORDER BY id"), vec!["t", "t", "t", "t", "f"]);
+    // Wrong password: unavailable, and neither password appears.
+    let wrong = pg.url.replace(pass, "hunter2-wrong");
+    let r = cmd("pg-load").args(["--db", &wrong, "t"]).stdin(input.clone()).expect(69);
+    assert!(!r.stderr().contains("hunter2") && !r.stderr().contains(pass), "{}", r.describe());
+    r.stderr_has(&["password authentication failed"]);
+    // Nothing secret ever reaches the run log.
+    assert_eq!(pg.one(&format!("SELECT count(*) FROM _migration_runs WHERE coalesce(error,'') LIKE '%{pass}%'")), "0");
+    let _ = json!(null);
+}
+
+/// Writes a large stream file of `n` log rows.
+fn big_stream(path: &std::path::Path, n: u64, end: bool) {
+    use std::io::Write;
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    for i in 1..=n {
+        writeln!(f, r#"{{"id":{i},"level":"info","received_at":"2024-01-05T10:00:00Z","n":{}}}"#, i % 1000).unwrap();
+    }
+    if end {
+        writeln!(f, r#"{{"$end":{{"rows":{n}}}}}"#).unwrap();
+    }
+}
+
+#[test]
+fn kill_9_of_pg_load_mid_load_commits_nothing_and_a_rerun_completes() {
+    let pg = Pg::new();
+    pg.exec("CREATE TABLE logs (id bigint PRIMARY KEY, level text NOT NULL, received_at timestamptz NOT NULL, n integer)");
+    let t = TempDir::new();
+    let file = t.path("big.ndjson");
+    big_stream(&file, 400_000, true);
+    // Feed it slowly so the load is surely in the middle when killed.
+    let feeder = format!("head -n 200000 '{}'; sleep 30", file.display());
+    let mut child = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!("({feeder}) | exec '{}' --db '{}' logs", bin("pg-load").display(), pg.url))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the load is running and has sent data, then kill -9 pg-load itself.
+    let mut pid = None;
+    for _ in 0..100 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        if pg.one("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'COPY%'") == "1" {
+            let out = std::process::Command::new("pgrep").args(["-f", &format!("pg-load --db {} logs", pg.url)]).output().unwrap();
+            pid = String::from_utf8_lossy(&out.stdout).lines().next().map(|s| s.to_string());
+            if pid.is_some() {
+                break;
+            }
+        }
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let pid = pid.expect("pg-load started");
+    std::process::Command::new("kill").args(["-9", &pid]).status().unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(pg.count("logs"), 0, "a killed load committed rows");
+    assert_eq!(pg.one("SELECT outcome FROM _migration_runs"), "running");
+    cmd("pg-load").args(["--db", &pg.url, "logs"]).stdin_file(&file).ok().stderr_has(&["Source: 400000 rows → Postgres: 400000 rows ✓"]);
+    assert_eq!(pg.rows("SELECT outcome FROM _migration_runs ORDER BY id"), vec!["interrupted", "success"]);
+}
+
+#[test]
+fn kill_9_of_the_producer_mid_stream_is_a_truncated_stream() {
+    let pg = Pg::new();
+    pg.exec("CREATE TABLE logs (id bigint PRIMARY KEY, level text NOT NULL, received_at timestamptz NOT NULL, n integer)");
+    let t = TempDir::new();
+    let db = t.path("src.sqlite");
+    sqlite_db(&db, "CREATE TABLE logs (id INTEGER PRIMARY KEY, level TEXT, received_at TEXT, n INTEGER);
+        WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 300000)
+        INSERT INTO logs SELECT x, 'info', '2024-01-05T10:00:00Z', x % 7 FROM c;");
+    // The producer is killed with SIGKILL after part of its output has reached pg-load.
+    use std::io::{Read, Write};
+    use std::process::{Command, Stdio};
+    let mut producer = Command::new(bin("sqlite-dump")).arg(db.display().to_string()).arg("logs").stdout(Stdio::piped()).spawn().unwrap();
+    let mut consumer = Command::new(bin("pg-load")).args(["--db", &pg.url, "logs"]).stdin(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut from = producer.stdout.take().unwrap();
+    let mut to = consumer.stdin.take().unwrap();
+    let mut buf = vec![0u8; 100_000];
+    let mut sent = 0;
+    while sent < 3_000_000 {
+        let n = from.read(&mut buf).unwrap();
+        to.write_all(&buf[..n]).unwrap();
+        sent += n;
+    }
+    Command::new("kill").args(["-9", &producer.id().to_string()]).status().unwrap();
+    producer.wait().unwrap();
+    // Whatever was still in the pipe arrives, then EOF.
+    let mut rest = vec![];
+    let _ = from.read_to_end(&mut rest);
+    to.write_all(&rest).unwrap();
+    drop(to);
+    let out = consumer.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(65), "{err}");
+    assert!(err.contains("middle of a line") || err.contains("without its end record"), "{err}");
+    assert_eq!(pg.count("logs"), 0);
+    assert!(last_run(&pg).starts_with("failed|"));
+    // The re-run with a whole stream completes.
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!("set -o pipefail; '{}' '{}' logs | '{}' --db '{}' logs", bin("sqlite-dump").display(), db.display(), bin("pg-load").display(), pg.url))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(pg.count("logs"), 300000);
+}
