@@ -46,8 +46,6 @@ Options:
   --defer-fks           Load rows whose parents are not loaded yet: the table's
                         foreign keys are dropped for the load and re-added NOT
                         VALID; validate them later (the command is printed).
-  --ensure-partitions   Create missing monthly partitions of a partitioned table
-                        before loading (as pg-partition ensure does).
   --no-end-record       Accept a foreign stream without the end record.
   --dry-run             Do everything, report, then roll back.
   --no-analyze          Skip ANALYZE after the load.
@@ -102,7 +100,6 @@ struct Args {
     opts: Options,
     ignore_unknown: bool,
     defer_fks: bool,
-    ensure_partitions: bool,
     require_end: bool,
     dry_run: bool,
     analyze: bool,
@@ -139,7 +136,6 @@ fn parse(args: &mut pico_args::Arguments) -> Result<Args> {
         opts: Options { assume_offset, epoch, strip_nul: args.contains("--strip-nul") },
         ignore_unknown: args.contains("--ignore-unknown"),
         defer_fks: args.contains("--defer-fks"),
-        ensure_partitions: args.contains("--ensure-partitions"),
         require_end: !args.contains("--no-end-record"),
         dry_run: args.contains("--dry-run"),
         analyze: !args.contains("--no-analyze"),
@@ -635,7 +631,7 @@ impl CopySink {
                 let month = value.get(..7).unwrap_or("YYYY-MM");
                 Error::Data(format!(
                     "{at}: no partition of '{table}' accepts {col} = {value} (the month {month} has no partition); \
-                     create it with: pg-partition ensure {table} --from {month}, or load with --ensure-partitions"
+                     create it with: pg-partition ensure {table} --from {month}"
                 ))
             }
             "23505" => Error::Data(format!("{at}: duplicate key: {detail} (the stream or the table already holds this key)")),

@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# Benchmark: sqlite-dump | pg-load against the pipes users would otherwise use, in one run.
+#
+# Usage: bench/load.sh [ROWS]        (default 2000000)
+# Generates a device_logs-style SQLite table (id, serial, level, 40-120 char message, epoch
+# integer, text timestamp into timestamptz, primary key on id), starts a throwaway
+# PostgreSQL, and loads the same rows four ways into an empty table:
+#   pgferry   sqlite-dump | pg-load (one transaction, verified, idempotent)
+#   naive     sqlite3 -csv | psql '\copy … csv' (no guarantees)
+#   pgloader  Debian's pgloader, data only into the same table
+#   server    COPY … FROM 'file.csv' run by the server itself (the limit to approach)
+# then pgferry again at ROWS/10 to show its memory is flat. Prints seconds, rows/s, peak
+# RSS and the ratios. Not a test: run it on demand.
+# Exit status: 0 when every run completed and loaded every row.
+set -Eeuo pipefail
+# shellcheck source=scripts/lib/common.sh
+source "$(dirname "$0")/../scripts/lib/common.sh"
+# shellcheck source=scripts/lib/throwaway-pg.sh
+source "$(dirname "$0")/../scripts/lib/throwaway-pg.sh"
+
+ROWS="${1:-2000000}"
+WORK=""
+BIN=""
+
+# gen_sqlite FILE N: the source database.
+gen_sqlite() {
+  sqlite3 "$1" <<SQL
+PRAGMA journal_mode = OFF;
+PRAGMA synchronous = OFF;
+CREATE TABLE device_logs (id INTEGER PRIMARY KEY, device_serial TEXT NOT NULL, level TEXT NOT NULL,
+  message TEXT NOT NULL, device_timestamp INTEGER, received_at TEXT NOT NULL);
+WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < $2)
+INSERT INTO device_logs
+SELECT x, printf('SN-%05d', abs(random()) % 5000),
+       CASE abs(random()) % 4 WHEN 0 THEN 'debug' WHEN 1 THEN 'info' WHEN 2 THEN 'warn' ELSE 'error' END,
+       substr('heartbeat ok; relay state changed; bell strike scheduled; melody played to end; ' ||
+              'temperature nominal; firmware check done; mqtt reconnect after timeout; queue drained', 1 + abs(random()) % 40, 40 + abs(random()) % 81),
+       1700000000 + x * 13,
+       strftime('%Y-%m-%d %H:%M:%f', 1700000000 + x * 13, 'unixepoch')
+FROM c;
+SQL
+}
+
+reset_table() {
+  pg_psql -q "${THROWAWAY_PG_URL}" <<'SQL'
+DROP TABLE IF EXISTS device_logs;
+CREATE TABLE device_logs (id bigint PRIMARY KEY, device_serial text NOT NULL, level text NOT NULL,
+  message text NOT NULL, device_timestamp bigint, received_at timestamptz NOT NULL);
+CHECKPOINT;
+SQL
+}
+
+check_count() {
+  local n
+  n="$(pg_psql -tA "${THROWAWAY_PG_URL}" -c 'SELECT count(*) FROM device_logs')"
+  [[ "${n}" == "$1" ]] || die 1 "$2 loaded ${n} rows, expected $1"
+}
+
+# timed NAME CMD: runs CMD under bash, prints elapsed seconds into WORK/NAME.secs.
+timed() {
+  local name="$1" start end
+  shift
+  start="$(date +%s.%N)"
+  bash -c "set -o pipefail; $*"
+  end="$(date +%s.%N)"
+  python3 -c "print(f'{${end} - ${start}:.2f}')" >"${WORK}/${name}.secs"
+}
+
+# peak_kb FILE: the max RSS a /usr/bin/time -v report recorded.
+peak_kb() {
+  awk -F': ' '/Maximum resident set size/ {print $2}' "$1"
+}
+
+main() {
+  need_cmd sqlite3 psql pgloader python3 /usr/bin/time cargo
+  cd "$(repo_root)"
+  log "building release binaries"
+  cargo build --release --quiet --bin sqlite-dump --bin pg-load
+  BIN="$(pwd)/target/release"
+  WORK="$(mktemp -d /tmp/pgferry-bench.XXXXXX)"
+  chmod 755 "${WORK}"
+  trap_add "rm -rf '${WORK}'"
+  throwaway_pg_start "-c shared_buffers=256MB -c max_wal_size=4GB"
+  local db="${WORK}/logs.sqlite" small="${WORK}/small.sqlite" small_rows=$((ROWS / 10))
+  log "generating ${ROWS} rows"
+  gen_sqlite "${db}" "${ROWS}"
+  gen_sqlite "${small}" "${small_rows}"
+  local cols="id, device_serial, level, message, device_timestamp, received_at"
+
+  reset_table
+  log "pgferry: sqlite-dump | pg-load"
+  timed pgferry "/usr/bin/time -v -o '${WORK}/dump.time' '${BIN}/sqlite-dump' '${db}' device_logs 2>/dev/null |
+    /usr/bin/time -v -o '${WORK}/load.time' '${BIN}/pg-load' --db '${THROWAWAY_PG_URL}' --no-analyze device_logs"
+  check_count "${ROWS}" pgferry
+
+  reset_table
+  log "naive: sqlite3 -csv | psql \\copy"
+  timed naive "sqlite3 -csv '${db}' 'SELECT ${cols} FROM device_logs' |
+    psql -X -q '${THROWAWAY_PG_URL}' -c '\\copy device_logs (${cols}) from stdin csv'"
+  check_count "${ROWS}" naive
+
+  reset_table
+  log "pgloader"
+  cat >"${WORK}/load.pgl" <<PGL
+LOAD DATABASE FROM sqlite://${db} INTO ${THROWAWAY_PG_URL}
+WITH data only, create no tables, create no indexes, reset no sequences
+INCLUDING ONLY TABLE NAMES LIKE 'device_logs';
+PGL
+  timed pgloader "/usr/bin/time -v -o '${WORK}/pgloader.time' pgloader --quiet '${WORK}/load.pgl' >'${WORK}/pgloader.log' 2>&1"
+  check_count "${ROWS}" pgloader
+
+  reset_table
+  log "server: COPY FROM 'file.csv'"
+  sqlite3 -csv "${db}" "SELECT ${cols} FROM device_logs" >"${WORK}/logs.csv"
+  chmod 644 "${WORK}/logs.csv"
+  timed server "psql -X -q '${THROWAWAY_PG_URL}' -c \"COPY device_logs (${cols}) FROM '${WORK}/logs.csv' CSV\""
+  check_count "${ROWS}" server
+
+  reset_table
+  log "pgferry at ${small_rows} rows (memory flatness)"
+  timed small "/usr/bin/time -v -o '${WORK}/sdump.time' '${BIN}/sqlite-dump' '${small}' device_logs 2>/dev/null |
+    /usr/bin/time -v -o '${WORK}/sload.time' '${BIN}/pg-load' --db '${THROWAWAY_PG_URL}' --no-analyze device_logs 2>/dev/null"
+  check_count "${small_rows}" "pgferry small"
+
+  python3 - "${WORK}" "${ROWS}" "$(peak_kb "${WORK}/dump.time")" "$(peak_kb "${WORK}/load.time")" \
+    "$(peak_kb "${WORK}/pgloader.time")" "$(peak_kb "${WORK}/sdump.time")" "$(peak_kb "${WORK}/sload.time")" "${small_rows}" <<'PY'
+import sys
+work, rows = sys.argv[1], int(sys.argv[2])
+dump_kb, load_kb, pgl_kb, sdump_kb, sload_kb, small = map(int, sys.argv[3:9])
+t = {n: float(open(f"{work}/{n}.secs").read()) for n in ["pgferry", "naive", "pgloader", "server"]}
+print(f"\n{rows} rows, device_logs")
+print(f"{'pipe':<10} {'seconds':>8} {'rows/s':>10}  pgferry speed-up")
+for n in ["pgferry", "naive", "pgloader", "server"]:
+    print(f"{n:<10} {t[n]:>8.2f} {rows / t[n]:>10.0f}  {t[n] / t['pgferry']:.2f}x")
+print(f"\ntargets: >= 1.1x naive: {t['naive'] / t['pgferry']:.2f}x; >= 3x pgloader: {t['pgloader'] / t['pgferry']:.2f}x; "
+      f"server COPY is {t['pgferry'] / t['server']:.2f}x faster than pgferry")
+print(f"peak RSS: sqlite-dump {dump_kb / 1024:.1f} MB, pg-load {load_kb / 1024:.1f} MB, pgloader {pgl_kb / 1024:.1f} MB (target < 64 MB)")
+print(f"at {small} rows: sqlite-dump {sdump_kb / 1024:.1f} MB, pg-load {sload_kb / 1024:.1f} MB (flat if close to the above)")
+PY
+}
+
+main "$@"
