@@ -1,0 +1,205 @@
+# shellcheck shell=bash
+# Shared by the runbook scripts: options, the operator's configuration, the plan
+# (docs/plan.md), the state directory, the writers and the --execute gate.
+# Sourced after common.sh, never executed.
+
+# rb_usage: the script's header comment, which is its --help.
+rb_usage() {
+  sed -n '2,/^[^#]/{/^#/{s/^# \{0,1\}//;p;}}' "$0"
+}
+
+rb_usage_error() {
+  log "error: $*"
+  printf "Try '%s --help'\n" "$(basename "$0")" >&2
+  exit 64
+}
+
+# rb_parse SPEC -- ARGS...: the options in SPEC ('name' a flag, 'name:' one with a value)
+# plus --config FILE and -h/--help. Sets OPT_<name> (dashes as underscores); the
+# operands go to the array ARGS.
+rb_parse() {
+  local spec=" $1 config: " a name
+  shift 2
+  ARGS=()
+  while (($#)); do
+    a="$1"
+    shift
+    case "${a}" in
+      -h | --help) rb_usage && exit 0 ;;
+      --) ARGS+=("$@") && break ;;
+      --*=*)
+        name="${a%%=*}" && name="${name#--}"
+        [[ "${spec}" == *" ${name}: "* ]] || rb_usage_error "unknown option '${a%%=*}'"
+        printf -v "OPT_${name//-/_}" '%s' "${a#*=}"
+        ;;
+      --*)
+        name="${a#--}"
+        if [[ "${spec}" == *" ${name}: "* ]]; then
+          (($#)) || rb_usage_error "${a} needs a value"
+          printf -v "OPT_${name//-/_}" '%s' "$1"
+          shift
+        elif [[ "${spec}" == *" ${name} "* ]]; then
+          printf -v "OPT_${name//-/_}" 1
+        else
+          rb_usage_error "unknown option '${a}'"
+        fi
+        ;;
+      -?*) rb_usage_error "unknown option '${a}'" ;;
+      *) ARGS+=("${a}") ;;
+    esac
+  done
+}
+
+# rb_load_config: sources the operator's configuration (--config, else $PGFERRY_CONFIG,
+# else /etc/pgferry/pgferry.conf) with its variables exported, and applies the defaults.
+rb_load_config() {
+  RB_CONFIG="${OPT_config:-${PGFERRY_CONFIG:-/etc/pgferry/pgferry.conf}}"
+  [[ -f "${RB_CONFIG}" ]] ||
+    die 66 "no configuration at '${RB_CONFIG}' (copy runbook/pgferry.conf.example; pass --config FILE or set PGFERRY_CONFIG)"
+  set -a
+  # shellcheck source=/dev/null
+  source "${RB_CONFIG}"
+  set +a
+  [[ -n "${PGFERRY_STATE_DIR:-}" ]] || die 64 "${RB_CONFIG}: PGFERRY_STATE_DIR is not set"
+  : "${PGFERRY_QUIET_SECONDS:=30}" "${PGFERRY_STOP_TIMEOUT:=60}"
+  : "${PGFERRY_BACKUP_DIR:=${PGFERRY_STATE_DIR}/backups}" "${PGFERRY_RETAIN:=detach}"
+}
+
+# rb_state_init: creates the state directory (owner-only) if missing.
+rb_state_init() {
+  [[ -d "${PGFERRY_STATE_DIR}" ]] || mkdir -m 700 "${PGFERRY_STATE_DIR}" ||
+    die 74 "cannot create the state directory '${PGFERRY_STATE_DIR}'"
+}
+
+# rb_plan_arg: the plan to use: the operand if given, else PGFERRY_PLAN ("" if neither).
+rb_plan_arg() {
+  ((${#ARGS[@]} <= 1)) || rb_usage_error "one plan at most, got: ${ARGS[*]}"
+  printf '%s\n' "${ARGS[0]:-${PGFERRY_PLAN:-}}"
+}
+
+# rb_read_plan PLAN: checks the plan and puts its steps, one compact JSON object each,
+# in the array RB_STEPS.
+rb_read_plan() {
+  local plan="$1" out err
+  [[ -n "${plan}" ]] || rb_usage_error "no plan: give PLAN or set PGFERRY_PLAN in the configuration"
+  [[ -f "${plan}" ]] || die 66 "plan '${plan}' does not exist"
+  err="$(mktemp)"
+  # shellcheck disable=SC2016
+  if ! out="$(jq -Rc --arg plan "${plan}" '
+      input_line_number as $n | select(test("^\\s*(#.*)?$") | not)
+      | [fromjson?] as $parsed | $parsed[0] as $s
+      | if ($parsed | length) == 0 then error("\($plan):\($n): malformed JSON")
+        elif ($s | type) != "object" then error("\($plan):\($n): a step is a JSON object")
+        elif ($s | keys - ["step", "source", "target", "dump", "export", "load", "check", "partitioned"])[0]
+        then error("\($plan):\($n): unknown member \"\(($s | keys - ["step", "source", "target", "dump",
+          "export", "load", "check", "partitioned"])[0])\" (docs/plan.md)")
+        elif ([$s.step | if type == "number" then tostring else . end, $s.source, $s.target]
+              | all(type == "string" and length > 0) | not)
+        then error("\($plan):\($n): step, source and target are required strings")
+        elif any([$s.dump, $s.export, $s.load, $s.check][] | select(. != null);
+                 (type != "array") or (all(type == "string") | not))
+        then error("\($plan):\($n): dump, export, load and check are arrays of strings")
+        else $s | .step |= tostring end' "${plan}" 2>"${err}" | jq -sc '
+      (map(.step) | group_by(.) | map(select(length > 1)[0])) as $dup
+      | if ($dup | length) > 0 then error("step \($dup[0] | tojson) appears twice") else .[] end' 2>>"${err}")"; then
+    die 65 "plan $(sed -n 's/^jq: error (at [^)]*): //p' "${err}" | head -n 1)"
+  fi
+  rm -f "${err}"
+  mapfile -t RB_STEPS <<<"${out}"
+  [[ -n "${RB_STEPS[0]:-}" ]] || die 65 "plan '${plan}' has no steps"
+}
+
+# rb_field JSON NAME: a string member of a step ("" when absent).
+rb_field() {
+  jq -r --arg f "$2" '.[$f] // "" | tostring' <<<"$1"
+}
+
+# rb_args JSON NAME ARRAY: an array member of a step into the bash array ARRAY.
+rb_args() {
+  mapfile -d '' -t "$3" < <(jq -j --arg f "$2" '(.[$f] // [])[] | (., "\u0000")' <<<"$1")
+}
+
+# rb_sqlite_dbs: the SQLite files to freeze and back up: PGFERRY_SQLITE_DBS, else the
+# plan's sqlite: sources (needs RB_STEPS), one per line, in plan order.
+rb_sqlite_dbs() {
+  if [[ -n "${PGFERRY_SQLITE_DBS:-}" ]]; then
+    local dbs=()
+    read -r -a dbs <<<"${PGFERRY_SQLITE_DBS}"
+    printf '%s\n' "${dbs[@]}"
+  elif ((${#RB_STEPS[@]})); then
+    printf '%s\n' "${RB_STEPS[@]}" |
+      jq -r '.source | select(startswith("sqlite:")) | ltrimstr("sqlite:") | sub(":[^:]*$"; "")' | awk '!seen[$0]++'
+  fi
+}
+
+# State: one small file per fact in PGFERRY_STATE_DIR.
+rb_state() { printf '%s/%s\n' "${PGFERRY_STATE_DIR}" "$1"; }
+rb_state_get() { cat "$(rb_state "$1")" 2>/dev/null || true; }
+rb_state_set() {
+  local f
+  f="$(rb_state "$1")"
+  printf '%s\n' "$2" >"${f}.tmp" && mv -f "${f}.tmp" "${f}"
+}
+rb_event() {
+  printf '%s %s: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "${PGFERRY_SCRIPT}" "$*" >>"$(rb_state history.log)"
+}
+
+# rb_fingerprint PATH: size and mtime of a SQLite file and its -wal (an empty -wal, which
+# merely opening the database creates, counts as none), or of every file under a directory.
+rb_fingerprint() {
+  local f
+  if [[ -d "$1" ]]; then
+    find "$1" -type f -printf '%p %s %T@\n' | sort
+  else
+    for f in "$1" "$1-wal"; do
+      [[ ! -s "${f}" ]] || stat -c '%n %s %.9Y' "${f}"
+    done
+  fi
+}
+
+# rb_psql ARGS...: psql on the target: DATABASE_URL if set, else the PG* variables.
+rb_psql() {
+  if [[ -n "${DATABASE_URL:-}" ]]; then pg_psql -d "${DATABASE_URL}" "$@"; else pg_psql "$@"; fi
+}
+
+# rb_writers_running: true when a writer still runs (the check command, or the PID file).
+rb_writers_running() {
+  if [[ -n "${PGFERRY_WRITERS_CHECK:-}" ]] && bash -c "${PGFERRY_WRITERS_CHECK}" >/dev/null 2>&1; then
+    return 0
+  fi
+  [[ -n "${PGFERRY_WRITERS_PIDFILE:-}" && -s "${PGFERRY_WRITERS_PIDFILE}" ]] &&
+    kill -0 "$(<"${PGFERRY_WRITERS_PIDFILE}")" 2>/dev/null
+}
+
+# rb_writers_stop: the stop command, then TERM to the PID file's process; dies unless
+# every writer is gone within PGFERRY_STOP_TIMEOUT seconds.
+rb_writers_stop() {
+  if [[ -n "${PGFERRY_WRITERS_STOP:-}" ]]; then
+    log "stopping the writers: ${PGFERRY_WRITERS_STOP}"
+    bash -c "${PGFERRY_WRITERS_STOP}" || die 1 "the stop command failed (status $?): ${PGFERRY_WRITERS_STOP}"
+  fi
+  if [[ -n "${PGFERRY_WRITERS_PIDFILE:-}" && -s "${PGFERRY_WRITERS_PIDFILE}" ]]; then
+    kill -TERM "$(<"${PGFERRY_WRITERS_PIDFILE}")" 2>/dev/null || true
+  fi
+  local waited=0
+  while rb_writers_running; do
+    ((waited < PGFERRY_STOP_TIMEOUT)) ||
+      die 1 "the writers are still running ${PGFERRY_STOP_TIMEOUT}s after being stopped (PGFERRY_WRITERS_CHECK / PGFERRY_WRITERS_PIDFILE)"
+    sleep 1
+    waited=$((waited + 1))
+  done
+}
+
+rb_writers_start() {
+  [[ -n "${PGFERRY_WRITERS_START:-}" ]] || die 64 "${RB_CONFIG}: PGFERRY_WRITERS_START is not set"
+  log "starting the writers: ${PGFERRY_WRITERS_START}"
+  bash -c "${PGFERRY_WRITERS_START}" || die 1 "the start command failed (status $?): ${PGFERRY_WRITERS_START}"
+}
+
+# rb_gate: after the plan is printed: without --execute, stop here having changed nothing.
+rb_gate() {
+  if [[ -z "${OPT_execute:-}" ]]; then
+    log "dry run: nothing was done; run again with --execute to do the above"
+    exit 0
+  fi
+}

@@ -1,0 +1,102 @@
+# shellcheck shell=bash
+# Shared by the runbook script tests: a temp dir, a fresh PostgreSQL database, a SQLite
+# application database, a fake application writer, and the runbook configuration.
+# Needs the tools on PATH (tests/run puts target/debug there) and PGFERRY_TEST_PG_URL.
+
+bats_require_minimum_version 1.5.0
+
+SCRIPTS="$(cd "${BATS_TEST_DIRNAME}/../../scripts" && pwd)"
+
+setup() {
+  [[ -n "${PGFERRY_TEST_PG_URL:-}" ]] || {
+    echo "PGFERRY_TEST_PG_URL is not set: source /tmp/devenv.sh or run tests/run" >&2
+    return 1
+  }
+  W="${BATS_TEST_TMPDIR}"
+  DBNAME="rb_$(date +%s%N | tail -c 10)_${RANDOM}"
+  psql -X -q -v ON_ERROR_STOP=1 --no-password "${PGFERRY_TEST_PG_URL}" -c "CREATE DATABASE ${DBNAME}"
+  export DATABASE_URL="${PGFERRY_TEST_PG_URL%/*}/${DBNAME}"
+  export PGFERRY_CONFIG="${W}/pgferry.conf"
+  mkdir -p "${W}/app"
+  APPDB="${W}/app/app.sqlite"
+}
+
+teardown() {
+  stop_writer
+  psql -X -q --no-password "${PGFERRY_TEST_PG_URL}" -c "DROP DATABASE IF EXISTS ${DBNAME} WITH (FORCE)" || true
+}
+
+pg() { psql -X -q -At -v ON_ERROR_STOP=1 --no-password -d "${DATABASE_URL}" "$@"; }
+
+# app_db: a small WAL-mode application database with two tables, its PostgreSQL schema,
+# and a plan for it.
+app_db() {
+  sqlite3 "${APPDB}" >/dev/null <<'SQL'
+PRAGMA journal_mode = WAL;
+CREATE TABLE customers (id TEXT PRIMARY KEY, name TEXT NOT NULL, created_at TEXT NOT NULL);
+CREATE TABLE notes (id INTEGER PRIMARY KEY, customer_id TEXT NOT NULL, body TEXT, tick INTEGER);
+WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 20)
+INSERT INTO customers SELECT 'c' || x, 'Customer ' || x, strftime('%Y-%m-%dT%H:%M:%SZ', 1700000000 + x * 86400, 'unixepoch') FROM c;
+WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 50)
+INSERT INTO notes (id, customer_id, body) SELECT x, 'c' || (1 + x % 20), 'note ' || x FROM c;
+SQL
+  pg <<'SQL'
+CREATE TABLE customers (id text PRIMARY KEY, name text NOT NULL, created_at timestamptz NOT NULL);
+CREATE TABLE notes (id bigint PRIMARY KEY, customer_id text NOT NULL REFERENCES customers(id), body text, tick bigint);
+SQL
+  cat >"${W}/plan.ndjson" <<PLAN
+# the test application: customers before their notes
+{"step": "1", "source": "sqlite:${APPDB}:customers", "target": "customers"}
+{"step": "2", "source": "sqlite:${APPDB}:notes", "target": "notes"}
+PLAN
+}
+
+# content DB: a hash of a SQLite database's content.
+content() { sqlite3 "$1" .dump | sha256sum | cut -d' ' -f1; }
+
+# The fake application: writes a row every 0.2 s until killed; its PID in app/writer.pid.
+write_writer() {
+  cat >"${W}/app/writer.sh" <<WRITER
+echo \$\$ >"${W}/app/writer.pid"
+while :; do
+  sqlite3 "${APPDB}" "PRAGMA busy_timeout = 2000; INSERT INTO notes (customer_id, body) VALUES ('c1', 'live write')" >/dev/null 2>&1 || true
+  sleep 0.2
+done
+WRITER
+}
+
+start_writer() {
+  write_writer
+  bash "${W}/app/writer.sh" >/dev/null 2>&1 3>&- &
+  sleep 0.5
+}
+
+writer_running() { [[ -s "${W}/app/writer.pid" ]] && kill -0 "$(<"${W}/app/writer.pid")" 2>/dev/null; }
+
+stop_writer() {
+  if [[ -s "${W}/app/writer.pid" ]]; then
+    kill "$(<"${W}/app/writer.pid")" 2>/dev/null || true
+    rm -f "${W}/app/writer.pid"
+  fi
+}
+
+# config [LINE...]: the runbook configuration for this test, plus extra lines.
+config() {
+  write_writer
+  printf 'DATABASE_URL=%s\nAPP_STORE=postgres\n' "${DATABASE_URL}" >"${W}/cutover.env"
+  printf '# the app\nAPP_STORE=sqlite\nSECRET_KEY=s3cret\nexport DATABASE_URL=sqlite:///%s\n' "${APPDB}" >"${W}/app/.env"
+  {
+    echo "PGFERRY_STATE_DIR=${W}/state"
+    echo "PGFERRY_PLAN=${W}/plan.ndjson"
+    echo "PGFERRY_BACKUP_DIR=${W}/backups"
+    echo "PGFERRY_QUIET_SECONDS=2"
+    echo "PGFERRY_STOP_TIMEOUT=5"
+    echo "PGFERRY_WRITERS_STOP='if [ -s ${W}/app/writer.pid ]; then kill \$(cat ${W}/app/writer.pid); rm -f ${W}/app/writer.pid; fi'"
+    echo "PGFERRY_WRITERS_START='bash ${W}/app/writer.sh >/dev/null 2>&1 3>&- &'"
+    echo "PGFERRY_WRITERS_CHECK='test -s ${W}/app/writer.pid && kill -0 \$(cat ${W}/app/writer.pid)'"
+    echo "PGFERRY_APP_ENV=${W}/app/.env"
+    echo "PGFERRY_CUTOVER_ENV=${W}/cutover.env"
+    printf '%s\n' "$@"
+  } >"${PGFERRY_CONFIG}"
+  chmod 600 "${PGFERRY_CONFIG}"
+}
