@@ -209,9 +209,18 @@ struct Report {
 /// Which columns a COPY carries, and whether each has a binary encoder.
 struct Plan {
     columns: Vec<ColumnInfo>,
-    /// Column index by name, for the stream's keys.
-    by_name: HashMap<String, usize>,
     binary: bool,
+}
+
+impl Plan {
+    /// The column named `key`, looking first where the previous key's successor is: streams
+    /// usually list keys in column order, so this is one comparison per key.
+    fn find(&self, key: &str, hint: usize) -> Option<usize> {
+        if self.columns.get(hint).is_some_and(|c| c.name == key) {
+            return Some(hint);
+        }
+        self.columns.iter().position(|c| c.name == key)
+    }
 }
 
 fn load(client: &mut postgres::Client, a: &Args, outcome: &mut Outcome) -> Result<Report> {
@@ -262,7 +271,6 @@ fn load(client: &mut postgres::Client, a: &Args, outcome: &mut Outcome) -> Resul
 
     let loadable: Vec<ColumnInfo> = columns.iter().filter(|c| !c.generated).cloned().collect();
     let plan = Plan {
-        by_name: loadable.iter().enumerate().map(|(i, c)| (c.name.clone(), i)).collect(),
         binary: loadable.iter().all(|c| c.kind.has_binary()),
         columns: loadable,
     };
@@ -364,7 +372,7 @@ fn stream_rows<R: std::io::BufRead>(
     stage: Option<&str>,
 ) -> Result<Vec<Signature>> {
     let n = plan.columns.len();
-    let mut rows = RowSource { segments: vec![], seg_ids: HashMap::new(), values: vec![None; n], unknown: vec![] };
+    let mut rows = RowSource { segments: vec![], seg_ids: HashMap::new(), cells: vec![None; n], unknown: vec![] };
     let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let started = Instant::now();
     // The row read but not yet sent: it opens the next COPY.
@@ -383,10 +391,7 @@ fn stream_rows<R: std::io::BufRead>(
         let mut line = first_line;
         let mut cur = seg;
         loop {
-            if let Err(e) = sink.encode_row(&mut rows.values, plan, &a.opts, line, stage.map(|_| cur as i32)) {
-                drop(w); // sends CopyFail
-                return Err(e);
-            }
+            sink.encode_row(&mut rows.cells, line, stage.map(|_| cur as i32));
             if let Err(e) = sink.maybe_flush(&mut w) {
                 return Err(sink.server_error(e, Some(w)));
             }
@@ -417,34 +422,63 @@ fn stream_rows<R: std::io::BufRead>(
     Ok(rows.segments)
 }
 
-/// Reads rows from the stream into `values` (one slot per loadable column).
+/// Reads rows from the stream and converts them into `cells` (one slot per loadable column;
+/// `None` = key missing).
 struct RowSource {
     segments: Vec<Signature>,
     seg_ids: HashMap<Signature, usize>,
-    values: Vec<Option<Value>>,
+    cells: Vec<Option<Cell>>,
     unknown: Vec<String>,
 }
 
 impl RowSource {
-    /// The next row's line and segment id, its values placed in `self.values`.
+    /// The next row's line and segment id, its values converted into `self.cells`.
     fn next<R: std::io::BufRead>(&mut self, reader: &mut RowReader<R>, plan: &Plan, generated: &[&str], a: &Args) -> Result<Option<(u64, usize)>> {
-        let Some(row) = reader.next_row()? else { return Ok(None) };
-        for (k, v) in row.fields {
-            match plan.by_name.get(&k) {
-                Some(&i) => self.values[i] = Some(v),
-                None if a.ignore_unknown => {}
-                None => self.unknown.push(k),
+        let Some((line, bytes)) = reader.next_raw()? else { return Ok(None) };
+        let text = std::str::from_utf8(bytes).expect("next_raw checked UTF-8");
+        for c in self.cells.iter_mut() {
+            *c = None;
+        }
+        match parse_borrowed(text) {
+            // The fast path: keys without escapes, values converted from their JSON text.
+            Some(pairs) => {
+                let mut hint = 0;
+                for (k, raw) in pairs {
+                    let Some(i) = plan.find(k, hint) else {
+                        self.note_unknown(k, a);
+                        continue;
+                    };
+                    hint = i + 1;
+                    let col = &plan.columns[i];
+                    let cell = match convert::convert_raw(raw.get(), &col.kind, &a.opts) {
+                        Some(c) => c,
+                        None => {
+                            let v: Value = serde_json::from_str(raw.get()).map_err(|e| Error::Data(format!("line {line}: malformed JSON: {e}")))?;
+                            convert_value(&v, col, &a.opts, line)?
+                        }
+                    };
+                    self.cells[i] = Some(cell);
+                }
+            }
+            // Anything unusual (escaped keys, malformed JSON): the general parser and its messages.
+            None => {
+                let fields = pgferry::stream::parse_object(bytes, line)?;
+                for (k, v) in &fields {
+                    match plan.find(k, 0) {
+                        Some(i) => self.cells[i] = Some(convert_value(v, &plan.columns[i], &a.opts, line)?),
+                        None => self.note_unknown(k, a),
+                    }
+                }
             }
         }
         if !self.unknown.is_empty() {
             let gen: Vec<&String> = self.unknown.iter().filter(|k| generated.contains(&k.as_str())).collect();
             let msg = if !gen.is_empty() {
-                format!("line {}: key '{}' is a generated column, which cannot be loaded; drop it from the stream or pass --ignore-unknown", row.line, gen[0])
+                format!("line {line}: key '{}' is a generated column, which cannot be loaded; drop it from the stream or pass --ignore-unknown", gen[0])
             } else {
                 let cols: Vec<&str> = plan.columns.iter().map(|c| c.name.as_str()).collect();
                 format!(
-                    "line {}: keys that match no column of '{}': {} (the table has: {}); pass --ignore-unknown to drop them",
-                    row.line,
+                    "line {line}: keys that match no column of '{}': {} (the table has: {}); pass --ignore-unknown to drop them",
                     a.table,
                     self.unknown.join(", "),
                     cols.join(", ")
@@ -452,7 +486,15 @@ impl RowSource {
             };
             return Err(Error::Data(msg));
         }
-        let sig: Signature = (0..self.values.len()).filter(|&i| self.values[i].is_none() && plan.columns[i].has_default).collect();
+        for (i, col) in plan.columns.iter().enumerate() {
+            // Checked here so the staged path, where the server sees NULLs only at the merge,
+            // still names the line. A missing key with a default is not a NULL.
+            let null_given = self.cells[i].as_ref().map_or(!col.has_default, |c| *c == Cell::Null);
+            if null_given && col.not_null {
+                return Err(Error::Data(format!("line {line}, column '{}': null (or missing) in a NOT NULL column", col.name)));
+            }
+        }
+        let sig: Signature = (0..self.cells.len()).filter(|&i| self.cells[i].is_none() && plan.columns[i].has_default).collect();
         let seg = match self.seg_ids.get(&sig) {
             Some(&s) => s,
             None => {
@@ -461,8 +503,47 @@ impl RowSource {
                 self.segments.len() - 1
             }
         };
-        Ok(Some((row.line, seg)))
+        Ok(Some((line, seg)))
     }
+
+    fn note_unknown(&mut self, key: &str, a: &Args) {
+        if !a.ignore_unknown {
+            self.unknown.push(key.to_string());
+        }
+    }
+}
+
+fn convert_value(v: &Value, col: &ColumnInfo, opts: &Options, line: u64) -> Result<Cell> {
+    convert::convert(v, &col.kind, opts)
+        .map_err(|cause| convert::conversion_error(line, &col.name, v, &format!("{cause} (column type {})", col.type_name)))
+}
+
+/// A row's keys and raw values, borrowed from the line; `None` when a key has escapes, a key
+/// repeats, or the line is not a JSON object (the general path then explains).
+fn parse_borrowed(text: &str) -> Option<Vec<(&str, &serde_json::value::RawValue)>> {
+    struct Pairs;
+    impl<'de> serde::de::Visitor<'de> for Pairs {
+        type Value = Vec<(&'de str, &'de serde_json::value::RawValue)>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<M: serde::de::MapAccess<'de>>(self, mut m: M) -> std::result::Result<Self::Value, M::Error> {
+            let mut out = Vec::with_capacity(16);
+            while let Some(k) = m.next_key::<&'de str>()? {
+                out.push((k, m.next_value::<&'de serde_json::value::RawValue>()?));
+            }
+            Ok(out)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    let pairs = serde::Deserializer::deserialize_map(&mut de, Pairs).ok()?;
+    de.end().ok()?;
+    for (i, (k, _)) in pairs.iter().enumerate() {
+        if pairs[..i].iter().any(|(k2, _)| k2 == k) {
+            return None;
+        }
+    }
+    Some(pairs)
 }
 
 /// Encodes rows into COPY data and sends it; maps server errors back to input lines.
@@ -527,25 +608,13 @@ impl CopySink {
         Ok(w)
     }
 
-    fn encode_row(&mut self, values: &mut [Option<Value>], plan: &Plan, opts: &Options, line: u64, seg: Option<i32>) -> Result<()> {
+    fn encode_row(&mut self, cells: &mut [Option<Cell>], line: u64, seg: Option<i32>) {
         let nfields = self.cols.len() + 2 * seg.is_some() as usize;
         if self.binary {
             self.buf.extend_from_slice(&(nfields as i16).to_be_bytes());
         }
         for (pos, &i) in self.cols.iter().enumerate() {
-            let col = &plan.columns[i];
-            let given = values[i].take();
-            // Checked here so the staged path, where the server sees NULLs only at the
-            // merge, still names the line. A missing key with a default is not a NULL.
-            let null_given = given.as_ref().map_or(!col.has_default, Value::is_null);
-            let v = given.unwrap_or(Value::Null);
-            if null_given && col.not_null {
-                return Err(Error::Data(format!("line {line}, column '{}': null (or missing) in a NOT NULL column", col.name)));
-            }
-            let cell = match convert::convert(v.clone(), &col.kind, opts) {
-                Ok(c) => c,
-                Err(cause) => return Err(convert::conversion_error(line, &col.name, &v, &format!("{cause} (column type {})", col.type_name))),
-            };
+            let cell = cells[i].take().unwrap_or(Cell::Null);
             if self.binary {
                 convert::encode_binary(&cell, &mut self.buf);
             } else {
@@ -554,9 +623,6 @@ impl CopySink {
                 }
                 convert::encode_text(&cell, &mut self.buf);
             }
-        }
-        for v in values.iter_mut() {
-            *v = None;
         }
         if let Some(s) = seg {
             if self.binary {
@@ -574,7 +640,6 @@ impl CopySink {
         }
         self.recent_lines.push_back(line);
         self.rows_in_copy += 1;
-        Ok(())
     }
 
     fn maybe_flush(&mut self, w: &mut postgres::CopyInWriter) -> std::io::Result<()> {

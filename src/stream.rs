@@ -310,6 +310,15 @@ impl<R: BufRead> RowReader<R> {
 
     /// The next row; `Ok(None)` after a valid end (the end record, or EOF when not required).
     pub fn next_row(&mut self) -> Result<Option<Row>> {
+        match self.next_raw()? {
+            None => Ok(None),
+            Some((line, bytes)) => Ok(Some(Row { line, fields: parse_object(bytes, line)? })),
+        }
+    }
+
+    /// The next row as its line's bytes (valid UTF-8, not yet parsed), with every stream rule
+    /// but the row's own JSON checked: truncation, blank lines, the end record and its count.
+    pub fn next_raw(&mut self) -> Result<Option<(u64, &[u8])>> {
         if self.done {
             return Ok(None);
         }
@@ -321,7 +330,7 @@ impl<R: BufRead> RowReader<R> {
                 .map_err(|e| Error::io(format!("line {}: read stdin", self.line + 1), e))?;
             if n == 0 {
                 self.done = true;
-                return self.at_eof();
+                return self.at_eof().map(|_| None);
             }
             self.line += 1;
             if self.buf.last() != Some(&b'\n') && self.end.is_none() && self.require_end {
@@ -340,23 +349,32 @@ impl<R: BufRead> RowReader<R> {
                     self.line
                 )));
             }
-            let fields = parse_object(&self.buf, self.line)?;
-            if let Some(end) = end_record(&fields, self.line)? {
-                if end.rows != self.rows {
-                    return Err(Error::Data(format!(
-                        "line {}: the end record says {} rows but {} were read",
-                        self.line, end.rows, self.rows
-                    )));
+            if let Err(e) = std::str::from_utf8(&self.buf) {
+                return Err(Error::Data(format!(
+                    "line {}: invalid UTF-8 at byte {} of the line",
+                    self.line,
+                    e.valid_up_to() + 1
+                )));
+            }
+            if may_be_end_record(&self.buf) {
+                let fields = parse_object(&self.buf, self.line)?;
+                if let Some(end) = end_record(&fields, self.line)? {
+                    if end.rows != self.rows {
+                        return Err(Error::Data(format!(
+                            "line {}: the end record says {} rows but {} were read",
+                            self.line, end.rows, self.rows
+                        )));
+                    }
+                    self.end = Some(end);
+                    continue; // only blank lines may follow
                 }
-                self.end = Some(end);
-                continue; // only blank lines may follow
             }
             self.rows += 1;
-            return Ok(Some(Row { line: self.line, fields }));
+            return Ok(Some((self.line, &self.buf)));
         }
     }
 
-    fn at_eof(&mut self) -> Result<Option<Row>> {
+    fn at_eof(&mut self) -> Result<()> {
         if self.end.is_none() && self.require_end {
             return Err(Error::Data(format!(
                 "the stream ended after {} rows without its end record: the producer stopped early \
@@ -364,8 +382,24 @@ impl<R: BufRead> RowReader<R> {
                 self.rows
             )));
         }
-        Ok(None)
+        Ok(())
     }
+}
+
+/// Whether a line could be the end record: `{` then `"$end"` after optional whitespace.
+fn may_be_end_record(line: &[u8]) -> bool {
+    let mut i = 0;
+    while i < line.len() && line[i].is_ascii_whitespace() {
+        i += 1;
+    }
+    if line.get(i) != Some(&b'{') {
+        return false;
+    }
+    i += 1;
+    while i < line.len() && line[i].is_ascii_whitespace() {
+        i += 1;
+    }
+    line[i..].starts_with(b"\"$end\"")
 }
 
 /// Parses one line as a JSON object, with a line-numbered error.
