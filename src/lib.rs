@@ -2,6 +2,7 @@
 
 pub mod cli;
 pub mod error;
+pub mod partition;
 pub mod pg;
 pub mod sqlite;
 pub mod stream;
