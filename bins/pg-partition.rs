@@ -119,7 +119,7 @@ struct Args {
 fn number<T: std::str::FromStr>(v: Option<String>, key: &str, default: T) -> Result<T> {
     match v {
         None => Ok(default),
-        Some(s) => s.parse().map_err(|_| Error::Usage(format!("{key} '{s}' is not a whole number ≥ 0"))),
+        Some(s) => s.parse().map_err(|_| Error::Usage(format!("{key} '{s}' is not a valid number"))),
     }
 }
 

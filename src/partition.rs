@@ -219,6 +219,26 @@ pub struct Partitioned {
 }
 
 impl Partitioned {
+    /// The non-default partition whose range holds `micros`, if any.
+    pub fn partition_for(&self, micros: i64) -> Option<&Partition> {
+        self.partitions.iter().find(|p| p.from <= micros && micros < p.to)
+    }
+
+    /// The periods of `first..=last` that no single partition covers (what `ensure` would create).
+    pub fn missing(&self, first: Date, last: Date, interval: Interval) -> Vec<Date> {
+        let mut out = vec![];
+        let mut d = interval.align(first);
+        while d <= interval.align(last) {
+            let next = interval.add(d, 1);
+            let (s, e) = (date_micros(d), date_micros(next));
+            if !self.partitions.iter().any(|p| p.from <= s && p.to >= e) {
+                out.push(d);
+            }
+            d = next;
+        }
+        out
+    }
+
     /// The columns a copy of the rows must write (not generated), quoted and comma-separated.
     pub fn column_list(&self) -> String {
         self.columns.iter().filter(|c| !c.generated).map(|c| quote_ident(&c.name)).collect::<Vec<_>>().join(", ")
@@ -841,6 +861,35 @@ mod tests {
         let multibyte = "é".repeat(40); // 80 bytes
         let n = partition_name(&multibyte, "2025_01");
         assert!(n.len() <= 63 && n.ends_with("_2025_01"), "{n}");
+    }
+
+    #[test]
+    fn coverage() {
+        let t = Table { oid: 1, schema: "public".into(), name: "t".into(), kind: 'p' };
+        let p = |name: &str, from: Date, to: Date| Partition {
+            oid: 2,
+            schema: "public".into(),
+            name: name.into(),
+            is_default: false,
+            is_partitioned: false,
+            from: date_micros(from),
+            to: date_micros(to),
+            bound_sql: String::new(),
+        };
+        let info = Partitioned {
+            table: t,
+            key: "at".into(),
+            key_type: KeyType::TimestampTz,
+            partitions: vec![p("t_2025_01", (2025, 1, 1), (2025, 2, 1)), p("t_q2", (2025, 4, 1), (2025, 7, 1))],
+            default: None,
+            columns: vec![],
+        };
+        assert_eq!(info.partition_for(date_micros((2025, 2, 1)) - 1).unwrap().name, "t_2025_01");
+        assert!(info.partition_for(date_micros((2025, 2, 1))).is_none());
+        assert_eq!(
+            info.missing((2024, 12, 5), (2025, 7, 1), Interval::Monthly),
+            vec![(2024, 12, 1), (2025, 2, 1), (2025, 3, 1), (2025, 7, 1)]
+        );
     }
 
     #[test]

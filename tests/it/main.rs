@@ -2,4 +2,5 @@
 //! PostgreSQL (and the Firestore emulator for fs-export).
 
 mod harness;
+mod pg_partition;
 mod sqlite_dump;
