@@ -12,6 +12,7 @@
 //! - json/jsonb: the nested JSON value; arrays: JSON arrays as PostgreSQL's to_jsonb gives
 //!   them (their elements are numbers, strings, booleans, nested arrays);
 //! - everything else (text, uuid, inet, interval, enums...): PostgreSQL's text form.
+//!
 //! Generated columns are left out: PostgreSQL computes them again on reload.
 
 use pgferry::partition::{Column, Partition, Partitioned};
