@@ -9,7 +9,8 @@
 //! - timestamptz and timestamp: RFC 3339 UTC strings with microseconds, read in binary
 //!   (timestamp without time zone is written as if it were UTC); ±infinity as "infinity";
 //! - date: "YYYY-MM-DD"; bytea: the bytes form; boolean: true/false;
-//! - json/jsonb: the nested JSON value; arrays: JSON arrays as PostgreSQL's to_jsonb gives
+//! - json/jsonb: the nested JSON value when it is an object or array, else a string holding
+//!   its JSON text (`"null"`, `"42"`, `"\"hi\""`), as pg-load reads json columns; arrays: JSON arrays as PostgreSQL's to_jsonb gives
 //!   them (their elements are numbers, strings, booleans, nested arrays);
 //! - everything else (text, uuid, inet, interval, enums...): PostgreSQL's text form.
 //!
@@ -52,6 +53,7 @@ enum Kind {
     Time,
     Text,
     Json,
+    Array,
 }
 
 /// The select expression and the reading of one column.
@@ -66,7 +68,7 @@ fn column_plan(c: &Column) -> (String, Kind) {
         1184 => (format!("{q}::timestamptz"), Kind::Time),
         1114 => (format!("{q}::timestamp"), Kind::Time),
         114 | 3802 => (format!("{q}::text"), Kind::Json),
-        _ if c.category == 'A' => (format!("to_jsonb({q})::text"), Kind::Json),
+        _ if c.category == 'A' => (format!("to_jsonb({q})::text"), Kind::Array),
         _ => (format!("{q}::text"), Kind::Text),
     }
 }
@@ -268,14 +270,20 @@ fn write_verified(
                             }
                         }
                     }
-                    Kind::Json => {
+                    Kind::Json | Kind::Array => {
                         let v: Option<String> = row.try_get(i).map_err(bad)?;
                         match v {
                             None => w.null(),
                             Some(t) => {
                                 let j: Value = serde_json::from_str(&t)
                                     .map_err(|e| Error::Data(format!("{what}, column '{}': {e}", c.name)))?;
-                                w.value(&j);
+                                match j {
+                                    Value::Object(_) | Value::Array(_) => w.value(&j),
+                                    // A json scalar goes as a string holding its JSON text, as
+                                    // pg-load reads json columns: the JSON null stays distinct
+                                    // from SQL NULL, and "42" from 42.
+                                    scalar => w.str(&scalar.to_string()),
+                                }
                             }
                         }
                     }

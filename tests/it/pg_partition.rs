@@ -459,7 +459,7 @@ fn archives_keep_every_type_exactly() {
           (9007199254740993, '2024-01-05 10:00:00.000001+00', '2024-01-05 12:00:00', '2024-02-29', -32768, 2147483647,
            0.1, 0.30000000000000004, 12345678901234567890.0123456789, '\\x00ff10', true, '{\"a\": [1, 2.50, null], \"b\": {\"c\": \"é\"}}',
            '{\"x\":  1}', '{a,\"b c\",NULL}', '{1,2,3}', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '10.0.0.1/8', '1 day 02:03:04', 'sad'),
-          (-1, '2024-01-31 23:59:59.999999+00', 'infinity', NULL, NULL, NULL, 'NaN', '-Infinity', 'NaN', '', false, 'null', NULL, '{}', NULL, NULL, NULL, NULL, NULL),
+          (-1, '2024-01-31 23:59:59.999999+00', 'infinity', NULL, NULL, NULL, 'NaN', '-Infinity', 'NaN', '', false, 'null', '\"s\"', '{}', NULL, NULL, NULL, NULL, NULL),
           (0, '2024-01-01 00:00:00+00', NULL, NULL, NULL, NULL, '-0', 1e300, -0.5, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);",
     );
     let dir = TempDir::new();
@@ -472,7 +472,7 @@ fn archives_keep_every_type_exactly() {
     assert_eq!(
         lines,
         vec![
-            r#"{"id":-1,"at":"2024-01-31T23:59:59.999999Z","naive":"infinity","day":null,"i2":null,"i4":null,"f4":{"$float":"NaN"},"f8":{"$float":"-Infinity"},"n":{"$float":"NaN"},"b":{"$base64":true,"encoded":""},"ok":false,"doc":null,"raw":null,"tags":[],"nums":null,"u":null,"ip":null,"span":null,"m":null}"#,
+            r#"{"id":-1,"at":"2024-01-31T23:59:59.999999Z","naive":"infinity","day":null,"i2":null,"i4":null,"f4":{"$float":"NaN"},"f8":{"$float":"-Infinity"},"n":{"$float":"NaN"},"b":{"$base64":true,"encoded":""},"ok":false,"doc":"null","raw":"\"s\"","tags":[],"nums":null,"u":null,"ip":null,"span":null,"m":null}"#,
             r#"{"id":0,"at":"2024-01-01T00:00:00Z","naive":null,"day":null,"i2":null,"i4":null,"f4":-0.0,"f8":1e300,"n":-0.5000000000,"b":null,"ok":null,"doc":null,"raw":null,"tags":null,"nums":null,"u":null,"ip":null,"span":null,"m":null}"#,
             r#"{"id":9007199254740993,"at":"2024-01-05T10:00:00.000001Z","naive":"2024-01-05T12:00:00Z","day":"2024-02-29","i2":-32768,"i4":2147483647,"f4":0.10000000149011612,"f8":0.30000000000000004,"n":12345678901234567890.0123456789,"b":{"$base64":true,"encoded":"AP8Q"},"ok":true,"doc":{"a":[1,2.50,null],"b":{"c":"é"}},"raw":{"x":1},"tags":["a","b c",null],"nums":[1,2,3],"u":"a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11","ip":"10.0.0.1/8","span":"1 day 02:03:04","m":"sad"}"#,
         ]
@@ -643,7 +643,7 @@ fn archives_reload_with_pg_load_into_an_empty_copy() {
     retention_table(&pg);
     pg.exec("ALTER TABLE device_logs ADD COLUMN payload bytea, ADD COLUMN score float8, ADD COLUMN meta jsonb, ADD COLUMN tags text[]");
     pg.exec("UPDATE device_logs SET payload = '\\x00ff', score = 'NaN', meta = '{\"a\": [1, 2.5]}', tags = '{x,y}' WHERE device_serial = 'd1'");
-    pg.exec("UPDATE device_logs SET score = 0.1 WHERE device_serial = 'd2'");
+    pg.exec("UPDATE device_logs SET score = 0.1, meta = 'null', tags = '{}' WHERE device_serial = 'd2'");
     let cols = "id, device_serial, level, message, device_timestamp, received_at, payload, score, meta, tags";
     let want = pg.rows(&format!("SELECT {cols} FROM device_logs WHERE received_at < '2024-12-01' ORDER BY id"));
     assert_eq!(want.len(), 9);
