@@ -46,6 +46,10 @@ Options:
   --defer-fks           Load rows whose parents are not loaded yet: the table's
                         foreign keys are dropped for the load and re-added NOT
                         VALID; validate them later (the command is printed).
+  --ensure-partitions   The target is range-partitioned by time: create the
+                        partitions the rows need (as pg-partition ensure does,
+                        same names, same lock) in the load's transaction.
+  --partition-interval I  daily, monthly or yearly [default: monthly].
   --no-end-record       Accept a foreign stream without the end record.
   --dry-run             Do everything, report, then roll back.
   --no-analyze          Skip ANALYZE after the load.
@@ -100,6 +104,7 @@ struct Args {
     opts: Options,
     ignore_unknown: bool,
     defer_fks: bool,
+    ensure_partitions: Option<pgferry::partition::Interval>,
     require_end: bool,
     dry_run: bool,
     analyze: bool,
@@ -136,6 +141,14 @@ fn parse(args: &mut pico_args::Arguments) -> Result<Args> {
         opts: Options { assume_offset, epoch, strip_nul: args.contains("--strip-nul") },
         ignore_unknown: args.contains("--ignore-unknown"),
         defer_fks: args.contains("--defer-fks"),
+        ensure_partitions: {
+            let interval = cli::opt(args, "--partition-interval")?;
+            match (args.contains("--ensure-partitions"), interval) {
+                (true, i) => Some(pgferry::partition::Interval::parse(i.as_deref().unwrap_or("monthly"))?),
+                (false, Some(_)) => return Err(Error::Usage("--partition-interval goes with --ensure-partitions".into())),
+                (false, None) => None,
+            }
+        },
         require_end: !args.contains("--no-end-record"),
         dry_run: args.contains("--dry-run"),
         analyze: !args.contains("--no-analyze"),
@@ -255,7 +268,12 @@ fn load(client: &mut postgres::Client, a: &Args, outcome: &mut Outcome) -> Resul
         .query_one(&format!("SELECT NOT EXISTS (SELECT 1 FROM {qt})"), &[])
         .map_err(|e| pg_error("look at the table", e))?
         .get::<_, bool>(0);
-    let staged = !empty && matches!(a.mode, Mode::Insert | Mode::Upsert);
+    // Partitions the rows need are known only once every row is read: stage them first.
+    let ensure = a.ensure_partitions.filter(|_| table.kind == 'p');
+    if a.ensure_partitions.is_some() && table.kind != 'p' {
+        return Err(Error::Usage(format!("--ensure-partitions: '{}' is not a partitioned table", a.table)));
+    }
+    let staged = ensure.is_some() || (!empty && matches!(a.mode, Mode::Insert | Mode::Upsert));
     if staged && key.is_empty() {
         return Err(Error::Usage(format!(
             "'{}' already has rows and no primary key, so a re-run could not tell loaded rows from new ones; \
@@ -285,6 +303,10 @@ fn load(client: &mut postgres::Client, a: &Args, outcome: &mut Outcome) -> Resul
     outcome.source_rows = Some(source_rows);
     outcome.source = a.source.clone().or_else(|| reader.end_record().map(describe_source));
 
+    let mut extra_note = String::new();
+    if let (Some(interval), Some(stage)) = (ensure, &stage) {
+        extra_note.push_str(&ensure_partitions(&mut tx, &table, stage, interval, a.lock_timeout)?);
+    }
     let (inserted, present, dest) = match &stage {
         None => {
             let after = count(&mut tx, &qt)?;
@@ -297,9 +319,8 @@ fn load(client: &mut postgres::Client, a: &Args, outcome: &mut Outcome) -> Resul
     outcome.dest_rows = Some(dest);
 
     advance_sequences(&mut tx, &qt, &plan, &segments)?;
-    let mut extra_note = String::new();
     if !deferred.is_empty() {
-        extra_note = restore_foreign_keys(&mut tx, &table, &deferred)?;
+        extra_note.push_str(&restore_foreign_keys(&mut tx, &table, &deferred)?);
     }
     let verified = dest >= source_rows;
     let line = format!("Source: {source_rows} rows → Postgres: {dest} rows {}", if verified { "✓" } else { "✗" });
@@ -696,7 +717,7 @@ impl CopySink {
                 let month = value.get(..7).unwrap_or("YYYY-MM");
                 Error::Data(format!(
                     "{at}: no partition of '{table}' accepts {col} = {value} (the month {month} has no partition); \
-                     create it with: pg-partition ensure {table} --from {month}"
+                     create it with: pg-partition ensure {table} --from {month}, or load with --ensure-partitions"
                 ))
             }
             "23505" => Error::Data(format!("{at}: duplicate key: {detail} (the stream or the table already holds this key)")),
@@ -751,6 +772,19 @@ fn merge_stage(
     mode: Mode,
     source_rows: i64,
 ) -> Result<(i64, i64, i64)> {
+    if key.is_empty() {
+        // Staged only to learn the partitions the rows need, into a table with no key:
+        // a plain insert (the table was empty, or --mode append).
+        let mut inserted = 0i64;
+        for (seg, sig) in segments.iter().enumerate() {
+            let cols: Vec<String> = (0..plan.columns.len()).filter(|i| !sig.contains(i)).map(|i| quote_ident(&plan.columns[i].name)).collect();
+            let list = cols.join(", ");
+            inserted += tx
+                .execute(&format!("INSERT INTO {qt} ({list}) SELECT {list} FROM {stage} WHERE _pgferry_seg = {seg}"), &[])
+                .map_err(|e| merge_error(qt, e))? as i64;
+        }
+        return Ok((inserted, 0, inserted));
+    }
     let key_list: Vec<String> = key.iter().map(|k| quote_ident(k)).collect();
     let key_sql = key_list.join(", ");
     let distinct: i64 = tx
@@ -800,7 +834,7 @@ fn merge_stage(
             (_, false) => format!("INSERT INTO {qt} ({list}) {select} AND NOT EXISTS (SELECT 1 FROM {qt} t WHERE {join}) RETURNING true"),
         };
         let counted = format!("WITH ins AS ({sql}) SELECT count(*) FILTER (WHERE ins.x) FROM ins AS ins(x)");
-        let n: i64 = tx.query_one(&counted, &[]).map_err(|e| merge_error(e))?.get(0);
+        let n: i64 = tx.query_one(&counted, &[]).map_err(|e| merge_error(qt, e))?.get(0);
         inserted += n;
     }
     let present_after: i64 = tx
@@ -813,7 +847,7 @@ fn merge_stage(
     Ok((inserted, source_rows - inserted, present_after))
 }
 
-fn merge_error(e: postgres::Error) -> Error {
+fn merge_error(table: &str, e: postgres::Error) -> Error {
     let Some(db) = e.as_db_error() else { return pg_error("merge staged rows", e) };
     let detail = db.detail().unwrap_or("");
     match db.code().code() {
@@ -823,10 +857,44 @@ fn merge_error(e: postgres::Error) -> Error {
         "23514" if db.message().starts_with("no partition") => {
             let (col, value) = parse_partition_detail(detail);
             let month = value.get(..7).unwrap_or("YYYY-MM");
-            Error::Data(format!("no partition accepts {col} = {value}; create it with: pg-partition ensure TABLE --from {month}"))
+            Error::Data(format!(
+                "no partition of {table} accepts {col} = {value} (the month {month} has no partition); \
+                 create it with: pg-partition ensure {} --from {month}, or load with --ensure-partitions",
+                table.replace("\"public\".", "").replace('"', "")
+            ))
         }
         _ => pg_error("merge staged rows", e),
     }
+}
+
+/// Creates the partitions the staged rows need (pg-partition's code path and lock).
+fn ensure_partitions(tx: &mut Transaction, table: &Table, stage: &str, interval: pgferry::partition::Interval, lock_timeout: u32) -> Result<String> {
+    use pgferry::partition;
+    let info = partition::inspect(tx, table)?;
+    let key = quote_ident(&info.key);
+    let row = tx
+        .query_one(
+            &format!(
+                "SELECT (extract(epoch FROM min({key})) * 1000000)::bigint, (extract(epoch FROM max({key})) * 1000000)::bigint \
+                 FROM {stage} WHERE {key} IS NOT NULL AND {key} NOT IN ('infinity', '-infinity')"
+            ),
+            &[],
+        )
+        .map_err(|e| pg_error("find the range of the partition key", e))?;
+    let (Some(min), Some(max)) = (row.get::<_, Option<i64>>(0), row.get::<_, Option<i64>>(1)) else {
+        return Ok(String::new());
+    };
+    partition::lock(tx, table, std::time::Duration::from_secs(lock_timeout as u64))?;
+    let opts = partition::EnsureOptions { interval, dry_run: false, limit: 1000 };
+    let report = partition::ensure(tx, table, interval.of_micros(min), interval.of_micros(max), &opts)?;
+    if report.created.is_empty() {
+        return Ok(String::new());
+    }
+    let names: Vec<&str> = report.created.iter().map(|c| c.name.as_str()).collect();
+    Ok(format!("; created partitions {}{}", names.join(", "), match report.moved() {
+        0 => String::new(),
+        n => format!(" ({n} rows moved out of the default partition)"),
+    }))
 }
 
 // ---------------------------------------------------------------- after the load
