@@ -44,6 +44,15 @@ impl<W: Write> RowWriter<W> {
         self.buf.push(b':');
     }
 
+    /// Starts a field whose key was encoded once with [`encode_key`] (hot loops).
+    pub fn encoded_key(&mut self, key: &[u8]) {
+        if !self.first_field {
+            self.buf.push(b',');
+        }
+        self.first_field = false;
+        self.buf.extend_from_slice(key);
+    }
+
     pub fn null(&mut self) {
         self.buf.extend_from_slice(b"null");
     }
@@ -53,7 +62,7 @@ impl<W: Write> RowWriter<W> {
     }
 
     pub fn int(&mut self, v: i64) {
-        let _ = write!(self.buf, "{v}");
+        write_i64(&mut self.buf, v);
     }
 
     pub fn float(&mut self, v: f64) {
@@ -102,6 +111,33 @@ impl<W: Write> RowWriter<W> {
         self.out.flush().map_err(|e| Error::io("write to stdout", e))?;
         Ok(self.out)
     }
+}
+
+/// A key as JSON text followed by its colon, for [`RowWriter::encoded_key`].
+pub fn encode_key(key: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(key.len() + 3);
+    write_json_str(&mut out, key);
+    out.push(b':');
+    out
+}
+
+/// Decimal digits of an integer without going through `fmt`.
+pub fn write_i64(buf: &mut Vec<u8>, v: i64) {
+    let mut tmp = [0u8; 20];
+    let mut i = tmp.len();
+    let mut n = v.unsigned_abs();
+    loop {
+        i -= 1;
+        tmp[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if v < 0 {
+        buf.push(b'-');
+    }
+    buf.extend_from_slice(&tmp[i..]);
 }
 
 /// A JSON string with the escapes JSON requires (and nothing else escaped).
@@ -526,6 +562,15 @@ mod tests {
             write_json_str(&mut b, s);
             let back: String = serde_json::from_slice(&b).unwrap();
             assert_eq!(back, s);
+        }
+    }
+
+    #[test]
+    fn integers_without_fmt() {
+        for v in [0, 7, -7, 10, i64::MAX, i64::MIN, 1234567890] {
+            let mut b = Vec::new();
+            write_i64(&mut b, v);
+            assert_eq!(String::from_utf8(b).unwrap(), v.to_string());
         }
     }
 
