@@ -3,6 +3,7 @@
 pub mod cli;
 pub mod convert;
 pub mod error;
+pub mod partition;
 pub mod pg;
 pub mod runlog;
 pub mod sqlite;

@@ -3,4 +3,5 @@
 
 mod harness;
 mod pg_load;
+mod pg_partition;
 mod sqlite_dump;
