@@ -54,12 +54,20 @@ PLAN
 # content DB: a hash of a SQLite database's content.
 content() { sqlite3 "$1" .dump | sha256sum | cut -d' ' -f1; }
 
-# The fake application: writes a row every 0.2 s until killed; its PID in app/writer.pid.
+# The fake application: reads its env file at start, then writes a row every 0.2 s until
+# killed, into SQLite, or into PostgreSQL's app_writes when APP_STORE=postgres. With
+# WRITER_DELAY it boots that many seconds first. Its PID is in app/writer.pid.
 write_writer() {
   cat >"${W}/app/writer.sh" <<WRITER
 echo \$\$ >"${W}/app/writer.pid"
+set -a; . "${W}/app/.env"; set +a
+sleep "\${WRITER_DELAY:-0}"
 while :; do
-  sqlite3 "${APPDB}" "PRAGMA busy_timeout = 2000; INSERT INTO notes (customer_id, body) VALUES ('c1', 'live write')" >/dev/null 2>&1 || true
+  if [ "\${APP_STORE:-sqlite}" = postgres ]; then
+    psql -X -q --no-password -d "\${DATABASE_URL}" -c "INSERT INTO app_writes DEFAULT VALUES" >/dev/null 2>&1 || true
+  else
+    sqlite3 "${APPDB}" "PRAGMA busy_timeout = 2000; INSERT INTO notes (customer_id, body) VALUES ('c1', 'live write')" >/dev/null 2>&1 || true
+  fi
   sleep 0.2
 done
 WRITER

@@ -1,0 +1,154 @@
+#!/usr/bin/env bats
+# The whole runbook on a small app: backup, verify's go/no-go, cutover, rollback.
+
+load helpers
+
+# frozen_and_migrated: the app runs, then freeze, backup, migrate. Sets FROZEN (content hash).
+frozen_and_migrated() {
+  [[ -e "${APPDB}" ]] || app_db
+  pg -c 'CREATE TABLE IF NOT EXISTS app_writes (id bigserial PRIMARY KEY, at timestamptz DEFAULT now())'
+  config "PGFERRY_WRITERS_START='WRITER_DELAY=3 bash ${W}/app/writer.sh >/dev/null 2>&1 3>&- &'" "$@"
+  start_writer
+  run -0 "${SCRIPTS}/freeze" --execute
+  FROZEN="$(content "${APPDB}")"
+  run -0 "${SCRIPTS}/backup"
+  [[ "${output}" == *"backed up 1 database(s); every backup checked"* ]]
+  run -0 "${SCRIPTS}/migrate" --execute
+}
+
+@test "backup refuses without a freeze; --unfrozen backs up without recording a rollback point" {
+  app_db
+  config
+  run -1 "${SCRIPTS}/backup"
+  [[ "${output}" == *"no freeze is in force"* ]]
+  run -0 "${SCRIPTS}/backup" --unfrozen
+  compgen -G "${W}/backups/app-*.manifest.json"
+  [[ ! -e "${W}/state/backups.tsv" ]]
+}
+
+@test "verify says GO when every step matches, NO-GO when PostgreSQL lost a row" {
+  frozen_and_migrated
+  run -0 --separate-stderr "${SCRIPTS}/verify"
+  [[ "${lines[-1]}" == "GO: every step ran, 2 step(s) match their sources (counts), lint clean; next: scripts/cutover" ]]
+  [[ "$(cat "${W}/state/verified")" == "GO "*" counts" ]]
+  run -0 "${SCRIPTS}/verify" --full
+  [[ "${lines[-1]}" == "GO: "*"(--full)"* ]]
+
+  pg -c "DELETE FROM notes WHERE id = 9"
+  run -1 --separate-stderr "${SCRIPTS}/verify"
+  [[ "${lines[-1]}" == "NO-GO: failed: count-check; do not cut over"* ]]
+  [[ ! -e "${W}/state/verified" ]]
+}
+
+@test "cutover refuses without a freeze, a backup and a GO; prints its plan without --execute" {
+  app_db
+  config
+  local env_before
+  env_before="$(cat "${W}/app/.env")"
+  run -1 "${SCRIPTS}/cutover" --execute
+  [[ "${output}" == *"Refused: no freeze is in force"*"Refused: no GO from scripts/verify"* ]]
+  [[ "$(cat "${W}/app/.env")" == "${env_before}" ]]
+
+  frozen_and_migrated
+  run -1 "${SCRIPTS}/cutover" --execute
+  [[ "${output}" == *"Refused: no GO from scripts/verify"* ]]
+  run -0 "${SCRIPTS}/verify"
+  run -0 "${SCRIPTS}/cutover"
+  [[ "${output}" == *"set in ${W}/app/.env: DATABASE_URL APP_STORE"*"dry run: nothing was done"* ]]
+  [[ "$(cat "${W}/app/.env")" == "${env_before}" ]]
+  ! writer_running
+}
+
+@test "cutover switches the env file and starts the app on PostgreSQL; rollback from a dirty tree restores SQLite and the env" {
+  frozen_and_migrated
+  local env_before
+  env_before="$(cat "${W}/app/.env")"
+  run -0 "${SCRIPTS}/verify"
+  run -0 "${SCRIPTS}/cutover" --execute
+  [[ "${output}" == *"cut over at "* ]]
+  local pw="${DATABASE_URL#*://*:}"
+  [[ "${output}" != *"${pw%%@*}"* ]]
+  [[ "$(cat "${W}/state/app.env.before-cutover")" == "${env_before}" ]]
+  run -0 cat "${W}/app/.env"
+  [[ "${lines[0]}" == "# the app" && "${lines[1]}" == "APP_STORE=postgres" && "${lines[2]}" == "SECRET_KEY=s3cret" ]]
+  [[ "${lines[3]}" == "DATABASE_URL=${DATABASE_URL}" && ${#lines[@]} == 4 ]]
+  [[ "$(stat -c %a "${W}/app/.env")" == "$(stat -c %a "${W}/state/app.env.before-cutover")" ]]
+  sleep 4
+  writer_running
+  (($(pg -c 'SELECT count(*) FROM app_writes') > 0))
+  [[ "$(content "${APPDB}")" == "${FROZEN}" ]]
+  # Something touches SQLite after cutover, and the app's directory is a dirty git tree.
+  sqlite3 "${APPDB}" "DELETE FROM customers WHERE id = 'c3'"
+  git -C "${W}/app" init -q && git -C "${W}/app" add -A && git -C "${W}/app" -c user.email=t@t -c user.name=t commit -qm app
+  echo 'uncommitted' >>"${W}/app/writer.sh"
+  echo 'untracked' >"${W}/app/new-file"
+  cd "${W}/app"
+
+  run -0 "${SCRIPTS}/rollback"
+  [[ "${output}" == *"restore ${APPDB} from ${W}/backups/app-"*"put back ${W}/app/.env"*"dry run"* ]]
+  run -0 "${SCRIPTS}/rollback" --execute
+  [[ "$(content "${APPDB}")" == "${FROZEN}" ]]
+  [[ "$(cat "${W}/app/.env")" == "${env_before}" ]]
+  compgen -G "${APPDB}.before-restore-*"
+  compgen -G "${W}/state/rolled-back-*/backups.tsv"
+  [[ ! -e "${W}/state/frozen_at" && ! -e "${W}/state/app.env.before-cutover" ]]
+  # The app came back, on SQLite.
+  sleep 4
+  writer_running
+  [[ "$(content "${APPDB}")" != "${FROZEN}" ]]
+  # PostgreSQL is left for inspection.
+  [[ "$(pg -c 'SELECT count(*) FROM customers')" == 20 ]]
+  # A second rollback has nothing left to restore, and says so.
+  run -0 "${SCRIPTS}/rollback" --execute
+  [[ "${output}" == *"no backup is recorded"*"no cutover kept it aside"* ]]
+}
+
+@test "rollback after a NO-GO restores the freeze's content; --truncate-targets empties PostgreSQL" {
+  frozen_and_migrated
+  pg -c "UPDATE customers SET name = 'changed' WHERE id = 'c2'; DELETE FROM notes WHERE id = 1"
+  run -1 "${SCRIPTS}/verify"
+  run -1 "${SCRIPTS}/cutover" --execute
+  # A stray write reached SQLite while frozen (a cron job nobody knew of).
+  sqlite3 "${APPDB}" "INSERT INTO notes (customer_id, body) VALUES ('c1', 'stray')"
+  local env_before
+  env_before="$(cat "${W}/app/.env")"
+  run -0 "${SCRIPTS}/rollback" --execute --truncate-targets "${W}/plan.ndjson"
+  [[ "$(content "${APPDB}")" == "${FROZEN}" ]]
+  [[ "$(cat "${W}/app/.env")" == "${env_before}" ]]
+  [[ "$(pg -c 'SELECT count(*) FROM customers') $(pg -c 'SELECT count(*) FROM notes')" == "0 0" ]]
+  sleep 1
+  writer_running
+}
+
+@test "rollback leaves a database the app wrote to after a thaw, unless --force-restore" {
+  frozen_and_migrated
+  run -0 "${SCRIPTS}/thaw" --execute
+  sleep 4
+  run -0 "${SCRIPTS}/rollback" --execute
+  [[ "${output}" == *"leave ${APPDB}: it changed after the freeze"* ]]
+  [[ "$(content "${APPDB}")" != "${FROZEN}" ]]
+  ! compgen -G "${APPDB}.before-restore-*"
+}
+
+@test "rollback changes nothing when a backup fails its check" {
+  frozen_and_migrated
+  local gz
+  gz="$(compgen -G "${W}/backups/app-*.sqlite.gz")"
+  printf 'x' | dd of="${gz}" bs=1 seek=100 conv=notrunc 2>/dev/null
+  sqlite3 "${APPDB}" "INSERT INTO notes (customer_id, body) VALUES ('c1', 'after')"
+  local now
+  now="$(content "${APPDB}")"
+  run -1 "${SCRIPTS}/rollback" --execute
+  [[ "${output}" == *"failed its check; nothing was changed"* ]]
+  [[ "$(content "${APPDB}")" == "${now}" ]]
+  [[ -e "${W}/state/frozen_at" ]]
+}
+
+@test "rollback with no runbook state just restarts the writers" {
+  app_db
+  config
+  run -0 "${SCRIPTS}/rollback" --execute
+  [[ "${output}" == *"no backup is recorded"*"rolled back"* ]]
+  sleep 0.5
+  writer_running
+}
