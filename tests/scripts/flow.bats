@@ -124,8 +124,20 @@ frozen_and_migrated() {
   frozen_and_migrated
   run -0 "${SCRIPTS}/thaw" --execute
   sleep 4
-  run -0 "${SCRIPTS}/rollback" --execute
+  run -0 "${SCRIPTS}/rollback"
   [[ "${output}" == *"leave ${APPDB}: it changed after the freeze"* ]]
+  run -0 "${SCRIPTS}/rollback" --execute --force-restore
+  [[ "${output}" == *"restored ${APPDB} from"* ]]
+  [[ "$(content "${APPDB}")" == "${FROZEN}" ]]
+  compgen -G "${APPDB}.before-restore-*"
+}
+
+@test "rollback after a thaw leaves the newer database as it is" {
+  frozen_and_migrated
+  run -0 "${SCRIPTS}/thaw" --execute
+  sleep 4
+  run -0 "${SCRIPTS}/rollback" --execute
+  [[ "${output}" != *"restored ${APPDB}"* ]]
   [[ "$(content "${APPDB}")" != "${FROZEN}" ]]
   ! compgen -G "${APPDB}.before-restore-*"
 }

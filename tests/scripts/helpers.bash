@@ -55,11 +55,12 @@ PLAN
 content() { sqlite3 "$1" .dump | sha256sum | cut -d' ' -f1; }
 
 # The fake application: reads its env file at start, then writes a row every 0.2 s until
-# killed, into SQLite, or into PostgreSQL's app_writes when APP_STORE=postgres. With
+# stopped (TERM ends it after the write in progress, like a service manager), into SQLite, or into PostgreSQL's app_writes when APP_STORE=postgres. With
 # WRITER_DELAY it boots that many seconds first. Its PID is in app/writer.pid.
 write_writer() {
   cat >"${W}/app/writer.sh" <<WRITER
 echo \$\$ >"${W}/app/writer.pid"
+trap 'exit 0' TERM
 set -a; . "${W}/app/.env"; set +a
 sleep "\${WRITER_DELAY:-0}"
 while :; do
@@ -99,7 +100,8 @@ config() {
     echo "PGFERRY_BACKUP_DIR=${W}/backups"
     echo "PGFERRY_QUIET_SECONDS=2"
     echo "PGFERRY_STOP_TIMEOUT=5"
-    echo "PGFERRY_WRITERS_STOP='if [ -s ${W}/app/writer.pid ]; then kill \$(cat ${W}/app/writer.pid); rm -f ${W}/app/writer.pid; fi'"
+    echo "PGFERRY_WRITERS_STOP='if [ -s ${W}/app/writer.pid ]; then p=\$(cat ${W}/app/writer.pid); kill \$p;" \
+      "while kill -0 \$p 2>/dev/null; do sleep 0.1; done; rm -f ${W}/app/writer.pid; fi'"
     echo "PGFERRY_WRITERS_START='bash ${W}/app/writer.sh >/dev/null 2>&1 3>&- &'"
     echo "PGFERRY_WRITERS_CHECK='test -s ${W}/app/writer.pid && kill -0 \$(cat ${W}/app/writer.pid)'"
     echo "PGFERRY_APP_ENV=${W}/app/.env"
