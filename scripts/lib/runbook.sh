@@ -157,6 +157,12 @@ rb_fingerprint() {
   fi
 }
 
+# rb_env_kept ENV_FILE: where cutover keeps ENV_FILE's previous content (its path, with
+# every '/' as '%', under PGFERRY_STATE_DIR/env-kept); ".absent" marks a file it created.
+rb_env_kept() {
+  printf '%s/env-kept/%s\n' "${PGFERRY_STATE_DIR}" "${1//\//%}"
+}
+
 # rb_psql ARGS...: psql on the target: DATABASE_URL if set, else the PG* variables.
 rb_psql() {
   if [[ -n "${DATABASE_URL:-}" ]]; then pg_psql -d "${DATABASE_URL}" "$@"; else pg_psql "$@"; fi

@@ -59,20 +59,23 @@ frozen_and_migrated() {
   ! writer_running
 }
 
-@test "cutover switches the env file and starts the app on PostgreSQL; rollback from a dirty tree restores SQLite and the env" {
-  frozen_and_migrated
-  local env_before
+@test "cutover switches the env files and starts the app on PostgreSQL; rollback from a dirty tree restores SQLite and the env" {
+  frozen_and_migrated "PGFERRY_APP_ENV='${W}/app/.env ${W}/app/frontend.env'"
+  local env_before kept
   env_before="$(cat "${W}/app/.env")"
+  kept="${W}/state/env-kept/$(echo "${W}/app/.env" | tr / %)"
   run -0 "${SCRIPTS}/verify"
   run -0 "${SCRIPTS}/cutover" --execute
   [[ "${output}" == *"cut over at "* ]]
   local pw="${DATABASE_URL#*://*:}"
   [[ "${output}" != *"${pw%%@*}"* ]]
-  [[ "$(cat "${W}/state/app.env.before-cutover")" == "${env_before}" ]]
+  [[ "$(cat "${kept}")" == "${env_before}" ]]
+  [[ -e "${W}/state/env-kept/$(echo "${W}/app/frontend.env" | tr / %).absent" ]]
+  [[ "$(cat "${W}/app/frontend.env")" == "$(cat "${W}/cutover.env")" ]]
   run -0 cat "${W}/app/.env"
   [[ "${lines[0]}" == "# the app" && "${lines[1]}" == "APP_STORE=postgres" && "${lines[2]}" == "SECRET_KEY=s3cret" ]]
   [[ "${lines[3]}" == "DATABASE_URL=${DATABASE_URL}" && ${#lines[@]} == 4 ]]
-  [[ "$(stat -c %a "${W}/app/.env")" == "$(stat -c %a "${W}/state/app.env.before-cutover")" ]]
+  [[ "$(stat -c %a "${W}/app/.env")" == "$(stat -c %a "${kept}")" ]]
   sleep 4
   writer_running
   (($(pg -c 'SELECT count(*) FROM app_writes') > 0))
@@ -85,13 +88,13 @@ frozen_and_migrated() {
   cd "${W}/app"
 
   run -0 "${SCRIPTS}/rollback"
-  [[ "${output}" == *"restore ${APPDB} from ${W}/backups/app-"*"put back ${W}/app/.env"*"dry run"* ]]
+  [[ "${output}" == *"restore ${APPDB} from ${W}/backups/app-"*"put back ${W}/app/.env from ${kept}"*"remove ${W}/app/frontend.env, which cutover created"*"dry run"* ]]
   run -0 "${SCRIPTS}/rollback" --execute
   [[ "$(content "${APPDB}")" == "${FROZEN}" ]]
   [[ "$(cat "${W}/app/.env")" == "${env_before}" ]]
   compgen -G "${APPDB}.before-restore-*"
   compgen -G "${W}/state/rolled-back-*/backups.tsv"
-  [[ ! -e "${W}/state/frozen_at" && ! -e "${W}/state/app.env.before-cutover" ]]
+  [[ ! -e "${W}/state/frozen_at" && ! -e "${kept}" && ! -e "${W}/app/frontend.env" ]]
   # The app came back, on SQLite.
   sleep 4
   writer_running
@@ -100,7 +103,7 @@ frozen_and_migrated() {
   [[ "$(pg -c 'SELECT count(*) FROM customers')" == 20 ]]
   # A second rollback has nothing left to restore, and says so.
   run -0 "${SCRIPTS}/rollback" --execute
-  [[ "${output}" == *"no backup is recorded"*"no cutover kept it aside"* ]]
+  [[ "${output}" == *"no backup is recorded"*"no cutover kept them aside"* ]]
 }
 
 @test "rollback after a NO-GO restores the freeze's content; --truncate-targets empties PostgreSQL" {
