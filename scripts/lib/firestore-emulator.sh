@@ -28,3 +28,30 @@ firestore_emulator_start() {
   cat "${log}" >&2
   die 69 "the Firestore emulator did not become ready (after ${i} tries)"
 }
+
+# firestore_seed FILE PROJECT: writes the documents of FILE (NDJSON lines
+# {"path": "coll/doc[/sub/doc]", "fields": {plain JSON}}) into the emulator's PROJECT.
+# Plain values map to Firestore's: strings like 2025-01-02T03:04:05Z are timestamps,
+# whole numbers integers, other numbers doubles, {"$geo": [lat, lng]} a GeoPoint.
+firestore_seed() {
+  local root="projects/$2/databases/(default)/documents" body
+  need_cmd jq curl
+  # shellcheck disable=SC2016
+  jq -c --arg root "${root}" '
+    def fv: if type == "string" then
+              (if test("^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]+Z$") then {timestampValue: .} else {stringValue: .} end)
+            elif type == "number" then
+              (if tostring | test("^-?[0-9]+$") then {integerValue: tostring} else {doubleValue: .} end)
+            elif type == "boolean" then {booleanValue: .}
+            elif type == "null" then {nullValue: null}
+            elif type == "array" then {arrayValue: {values: map(fv)}}
+            elif has("$geo") then {geoPointValue: {latitude: .["$geo"][0], longitude: .["$geo"][1]}}
+            else {mapValue: {fields: map_values(fv)}} end;
+    {update: {name: "\($root)/\(.path)", fields: (.fields | map_values(fv))}}' "$1" |
+    jq -sc '_nwise(400) | {writes: .}' |
+    while IFS= read -r body; do
+      curl -fsS -g -X POST -H 'Content-Type: application/json' -H 'Authorization: Bearer owner' \
+        --data-binary @- "http://${FIRESTORE_EMULATOR_HOST}/v1/${root}:commit" <<<"${body}" >/dev/null ||
+        die 69 "could not write the documents of '$1' to the Firestore emulator"
+    done
+}

@@ -167,3 +167,32 @@ frozen_and_migrated() {
   sleep 0.5
   writer_running
 }
+
+@test "an app with JSON state: jq into NDJSON with its end record, migrated and verified" {
+  mkdir -p "${W}/app/data" "${W}/json"
+  cat >"${W}/app/data/app-state.json" <<'JSON'
+{"users": [{"id": 1, "email": "a@example.org", "created_at": "2025-05-01T10:00:00Z", "roles": ["admin"]},
+           {"id": 2, "email": "b@example.org", "created_at": 1748772000, "roles": []}],
+ "sessions": [{"token": "t1", "user_id": 1, "expires_at": "2025-06-01 00:00:00"}]}
+JSON
+  pg <<'SQL'
+CREATE SCHEMA identity;
+CREATE TABLE identity.users (id bigserial PRIMARY KEY, email text UNIQUE NOT NULL, created_at timestamptz NOT NULL, roles text[] NOT NULL);
+CREATE TABLE identity.sessions (token text PRIMARY KEY, user_id bigint NOT NULL REFERENCES identity.users(id), expires_at timestamptz NOT NULL);
+SQL
+  cat >"${W}/plan.ndjson" <<PLAN
+{"step": "1.1", "source": "ndjson:${W}/json/users.ndjson", "target": "identity.users", "load": ["--epoch-unit", "s"], "check": ["--epoch-unit", "s"]}
+{"step": "1.2", "source": "ndjson:${W}/json/sessions.ndjson", "target": "identity.sessions"}
+PLAN
+  config "PGFERRY_WATCH_FILES=${W}/app/data" "PGFERRY_WRITERS_STOP=true"
+  run -0 "${SCRIPTS}/freeze" --execute
+  local t
+  for t in users sessions; do
+    jq -c --arg t "${t}" '.[$t] as $r | ($r[]), {"$end": {rows: ($r | length), source: "json"}}' \
+      "${W}/app/data/app-state.json" >"${W}/json/${t}.ndjson"
+  done
+  run -0 "${SCRIPTS}/migrate" --execute
+  run -0 "${SCRIPTS}/verify" --full
+  [[ "${lines[-1]}" == "GO: "* ]]
+  [[ "$(pg -c "SELECT nextval('identity.users_id_seq')")" == 3 ]]
+}

@@ -67,7 +67,7 @@ while :; do
   if [ "\${APP_STORE:-sqlite}" = postgres ]; then
     psql -X -q --no-password -d "\${DATABASE_URL}" -c "INSERT INTO app_writes DEFAULT VALUES" >/dev/null 2>&1 || true
   else
-    sqlite3 "${APPDB}" "PRAGMA busy_timeout = 2000; INSERT INTO notes (customer_id, body) VALUES ('c1', 'live write')" >/dev/null 2>&1 || true
+    sqlite3 "${APPDB}" "PRAGMA busy_timeout = 2000; ${WRITER_SQL:-INSERT INTO notes (customer_id, body) VALUES ('c1', 'live write')}" >/dev/null 2>&1 || true
   fi
   sleep 0.2
 done
