@@ -63,6 +63,8 @@ rb_load_config() {
   [[ -n "${PGFERRY_STATE_DIR:-}" ]] || die 64 "${RB_CONFIG}: PGFERRY_STATE_DIR is not set"
   : "${PGFERRY_QUIET_SECONDS:=30}" "${PGFERRY_STOP_TIMEOUT:=60}"
   : "${PGFERRY_BACKUP_DIR:=${PGFERRY_STATE_DIR}/backups}" "${PGFERRY_RETAIN:=detach}"
+  [[ "${PGFERRY_QUIET_SECONDS}" =~ ^[0-9]+$ && "${PGFERRY_STOP_TIMEOUT}" =~ ^[0-9]+$ ]] ||
+    die 64 "${RB_CONFIG}: PGFERRY_QUIET_SECONDS and PGFERRY_STOP_TIMEOUT are whole seconds"
 }
 
 # rb_state_init: creates the state directory (owner-only) if missing.
@@ -84,6 +86,7 @@ rb_read_plan() {
   [[ -n "${plan}" ]] || rb_usage_error "no plan: give PLAN or set PGFERRY_PLAN in the configuration"
   [[ -f "${plan}" ]] || die 66 "plan '${plan}' does not exist"
   err="$(mktemp)"
+  trap_add "rm -f '${err}'"
   # shellcheck disable=SC2016
   if ! out="$(jq -Rc --arg plan "${plan}" '
       input_line_number as $n | select(test("^\\s*(#.*)?$") | not)
@@ -104,7 +107,6 @@ rb_read_plan() {
       | if ($dup | length) > 0 then error("step \($dup[0] | tojson) appears twice") else .[] end' 2>>"${err}")"; then
     die 65 "plan $(sed -n 's/^jq: error (at [^)]*): //p' "${err}" | head -n 1)"
   fi
-  rm -f "${err}"
   mapfile -t RB_STEPS <<<"${out}"
   [[ -n "${RB_STEPS[0]:-}" ]] || die 65 "plan '${plan}' has no steps"
 }
