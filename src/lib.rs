@@ -2,6 +2,7 @@
 
 pub mod cli;
 pub mod error;
+pub mod firestore;
 pub mod pg;
 pub mod sqlite;
 pub mod stream;
