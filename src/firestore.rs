@@ -655,6 +655,8 @@ pub struct QueryState {
     pub last_path: Option<String>,
     pub documents: u64,
     pub retries: u64,
+    /// The read time was refused as too old: resuming at it cannot work.
+    pub read_time_expired: bool,
 }
 
 /// One document as it arrived.
@@ -713,6 +715,7 @@ impl Client {
                 }
                 Err(Fail::Fatal(e)) => return Err(e),
                 Err(Fail::TooOld(server)) => {
+                    st.read_time_expired = true;
                     let t = st.read_time.clone().unwrap_or_default();
                     return Err(too_old_error(&t, o.read_time.is_some(), &server, st.documents));
                 }
