@@ -752,7 +752,7 @@ impl Client {
             }
             if st.read_time.is_none() {
                 if let Some(t) = v.get("readTime").and_then(Value::as_str) {
-                    st.read_time = Some(t.to_string());
+                    st.read_time = Some(normalize_read_time(t).unwrap_or_else(|| t.to_string()));
                 }
             }
             let Some(doc) = v.get("document") else { continue };
@@ -808,7 +808,7 @@ impl Client {
                 return Err(classify_element(err, &self.auth));
             }
             if let Some(t) = v.get("readTime").and_then(Value::as_str) {
-                read_time.get_or_insert_with(|| t.to_string());
+                read_time.get_or_insert_with(|| normalize_read_time(t).unwrap_or_else(|| t.to_string()));
             }
             if let Some(n) = v.pointer("/result/aggregateFields/n/integerValue") {
                 let text = match n {

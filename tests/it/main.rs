@@ -1,5 +1,8 @@
+#![recursion_limit = "256"]
 //! pgferry's one integration-test binary: every tool against real SQLite files and a real
 //! PostgreSQL (and the Firestore emulator for fs-export).
 
 mod harness;
 mod sqlite_dump;
+mod fs_export;
+mod fs_proxy;
