@@ -360,7 +360,7 @@ impl Client {
             .header("Authorization", auth)
             .body(body.to_string())
             .send()
-            .map_err(|e| Fail::Retry { cause: cause(&e), after: None })?;
+            .map_err(|e| Fail::Retry { cause: cause(&e), after: None, unreachable: e.is_connect() })?;
         let status = resp.status().as_u16();
         if status == 200 {
             return Ok(resp);
@@ -385,7 +385,7 @@ impl Client {
             None => (String::new(), String::from_utf8_lossy(&text).chars().take(200).collect()),
         };
         if status == 401 && self.auth.renew() {
-            return Err(Fail::Retry { cause: format!("401 {grpc}: {message} (renewing the token)"), after: None });
+            return Err(Fail::Retry { cause: format!("401 {grpc}: {message} (renewing the token)"), after: None, unreachable: false });
         }
         Err(classify(status, &grpc, &message, after, &self.auth))
     }
@@ -411,8 +411,8 @@ fn check_endpoint(endpoint: &str) -> Result<()> {
 
 /// What a failed attempt means for the next one.
 enum Fail {
-    /// Temporary (429, 5xx, a broken stream): try again after a delay.
-    Retry { cause: String, after: Option<Duration> },
+    /// Temporary (429, 5xx, a broken stream, no connection): try again after a delay.
+    Retry { cause: String, after: Option<Duration>, unreachable: bool },
     /// The read time is older than Firestore keeps versions (the server's words).
     TooOld(String),
     /// Final.
@@ -459,7 +459,7 @@ fn classify(status: u16, grpc: &str, message: &str, after: Option<Duration>, aut
     let full = if message.is_empty() { what.clone() } else { format!("{what}: {message}") };
     let retryable_grpc = matches!(grpc, "UNAVAILABLE" | "DEADLINE_EXCEEDED" | "RESOURCE_EXHAUSTED" | "ABORTED" | "INTERNAL");
     if matches!(status, 408 | 429 | 500 | 502 | 503 | 504) || retryable_grpc {
-        return Fail::Retry { cause: full, after };
+        return Fail::Retry { cause: full, after, unreachable: false };
     }
     let lower = message.to_lowercase();
     if status == 400 && grpc == "FAILED_PRECONDITION" && lower.contains("too old") {
@@ -719,15 +719,13 @@ impl Client {
                     let t = st.read_time.clone().unwrap_or_default();
                     return Err(too_old_error(&t, o.read_time.is_some(), &server, st.documents));
                 }
-                Err(Fail::Retry { cause, after }) => {
+                Err(Fail::Retry { cause, after, unreachable }) => {
                     if st.documents > before {
                         failures = 0;
                     }
                     failures += 1;
                     if failures >= self.retry.attempts {
-                        return Err(Error::TempFail(format!(
-                            "gave up after {failures} attempts in a row: {cause}"
-                        )));
+                        return Err(self.gave_up(failures, &cause, unreachable));
                     }
                     let wait = self.retry.delay(failures, after);
                     st.retries += 1;
@@ -738,15 +736,25 @@ impl Client {
         }
     }
 
+    /// The final error after `attempts` failures in a row: 69 when Firestore could not be
+    /// reached at all, else 75.
+    fn gave_up(&self, attempts: u32, cause: &str, unreachable: bool) -> Error {
+        if unreachable {
+            Error::Unavailable(format!("cannot reach {}: gave up after {attempts} attempts: {cause}", self.endpoint))
+        } else {
+            Error::TempFail(format!("gave up after {attempts} attempts in a row: {cause}"))
+        }
+    }
+
     /// One runQuery page; returns how many documents it held.
     fn page(&mut self, parent: &str, body: &Value, root: &str, st: &mut QueryState, sink: &mut dyn Sink) -> Result<u64, Fail> {
         let resp = self.post(parent, "runQuery", body)?;
         let mut arr = ArrayReader::new(resp);
         let mut n = 0u64;
         let prefix = format!("{root}/");
-        while let Some(elem) = arr.next().map_err(|c| Fail::Retry { cause: c, after: None })? {
+        while let Some(elem) = arr.next().map_err(|c| Fail::Retry { cause: c, after: None, unreachable: false })? {
             let v: Value = serde_json::from_slice(elem)
-                .map_err(|e| Fail::Retry { cause: format!("unreadable response: {e}"), after: None })?;
+                .map_err(|e| Fail::Retry { cause: format!("unreadable response: {e}"), after: None, unreachable: false })?;
             if let Some(err) = v.get("error") {
                 return Err(classify_element(err, &self.auth));
             }
@@ -786,10 +794,10 @@ impl Client {
                 Ok(r) => return Ok(r),
                 Err(Fail::Fatal(e)) => return Err(e),
                 Err(Fail::TooOld(server)) => return Err(too_old_error(read_time.unwrap_or(""), true, &server, 0)),
-                Err(Fail::Retry { cause, after }) => {
+                Err(Fail::Retry { cause, after, unreachable }) => {
                     failures += 1;
                     if failures >= self.retry.attempts {
-                        return Err(Error::TempFail(format!("gave up after {failures} attempts in a row: {cause}")));
+                        return Err(self.gave_up(failures, &cause, unreachable));
                     }
                     std::thread::sleep(self.retry.delay(failures, after));
                 }
@@ -801,9 +809,9 @@ impl Client {
         let resp = self.post(parent, "runAggregationQuery", body)?;
         let mut arr = ArrayReader::new(resp);
         let (mut count, mut read_time) = (None, None);
-        while let Some(elem) = arr.next().map_err(|c| Fail::Retry { cause: c, after: None })? {
+        while let Some(elem) = arr.next().map_err(|c| Fail::Retry { cause: c, after: None, unreachable: false })? {
             let v: Value = serde_json::from_slice(elem)
-                .map_err(|e| Fail::Retry { cause: format!("unreadable response: {e}"), after: None })?;
+                .map_err(|e| Fail::Retry { cause: format!("unreadable response: {e}"), after: None, unreachable: false })?;
             if let Some(err) = v.get("error") {
                 return Err(classify_element(err, &self.auth));
             }

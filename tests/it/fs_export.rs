@@ -336,6 +336,7 @@ fn retries_give_exactly_the_clean_rows() {
     run.stderr_has(&["503 UNAVAILABLE", "429 RESOURCE_EXHAUSTED", "the response", "retry 1 in", "8 retries"]);
     // Every retried page asked for the same read time and started after the last document received.
     for r in proxy.seen.lock().unwrap().iter() {
+        assert!(r.line.starts_with("POST /v1/projects/") && r.line.contains("/documents:runQuery "), "{}", r.line);
         assert!(r.body.contains(&t), "{}", r.body);
     }
     // Without --read-time the first page's read time holds for the whole run, retries included.
@@ -393,8 +394,8 @@ fn bounded_attempts_and_the_resume_command() {
     let proxy = Proxy::start(|_| Fault::Status(404, "NOT_FOUND"));
     fs.export().arg("items").env("FIRESTORE_EMULATOR_HOST", &proxy.addr).expect(66);
     assert_eq!(proxy.requests(), 1);
-    // Nothing listening: retried, then a temporary failure.
-    fs.export().args(["items", "--retries", "2", "--backoff", "1"]).env("FIRESTORE_EMULATOR_HOST", "127.0.0.1:1").expect(75);
+    // Nothing listening: retried, then unavailable.
+    fs.export().args(["items", "--retries", "2", "--backoff", "1"]).env("FIRESTORE_EMULATOR_HOST", "127.0.0.1:1").expect(69).stderr_has(&["cannot reach http://127.0.0.1:1: gave up after 2 attempts"]);
 }
 
 #[test]
@@ -464,4 +465,94 @@ fn a_closed_pipe_is_a_normal_end() {
     let out = std::process::Command::new("bash").args(["-c", &format!("set -o pipefail; {sh}")]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8(out.stdout).unwrap().lines().count(), 1);
+}
+
+/// The BellSystems plan, phase 2: customers and their orders (a subcollection) from
+/// Firestore into the plan's PostgreSQL tables, through `fs-export … | pg-load …`.
+#[test]
+fn the_pipe_into_postgres() {
+    let fs = Fs::new();
+    let pg = Pg::new();
+    pg.exec(
+        "CREATE TABLE crm_customers (
+            id TEXT PRIMARY KEY, firestore_id TEXT UNIQUE, title TEXT, name TEXT NOT NULL, surname TEXT,
+            organization TEXT, language TEXT NOT NULL DEFAULT 'el', folder_id TEXT UNIQUE NOT NULL,
+            relationship_status TEXT NOT NULL DEFAULT 'lead', contacts JSONB NOT NULL DEFAULT '[]',
+            location JSONB, tags TEXT[] NOT NULL DEFAULT '{}', crm_summary JSONB,
+            created_at TIMESTAMPTZ NOT NULL, updated_at TIMESTAMPTZ NOT NULL);
+         CREATE TABLE crm_orders (
+            id TEXT PRIMARY KEY, customer_id TEXT NOT NULL REFERENCES crm_customers(id) ON DELETE CASCADE,
+            order_number TEXT UNIQUE NOT NULL, status TEXT NOT NULL DEFAULT 'negotiating',
+            items JSONB NOT NULL DEFAULT '[]', subtotal NUMERIC(12,2) NOT NULL DEFAULT 0,
+            total_price NUMERIC(12,2) NOT NULL DEFAULT 0, currency TEXT NOT NULL DEFAULT 'EUR',
+            payment_status JSONB NOT NULL DEFAULT '{}', created_at TIMESTAMPTZ NOT NULL,
+            updated_at TIMESTAMPTZ NOT NULL);",
+    );
+    let mut docs = vec![];
+    for c in 0..3 {
+        docs.push((
+            format!("crm_customers/cust-{c}"),
+            json!({
+                "name": s(&format!("Όνομα {c}")), "surname": s("Papadopoulos"), "folder_id": s(&format!("f{c}")),
+                "contacts": {"arrayValue": {"values": [{"mapValue": {"fields": {"type": s("email"),
+                    "value": s(&format!("c{c}@example.org")), "primary": {"booleanValue": true}}}}]}},
+                "location": {"mapValue": {"fields": {"city": s("Athens"), "geo": {"geoPointValue": {"latitude": 37.98, "longitude": 23.72}}}}},
+                "tags": {"arrayValue": {"values": [s("church"), s("bells")]}},
+                "crm_summary": {"mapValue": {}},
+                "created_at": ts("2024-01-05T10:00:00.123456Z"), "updated_at": ts("1969-12-31T23:59:59Z"),
+                // Legacy fields the plan strips.
+                "negotiating": {"booleanValue": true}, "has_problem": {"booleanValue": false},
+            }),
+        ));
+        for o in 0..2 {
+            docs.push((
+                format!("crm_customers/cust-{c}/orders/ord-{c}-{o}"),
+                json!({
+                    "order_number": s(&format!("N-{c}{o}")), "status": s("paid"),
+                    "items": {"arrayValue": {"values": [{"mapValue": {"fields": {"sku": s("BELL-1"), "qty": int(2)}}}]}},
+                    "subtotal": {"doubleValue": 1000.1}, "total_price": {"doubleValue": 1234.5},
+                    "payment_status": {"mapValue": {"fields": {"paid": {"booleanValue": true}}}},
+                    "created_at": ts("2025-03-01T08:30:00Z"), "updated_at": ts("2025-03-02T08:30:00.5Z"),
+                }),
+            ));
+        }
+    }
+    fs.put(docs);
+    let bin_dir = bin("fs-export").parent().unwrap().to_path_buf();
+    let pipe = |script: &str| {
+        let out = std::process::Command::new("bash")
+            .args(["-c", &format!("set -o pipefail; {script}")])
+            .env("PATH", format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default()))
+            .env("PROJECT", &fs.project)
+            .env("DB", &pg.url)
+            .env_remove("DATABASE_URL")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{script}: {:?}\n{err}", out.status);
+        err
+    };
+    let err = pipe(r#"fs-export --project "$PROJECT" crm_customers --drop negotiating,has_problem | pg-load crm_customers --db "$DB""#);
+    assert!(err.contains("Source: 3 rows → Postgres: 3 rows ✓"), "{err}");
+    let err = pipe(r#"fs-export --project "$PROJECT" --group orders --parent-field customer_id | pg-load crm_orders --db "$DB""#);
+    assert!(err.contains("Source: 6 rows → Postgres: 6 rows ✓"), "{err}");
+    assert_eq!(
+        pg.rows("SELECT id, name, folder_id, language, relationship_status, tags::text, contacts->0->>'value',
+                 location->'geo'->>'lat', crm_summary::text,
+                 created_at = '2024-01-05T10:00:00.123456Z', updated_at = '1969-12-31T23:59:59Z'
+                 FROM crm_customers ORDER BY id"),
+        (0..3)
+            .map(|c| format!("cust-{c}|Όνομα {c}|f{c}|el|lead|{{church,bells}}|c{c}@example.org|37.98|{{}}|t|t"))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        pg.rows("SELECT id, customer_id, order_number, subtotal::text, total_price::text, items->0->>'qty',
+                 payment_status::text, created_at = '2025-03-01T08:30:00Z', updated_at = '2025-03-02T08:30:00.5Z'
+                 FROM crm_orders WHERE id = 'ord-2-1'"),
+        vec!["ord-2-1|cust-2|N-21|1000.10|1234.50|2|{\"paid\": true}|t|t".to_string()]
+    );
+    // The same pipe again is idempotent.
+    let err = pipe(r#"fs-export --project "$PROJECT" --group orders --parent-field customer_id | pg-load crm_orders --db "$DB""#);
+    assert!(err.contains("Postgres: 6 rows"), "{err}");
+    assert_eq!(pg.count("crm_orders"), 6);
 }
