@@ -488,11 +488,10 @@ fn cause(e: &dyn std::error::Error) -> String {
         }
         cur = s.source();
     }
-    let msg = match msg.find(" (os error") {
+    match msg.find(" (os error") {
         Some(i) => msg[..i].to_string(),
         None => msg,
-    };
-    msg
+    }
 }
 
 /// Percent-encodes one URL path segment (RFC 3986 unreserved characters and parentheses kept).
@@ -551,16 +550,16 @@ impl Scope {
     /// The parent (URL path, relative to the database) and the structured query's `from`/`where`.
     fn query(&self, root: &str) -> (String, Map<String, Value>) {
         let mut q = Map::new();
-        let (parent, id) = |p: &str| -> (String, String) {
-            match p.rsplit_once('/') {
-                Some((parent, id)) => (parent.to_string(), id.to_string()),
-                None => (String::new(), p.to_string()),
-            }
-        }(match self {
-            Scope::Collection(p) => p,
-            Scope::Group(g) => g,
+        // The collection the query reads from: its parent path and its id.
+        let collection = match self {
+            Scope::Collection(p) => p.as_str(),
+            Scope::Group(g) => g.as_str(),
             Scope::Document(d) => d.rsplit_once('/').map(|x| x.0).unwrap_or(""),
-        });
+        };
+        let (parent, id) = match collection.rsplit_once('/') {
+            Some((parent, id)) => (parent.to_string(), id.to_string()),
+            None => (String::new(), collection.to_string()),
+        };
         match self {
             Scope::Group(g) => {
                 q.insert("from".into(), json!([{"collectionId": g, "allDescendants": true}]));
@@ -752,7 +751,7 @@ impl Client {
         let mut arr = ArrayReader::new(resp);
         let mut n = 0u64;
         let prefix = format!("{root}/");
-        while let Some(elem) = arr.next().map_err(|c| Fail::Retry { cause: c, after: None, unreachable: false })? {
+        while let Some(elem) = arr.next_element().map_err(|c| Fail::Retry { cause: c, after: None, unreachable: false })? {
             let v: Value = serde_json::from_slice(elem)
                 .map_err(|e| Fail::Retry { cause: format!("unreadable response: {e}"), after: None, unreachable: false })?;
             if let Some(err) = v.get("error") {
@@ -809,7 +808,7 @@ impl Client {
         let resp = self.post(parent, "runAggregationQuery", body)?;
         let mut arr = ArrayReader::new(resp);
         let (mut count, mut read_time) = (None, None);
-        while let Some(elem) = arr.next().map_err(|c| Fail::Retry { cause: c, after: None, unreachable: false })? {
+        while let Some(elem) = arr.next_element().map_err(|c| Fail::Retry { cause: c, after: None, unreachable: false })? {
             let v: Value = serde_json::from_slice(elem)
                 .map_err(|e| Fail::Retry { cause: format!("unreadable response: {e}"), after: None, unreachable: false })?;
             if let Some(err) = v.get("error") {
@@ -886,7 +885,7 @@ impl<R: Read> ArrayReader<R> {
 
     /// The next element's bytes; `Ok(None)` after the closing `]`. `Err` is a broken or
     /// malformed stream (worth retrying).
-    pub fn next(&mut self) -> Result<Option<&[u8]>, String> {
+    pub fn next_element(&mut self) -> Result<Option<&[u8]>, String> {
         let early = |read: u64| format!("the response ended early, after {read} bytes");
         match self.state {
             ArrayState::Done | ArrayState::Single => {
@@ -1202,7 +1201,7 @@ mod tests {
         let body = b" [\n{\"a\": \"x}]\\\"{\"},\n {\"b\":[1,{\"c\":2}]} ,{}\n]\n";
         let mut r = ArrayReader::new(&body[..]);
         let mut got = vec![];
-        while let Some(e) = r.next().unwrap() {
+        while let Some(e) = r.next_element().unwrap() {
             got.push(String::from_utf8(e.to_vec()).unwrap());
         }
         assert_eq!(got, vec!["{\"a\": \"x}]\\\"{\"}", "{\"b\":[1,{\"c\":2}]}", "{}"]);
@@ -1210,14 +1209,14 @@ mod tests {
             let mut r = ArrayReader::new(&body[..cut]);
             let mut res = Ok(Some(&[][..]));
             while let Ok(Some(_)) = res {
-                res = r.next();
+                res = r.next_element();
             }
             assert!(res.is_err(), "cut at {cut} not detected");
         }
         let mut r = ArrayReader::new(&b"{\"error\": {\"code\": 503}}"[..]);
-        assert!(r.next().unwrap().is_some());
-        assert!(r.next().unwrap().is_none());
-        assert_eq!(ArrayReader::new(&b"[]"[..]).next().unwrap(), None);
+        assert!(r.next_element().unwrap().is_some());
+        assert!(r.next_element().unwrap().is_none());
+        assert_eq!(ArrayReader::new(&b"[]"[..]).next_element().unwrap(), None);
     }
 
     #[test]

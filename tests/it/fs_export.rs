@@ -410,6 +410,14 @@ fn credentials_tokens_and_keys_never_printed() {
     let run = fs.export().args(["c", "--endpoint", &endpoint, "--token-command", "echo s3cr3t-token"]).ok();
     assert_eq!(run.json_lines()[0], json!({"id": "d", "v": 1}));
     assert!(!run.stderr().contains("s3cr3t"));
+    // A refused token from a command is renewed once by running the command again.
+    let counter = t.str("calls");
+    let script = format!("n=$(cat '{counter}' 2>/dev/null || echo 0); echo $((n+1)) > '{counter}'; if [ $n = 0 ]; then echo stale-s3cr3t; else echo s3cr3t-token; fi");
+    let run = fs.export().args(["c", "--endpoint", &endpoint, "--token-command", &script]).ok();
+    assert_eq!(run.json_lines().len(), 2);
+    run.stderr_has(&["401 UNAUTHENTICATED", "renewing the token"]);
+    assert!(!run.stderr().contains("s3cr3t"));
+    assert_eq!(std::fs::read_to_string(&counter).unwrap().trim(), "2");
     // From an environment variable; a wrong one is refused (401, renewed never: exit 69).
     let run = fs.export().args(["c", "--endpoint", &endpoint]).env("GOOGLE_OAUTH_ACCESS_TOKEN", "s3cr3t-token").ok();
     assert_eq!(run.json_lines().len(), 2);
