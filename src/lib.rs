@@ -3,6 +3,7 @@
 pub mod cli;
 pub mod convert;
 pub mod error;
+pub mod firestore;
 pub mod partition;
 pub mod pg;
 pub mod runlog;
