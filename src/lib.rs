@@ -1,6 +1,7 @@
 //! pgferry's shared library: what two or more tools need, split by concern.
 
 pub mod cli;
+pub mod digest;
 pub mod error;
 pub mod pg;
 pub mod sqlite;
