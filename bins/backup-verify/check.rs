@@ -235,7 +235,7 @@ fn decompress(data: &Path, out: &Path, durable: bool) -> Result<Decoded> {
     let what_w = |e| Error::io(format!("write '{}'", show(out)), e);
     let input = File::open(data).map_err(what_r)?;
     let reader = BufReader::with_capacity(1 << 20, HashingReader::new(input));
-    let mut gz = flate2::bufread::GzDecoder::new(reader);
+    let mut gz = flate2::bufread::MultiGzDecoder::new(reader);
     let file = files::create_private(out).map_err(what_w)?;
     let mut w = HashingWriter::new(std::io::BufWriter::with_capacity(1 << 20, file));
     let mut buf = vec![0u8; 1 << 20];
