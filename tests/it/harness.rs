@@ -126,6 +126,7 @@ pub fn bin(name: &str) -> PathBuf {
     let p = match name {
         "sqlite-dump" => env!("CARGO_BIN_EXE_sqlite-dump"),
         "pg-load" => env!("CARGO_BIN_EXE_pg-load"),
+        "backup-verify" => env!("CARGO_BIN_EXE_backup-verify"),
         other => panic!("unknown binary {other}"),
     };
     PathBuf::from(p)
