@@ -243,6 +243,17 @@ fn run_list(args: &mut pico_args::Arguments) -> Result<Status> {
     for e in &entries {
         print_line(&mut out, &e.summary())?;
     }
+    // Leftovers of runs that were killed: a data file without its manifest is no backup.
+    for ent in std::fs::read_dir(&p).map_err(|e| Error::io(format!("list '{dir}'"), e))?.flatten() {
+        let name = ent.file_name().to_string_lossy().into_owned();
+        let orphan = name.strip_suffix(manifest::DATA_SUFFIX).is_some_and(|base| {
+            !name.starts_with('.') && !p.join(format!("{base}{}", manifest::MANIFEST_SUFFIX)).exists()
+        });
+        let scratch = name.starts_with('.') && (name.ends_with(".snapshot") || name.ends_with(".partial") || name.contains(".check-"));
+        if orphan || scratch {
+            pgferry::note!(TOOL, "warning: '{name}' has no manifest: not a backup (a create that was interrupted, or is still running)");
+        }
+    }
     pgferry::note!(TOOL, "{} backups in '{dir}'", entries.len());
     Ok(Status::Ok)
 }

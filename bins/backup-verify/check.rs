@@ -186,7 +186,7 @@ pub fn verify(backup: &str, tmp_dir: Option<&Path>, durable: bool) -> Result<Rep
         Ok(actual) => {
             for (t, n) in &tables {
                 let a = actual.iter().find(|(k, _)| k == t).map(|(_, n)| Value::from(*n)).unwrap_or(Value::Null);
-                let ok = a == Value::from(*n);
+                let ok = a == *n;
                 r.record("rows", ok, obj(json!({"table": t, "expected": n, "actual": a})));
             }
             for (t, n) in &actual {

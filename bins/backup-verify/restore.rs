@@ -38,7 +38,11 @@ fn side(p: &Path, suffix: &str) -> PathBuf {
 }
 
 pub fn restore(o: &Options, tool: &str) -> Result<Outcome> {
-    let target = &o.to;
+    // A symlinked database is replaced where it really lives.
+    let target = &match std::fs::canonicalize(&o.to) {
+        Ok(real) if o.to.exists() => real,
+        _ => o.to.clone(),
+    };
     if target.is_dir() {
         return Err(Error::Usage(format!("restore to '{}': is a directory; give the database file's path", show(target))));
     }
@@ -68,7 +72,18 @@ pub fn restore(o: &Options, tool: &str) -> Result<Outcome> {
     };
     // The -wal and -shm are gone (kept aside with the old file), so nothing of the old
     // database can be replayed onto the new one; this rename is the switch.
-    std::fs::rename(tmp.path(), target).map_err(|e| Error::io(format!("rename into '{}'", show(target)), e))?;
+    if let Err(e) = std::fs::rename(tmp.path(), target) {
+        // Give the current database its -wal and -shm back: it must stay as it was.
+        if let Some(aside) = &previous {
+            for suffix in ["-wal", "-shm", "-journal"] {
+                let kept = side(aside, suffix);
+                if kept.exists() {
+                    let _ = std::fs::hard_link(&kept, side(target, suffix));
+                }
+            }
+        }
+        return Err(Error::io(format!("rename into '{}'", show(target)), e));
+    }
     tmp.keep();
     files::fsync_dir(&dir)?;
 
@@ -210,7 +225,7 @@ fn lock_holder(path: &Path) -> Option<i32> {
     fl.l_start = 0;
     fl.l_len = 0; // to the end of the file and beyond (SQLite locks bytes past 1 GiB)
     let rc = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETLK, &mut fl) };
-    if rc == 0 && fl.l_type as i32 != libc::F_UNLCK as i32 {
+    if rc == 0 && fl.l_type as i32 != libc::F_UNLCK {
         Some(fl.l_pid)
     } else {
         None

@@ -234,7 +234,8 @@ fn edited_manifests_are_caught() {
 
     // Edits with the checksum recomputed are still caught by the data checks.
     let good: Map<String, Value> = serde_json::from_str(&original).unwrap();
-    let cases: Vec<(&str, Box<dyn Fn(&mut Map<String, Value>)>)> = vec![
+    type Edit = Box<dyn Fn(&mut Map<String, Value>)>;
+    let cases: Vec<(&str, Edit)> = vec![
         ("rows", Box::new(|m| m["tables"][0]["rows"] = 999.into())),
         ("compressed_sha256", Box::new(|m| m["compressed"]["sha256"] = sha256_hex(b"x").into())),
         ("database_sha256", Box::new(|m| m["database"]["sha256"] = sha256_hex(b"x").into())),
@@ -439,6 +440,13 @@ fn names_never_collide_list_is_newest_first_and_keep_rotates() {
         names.iter().rev().map(|n| Path::new(n).file_name().unwrap().to_string_lossy().into_owned()).collect();
     assert_eq!(listed, expected);
     assert!(list.iter().all(|l| l["integrity"] == "ok" && l["rows"] == 503 && l["tables"] == 4));
+
+    // A data file without its manifest (an interrupted create) is not listed, only warned about.
+    std::fs::write(out.join("app-20000101T000000Z.sqlite.gz"), b"partial").unwrap();
+    let r = cmd("backup-verify").arg("list").arg(&out).ok();
+    assert_eq!(r.json_lines().len(), 4);
+    r.stderr_has(&["'app-20000101T000000Z.sqlite.gz' has no manifest"]);
+    std::fs::remove_file(out.join("app-20000101T000000Z.sqlite.gz")).unwrap();
 
     // Another source's backups in the same directory are never rotated away.
     let other = t.path("other.db");
