@@ -14,6 +14,8 @@ mod create;
 mod files;
 #[path = "backup-verify/manifest.rs"]
 mod manifest;
+#[path = "backup-verify/pgdump.rs"]
+mod pgdump;
 #[path = "backup-verify/restore.rs"]
 mod restore;
 #[path = "backup-verify/rotate.rs"]
@@ -28,6 +30,8 @@ writes a manifest beside it: sha256 of the compressed file and of the database,
 sizes, SQLite version, page size, source path, time, integrity_check and
 foreign_key_check results, every table's row count and a content digest.
 check proves a backup good; restore puts one back only after check passes.
+pg-create does the same for PostgreSQL: pg_dump -Fc from one exported snapshot, with
+every table's row count in that snapshot, sha256, and pg_restore as its check.
 See docs/backup-verify.md.
 
 Usage:
@@ -35,6 +39,7 @@ Usage:
   backup-verify check BACKUP [--tmp DIR]
   backup-verify restore BACKUP --to DB [--force]
   backup-verify list DIR
+  backup-verify pg-create --out DIR [--db URL] [--name STEM]
 
 Options for create:
   --out DIR             Directory for the backups; created owner-only (0700) if missing.
@@ -46,6 +51,11 @@ Options for create:
   --keep-daily N        Keep the newest backup of each of the last N days (UTC).
   --keep-weekly N       ... of each of the last N ISO weeks.
   --keep-monthly N      ... of each of the last N months.
+Options for pg-create (a PostgreSQL dump with the same manifest; check verifies it):
+  --db URL              PostgreSQL connection [default: DATABASE_URL, else the libpq
+                        variables PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE, PGSSLMODE].
+                        pg_dump gets it through its environment, never its command line.
+  --out DIR, --name STEM  As for create (STEM defaults to the database's name).
 Options for check:
   --tmp DIR             Where to decompress the database [default: the backup's directory].
 Options for restore:
@@ -57,10 +67,11 @@ Options for restore:
 
 Input:
   DB is a SQLite file, opened read-only by create. BACKUP is NAME.manifest.json,
-  NAME.sqlite.gz or NAME (the pair must be side by side).
+  NAME.sqlite.gz (NAME.pgdump) or NAME (the pair must be side by side).
 
 Output:
-  Files: NAME.sqlite.gz and NAME.manifest.json, both owner-only (0600); a backup
+  Files: NAME.sqlite.gz (pg-create: NAME.pgdump) and NAME.manifest.json, both
+  owner-only (0600); a backup
   exists once its manifest does. restore keeps the replaced database, with its -wal
   and -shm, as DB.before-restore-YYYYMMDDTHHMMSSZ.
   stdout (NDJSON): create, one line describing the backup; check, one line per check
@@ -71,9 +82,10 @@ Output:
 Exit status:
   0 done, every check held; 1 a check failed (checksum, size, decompression,
   integrity_check, row count, content digest; for create, the database itself fails
-  integrity_check, and the backup is still written); 64 usage error; 66 a database,
-  manifest or backup file does not exist; 74 I/O error; 75 restore refused because
-  the database is in use, or the source stayed locked.
+  integrity_check, and the backup is still written; for pg-create, pg_restore cannot
+  read the dump); 64 usage error; 66 a database, manifest or backup file does not
+  exist; 69 PostgreSQL unavailable or pg_dump missing or failing; 74 I/O error;
+  75 restore refused because the database is in use, or the source stayed locked.
   restore changes nothing unless check passes.
 
 Examples:
@@ -111,7 +123,8 @@ fn run(args: &mut pico_args::Arguments) -> Result<Status> {
         Some("check") => run_check(args),
         Some("restore") => run_restore(args),
         Some("list") => run_list(args),
-        Some(other) => Err(Error::Usage(format!("unknown command '{other}' (create, check, restore or list)"))),
+        Some("pg-create") => run_pg_create(args),
+        Some(other) => Err(Error::Usage(format!("unknown command '{other}' (create, check, restore, list or pg-create)"))),
         None => Err(Error::Usage("missing command (create, check, restore or list)".into())),
     }
 }
@@ -198,6 +211,12 @@ fn run_restore(args: &mut pico_args::Arguments) -> Result<Status> {
     let backup = cli::positional(args, "BACKUP")?;
     rest(args)?;
     let Some(to) = to else { return Err(Error::Usage("restore needs --to DB".into())) };
+    let mpath = manifest::manifest_path(&backup);
+    if mpath.exists() && manifest::read_text(&mpath)?.contains(pgdump::FORMAT) {
+        return Err(Error::Usage(format!(
+            "'{backup}' is a PostgreSQL dump; check it with 'backup-verify check', restore it with pg_restore"
+        )));
+    }
     let o = restore::Options { backup, to: PathBuf::from(&to), force };
     let mut out = std::io::stdout().lock();
     match restore::restore(&o, TOOL)? {
@@ -229,6 +248,34 @@ fn run_restore(args: &mut pico_args::Arguments) -> Result<Status> {
             Ok(Status::Ok)
         }
     }
+}
+
+fn run_pg_create(args: &mut pico_args::Arguments) -> Result<Status> {
+    let out = cli::opt(args, "--out")?;
+    let db = cli::opt(args, "--db")?;
+    let name = cli::opt(args, "--name")?;
+    rest(args)?;
+    let Some(out) = out else { return Err(Error::Usage("pg-create needs --out DIR".into())) };
+    if name.as_deref().is_some_and(|n| n.is_empty() || n.contains('/') || n.starts_with('.')) {
+        return Err(Error::Usage("--name must be a plain file name that does not start with '.'".into()));
+    }
+    let started = std::time::Instant::now();
+    let (mpath, summary) = pgdump::create(&pgdump::Options { db, out: PathBuf::from(out), name })?;
+    print_line(&mut std::io::stdout().lock(), &Value::Object(summary.clone()))?;
+    let human = format!(
+        "{} ({}, {} tables, {} rows) in {:.1} s",
+        summary["backup"].as_str().unwrap_or(""),
+        files::human_bytes(summary["bytes"].as_u64().unwrap_or(0)),
+        summary["tables"],
+        summary["rows"],
+        started.elapsed().as_secs_f64()
+    );
+    if summary["integrity"] != "ok" {
+        pgferry::note!(TOOL, "dumped {human}, but pg_restore cannot read it back: see '{}'", files::show(&mpath));
+        return Ok(Status::CheckFailed);
+    }
+    pgferry::note!(TOOL, "dumped {human}; pg_restore reads it back");
+    Ok(Status::Ok)
 }
 
 fn run_list(args: &mut pico_args::Arguments) -> Result<Status> {

@@ -33,7 +33,7 @@ impl Report {
         self.failed.is_empty()
     }
 
-    fn record(&mut self, check: &str, ok: bool, mut fields: Map<String, Value>) {
+    pub fn record(&mut self, check: &str, ok: bool, mut fields: Map<String, Value>) {
         let mut line = Map::new();
         line.insert("check".into(), check.into());
         line.insert("ok".into(), ok.into());
@@ -44,7 +44,7 @@ impl Report {
         }
     }
 
-    fn compare(&mut self, check: &str, expected: Value, actual: Value) {
+    pub fn compare(&mut self, check: &str, expected: Value, actual: Value) {
         let ok = expected == actual;
         let mut f = Map::new();
         f.insert("expected".into(), expected);
@@ -52,7 +52,7 @@ impl Report {
         self.record(check, ok, f);
     }
 
-    fn fail(&mut self, check: &str, error: String) {
+    pub fn fail(&mut self, check: &str, error: String) {
         let mut f = Map::new();
         f.insert("error".into(), error.into());
         self.record(check, false, f);
@@ -65,7 +65,16 @@ impl Report {
 
     /// The one-line human summary for stderr.
     pub fn human(&self) -> String {
-        if self.ok() {
+        let pg = self.manifest.as_ref().and_then(|m| m.get("format")).and_then(Value::as_str) == Some(crate::pgdump::FORMAT);
+        if self.ok() && pg {
+            format!(
+                "check '{}': OK: checksum matches, pg_restore reads every entry ({}; {} tables, {} rows at dump time)",
+                self.base,
+                files::human_bytes(self.raw_bytes),
+                self.tables,
+                self.rows
+            )
+        } else if self.ok() {
             format!(
                 "check '{}': OK: checksums match, integrity ok, {} tables and {} rows as recorded ({})",
                 self.base,
@@ -125,6 +134,11 @@ pub fn verify(backup: &str, tmp_dir: Option<&Path>, durable: bool) -> Result<Rep
         }
     };
     r.record("manifest", true, Map::new());
+    if m.get("format").and_then(Value::as_str) == Some(crate::pgdump::FORMAT) {
+        crate::pgdump::verify(&mut r, &m)?;
+        r.manifest = Some(m);
+        return Ok(r);
+    }
     let fields = (|| -> std::result::Result<_, String> {
         let file = manifest::str_at(&m, "/file")?.to_string();
         if file.contains('/') || file.starts_with('.') {

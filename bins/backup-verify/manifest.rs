@@ -26,7 +26,7 @@ pub fn self_sum(m: &Map<String, Value>) -> String {
 pub fn manifest_path(backup: &str) -> PathBuf {
     if backup.ends_with(MANIFEST_SUFFIX) {
         PathBuf::from(backup)
-    } else if let Some(base) = backup.strip_suffix(DATA_SUFFIX) {
+    } else if let Some(base) = backup.strip_suffix(DATA_SUFFIX).or_else(|| backup.strip_suffix(crate::pgdump::DATA_SUFFIX)) {
         PathBuf::from(format!("{base}{MANIFEST_SUFFIX}"))
     } else {
         PathBuf::from(format!("{backup}{MANIFEST_SUFFIX}"))
@@ -50,7 +50,7 @@ pub fn parse(text: &str) -> std::result::Result<Map<String, Value>, String> {
     let v: Value = serde_json::from_str(text).map_err(|e| format!("not valid JSON ({e})"))?;
     let Value::Object(m) = v else { return Err("not a JSON object".into()) };
     match m.get("format").and_then(Value::as_str) {
-        Some(FORMAT) => {}
+        Some(FORMAT) | Some(crate::pgdump::FORMAT) => {}
         Some(other) => return Err(format!("format '{other}' is not {FORMAT}")),
         None => return Err("has no 'format'".into()),
     }

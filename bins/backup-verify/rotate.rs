@@ -55,14 +55,23 @@ impl Entry {
                 let get = |p: &str| manifest::lookup(m, p).cloned().unwrap_or(Value::Null);
                 let tables = manifest::tables(m).unwrap_or_default();
                 out.insert("created_at".into(), get("/created_at"));
-                out.insert("source".into(), get("/source/path"));
                 out.insert("file".into(), get("/file"));
-                out.insert("bytes".into(), get("/database/bytes"));
-                out.insert("compressed_bytes".into(), get("/compressed/bytes"));
                 out.insert("tables".into(), tables.len().into());
                 out.insert("rows".into(), tables.iter().map(|t| t.1).sum::<u64>().into());
-                out.insert("integrity".into(), json!(if get("/integrity_check") == json!(["ok"]) { "ok" } else { "FAILED" }));
-                out.insert("content_sha256".into(), get("/content_sha256"));
+                if get("/format") == crate::pgdump::FORMAT {
+                    out.insert("kind".into(), "pg_dump".into());
+                    out.insert("source".into(), get("/source/database"));
+                    out.insert("bytes".into(), get("/dump/bytes"));
+                    out.insert("integrity".into(), json!(if get("/pg_restore_check") == "ok" { "ok" } else { "FAILED" }));
+                } else {
+                    out.insert("kind".into(), "sqlite".into());
+                    out.insert("source".into(), get("/source/path"));
+                    out.insert("bytes".into(), get("/database/bytes"));
+                    out.insert("compressed_bytes".into(), get("/compressed/bytes"));
+                    let ok = get("/integrity_check") == json!(["ok"]);
+                    out.insert("integrity".into(), json!(if ok { "ok" } else { "FAILED" }));
+                    out.insert("content_sha256".into(), get("/content_sha256"));
+                }
             }
         }
         Value::Object(out)

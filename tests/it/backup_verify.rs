@@ -478,3 +478,58 @@ fn usage_and_missing_inputs() {
         assert!(help.contains(s), "{s}");
     }
 }
+
+#[test]
+fn pg_dumps_get_the_same_manifest_and_check_and_never_show_the_password() {
+    let pg = Pg::new();
+    pg.exec(
+        "CREATE TABLE events (id int PRIMARY KEY, body text);
+         INSERT INTO events SELECT g, repeat('event body ' || g, 20) FROM generate_series(1, 5000) g;
+         CREATE SCHEMA app; CREATE TABLE app.\"Users\" (id int); INSERT INTO app.\"Users\" VALUES (1), (2);",
+    );
+    let t = TempDir::new();
+    let out = t.path("dumps");
+    let r = cmd("backup-verify").arg("pg-create").arg("--db").arg(&pg.url).arg("--out").arg(&out).ok();
+    let s = r.json_lines().pop().unwrap();
+    assert_eq!((s["tables"].as_u64(), s["rows"].as_u64(), s["integrity"].as_str()), (Some(2), Some(5002), Some("ok")));
+    let mp = manifest_of(&s);
+    let m = read_manifest(&mp);
+    assert_eq!(m["format"], "pgferry-pg-dump/1");
+    assert_eq!(m["tables"][0], serde_json::json!({"name": "app.\"Users\"", "rows": 2}));
+    assert_eq!(mode(&data_of(&s)), 0o600);
+    assert_eq!(mode(&mp), 0o600);
+    // The password is in the URL we passed, and nowhere in what the tool wrote or printed.
+    let password = pg.url.split_once("://").unwrap().1.split_once('@').unwrap().0.split_once(':').unwrap().1.to_string();
+    assert!(password.len() >= 4, "the test cluster's URL has a password");
+    for text in [std::fs::read_to_string(&mp).unwrap(), r.stdout(), r.stderr()] {
+        assert!(!text.contains(&password), "password leaked: {text}");
+    }
+
+    cmd("backup-verify").arg("check").arg(data_of(&s)).ok().stderr_has(&["OK", "pg_restore reads every entry"]);
+    let list = cmd("backup-verify").arg("list").arg(&out).ok().json_lines();
+    assert_eq!(list[0]["kind"], "pg_dump");
+
+    // A flipped byte inside the data: the checksum catches it, and with the manifest's checksum
+    // recomputed, pg_restore reading every block does.
+    let good = std::fs::read(data_of(&s)).unwrap();
+    let mut bad = good.clone();
+    let pos = bad.len() * 3 / 4;
+    bad[pos] ^= 0x55;
+    std::fs::write(data_of(&s), &bad).unwrap();
+    let r = cmd("backup-verify").arg("check").arg(&mp).expect(1);
+    assert!(failed(&r).contains(&"dump_sha256".to_string()));
+    let mut forged = m.clone();
+    forged["dump"]["sha256"] = sha256_hex(&bad).into();
+    write_manifest_resummed(&mp, forged);
+    let r = cmd("backup-verify").arg("check").arg(&mp).expect(1);
+    assert_eq!(failed(&r), ["pg_restore_read"], "{}", r.describe());
+    // Truncated.
+    std::fs::write(data_of(&s), &good[..good.len() / 2]).unwrap();
+    cmd("backup-verify").arg("check").arg(&mp).expect(1);
+    // restore is for SQLite; a dump is restored with pg_restore.
+    cmd("backup-verify").arg("restore").arg(&mp).arg("--to").arg(t.path("x.db")).expect(64).stderr_has(&["pg_restore"]);
+    // A database that does not exist is exit 66, and leaves no file behind.
+    let dead = replace_db(&pg.url, "no_such_database_here");
+    cmd("backup-verify").arg("pg-create").arg("--db").arg(dead).arg("--out").arg(&out).expect(66);
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 2);
+}
