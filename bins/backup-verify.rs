@@ -118,6 +118,7 @@ fn print_line(out: &mut impl Write, v: &Value) -> Result<()> {
 
 fn run(args: &mut pico_args::Arguments) -> Result<Status> {
     let sub = args.subcommand().map_err(cli::usage_err)?;
+    files::catch_interrupts();
     match sub.as_deref() {
         Some("create") => run_create(args),
         Some("check") => run_check(args),

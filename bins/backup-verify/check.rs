@@ -187,9 +187,13 @@ pub fn verify(backup: &str, tmp_dir: Option<&Path>, durable: bool) -> Result<Rep
     let path = tmp.path().to_path_buf();
     let (integrity, counts) = std::thread::scope(|s| {
         let counter = s.spawn(|| recount(&path));
-        let integrity = files::open_immutable(&path).map(|c| crate::create::integrity_check(&c));
+        let integrity = files::open_immutable(&path).map(|c| {
+            let _watch = files::interruptible(&c);
+            crate::create::integrity_check(&c)
+        });
         (integrity, counter.join().unwrap_or_else(|_| Err("the counting thread panicked".into())))
     });
+    files::check_interrupt("check")?;
     let integrity = integrity?;
     let ok = integrity == ["ok"];
     let mut f = Map::new();
@@ -226,6 +230,7 @@ fn obj(v: Value) -> Map<String, Value> {
 /// Every table's `count(*)` in the backup; an error (a damaged table) is a failed check.
 fn recount(path: &Path) -> std::result::Result<Vec<(String, u64)>, String> {
     let c = files::open_immutable(path).map_err(|e| e.message().to_string())?;
+    let _watch = files::interruptible(&c);
     let tables = digest::content_tables(&c).map_err(|e| e.message().to_string())?;
     tables
         .into_iter()
@@ -250,11 +255,14 @@ fn decompress(data: &Path, out: &Path, durable: bool) -> Result<Decoded> {
     let input = File::open(data).map_err(what_r)?;
     let reader = BufReader::with_capacity(1 << 20, HashingReader::new(input));
     let mut gz = flate2::bufread::MultiGzDecoder::new(reader);
-    let file = files::create_private(out).map_err(what_w)?;
+    let file = files::create_private(out).map_err(|e| {
+        what_w(e).append(" (check decompresses the database there; pass --tmp DIR to use another directory)")
+    })?;
     let mut w = HashingWriter::new(std::io::BufWriter::with_capacity(1 << 20, file));
     let mut buf = vec![0u8; 1 << 20];
     let mut error = None;
     loop {
+        files::check_interrupt("check")?;
         match gz.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => w.write_all(&buf[..n]).map_err(what_w)?,

@@ -67,6 +67,7 @@ pub fn create(o: &Options) -> Result<Created> {
     drop(snap_file);
     let snap_guard = TempPath::new(snap_path.clone());
     snapshot(&src, &snap_path, &o.db)?;
+    files::check_interrupt("create")?;
     let sqlite_version: String =
         src.query_row("SELECT sqlite_version()", [], |r| r.get(0)).map_err(|e| sqlite_error("read sqlite_version()", e))?;
     drop(src);
@@ -78,6 +79,7 @@ pub fn create(o: &Options) -> Result<Created> {
         let i = inspector.join().unwrap_or_else(|_| Err(Error::Io("the checking thread panicked".into())));
         (c, i)
     });
+    files::check_interrupt("create")?;
     let compressed = compressed?;
     let inspection = inspection?;
     drop(snap_guard);
@@ -210,6 +212,7 @@ fn compress(snap: &Path, out: File, out_path: &Path, level: u32) -> Result<Compr
     let (mut a, mut b) = (Vec::with_capacity(BLOCK), Vec::with_capacity(BLOCK));
     let mut members = 0u64;
     loop {
+        files::check_interrupt("create")?;
         fill(&mut input, &mut a).map_err(what_r)?;
         fill(&mut input, &mut b).map_err(what_r)?;
         if a.is_empty() && members > 0 {
@@ -258,6 +261,7 @@ fn gz_member(data: &[u8], level: u32) -> std::io::Result<Vec<u8>> {
 /// A damaged database is a finding to record, not an error that stops the backup.
 fn inspect(snap: &Path) -> Result<Inspection> {
     let c = files::open_immutable(snap)?;
+    let _watch = files::interruptible(&c);
     let pragma_i64 = |p: &str| -> Result<i64> {
         c.query_row(&format!("PRAGMA {p}"), [], |r| r.get(0)).map_err(|e| sqlite_error(format!("read PRAGMA {p}"), e))
     };

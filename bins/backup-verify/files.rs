@@ -160,3 +160,63 @@ pub fn human_bytes(n: u64) -> String {
         format!("{v:.1} {}", UNITS[u])
     }
 }
+
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
+    // A second Ctrl-C ends the process the usual way.
+    // SAFETY: signal() is async-signal-safe.
+    unsafe {
+        libc::signal(sig, libc::SIG_DFL);
+    }
+}
+
+/// SIGINT and SIGTERM set a flag that the long loops and SQLite's progress handler watch, so
+/// the run stops and its temporary files (a snapshot may be gigabytes) are removed.
+pub fn catch_interrupts() {
+    let handler: extern "C" fn(libc::c_int) = on_signal;
+    // SAFETY: installing a handler that only stores to an atomic and resets itself.
+    unsafe {
+        libc::signal(libc::SIGINT, handler as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, handler as libc::sighandler_t);
+    }
+}
+
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// `Err(Interrupted)` once a signal came.
+pub fn check_interrupt(what: &str) -> Result<()> {
+    if interrupted() {
+        return Err(Error::Interrupted(format!("{what}: interrupted; temporary files removed, nothing else changed")));
+    }
+    Ok(())
+}
+
+/// Makes long SQLite statements on `c` (integrity_check, the digest) stop on a signal, for as
+/// long as the returned guard lives: a watcher thread calls `sqlite3_interrupt`.
+pub fn interruptible(c: &rusqlite::Connection) -> Watcher {
+    let handle = c.get_interrupt_handle();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let d = done.clone();
+    std::thread::spawn(move || {
+        while !d.load(std::sync::atomic::Ordering::SeqCst) {
+            if interrupted() {
+                handle.interrupt();
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    });
+    Watcher(done)
+}
+
+pub struct Watcher(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}

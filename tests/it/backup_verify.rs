@@ -533,3 +533,38 @@ fn pg_dumps_get_the_same_manifest_and_check_and_never_show_the_password() {
     cmd("backup-verify").arg("pg-create").arg("--db").arg(dead).arg("--out").arg(&out).expect(66);
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 2);
 }
+
+#[test]
+fn an_interrupted_create_leaves_no_files() {
+    let t = TempDir::new();
+    let db = t.path("big.db");
+    sqlite_db(
+        &db,
+        "PRAGMA journal_mode = WAL; CREATE TABLE b (x);
+         WITH RECURSIVE s(v) AS (SELECT 1 UNION ALL SELECT v + 1 FROM s WHERE v < 8000) INSERT INTO b SELECT randomblob(1000) FROM s;",
+    );
+    let out = t.path("b");
+    let child = std::process::Command::new(bin("backup-verify"))
+        .arg("create")
+        .arg(&db)
+        .arg("--out")
+        .arg(&out)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Until the snapshot exists: then the run is well under way.
+    let started = std::time::Instant::now();
+    while !std::fs::read_dir(&out).map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().ends_with(".snapshot"))).unwrap_or(false) {
+        assert!(started.elapsed().as_secs() < 20, "create never started its snapshot");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let o = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    let left: Vec<String> = std::fs::read_dir(&out).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    assert!(left.is_empty(), "{left:?}");
+}
