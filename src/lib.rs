@@ -2,6 +2,7 @@
 
 pub mod cli;
 pub mod convert;
+pub mod digest;
 pub mod error;
 pub mod firestore;
 pub mod partition;

@@ -128,6 +128,7 @@ pub fn bin(name: &str) -> PathBuf {
         "pg-load" => env!("CARGO_BIN_EXE_pg-load"),
         "pg-partition" => env!("CARGO_BIN_EXE_pg-partition"),
         "fs-export" => env!("CARGO_BIN_EXE_fs-export"),
+        "backup-verify" => env!("CARGO_BIN_EXE_backup-verify"),
         other => panic!("unknown binary {other}"),
     };
     PathBuf::from(p)
