@@ -2,7 +2,9 @@
 
 pub mod cli;
 pub mod convert;
+pub mod digest;
 pub mod error;
+pub mod firestore;
 pub mod partition;
 pub mod pg;
 pub mod runlog;

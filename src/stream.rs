@@ -91,6 +91,13 @@ impl<W: Write> RowWriter<W> {
         Ok(())
     }
 
+    /// Writes out the complete rows buffered so far (before reporting a failure, so the
+    /// output holds every row up to the last one received). Call between rows only.
+    pub fn flush(&mut self) -> Result<()> {
+        self.flush_buf()?;
+        self.out.flush().map_err(|e| Error::io("write to stdout", e))
+    }
+
     fn flush_buf(&mut self) -> Result<()> {
         self.out.write_all(&self.buf).map_err(|e| Error::io("write to stdout", e))?;
         self.buf.clear();

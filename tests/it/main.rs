@@ -1,6 +1,10 @@
+#![recursion_limit = "256"]
 //! pgferry's one integration-test binary: every tool against real SQLite files and a real
 //! PostgreSQL (and the Firestore emulator for fs-export).
 
+mod backup_verify;
+mod fs_export;
+mod fs_proxy;
 mod harness;
 mod pg_load;
 mod pg_partition;

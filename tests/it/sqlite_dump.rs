@@ -202,3 +202,26 @@ fn ddl_creates_working_postgres_tables() {
         "CREATE INDEX idx_q_customer ON public.quotations USING btree (customer_id, total DESC)");
     assert_eq!(pg.one("SELECT count(*) FROM pg_constraint WHERE contype = 'u' AND conrelid = 'customers'::regclass"), "1");
 }
+
+#[test]
+fn files_sqlite_creates_beside_a_wal_database_keep_its_owner() {
+    use std::os::unix::fs::MetadataExt;
+    if unsafe_geteuid() != 0 {
+        // Only root can create files owned by someone else; the case exists only for root.
+        return;
+    }
+    let t = TempDir::new();
+    let path = t.path("app.sqlite");
+    sqlite_db(&path, "PRAGMA journal_mode=WAL; CREATE TABLE x (id INTEGER PRIMARY KEY); INSERT INTO x VALUES (1);");
+    for f in ["app.sqlite-wal", "app.sqlite-shm"] {
+        let _ = std::fs::remove_file(t.path(f));
+    }
+    std::os::unix::fs::chown(&path, Some(65534), Some(65534)).unwrap();
+    cmd("sqlite-dump").args([path.display().to_string().as_str(), "x"]).ok();
+    // SQLite's unix VFS gives new -wal/-shm files the database's owner when run as root;
+    // this guards that reading as root never locks the application out of its database.
+    for f in ["app.sqlite-wal", "app.sqlite-shm"] {
+        let m = std::fs::metadata(t.path(f)).unwrap_or_else(|_| panic!("{f} was not created"));
+        assert_eq!((m.uid(), m.gid()), (65534, 65534), "{f} is owned by root, not the database's owner");
+    }
+}

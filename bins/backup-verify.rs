@@ -1,0 +1,311 @@
+//! backup-verify: SQLite backups with a manifest, proven good before anyone relies on them.
+
+use pgferry::cli::{self, Status};
+use pgferry::{Error, Result};
+use serde_json::Value;
+use std::io::Write;
+use std::path::PathBuf;
+
+#[path = "backup-verify/check.rs"]
+mod check;
+#[path = "backup-verify/create.rs"]
+mod create;
+#[path = "backup-verify/files.rs"]
+mod files;
+#[path = "backup-verify/manifest.rs"]
+mod manifest;
+#[path = "backup-verify/pgdump.rs"]
+mod pgdump;
+#[path = "backup-verify/restore.rs"]
+mod restore;
+#[path = "backup-verify/rotate.rs"]
+mod rotate;
+
+const USAGE: &str = "\
+backup-verify: SQLite backups with a manifest, checked before anyone relies on them.
+
+create takes a consistent snapshot of a live database with SQLite's online backup
+API (what is still only in the WAL included; writers go on meanwhile), gzips it and
+writes a manifest beside it: sha256 of the compressed file and of the database,
+sizes, SQLite version, page size, source path, time, integrity_check and
+foreign_key_check results, every table's row count and a content digest.
+check proves a backup good; restore puts one back only after check passes.
+pg-create does the same for PostgreSQL: pg_dump -Fc from one exported snapshot, with
+every table's row count in that snapshot, sha256, and pg_restore as its check.
+See docs/backup-verify.md.
+
+Usage:
+  backup-verify create DB --out DIR [options]
+  backup-verify check BACKUP [--tmp DIR]
+  backup-verify restore BACKUP --to DB [--force]
+  backup-verify list DIR
+  backup-verify pg-create --out DIR [--db URL] [--name STEM]
+
+Options for create:
+  --out DIR             Directory for the backups; created owner-only (0700) if missing.
+  --name STEM           Backup names are STEM-YYYYMMDDTHHMMSSZ[-N] [default: DB's file
+                        name without its extension].
+  --level N             gzip level, 1 (fastest) to 9 (smallest) [default: 6].
+  --keep N              After a good backup, remove this source's backups in DIR
+                        except the newest N (and those the rules below keep).
+  --keep-daily N        Keep the newest backup of each of the last N days (UTC).
+  --keep-weekly N       ... of each of the last N ISO weeks.
+  --keep-monthly N      ... of each of the last N months.
+Options for pg-create (a PostgreSQL dump with the same manifest; check verifies it):
+  --db URL              PostgreSQL connection [default: DATABASE_URL, else the libpq
+                        variables PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE, PGSSLMODE].
+                        pg_dump gets it through its environment, never its command line.
+  --out DIR, --name STEM  As for create (STEM defaults to the database's name).
+Options for check:
+  --tmp DIR             Where to decompress the database [default: the backup's directory].
+Options for restore:
+  --to DB               The database file to replace (or create).
+  --force               Restore even though another process has DB open (its writes
+                        after the restore go to the kept-aside copy, and are lost to DB).
+  -h, --help            Show this help.
+  -V, --version         Show the version.
+
+Input:
+  DB is a SQLite file, opened read-only by create. BACKUP is NAME.manifest.json,
+  NAME.sqlite.gz (NAME.pgdump) or NAME (the pair must be side by side).
+
+Output:
+  Files: NAME.sqlite.gz (pg-create: NAME.pgdump) and NAME.manifest.json, both
+  owner-only (0600); a backup
+  exists once its manifest does. restore keeps the replaced database, with its -wal
+  and -shm, as DB.before-restore-YYYYMMDDTHHMMSSZ.
+  stdout (NDJSON): create, one line describing the backup; check, one line per check
+  ({\"check\":...,\"ok\":...}) then {\"backup\":...,\"ok\":...,\"failed\":[...]};
+  restore, check's lines then {\"restored\":...,\"previous\":...,\"ok\":...};
+  list, one line per backup, newest first. stderr: a human summary.
+
+Exit status:
+  0 done, every check held; 1 a check failed (checksum, size, decompression,
+  integrity_check, row count, content digest; for create, the database itself fails
+  integrity_check, and the backup is still written; for pg-create, pg_restore cannot
+  read the dump); 64 usage error; 66 a database, manifest or backup file does not
+  exist; 69 PostgreSQL unavailable or pg_dump missing or failing; 74 I/O error;
+  75 restore refused because the database is in use, or the source stayed locked.
+  restore changes nothing unless check passes.
+
+Examples:
+  backup-verify create /srv/app/app.sqlite --out /var/backups/app --keep-daily 7 --keep-weekly 4 --keep-monthly 6
+  backup-verify check /var/backups/app/app-20250101T020000Z.sqlite.gz
+  backup-verify restore /var/backups/app/app-20250101T020000Z --to /srv/app/app.sqlite
+  backup-verify list /var/backups/app | jq -r '[.created_at, .backup, .integrity] | @tsv'
+";
+
+const TOOL: &str = "backup-verify";
+
+fn count_opt(args: &mut pico_args::Arguments, key: &'static str) -> Result<Option<usize>> {
+    match cli::opt(args, key)? {
+        None => Ok(None),
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if n > 0 => Ok(Some(n)),
+            _ => Err(Error::Usage(format!("{key} takes a positive number, not '{v}'"))),
+        },
+    }
+}
+
+fn rest(args: &mut pico_args::Arguments) -> Result<()> {
+    let pargs = std::mem::replace(args, pico_args::Arguments::from_vec(vec![]));
+    cli::finish(pargs)
+}
+
+fn print_line(out: &mut impl Write, v: &Value) -> Result<()> {
+    writeln!(out, "{v}").map_err(|e| Error::io("write to stdout", e))
+}
+
+fn run(args: &mut pico_args::Arguments) -> Result<Status> {
+    let sub = args.subcommand().map_err(cli::usage_err)?;
+    files::catch_interrupts();
+    match sub.as_deref() {
+        Some("create") => run_create(args),
+        Some("check") => run_check(args),
+        Some("restore") => run_restore(args),
+        Some("list") => run_list(args),
+        Some("pg-create") => run_pg_create(args),
+        Some(other) => Err(Error::Usage(format!("unknown command '{other}' (create, check, restore, list or pg-create)"))),
+        None => Err(Error::Usage("missing command (create, check, restore or list)".into())),
+    }
+}
+
+fn run_create(args: &mut pico_args::Arguments) -> Result<Status> {
+    let out = cli::opt(args, "--out")?;
+    let name = cli::opt(args, "--name")?;
+    let level = match cli::opt(args, "--level")? {
+        None => 6,
+        Some(v) => match v.parse::<u32>() {
+            Ok(n @ 1..=9) => n,
+            _ => return Err(Error::Usage(format!("--level takes 1 to 9, not '{v}'"))),
+        },
+    };
+    let keep = rotate::Keep {
+        last: count_opt(args, "--keep")?,
+        daily: count_opt(args, "--keep-daily")?,
+        weekly: count_opt(args, "--keep-weekly")?,
+        monthly: count_opt(args, "--keep-monthly")?,
+    };
+    let db = cli::positional(args, "DB")?;
+    rest(args)?;
+    let Some(out) = out else { return Err(Error::Usage("create needs --out DIR".into())) };
+    if name.as_deref().is_some_and(|n| n.is_empty() || n.contains('/') || n.starts_with('.')) {
+        return Err(Error::Usage("--name must be a plain file name that does not start with '.'".into()));
+    }
+    let started = std::time::Instant::now();
+    let o = create::Options { db, out: PathBuf::from(&out), name, level };
+    let c = create::create(&o)?;
+    let mut summary = c.summary;
+    let base = manifest::base_name(&c.manifest);
+    if c.integrity_ok && keep.any() {
+        let source = std::fs::canonicalize(&o.db).map(|p| files::show(&p)).unwrap_or_else(|_| o.db.clone());
+        let removed = rotate::rotate(&o.out, &source, &base, keep)?;
+        for r in &removed {
+            pgferry::note!(TOOL, "removed old backup '{r}'");
+        }
+        summary.insert("removed".into(), removed.into());
+    }
+    print_line(&mut std::io::stdout().lock(), &Value::Object(summary.clone()))?;
+    let human = format!(
+        "{} ({} -> {}, {} tables, {} rows) in {:.1} s",
+        files::show(&c.data),
+        files::human_bytes(summary["bytes"].as_u64().unwrap_or(0)),
+        files::human_bytes(summary["compressed_bytes"].as_u64().unwrap_or(0)),
+        summary["tables"],
+        summary["rows"],
+        started.elapsed().as_secs_f64()
+    );
+    if !c.integrity_ok {
+        let problems = summary.get("problems").map(|p| p.to_string()).unwrap_or_default();
+        pgferry::note!(
+            TOOL,
+            "backup written, but the database '{}' FAILS its integrity check: {problems}; backup {human}",
+            o.db
+        );
+        return Ok(Status::CheckFailed);
+    }
+    let fk = summary["foreign_key_violations"].as_u64().unwrap_or(0);
+    if fk > 0 {
+        pgferry::note!(TOOL, "warning: the database has {fk} foreign key violations (recorded in the manifest)");
+    }
+    pgferry::note!(TOOL, "created {human}; integrity ok");
+    Ok(Status::Ok)
+}
+
+fn run_check(args: &mut pico_args::Arguments) -> Result<Status> {
+    let tmp = cli::opt(args, "--tmp")?.map(PathBuf::from);
+    let backup = cli::positional(args, "BACKUP")?;
+    rest(args)?;
+    let report = check::verify(&backup, tmp.as_deref(), false)?;
+    let mut out = std::io::stdout().lock();
+    for l in &report.lines {
+        print_line(&mut out, l)?;
+    }
+    print_line(&mut out, &report.summary_line())?;
+    pgferry::note!(TOOL, "{}", report.human());
+    Ok(if report.ok() { Status::Ok } else { Status::CheckFailed })
+}
+
+fn run_restore(args: &mut pico_args::Arguments) -> Result<Status> {
+    let to = cli::opt(args, "--to")?;
+    let force = args.contains("--force");
+    let backup = cli::positional(args, "BACKUP")?;
+    rest(args)?;
+    let Some(to) = to else { return Err(Error::Usage("restore needs --to DB".into())) };
+    let mpath = manifest::manifest_path(&backup);
+    if mpath.exists() && manifest::read_text(&mpath)?.contains(pgdump::FORMAT) {
+        return Err(Error::Usage(format!(
+            "'{backup}' is a PostgreSQL dump; check it with 'backup-verify check', restore it with pg_restore"
+        )));
+    }
+    let o = restore::Options { backup, to: PathBuf::from(&to), force };
+    let mut out = std::io::stdout().lock();
+    match restore::restore(&o, TOOL)? {
+        restore::Outcome::Refused(report) => {
+            for l in &report.lines {
+                print_line(&mut out, l)?;
+            }
+            print_line(&mut out, &report.summary_line())?;
+            pgferry::note!(TOOL, "{}", report.human());
+            Err(Error::CheckFailed(format!("refusing to restore '{}' to '{to}': the backup failed its check; nothing was changed", report.base)))
+        }
+        restore::Outcome::Done(r) => {
+            for l in &r.check.lines {
+                print_line(&mut out, l)?;
+            }
+            print_line(&mut out, &Value::Object(r.summary.clone()))?;
+            let kept = match &r.previous {
+                Some(p) => format!("; the previous database is kept as '{}'", files::show(p)),
+                None => String::new(),
+            };
+            if !r.content_ok {
+                return Err(Error::CheckFailed(format!(
+                    "restored '{to}' from '{}', but its content digest differs from the manifest's{kept}",
+                    r.check.base
+                )));
+            }
+            pgferry::note!(TOOL, "{}", r.check.human());
+            pgferry::note!(TOOL, "restored '{to}' from '{}'; content digest matches the manifest{kept}", r.check.base);
+            Ok(Status::Ok)
+        }
+    }
+}
+
+fn run_pg_create(args: &mut pico_args::Arguments) -> Result<Status> {
+    let out = cli::opt(args, "--out")?;
+    let db = cli::opt(args, "--db")?;
+    let name = cli::opt(args, "--name")?;
+    rest(args)?;
+    let Some(out) = out else { return Err(Error::Usage("pg-create needs --out DIR".into())) };
+    if name.as_deref().is_some_and(|n| n.is_empty() || n.contains('/') || n.starts_with('.')) {
+        return Err(Error::Usage("--name must be a plain file name that does not start with '.'".into()));
+    }
+    let started = std::time::Instant::now();
+    let (mpath, summary) = pgdump::create(&pgdump::Options { db, out: PathBuf::from(out), name })?;
+    print_line(&mut std::io::stdout().lock(), &Value::Object(summary.clone()))?;
+    let human = format!(
+        "{} ({}, {} tables, {} rows) in {:.1} s",
+        summary["backup"].as_str().unwrap_or(""),
+        files::human_bytes(summary["bytes"].as_u64().unwrap_or(0)),
+        summary["tables"],
+        summary["rows"],
+        started.elapsed().as_secs_f64()
+    );
+    if summary["integrity"] != "ok" {
+        pgferry::note!(TOOL, "dumped {human}, but pg_restore cannot read it back: see '{}'", files::show(&mpath));
+        return Ok(Status::CheckFailed);
+    }
+    pgferry::note!(TOOL, "dumped {human}; pg_restore reads it back");
+    Ok(Status::Ok)
+}
+
+fn run_list(args: &mut pico_args::Arguments) -> Result<Status> {
+    let dir = cli::positional(args, "DIR")?;
+    rest(args)?;
+    let p = PathBuf::from(&dir);
+    if !p.is_dir() {
+        return Err(Error::NoInput(format!("list '{dir}': no such directory")));
+    }
+    let entries = rotate::scan(&p)?;
+    let mut out = std::io::stdout().lock();
+    for e in &entries {
+        print_line(&mut out, &e.summary())?;
+    }
+    // Leftovers of runs that were killed: a data file without its manifest is no backup.
+    for ent in std::fs::read_dir(&p).map_err(|e| Error::io(format!("list '{dir}'"), e))?.flatten() {
+        let name = ent.file_name().to_string_lossy().into_owned();
+        let orphan = name.strip_suffix(manifest::DATA_SUFFIX).is_some_and(|base| {
+            !name.starts_with('.') && !p.join(format!("{base}{}", manifest::MANIFEST_SUFFIX)).exists()
+        });
+        let scratch = name.starts_with('.') && (name.ends_with(".snapshot") || name.ends_with(".partial") || name.contains(".check-"));
+        if orphan || scratch {
+            pgferry::note!(TOOL, "warning: '{name}' has no manifest: not a backup (a create that was interrupted, or is still running)");
+        }
+    }
+    pgferry::note!(TOOL, "{} backups in '{dir}'", entries.len());
+    Ok(Status::Ok)
+}
+
+fn main() {
+    cli::main(TOOL, USAGE, run)
+}

@@ -1,0 +1,222 @@
+//! Files that only their owner may read, temp files that clean up after themselves,
+//! hashing readers and writers, fsync of directories.
+
+use pgferry::digest::Sha256Hex;
+use pgferry::{Error, Result};
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+pub fn show(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// Creates `path` for writing, owner-only (0600), failing if it exists.
+pub fn create_private(path: &Path) -> std::io::Result<File> {
+    let f = OpenOptions::new().write(true).read(true).create_new(true).mode(0o600).open(path)?;
+    // The umask can only remove bits; make sure nothing else is set either.
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    Ok(f)
+}
+
+/// Creates `dir` (and missing parents) owner-only (0700) if it does not exist yet.
+pub fn make_private_dir(dir: &Path) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .and_then(|_| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)))
+        .map_err(|e| Error::io(format!("create directory '{}'", show(dir)), e))
+}
+
+/// Makes renames and creations inside `dir` durable.
+pub fn fsync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(format!("fsync directory '{}'", show(dir)), e))
+}
+
+/// The directory a file lives in ("." for a bare name).
+pub fn parent_dir(p: &Path) -> PathBuf {
+    match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// A file removed when dropped, unless `keep` was called.
+pub struct TempPath {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl TempPath {
+    pub fn new(path: PathBuf) -> TempPath {
+        TempPath { path, keep: false }
+    }
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    /// Stops the removal and hands the path over.
+    pub fn keep(mut self) -> PathBuf {
+        self.keep = true;
+        self.path.clone()
+    }
+}
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_file(&self.path);
+            // A SQLite connection on the file may have left these behind.
+            for suffix in ["-wal", "-shm", "-journal"] {
+                let mut side = self.path.clone().into_os_string();
+                side.push(suffix);
+                let _ = std::fs::remove_file(PathBuf::from(side));
+            }
+        }
+    }
+}
+
+/// Counts and hashes what passes through to `inner`.
+pub struct HashingWriter<W> {
+    pub inner: W,
+    pub sha: Sha256Hex,
+    pub bytes: u64,
+}
+
+impl<W: Write> HashingWriter<W> {
+    pub fn new(inner: W) -> Self {
+        HashingWriter { inner, sha: Sha256Hex::new(), bytes: 0 }
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.sha.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Counts and hashes what is read from `inner`.
+pub struct HashingReader<R> {
+    pub inner: R,
+    pub sha: Sha256Hex,
+    pub bytes: u64,
+}
+
+impl<R: Read> HashingReader<R> {
+    pub fn new(inner: R) -> Self {
+        HashingReader { inner, sha: Sha256Hex::new(), bytes: 0 }
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.sha.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+/// Opens a SQLite file that nothing else touches (our own snapshot or decompressed copy)
+/// read-only and immutable: no -wal or -shm is created beside it, whatever its journal mode.
+pub fn open_immutable(path: &Path) -> Result<rusqlite::Connection> {
+    use rusqlite::OpenFlags;
+    let mut escaped = String::new();
+    for c in show(path).chars() {
+        match c {
+            '%' => escaped.push_str("%25"),
+            '?' => escaped.push_str("%3f"),
+            '#' => escaped.push_str("%23"),
+            _ => escaped.push(c),
+        }
+    }
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    rusqlite::Connection::open_with_flags(format!("file:{escaped}?mode=ro&immutable=1"), flags)
+        .map_err(|e| pgferry::sqlite::sqlite_error(format!("open '{}'", show(path)), e))
+}
+
+/// "1.2 GB", "340 kB": sizes for the human summaries.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u + 1 < UNITS.len() {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
+    // A second Ctrl-C ends the process the usual way.
+    // SAFETY: signal() is async-signal-safe.
+    unsafe {
+        libc::signal(sig, libc::SIG_DFL);
+    }
+}
+
+/// SIGINT and SIGTERM set a flag that the long loops and SQLite's progress handler watch, so
+/// the run stops and its temporary files (a snapshot may be gigabytes) are removed.
+pub fn catch_interrupts() {
+    let handler: extern "C" fn(libc::c_int) = on_signal;
+    // SAFETY: installing a handler that only stores to an atomic and resets itself.
+    unsafe {
+        libc::signal(libc::SIGINT, handler as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, handler as libc::sighandler_t);
+    }
+}
+
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// `Err(Interrupted)` once a signal came.
+pub fn check_interrupt(what: &str) -> Result<()> {
+    if interrupted() {
+        return Err(Error::Interrupted(format!("{what}: interrupted; temporary files removed, nothing else changed")));
+    }
+    Ok(())
+}
+
+/// Makes long SQLite statements on `c` (integrity_check, the digest) stop on a signal, for as
+/// long as the returned guard lives: a watcher thread calls `sqlite3_interrupt`.
+pub fn interruptible(c: &rusqlite::Connection) -> Watcher {
+    let handle = c.get_interrupt_handle();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let d = done.clone();
+    std::thread::spawn(move || {
+        while !d.load(std::sync::atomic::Ordering::SeqCst) {
+            if interrupted() {
+                handle.interrupt();
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    });
+    Watcher(done)
+}
+
+pub struct Watcher(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
