@@ -20,7 +20,9 @@ bellsystems() {
   local project
   project="bs-$(date +%s%N | tail -c 12)-${RANDOM}"
   (
+    # shellcheck source=/dev/null
     source "${SCRIPTS}/lib/common.sh"
+    # shellcheck source=/dev/null
     source "${SCRIPTS}/lib/firestore-emulator.sh"
     firestore_seed "${FIXTURE}/firestore.ndjson" "${project}"
   )
@@ -66,7 +68,7 @@ bellsystems() {
   run -0 "${SCRIPTS}/rollback" --execute
   [[ "$(content "${APPDB}")" == "${frozen}" ]]
   grep -q "^APP_STORE=sqlite$" "${W}/app/.env"
-  ! grep -q "postgres" "${W}/app/.env"
+  run ! grep -q "postgres" "${W}/app/.env"
   sleep 4
   writer_running
   (($(sqlite3 "${APPDB}" 'SELECT count(*) FROM heartbeats') > 20000))
@@ -77,8 +79,8 @@ bellsystems() {
   run -0 "${SCRIPTS}/freeze" --execute
   run -0 "${SCRIPTS}/backup"
   "${SCRIPTS}/migrate" --execute >"${W}/out" 2>&1 3>&- &
-  local migrate=$! i pid='' rc=0
-  for i in $(seq 1 600); do
+  local migrate=$! pid='' rc=0
+  for _ in $(seq 1 600); do
     if [[ "$(pg -c "SELECT count(*) FROM _migration_runs WHERE target = 'device_logs' AND outcome = 'running'" 2>/dev/null)" == 1 ]]; then
       pid="$(pgrep -P "${migrate}" -x pg-load || true)"
       [[ -z "${pid}" ]] || break

@@ -56,7 +56,7 @@ frozen_and_migrated() {
   run -0 "${SCRIPTS}/cutover"
   [[ "${output}" == *"set in ${W}/app/.env: DATABASE_URL APP_STORE"*"dry run: nothing was done"* ]]
   [[ "$(cat "${W}/app/.env")" == "${env_before}" ]]
-  ! writer_running
+  run ! writer_running
 }
 
 @test "cutover switches the env files and starts the app on PostgreSQL; rollback from a dirty tree restores SQLite and the env" {
@@ -142,7 +142,7 @@ frozen_and_migrated() {
   run -0 "${SCRIPTS}/rollback" --execute
   [[ "${output}" != *"restored ${APPDB}"* ]]
   [[ "$(content "${APPDB}")" != "${FROZEN}" ]]
-  ! compgen -G "${APPDB}.before-restore-*"
+  run ! compgen -G "${APPDB}.before-restore-*"
 }
 
 @test "rollback changes nothing when a backup fails its check" {

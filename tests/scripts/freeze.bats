@@ -40,7 +40,7 @@ load helpers
   start_writer
   run -0 "${SCRIPTS}/freeze" --execute
   [[ "${output}" == *"frozen at "*": no change in 2s"* ]]
-  ! writer_running
+  run ! writer_running
   [[ -s "${W}/state/frozen_at" ]]
   [[ "$(cat "${W}/state/databases")" == "${APPDB}" ]]
   local notes
@@ -51,7 +51,7 @@ load helpers
 
   run -0 "${SCRIPTS}/thaw"
   [[ "${output}" == *"dry run"* ]]
-  ! writer_running
+  run ! writer_running
   run -0 "${SCRIPTS}/thaw" --execute
   sleep 0.5
   writer_running

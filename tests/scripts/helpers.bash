@@ -6,6 +6,7 @@
 bats_require_minimum_version 1.5.0
 
 SCRIPTS="$(cd "${BATS_TEST_DIRNAME}/../../scripts" && pwd)"
+export SCRIPTS
 
 setup() {
   [[ -n "${PGFERRY_TEST_PG_URL:-}" ]] || {
@@ -26,6 +27,7 @@ teardown() {
   psql -X -q --no-password "${PGFERRY_TEST_PG_URL}" -c "DROP DATABASE IF EXISTS ${DBNAME} WITH (FORCE)" || true
 }
 
+# shellcheck disable=SC2120
 pg() { psql -X -q -At -v ON_ERROR_STOP=1 --no-password -d "${DATABASE_URL}" "$@"; }
 
 # app_db: a small WAL-mode application database with two tables, its PostgreSQL schema,
@@ -40,6 +42,7 @@ INSERT INTO customers SELECT 'c' || x, 'Customer ' || x, strftime('%Y-%m-%dT%H:%
 WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 50)
 INSERT INTO notes (id, customer_id, body) SELECT x, 'c' || (1 + x % 20), 'note ' || x FROM c;
 SQL
+  # shellcheck disable=SC2119
   pg <<'SQL'
 CREATE TABLE customers (id text PRIMARY KEY, name text NOT NULL, created_at timestamptz NOT NULL);
 CREATE TABLE notes (id bigint PRIMARY KEY, customer_id text NOT NULL REFERENCES customers(id), body text, tick bigint);

@@ -70,8 +70,8 @@ load helpers
   local feeder=$!
   "${SCRIPTS}/migrate" --execute >"${W}/out" 2>&1 3>&- &
   local migrate=$!
-  local pid='' i
-  for i in $(seq 1 100); do
+  local pid=''
+  for _ in $(seq 1 100); do
     pid="$(pg -c "SELECT backend_pid FROM _migration_runs WHERE target = 'notes' AND outcome = 'running'" 2>/dev/null || true)"
     [[ -z "${pid}" ]] || break
     sleep 0.1
