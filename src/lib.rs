@@ -4,6 +4,7 @@ pub mod cli;
 pub mod convert;
 pub mod error;
 pub mod pg;
+pub mod plan;
 pub mod runlog;
 pub mod sqlite;
 pub mod stream;

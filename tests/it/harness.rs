@@ -126,6 +126,7 @@ pub fn bin(name: &str) -> PathBuf {
     let p = match name {
         "sqlite-dump" => env!("CARGO_BIN_EXE_sqlite-dump"),
         "pg-load" => env!("CARGO_BIN_EXE_pg-load"),
+        "count-check" => env!("CARGO_BIN_EXE_count-check"),
         other => panic!("unknown binary {other}"),
     };
     PathBuf::from(p)
