@@ -54,6 +54,7 @@ pub fn lint(ctx: &Ctx, table: &str, runs_table: &str) -> Result<Vec<Finding>> {
                 select.push(format!("count(*) FILTER (WHERE jsonb_typeof({q}::jsonb) = 'array')"));
                 select.push(format!("count(*) FILTER (WHERE {q} IS NULL)"));
                 select.push(format!("count(*) FILTER (WHERE jsonb_typeof({q}::jsonb) = 'null')"));
+                select.push(format!("count(*) FILTER (WHERE jsonb_typeof({q}::jsonb) <> 'null')"));
                 probes.push(Probe::Json(col.name.clone()));
             }
             _ => {}
@@ -87,9 +88,11 @@ pub fn lint(ctx: &Ctx, table: &str, runs_table: &str) -> Result<Vec<Finding>> {
                     }
                 }
                 Probe::Json(name) => {
-                    let (arrays, sql_null, json_null): (i64, i64, i64) = (row.get(i), row.get(i + 1), row.get(i + 2));
-                    i += 3;
-                    if arrays > 0 && sql_null + json_null > 0 {
+                    let (arrays, sql_null, json_null, values): (i64, i64, i64, i64) =
+                        (row.get(i), row.get(i + 1), row.get(i + 2), row.get(i + 3));
+                    i += 4;
+                    // Every other value is an array: the nulls are arrays that were never set.
+                    if arrays > 0 && arrays == values && sql_null + json_null > 0 {
                         findings.push(Finding {
                             rule: "json-null-among-arrays",
                             column: Some(name.clone()),

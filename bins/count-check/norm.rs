@@ -93,7 +93,9 @@ pub enum Norm {
 
 /// Converts a stream value for a column (pg-load's rules); a value that does not fit is `Bad`.
 pub fn from_value(v: Value, ct: Option<&ColType>, opts: &Options) -> Norm {
-    let Some(ct) = ct else { return Norm::Raw(v) };
+    let Some(ct) = ct else {
+        return if v.is_null() { Norm::Null } else { Norm::Raw(v) };
+    };
     match convert::convert(v.clone(), &ct.kind, opts) {
         Ok(c) => from_cell(c, ct),
         Err(e) => Norm::Bad(v, format!("{e} (column type {})", ct.type_name)),

@@ -21,11 +21,16 @@ pub fn decode_kind(k: &Kind) -> Kind {
     }
 }
 
-/// The select expression for a column of kind `k`.
+/// The select expression for a column of kind `k`: types without a decoder here come as
+/// their output function's text (`format('%s', …)`; a cast to text would differ, e.g. inet's
+/// `/32`), arrays of them element by element.
 pub fn select_expr(quoted: &str, k: &Kind) -> String {
     match k {
-        Kind::Other(_) => format!("{quoted}::text"),
-        Kind::Array { elem, .. } if matches!(**elem, Kind::Other(_) | Kind::Array { .. }) => format!("{quoted}::text[]"),
+        Kind::Other(_) => format!("format('%s', {quoted})"),
+        Kind::Array { elem, .. } if matches!(**elem, Kind::Other(_) | Kind::Array { .. }) => format!(
+            "CASE WHEN {quoted} IS NULL THEN NULL ELSE coalesce((SELECT array_agg(CASE WHEN e IS NULL THEN NULL ELSE format('%s', e) END ORDER BY o) \
+             FROM unnest({quoted}) WITH ORDINALITY u(e, o)), '{{}}'::text[]) END"
+        ),
         _ => quoted.to_string(),
     }
 }

@@ -1,6 +1,7 @@
 //! pgferry's one integration-test binary: every tool against real SQLite files and a real
 //! PostgreSQL (and the Firestore emulator for fs-export).
 
+mod count_check;
 mod harness;
 mod pg_load;
 mod sqlite_dump;
