@@ -516,6 +516,7 @@ fn merge(s: &mut Feed, d: &mut Feed, cmp: &Compare, f: &mut Found, extras: bool)
                 if f.missing_keys.len() < cmp.examples {
                     f.missing_keys.push(key_json(cmp.key, &x.key));
                 }
+                s.recycle(x);
                 a = s.next()?;
             }
             (None, Some(y)) => {
@@ -525,6 +526,7 @@ fn merge(s: &mut Feed, d: &mut Feed, cmp: &Compare, f: &mut Found, extras: bool)
                         f.extra_keys.push(key_json(cmp.key, &y.key));
                     }
                 }
+                d.recycle(y);
                 b = d.next()?;
             }
             (Some(x), Some(y)) => match norm::cmp_key(&x.key, &y.key) {
@@ -534,6 +536,7 @@ fn merge(s: &mut Feed, d: &mut Feed, cmp: &Compare, f: &mut Found, extras: bool)
                     if f.missing_keys.len() < cmp.examples {
                         f.missing_keys.push(key_json(cmp.key, &x.key));
                     }
+                    s.recycle(x);
                     a = s.next()?;
                 }
                 std::cmp::Ordering::Greater => {
@@ -544,6 +547,7 @@ fn merge(s: &mut Feed, d: &mut Feed, cmp: &Compare, f: &mut Found, extras: bool)
                         }
                     }
                     a = Some(x);
+                    d.recycle(y);
                     b = d.next()?;
                 }
                 std::cmp::Ordering::Equal => {
@@ -557,6 +561,8 @@ fn merge(s: &mut Feed, d: &mut Feed, cmp: &Compare, f: &mut Found, extras: bool)
                             f.changed_records.push(json!({"key": key_json(cmp.key, &x.key), "fields": diffs}));
                         }
                     }
+                    s.recycle(x);
+                    d.recycle(y);
                     a = s.next()?;
                     b = d.next()?;
                 }

@@ -13,7 +13,7 @@ use rusqlite::types::ValueRef;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::io::BufRead;
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
 use std::sync::Arc;
 
 /// One side as given on the command line.
@@ -254,37 +254,31 @@ const BATCH: usize = 1024;
 
 /// Records of one side, in key order, from its reader thread; checks the order as it goes.
 pub struct Feed {
-    label: String,
     rx: Receiver<Result<Vec<Rec>>>,
+    /// Records done with go back to the reader thread to be freed there: memory freed in
+    /// the thread that allocated it avoids contention on the allocator's arenas.
+    back: Option<Sender<Vec<Rec>>>,
+    trash: Vec<Rec>,
     batch: std::vec::IntoIter<Rec>,
-    last: Option<Vec<Norm>>,
     pub rows: u64,
     handle: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Feed {
+    /// Hands a record that is done with back for freeing.
+    pub fn recycle(&mut self, r: Rec) {
+        self.trash.push(r);
+        if self.trash.len() >= BATCH {
+            let t = std::mem::replace(&mut self.trash, Vec::with_capacity(BATCH));
+            if let Some(back) = &self.back {
+                let _ = back.send(t);
+            }
+        }
+    }
+
     pub fn next(&mut self) -> Result<Option<Rec>> {
         loop {
             if let Some(r) = self.batch.next() {
-                if let Some(last) = &self.last {
-                    match norm::cmp_key(last, &r.key) {
-                        std::cmp::Ordering::Less => {}
-                        std::cmp::Ordering::Equal => {
-                            return Err(Error::Data(format!("{}: the key {} appears twice", self.label, key_text(&r.key))))
-                        }
-                        std::cmp::Ordering::Greater => {
-                            return Err(Error::Data(format!(
-                                "{}: records are not in key order ({} comes after {}); count-check reads both sides sorted by \
-                                 the key (numbers by value, text by bytes): sort the stream by its key, or check that the \
-                                 key's values have one type",
-                                self.label,
-                                key_text(&r.key),
-                                key_text(last)
-                            )))
-                        }
-                    }
-                }
-                self.last = Some(r.key.clone());
                 self.rows += 1;
                 return Ok(Some(r));
             }
@@ -306,7 +300,8 @@ impl Feed {
 pub fn feed_of(recs: Vec<Rec>, label: String) -> Feed {
     let (tx, rx) = sync_channel(1);
     let _ = tx.send(Ok(recs));
-    Feed { label, rx, batch: Vec::new().into_iter(), last: None, rows: 0, handle: None }
+    let _ = label;
+    Feed { rx, back: None, trash: Vec::new(), batch: Vec::new().into_iter(), rows: 0, handle: None }
 }
 
 pub fn key_text(key: &[Norm]) -> String {
@@ -317,8 +312,9 @@ pub fn key_text(key: &[Norm]) -> String {
 /// Starts reading `job` in a thread.
 pub fn spawn(job: Job, label: String) -> Feed {
     let (tx, rx) = sync_channel::<Result<Vec<Rec>>>(8);
+    let (back, trash) = channel::<Vec<Rec>>();
     let handle = std::thread::spawn(move || {
-        let mut out = Out { tx, batch: Vec::with_capacity(BATCH) };
+        let mut out = Out { tx, batch: Vec::with_capacity(BATCH), trash, last: None, label };
         let r = match &job.spec {
             Spec::Sqlite { .. } => read_sqlite(&job, &mut out),
             Spec::Pg { .. } => read_pg(&job, &mut out),
@@ -332,7 +328,7 @@ pub fn spawn(job: Job, label: String) -> Feed {
             Err(Stop) => {}
         }
     });
-    Feed { label, rx, batch: Vec::new().into_iter(), last: None, rows: 0, handle: Some(handle) }
+    Feed { rx, back: Some(back), trash: Vec::new(), batch: Vec::new().into_iter(), rows: 0, handle: Some(handle) }
 }
 
 /// The reader stopped: its error was sent, or the receiver went away.
@@ -341,10 +337,37 @@ pub struct Stop;
 pub struct Out {
     tx: SyncSender<Result<Vec<Rec>>>,
     batch: Vec<Rec>,
+    trash: Receiver<Vec<Rec>>,
+    /// The key of the last record of the previous batch, for the order check.
+    last: Option<Vec<Norm>>,
+    label: String,
 }
 
 impl Out {
+    /// Queues a record, checking that it comes after the one before (the merge needs the
+    /// canonical key order; a duplicate key cannot be paired).
     pub fn push(&mut self, r: Rec) -> std::result::Result<(), Stop> {
+        let prev = self.batch.last().map(|p| &p.key).or(self.last.as_ref());
+        if let Some(last) = prev {
+            match norm::cmp_key(last, &r.key) {
+                std::cmp::Ordering::Less => {}
+                std::cmp::Ordering::Equal => {
+                    let e = Error::Data(format!("{}: the key {} appears twice", self.label, key_text(&r.key)));
+                    return Err(self.fail(e));
+                }
+                std::cmp::Ordering::Greater => {
+                    let e = Error::Data(format!(
+                        "{}: records are not in key order ({} comes after {}); count-check reads both sides sorted by \
+                         the key (numbers by value, text by bytes): sort the stream by its key, or check that the \
+                         key's values have one type",
+                        self.label,
+                        key_text(&r.key),
+                        key_text(last)
+                    ));
+                    return Err(self.fail(e));
+                }
+            }
+        }
         self.batch.push(r);
         if self.batch.len() >= BATCH {
             self.flush()?;
@@ -355,7 +378,11 @@ impl Out {
         if self.batch.is_empty() {
             return Ok(());
         }
+        self.last = self.batch.last().map(|r| r.key.clone());
         let b = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
+        while let Ok(done) = self.trash.try_recv() {
+            drop(done);
+        }
         self.tx.send(Ok(b)).map_err(|_| Stop)
     }
     pub fn fail(&mut self, e: Error) -> Stop {
@@ -511,19 +538,26 @@ fn sqlite_norm(v: ValueRef, ct: Option<&ColType>, opts: &Options) -> Norm {
             Ok(s) => Norm::Raw(Value::String(s.to_string())),
             Err(_) => Norm::Raw(bytes_value(t)),
         },
-        (v, _) => {
-            let value = match v {
-                ValueRef::Null => Value::Null,
-                ValueRef::Integer(i) => Value::from(i),
-                ValueRef::Real(f) => float_value(f),
-                ValueRef::Blob(b) => bytes_value(b),
-                ValueRef::Text(t) => match std::str::from_utf8(t) {
-                    Ok(s) => Value::String(s.to_string()),
-                    Err(_) => bytes_value(t),
-                },
-            };
-            norm::from_value(value, ct, opts)
-        }
+        (v, None) => norm::from_value(sqlite_value(v), None, opts),
+        (v, Some(kind)) => match pgferry::convert::convert(sqlite_value(v), kind, opts) {
+            Ok(c) => norm::from_cell(c, ct.expect("a kind comes with its type")),
+            // Built again only when it does not fit: the common case allocates once.
+            Err(e) => Norm::Bad(sqlite_value(v), format!("{e} (column type {})", ct.map(|c| c.type_name.as_str()).unwrap_or("?"))),
+        },
+    }
+}
+
+/// The stream value sqlite-dump writes for a SQLite value.
+fn sqlite_value(v: ValueRef) -> Value {
+    match v {
+        ValueRef::Null => Value::Null,
+        ValueRef::Integer(i) => Value::from(i),
+        ValueRef::Real(f) => float_value(f),
+        ValueRef::Blob(b) => bytes_value(b),
+        ValueRef::Text(t) => match std::str::from_utf8(t) {
+            Ok(s) => Value::String(s.to_string()),
+            Err(_) => bytes_value(t),
+        },
     }
 }
 
