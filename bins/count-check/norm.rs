@@ -286,14 +286,21 @@ fn same_instant(x: &str, y: &str) -> bool {
 
 /// The canonical key order both sides are read in: integers, numbers, times by value; text
 /// and bytes by their bytes (PostgreSQL's `COLLATE "C"`, SQLite's `BINARY`); uuids by bytes.
+#[cfg(test)]
 pub fn cmp_key(a: &[Norm], b: &[Norm]) -> Ordering {
-    for (x, y) in a.iter().zip(b) {
+    cmp_key_iter(a.iter(), b.iter())
+}
+
+/// `cmp_key` over the parts of two keys, wherever they are stored.
+pub fn cmp_key_iter<'a, 'b>(a: impl ExactSizeIterator<Item = &'a Norm>, b: impl ExactSizeIterator<Item = &'b Norm>) -> Ordering {
+    let (la, lb) = (a.len(), b.len());
+    for (x, y) in a.zip(b) {
         let o = cmp_norm(x, y);
         if o != Ordering::Equal {
             return o;
         }
     }
-    a.len().cmp(&b.len())
+    la.cmp(&lb)
 }
 
 fn rank(n: &Norm) -> u8 {

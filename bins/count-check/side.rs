@@ -190,11 +190,31 @@ pub fn meta(spec: &Spec, ctx: &Ctx) -> Result<Meta> {
 
 // ---------------------------------------------------------------- records
 
-/// One record: its key and its fields, named as the destination names them, normalized.
+/// Keys of more columns than this are refused.
+pub const MAX_KEY: usize = 8;
+
+/// One record: its fields, named as the destination names them, normalized, and where
+/// its key's parts are among them.
 #[derive(Debug, Clone)]
 pub struct Rec {
-    pub key: Vec<Norm>,
     pub fields: Vec<(Arc<str>, Norm)>,
+    key_at: [u16; MAX_KEY],
+    key_len: u8,
+}
+
+impl Rec {
+    /// The key's parts, in key order.
+    pub fn key(&self) -> impl ExactSizeIterator<Item = &Norm> + Clone {
+        self.key_at[..self.key_len as usize].iter().map(move |i| &self.fields[*i as usize].1)
+    }
+    pub fn key_vec(&self) -> Vec<Norm> {
+        self.key().cloned().collect()
+    }
+}
+
+/// The canonical order of two records' keys.
+pub fn cmp_recs(a: &Rec, b: &Rec) -> std::cmp::Ordering {
+    norm::cmp_key_iter(a.key(), b.key())
 }
 
 /// How one side is read for a comparison.
@@ -227,25 +247,29 @@ impl Job {
         self.rename.iter().find(|(_, d)| d.as_str() == dest).map(|(o, _)| o.clone()).unwrap_or_else(|| dest.to_string())
     }
 
-    fn key_of(&self, fields: &[(Arc<str>, Norm)], at: impl Fn() -> String) -> Result<Vec<Norm>> {
-        let mut key = Vec::with_capacity(self.key.len());
-        for k in &self.key {
-            match fields.iter().find(|(n, _)| &**n == k.as_str()) {
-                Some((_, Norm::Null)) => return Err(Error::Data(format!("{}: the key field '{k}' is null", at()))),
-                Some((_, Norm::Bad(v, cause))) => {
-                    return Err(Error::Data(format!("{}: the key field '{k}' holds {v}, which {cause}", at())))
-                }
-                Some((_, v)) => key.push(v.clone()),
+    /// Finds the key's parts among the fields: a record without its key, or with a null
+    /// or unreadable key, cannot be paired (bad data).
+    fn key_of(&self, fields: Vec<(Arc<str>, Norm)>, at: impl Fn() -> String) -> Result<Rec> {
+        let mut key_at = [0u16; MAX_KEY];
+        for (j, k) in self.key.iter().enumerate() {
+            match fields.iter().position(|(n, _)| &**n == k.as_str()) {
+                Some(i) => match &fields[i].1 {
+                    Norm::Null => return Err(Error::Data(format!("{}: the key field '{k}' is null", at()))),
+                    Norm::Bad(v, cause) => {
+                        return Err(Error::Data(format!("{}: the key field '{k}' holds {v}, which {cause}", at())))
+                    }
+                    _ => key_at[j] = i as u16,
+                },
                 None => return Err(Error::Data(format!("{}: the record has no key field '{k}'", at()))),
             }
         }
-        Ok(key)
+        Ok(Rec { fields, key_at, key_len: self.key.len() as u8 })
     }
 
-    fn wanted(&self, key: &[Norm]) -> bool {
+    fn wanted(&self, r: &Rec) -> bool {
         match &self.only {
             None => true,
-            Some(keys) => keys.iter().any(|k| norm::cmp_key(k, key) == std::cmp::Ordering::Equal),
+            Some(keys) => keys.iter().any(|k| norm::cmp_key_iter(k.iter(), r.key()) == std::cmp::Ordering::Equal),
         }
     }
 }
@@ -304,8 +328,8 @@ pub fn feed_of(recs: Vec<Rec>, label: String) -> Feed {
     Feed { rx, back: None, trash: Vec::new(), batch: Vec::new().into_iter(), rows: 0, handle: None }
 }
 
-pub fn key_text(key: &[Norm]) -> String {
-    let parts: Vec<String> = key.iter().map(|k| norm::norm_json(k).to_string()).collect();
+pub fn key_text<'a>(key: impl Iterator<Item = &'a Norm>) -> String {
+    let parts: Vec<String> = key.map(|k| norm::norm_json(k).to_string()).collect();
     parts.join(",")
 }
 
@@ -347,12 +371,20 @@ impl Out {
     /// Queues a record, checking that it comes after the one before (the merge needs the
     /// canonical key order; a duplicate key cannot be paired).
     pub fn push(&mut self, r: Rec) -> std::result::Result<(), Stop> {
-        let prev = self.batch.last().map(|p| &p.key).or(self.last.as_ref());
-        if let Some(last) = prev {
-            match norm::cmp_key(last, &r.key) {
+        let order = match (self.batch.last(), &self.last) {
+            (Some(p), _) => Some(cmp_recs(p, &r)),
+            (None, Some(last)) => Some(norm::cmp_key_iter(last.iter(), r.key())),
+            (None, None) => None,
+        };
+        if let Some(order) = order {
+            let last = || match self.batch.last() {
+                Some(p) => key_text(p.key()),
+                None => key_text(self.last.iter().flatten()),
+            };
+            match order {
                 std::cmp::Ordering::Less => {}
                 std::cmp::Ordering::Equal => {
-                    let e = Error::Data(format!("{}: the key {} appears twice", self.label, key_text(&r.key)));
+                    let e = Error::Data(format!("{}: the key {} appears twice", self.label, key_text(r.key())));
                     return Err(self.fail(e));
                 }
                 std::cmp::Ordering::Greater => {
@@ -361,8 +393,8 @@ impl Out {
                          the key (numbers by value, text by bytes): sort the stream by its key, or check that the \
                          key's values have one type",
                         self.label,
-                        key_text(&r.key),
-                        key_text(last)
+                        key_text(r.key()),
+                        last()
                     ));
                     return Err(self.fail(e));
                 }
@@ -378,7 +410,7 @@ impl Out {
         if self.batch.is_empty() {
             return Ok(());
         }
-        self.last = self.batch.last().map(|r| r.key.clone());
+        self.last = self.batch.last().map(Rec::key_vec);
         let b = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
         while let Ok(done) = self.trash.try_recv() {
             drop(done);
@@ -490,11 +522,11 @@ fn read_sqlite(job: &Job, out: &mut Out) -> std::result::Result<(), Stop> {
             let v = row.get_ref(i).expect("column index in range");
             fields.push((name.clone(), sqlite_norm(v, cts[i].as_ref(), opts)));
         }
-        let key = guard(out, job.key_of(&fields, || format!("sqlite table '{table}'")))?;
-        if job.only.is_some() && !job.wanted(&key) {
+        let rec = guard(out, job.key_of(fields, || format!("sqlite table '{table}'")))?;
+        if job.only.is_some() && !job.wanted(&rec) {
             continue;
         }
-        out.push(Rec { key, fields })?;
+        out.push(rec)?;
     }
     Ok(())
 }
@@ -533,6 +565,13 @@ fn sqlite_norm(v: ValueRef, ct: Option<&ColType>, opts: &Options) -> Norm {
             Ok(s) => Norm::Text(s.to_string()),
             Err(_) => Norm::Bad(bytes_value(t), "text is not valid UTF-8".into()),
         },
+        (ValueRef::Text(t), Some(k @ (Kind::Timestamptz | Kind::Timestamp))) if std::str::from_utf8(t).is_ok() => {
+            let s = std::str::from_utf8(t).expect("checked");
+            match pgferry::convert::text_to_timestamp(s, opts, *k == Kind::Timestamptz) {
+                Ok(m) => norm::from_cell(pgferry::convert::Cell::Timestamptz(m), ct.expect("a kind comes with its type")),
+                Err(e) => Norm::Bad(Value::String(s.to_string()), e),
+            }
+        }
         (ValueRef::Integer(i), None) => Norm::Raw(Value::from(i)),
         (ValueRef::Text(t), None) => match std::str::from_utf8(t) {
             Ok(s) => Norm::Raw(Value::String(s.to_string())),
@@ -625,8 +664,8 @@ fn read_pg(job: &Job, out: &mut Out) -> std::result::Result<(), Stop> {
             let Some(name) = &names[i] else { continue };
             fields.push((name.clone(), norm::from_cell(cell, &cts[i])));
         }
-        let key = guard(out, job.key_of(&fields, || format!("table '{table}'")))?;
-        out.push(Rec { key, fields })?;
+        let rec = guard(out, job.key_of(fields, || format!("table '{table}'")))?;
+        out.push(rec)?;
     }
     Ok(())
 }
@@ -660,11 +699,11 @@ fn read_ndjson(job: &Job, out: &mut Out) -> std::result::Result<(), Stop> {
             fields.push((name, norm::from_value(v, ct, opts)));
         }
         let line = row.line;
-        let key = guard(out, job.key_of(&fields, || format!("ndjson '{file}', line {line}")))?;
-        if job.only.is_some() && !job.wanted(&key) {
+        let rec = guard(out, job.key_of(fields, || format!("ndjson '{file}', line {line}")))?;
+        if job.only.is_some() && !job.wanted(&rec) {
             continue;
         }
-        out.push(Rec { key, fields })?;
+        out.push(rec)?;
     }
     Ok(())
 }
