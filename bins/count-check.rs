@@ -83,8 +83,20 @@ Options:
                         timestamps, JSON nulls among arrays, foreign keys pointing
                         nowhere, failed loads never followed by a success.
   --runs-table NAME     Run log table for --lint [default: _migration_runs].
-  --project ID          Firestore project [default: $GOOGLE_CLOUD_PROJECT].
-  --id-field NAME       Firestore: key of the document id in a record [default: id].
+
+Firestore sides (as fs-export; rows are shaped as fs-export writes them):
+  --id-field NAME       Key of the document's id in a record [default: id].
+  --parent-field NAME   Add the parent document's id under NAME.
+  --path-field NAME     Add the document's path under NAME.
+  --ref-paths           References as paths instead of ids.
+  --project ID          Google Cloud project [default: $GOOGLE_CLOUD_PROJECT, …].
+  --database ID         Firestore database [default: (default)].
+  --token-command CMD   Command that prints an access token.
+  --token-env VAR       Environment variable holding an access token.
+  --credentials FILE    Service-account key file.
+  --endpoint URL        API endpoint. FIRESTORE_EMULATOR_HOST selects the emulator.
+  --retries N           Attempts per request before giving up [default: 6].
+  --backoff MS          First retry delay, doubled per attempt [default: 500].
   -h, --help            Show this help.
   -V, --version         Show the version.
 
@@ -317,10 +329,10 @@ fn run(args: &mut pico_args::Arguments) -> Result<Status> {
                     base.key = load_key;
                 }
                 let mut check = pico_args::Arguments::from_vec(s.check.iter().map(Into::into).collect());
-                let opts = parse_check_opts(&mut check, &base).map_err(bad)?;
+                let mut opts = parse_check_opts(&mut check, &base).map_err(bad)?;
                 let mut ctx = a.ctx.clone();
                 ctx.opts = opts.conv.clone();
-                fs::step_args(&s.export, &mut ctx.fs).map_err(bad)?;
+                fs::step_args(&s.export, &mut ctx.fs, &mut opts.ignore).map_err(bad)?;
                 cli::finish(check).map_err(bad)?;
                 out.push(Check { step: Some(s.step.clone()), source_text: s.source.clone(), dest_text: format!("pg:{}", s.target), opts, ctx });
             }

@@ -46,6 +46,10 @@ Options:
   --defer-fks           Load rows whose parents are not loaded yet: the table's
                         foreign keys are dropped for the load and re-added NOT
                         VALID; validate them later (the command is printed).
+  --ensure-partitions   The target is range-partitioned by time: create the
+                        partitions the rows need (as pg-partition ensure does,
+                        same names, same lock) in the load's transaction.
+  --partition-interval I  daily, monthly or yearly [default: monthly].
   --no-end-record       Accept a foreign stream without the end record.
   --dry-run             Do everything, report, then roll back.
   --no-analyze          Skip ANALYZE after the load.
@@ -100,6 +104,7 @@ struct Args {
     opts: Options,
     ignore_unknown: bool,
     defer_fks: bool,
+    ensure_partitions: Option<pgferry::partition::Interval>,
     require_end: bool,
     dry_run: bool,
     analyze: bool,
@@ -136,6 +141,14 @@ fn parse(args: &mut pico_args::Arguments) -> Result<Args> {
         opts: Options { assume_offset, epoch, strip_nul: args.contains("--strip-nul") },
         ignore_unknown: args.contains("--ignore-unknown"),
         defer_fks: args.contains("--defer-fks"),
+        ensure_partitions: {
+            let interval = cli::opt(args, "--partition-interval")?;
+            match (args.contains("--ensure-partitions"), interval) {
+                (true, i) => Some(pgferry::partition::Interval::parse(i.as_deref().unwrap_or("monthly"))?),
+                (false, Some(_)) => return Err(Error::Usage("--partition-interval goes with --ensure-partitions".into())),
+                (false, None) => None,
+            }
+        },
         require_end: !args.contains("--no-end-record"),
         dry_run: args.contains("--dry-run"),
         analyze: !args.contains("--no-analyze"),
@@ -209,9 +222,18 @@ struct Report {
 /// Which columns a COPY carries, and whether each has a binary encoder.
 struct Plan {
     columns: Vec<ColumnInfo>,
-    /// Column index by name, for the stream's keys.
-    by_name: HashMap<String, usize>,
     binary: bool,
+}
+
+impl Plan {
+    /// The column named `key`, looking first where the previous key's successor is: streams
+    /// usually list keys in column order, so this is one comparison per key.
+    fn find(&self, key: &str, hint: usize) -> Option<usize> {
+        if self.columns.get(hint).is_some_and(|c| c.name == key) {
+            return Some(hint);
+        }
+        self.columns.iter().position(|c| c.name == key)
+    }
 }
 
 fn load(client: &mut postgres::Client, a: &Args, outcome: &mut Outcome) -> Result<Report> {
@@ -246,7 +268,12 @@ fn load(client: &mut postgres::Client, a: &Args, outcome: &mut Outcome) -> Resul
         .query_one(&format!("SELECT NOT EXISTS (SELECT 1 FROM {qt})"), &[])
         .map_err(|e| pg_error("look at the table", e))?
         .get::<_, bool>(0);
-    let staged = !empty && matches!(a.mode, Mode::Insert | Mode::Upsert);
+    // Partitions the rows need are known only once every row is read: stage them first.
+    let ensure = a.ensure_partitions.filter(|_| table.kind == 'p');
+    if a.ensure_partitions.is_some() && table.kind != 'p' {
+        return Err(Error::Usage(format!("--ensure-partitions: '{}' is not a partitioned table", a.table)));
+    }
+    let staged = ensure.is_some() || (!empty && matches!(a.mode, Mode::Insert | Mode::Upsert));
     if staged && key.is_empty() {
         return Err(Error::Usage(format!(
             "'{}' already has rows and no primary key, so a re-run could not tell loaded rows from new ones; \
@@ -262,7 +289,6 @@ fn load(client: &mut postgres::Client, a: &Args, outcome: &mut Outcome) -> Resul
 
     let loadable: Vec<ColumnInfo> = columns.iter().filter(|c| !c.generated).cloned().collect();
     let plan = Plan {
-        by_name: loadable.iter().enumerate().map(|(i, c)| (c.name.clone(), i)).collect(),
         binary: loadable.iter().all(|c| c.kind.has_binary()),
         columns: loadable,
     };
@@ -277,6 +303,10 @@ fn load(client: &mut postgres::Client, a: &Args, outcome: &mut Outcome) -> Resul
     outcome.source_rows = Some(source_rows);
     outcome.source = a.source.clone().or_else(|| reader.end_record().map(describe_source));
 
+    let mut extra_note = String::new();
+    if let (Some(interval), Some(stage)) = (ensure, &stage) {
+        extra_note.push_str(&ensure_partitions(&mut tx, &table, stage, interval, a.lock_timeout)?);
+    }
     let (inserted, present, dest) = match &stage {
         None => {
             let after = count(&mut tx, &qt)?;
@@ -289,9 +319,8 @@ fn load(client: &mut postgres::Client, a: &Args, outcome: &mut Outcome) -> Resul
     outcome.dest_rows = Some(dest);
 
     advance_sequences(&mut tx, &qt, &plan, &segments)?;
-    let mut extra_note = String::new();
     if !deferred.is_empty() {
-        extra_note = restore_foreign_keys(&mut tx, &table, &deferred)?;
+        extra_note.push_str(&restore_foreign_keys(&mut tx, &table, &deferred)?);
     }
     let verified = dest >= source_rows;
     let line = format!("Source: {source_rows} rows → Postgres: {dest} rows {}", if verified { "✓" } else { "✗" });
@@ -364,7 +393,7 @@ fn stream_rows<R: std::io::BufRead>(
     stage: Option<&str>,
 ) -> Result<Vec<Signature>> {
     let n = plan.columns.len();
-    let mut rows = RowSource { segments: vec![], seg_ids: HashMap::new(), values: vec![None; n], unknown: vec![] };
+    let mut rows = RowSource { segments: vec![], seg_ids: HashMap::new(), cells: vec![None; n], unknown: vec![] };
     let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let started = Instant::now();
     // The row read but not yet sent: it opens the next COPY.
@@ -383,10 +412,7 @@ fn stream_rows<R: std::io::BufRead>(
         let mut line = first_line;
         let mut cur = seg;
         loop {
-            if let Err(e) = sink.encode_row(&mut rows.values, plan, &a.opts, line, stage.map(|_| cur as i32)) {
-                drop(w); // sends CopyFail
-                return Err(e);
-            }
+            sink.encode_row(&mut rows.cells, line, stage.map(|_| cur as i32));
             if let Err(e) = sink.maybe_flush(&mut w) {
                 return Err(sink.server_error(e, Some(w)));
             }
@@ -417,34 +443,63 @@ fn stream_rows<R: std::io::BufRead>(
     Ok(rows.segments)
 }
 
-/// Reads rows from the stream into `values` (one slot per loadable column).
+/// Reads rows from the stream and converts them into `cells` (one slot per loadable column;
+/// `None` = key missing).
 struct RowSource {
     segments: Vec<Signature>,
     seg_ids: HashMap<Signature, usize>,
-    values: Vec<Option<Value>>,
+    cells: Vec<Option<Cell>>,
     unknown: Vec<String>,
 }
 
 impl RowSource {
-    /// The next row's line and segment id, its values placed in `self.values`.
+    /// The next row's line and segment id, its values converted into `self.cells`.
     fn next<R: std::io::BufRead>(&mut self, reader: &mut RowReader<R>, plan: &Plan, generated: &[&str], a: &Args) -> Result<Option<(u64, usize)>> {
-        let Some(row) = reader.next_row()? else { return Ok(None) };
-        for (k, v) in row.fields {
-            match plan.by_name.get(&k) {
-                Some(&i) => self.values[i] = Some(v),
-                None if a.ignore_unknown => {}
-                None => self.unknown.push(k),
+        let Some((line, bytes)) = reader.next_raw()? else { return Ok(None) };
+        let text = std::str::from_utf8(bytes).expect("next_raw checked UTF-8");
+        for c in self.cells.iter_mut() {
+            *c = None;
+        }
+        match parse_borrowed(text) {
+            // The fast path: keys without escapes, values converted from their JSON text.
+            Some(pairs) => {
+                let mut hint = 0;
+                for (k, raw) in pairs {
+                    let Some(i) = plan.find(k, hint) else {
+                        self.note_unknown(k, a);
+                        continue;
+                    };
+                    hint = i + 1;
+                    let col = &plan.columns[i];
+                    let cell = match convert::convert_raw(raw.get(), &col.kind, &a.opts) {
+                        Some(c) => c,
+                        None => {
+                            let v: Value = serde_json::from_str(raw.get()).map_err(|e| Error::Data(format!("line {line}: malformed JSON: {e}")))?;
+                            convert_value(&v, col, &a.opts, line)?
+                        }
+                    };
+                    self.cells[i] = Some(cell);
+                }
+            }
+            // Anything unusual (escaped keys, malformed JSON): the general parser and its messages.
+            None => {
+                let fields = pgferry::stream::parse_object(bytes, line)?;
+                for (k, v) in &fields {
+                    match plan.find(k, 0) {
+                        Some(i) => self.cells[i] = Some(convert_value(v, &plan.columns[i], &a.opts, line)?),
+                        None => self.note_unknown(k, a),
+                    }
+                }
             }
         }
         if !self.unknown.is_empty() {
             let gen: Vec<&String> = self.unknown.iter().filter(|k| generated.contains(&k.as_str())).collect();
             let msg = if !gen.is_empty() {
-                format!("line {}: key '{}' is a generated column, which cannot be loaded; drop it from the stream or pass --ignore-unknown", row.line, gen[0])
+                format!("line {line}: key '{}' is a generated column, which cannot be loaded; drop it from the stream or pass --ignore-unknown", gen[0])
             } else {
                 let cols: Vec<&str> = plan.columns.iter().map(|c| c.name.as_str()).collect();
                 format!(
-                    "line {}: keys that match no column of '{}': {} (the table has: {}); pass --ignore-unknown to drop them",
-                    row.line,
+                    "line {line}: keys that match no column of '{}': {} (the table has: {}); pass --ignore-unknown to drop them",
                     a.table,
                     self.unknown.join(", "),
                     cols.join(", ")
@@ -452,7 +507,15 @@ impl RowSource {
             };
             return Err(Error::Data(msg));
         }
-        let sig: Signature = (0..self.values.len()).filter(|&i| self.values[i].is_none() && plan.columns[i].has_default).collect();
+        for (i, col) in plan.columns.iter().enumerate() {
+            // Checked here so the staged path, where the server sees NULLs only at the merge,
+            // still names the line. A missing key with a default is not a NULL.
+            let null_given = self.cells[i].as_ref().map_or(!col.has_default, |c| *c == Cell::Null);
+            if null_given && col.not_null {
+                return Err(Error::Data(format!("line {line}, column '{}': null (or missing) in a NOT NULL column", col.name)));
+            }
+        }
+        let sig: Signature = (0..self.cells.len()).filter(|&i| self.cells[i].is_none() && plan.columns[i].has_default).collect();
         let seg = match self.seg_ids.get(&sig) {
             Some(&s) => s,
             None => {
@@ -461,8 +524,47 @@ impl RowSource {
                 self.segments.len() - 1
             }
         };
-        Ok(Some((row.line, seg)))
+        Ok(Some((line, seg)))
     }
+
+    fn note_unknown(&mut self, key: &str, a: &Args) {
+        if !a.ignore_unknown {
+            self.unknown.push(key.to_string());
+        }
+    }
+}
+
+fn convert_value(v: &Value, col: &ColumnInfo, opts: &Options, line: u64) -> Result<Cell> {
+    convert::convert(v, &col.kind, opts)
+        .map_err(|cause| convert::conversion_error(line, &col.name, v, &format!("{cause} (column type {})", col.type_name)))
+}
+
+/// A row's keys and raw values, borrowed from the line; `None` when a key has escapes, a key
+/// repeats, or the line is not a JSON object (the general path then explains).
+fn parse_borrowed(text: &str) -> Option<Vec<(&str, &serde_json::value::RawValue)>> {
+    struct Pairs;
+    impl<'de> serde::de::Visitor<'de> for Pairs {
+        type Value = Vec<(&'de str, &'de serde_json::value::RawValue)>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<M: serde::de::MapAccess<'de>>(self, mut m: M) -> std::result::Result<Self::Value, M::Error> {
+            let mut out = Vec::with_capacity(16);
+            while let Some(k) = m.next_key::<&'de str>()? {
+                out.push((k, m.next_value::<&'de serde_json::value::RawValue>()?));
+            }
+            Ok(out)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    let pairs = serde::Deserializer::deserialize_map(&mut de, Pairs).ok()?;
+    de.end().ok()?;
+    for (i, (k, _)) in pairs.iter().enumerate() {
+        if pairs[..i].iter().any(|(k2, _)| k2 == k) {
+            return None;
+        }
+    }
+    Some(pairs)
 }
 
 /// Encodes rows into COPY data and sends it; maps server errors back to input lines.
@@ -527,25 +629,13 @@ impl CopySink {
         Ok(w)
     }
 
-    fn encode_row(&mut self, values: &mut [Option<Value>], plan: &Plan, opts: &Options, line: u64, seg: Option<i32>) -> Result<()> {
+    fn encode_row(&mut self, cells: &mut [Option<Cell>], line: u64, seg: Option<i32>) {
         let nfields = self.cols.len() + 2 * seg.is_some() as usize;
         if self.binary {
             self.buf.extend_from_slice(&(nfields as i16).to_be_bytes());
         }
         for (pos, &i) in self.cols.iter().enumerate() {
-            let col = &plan.columns[i];
-            let given = values[i].take();
-            // Checked here so the staged path, where the server sees NULLs only at the
-            // merge, still names the line. A missing key with a default is not a NULL.
-            let null_given = given.as_ref().map_or(!col.has_default, Value::is_null);
-            let v = given.unwrap_or(Value::Null);
-            if null_given && col.not_null {
-                return Err(Error::Data(format!("line {line}, column '{}': null (or missing) in a NOT NULL column", col.name)));
-            }
-            let cell = match convert::convert(v.clone(), &col.kind, opts) {
-                Ok(c) => c,
-                Err(cause) => return Err(convert::conversion_error(line, &col.name, &v, &format!("{cause} (column type {})", col.type_name))),
-            };
+            let cell = cells[i].take().unwrap_or(Cell::Null);
             if self.binary {
                 convert::encode_binary(&cell, &mut self.buf);
             } else {
@@ -554,9 +644,6 @@ impl CopySink {
                 }
                 convert::encode_text(&cell, &mut self.buf);
             }
-        }
-        for v in values.iter_mut() {
-            *v = None;
         }
         if let Some(s) = seg {
             if self.binary {
@@ -574,7 +661,6 @@ impl CopySink {
         }
         self.recent_lines.push_back(line);
         self.rows_in_copy += 1;
-        Ok(())
     }
 
     fn maybe_flush(&mut self, w: &mut postgres::CopyInWriter) -> std::io::Result<()> {
@@ -631,7 +717,7 @@ impl CopySink {
                 let month = value.get(..7).unwrap_or("YYYY-MM");
                 Error::Data(format!(
                     "{at}: no partition of '{table}' accepts {col} = {value} (the month {month} has no partition); \
-                     create it with: pg-partition ensure {table} --from {month}"
+                     create it with: pg-partition ensure {table} --from {month}, or load with --ensure-partitions"
                 ))
             }
             "23505" => Error::Data(format!("{at}: duplicate key: {detail} (the stream or the table already holds this key)")),
@@ -686,6 +772,19 @@ fn merge_stage(
     mode: Mode,
     source_rows: i64,
 ) -> Result<(i64, i64, i64)> {
+    if key.is_empty() {
+        // Staged only to learn the partitions the rows need, into a table with no key:
+        // a plain insert (the table was empty, or --mode append).
+        let mut inserted = 0i64;
+        for (seg, sig) in segments.iter().enumerate() {
+            let cols: Vec<String> = (0..plan.columns.len()).filter(|i| !sig.contains(i)).map(|i| quote_ident(&plan.columns[i].name)).collect();
+            let list = cols.join(", ");
+            inserted += tx
+                .execute(&format!("INSERT INTO {qt} ({list}) SELECT {list} FROM {stage} WHERE _pgferry_seg = {seg}"), &[])
+                .map_err(|e| merge_error(qt, e))? as i64;
+        }
+        return Ok((inserted, 0, inserted));
+    }
     let key_list: Vec<String> = key.iter().map(|k| quote_ident(k)).collect();
     let key_sql = key_list.join(", ");
     let distinct: i64 = tx
@@ -735,7 +834,7 @@ fn merge_stage(
             (_, false) => format!("INSERT INTO {qt} ({list}) {select} AND NOT EXISTS (SELECT 1 FROM {qt} t WHERE {join}) RETURNING true"),
         };
         let counted = format!("WITH ins AS ({sql}) SELECT count(*) FILTER (WHERE ins.x) FROM ins AS ins(x)");
-        let n: i64 = tx.query_one(&counted, &[]).map_err(|e| merge_error(e))?.get(0);
+        let n: i64 = tx.query_one(&counted, &[]).map_err(|e| merge_error(qt, e))?.get(0);
         inserted += n;
     }
     let present_after: i64 = tx
@@ -748,7 +847,7 @@ fn merge_stage(
     Ok((inserted, source_rows - inserted, present_after))
 }
 
-fn merge_error(e: postgres::Error) -> Error {
+fn merge_error(table: &str, e: postgres::Error) -> Error {
     let Some(db) = e.as_db_error() else { return pg_error("merge staged rows", e) };
     let detail = db.detail().unwrap_or("");
     match db.code().code() {
@@ -758,10 +857,44 @@ fn merge_error(e: postgres::Error) -> Error {
         "23514" if db.message().starts_with("no partition") => {
             let (col, value) = parse_partition_detail(detail);
             let month = value.get(..7).unwrap_or("YYYY-MM");
-            Error::Data(format!("no partition accepts {col} = {value}; create it with: pg-partition ensure TABLE --from {month}"))
+            Error::Data(format!(
+                "no partition of {table} accepts {col} = {value} (the month {month} has no partition); \
+                 create it with: pg-partition ensure {} --from {month}, or load with --ensure-partitions",
+                table.replace("\"public\".", "").replace('"', "")
+            ))
         }
         _ => pg_error("merge staged rows", e),
     }
+}
+
+/// Creates the partitions the staged rows need (pg-partition's code path and lock).
+fn ensure_partitions(tx: &mut Transaction, table: &Table, stage: &str, interval: pgferry::partition::Interval, lock_timeout: u32) -> Result<String> {
+    use pgferry::partition;
+    let info = partition::inspect(tx, table)?;
+    let key = quote_ident(&info.key);
+    let row = tx
+        .query_one(
+            &format!(
+                "SELECT (extract(epoch FROM min({key})) * 1000000)::bigint, (extract(epoch FROM max({key})) * 1000000)::bigint \
+                 FROM {stage} WHERE {key} IS NOT NULL AND {key} NOT IN ('infinity', '-infinity')"
+            ),
+            &[],
+        )
+        .map_err(|e| pg_error("find the range of the partition key", e))?;
+    let (Some(min), Some(max)) = (row.get::<_, Option<i64>>(0), row.get::<_, Option<i64>>(1)) else {
+        return Ok(String::new());
+    };
+    partition::lock(tx, table, std::time::Duration::from_secs(lock_timeout as u64))?;
+    let opts = partition::EnsureOptions { interval, dry_run: false, limit: 1000 };
+    let report = partition::ensure(tx, table, interval.of_micros(min), interval.of_micros(max), &opts)?;
+    if report.created.is_empty() {
+        return Ok(String::new());
+    }
+    let names: Vec<&str> = report.created.iter().map(|c| c.name.as_str()).collect();
+    Ok(format!("; created partitions {}{}", names.join(", "), match report.moved() {
+        0 => String::new(),
+        n => format!(" ({n} rows moved out of the default partition)"),
+    }))
 }
 
 // ---------------------------------------------------------------- after the load

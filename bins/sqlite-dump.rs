@@ -212,11 +212,12 @@ fn dump_table<W: Write>(conn: &Connection, info: &TableInfo, a: &Args, out: W, d
     }
     let mut st = conn.prepare(&sql).map_err(|e| query_error(table, a, e))?;
     let mut rows = st.query([]).map_err(|e| query_error(table, a, e))?;
+    let keys: Vec<Vec<u8>> = columns.iter().map(|c| pgferry::stream::encode_key(c)).collect();
     let mut w = RowWriter::new(out);
     while let Some(row) = rows.next().map_err(|e| sq::sqlite_error(format!("read table '{table}'"), e))? {
         w.begin_row();
         for (i, col) in columns.iter().enumerate() {
-            w.key(col);
+            w.encoded_key(&keys[i]);
             let v = row.get_ref(i + 1).expect("column index in range");
             match v {
                 ValueRef::Null => w.null(),

@@ -151,18 +151,18 @@ pub enum Cell {
 
 /// Converts one stream value for a column of `kind`. The error text says what could not be
 /// read as what; the caller adds line, column and value.
-pub fn convert(v: Value, kind: &Kind, opts: &Options) -> std::result::Result<Cell, String> {
+pub fn convert(v: &Value, kind: &Kind, opts: &Options) -> std::result::Result<Cell, String> {
     if v.is_null() {
         return Ok(Cell::Null);
     }
     match kind {
         Kind::Text | Kind::Enum | Kind::Other(_) => to_text(v, opts).map(Cell::Text),
-        Kind::Bool => to_bool(&v).map(Cell::Bool),
-        Kind::Int2 => to_int(&v).and_then(|n| i16::try_from(n).map(Cell::Int2).map_err(|_| "out of range for smallint".into())),
-        Kind::Int4 => to_int(&v).and_then(|n| i32::try_from(n).map(Cell::Int4).map_err(|_| "out of range for integer".into())),
-        Kind::Int8 => to_int(&v).map(Cell::Int8),
-        Kind::Float8 => to_float(&v).map(Cell::Float8),
-        Kind::Float4 => to_float(&v).and_then(|f| {
+        Kind::Bool => to_bool(v).map(Cell::Bool),
+        Kind::Int2 => to_int(v).and_then(|n| i16::try_from(n).map(Cell::Int2).map_err(|_| "out of range for smallint".into())),
+        Kind::Int4 => to_int(v).and_then(|n| i32::try_from(n).map(Cell::Int4).map_err(|_| "out of range for integer".into())),
+        Kind::Int8 => to_int(v).map(Cell::Int8),
+        Kind::Float8 => to_float(v).map(Cell::Float8),
+        Kind::Float4 => to_float(v).and_then(|f| {
             let g = f as f32;
             if f.is_finite() && !g.is_finite() {
                 Err("out of range for real".into())
@@ -170,28 +170,32 @@ pub fn convert(v: Value, kind: &Kind, opts: &Options) -> std::result::Result<Cel
                 Ok(Cell::Float4(g))
             }
         }),
-        Kind::Numeric => to_numeric(&v).map(Cell::Numeric),
-        Kind::Bytea => to_bytes(&v).map(Cell::Bytes),
-        Kind::Uuid => to_uuid(&v).map(Cell::Uuid),
+        Kind::Numeric => to_numeric(v).map(Cell::Numeric),
+        Kind::Bytea => to_bytes(v).map(Cell::Bytes),
+        Kind::Uuid => to_uuid(v).map(Cell::Uuid),
         Kind::Json | Kind::Jsonb => {
             let text = to_json_text(v, opts)?;
             Ok(if *kind == Kind::Json { Cell::Json(text) } else { Cell::Jsonb(text) })
         }
-        Kind::Timestamptz => to_timestamp(&v, opts, true).map(Cell::Timestamptz),
-        Kind::Timestamp => to_timestamp(&v, opts, false).map(Cell::Timestamp),
-        Kind::Date => to_date(&v, opts).map(Cell::Date),
-        Kind::Time => to_time(&v).map(Cell::Time),
+        Kind::Timestamptz => to_timestamp(v, opts, true).map(Cell::Timestamptz),
+        Kind::Timestamp => to_timestamp(v, opts, false).map(Cell::Timestamp),
+        Kind::Date => to_date(v, opts).map(Cell::Date),
+        Kind::Time => to_time(v).map(Cell::Time),
         Kind::Array { elem, elem_oid } => {
+            let parsed;
             let items = match v {
                 Value::Array(a) => a,
-                Value::String(s) => match serde_json::from_str::<Value>(&s) {
-                    Ok(Value::Array(a)) => a,
+                Value::String(s) => match serde_json::from_str::<Value>(s) {
+                    Ok(Value::Array(a)) => {
+                        parsed = a;
+                        &parsed
+                    }
                     _ => return Err("expected a JSON array (or a string holding one)".into()),
                 },
-                other => return Err(format!("expected a JSON array, found {}", kind_name(&other))),
+                other => return Err(format!("expected a JSON array, found {}", kind_name(other))),
             };
             let mut cells = Vec::with_capacity(items.len());
-            for (i, item) in items.into_iter().enumerate() {
+            for (i, item) in items.iter().enumerate() {
                 if matches!(item, Value::Array(_)) && !matches!(**elem, Kind::Json | Kind::Jsonb) {
                     return Err("nested arrays are not supported; use a jsonb column".into());
                 }
@@ -202,9 +206,41 @@ pub fn convert(v: Value, kind: &Kind, opts: &Options) -> std::result::Result<Cel
     }
 }
 
-fn check_nul(s: String, opts: &Options) -> std::result::Result<String, String> {
+/// The common cases straight from a value's JSON text, without building a `Value`:
+/// `None` means "take the general path" (which also produces the error messages).
+pub fn convert_raw(raw: &str, kind: &Kind, opts: &Options) -> Option<Cell> {
+    let b = raw.as_bytes();
+    if raw == "null" {
+        return Some(Cell::Null);
+    }
+    // A string without escapes is its own text.
+    let plain_str = || (b.len() >= 2 && b[0] == b'"' && !b.contains(&b'\\')).then(|| &raw[1..raw.len() - 1]);
+    match kind {
+        Kind::Text | Kind::Enum | Kind::Other(_) => plain_str().map(|s| Cell::Text(s.to_string())),
+        Kind::Int8 => raw.parse::<i64>().ok().map(Cell::Int8),
+        Kind::Int4 => raw.parse::<i32>().ok().map(Cell::Int4),
+        Kind::Int2 => raw.parse::<i16>().ok().map(Cell::Int2),
+        Kind::Bool => match raw {
+            "true" => Some(Cell::Bool(true)),
+            "false" => Some(Cell::Bool(false)),
+            _ => None,
+        },
+        Kind::Float8 if b.first().is_some_and(|c| c.is_ascii_digit() || *c == b'-') => {
+            raw.parse::<f64>().ok().filter(|f| f.is_finite()).map(Cell::Float8)
+        }
+        Kind::Timestamptz | Kind::Timestamp => {
+            let p = timefmt::parse_timestamp(plain_str()?)?;
+            let tz = *kind == Kind::Timestamptz;
+            let micros = if tz { p.utc_micros(opts.assume_offset) } else { p.utc_micros(0) };
+            Some(if tz { Cell::Timestamptz(micros) } else { Cell::Timestamp(micros) })
+        }
+        _ => None,
+    }
+}
+
+fn check_nul(s: &str, opts: &Options) -> std::result::Result<String, String> {
     if !s.contains('\0') {
-        return Ok(s);
+        return Ok(s.to_string());
     }
     if opts.strip_nul {
         Ok(s.replace('\0', ""))
@@ -213,24 +249,26 @@ fn check_nul(s: String, opts: &Options) -> std::result::Result<String, String> {
     }
 }
 
-fn to_text(v: Value, opts: &Options) -> std::result::Result<String, String> {
+fn to_text(v: &Value, opts: &Options) -> std::result::Result<String, String> {
     match v {
         Value::String(s) => check_nul(s, opts),
         Value::Number(n) => Ok(n.to_string()),
         Value::Bool(b) => Ok(b.to_string()),
-        Value::Object(_) if as_bytes_form(&v).is_some() => {
+        Value::Object(_) if as_bytes_form(v).is_some() => {
             Err("a bytes value cannot go into a text column; use a bytea column".into())
         }
-        Value::Object(_) if as_float_form(&v).is_some() => match as_float_form(&v) {
+        Value::Object(_) if as_float_form(v).is_some() => match as_float_form(v) {
             Some(Ok(f)) => Ok(float_text(f)),
             _ => Err("unknown $float tag".into()),
         },
         other => {
-            let mut other = other;
-            if opts.strip_nul {
-                strip_nul_deep(&mut other);
-            }
-            let s = other.to_string();
+            let s = if opts.strip_nul {
+                let mut copy = other.clone();
+                strip_nul_deep(&mut copy);
+                copy.to_string()
+            } else {
+                other.to_string()
+            };
             check_nul_json(&s).map(|_| s)
         }
     }
@@ -399,18 +437,25 @@ fn to_uuid(v: &Value) -> std::result::Result<[u8; 16], String> {
     Ok(out)
 }
 
-fn to_json_text(v: Value, opts: &Options) -> std::result::Result<String, String> {
-    let mut parsed = match v {
-        Value::String(s) => match serde_json::from_str::<Value>(&s) {
-            Ok(p) => p,
+fn to_json_text(v: &Value, opts: &Options) -> std::result::Result<String, String> {
+    let parsed;
+    let value = match v {
+        Value::String(s) => match serde_json::from_str::<Value>(s) {
+            Ok(p) => {
+                parsed = p;
+                &parsed
+            }
             Err(e) => return Err(format!("text is not valid JSON ({e}); a json column takes an object, an array, or a string holding JSON")),
         },
         other => other,
     };
-    if opts.strip_nul {
-        strip_nul_deep(&mut parsed);
-    }
-    let s = parsed.to_string();
+    let s = if opts.strip_nul {
+        let mut copy = value.clone();
+        strip_nul_deep(&mut copy);
+        copy.to_string()
+    } else {
+        value.to_string()
+    };
     check_nul_json(&s)?;
     Ok(s)
 }
@@ -886,7 +931,7 @@ mod tests {
     use serde_json::json;
 
     fn conv(v: Value, k: Kind) -> std::result::Result<Cell, String> {
-        convert(v, &k, &Options { epoch: Some(EpochUnit::Seconds), ..Default::default() })
+        convert(&v, &k, &Options { epoch: Some(EpochUnit::Seconds), ..Default::default() })
     }
 
     #[test]
@@ -916,13 +961,13 @@ mod tests {
         assert_eq!(conv(json!("2024-01-05 12:00:00+02:00"), Kind::Timestamptz), Ok(Cell::Timestamptz(base)));
         assert_eq!(conv(json!(1704448800), Kind::Timestamptz), Ok(Cell::Timestamptz(base)));
         let ms = Options { epoch: Some(EpochUnit::Millis), ..Default::default() };
-        assert_eq!(convert(json!(1704448800123i64), &Kind::Timestamptz, &ms), Ok(Cell::Timestamptz(base + 123_000)));
+        assert_eq!(convert(&json!(1704448800123i64), &Kind::Timestamptz, &ms), Ok(Cell::Timestamptz(base + 123_000)));
         assert_eq!(conv(serde_json::from_str("1704448800.5").unwrap(), Kind::Timestamptz), Ok(Cell::Timestamptz(base + 500_000)));
-        assert!(convert(json!(1704448800), &Kind::Timestamptz, &Options::default()).unwrap_err().contains("--epoch-unit"));
+        assert!(convert(&json!(1704448800), &Kind::Timestamptz, &Options::default()).unwrap_err().contains("--epoch-unit"));
         let athens = Options { assume_offset: 7200, ..Default::default() };
-        assert_eq!(convert(json!("2024-01-05 12:00:00"), &Kind::Timestamptz, &athens), Ok(Cell::Timestamptz(base)));
+        assert_eq!(convert(&json!("2024-01-05 12:00:00"), &Kind::Timestamptz, &athens), Ok(Cell::Timestamptz(base)));
         // timestamp without time zone keeps zoneless text as written
-        assert_eq!(convert(json!("2024-01-05 10:00:00"), &Kind::Timestamp, &athens), Ok(Cell::Timestamp(base)));
+        assert_eq!(convert(&json!("2024-01-05 10:00:00"), &Kind::Timestamp, &athens), Ok(Cell::Timestamp(base)));
         assert!(conv(json!("yesterday-ish"), Kind::Timestamptz).unwrap_err().contains("as a timestamp"));
         assert_eq!(conv(json!("2024-01-05"), Kind::Date), Ok(Cell::Date(19727)));
         assert!(conv(json!("2024-01-05T10:00:00Z"), Kind::Date).is_err());
@@ -936,7 +981,7 @@ mod tests {
         assert!(conv(json!("not json"), Kind::Jsonb).is_err());
         assert!(conv(json!({"a": "x\u{0}y"}), Kind::Jsonb).unwrap_err().contains("--strip-nul"));
         let strip = Options { strip_nul: true, ..Default::default() };
-        assert_eq!(convert(json!({"a": "x\u{0}y"}), &Kind::Jsonb, &strip), Ok(Cell::Jsonb("{\"a\":\"xy\"}".into())));
+        assert_eq!(convert(&json!({"a": "x\u{0}y"}), &Kind::Jsonb, &strip), Ok(Cell::Jsonb("{\"a\":\"xy\"}".into())));
     }
 
     #[test]
@@ -944,6 +989,30 @@ mod tests {
         assert!(conv(json!("a\u{0}b"), Kind::Text).unwrap_err().contains("NUL"));
         assert!(conv(json!({"$base64": true, "encoded": "AA=="}), Kind::Text).is_err());
         assert_eq!(conv(json!(12), Kind::Text), Ok(Cell::Text("12".into())));
+    }
+
+    #[test]
+    fn the_fast_path_agrees_with_the_general_one() {
+        let opts = Options { assume_offset: 3600, ..Default::default() };
+        let cases = [
+            ("\"plain\"", Kind::Text),
+            ("\"2024-01-05 10:00:00\"", Kind::Timestamptz),
+            ("\"2024-01-05T10:00:00.5+02:00\"", Kind::Timestamp),
+            ("-9223372036854775808", Kind::Int8),
+            ("32767", Kind::Int2),
+            ("0.1", Kind::Float8),
+            ("-0.0", Kind::Float8),
+            ("true", Kind::Bool),
+            ("null", Kind::Jsonb),
+        ];
+        for (raw, kind) in cases {
+            let v: Value = serde_json::from_str(raw).unwrap();
+            assert_eq!(convert_raw(raw, &kind, &opts), Some(convert(&v, &kind, &opts).unwrap()), "{raw}");
+        }
+        // What the fast path leaves to the general one.
+        for (raw, kind) in [("\"esc\\n\"", Kind::Text), ("70000", Kind::Int2), ("\"yesterday\"", Kind::Timestamptz), ("1", Kind::Bool)] {
+            assert_eq!(convert_raw(raw, &kind, &opts), None, "{raw}");
+        }
     }
 
     #[test]

@@ -58,32 +58,25 @@ impl Error {
 
     /// Same kind, with `context: ` put in front of the message (uucore's `map_err_context`).
     pub fn context(self, context: impl fmt::Display) -> Error {
-        let wrap = |m: String| format!("{context}: {m}");
-        match self {
-            Error::Usage(m) => Error::Usage(wrap(m)),
-            Error::Data(m) => Error::Data(wrap(m)),
-            Error::NoInput(m) => Error::NoInput(wrap(m)),
-            Error::Unavailable(m) => Error::Unavailable(wrap(m)),
-            Error::Io(m) => Error::Io(wrap(m)),
-            Error::TempFail(m) => Error::TempFail(wrap(m)),
-            Error::CheckFailed(m) => Error::CheckFailed(wrap(m)),
-            Error::Interrupted(m) => Error::Interrupted(wrap(m)),
-            Error::BrokenPipe => Error::BrokenPipe,
-        }
+        self.map_message(|m| format!("{context}: {m}"))
     }
 
-    /// Same kind, with `suffix` appended (e.g. "; nothing was committed").
+    /// Same kind, with `suffix` appended (e.g. "; nothing was committed"), once.
     pub fn append(self, suffix: &str) -> Error {
-        let add = |m: String| if m.ends_with(suffix) { m } else { m + suffix };
+        self.map_message(|m| if m.ends_with(suffix) { m } else { m + suffix })
+    }
+
+    /// Same kind, message rewritten by `f`.
+    pub fn map_message(self, f: impl FnOnce(String) -> String) -> Error {
         match self {
-            Error::Usage(m) => Error::Usage(add(m)),
-            Error::Data(m) => Error::Data(add(m)),
-            Error::NoInput(m) => Error::NoInput(add(m)),
-            Error::Unavailable(m) => Error::Unavailable(add(m)),
-            Error::Io(m) => Error::Io(add(m)),
-            Error::TempFail(m) => Error::TempFail(add(m)),
-            Error::CheckFailed(m) => Error::CheckFailed(add(m)),
-            Error::Interrupted(m) => Error::Interrupted(add(m)),
+            Error::Usage(m) => Error::Usage(f(m)),
+            Error::Data(m) => Error::Data(f(m)),
+            Error::NoInput(m) => Error::NoInput(f(m)),
+            Error::Unavailable(m) => Error::Unavailable(f(m)),
+            Error::Io(m) => Error::Io(f(m)),
+            Error::TempFail(m) => Error::TempFail(f(m)),
+            Error::CheckFailed(m) => Error::CheckFailed(f(m)),
+            Error::Interrupted(m) => Error::Interrupted(f(m)),
             Error::BrokenPipe => Error::BrokenPipe,
         }
     }

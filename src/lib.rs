@@ -3,6 +3,8 @@
 pub mod cli;
 pub mod convert;
 pub mod error;
+pub mod firestore;
+pub mod partition;
 pub mod pg;
 pub mod plan;
 pub mod runlog;

@@ -60,8 +60,17 @@ impl RunLog {
             .iter()
             .map(|r| r.get(0))
             .collect();
-        let missing: Vec<&str> = COLUMNS.iter().map(|(n, _)| *n).filter(|n| !have.iter().any(|h| h == n)).collect();
-        if !missing.is_empty() {
+        let missing: Vec<&(&str, &str)> = COLUMNS.iter().filter(|(n, _)| !have.iter().any(|h| h == n)).collect();
+        let ours = ["tool", "target", "outcome"].iter().all(|c| have.iter().any(|h| h == c));
+        if !missing.is_empty() && ours {
+            // Written by an older pgferry: add what this version records.
+            for (n, t) in &missing {
+                client
+                    .batch_execute(&format!("ALTER TABLE {qt} ADD COLUMN IF NOT EXISTS {n} {}", t.replace(" NOT NULL", "")))
+                    .map_err(|e| pg_error(format!("upgrade the run log '{table}'"), e))?;
+            }
+        } else if !missing.is_empty() {
+            let missing: Vec<&str> = missing.iter().map(|(n, _)| *n).collect();
             return Err(Error::Usage(format!(
                 "the run log table '{table}' exists with other columns (missing: {}); pass --runs-table NAME to use another table",
                 missing.join(", ")

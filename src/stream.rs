@@ -44,6 +44,15 @@ impl<W: Write> RowWriter<W> {
         self.buf.push(b':');
     }
 
+    /// Starts a field whose key was encoded once with [`encode_key`] (hot loops).
+    pub fn encoded_key(&mut self, key: &[u8]) {
+        if !self.first_field {
+            self.buf.push(b',');
+        }
+        self.first_field = false;
+        self.buf.extend_from_slice(key);
+    }
+
     pub fn null(&mut self) {
         self.buf.extend_from_slice(b"null");
     }
@@ -53,7 +62,7 @@ impl<W: Write> RowWriter<W> {
     }
 
     pub fn int(&mut self, v: i64) {
-        let _ = write!(self.buf, "{v}");
+        write_i64(&mut self.buf, v);
     }
 
     pub fn float(&mut self, v: f64) {
@@ -82,6 +91,13 @@ impl<W: Write> RowWriter<W> {
         Ok(())
     }
 
+    /// Writes out the complete rows buffered so far (before reporting a failure, so the
+    /// output holds every row up to the last one received). Call between rows only.
+    pub fn flush(&mut self) -> Result<()> {
+        self.flush_buf()?;
+        self.out.flush().map_err(|e| Error::io("write to stdout", e))
+    }
+
     fn flush_buf(&mut self) -> Result<()> {
         self.out.write_all(&self.buf).map_err(|e| Error::io("write to stdout", e))?;
         self.buf.clear();
@@ -102,6 +118,33 @@ impl<W: Write> RowWriter<W> {
         self.out.flush().map_err(|e| Error::io("write to stdout", e))?;
         Ok(self.out)
     }
+}
+
+/// A key as JSON text followed by its colon, for [`RowWriter::encoded_key`].
+pub fn encode_key(key: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(key.len() + 3);
+    write_json_str(&mut out, key);
+    out.push(b':');
+    out
+}
+
+/// Decimal digits of an integer without going through `fmt`.
+pub fn write_i64(buf: &mut Vec<u8>, v: i64) {
+    let mut tmp = [0u8; 20];
+    let mut i = tmp.len();
+    let mut n = v.unsigned_abs();
+    loop {
+        i -= 1;
+        tmp[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if v < 0 {
+        buf.push(b'-');
+    }
+    buf.extend_from_slice(&tmp[i..]);
 }
 
 /// A JSON string with the escapes JSON requires (and nothing else escaped).
@@ -310,6 +353,15 @@ impl<R: BufRead> RowReader<R> {
 
     /// The next row; `Ok(None)` after a valid end (the end record, or EOF when not required).
     pub fn next_row(&mut self) -> Result<Option<Row>> {
+        match self.next_raw()? {
+            None => Ok(None),
+            Some((line, bytes)) => Ok(Some(Row { line, fields: parse_object(bytes, line)? })),
+        }
+    }
+
+    /// The next row as its line's bytes (valid UTF-8, not yet parsed), with every stream rule
+    /// but the row's own JSON checked: truncation, blank lines, the end record and its count.
+    pub fn next_raw(&mut self) -> Result<Option<(u64, &[u8])>> {
         if self.done {
             return Ok(None);
         }
@@ -321,7 +373,7 @@ impl<R: BufRead> RowReader<R> {
                 .map_err(|e| Error::io(format!("line {}: read stdin", self.line + 1), e))?;
             if n == 0 {
                 self.done = true;
-                return self.at_eof();
+                return self.at_eof().map(|_| None);
             }
             self.line += 1;
             if self.buf.last() != Some(&b'\n') && self.end.is_none() && self.require_end {
@@ -340,23 +392,32 @@ impl<R: BufRead> RowReader<R> {
                     self.line
                 )));
             }
-            let fields = parse_object(&self.buf, self.line)?;
-            if let Some(end) = end_record(&fields, self.line)? {
-                if end.rows != self.rows {
-                    return Err(Error::Data(format!(
-                        "line {}: the end record says {} rows but {} were read",
-                        self.line, end.rows, self.rows
-                    )));
+            if let Err(e) = std::str::from_utf8(&self.buf) {
+                return Err(Error::Data(format!(
+                    "line {}: invalid UTF-8 at byte {} of the line",
+                    self.line,
+                    e.valid_up_to() + 1
+                )));
+            }
+            if may_be_end_record(&self.buf) {
+                let fields = parse_object(&self.buf, self.line)?;
+                if let Some(end) = end_record(&fields, self.line)? {
+                    if end.rows != self.rows {
+                        return Err(Error::Data(format!(
+                            "line {}: the end record says {} rows but {} were read",
+                            self.line, end.rows, self.rows
+                        )));
+                    }
+                    self.end = Some(end);
+                    continue; // only blank lines may follow
                 }
-                self.end = Some(end);
-                continue; // only blank lines may follow
             }
             self.rows += 1;
-            return Ok(Some(Row { line: self.line, fields }));
+            return Ok(Some((self.line, &self.buf)));
         }
     }
 
-    fn at_eof(&mut self) -> Result<Option<Row>> {
+    fn at_eof(&mut self) -> Result<()> {
         if self.end.is_none() && self.require_end {
             return Err(Error::Data(format!(
                 "the stream ended after {} rows without its end record: the producer stopped early \
@@ -364,8 +425,24 @@ impl<R: BufRead> RowReader<R> {
                 self.rows
             )));
         }
-        Ok(None)
+        Ok(())
     }
+}
+
+/// Whether a line could be the end record: `{` then `"$end"` after optional whitespace.
+fn may_be_end_record(line: &[u8]) -> bool {
+    let mut i = 0;
+    while i < line.len() && line[i].is_ascii_whitespace() {
+        i += 1;
+    }
+    if line.get(i) != Some(&b'{') {
+        return false;
+    }
+    i += 1;
+    while i < line.len() && line[i].is_ascii_whitespace() {
+        i += 1;
+    }
+    line[i..].starts_with(b"\"$end\"")
 }
 
 /// Parses one line as a JSON object, with a line-numbered error.
@@ -492,6 +569,15 @@ mod tests {
             write_json_str(&mut b, s);
             let back: String = serde_json::from_slice(&b).unwrap();
             assert_eq!(back, s);
+        }
+    }
+
+    #[test]
+    fn integers_without_fmt() {
+        for v in [0, 7, -7, 10, i64::MAX, i64::MIN, 1234567890] {
+            let mut b = Vec::new();
+            write_i64(&mut b, v);
+            assert_eq!(String::from_utf8(b).unwrap(), v.to_string());
         }
     }
 

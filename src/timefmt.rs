@@ -221,27 +221,7 @@ impl Cursor<'_> {
 /// Formats microseconds since the Unix epoch as RFC 3339 UTC, with the fraction only as
 /// long as it needs to be (`2024-01-05T10:00:00Z`, `…:00.5Z`, `…:00.000001Z`).
 pub fn format_rfc3339_micros(micros: i64) -> String {
-    let days = micros.div_euclid(MICROS_PER_DAY);
-    let rem = micros.rem_euclid(MICROS_PER_DAY);
-    let (y, m, d) = civil_from_days(days);
-    let secs = rem / 1_000_000;
-    let frac = rem % 1_000_000;
-    let mut s = format!(
-        "{}-{:02}-{:02}T{:02}:{:02}:{:02}",
-        fmt_year(y),
-        m,
-        d,
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    );
-    if frac != 0 {
-        let f = format!("{frac:06}");
-        s.push('.');
-        s.push_str(f.trim_end_matches('0'));
-    }
-    s.push('Z');
-    s
+    format_rfc3339_nanos(micros.div_euclid(1_000_000), (micros.rem_euclid(1_000_000) * 1000) as u32)
 }
 
 /// Formats seconds + nanoseconds since the Unix epoch as RFC 3339 UTC with up to 9

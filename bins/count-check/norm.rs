@@ -96,7 +96,7 @@ pub fn from_value(v: Value, ct: Option<&ColType>, opts: &Options) -> Norm {
     let Some(ct) = ct else {
         return if v.is_null() { Norm::Null } else { Norm::Raw(v) };
     };
-    match convert::convert(v.clone(), &ct.kind, opts) {
+    match convert::convert(&v, &ct.kind, opts) {
         Ok(c) => from_cell(c, ct),
         Err(e) => Norm::Bad(v, format!("{e} (column type {})", ct.type_name)),
     }

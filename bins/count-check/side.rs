@@ -236,7 +236,7 @@ pub struct Job {
 }
 
 impl Job {
-    fn dest_name(&self, own: &str) -> Option<String> {
+    pub fn dest_name(&self, own: &str) -> Option<String> {
         if self.ignore.contains(own) {
             return None;
         }
@@ -249,7 +249,7 @@ impl Job {
 
     /// Finds the key's parts among the fields: a record without its key, or with a null
     /// or unreadable key, cannot be paired (bad data).
-    fn key_of(&self, fields: Vec<(Arc<str>, Norm)>, at: impl Fn() -> String) -> Result<Rec> {
+    pub fn key_of(&self, fields: Vec<(Arc<str>, Norm)>, at: impl Fn() -> String) -> Result<Rec> {
         let mut key_at = [0u16; MAX_KEY];
         for (j, k) in self.key.iter().enumerate() {
             match fields.iter().position(|(n, _)| &**n == k.as_str()) {
@@ -266,7 +266,7 @@ impl Job {
         Ok(Rec { fields, key_at, key_len: self.key.len() as u8 })
     }
 
-    fn wanted(&self, r: &Rec) -> bool {
+    pub fn wanted(&self, r: &Rec) -> bool {
         match &self.only {
             None => true,
             Some(keys) => keys.iter().any(|k| norm::cmp_key_iter(k.iter(), r.key()) == std::cmp::Ordering::Equal),
@@ -578,11 +578,13 @@ fn sqlite_norm(v: ValueRef, ct: Option<&ColType>, opts: &Options) -> Norm {
             Err(_) => Norm::Raw(bytes_value(t)),
         },
         (v, None) => norm::from_value(sqlite_value(v), None, opts),
-        (v, Some(kind)) => match pgferry::convert::convert(sqlite_value(v), kind, opts) {
-            Ok(c) => norm::from_cell(c, ct.expect("a kind comes with its type")),
-            // Built again only when it does not fit: the common case allocates once.
-            Err(e) => Norm::Bad(sqlite_value(v), format!("{e} (column type {})", ct.map(|c| c.type_name.as_str()).unwrap_or("?"))),
-        },
+        (v, Some(kind)) => {
+            let value = sqlite_value(v);
+            match pgferry::convert::convert(&value, kind, opts) {
+                Ok(c) => norm::from_cell(c, ct.expect("a kind comes with its type")),
+                Err(e) => Norm::Bad(value, format!("{e} (column type {})", ct.map(|c| c.type_name.as_str()).unwrap_or("?"))),
+            }
+        }
     }
 }
 

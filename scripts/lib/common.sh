@@ -33,17 +33,17 @@ pgferry::errexit() {
 trap pgferry::errexit ERR
 set -o errtrace
 
-# trap_add COMMAND: run COMMAND at exit as well as whatever was registered before.
+# trap_add COMMAND: run COMMAND at exit, after (LIFO) whatever was registered later.
+PGFERRY_EXIT_HOOKS=()
+pgferry::on_exit() {
+  local i
+  for ((i = ${#PGFERRY_EXIT_HOOKS[@]} - 1; i >= 0; i--)); do
+    eval "${PGFERRY_EXIT_HOOKS[i]}" || true
+  done
+}
 trap_add() {
-  local new="$1" old
-  old="$(trap -p EXIT | sed -e "s/^trap -- '//" -e "s/' EXIT\$//")"
-  if [[ -n "${old}" ]]; then
-    # shellcheck disable=SC2064
-    trap "${new}; ${old}" EXIT
-  else
-    # shellcheck disable=SC2064
-    trap "${new}" EXIT
-  fi
+  PGFERRY_EXIT_HOOKS+=("$1")
+  trap pgferry::on_exit EXIT
 }
 
 # need_cmd NAME...: die with 69 if a tool is missing.

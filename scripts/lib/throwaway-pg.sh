@@ -6,7 +6,7 @@
 # The server binaries of Debian's newest installed PostgreSQL.
 throwaway_pg_bindir() {
   local d
-  d="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
+  d="$(find /usr/lib/postgresql -mindepth 2 -maxdepth 2 -name bin -type d 2>/dev/null | sort -V | tail -n 1)"
   [[ -n "${d}" && -x "${d}/initdb" ]] || die 69 "no PostgreSQL server binaries under /usr/lib/postgresql (apt-get install -y postgresql)"
   printf '%s\n' "${d}"
 }

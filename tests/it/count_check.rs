@@ -409,3 +409,109 @@ fn lint_finds_the_seeds_checklist() {
     check(&pg, &["--lint", "pg:missing"]).expect(66);
     check(&pg, &["--lint", "sqlite:x:y"]).expect(64);
 }
+
+// ---------------------------------------------------------------- Firestore (emulator)
+
+use crate::fs_export::Fs;
+use serde_json::json;
+
+fn fs_s(v: &str) -> Value {
+    json!({"stringValue": v})
+}
+
+/// Customers in the emulator, exported by fs-export and loaded by pg-load: the sides of
+/// every Firestore pairing.
+struct FsTrio {
+    fs: Fs,
+    pg: Pg,
+    dir: TempDir,
+}
+
+impl FsTrio {
+    fn new() -> FsTrio {
+        let fs = Fs::new();
+        let pg = Pg::new();
+        let dir = TempDir::new();
+        pg.exec(
+            "CREATE TABLE customers (id text PRIMARY KEY, name text, n bigint, score double precision, active boolean,
+               created_at timestamptz, location jsonb, tags text[], contacts jsonb, avatar bytea, price numeric(10,2),
+               note text, added_at timestamptz DEFAULT now());
+             CREATE TABLE orders (customer_id text, id text, total numeric(12,2), PRIMARY KEY (customer_id, id));",
+        );
+        let mut docs = vec![];
+        // Ids whose byte order differs from other orders: upper case, digits, accents.
+        for (i, id) in ["B", "a", "10", "9", "é", "e", "cust-1"].iter().enumerate() {
+            docs.push((
+                format!("customers/{id}"),
+                json!({
+                    "name": fs_s(&format!("Όνομα {i}")), "n": {"integerValue": (9007199254740993i64 + i as i64).to_string()},
+                    "score": {"doubleValue": 0.1 + 0.2}, "active": {"booleanValue": i % 2 == 0},
+                    "created_at": {"timestampValue": format!("2024-01-05T10:00:0{i}.123456789Z")},
+                    "location": {"geoPointValue": {"latitude": 37.98, "longitude": 23.72}},
+                    "tags": {"arrayValue": {"values": [fs_s("church"), fs_s("bells")]}},
+                    "contacts": {"mapValue": {"fields": {"email": fs_s("a@example.org"), "primary": {"booleanValue": true}}}},
+                    "avatar": {"bytesValue": "AP8Q"}, "price": {"doubleValue": 12.5}, "note": {"nullValue": null},
+                    "legacy": {"booleanValue": true},
+                }),
+            ));
+            docs.push((format!("customers/{id}/orders/o{i}"), json!({"total": {"doubleValue": 10.5 + i as f64}})));
+        }
+        fs.put(docs);
+        let dump = fs.export().args(["customers", "--drop", "legacy"]).ok();
+        std::fs::write(dir.path("customers.ndjson"), &dump.out.stdout).unwrap();
+        cmd("pg-load").args(["--db", &pg.url, "customers"]).stdin(dump.out.stdout).ok();
+        let orders = fs.export().args(["--group", "orders", "--parent-field", "customer_id"]).ok();
+        cmd("pg-load").args(["--db", &pg.url, "orders"]).stdin(orders.out.stdout).ok();
+        FsTrio { fs, pg, dir }
+    }
+
+    fn check(&self, args: &[&str]) -> Cmd {
+        check(&self.pg, &["--project", &self.fs.project]).args(args)
+    }
+}
+
+#[test]
+fn firestore_sides_in_every_pairing() {
+    let t = FsTrio::new();
+    let nd = format!("ndjson:{}", t.dir.str("customers.ndjson"));
+    let pairs: [(&str, &str); 4] =
+        [("firestore:customers", "pg:customers"), ("firestore:customers", &nd), (&nd, "firestore:customers"), ("firestore:customers", "firestore:customers")];
+    for (a, b) in pairs {
+        for mode in [&[][..], &["--full"][..], &["--sample", "3", "--seed", "5"][..]] {
+            let r = t.check(&["--ignore", "legacy"]).args(mode).args([a, b]).run();
+            assert_eq!(r.code(), 0, "{a} {b} {mode:?}\n{}", r.describe());
+            assert_eq!(report(&r)["source_rows"], 7);
+        }
+    }
+    let r = t.check(&["--full", "--ignore", "legacy", "firestore:customers", "pg:customers"]).ok();
+    r.stderr_has(&["Source: 7 docs → Postgres: 7 rows ✓"]);
+    // The dropped field is a difference unless ignored.
+    let r = t.check(&["--full", "firestore:customers", "pg:customers"]).expect(1);
+    assert_eq!(report(&r)["unmatched_columns"], json!(["legacy"]));
+    // A collection group, keyed by parent and id; one document.
+    t.check(&["--full", "--parent-field", "customer_id", "--key", "customer_id,id", "firestore-group:orders", "pg:orders"]).ok();
+    t.check(&["firestore-doc:customers/a", "ndjson:-"]).stdin("{\"id\":\"a\"}\n{\"$end\":{\"rows\":1}}\n").ok();
+    t.check(&["firestore-doc:customers/zzz", "pg:customers"]).expect(66);
+}
+
+#[test]
+fn firestore_differences_and_an_unreachable_emulator() {
+    let t = FsTrio::new();
+    t.pg.exec("UPDATE customers SET created_at = created_at + interval '1 microsecond' WHERE id = 'B';
+               UPDATE customers SET location = '{\"lng\": 23.72, \"lat\": 37.98}' WHERE id = 'a';
+               DELETE FROM customers WHERE id = '9';");
+    let r = t.check(&["--full", "--ignore", "legacy", "firestore:customers", "pg:customers"]).expect(1);
+    let rep = report(&r);
+    assert_eq!((rep["missing"].as_u64(), rep["extra"].as_u64(), rep["changed"].as_u64()), (Some(1), Some(0), Some(1)));
+    assert_eq!(rep["missing_keys"], json!([{"id": "9"}]));
+    assert_eq!(rep["changed_records"][0]["key"], json!({"id": "B"}));
+    assert_eq!(rep["changed_records"][0]["fields"][0]["field"], "created_at");
+    // Firestore keeps microseconds (the emulator too): .123456789 is stored as .123456.
+    assert_eq!(rep["changed_records"][0]["fields"][0]["source"], "2024-01-05T10:00:00.123456Z");
+    assert_eq!(rep["changed_records"][0]["fields"][0]["dest"], "2024-01-05T10:00:00.123457Z");
+    let r = cmd("count-check")
+        .args(["--db", &t.pg.url, "--project", &t.fs.project, "--retries", "1", "firestore:customers", "pg:customers"])
+        .env("FIRESTORE_EMULATOR_HOST", "127.0.0.1:1")
+        .expect(69);
+    assert_eq!(report(&r)["exit"], 69);
+}

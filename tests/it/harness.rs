@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
-fn unique(prefix: &str) -> String {
+pub fn unique(prefix: &str) -> String {
     let n = COUNTER.fetch_add(1, Ordering::SeqCst);
     let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() % 1_000_000_000;
     format!("{prefix}_{}_{n}_{t}", std::process::id())
@@ -127,6 +127,8 @@ pub fn bin(name: &str) -> PathBuf {
         "sqlite-dump" => env!("CARGO_BIN_EXE_sqlite-dump"),
         "pg-load" => env!("CARGO_BIN_EXE_pg-load"),
         "count-check" => env!("CARGO_BIN_EXE_count-check"),
+        "pg-partition" => env!("CARGO_BIN_EXE_pg-partition"),
+        "fs-export" => env!("CARGO_BIN_EXE_fs-export"),
         other => panic!("unknown binary {other}"),
     };
     PathBuf::from(p)
@@ -143,6 +145,16 @@ pub fn cmd(name: &str) -> Cmd {
     let mut c = Command::new(bin(name));
     // Tests never inherit the developer's connection settings.
     for k in ["DATABASE_URL", "PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE", "PGSSLMODE", "PGSSLROOTCERT"] {
+        c.env_remove(k);
+    }
+    // Nor their Google credentials or project (FIRESTORE_EMULATOR_HOST is the test's own).
+    for k in [
+        "GOOGLE_APPLICATION_CREDENTIALS",
+        "GOOGLE_OAUTH_ACCESS_TOKEN",
+        "GOOGLE_CLOUD_PROJECT",
+        "GCLOUD_PROJECT",
+        "CLOUDSDK_CORE_PROJECT",
+    ] {
         c.env_remove(k);
     }
     Cmd { cmd: c, stdin: None, display: name.to_string() }
@@ -163,6 +175,10 @@ impl Cmd {
     }
     pub fn env(mut self, k: &str, v: impl AsRef<std::ffi::OsStr>) -> Cmd {
         self.cmd.env(k, v);
+        self
+    }
+    pub fn env_remove(mut self, k: &str) -> Cmd {
+        self.cmd.env_remove(k);
         self
     }
     pub fn stdin(mut self, data: impl Into<Vec<u8>>) -> Cmd {

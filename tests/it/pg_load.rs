@@ -196,14 +196,27 @@ fn children_before_parents_with_defer_fks() {
 }
 
 #[test]
-fn a_missing_partition_is_named_and_nothing_commits() {
+fn a_missing_partition_is_named_nothing_commits_and_ensure_partitions_creates_it() {
     let pg = Pg::new();
     pg.exec("CREATE TABLE device_logs (id bigint, received_at timestamptz NOT NULL, PRIMARY KEY (id, received_at)) PARTITION BY RANGE (received_at);
              CREATE TABLE device_logs_2024_01 PARTITION OF device_logs FOR VALUES FROM ('2024-01-01') TO ('2024-02-01');");
     let input = stream(&[r#"{"id":1,"received_at":"2024-01-05T00:00:00Z"}"#, r#"{"id":2,"received_at":"2024-03-05T00:00:00Z"}"#]);
-    let r = load(&pg, "device_logs", input, &[]).expect(65);
+    let r = load(&pg, "device_logs", input.clone(), &[]).expect(65);
     r.stderr_has(&["line 2", "no partition of 'device_logs'", "2024-03", "pg-partition ensure device_logs --from 2024-03"]);
     assert_eq!(pg.count("device_logs"), 0);
+    // The staged path (the table has rows) names the month too.
+    pg.exec("INSERT INTO device_logs VALUES (100, '2024-01-02')");
+    load(&pg, "device_logs", input.clone(), &[]).expect(65).stderr_has(&["2024-03", "pg-partition ensure device_logs --from 2024-03"]);
+    assert_eq!(pg.count("device_logs"), 1);
+    // --ensure-partitions creates what the rows need, with pg-partition's names, in the load's transaction.
+    let more = stream(&[r#"{"id":1,"received_at":"2024-01-05T00:00:00Z"}"#, r#"{"id":2,"received_at":"2024-03-05T00:00:00Z"}"#, r#"{"id":3,"received_at":"2023-12-31T23:59:59.999999Z"}"#]);
+    load(&pg, "device_logs", more.clone(), &["--ensure-partitions"]).ok().stderr_has(&["Source: 3 rows → Postgres: 3 rows ✓", "created partitions device_logs_2023_12, device_logs_2024_02, device_logs_2024_03"]);
+    assert_eq!(pg.rows("SELECT tableoid::regclass::text, id FROM device_logs ORDER BY id"),
+        vec!["device_logs_2024_01|1", "device_logs_2024_03|2", "device_logs_2023_12|3", "device_logs_2024_01|100"]);
+    load(&pg, "device_logs", more, &["--ensure-partitions"]).ok().stderr_has(&["0 rows inserted, 3 already present"]);
+    // A dry run creates nothing.
+    load(&pg, "device_logs", stream(&[r#"{"id":9,"received_at":"2025-06-01T00:00:00Z"}"#]), &["--ensure-partitions", "--dry-run"]).ok();
+    assert_eq!(pg.one("SELECT count(*) FROM pg_inherits WHERE inhparent = 'device_logs'::regclass"), "4");
 }
 
 #[test]
