@@ -19,6 +19,8 @@ mod norm;
 mod pgbin;
 #[path = "count-check/side.rs"]
 mod side;
+#[path = "count-check/spool.rs"]
+mod spool;
 
 use norm::{ColType, Norm};
 use side::{Ctx, Feed, Job, Rec, Spec};
@@ -455,7 +457,7 @@ fn compare(c: &Check, source: Spec, dest: Spec) -> Result<Found> {
         dest_cols = Some(set);
     }
     let types = Arc::new(types);
-    let sjob = Job {
+    let mut sjob = Job {
         spec: source.clone(),
         ctx: c.ctx.clone(),
         meta: smeta,
@@ -464,8 +466,10 @@ fn compare(c: &Check, source: Spec, dest: Spec) -> Result<Found> {
         key: key.clone(),
         types: types.clone(),
         only: None,
+        sort: false,
+        unsorted: Default::default(),
     };
-    let djob = Job {
+    let mut djob = Job {
         spec: dest.clone(),
         ctx: c.ctx.clone(),
         meta: dmeta,
@@ -474,20 +478,53 @@ fn compare(c: &Check, source: Spec, dest: Spec) -> Result<Found> {
         key: key.clone(),
         types,
         only: None,
+        sort: false,
+        unsorted: Default::default(),
     };
     let cmp = Compare { key: &key, strict: o.strict, dest_cols: dest_cols.as_ref(), examples: o.examples };
+    loop {
+        let mut f = Found { unmatched: found.unmatched.clone(), dest_only: found.dest_only.clone(), ..Found::default() };
+        sjob.unsorted = Default::default();
+        djob.unsorted = Default::default();
+        let e = match attempt(c, &sjob, &djob, &cmp, &mut f) {
+            Ok(()) => return Ok(f),
+            Err(e) => e,
+        };
+        // A stream or Firestore side out of key order is sorted in a temporary file, once.
+        let mut again = false;
+        for (job, text) in [(&mut sjob, &c.source_text), (&mut djob, &c.dest_text)] {
+            let sortable = match &job.spec {
+                Spec::Ndjson { file } => file != "-",
+                Spec::Firestore { .. } => true,
+                _ => false,
+            };
+            if sortable && !job.sort && job.unsorted.load(std::sync::atomic::Ordering::SeqCst) {
+                note!(TOOL, "{text}: not in key order; sorting it in a temporary file and comparing again");
+                job.sort = true;
+                again = true;
+            }
+        }
+        if !again {
+            return Err(e);
+        }
+    }
+}
+
+/// One comparison run of the mode's kind.
+fn attempt(c: &Check, sjob: &Job, djob: &Job, cmp: &Compare, found: &mut Found) -> Result<()> {
+    let o = &c.opts;
     match o.mode {
         Mode::Full => {
-            let mut s = side::spawn(sjob, c.source_text.clone());
-            let mut d = side::spawn(djob, c.dest_text.clone());
-            merge(&mut s, &mut d, &cmp, &mut found, true)?;
+            let mut s = side::spawn(sjob.clone(), c.source_text.clone());
+            let mut d = side::spawn(djob.clone(), c.dest_text.clone());
+            merge(&mut s, &mut d, cmp, found, true)?;
             found.source_rows = s.rows;
             found.dest_rows = d.rows;
         }
         Mode::Sample(n) => {
             let seed = o.seed.unwrap_or_else(|| pgferry::timefmt::now_micros() as u64 % 1_000_000_000);
             found.seed = Some(seed);
-            let mut s = side::spawn(sjob, c.source_text.clone());
+            let mut s = side::spawn(sjob.clone(), c.source_text.clone());
             let mut rng = SplitMix(seed);
             let mut pick: Vec<Rec> = Vec::with_capacity(n);
             let mut seen: u64 = 0;
@@ -506,15 +543,15 @@ fn compare(c: &Check, source: Spec, dest: Spec) -> Result<Found> {
             found.source_rows = seen;
             found.sampled = Some(pick.len() as u64);
             let keys: Vec<Vec<Norm>> = pick.iter().map(Rec::key_vec).collect();
-            let djob = Job { only: Some(Arc::new(keys)), ..djob };
+            let djob = Job { only: Some(Arc::new(keys)), ..djob.clone() };
             let mut d = side::spawn(djob, c.dest_text.clone());
             let mut s = side::feed_of(pick, c.source_text.clone());
-            merge(&mut s, &mut d, &cmp, &mut found, false)?;
+            merge(&mut s, &mut d, cmp, found, false)?;
             found.dest_rows = d.rows;
         }
         Mode::Count => unreachable!("counts do not compare records"),
     }
-    Ok(found)
+    Ok(())
 }
 
 struct Compare<'a> {

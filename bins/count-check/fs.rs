@@ -2,14 +2,11 @@
 //! documents read in name order at one read time, each turned into the row fs-export writes
 //! (the id under `--id-field`, then `--parent-field`/`--path-field`, then the fields).
 
-use crate::norm;
-use crate::side::{Ctx, FsKind, Job, Out, Rec, Spec, Stop};
+use crate::side::{Ctx, FsKind, Job, Out, RowNorm, Spec, Stop};
 use pgferry::cli;
 use pgferry::firestore::{self as fsx, Client, ConnectOptions, Doc, QueryOptions, QueryState, Scope, Sink, ValueOptions};
 use pgferry::{Error, Result};
 use serde_json::Value;
-use std::collections::HashMap;
-use std::sync::Arc;
 
 /// How Firestore documents become records: fs-export's options that shape a row.
 #[derive(Debug, Clone)]
@@ -109,15 +106,27 @@ pub fn read(job: &Job, out: &mut Out) -> std::result::Result<(), Stop> {
     };
     let q = QueryOptions { page_size: 1000, read_time: None, start_after: None, fields: None };
     let mut st = QueryState::default();
-    let mut sink = Docs { job, out, names: HashMap::new(), stopped: false };
+    let spool = if job.sort {
+        match crate::spool::Spool::new() {
+            Ok(s) => Some(s),
+            Err(e) => return Err(out.fail(e)),
+        }
+    } else {
+        None
+    };
+    let mut sink = Docs { job, out, rows: RowNorm::default(), stopped: false, spool };
     let r = client.export(&scope, &q, &mut st, &mut sink);
     let stopped = sink.stopped;
+    let spool = sink.spool.take();
     match r {
         Ok(()) if matches!(scope, Scope::Document(_)) && st.documents == 0 => {
             let p = scope.name().to_string();
             Err(out.fail(Error::NoInput(format!("document '{p}' does not exist"))))
         }
-        Ok(()) => Ok(()),
+        Ok(()) => match spool {
+            Some(sp) => crate::side::drain_spool(job, out, sp, &format!("{} '{}' (sorted)", scope.kind(), scope.name())),
+            None => Ok(()),
+        },
         Err(_) if stopped => Err(Stop),
         Err(e) => Err(out.fail(e.context(format!("read {} '{}'", scope.kind(), scope.name())))),
     }
@@ -126,53 +135,38 @@ pub fn read(job: &Job, out: &mut Out) -> std::result::Result<(), Stop> {
 struct Docs<'a, 'b> {
     job: &'a Job,
     out: &'b mut Out,
-    names: HashMap<String, Option<Arc<str>>>,
+    rows: RowNorm,
     /// The feed stopped (its error is sent, or the merge ended): end the export.
     stopped: bool,
-}
-
-impl Docs<'_, '_> {
-    fn name(&mut self, k: &str) -> Option<Arc<str>> {
-        if let Some(n) = self.names.get(k) {
-            return n.clone();
-        }
-        let n = self.job.dest_name(k).map(Arc::<str>::from);
-        self.names.insert(k.to_string(), n.clone());
-        n
-    }
-
-    fn push(&mut self, fields: &mut Vec<(Arc<str>, norm::Norm)>, k: &str, v: Value) {
-        if let Some(name) = self.name(k) {
-            let ct = self.job.types.get(&*name);
-            fields.push((name, norm::from_value(v, ct, &self.job.ctx.opts)));
-        }
-    }
+    spool: Option<crate::spool::Spool>,
 }
 
 impl Sink for Docs<'_, '_> {
     fn document(&mut self, d: &Doc) -> Result<()> {
         let o = &self.job.ctx.fs;
         let segs: Vec<&str> = d.path.split('/').collect();
-        let mut fields = Vec::with_capacity(d.fields.len() + 3);
-        let mut meta: Vec<(String, Value)> = vec![(o.id_field.clone(), Value::from(segs[segs.len() - 1]))];
+        let mut row: Vec<(String, Value)> = Vec::with_capacity(d.fields.len() + 3);
+        row.push((o.id_field.clone(), Value::from(segs[segs.len() - 1])));
         if let Some(k) = &o.parent_field {
-            meta.push((k.clone(), if segs.len() >= 4 { Value::from(segs[segs.len() - 3]) } else { Value::Null }));
+            row.push((k.clone(), if segs.len() >= 4 { Value::from(segs[segs.len() - 3]) } else { Value::Null }));
         }
         if let Some(k) = &o.path_field {
-            meta.push((k.clone(), Value::from(d.path)));
+            row.push((k.clone(), Value::from(d.path)));
         }
-        for (k, v) in &meta {
-            self.push(&mut fields, k, v.clone());
-        }
+        let meta = row.len();
         for (k, v) in d.fields {
-            if meta.iter().any(|(m, _)| m == k) {
+            if row[..meta].iter().any(|(m, _)| m == k) {
                 continue; // fs-export refuses a field that disagrees with its key; the key wins here
             }
             let conv = fsx::stream_value(v, ValueOptions { ref_paths: o.ref_paths })
                 .map_err(|e| Error::Data(format!("document '{}', field '{k}': {e}", d.path)))?;
-            self.push(&mut fields, k, conv);
+            row.push((k.clone(), conv));
         }
-        let rec: Rec = self.job.key_of(fields, || format!("document '{}'", d.path))?;
+        let text = self.spool.as_ref().map(|_| Value::Object(row.iter().cloned().collect()).to_string());
+        let rec = self.rows.rec(self.job, row, || format!("document '{}'", d.path))?;
+        if let (Some(sp), Some(text)) = (self.spool.as_mut(), text) {
+            return sp.add(rec.key(), &text);
+        }
         if self.job.only.is_some() && !self.job.wanted(&rec) {
             return Ok(());
         }

@@ -233,6 +233,10 @@ pub struct Job {
     pub types: Arc<HashMap<String, ColType>>,
     /// Read only these keys (sample look-ups); `None` reads everything.
     pub only: Option<Arc<Vec<Vec<Norm>>>>,
+    /// Sort the rows in a temporary file first (a stream or Firestore side found out of order).
+    pub sort: bool,
+    /// Set by the reader when a record came out of key order.
+    pub unsorted: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Job {
@@ -338,7 +342,8 @@ pub fn spawn(job: Job, label: String) -> Feed {
     let (tx, rx) = sync_channel::<Result<Vec<Rec>>>(8);
     let (back, trash) = channel::<Vec<Rec>>();
     let handle = std::thread::spawn(move || {
-        let mut out = Out { tx, batch: Vec::with_capacity(BATCH), trash, last: None, label };
+        let unsorted = job.unsorted.clone();
+        let mut out = Out { tx, batch: Vec::with_capacity(BATCH), trash, last: None, label, unsorted };
         let r = match &job.spec {
             Spec::Sqlite { .. } => read_sqlite(&job, &mut out),
             Spec::Pg { .. } => read_pg(&job, &mut out),
@@ -365,6 +370,7 @@ pub struct Out {
     /// The key of the last record of the previous batch, for the order check.
     last: Option<Vec<Norm>>,
     label: String,
+    unsorted: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Out {
@@ -388,6 +394,7 @@ impl Out {
                     return Err(self.fail(e));
                 }
                 std::cmp::Ordering::Greater => {
+                    self.unsorted.store(true, std::sync::atomic::Ordering::SeqCst);
                     let e = Error::Data(format!(
                         "{}: records are not in key order ({} comes after {}); count-check reads both sides sorted by \
                          the key (numbers by value, text by bytes): sort the stream by its key, or check that the \
@@ -674,38 +681,83 @@ fn read_pg(job: &Job, out: &mut Out) -> std::result::Result<(), Stop> {
 
 // ---------------------------------------------------------------- NDJSON
 
+/// Stream rows (field name → stream value) into records, names interned once.
+#[derive(Default)]
+pub struct RowNorm {
+    interned: HashMap<String, Option<Arc<str>>>,
+}
+
+impl RowNorm {
+    pub fn rec(&mut self, job: &Job, row: impl IntoIterator<Item = (String, Value)>, at: impl Fn() -> String) -> Result<Rec> {
+        let row = row.into_iter();
+        let mut fields = Vec::with_capacity(row.size_hint().0);
+        for (k, v) in row {
+            let name = match self.interned.get(&k) {
+                Some(n) => n.clone(),
+                None => {
+                    let n = job.dest_name(&k).map(Arc::<str>::from);
+                    self.interned.insert(k, n.clone());
+                    n
+                }
+            };
+            let Some(name) = name else { continue };
+            let ct = job.types.get(&*name);
+            fields.push((name, norm::from_value(v, ct, &job.ctx.opts)));
+        }
+        job.key_of(fields, at)
+    }
+}
+
+/// Rows that were spooled for sorting, read back in key order into the feed.
+pub fn drain_spool(job: &Job, out: &mut Out, spool: crate::spool::Spool, what: &str) -> std::result::Result<(), Stop> {
+    let mut rn = RowNorm::default();
+    let mut stopped = false;
+    let r = spool.drain(|line| {
+        let row: serde_json::Map<String, Value> =
+            serde_json::from_str(&line).map_err(|e| Error::Io(format!("read the temporary sort file: {e}")))?;
+        let rec = rn.rec(job, row, || what.to_string())?;
+        if job.only.is_some() && !job.wanted(&rec) {
+            return Ok(true);
+        }
+        if out.push(rec).is_err() {
+            stopped = true;
+            return Ok(false);
+        }
+        Ok(true)
+    });
+    match r {
+        Ok(()) if stopped => Err(Stop),
+        Ok(()) => Ok(()),
+        Err(e) => Err(out.fail(e)),
+    }
+}
+
 fn read_ndjson(job: &Job, out: &mut Out) -> std::result::Result<(), Stop> {
     let Spec::Ndjson { file } = &job.spec else { unreachable!() };
     let input = guard(out, open_stream(file))?;
     let mut r = RowReader::new(input, job.ctx.require_end);
-    let mut interned: HashMap<String, Option<Arc<str>>> = HashMap::new();
-    let opts = &job.ctx.opts;
+    let mut rn = RowNorm::default();
+    let mut spool = if job.sort { Some(guard(out, crate::spool::Spool::new())?) } else { None };
     loop {
         let row = match r.next_row() {
             Ok(Some(row)) => row,
             Ok(None) => break,
             Err(e) => return Err(out.fail(e.context(format!("ndjson '{file}'")))),
         };
-        let mut fields = Vec::with_capacity(row.fields.len());
-        for (k, v) in row.fields {
-            let name = match interned.get(&k) {
-                Some(n) => n.clone(),
-                None => {
-                    let n = job.dest_name(&k).map(Arc::<str>::from);
-                    interned.insert(k, n.clone());
-                    n
-                }
-            };
-            let Some(name) = name else { continue };
-            let ct = job.types.get(&*name);
-            fields.push((name, norm::from_value(v, ct, opts)));
-        }
         let line = row.line;
-        let rec = guard(out, job.key_of(fields, || format!("ndjson '{file}', line {line}")))?;
+        let text = spool.as_ref().map(|_| Value::Object(row.fields.clone()).to_string());
+        let rec = guard(out, rn.rec(job, row.fields, || format!("ndjson '{file}', line {line}")))?;
+        if let (Some(sp), Some(text)) = (spool.as_mut(), text) {
+            guard(out, sp.add(rec.key(), &text))?;
+            continue;
+        }
         if job.only.is_some() && !job.wanted(&rec) {
             continue;
         }
         out.push(rec)?;
     }
-    Ok(())
+    match spool {
+        Some(sp) => drain_spool(job, out, sp, &format!("ndjson '{file}' (sorted)")),
+        None => Ok(()),
+    }
 }

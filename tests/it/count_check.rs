@@ -318,9 +318,18 @@ fn exit_codes_a_missing_table_or_server_is_not_a_mismatch() {
     std::fs::write(t.dir.path("cut.ndjson"), "{\"id\":1}\n").unwrap();
     check(&t.pg, &[&format!("ndjson:{}", t.dir.str("cut.ndjson")), "pg:e"]).expect(65).stderr_has(&["without its end record"]);
     check(&t.pg, &["--no-end-record", &format!("ndjson:{}", t.dir.str("cut.ndjson")), "pg:e"]).ok();
-    std::fs::write(t.dir.path("unsorted.ndjson"), "{\"id\":2}\n{\"id\":1}\n{\"$end\":{\"rows\":2}}\n").unwrap();
+    // A stream out of key order is sorted in a temporary file; from stdin it cannot be.
+    let unsorted = "{\"id\":2}\n{\"id\":1}\n{\"$end\":{\"rows\":2}}\n";
+    std::fs::write(t.dir.path("unsorted.ndjson"), unsorted).unwrap();
     t.pg.exec("INSERT INTO e VALUES (2)");
-    check(&t.pg, &["--full", &format!("ndjson:{}", t.dir.str("unsorted.ndjson")), "pg:e"]).expect(65).stderr_has(&["not in key order"]);
+    check(&t.pg, &["--full", &format!("ndjson:{}", t.dir.str("unsorted.ndjson")), "pg:e"])
+        .ok()
+        .stderr_has(&["not in key order; sorting it in a temporary file"]);
+    check(&t.pg, &["--sample", "1", &format!("ndjson:{}", t.dir.str("unsorted.ndjson")), "pg:e"]).ok();
+    check(&t.pg, &["--full", "ndjson:-", "pg:e"]).stdin(unsorted).expect(65).stderr_has(&["not in key order (1 comes after 2)"]);
+    // A key twice cannot be paired.
+    std::fs::write(t.dir.path("twice.ndjson"), "{\"id\":1}\n{\"id\":1}\n{\"$end\":{\"rows\":2}}\n").unwrap();
+    check(&t.pg, &["--full", &format!("ndjson:{}", t.dir.str("twice.ndjson")), "pg:e"]).expect(65).stderr_has(&["the key 1 appears twice"]);
 }
 
 #[test]
@@ -490,6 +499,10 @@ fn firestore_sides_in_every_pairing() {
     assert_eq!(report(&r)["unmatched_columns"], json!(["legacy"]));
     // A collection group, keyed by parent and id; one document.
     t.check(&["--full", "--parent-field", "customer_id", "--key", "customer_id,id", "firestore-group:orders", "pg:orders"]).ok();
+    // Keyed by the id alone, a group is not in key order (it comes by parent): it is sorted.
+    t.check(&["--full", "--parent-field", "customer_id", "--key", "id", "firestore-group:orders", "pg:orders"])
+        .ok()
+        .stderr_has(&["firestore-group:orders: not in key order; sorting it"]);
     t.check(&["firestore-doc:customers/a", "ndjson:-"]).stdin("{\"id\":\"a\"}\n{\"$end\":{\"rows\":1}}\n").ok();
     t.check(&["firestore-doc:customers/zzz", "pg:customers"]).expect(66);
 }
