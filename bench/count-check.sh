@@ -77,8 +77,7 @@ main() {
   BIN="$(pwd)/target/release"
   WORK="$(mktemp -d /tmp/pgferry-bench.XXXXXX)"
   chmod 755 "${WORK}"
-  # mktemp's name has no blanks; unquoted, it survives being composed into the EXIT trap.
-  trap_add "rm -rf ${WORK}"
+  trap_add "rm -rf '${WORK}'"
   throwaway_pg_start "-c shared_buffers=256MB -c max_wal_size=4GB"
   local db="${WORK}/logs.sqlite" small="${WORK}/small.sqlite" small_rows=$((ROWS / 10))
   log "generating and loading ${ROWS} rows"

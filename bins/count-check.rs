@@ -640,7 +640,10 @@ fn key_json<'a>(names: &[String], key: impl Iterator<Item = &'a Norm>) -> Value 
 /// Where the destination record holds each source field, learned from the records before:
 /// both sides name fields with shared strings, so a hit costs two pointer comparisons.
 #[derive(Default)]
-struct FieldCache(Vec<Option<(Arc<str>, Option<(Arc<str>, usize)>)>>);
+struct FieldCache(Vec<Option<CachedField>>);
+
+/// A source field's name and, if the destination has it, its name there and position.
+type CachedField = (Arc<str>, Option<(Arc<str>, usize)>);
 
 impl FieldCache {
     /// The destination field index of source field `i` (named `name`), if any.

@@ -403,7 +403,7 @@ pub fn norm_json(n: &Norm) -> Value {
             let frac = t % 1_000_000;
             let mut out = format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60);
             if frac != 0 {
-                out.push_str(&format!(".{frac:06}").trim_end_matches('0').to_string());
+                out.push_str(format!(".{frac:06}").trim_end_matches('0'));
             }
             Value::String(out)
         }

@@ -350,11 +350,8 @@ pub fn spawn(job: Job, label: String) -> Feed {
             Spec::Ndjson { .. } => read_ndjson(&job, &mut out),
             Spec::Firestore { .. } => crate::fs::read(&job, &mut out),
         };
-        match r {
-            Ok(()) => {
-                let _ = out.flush();
-            }
-            Err(Stop) => {}
+        if r.is_ok() {
+            let _ = out.flush();
         }
     });
     Feed { rx, back: Some(back), trash: Vec::new(), batch: Vec::new().into_iter(), rows: 0, handle: Some(handle) }

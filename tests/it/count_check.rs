@@ -362,6 +362,8 @@ fn a_plan_checks_every_step_one_line_each() {
     let r = check(&t.pg, &["--plan", &p, "--full"]).expect(1);
     assert_eq!(r.json_lines()[1]["changed"], 1);
     check(&t.pg, &["--plan", &p, "--full", "--step", "1"]).ok();
+    let r = check(&t.pg, &["--lint", "--plan", &p]).ok();
+    assert_eq!(r.json_lines().iter().map(|l| l["dest"].as_str().unwrap().to_string()).collect::<Vec<_>>(), vec!["pg:a", "pg:b"]);
     check(&t.pg, &["--plan", &p, "--step", "9"]).expect(64);
     // A step whose table is missing: its own line and code; the other steps still run.
     std::fs::write(t.dir.path("plan2.ndjson"), format!("{plan}{{\"step\": \"3\", \"source\": \"sqlite:{db}:a\", \"target\": \"gone\"}}\n")).unwrap();
