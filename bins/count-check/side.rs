@@ -492,7 +492,13 @@ fn read_sqlite(job: &Job, out: &mut Out) -> std::result::Result<(), Stop> {
         cols.iter().map(|c| sq::quote_ident(&c.name)).collect::<Vec<_>>().join(", "),
         sq::quote_ident(table)
     );
-    if let Some(keys) = &job.only {
+    // Look-ups by literal only for integer and text keys, which SQLite's affinity matches
+    // whatever the stored form; other keys (a uuid in another case, a timestamp in another
+    // notation) are found by reading the table and comparing normalized keys.
+    let literal_keys = job.only.as_ref().filter(|keys| {
+        keys.iter().flatten().all(|v| matches!(v, Norm::Int(_) | Norm::Text(_) | Norm::Raw(Value::Number(_) | Value::String(_))))
+    });
+    if let Some(keys) = literal_keys {
         let conds: Vec<String> = keys
             .iter()
             .map(|k| {
