@@ -460,20 +460,26 @@ fn to_json_text(v: &Value, opts: &Options) -> std::result::Result<String, String
     Ok(s)
 }
 
+/// Text for a timestamptz (`tz`) or timestamp column, as microseconds since the epoch
+/// (`convert` of a string; count-check calls it without building a `Value`).
+pub fn text_to_timestamp(s: &str, opts: &Options, tz: bool) -> std::result::Result<i64, String> {
+    let t = s.trim();
+    if t.len() <= 9 {
+        match t.to_ascii_lowercase().as_str() {
+            "infinity" | "+infinity" => return Ok(i64::MAX),
+            "-infinity" => return Ok(i64::MIN),
+            _ => {}
+        }
+    }
+    let p = timefmt::parse_timestamp(t).ok_or_else(|| "cannot read this text as a timestamp".to_string())?;
+    // timestamptz: no offset means the assumed zone. timestamp: a written offset is
+    // converted to UTC; no offset is stored as written.
+    Ok(if tz { p.utc_micros(opts.assume_offset) } else { p.utc_micros(0) })
+}
+
 fn to_timestamp(v: &Value, opts: &Options, tz: bool) -> std::result::Result<i64, String> {
     match v {
-        Value::String(s) => {
-            let t = s.trim();
-            match t.to_ascii_lowercase().as_str() {
-                "infinity" | "+infinity" => return Ok(i64::MAX),
-                "-infinity" => return Ok(i64::MIN),
-                _ => {}
-            }
-            let p = timefmt::parse_timestamp(t).ok_or_else(|| "cannot read this text as a timestamp".to_string())?;
-            // timestamptz: no offset means the assumed zone. timestamp: a written offset is
-            // converted to UTC; no offset is stored as written.
-            Ok(if tz { p.utc_micros(opts.assume_offset) } else { p.utc_micros(0) })
-        }
+        Value::String(s) => text_to_timestamp(s, opts, tz),
         Value::Number(n) => {
             let unit = opts.epoch.ok_or_else(|| {
                 "a number in a timestamp column needs its epoch unit: pass --epoch-unit s|ms|us|ns".to_string()

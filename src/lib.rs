@@ -7,6 +7,7 @@ pub mod error;
 pub mod firestore;
 pub mod partition;
 pub mod pg;
+pub mod plan;
 pub mod runlog;
 pub mod sqlite;
 pub mod stream;

@@ -126,6 +126,7 @@ pub fn bin(name: &str) -> PathBuf {
     let p = match name {
         "sqlite-dump" => env!("CARGO_BIN_EXE_sqlite-dump"),
         "pg-load" => env!("CARGO_BIN_EXE_pg-load"),
+        "count-check" => env!("CARGO_BIN_EXE_count-check"),
         "pg-partition" => env!("CARGO_BIN_EXE_pg-partition"),
         "fs-export" => env!("CARGO_BIN_EXE_fs-export"),
         "backup-verify" => env!("CARGO_BIN_EXE_backup-verify"),

@@ -1,0 +1,209 @@
+//! `--lint`: the seeds' end-of-phase checklist on one PostgreSQL table.
+
+use crate::side::{connect, Ctx};
+use pgferry::convert::{self, Kind};
+use pgferry::pg::{pg_error, quote_ident, quote_literal, Table};
+use pgferry::Result;
+use serde_json::{json, Value};
+
+/// What looks like a timestamp: ISO 8601 date, optional time, optional zone.
+const TIMESTAMP_RE: &str =
+    r"^\s*\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}([.,]\d+)?)?)?\s*([Zz]|[+-]\d{2}(:?\d{2})?|UTC|GMT)?\s*$";
+
+/// One problem found.
+pub struct Finding {
+    pub rule: &'static str,
+    pub column: Option<String>,
+    pub count: i64,
+    pub message: String,
+    pub examples: Vec<Value>,
+}
+
+impl Finding {
+    pub fn json(&self) -> Value {
+        json!({"rule": self.rule, "column": self.column, "count": self.count, "message": self.message, "examples": self.examples})
+    }
+}
+
+pub fn lint(ctx: &Ctx, table: &str, runs_table: &str) -> Result<Vec<Finding>> {
+    let mut c = connect(ctx)?;
+    let mut tx = c.transaction().map_err(|e| pg_error("begin a read-only transaction", e))?;
+    tx.batch_execute("SET TRANSACTION READ ONLY").map_err(|e| pg_error("begin a read-only transaction", e))?;
+    let t = Table::resolve(&mut tx, table)?;
+    let qt = t.qualified();
+    let cols = convert::table_columns(&mut tx, t.oid, &qt)?;
+    let mut findings = Vec::new();
+
+    // Text columns that hold only timestamps, JSON columns with nulls among arrays: one scan.
+    let mut select = Vec::new();
+    enum Probe {
+        Text(String),
+        Json(String),
+    }
+    let mut probes = Vec::new();
+    for col in &cols {
+        let q = quote_ident(&col.name);
+        match &col.kind {
+            Kind::Text => {
+                select.push(format!("count({q})"));
+                select.push(format!("count(*) FILTER (WHERE {q} ~ {})", quote_literal(TIMESTAMP_RE)));
+                select.push(format!("min({q})"));
+                probes.push(Probe::Text(col.name.clone()));
+            }
+            Kind::Json | Kind::Jsonb => {
+                select.push(format!("count(*) FILTER (WHERE jsonb_typeof({q}::jsonb) = 'array')"));
+                select.push(format!("count(*) FILTER (WHERE {q} IS NULL)"));
+                select.push(format!("count(*) FILTER (WHERE jsonb_typeof({q}::jsonb) = 'null')"));
+                select.push(format!("count(*) FILTER (WHERE jsonb_typeof({q}::jsonb) <> 'null')"));
+                probes.push(Probe::Json(col.name.clone()));
+            }
+            _ => {}
+        }
+    }
+    if !select.is_empty() {
+        let row = tx
+            .query_one(&format!("SELECT {} FROM {qt}", select.join(", ")), &[])
+            .map_err(|e| pg_error(format!("scan table '{table}'"), e))?;
+        let mut i = 0;
+        for p in probes {
+            match p {
+                Probe::Text(name) => {
+                    let (n, ts): (i64, i64) = (row.get(i), row.get(i + 1));
+                    let sample: Option<String> = row.get(i + 2);
+                    i += 3;
+                    if n > 0 && ts == n {
+                        findings.push(Finding {
+                            rule: "text-timestamps",
+                            column: Some(name.clone()),
+                            count: n,
+                            message: format!(
+                                "column '{name}' is text, but all {n} values look like timestamps (e.g. {}): store them as timestamptz \
+                                 (ALTER TABLE {qt} ALTER COLUMN {} TYPE timestamptz USING {}::timestamptz)",
+                                sample.as_deref().map(|s| format!("{s:?}")).unwrap_or_default(),
+                                quote_ident(&name),
+                                quote_ident(&name)
+                            ),
+                            examples: sample.into_iter().map(Value::String).collect(),
+                        });
+                    }
+                }
+                Probe::Json(name) => {
+                    let (arrays, sql_null, json_null, values): (i64, i64, i64, i64) =
+                        (row.get(i), row.get(i + 1), row.get(i + 2), row.get(i + 3));
+                    i += 4;
+                    // Every other value is an array: the nulls are arrays that were never set.
+                    if arrays > 0 && arrays == values && sql_null + json_null > 0 {
+                        findings.push(Finding {
+                            rule: "json-null-among-arrays",
+                            column: Some(name.clone()),
+                            count: sql_null + json_null,
+                            message: format!(
+                                "column '{name}': {} rows hold null ({sql_null} SQL NULL, {json_null} JSON null) where the other {arrays} \
+                                 hold arrays: set them to '[]' (UPDATE {qt} SET {q} = '[]' WHERE {q} IS NULL OR {q}::jsonb = 'null')",
+                                sql_null + json_null,
+                                q = quote_ident(&name)
+                            ),
+                            examples: vec![],
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    // Foreign keys pointing nowhere (loads that deferred or suppressed FK checks).
+    let fks = tx
+        .query(
+            "SELECT c.conname::text, c.confrelid::regclass::text, c.convalidated, \
+               array(SELECT a.attname::text FROM unnest(c.conkey) WITH ORDINALITY k(n, i) \
+                     JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.n ORDER BY k.i), \
+               array(SELECT a.attname::text FROM unnest(c.confkey) WITH ORDINALITY k(n, i) \
+                     JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.n ORDER BY k.i) \
+             FROM pg_constraint c WHERE c.conrelid = $1 AND c.contype = 'f' ORDER BY c.conname",
+            &[&t.oid],
+        )
+        .map_err(|e| pg_error(format!("read the foreign keys of '{table}'"), e))?;
+    for fk in fks {
+        let name: String = fk.get(0);
+        let parent: String = fk.get(1);
+        let validated: bool = fk.get(2);
+        let child_cols: Vec<String> = fk.get(3);
+        let parent_cols: Vec<String> = fk.get(4);
+        let not_null: Vec<String> = child_cols.iter().map(|c| format!("c.{} IS NOT NULL", quote_ident(c))).collect();
+        let join: Vec<String> = child_cols
+            .iter()
+            .zip(&parent_cols)
+            .map(|(c, p)| format!("p.{} = c.{}", quote_ident(p), quote_ident(c)))
+            .collect();
+        let obj: Vec<String> = child_cols.iter().map(|c| format!("{}, c.{}", quote_literal(c), quote_ident(c))).collect();
+        let sql = format!(
+            "SELECT count(*) OVER (), json_build_object({})::text FROM {qt} c WHERE {} AND NOT EXISTS (SELECT 1 FROM {parent} p WHERE {}) LIMIT 5",
+            obj.join(", "),
+            not_null.join(" AND "),
+            join.join(" AND ")
+        );
+        let rows = tx.query(&sql, &[]).map_err(|e| pg_error(format!("check foreign key '{name}' of '{table}'"), e))?;
+        if let Some(first) = rows.first() {
+            let n: i64 = first.get(0);
+            let examples: Vec<Value> =
+                rows.iter().filter_map(|r| serde_json::from_str(&r.get::<_, String>(1)).ok()).collect();
+            findings.push(Finding {
+                rule: "foreign-key-orphans",
+                column: Some(child_cols.join(",")),
+                count: n,
+                message: format!(
+                    "foreign key '{name}' ({}) → {parent}: {n} rows point nowhere, e.g. {}{}",
+                    child_cols.join(", "),
+                    examples.first().map(|v| v.to_string()).unwrap_or_default(),
+                    if validated { "" } else { " (the constraint is NOT VALID: load the parents, then VALIDATE CONSTRAINT)" }
+                ),
+                examples,
+            });
+        }
+    }
+
+    // Loads that failed and were never followed by a success.
+    let runs: Option<String> = tx
+        .query_one("SELECT to_regclass($1)::text", &[&runs_table])
+        .map_err(|e| pg_error(format!("look up the run log '{runs_table}'"), e))?
+        .get(0);
+    if let Some(runs) = runs {
+        let names = vec![table.to_string(), t.display(), format!("{}.{}", t.schema, t.name)];
+        let sql = format!(
+            "SELECT r.id, r.outcome, r.started_at::text, coalesce(r.error, '') FROM {runs} r \
+             WHERE r.target = ANY($1) \
+               AND (r.outcome IN ('failed', 'interrupted') \
+                    OR (r.outcome = 'running' AND r.backend_pid IS DISTINCT FROM pg_backend_pid() \
+                        AND r.backend_pid NOT IN (SELECT pid FROM pg_stat_activity WHERE pid IS NOT NULL))) \
+               AND NOT EXISTS (SELECT 1 FROM {runs} s WHERE s.target = r.target AND s.outcome = 'success' AND s.id > r.id) \
+             ORDER BY r.id"
+        );
+        let rows = tx.query(&sql, &[&names]).map_err(|e| pg_error(format!("read the run log '{runs_table}'"), e))?;
+        if !rows.is_empty() {
+            let examples: Vec<Value> = rows
+                .iter()
+                .map(|r| json!({"id": r.get::<_, i64>(0), "outcome": r.get::<_, String>(1), "started_at": r.get::<_, String>(2), "error": r.get::<_, String>(3)}))
+                .collect();
+            let last = &examples[examples.len() - 1];
+            findings.push(Finding {
+                rule: "failed-runs",
+                column: None,
+                count: rows.len() as i64,
+                message: format!(
+                    "{runs_table}: {} run(s) of '{table}' ended {} and no successful run followed (last: id {}, {}{})",
+                    rows.len(),
+                    last["outcome"].as_str().unwrap_or("failed"),
+                    last["id"],
+                    last["started_at"].as_str().unwrap_or(""),
+                    match last["error"].as_str() {
+                        Some(e) if !e.is_empty() => format!(": {e}"),
+                        _ => String::new(),
+                    }
+                ),
+                examples,
+            });
+        }
+    }
+    tx.rollback().map_err(|e| pg_error("end the read-only transaction", e))?;
+    Ok(findings)
+}
