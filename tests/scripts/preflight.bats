@@ -48,3 +48,14 @@ load helpers
   [[ "${output}" == *"MISSING  PostgreSQL reachable (DATABASE_URL or PG* variables)"* ]]
   [[ "${output}" != *secretpw* ]]
 }
+
+@test "preflight and migrate over TLS with sslmode=verify-full" {
+  [[ -n "${PGFERRY_TEST_PG_CA:-}" ]]
+  app_db
+  config
+  local url="${DATABASE_URL/@127.0.0.1:/@localhost:}?sslmode=verify-full&sslrootcert=${PGFERRY_TEST_PG_CA}"
+  run -0 env DATABASE_URL="${url}" "${SCRIPTS}/preflight"
+  [[ "${output}" =~ ok\ +PostgreSQL\ [0-9]+.*TLS\ on ]]
+  run -0 env DATABASE_URL="${url}" "${SCRIPTS}/migrate" --execute
+  [[ "$(pg -c "SELECT bool_and(tls) FROM _migration_runs")" == t ]]
+}
