@@ -33,6 +33,9 @@ frozen_and_migrated() {
   [[ "$(cat "${W}/state/verified")" == "GO "*" counts" ]]
   run -0 "${SCRIPTS}/verify" --full
   [[ "${lines[-1]}" == "GO: "*"(--full)"* ]]
+  run -0 "${SCRIPTS}/verify" --sample 5 --no-lint
+  [[ "${lines[-1]}" == "GO: "*"(--sample 5); next: scripts/cutover" ]]
+  run -64 "${SCRIPTS}/verify" --sample 5 --full
 
   pg -c "DELETE FROM notes WHERE id = 9"
   run -1 --separate-stderr "${SCRIPTS}/verify"
