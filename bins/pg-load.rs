@@ -298,7 +298,15 @@ fn load(client: &mut postgres::Client, a: &Args, outcome: &mut Outcome) -> Resul
     let mut reader = RowReader::new(std::io::BufReader::with_capacity(1 << 17, stdin.lock()), a.require_end);
     let mut sink = CopySink::new(&plan, &table);
     let stage = if staged { Some(create_stage(&mut tx, &qt)?) } else { None };
-    let segments = stream_rows(&mut tx, &mut reader, &plan, &generated, a, &mut sink, stage.as_deref())?;
+    // Recorded even when the load fails: the run log says what was attempted and how far it got.
+    outcome.source = a.source.clone();
+    let segments = match stream_rows(&mut tx, &mut reader, &plan, &generated, a, &mut sink, stage.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            outcome.source_rows = Some(reader.rows() as i64);
+            return Err(e);
+        }
+    };
     let source_rows = reader.rows() as i64;
     outcome.source_rows = Some(source_rows);
     outcome.source = a.source.clone().or_else(|| reader.end_record().map(describe_source));

@@ -340,6 +340,9 @@ fn kill_9_of_the_producer_mid_stream_is_a_truncated_stream() {
     assert!(err.contains("middle of a line") || err.contains("without its end record"), "{err}");
     assert_eq!(pg.count("logs"), 0);
     assert!(last_run(&pg).starts_with("failed|"));
+    // The run log says how far the stream got before it broke off.
+    let got: i64 = pg.one("SELECT source_rows FROM _migration_runs ORDER BY id DESC LIMIT 1").parse().unwrap();
+    assert!(got > 0 && got < 300_000, "{got}");
     // The re-run with a whole stream completes.
     let out = std::process::Command::new("bash")
         .arg("-c")
