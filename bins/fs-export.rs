@@ -317,7 +317,7 @@ impl<W: Write> Sink for Rows<'_, W> {
             self.w.value(v);
         }
         self.w.end_row()?;
-        if self.progress.is_some() && self.w.rows() % 64 == 0 {
+        if self.progress.is_some() && self.w.rows().is_multiple_of(64) {
             self.show_progress(false);
         }
         Ok(())

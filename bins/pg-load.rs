@@ -424,7 +424,7 @@ fn stream_rows<R: std::io::BufRead>(
             if let Err(e) = sink.maybe_flush(&mut w) {
                 return Err(sink.server_error(e, Some(w)));
             }
-            if progress && reader.rows() % 100_000 == 0 {
+            if progress && reader.rows().is_multiple_of(100_000) {
                 eprint!("\r{TOOL}: {} rows, {:.0} rows/s", reader.rows(), reader.rows() as f64 / started.elapsed().as_secs_f64());
             }
             match rows.next(reader, plan, generated, a) {

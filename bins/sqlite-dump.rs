@@ -231,7 +231,8 @@ fn dump_table<W: Write>(conn: &Connection, info: &TableInfo, a: &Args, out: W, d
                         let ident = match row.get_ref(0).expect("ident column") {
                             ValueRef::Integer(n) => format!("rowid {n}"),
                             ValueRef::Text(k) => format!("key {}", String::from_utf8_lossy(k)),
-                            other => format!("key {other:?}"),
+                            ValueRef::Real(f) => format!("key {f}"),
+                            _ => "a row whose key is a BLOB or NULL".to_string(),
                         };
                         return Err(Error::Data(format!(
                             "table '{table}', {ident}, column '{col}': text is not valid UTF-8 (byte 0x{:02x} at offset {}); \

@@ -107,6 +107,7 @@ impl EpochUnit {
 
 /// Per-column conversion options.
 #[derive(Debug, Clone)]
+#[derive(Default)]
 pub struct Options {
     /// Zone assumed for timestamps without an offset going into timestamptz (seconds east).
     pub assume_offset: i32,
@@ -116,11 +117,6 @@ pub struct Options {
     pub strip_nul: bool,
 }
 
-impl Default for Options {
-    fn default() -> Self {
-        Options { assume_offset: 0, epoch: None, strip_nul: false }
-    }
-}
 
 /// A value converted for its column: what the COPY encoders write.
 #[derive(Debug, Clone, PartialEq)]
@@ -421,7 +417,7 @@ fn to_bytes(v: &Value) -> std::result::Result<Vec<u8>, String> {
 }
 
 fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
@@ -508,7 +504,7 @@ fn epoch_to_micros(text: &str, unit: EpochUnit) -> std::result::Result<i64, Stri
     let q = if 2 * r.abs() >= den { q + num.signum() } else { q };
     let micros = i64::try_from(q).map_err(|_| "epoch out of range".to_string())?;
     // PostgreSQL's range starts in 4714 BC; the binary form must not overflow at the other end.
-    if micros < -210_866_803_200_000_000 || micros >= i64::MAX - PG_EPOCH_MICROS {
+    if !(-210_866_803_200_000_000..i64::MAX - PG_EPOCH_MICROS).contains(&micros) {
         return Err("epoch out of range for a timestamp (wrong --epoch-unit?)".into());
     }
     Ok(micros)
@@ -759,7 +755,7 @@ fn encode_numeric(s: &str, out: &mut Vec<u8>) {
     if d.scale < 0 {
         all.push_str(&"0".repeat((-d.scale) as usize));
     }
-    while all.len() % 4 != 0 {
+    while !all.len().is_multiple_of(4) {
         all.push('0');
     }
     let groups: Vec<i16> = all.as_bytes().chunks(4).map(|c| std::str::from_utf8(c).unwrap().parse().unwrap()).collect();
@@ -797,11 +793,9 @@ pub fn encode_text(cell: &Cell, out: &mut Vec<u8>) {
     match cell {
         Cell::Null => {
             out.extend_from_slice(b"\\N");
-            return;
         }
         Cell::Text(t) | Cell::Json(t) | Cell::Jsonb(t) => {
             escape_copy_text(t, out);
-            return;
         }
         Cell::Array(items, _) => {
             s.push('{');
@@ -826,7 +820,6 @@ pub fn encode_text(cell: &Cell, out: &mut Vec<u8>) {
             }
             s.push('}');
             escape_copy_text(&s, out);
-            return;
         }
         other => {
             let mut plain = Vec::new();

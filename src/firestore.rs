@@ -598,7 +598,7 @@ impl Scope {
             _ => p.to_string(),
         };
         let segs: Vec<&str> = path.split('/').collect();
-        let ok = segs.len() % 2 == 0
+        let ok = segs.len().is_multiple_of(2)
             && !segs.iter().any(|s| s.is_empty())
             && match self {
                 Scope::Collection(c) => path.rsplit_once('/').map(|x| x.0) == Some(c.as_str()),

@@ -69,11 +69,11 @@ pub fn parse_timestamp(s: &str) -> Option<Parsed> {
     if !p.eat(b'-') {
         return None;
     }
-    let month = p.digits_exact(2)? as u32;
+    let month = p.digits_exact(2)?;
     if !p.eat(b'-') {
         return None;
     }
-    let day = p.digits_exact(2)? as u32;
+    let day = p.digits_exact(2)?;
     if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
         return None;
     }
@@ -155,13 +155,8 @@ fn parse_zone(p: &mut Cursor) -> Option<Option<i32>> {
         return None;
     };
     let h = p.digits_exact(2)? as i32;
-    let m = if p.eat(b':') {
-        p.digits_exact(2)? as i32
-    } else if !p.done() {
-        p.digits_exact(2)? as i32
-    } else {
-        0
-    };
+    // Minutes follow after a colon, directly (`+0530`), or not at all (`+05`).
+    let m = if p.eat(b':') || !p.done() { p.digits_exact(2)? as i32 } else { 0 };
     if h > 15 || m > 59 {
         return None;
     }
