@@ -191,17 +191,19 @@ fn run(args: &mut pico_args::Arguments) -> Result<Status> {
             let rate = outcome.source_rows.unwrap_or(0) as f64 / secs.max(1e-9);
             note!(
                 TOOL,
-                "{}{}: {} rows inserted, {} already present{}; {:.1}s, {:.0} rows/s; run {} in {}",
+                "{}{}: {} rows inserted, {} already present; {:.1}s, {:.0} rows/s; run {} in {}",
                 a.table,
                 if a.dry_run { " (dry run: rolled back)" } else { "" },
                 outcome.inserted_rows.unwrap_or(0),
                 outcome.present_rows.unwrap_or(0),
-                report.extra_note,
                 secs,
                 rate,
                 log.id(),
                 a.runs_table
             );
+            for line in &report.notes {
+                note!(TOOL, "{}: {line}", a.table);
+            }
             Ok(Status::Ok)
         }
         Err(e) => {
@@ -216,7 +218,8 @@ struct Report {
     qualified: String,
     verified: bool,
     mismatch: String,
-    extra_note: String,
+    /// Further lines for the operator (partitions created, foreign keys to validate).
+    notes: Vec<String>,
 }
 
 /// Which columns a COPY carries, and whether each has a binary encoder.
@@ -311,9 +314,9 @@ fn load(client: &mut postgres::Client, a: &Args, outcome: &mut Outcome) -> Resul
     outcome.source_rows = Some(source_rows);
     outcome.source = a.source.clone().or_else(|| reader.end_record().map(describe_source));
 
-    let mut extra_note = String::new();
+    let mut notes = vec![];
     if let (Some(interval), Some(stage)) = (ensure, &stage) {
-        extra_note.push_str(&ensure_partitions(&mut tx, &table, stage, interval, a.lock_timeout)?);
+        notes.extend(ensure_partitions(&mut tx, &table, stage, interval, a.lock_timeout)?);
     }
     let (inserted, present, dest) = match &stage {
         None => {
@@ -328,7 +331,7 @@ fn load(client: &mut postgres::Client, a: &Args, outcome: &mut Outcome) -> Resul
 
     advance_sequences(&mut tx, &qt, &plan, &segments)?;
     if !deferred.is_empty() {
-        extra_note.push_str(&restore_foreign_keys(&mut tx, &table, &deferred)?);
+        notes.push(restore_foreign_keys(&mut tx, &table, &deferred)?);
     }
     let verified = dest >= source_rows;
     let line = format!("Source: {source_rows} rows → Postgres: {dest} rows {}", if verified { "✓" } else { "✗" });
@@ -339,7 +342,7 @@ fn load(client: &mut postgres::Client, a: &Args, outcome: &mut Outcome) -> Resul
     } else {
         tx.commit().map_err(|e| pg_error("commit", e))?;
     }
-    Ok(Report { qualified: qt, verified, mismatch, extra_note })
+    Ok(Report { qualified: qt, verified, mismatch, notes })
 }
 
 fn describe_source(end: &EndRecord) -> String {
@@ -876,7 +879,7 @@ fn merge_error(table: &str, e: postgres::Error) -> Error {
 }
 
 /// Creates the partitions the staged rows need (pg-partition's code path and lock).
-fn ensure_partitions(tx: &mut Transaction, table: &Table, stage: &str, interval: pgferry::partition::Interval, lock_timeout: u32) -> Result<String> {
+fn ensure_partitions(tx: &mut Transaction, table: &Table, stage: &str, interval: pgferry::partition::Interval, lock_timeout: u32) -> Result<Option<String>> {
     use pgferry::partition;
     let info = partition::inspect(tx, table)?;
     let key = quote_ident(&info.key);
@@ -890,19 +893,19 @@ fn ensure_partitions(tx: &mut Transaction, table: &Table, stage: &str, interval:
         )
         .map_err(|e| pg_error("find the range of the partition key", e))?;
     let (Some(min), Some(max)) = (row.get::<_, Option<i64>>(0), row.get::<_, Option<i64>>(1)) else {
-        return Ok(String::new());
+        return Ok(None);
     };
     partition::lock(tx, table, std::time::Duration::from_secs(lock_timeout as u64))?;
     let opts = partition::EnsureOptions { interval, dry_run: false, limit: 1000 };
     let report = partition::ensure(tx, table, interval.of_micros(min), interval.of_micros(max), &opts)?;
     if report.created.is_empty() {
-        return Ok(String::new());
+        return Ok(None);
     }
     let names: Vec<&str> = report.created.iter().map(|c| c.name.as_str()).collect();
-    Ok(format!("; created partitions {}{}", names.join(", "), match report.moved() {
+    Ok(Some(format!("created partitions {}{}", names.join(", "), match report.moved() {
         0 => String::new(),
         n => format!(" ({n} rows moved out of the default partition)"),
-    }))
+    })))
 }
 
 // ---------------------------------------------------------------- after the load
@@ -953,10 +956,7 @@ fn restore_foreign_keys(tx: &mut Transaction, table: &Table, fks: &[ForeignKey])
             .map_err(|e| pg_error(format!("re-add foreign key {} NOT VALID", fk.name), e))?;
         later.push(format!("ALTER TABLE {} VALIDATE CONSTRAINT {};", table.qualified(), quote_ident(&fk.name)));
     }
-    Ok(format!(
-        "; foreign keys re-added NOT VALID: once the parents are loaded, run: {}",
-        later.join(" ")
-    ))
+    Ok(format!("foreign keys re-added NOT VALID; once the parents are loaded, run: {}", later.join(" ")))
 }
 
 fn main() {
