@@ -402,7 +402,11 @@ fn run_check(c: &Check) -> Result<Found> {
             let (s, d) = (s.map_err(|e| e.context(&c.source_text))?, d.map_err(|e| e.context(&c.dest_text))?);
             Ok(Found { source_rows: s, dest_rows: d, ..Found::default() })
         }
-        Mode::Full | Mode::Sample(_) => compare(c, source, dest),
+        Mode::Full | Mode::Sample(_) => {
+            let r = compare(c, source, dest);
+            side::close_idle();
+            r
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 use pgferry::convert::{Cell, Kind};
 use pgferry::timefmt::MICROS_PER_DAY;
 use pgferry::{Error, Result};
-use std::io::Read;
+use std::io::BufRead;
 
 const PG_EPOCH_DAYS: i64 = 10_957;
 const PG_EPOCH_MICROS: i64 = PG_EPOCH_DAYS * MICROS_PER_DAY;
@@ -35,14 +35,16 @@ pub fn select_expr(quoted: &str, k: &Kind) -> String {
     }
 }
 
-/// Reads tuples of a binary COPY stream.
-pub struct Reader<R: Read> {
+/// Reads tuples of a binary COPY stream: each tuple straight from the input's buffer when
+/// it is there whole (the postgres crate hands over one CopyData message, a tuple, at a
+/// time), else field by field through a buffer of its own.
+pub struct Reader<R: BufRead> {
     input: R,
     buf: Vec<u8>,
     started: bool,
 }
 
-impl<R: Read> Reader<R> {
+impl<R: BufRead> Reader<R> {
     pub fn new(input: R) -> Self {
         Reader { input, buf: Vec::with_capacity(256), started: false }
     }
@@ -68,6 +70,11 @@ impl<R: Read> Reader<R> {
             self.read_exact(ext.max(0) as usize)?;
             self.started = true;
         }
+        let avail = self.input.fill_buf().map_err(|e| Error::Unavailable(format!("read COPY output: {}", pgferry::error::io_cause(&e))))?;
+        if let Some((used, more)) = tuple(avail, kinds, out)? {
+            self.input.consume(used);
+            return Ok(more);
+        }
         self.read_exact(2)?;
         let n = i16::from_be_bytes([self.buf[0], self.buf[1]]);
         if n < 0 {
@@ -88,6 +95,34 @@ impl<R: Read> Reader<R> {
         }
         Ok(true)
     }
+}
+
+/// One tuple decoded from `b` when `b` holds all of it: the bytes it took and whether it
+/// was a tuple (not the end); `None` when `b` ends first. Errors as `Reader::next`'s.
+fn tuple(b: &[u8], kinds: &[Kind], out: &mut Vec<Cell>) -> Result<Option<(usize, bool)>> {
+    let Some(n) = b.get(..2) else { return Ok(None) };
+    let n = i16::from_be_bytes([n[0], n[1]]);
+    if n < 0 {
+        return Ok(Some((2, false)));
+    }
+    if n as usize != kinds.len() {
+        return Err(Error::Io(format!("COPY output has {n} fields, expected {}", kinds.len())));
+    }
+    out.clear();
+    let mut at = 2;
+    for k in kinds {
+        let Some(len) = b.get(at..at + 4) else { return Ok(None) };
+        let len = i32::from_be_bytes(len.try_into().expect("four bytes"));
+        at += 4;
+        if len < 0 {
+            out.push(Cell::Null);
+            continue;
+        }
+        let Some(body) = b.get(at..at + len as usize) else { return Ok(None) };
+        out.push(decode(k, body)?);
+        at += len as usize;
+    }
+    Ok(Some((at, true)))
 }
 
 fn bad(what: &str) -> Error {
@@ -242,6 +277,36 @@ mod tests {
         for s in ["12.50", "10000", "0.0001", "-123456.789", "0", "0.00", "123456789012345678901234567890.123456789", "NaN", "-Infinity", "7"] {
             assert_eq!(numeric_text(&enc(s)).as_deref(), Some(s), "{s}");
         }
+    }
+
+    #[test]
+    fn tuples_read_the_same_whole_or_in_pieces() {
+        let kinds = [Kind::Int8, Kind::Text, Kind::Timestamptz];
+        let rows = [
+            vec![Cell::Int8(1), Cell::Text("héllo".into()), Cell::Timestamptz(1_704_448_800_000_000)],
+            vec![Cell::Int8(2), Cell::Null, Cell::Null],
+        ];
+        let mut copy = pgferry::convert::BINARY_HEADER.to_vec();
+        for r in &rows {
+            copy.extend_from_slice(&(r.len() as i16).to_be_bytes());
+            for c in r {
+                pgferry::convert::encode_binary(c, &mut copy);
+            }
+        }
+        copy.extend_from_slice(&(-1i16).to_be_bytes());
+        for cap in [1, 3, 7, 19, 64, 1 << 16] {
+            let mut r = Reader::new(std::io::BufReader::with_capacity(cap, &copy[..]));
+            let mut out = vec![];
+            for want in &rows {
+                assert!(r.next(&kinds, &mut out).unwrap(), "{cap}");
+                assert_eq!(&out, want, "{cap}");
+            }
+            assert!(!r.next(&kinds, &mut out).unwrap(), "{cap}");
+        }
+        let mut r = Reader::new(&copy[..copy.len() - 5]);
+        let mut out = vec![];
+        assert!(r.next(&kinds, &mut out).unwrap());
+        assert!(r.next(&kinds, &mut out).is_err());
     }
 
     #[test]

@@ -103,8 +103,34 @@ pub struct Meta {
     pub pg_table: Option<Table>,
 }
 
+/// Idle connections kept for the next `connect` to the same target: a connection costs a
+/// TLS setup and a SCRAM exchange, which is a good part of a small check's time.
+static IDLE: std::sync::Mutex<Vec<(Option<String>, postgres::Client)>> = std::sync::Mutex::new(Vec::new());
+
 pub fn connect(ctx: &Ctx) -> Result<postgres::Client> {
+    {
+        let mut idle = IDLE.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(i) = idle.iter().position(|(db, _)| *db == ctx.db) {
+            let (_, c) = idle.swap_remove(i);
+            if !c.is_closed() {
+                return Ok(c);
+            }
+        }
+    }
     pg::Target::resolve(ctx.db.as_deref())?.connect()
+}
+
+/// Keeps a connection with no transaction open for the next `connect` (the side's reader).
+fn keep(ctx: &Ctx, c: postgres::Client) {
+    if !c.is_closed() {
+        IDLE.lock().unwrap_or_else(|e| e.into_inner()).push((ctx.db.clone(), c));
+    }
+}
+
+/// Closes the connections kept and not taken.
+pub fn close_idle() {
+    let idle = std::mem::take(&mut *IDLE.lock().unwrap_or_else(|e| e.into_inner()));
+    drop(idle);
 }
 
 fn pg_table(client: &mut postgres::Client, name: &str) -> Result<Table> {
@@ -175,6 +201,7 @@ pub fn meta(spec: &Spec, ctx: &Ctx) -> Result<Meta> {
                 .iter()
                 .map(|r| r.get(0))
                 .collect();
+            keep(ctx, c);
             Ok(Meta {
                 columns: Some(cols.iter().map(|c| c.name.clone()).collect()),
                 pg_columns: Some(cols),
@@ -663,7 +690,7 @@ fn read_pg(job: &Job, out: &mut Out) -> std::result::Result<(), Stop> {
     // One snapshot for the whole read; COPY streams rows as the server produces them.
     guard(out, client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").map_err(|e| pg_error(&what, e)))?;
     let reader = guard(out, client.copy_out(&format!("COPY ({sql}) TO STDOUT (FORMAT binary)")).map_err(|e| pg_error(&what, e)))?;
-    let mut r = pgbin::Reader::new(std::io::BufReader::with_capacity(1 << 16, reader));
+    let mut r = pgbin::Reader::new(reader);
     let mut cells = Vec::with_capacity(cols.len());
     loop {
         match r.next(&kinds, &mut cells) {
