@@ -128,6 +128,12 @@ impl Target {
             }
             _ => {}
         }
+        // The system CA store costs ~0.1 s to load: skip it when nothing will be verified
+        // against it (no verification, or libpq's sslrootcert, which replaces the defaults).
+        let verifies = matches!(self.tls, TlsMode::VerifyCa | TlsMode::VerifyFull);
+        if !verifies || self.root_cert.is_some() {
+            b.disable_built_in_roots(true);
+        }
         if let Some(path) = &self.root_cert {
             let pem = std::fs::read(path).map_err(|e| Error::io(format!("read sslrootcert '{path}'"), e))?;
             let certs = native_tls::Certificate::from_pem(&pem)
