@@ -287,7 +287,8 @@ fn load(client: &mut postgres::Client, a: &Args, outcome: &mut Outcome) -> Resul
     if a.mode == Mode::Upsert && key.is_empty() {
         return Err(Error::Usage("--mode upsert needs a primary key or --key".into()));
     }
-    let rows_before: i64 = if empty { 0 } else { count(&mut tx, &qt)? };
+    // Only the direct path into a table that has rows (--mode append) needs the count before.
+    let rows_before: i64 = if empty || staged { 0 } else { count(&mut tx, &qt)? };
     let deferred = if a.defer_fks { drop_foreign_keys(&mut tx, &table)? } else { vec![] };
 
     let loadable: Vec<ColumnInfo> = columns.iter().filter(|c| !c.generated).cloned().collect();
