@@ -125,7 +125,9 @@ fn run(args: &mut pico_args::Arguments) -> Result<Status> {
         Some("restore") => run_restore(args),
         Some("list") => run_list(args),
         Some("pg-create") => run_pg_create(args),
-        Some(other) => Err(Error::Usage(format!("unknown command '{other}' (create, check, restore, list or pg-create)"))),
+        Some(other) => {
+            Err(Error::Usage(format!("unknown command '{other}' (create, check, restore, list or pg-create)")))
+        }
         None => Err(Error::Usage("missing command (create, check, restore or list)".into())),
     }
 }
@@ -227,7 +229,10 @@ fn run_restore(args: &mut pico_args::Arguments) -> Result<Status> {
             }
             print_line(&mut out, &report.summary_line())?;
             pgferry::note!(TOOL, "{}", report.human());
-            Err(Error::CheckFailed(format!("refusing to restore '{}' to '{to}': the backup failed its check; nothing was changed", report.base)))
+            Err(Error::CheckFailed(format!(
+                "refusing to restore '{}' to '{to}': the backup failed its check; nothing was changed",
+                report.base
+            )))
         }
         restore::Outcome::Done(r) => {
             for l in &r.check.lines {
@@ -297,9 +302,13 @@ fn run_list(args: &mut pico_args::Arguments) -> Result<Status> {
         let orphan = name.strip_suffix(manifest::DATA_SUFFIX).is_some_and(|base| {
             !name.starts_with('.') && !p.join(format!("{base}{}", manifest::MANIFEST_SUFFIX)).exists()
         });
-        let scratch = name.starts_with('.') && (name.ends_with(".snapshot") || name.ends_with(".partial") || name.contains(".check-"));
+        let scratch = name.starts_with('.')
+            && (name.ends_with(".snapshot") || name.ends_with(".partial") || name.contains(".check-"));
         if orphan || scratch {
-            pgferry::note!(TOOL, "warning: '{name}' has no manifest: not a backup (a create that was interrupted, or is still running)");
+            pgferry::note!(
+                TOOL,
+                "warning: '{name}' has no manifest: not a backup (a create that was interrupted, or is still running)"
+            );
         }
     }
     pgferry::note!(TOOL, "{} backups in '{dir}'", entries.len());

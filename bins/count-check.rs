@@ -178,7 +178,11 @@ fn parse_check_opts(args: &mut pico_args::Arguments, base: &CheckOpts) -> Result
         o.mode = Mode::Full;
     }
     if let Some(n) = sample {
-        let n: usize = n.parse().ok().filter(|n| *n > 0).ok_or_else(|| Error::Usage(format!("--sample takes a positive count, not '{n}'")))?;
+        let n: usize = n
+            .parse()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| Error::Usage(format!("--sample takes a positive count, not '{n}'")))?;
         o.mode = Mode::Sample(n);
     }
     if let Some(s) = cli::opt(args, "--seed")? {
@@ -209,11 +213,15 @@ fn parse_check_opts(args: &mut pico_args::Arguments, base: &CheckOpts) -> Result
 /// pg-load's conversion options, so values are converted exactly as they were loaded.
 fn parse_conv_opts(args: &mut pico_args::Arguments, conv: &mut Options) -> Result<()> {
     if let Some(u) = cli::opt(args, "--epoch-unit")? {
-        conv.epoch = Some(EpochUnit::parse(&u).ok_or_else(|| Error::Usage(format!("--epoch-unit must be s, ms, us or ns, not '{u}'")))?);
+        conv.epoch = Some(
+            EpochUnit::parse(&u)
+                .ok_or_else(|| Error::Usage(format!("--epoch-unit must be s, ms, us or ns, not '{u}'")))?,
+        );
     }
     if let Some(z) = cli::opt(args, "--assume-tz")? {
-        conv.assume_offset = pgferry::timefmt::parse_offset(&z)
-            .ok_or_else(|| Error::Usage(format!("--assume-tz takes UTC or a fixed offset such as +02:00, not '{z}'")))?;
+        conv.assume_offset = pgferry::timefmt::parse_offset(&z).ok_or_else(|| {
+            Error::Usage(format!("--assume-tz takes UTC or a fixed offset such as +02:00, not '{z}'"))
+        })?;
     }
     if args.contains("--strip-nul") {
         conv.strip_nul = true;
@@ -238,7 +246,12 @@ fn parse(args: &mut pico_args::Arguments) -> Result<Args> {
         fs_opts.id_field = f;
     }
     fs::parse_args(args, &mut fs_opts)?;
-    let ctx = Ctx { db: cli::opt(args, "--db")?, require_end: !args.contains("--no-end-record"), opts: opts.conv.clone(), fs: fs_opts };
+    let ctx = Ctx {
+        db: cli::opt(args, "--db")?,
+        require_end: !args.contains("--no-end-record"),
+        opts: opts.conv.clone(),
+        fs: fs_opts,
+    };
     let a = Args {
         plan: cli::opt(args, "--plan")?,
         steps: cli::list(args, "--step")?,
@@ -336,7 +349,13 @@ fn run(args: &mut pico_args::Arguments) -> Result<Status> {
                 ctx.opts = opts.conv.clone();
                 fs::step_args(&s.export, &mut ctx.fs, &mut opts.ignore).map_err(bad)?;
                 cli::finish(check).map_err(bad)?;
-                out.push(Check { step: Some(s.step.clone()), source_text: s.source.clone(), dest_text: format!("pg:{}", s.target), opts, ctx });
+                out.push(Check {
+                    step: Some(s.step.clone()),
+                    source_text: s.source.clone(),
+                    dest_text: format!("pg:{}", s.target),
+                    opts,
+                    ctx,
+                });
             }
             out
         }
@@ -437,7 +456,11 @@ fn compare(c: &Check, source: Spec, dest: Spec) -> Result<Found> {
         )));
     };
     if key.len() > side::MAX_KEY {
-        return Err(Error::Usage(format!("a key of {} columns is more than count-check pairs by ({})", key.len(), side::MAX_KEY)));
+        return Err(Error::Usage(format!(
+            "a key of {} columns is more than count-check pairs by ({})",
+            key.len(),
+            side::MAX_KEY
+        )));
     }
     let mut found = Found::default();
     let mut dest_cols: Option<HashSet<String>> = None;
@@ -487,7 +510,8 @@ fn compare(c: &Check, source: Spec, dest: Spec) -> Result<Found> {
     };
     let cmp = Compare { key: &key, strict: o.strict, dest_cols: dest_cols.as_ref(), examples: o.examples };
     loop {
-        let mut f = Found { unmatched: found.unmatched.clone(), dest_only: found.dest_only.clone(), ..Found::default() };
+        let mut f =
+            Found { unmatched: found.unmatched.clone(), dest_only: found.dest_only.clone(), ..Found::default() };
         sjob.unsorted = Default::default();
         djob.unsorted = Default::default();
         let e = match attempt(c, &sjob, &djob, &cmp, &mut f) {
@@ -671,7 +695,13 @@ impl FieldCache {
 }
 
 /// The fields that differ, each with both values.
-fn compare_fields(s: &Rec, d: &Rec, cmp: &Compare, cache: &mut FieldCache, unmatched: &mut BTreeSet<String>) -> Vec<Value> {
+fn compare_fields(
+    s: &Rec,
+    d: &Rec,
+    cmp: &Compare,
+    cache: &mut FieldCache,
+    unmatched: &mut BTreeSet<String>,
+) -> Vec<Value> {
     let mut out = Vec::new();
     for (i, (name, sv)) in s.fields.iter().enumerate() {
         match cache.find(i, name, d) {
@@ -777,7 +807,18 @@ impl Report {
                 line.insert("exit".into(), json!(e.exit_code()));
                 line.insert("seconds".into(), json!(secs(started)));
                 human.push(format!("{title}: could not check: {}", e.message()));
-                let row = [step, c.opts.mode.name().into(), c.source_text.clone(), c.dest_text.clone(), "-".into(), "-".into(), "-".into(), "-".into(), "-".into(), format!("error ({})", e.exit_code())];
+                let row = [
+                    step,
+                    c.opts.mode.name().into(),
+                    c.source_text.clone(),
+                    c.dest_text.clone(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    format!("error ({})", e.exit_code()),
+                ];
                 return Report { line: Value::Object(line), ok: false, error: Some(e), human, row };
             }
             Ok(f) => f,
@@ -818,7 +859,12 @@ impl Report {
         if matches!(c.opts.mode, Mode::Sample(_)) {
             human.push(format!("{title}: {} {sunit} read from the {snoun} side", f.source_rows));
         } else {
-            human.push(format!("{title}: Source: {} {sunit} → {dnoun}: {} {dunit} {}", f.source_rows, f.dest_rows, mark(counts_ok)));
+            human.push(format!(
+                "{title}: Source: {} {sunit} → {dnoun}: {} {dunit} {}",
+                f.source_rows,
+                f.dest_rows,
+                mark(counts_ok)
+            ));
         }
         match c.opts.mode {
             Mode::Count => {}
@@ -912,7 +958,18 @@ impl Report {
                 line.insert("exit".into(), json!(e.exit_code()));
                 line.insert("seconds".into(), json!(secs(started)));
                 human.push(format!("lint pg:{table}: could not check: {}", e.message()));
-                let row = [step_col, "lint".into(), "-".into(), format!("pg:{table}"), blank("-"), blank("-"), blank("-"), blank("-"), blank("-"), format!("error ({})", e.exit_code())];
+                let row = [
+                    step_col,
+                    "lint".into(),
+                    "-".into(),
+                    format!("pg:{table}"),
+                    blank("-"),
+                    blank("-"),
+                    blank("-"),
+                    blank("-"),
+                    blank("-"),
+                    format!("error ({})", e.exit_code()),
+                ];
                 Report { line: Value::Object(line), ok: false, error: Some(e), human, row }
             }
             Ok(findings) => {
@@ -924,7 +981,18 @@ impl Report {
                 for f in &findings {
                     human.push(format!("  {}", f.message));
                 }
-                let row = [step_col, "lint".into(), "-".into(), format!("pg:{table}"), blank("-"), blank("-"), blank("-"), blank("-"), findings.len().to_string(), (if ok { "✓" } else { "✗" }).into()];
+                let row = [
+                    step_col,
+                    "lint".into(),
+                    "-".into(),
+                    format!("pg:{table}"),
+                    blank("-"),
+                    blank("-"),
+                    blank("-"),
+                    blank("-"),
+                    findings.len().to_string(),
+                    (if ok { "✓" } else { "✗" }).into(),
+                ];
                 Report { line: Value::Object(line), ok, error: None, human, row }
             }
         }

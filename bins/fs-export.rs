@@ -1,7 +1,9 @@
 //! fs-export: Firestore collections, collection groups and documents as NDJSON, read-only.
 
 use pgferry::cli::{self, Status};
-use pgferry::firestore::{self as fs, Client, ConnectOptions, Doc, QueryOptions, QueryState, Retry, Scope, Sink, ValueOptions};
+use pgferry::firestore::{
+    self as fs, Client, ConnectOptions, Doc, QueryOptions, QueryState, Retry, Scope, Sink, ValueOptions,
+};
 use pgferry::stream::RowWriter;
 use pgferry::{note, Error, Result};
 use serde_json::{json, Value};
@@ -109,7 +111,13 @@ struct Args {
     connect: ConnectOptions,
 }
 
-fn number<T: std::str::FromStr>(args: &mut pico_args::Arguments, key: &'static str, default: T, ok: fn(&T) -> bool, what: &str) -> Result<T> {
+fn number<T: std::str::FromStr>(
+    args: &mut pico_args::Arguments,
+    key: &'static str,
+    default: T,
+    ok: fn(&T) -> bool,
+    what: &str,
+) -> Result<T> {
     match cli::opt(args, key)? {
         None => Ok(default),
         Some(s) => match s.parse::<T>() {

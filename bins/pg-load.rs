@@ -122,12 +122,16 @@ fn parse(args: &mut pico_args::Arguments) -> Result<Args> {
         other => return Err(Error::Usage(format!("--mode must be insert, upsert, append or replace, not '{other}'"))),
     };
     let epoch = match cli::opt(args, "--epoch-unit")? {
-        Some(u) => Some(EpochUnit::parse(&u).ok_or_else(|| Error::Usage(format!("--epoch-unit must be s, ms, us or ns, not '{u}'")))?),
+        Some(u) => Some(
+            EpochUnit::parse(&u)
+                .ok_or_else(|| Error::Usage(format!("--epoch-unit must be s, ms, us or ns, not '{u}'")))?,
+        ),
         None => None,
     };
     let assume_offset = match cli::opt(args, "--assume-tz")? {
-        Some(z) => pgferry::timefmt::parse_offset(&z)
-            .ok_or_else(|| Error::Usage(format!("--assume-tz takes UTC or a fixed offset such as +02:00, not '{z}'")))?,
+        Some(z) => pgferry::timefmt::parse_offset(&z).ok_or_else(|| {
+            Error::Usage(format!("--assume-tz takes UTC or a fixed offset such as +02:00, not '{z}'"))
+        })?,
         None => 0,
     };
     let lock_timeout = match cli::opt(args, "--lock-timeout")? {
@@ -145,7 +149,9 @@ fn parse(args: &mut pico_args::Arguments) -> Result<Args> {
             let interval = cli::opt(args, "--partition-interval")?;
             match (args.contains("--ensure-partitions"), interval) {
                 (true, i) => Some(pgferry::partition::Interval::parse(i.as_deref().unwrap_or("monthly"))?),
-                (false, Some(_)) => return Err(Error::Usage("--partition-interval goes with --ensure-partitions".into())),
+                (false, Some(_)) => {
+                    return Err(Error::Usage("--partition-interval goes with --ensure-partitions".into()))
+                }
                 (false, None) => None,
             }
         },
@@ -165,17 +171,21 @@ fn run(args: &mut pico_args::Arguments) -> Result<Status> {
     cli::finish(std::mem::replace(args, pico_args::Arguments::from_vec(vec![])))?;
     let target = pg::Target::resolve(a.db.as_deref())?;
     let mut client = target.connect()?;
-    let pid: i32 = client
-        .query_one("SELECT pg_backend_pid()", &[])
-        .map_err(|e| pg_error("ask the server for its pid", e))?
-        .get(0);
+    let pid: i32 =
+        client.query_one("SELECT pg_backend_pid()", &[]).map_err(|e| pg_error("ask the server for its pid", e))?.get(0);
     let mut log = RunLog::start(target.connect()?, &a.runs_table, TOOL, &a.table, a.mode.name(), pid)?;
     let started = Instant::now();
     let mut outcome = Outcome::default();
     let result = load(&mut client, &a, &mut outcome);
     match result {
         Ok(report) => {
-            let state = if a.dry_run { "dry-run" } else if report.verified { "success" } else { "failed" };
+            let state = if a.dry_run {
+                "dry-run"
+            } else if report.verified {
+                "success"
+            } else {
+                "failed"
+            };
             let err = (!report.verified).then(|| report.mismatch.clone());
             log.finish(state, &outcome, err.as_deref())?;
             if !report.verified {
@@ -245,12 +255,19 @@ fn load(client: &mut postgres::Client, a: &Args, outcome: &mut Outcome) -> Resul
         .map_err(|e| pg_error("set up the session", e))?;
     let table = Table::resolve(&mut tx, &a.table)?;
     if table.kind != 'r' && table.kind != 'p' {
-        return Err(Error::Usage(format!("'{}' is not a table (pg-load loads ordinary and partitioned tables)", a.table)));
+        return Err(Error::Usage(format!(
+            "'{}' is not a table (pg-load loads ordinary and partitioned tables)",
+            a.table
+        )));
     }
     let qt = table.qualified();
-    tx.batch_execute(&format!("LOCK TABLE {qt} IN SHARE ROW EXCLUSIVE MODE")).map_err(|e| match pg_error("lock", e) {
-        Error::TempFail(m) => Error::TempFail(format!("{m} (another session holds the table: another pg-load, or the application?)")),
-        other => other,
+    tx.batch_execute(&format!("LOCK TABLE {qt} IN SHARE ROW EXCLUSIVE MODE")).map_err(|e| {
+        match pg_error("lock", e) {
+            Error::TempFail(m) => {
+                Error::TempFail(format!("{m} (another session holds the table: another pg-load, or the application?)"))
+            }
+            other => other,
+        }
     })?;
     let columns = convert::table_columns(&mut tx, table.oid, &qt)?;
     let key = match a.key.is_empty() {
@@ -292,10 +309,7 @@ fn load(client: &mut postgres::Client, a: &Args, outcome: &mut Outcome) -> Resul
     let deferred = if a.defer_fks { drop_foreign_keys(&mut tx, &table)? } else { vec![] };
 
     let loadable: Vec<ColumnInfo> = columns.iter().filter(|c| !c.generated).cloned().collect();
-    let plan = Plan {
-        binary: loadable.iter().all(|c| c.kind.has_binary()),
-        columns: loadable,
-    };
+    let plan = Plan { binary: loadable.iter().all(|c| c.kind.has_binary()), columns: loadable };
     let generated: Vec<&str> = columns.iter().filter(|c| c.generated).map(|c| c.name.as_str()).collect();
 
     let stdin = std::io::stdin();
@@ -429,7 +443,11 @@ fn stream_rows<R: std::io::BufRead>(
                 return Err(sink.server_error(e, Some(w)));
             }
             if progress && reader.rows().is_multiple_of(100_000) {
-                eprint!("\r{TOOL}: {} rows, {:.0} rows/s", reader.rows(), reader.rows() as f64 / started.elapsed().as_secs_f64());
+                eprint!(
+                    "\r{TOOL}: {} rows, {:.0} rows/s",
+                    reader.rows(),
+                    reader.rows() as f64 / started.elapsed().as_secs_f64()
+                );
             }
             match rows.next(reader, plan, generated, a) {
                 Ok(Some((l, s))) if stage.is_some() || s == seg => {
@@ -466,7 +484,13 @@ struct RowSource {
 
 impl RowSource {
     /// The next row's line and segment id, its values converted into `self.cells`.
-    fn next<R: std::io::BufRead>(&mut self, reader: &mut RowReader<R>, plan: &Plan, generated: &[&str], a: &Args) -> Result<Option<(u64, usize)>> {
+    fn next<R: std::io::BufRead>(
+        &mut self,
+        reader: &mut RowReader<R>,
+        plan: &Plan,
+        generated: &[&str],
+        a: &Args,
+    ) -> Result<Option<(u64, usize)>> {
         let Some((line, bytes)) = reader.next_raw()? else { return Ok(None) };
         let text = std::str::from_utf8(bytes).expect("next_raw checked UTF-8");
         for c in self.cells.iter_mut() {
@@ -486,7 +510,8 @@ impl RowSource {
                     let cell = match convert::convert_raw(raw.get(), &col.kind, &a.opts) {
                         Some(c) => c,
                         None => {
-                            let v: Value = serde_json::from_str(raw.get()).map_err(|e| Error::Data(format!("line {line}: malformed JSON: {e}")))?;
+                            let v: Value = serde_json::from_str(raw.get())
+                                .map_err(|e| Error::Data(format!("line {line}: malformed JSON: {e}")))?;
                             convert_value(&v, col, &a.opts, line)?
                         }
                     };
@@ -524,10 +549,14 @@ impl RowSource {
             // still names the line. A missing key with a default is not a NULL.
             let null_given = self.cells[i].as_ref().map_or(!col.has_default, |c| *c == Cell::Null);
             if null_given && col.not_null {
-                return Err(Error::Data(format!("line {line}, column '{}': null (or missing) in a NOT NULL column", col.name)));
+                return Err(Error::Data(format!(
+                    "line {line}, column '{}': null (or missing) in a NOT NULL column",
+                    col.name
+                )));
             }
         }
-        let sig: Signature = (0..self.cells.len()).filter(|&i| self.cells[i].is_none() && plan.columns[i].has_default).collect();
+        let sig: Signature =
+            (0..self.cells.len()).filter(|&i| self.cells[i].is_none() && plan.columns[i].has_default).collect();
         let seg = match self.seg_ids.get(&sig) {
             Some(&s) => s,
             None => {
@@ -547,8 +576,9 @@ impl RowSource {
 }
 
 fn convert_value(v: &Value, col: &ColumnInfo, opts: &Options, line: u64) -> Result<Cell> {
-    convert::convert(v, &col.kind, opts)
-        .map_err(|cause| convert::conversion_error(line, &col.name, v, &format!("{cause} (column type {})", col.type_name)))
+    convert::convert(v, &col.kind, opts).map_err(|cause| {
+        convert::conversion_error(line, &col.name, v, &format!("{cause} (column type {})", col.type_name))
+    })
 }
 
 /// A row's keys and raw values, borrowed from the line; `None` when a key has escapes, a key
@@ -614,13 +644,23 @@ impl CopySink {
         format!("{} ({})", self.table.qualified(), list.join(", "))
     }
 
-    fn begin<'a>(&mut self, tx: &'a mut Transaction, target: &str, cols: Vec<usize>) -> Result<postgres::CopyInWriter<'a>> {
+    fn begin<'a>(
+        &mut self,
+        tx: &'a mut Transaction,
+        target: &str,
+        cols: Vec<usize>,
+    ) -> Result<postgres::CopyInWriter<'a>> {
         self.cols = cols;
         self.staged = false;
         self.open(tx, target)
     }
 
-    fn begin_stage<'a>(&mut self, tx: &'a mut Transaction, stage: &str, cols: Vec<usize>) -> Result<postgres::CopyInWriter<'a>> {
+    fn begin_stage<'a>(
+        &mut self,
+        tx: &'a mut Transaction,
+        stage: &str,
+        cols: Vec<usize>,
+    ) -> Result<postgres::CopyInWriter<'a>> {
         // The stage table has every loadable column in order, then _pgferry_seg.
         let list: Vec<String> = cols.iter().map(|&i| quote_ident(&self.col_names[i])).collect();
         let target = format!("{stage} ({}, _pgferry_seg, _pgferry_line)", list.join(", "));
@@ -732,7 +772,9 @@ impl CopySink {
                      create it with: pg-partition ensure {table} --from {month}, or load with --ensure-partitions"
                 ))
             }
-            "23505" => Error::Data(format!("{at}: duplicate key: {detail} (the stream or the table already holds this key)")),
+            "23505" => {
+                Error::Data(format!("{at}: duplicate key: {detail} (the stream or the table already holds this key)"))
+            }
             "23502" => Error::Data(format!("{at}: null value in NOT NULL column '{}'", db.column().unwrap_or("?"))),
             "23503" => Error::Data(format!(
                 "{at}: {detail}; load the parent table first, or pass --defer-fks to load children before parents"
@@ -789,10 +831,16 @@ fn merge_stage(
         // a plain insert (the table was empty, or --mode append).
         let mut inserted = 0i64;
         for (seg, sig) in segments.iter().enumerate() {
-            let cols: Vec<String> = (0..plan.columns.len()).filter(|i| !sig.contains(i)).map(|i| quote_ident(&plan.columns[i].name)).collect();
+            let cols: Vec<String> = (0..plan.columns.len())
+                .filter(|i| !sig.contains(i))
+                .map(|i| quote_ident(&plan.columns[i].name))
+                .collect();
             let list = cols.join(", ");
             inserted += tx
-                .execute(&format!("INSERT INTO {qt} ({list}) SELECT {list} FROM {stage} WHERE _pgferry_seg = {seg}"), &[])
+                .execute(
+                    &format!("INSERT INTO {qt} ({list}) SELECT {list} FROM {stage} WHERE _pgferry_seg = {seg}"),
+                    &[],
+                )
                 .map_err(|e| merge_error(qt, e))? as i64;
         }
         return Ok((inserted, 0, inserted));
@@ -830,20 +878,33 @@ fn merge_stage(
     let join = key.iter().map(|k| format!("t.{0} = s.{0}", quote_ident(k))).collect::<Vec<_>>().join(" AND ");
     let mut inserted = 0i64;
     for (seg, sig) in segments.iter().enumerate() {
-        let cols: Vec<String> = (0..plan.columns.len()).filter(|i| !sig.contains(i)).map(|i| quote_ident(&plan.columns[i].name)).collect();
+        let cols: Vec<String> =
+            (0..plan.columns.len()).filter(|i| !sig.contains(i)).map(|i| quote_ident(&plan.columns[i].name)).collect();
         let list = cols.join(", ");
-        let select = format!("SELECT {} FROM {stage} s WHERE s._pgferry_seg = {seg}", cols.iter().map(|c| format!("s.{c}")).collect::<Vec<_>>().join(", "));
+        let select = format!(
+            "SELECT {} FROM {stage} s WHERE s._pgferry_seg = {seg}",
+            cols.iter().map(|c| format!("s.{c}")).collect::<Vec<_>>().join(", ")
+        );
         let sql = match (mode, on_conflict) {
             (Mode::Upsert, true) => {
-                let sets: Vec<String> = cols.iter().filter(|c| !key_list.contains(c)).map(|c| format!("{c} = EXCLUDED.{c}")).collect();
-                let action = if sets.is_empty() { "DO NOTHING".to_string() } else { format!("DO UPDATE SET {}", sets.join(", ")) };
+                let sets: Vec<String> =
+                    cols.iter().filter(|c| !key_list.contains(c)).map(|c| format!("{c} = EXCLUDED.{c}")).collect();
+                let action = if sets.is_empty() {
+                    "DO NOTHING".to_string()
+                } else {
+                    format!("DO UPDATE SET {}", sets.join(", "))
+                };
                 format!("INSERT INTO {qt} ({list}) {select} ON CONFLICT ({key_sql}) {action} RETURNING (xmax = 0)")
             }
             (Mode::Upsert, false) => {
                 return Err(Error::Usage(format!("--mode upsert needs a unique index on ({})", key.join(", "))));
             }
-            (_, true) => format!("INSERT INTO {qt} ({list}) {select} ON CONFLICT ({key_sql}) DO NOTHING RETURNING true"),
-            (_, false) => format!("INSERT INTO {qt} ({list}) {select} AND NOT EXISTS (SELECT 1 FROM {qt} t WHERE {join}) RETURNING true"),
+            (_, true) => {
+                format!("INSERT INTO {qt} ({list}) {select} ON CONFLICT ({key_sql}) DO NOTHING RETURNING true")
+            }
+            (_, false) => format!(
+                "INSERT INTO {qt} ({list}) {select} AND NOT EXISTS (SELECT 1 FROM {qt} t WHERE {join}) RETURNING true"
+            ),
         };
         let counted = format!("WITH ins AS ({sql}) SELECT count(*) FILTER (WHERE ins.x) FROM ins AS ins(x)");
         let n: i64 = tx.query_one(&counted, &[]).map_err(|e| merge_error(qt, e))?.get(0);
@@ -880,7 +941,13 @@ fn merge_error(table: &str, e: postgres::Error) -> Error {
 }
 
 /// Creates the partitions the staged rows need (pg-partition's code path and lock).
-fn ensure_partitions(tx: &mut Transaction, table: &Table, stage: &str, interval: pgferry::partition::Interval, lock_timeout: u32) -> Result<Option<String>> {
+fn ensure_partitions(
+    tx: &mut Transaction,
+    table: &Table,
+    stage: &str,
+    interval: pgferry::partition::Interval,
+    lock_timeout: u32,
+) -> Result<Option<String>> {
     use pgferry::partition;
     let info = partition::inspect(tx, table)?;
     let key = quote_ident(&info.key);
@@ -903,10 +970,14 @@ fn ensure_partitions(tx: &mut Transaction, table: &Table, stage: &str, interval:
         return Ok(None);
     }
     let names: Vec<&str> = report.created.iter().map(|c| c.name.as_str()).collect();
-    Ok(Some(format!("created partitions {}{}", names.join(", "), match report.moved() {
-        0 => String::new(),
-        n => format!(" ({n} rows moved out of the default partition)"),
-    })))
+    Ok(Some(format!(
+        "created partitions {}{}",
+        names.join(", "),
+        match report.moved() {
+            0 => String::new(),
+            n => format!(" ({n} rows moved out of the default partition)"),
+        }
+    )))
 }
 
 // ---------------------------------------------------------------- after the load
@@ -941,7 +1012,10 @@ fn drop_foreign_keys(tx: &mut Transaction, table: &Table) -> Result<Vec<ForeignK
         .map_err(|e| pg_error("read foreign keys", e))?;
     let fks: Vec<ForeignKey> = rows
         .iter()
-        .map(|r| ForeignKey { name: r.get(0), definition: r.get::<_, String>(1).trim_end_matches(" NOT VALID").to_string() })
+        .map(|r| ForeignKey {
+            name: r.get(0),
+            definition: r.get::<_, String>(1).trim_end_matches(" NOT VALID").to_string(),
+        })
         .collect();
     for fk in &fks {
         tx.batch_execute(&format!("ALTER TABLE {} DROP CONSTRAINT {}", table.qualified(), quote_ident(&fk.name)))
@@ -953,8 +1027,13 @@ fn drop_foreign_keys(tx: &mut Transaction, table: &Table) -> Result<Vec<ForeignK
 fn restore_foreign_keys(tx: &mut Transaction, table: &Table, fks: &[ForeignKey]) -> Result<String> {
     let mut later = vec![];
     for fk in fks {
-        tx.batch_execute(&format!("ALTER TABLE {} ADD CONSTRAINT {} {} NOT VALID", table.qualified(), quote_ident(&fk.name), fk.definition))
-            .map_err(|e| pg_error(format!("re-add foreign key {} NOT VALID", fk.name), e))?;
+        tx.batch_execute(&format!(
+            "ALTER TABLE {} ADD CONSTRAINT {} {} NOT VALID",
+            table.qualified(),
+            quote_ident(&fk.name),
+            fk.definition
+        ))
+        .map_err(|e| pg_error(format!("re-add foreign key {} NOT VALID", fk.name), e))?;
         later.push(format!("ALTER TABLE {} VALIDATE CONSTRAINT {};", table.qualified(), quote_ident(&fk.name)));
     }
     Ok(format!("foreign keys re-added NOT VALID; once the parents are loaded, run: {}", later.join(" ")))
@@ -970,10 +1049,15 @@ mod tests {
 
     #[test]
     fn copy_context_and_partition_detail() {
-        assert_eq!(parse_copy_context("COPY device_logs, line 3, column received_at: \"x\""), (Some(3), Some("received_at".into())));
+        assert_eq!(
+            parse_copy_context("COPY device_logs, line 3, column received_at: \"x\""),
+            (Some(3), Some("received_at".into()))
+        );
         assert_eq!(parse_copy_context("COPY t, line 12"), (Some(12), None));
         assert_eq!(
-            parse_partition_detail("Partition key of the failing row contains (received_at) = (2024-01-05 00:00:00+00)."),
+            parse_partition_detail(
+                "Partition key of the failing row contains (received_at) = (2024-01-05 00:00:00+00)."
+            ),
             ("received_at".into(), "2024-01-05 00:00:00+00".into())
         );
     }

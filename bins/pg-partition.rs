@@ -441,7 +441,14 @@ fn retain(mut tx: postgres::Transaction, table: &Table, a: &Args) -> Result<Stat
     Ok(Status::Ok)
 }
 
-fn report_retain(info: &Partitioned, retire: &[&Partition], archived: &[archive::Archived], a: &Args, shown: &str, cut: String) {
+fn report_retain(
+    info: &Partitioned,
+    retire: &[&Partition],
+    archived: &[archive::Archived],
+    a: &Args,
+    shown: &str,
+    cut: String,
+) {
     let verb = if a.detach { "detached" } else { "dropped" };
     for (i, p) in retire.iter().enumerate() {
         let range = format!(

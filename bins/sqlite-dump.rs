@@ -107,7 +107,11 @@ fn parse(args: &mut pico_args::Arguments) -> Result<Args> {
         return Err(Error::Usage("--list and --all take no TABLE".into()));
     }
     if modes == 0 && a.tables.len() != 1 {
-        return Err(Error::Usage(if a.tables.is_empty() { "missing argument TABLE".into() } else { "give one TABLE (or --all)".into() }));
+        return Err(Error::Usage(if a.tables.is_empty() {
+            "missing argument TABLE".into()
+        } else {
+            "give one TABLE (or --all)".into()
+        }));
     }
     Ok(a)
 }
@@ -154,7 +158,8 @@ fn dump_all(conn: &Connection, a: &Args) -> Result<Status> {
         let file_name = format!("{}.ndjson", t.replace(['/', '\\', '\0'], "_"));
         let final_path = dir.join(&file_name);
         let tmp_path = dir.join(format!(".{file_name}.partial"));
-        let file = std::fs::File::create(&tmp_path).map_err(|e| Error::io(format!("create '{}'", tmp_path.display()), e))?;
+        let file =
+            std::fs::File::create(&tmp_path).map_err(|e| Error::io(format!("create '{}'", tmp_path.display()), e))?;
         let w = std::io::BufWriter::with_capacity(1 << 16, file);
         let rows = match dump_table(conn, &info, a, w, &a.db) {
             Ok(n) => n,
@@ -163,7 +168,8 @@ fn dump_all(conn: &Connection, a: &Args) -> Result<Status> {
                 return Err(e);
             }
         };
-        std::fs::rename(&tmp_path, &final_path).map_err(|e| Error::io(format!("rename to '{}'", final_path.display()), e))?;
+        std::fs::rename(&tmp_path, &final_path)
+            .map_err(|e| Error::io(format!("rename to '{}'", final_path.display()), e))?;
         writeln!(stdout, "{}", json!({"table": t, "rows": rows, "file": final_path.display().to_string()}))
             .map_err(|e| Error::io("write to stdout", e))?;
     }
@@ -248,7 +254,11 @@ fn dump_table<W: Write>(conn: &Connection, info: &TableInfo, a: &Args, out: W, d
     }
     let n = w.rows();
     let file = std::path::Path::new(db).file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
-    w.finish(&[("source", Value::from("sqlite")), ("database", Value::from(file)), ("table", Value::from(table.as_str()))])?;
+    w.finish(&[
+        ("source", Value::from("sqlite")),
+        ("database", Value::from(file)),
+        ("table", Value::from(table.as_str())),
+    ])?;
     Ok(n)
 }
 

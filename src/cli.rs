@@ -73,12 +73,7 @@ pub fn opt(args: &mut pico_args::Arguments, key: &'static str) -> Result<Option<
 /// An option given any number of times, each value possibly a comma-separated list.
 pub fn list(args: &mut pico_args::Arguments, key: &'static str) -> Result<Vec<String>> {
     let raw: Vec<String> = args.values_from_str(key).map_err(usage_err)?;
-    Ok(raw
-        .iter()
-        .flat_map(|v| v.split(','))
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .collect())
+    Ok(raw.iter().flat_map(|v| v.split(',')).map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
 }
 
 /// Progress and summaries go to stderr, prefixed with the tool's name.

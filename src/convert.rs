@@ -33,7 +33,10 @@ pub enum Kind {
     Jsonb,
     Uuid,
     /// A one-dimensional array of `elem`, whose element type has oid `elem_oid`.
-    Array { elem: Box<Kind>, elem_oid: u32 },
+    Array {
+        elem: Box<Kind>,
+        elem_oid: u32,
+    },
     /// Any other type (interval, inet, money, ...): its text form, parsed by the server.
     Other(String),
 }
@@ -106,8 +109,7 @@ impl EpochUnit {
 }
 
 /// Per-column conversion options.
-#[derive(Debug, Clone)]
-#[derive(Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Options {
     /// Zone assumed for timestamps without an offset going into timestamptz (seconds east).
     pub assume_offset: i32,
@@ -116,7 +118,6 @@ pub struct Options {
     /// Remove NUL characters from text instead of refusing them.
     pub strip_nul: bool,
 }
-
 
 /// A value converted for its column: what the COPY encoders write.
 #[derive(Debug, Clone, PartialEq)]
@@ -154,8 +155,12 @@ pub fn convert(v: &Value, kind: &Kind, opts: &Options) -> std::result::Result<Ce
     match kind {
         Kind::Text | Kind::Enum | Kind::Other(_) => to_text(v, opts).map(Cell::Text),
         Kind::Bool => to_bool(v).map(Cell::Bool),
-        Kind::Int2 => to_int(v).and_then(|n| i16::try_from(n).map(Cell::Int2).map_err(|_| "out of range for smallint".into())),
-        Kind::Int4 => to_int(v).and_then(|n| i32::try_from(n).map(Cell::Int4).map_err(|_| "out of range for integer".into())),
+        Kind::Int2 => {
+            to_int(v).and_then(|n| i16::try_from(n).map(Cell::Int2).map_err(|_| "out of range for smallint".into()))
+        }
+        Kind::Int4 => {
+            to_int(v).and_then(|n| i32::try_from(n).map(Cell::Int4).map_err(|_| "out of range for integer".into()))
+        }
         Kind::Int8 => to_int(v).map(Cell::Int8),
         Kind::Float8 => to_float(v).map(Cell::Float8),
         Kind::Float4 => to_float(v).and_then(|f| {
@@ -241,7 +246,8 @@ fn check_nul(s: &str, opts: &Options) -> std::result::Result<String, String> {
     if opts.strip_nul {
         Ok(s.replace('\0', ""))
     } else {
-        Err("text contains a NUL character (\\u0000), which PostgreSQL cannot store; pass --strip-nul to remove NULs".into())
+        Err("text contains a NUL character (\\u0000), which PostgreSQL cannot store; pass --strip-nul to remove NULs"
+            .into())
     }
 }
 
@@ -441,7 +447,11 @@ fn to_json_text(v: &Value, opts: &Options) -> std::result::Result<String, String
                 parsed = p;
                 &parsed
             }
-            Err(e) => return Err(format!("text is not valid JSON ({e}); a json column takes an object, an array, or a string holding JSON")),
+            Err(e) => {
+                return Err(format!(
+                    "text is not valid JSON ({e}); a json column takes an object, an array, or a string holding JSON"
+                ))
+            }
         },
         other => other,
     };
@@ -650,7 +660,11 @@ impl std::fmt::Display for Decimal {
             }
         } else {
             let sc = self.scale as usize;
-            let padded = if self.digits.len() <= sc { format!("{}{}", "0".repeat(sc + 1 - self.digits.len()), self.digits) } else { self.digits.clone() };
+            let padded = if self.digits.len() <= sc {
+                format!("{}{}", "0".repeat(sc + 1 - self.digits.len()), self.digits)
+            } else {
+                self.digits.clone()
+            };
             let (int, frac) = padded.split_at(padded.len() - sc);
             s.push_str(int);
             s.push('.');
@@ -940,7 +954,9 @@ mod tests {
 
     #[test]
     fn booleans_from_what_sources_hold() {
-        for (v, b) in [(json!(1), true), (json!(0), false), (json!("t"), true), (json!("FALSE"), false), (json!("yes"), true)] {
+        for (v, b) in
+            [(json!(1), true), (json!(0), false), (json!("t"), true), (json!("FALSE"), false), (json!("yes"), true)]
+        {
             assert_eq!(conv(v, Kind::Bool), Ok(Cell::Bool(b)));
         }
         assert!(conv(json!(2), Kind::Bool).is_err());
@@ -955,8 +971,13 @@ mod tests {
         assert_eq!(conv(json!(1704448800), Kind::Timestamptz), Ok(Cell::Timestamptz(base)));
         let ms = Options { epoch: Some(EpochUnit::Millis), ..Default::default() };
         assert_eq!(convert(&json!(1704448800123i64), &Kind::Timestamptz, &ms), Ok(Cell::Timestamptz(base + 123_000)));
-        assert_eq!(conv(serde_json::from_str("1704448800.5").unwrap(), Kind::Timestamptz), Ok(Cell::Timestamptz(base + 500_000)));
-        assert!(convert(&json!(1704448800), &Kind::Timestamptz, &Options::default()).unwrap_err().contains("--epoch-unit"));
+        assert_eq!(
+            conv(serde_json::from_str("1704448800.5").unwrap(), Kind::Timestamptz),
+            Ok(Cell::Timestamptz(base + 500_000))
+        );
+        assert!(convert(&json!(1704448800), &Kind::Timestamptz, &Options::default())
+            .unwrap_err()
+            .contains("--epoch-unit"));
         let athens = Options { assume_offset: 7200, ..Default::default() };
         assert_eq!(convert(&json!("2024-01-05 12:00:00"), &Kind::Timestamptz, &athens), Ok(Cell::Timestamptz(base)));
         // timestamp without time zone keeps zoneless text as written
@@ -1003,14 +1024,18 @@ mod tests {
             assert_eq!(convert_raw(raw, &kind, &opts), Some(convert(&v, &kind, &opts).unwrap()), "{raw}");
         }
         // What the fast path leaves to the general one.
-        for (raw, kind) in [("\"esc\\n\"", Kind::Text), ("70000", Kind::Int2), ("\"yesterday\"", Kind::Timestamptz), ("1", Kind::Bool)] {
+        for (raw, kind) in
+            [("\"esc\\n\"", Kind::Text), ("70000", Kind::Int2), ("\"yesterday\"", Kind::Timestamptz), ("1", Kind::Bool)]
+        {
             assert_eq!(convert_raw(raw, &kind, &opts), None, "{raw}");
         }
     }
 
     #[test]
     fn decimals() {
-        for (s, want) in [("12.50", "12.50"), ("-0.0012", "-0.0012"), ("1.5e3", "1500"), ("1e-2", "0.01"), ("007", "7"), ("-0", "0")] {
+        for (s, want) in
+            [("12.50", "12.50"), ("-0.0012", "-0.0012"), ("1.5e3", "1500"), ("1e-2", "0.01"), ("007", "7"), ("-0", "0")]
+        {
             assert_eq!(parse_decimal(s).unwrap().to_string(), want, "{s}");
         }
         assert!(parse_decimal("1.2.3").is_none());
@@ -1037,7 +1062,10 @@ mod tests {
     #[test]
     fn text_form() {
         let mut out = vec![];
-        encode_text(&Cell::Array(vec![Cell::Text("a\"b".into()), Cell::Null, Cell::Text("c\\d\ne".into())], 25), &mut out);
+        encode_text(
+            &Cell::Array(vec![Cell::Text("a\"b".into()), Cell::Null, Cell::Text("c\\d\ne".into())], 25),
+            &mut out,
+        );
         assert_eq!(String::from_utf8(out).unwrap(), "{\"a\\\\\"b\",NULL,\"c\\\\\\\\d\\ne\"}");
         let mut out = vec![];
         encode_text(&Cell::Timestamptz(-1), &mut out);
@@ -1110,7 +1138,9 @@ pub fn kind_of(client: &mut impl postgres::GenericClient, oid: u32) -> Result<Ki
     Ok(match typtype.as_str() {
         "d" => kind_of(client, base)?,
         "e" => Kind::Enum,
-        _ if category == "A" && elem != 0 && typlen == -1 => Kind::Array { elem: Box::new(kind_of(client, elem)?), elem_oid: elem },
+        _ if category == "A" && elem != 0 && typlen == -1 => {
+            Kind::Array { elem: Box::new(kind_of(client, elem)?), elem_oid: elem }
+        }
         _ => Kind::Other(name),
     })
 }

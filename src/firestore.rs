@@ -119,9 +119,7 @@ impl Auth {
     /// Forgets a cached token so the next request gets a fresh one; false if it cannot.
     fn renew(&mut self) -> bool {
         match self {
-            Auth::Command { cached, .. } | Auth::ServiceAccount { cached, .. } => {
-                cached.take().is_some()
-            }
+            Auth::Command { cached, .. } | Auth::ServiceAccount { cached, .. } => cached.take().is_some(),
             _ => false,
         }
     }
@@ -169,8 +167,8 @@ fn run_token_command(command: &str) -> Result<String> {
 /// Reads a service-account key file. Its content is never shown in a message.
 pub fn read_service_account(path: &str) -> Result<ServiceAccountKey> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(format!("read credentials '{path}'"), e))?;
-    let v: Value = serde_json::from_str(&text)
-        .map_err(|_| Error::Data(format!("credentials '{path}': not a JSON key file")))?;
+    let v: Value =
+        serde_json::from_str(&text).map_err(|_| Error::Data(format!("credentials '{path}': not a JSON key file")))?;
     let field = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
     match field("type").as_deref() {
         Some("service_account") => {}
@@ -271,7 +269,11 @@ impl Client {
                     })?;
                     Auth::Static { token: token.trim().to_string(), source: var.clone() }
                 } else if let Some(file) = o.credentials.clone().or_else(|| {
-                    if env(TOKEN_ENV).is_some() { None } else { env("GOOGLE_APPLICATION_CREDENTIALS") }
+                    if env(TOKEN_ENV).is_some() {
+                        None
+                    } else {
+                        env("GOOGLE_APPLICATION_CREDENTIALS")
+                    }
                 }) {
                     let key = read_service_account(&file)?;
                     key_project = key.project_id.clone();
@@ -295,9 +297,7 @@ impl Client {
             .or_else(|| env("GCLOUD_PROJECT"))
             .or_else(|| env("CLOUDSDK_CORE_PROJECT"))
             .or(key_project)
-            .ok_or_else(|| {
-                Error::Usage("no project: give --project ID or set GOOGLE_CLOUD_PROJECT".into())
-            })?;
+            .ok_or_else(|| Error::Usage("no project: give --project ID or set GOOGLE_CLOUD_PROJECT".into()))?;
         let database = o.database.clone().unwrap_or_else(|| "(default)".into());
         for (what, v) in [("project", &project), ("database", &database)] {
             if v.is_empty() || v.contains('/') {
@@ -335,12 +335,8 @@ impl Client {
     }
 
     fn url(&self, parent: &str, method: &str) -> String {
-        let mut u = format!(
-            "{}/v1/projects/{}/databases/{}/documents",
-            self.endpoint,
-            pct(&self.project),
-            pct(&self.database)
-        );
+        let mut u =
+            format!("{}/v1/projects/{}/databases/{}/documents", self.endpoint, pct(&self.project), pct(&self.database));
         for seg in parent.split('/').filter(|s| !s.is_empty()) {
             u.push('/');
             u.push_str(&pct(seg));
@@ -385,7 +381,11 @@ impl Client {
             None => (String::new(), String::from_utf8_lossy(&text).chars().take(200).collect()),
         };
         if status == 401 && self.auth.renew() {
-            return Err(Fail::Retry { cause: format!("401 {grpc}: {message} (renewing the token)"), after: None, unreachable: false });
+            return Err(Fail::Retry {
+                cause: format!("401 {grpc}: {message} (renewing the token)"),
+                after: None,
+                unreachable: false,
+            });
         }
         Err(classify(status, &grpc, &message, after, &self.auth))
     }
@@ -395,7 +395,8 @@ impl Client {
 fn check_endpoint(endpoint: &str) -> Result<()> {
     if let Some(rest) = endpoint.strip_prefix("http://") {
         let host = rest.split(['/', ':']).next().unwrap_or("");
-        let host = if rest.starts_with('[') { rest.split(']').next().unwrap_or("").trim_start_matches('[') } else { host };
+        let host =
+            if rest.starts_with('[') { rest.split(']').next().unwrap_or("").trim_start_matches('[') } else { host };
         if !matches!(host, "127.0.0.1" | "localhost" | "::1") {
             return Err(Error::Usage(format!(
                 "--endpoint '{endpoint}': credentials are sent over https only (plain http only to this machine)"
@@ -457,7 +458,8 @@ fn too_old_error(read_time: &str, given: bool, server: &str, docs: u64) -> Error
 fn classify(status: u16, grpc: &str, message: &str, after: Option<Duration>, auth: &Auth) -> Fail {
     let what = if grpc.is_empty() { format!("HTTP {status}") } else { format!("{status} {grpc}") };
     let full = if message.is_empty() { what.clone() } else { format!("{what}: {message}") };
-    let retryable_grpc = matches!(grpc, "UNAVAILABLE" | "DEADLINE_EXCEEDED" | "RESOURCE_EXHAUSTED" | "ABORTED" | "INTERNAL");
+    let retryable_grpc =
+        matches!(grpc, "UNAVAILABLE" | "DEADLINE_EXCEEDED" | "RESOURCE_EXHAUSTED" | "ABORTED" | "INTERNAL");
     if matches!(status, 408 | 429 | 500 | 502 | 503 | 504) || retryable_grpc {
         return Fail::Retry { cause: full, after, unreachable: false };
     }
@@ -746,14 +748,26 @@ impl Client {
     }
 
     /// One runQuery page; returns how many documents it held.
-    fn page(&mut self, parent: &str, body: &Value, root: &str, st: &mut QueryState, sink: &mut dyn Sink) -> Result<u64, Fail> {
+    fn page(
+        &mut self,
+        parent: &str,
+        body: &Value,
+        root: &str,
+        st: &mut QueryState,
+        sink: &mut dyn Sink,
+    ) -> Result<u64, Fail> {
         let resp = self.post(parent, "runQuery", body)?;
         let mut arr = ArrayReader::new(resp);
         let mut n = 0u64;
         let prefix = format!("{root}/");
-        while let Some(elem) = arr.next_element().map_err(|c| Fail::Retry { cause: c, after: None, unreachable: false })? {
-            let v: Value = serde_json::from_slice(elem)
-                .map_err(|e| Fail::Retry { cause: format!("unreadable response: {e}"), after: None, unreachable: false })?;
+        while let Some(elem) =
+            arr.next_element().map_err(|c| Fail::Retry { cause: c, after: None, unreachable: false })?
+        {
+            let v: Value = serde_json::from_slice(elem).map_err(|e| Fail::Retry {
+                cause: format!("unreadable response: {e}"),
+                after: None,
+                unreachable: false,
+            })?;
             if let Some(err) = v.get("error") {
                 return Err(classify_element(err, &self.auth));
             }
@@ -808,9 +822,14 @@ impl Client {
         let resp = self.post(parent, "runAggregationQuery", body)?;
         let mut arr = ArrayReader::new(resp);
         let (mut count, mut read_time) = (None, None);
-        while let Some(elem) = arr.next_element().map_err(|c| Fail::Retry { cause: c, after: None, unreachable: false })? {
-            let v: Value = serde_json::from_slice(elem)
-                .map_err(|e| Fail::Retry { cause: format!("unreadable response: {e}"), after: None, unreachable: false })?;
+        while let Some(elem) =
+            arr.next_element().map_err(|c| Fail::Retry { cause: c, after: None, unreachable: false })?
+        {
+            let v: Value = serde_json::from_slice(elem).map_err(|e| Fail::Retry {
+                cause: format!("unreadable response: {e}"),
+                after: None,
+                unreachable: false,
+            })?;
             if let Some(err) = v.get("error") {
                 return Err(classify_element(err, &self.auth));
             }
@@ -1010,7 +1029,14 @@ pub fn stream_value(v: &Value, o: ValueOptions) -> std::result::Result<Value, St
         }
         "bytesValue" => {
             let s = x.as_str().ok_or("bytesValue is not a string")?;
-            let std: String = s.chars().map(|c| match c { '-' => '+', '_' => '/', c => c }).collect();
+            let std: String = s
+                .chars()
+                .map(|c| match c {
+                    '-' => '+',
+                    '_' => '/',
+                    c => c,
+                })
+                .collect();
             stream::bytes_value(&stream::base64_decode(&std).map_err(|e| format!("bytesValue: {e}"))?)
         }
         "referenceValue" => {
@@ -1019,7 +1045,11 @@ pub fn stream_value(v: &Value, o: ValueOptions) -> std::result::Result<Value, St
                 Some(i) => &s[i + "/documents/".len()..],
                 None => s,
             };
-            Value::String(if o.ref_paths { path.to_string() } else { path.rsplit('/').next().unwrap_or(path).to_string() })
+            Value::String(if o.ref_paths {
+                path.to_string()
+            } else {
+                path.rsplit('/').next().unwrap_or(path).to_string()
+            })
         }
         "geoPointValue" => {
             let coord = |k: &str| -> std::result::Result<Value, String> {
@@ -1172,11 +1202,16 @@ mod tests {
         assert_eq!(conv(r.clone()), json!("o9"));
         assert_eq!(stream_value(&r, ValueOptions { ref_paths: true }).unwrap(), json!("customers/c1/orders/o9"));
         assert_eq!(conv(json!({"geoPointValue": {}})).to_string(), r#"{"lat":0.0,"lng":0.0}"#);
-        assert_eq!(conv(json!({"geoPointValue": {"latitude": -90, "longitude": 180.0}})).to_string(), r#"{"lat":-90.0,"lng":180.0}"#);
+        assert_eq!(
+            conv(json!({"geoPointValue": {"latitude": -90, "longitude": 180.0}})).to_string(),
+            r#"{"lat":-90.0,"lng":180.0}"#
+        );
         assert_eq!(conv(json!({"arrayValue": {}})), json!([]));
         assert_eq!(conv(json!({"mapValue": {}})), json!({}));
         assert_eq!(
-            conv(json!({"mapValue": {"fields": {"a": {"arrayValue": {"values": [{"integerValue": "1"}, {"mapValue": {}}]}}}}})),
+            conv(
+                json!({"mapValue": {"fields": {"a": {"arrayValue": {"values": [{"integerValue": "1"}, {"mapValue": {}}]}}}}})
+            ),
             json!({"a": [1, {}]})
         );
         let vector = json!({"mapValue": {"fields": {"__type__": {"stringValue": "__vector__"},
@@ -1262,7 +1297,14 @@ mod tests {
         let parts: Vec<&str> = jwt.split('.').collect();
         assert_eq!(parts.len(), 3);
         let dec = |s: &str| {
-            let std: String = s.chars().map(|c| match c { '-' => '+', '_' => '/', c => c }).collect();
+            let std: String = s
+                .chars()
+                .map(|c| match c {
+                    '-' => '+',
+                    '_' => '/',
+                    c => c,
+                })
+                .collect();
             stream::base64_decode(&std).unwrap()
         };
         let claims: Value = serde_json::from_slice(&dec(parts[1])).unwrap();

@@ -408,9 +408,8 @@ fn inspect_utc(tx: &mut Transaction, table: &Table) -> Result<Partitioned> {
             default = Some(p);
             continue;
         }
-        let (from, to) = parse_range_bound(&p.bound_sql).ok_or_else(|| {
-            Error::Data(format!("partition '{}': cannot read its bound {:?}", p.name, p.bound_sql))
-        })?;
+        let (from, to) = parse_range_bound(&p.bound_sql)
+            .ok_or_else(|| Error::Data(format!("partition '{}': cannot read its bound {:?}", p.name, p.bound_sql)))?;
         p.from = from;
         p.to = to;
         partitions.push(p);
@@ -673,9 +672,7 @@ fn ensure_utc(
     let key = quote_ident(&info.key);
     let kt = info.key_type;
     let parent = table.qualified();
-    let range = |from: Date, to: Date| {
-        format!("{key} >= {} AND {key} < {}", kt.literal(from), kt.literal(to))
-    };
+    let range = |from: Date, to: Date| format!("{key} >= {} AND {key} < {}", kt.literal(from), kt.literal(to));
     let mut sql: Vec<String> = vec![];
 
     if let Some(def) = &info.default {
@@ -690,7 +687,8 @@ fn ensure_utc(
         let total = count(tx, &format!("SELECT count(*) FROM {dq} WHERE {span}"), &def.name)?;
         if total > 0 {
             for p in plans.iter_mut() {
-                p.in_default = count(tx, &format!("SELECT count(*) FROM {dq} WHERE {}", range(p.from, p.to)), &def.name)?;
+                p.in_default =
+                    count(tx, &format!("SELECT count(*) FROM {dq} WHERE {}", range(p.from, p.to)), &def.name)?;
             }
             refuse_if_referenced(tx, &info, def, &plans, iv)?;
             sql.push(format!(
@@ -765,7 +763,13 @@ fn guess_interval(from: &i64, to: &i64) -> &'static str {
 
 /// Moving rows deletes them from the default partition: a foreign key referencing the table
 /// would see them vanish (its ON DELETE action, CASCADE included, would fire). Refuse.
-fn refuse_if_referenced(tx: &mut Transaction, info: &Partitioned, def: &Partition, plans: &[Plan], iv: Interval) -> Result<()> {
+fn refuse_if_referenced(
+    tx: &mut Transaction,
+    info: &Partitioned,
+    def: &Partition,
+    plans: &[Plan],
+    iv: Interval,
+) -> Result<()> {
     let fk = tx
         .query_opt(
             "SELECT conname::text, conrelid::regclass::text FROM pg_constraint \
@@ -795,10 +799,7 @@ fn exec(tx: &mut Transaction, sql: &str, what: &str) -> Result<u64> {
 }
 
 fn count(tx: &mut Transaction, sql: &str, name: &str) -> Result<u64> {
-    let n: i64 = tx
-        .query_one(sql, &[])
-        .map_err(|e| pg_error(format!("count the rows of '{name}'"), e))?
-        .get(0);
+    let n: i64 = tx.query_one(sql, &[]).map_err(|e| pg_error(format!("count the rows of '{name}'"), e))?.get(0);
     Ok(n as u64)
 }
 

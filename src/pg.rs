@@ -142,9 +142,7 @@ impl Target {
         }
         let connector = b.build().map_err(|e| Error::Unavailable(format!("TLS setup: {e}")))?;
         config.ssl_mode(if self.tls == TlsMode::Prefer { SslMode::Prefer } else { SslMode::Require });
-        config
-            .connect(postgres_native_tls::MakeTlsConnector::new(connector))
-            .map_err(unavailable)
+        config.connect(postgres_native_tls::MakeTlsConnector::new(connector)).map_err(unavailable)
     }
 }
 
@@ -207,7 +205,11 @@ fn parse_sslmode(v: &str) -> Result<TlsMode> {
         "require" => TlsMode::Require,
         "verify-ca" => TlsMode::VerifyCa,
         "verify-full" => TlsMode::VerifyFull,
-        _ => return Err(Error::Usage(format!("sslmode '{v}' is not one of disable, prefer, require, verify-ca, verify-full"))),
+        _ => {
+            return Err(Error::Usage(format!(
+                "sslmode '{v}' is not one of disable, prefer, require, verify-ca, verify-full"
+            )))
+        }
     })
 }
 
@@ -260,9 +262,9 @@ pub fn parse_conninfo(s: &str) -> Result<Target> {
         }
         kept.join(" ")
     };
-    let config: Config = rest
-        .parse()
-        .map_err(|e: postgres::Error| Error::Usage(format!("cannot read the connection string: {}", redact_cause(&e))))?;
+    let config: Config = rest.parse().map_err(|e: postgres::Error| {
+        Error::Usage(format!("cannot read the connection string: {}", redact_cause(&e)))
+    })?;
     Ok(Target { config, tls, root_cert })
 }
 
@@ -414,7 +416,10 @@ mod tests {
 
     #[test]
     fn urls_and_keyword_strings() {
-        let t = parse_conninfo("postgres://app:s3cret@db.example.com:6543/shop?sslmode=verify-full&sslrootcert=/ca.pem&application_name=x").unwrap();
+        let t = parse_conninfo(
+            "postgres://app:s3cret@db.example.com:6543/shop?sslmode=verify-full&sslrootcert=/ca.pem&application_name=x",
+        )
+        .unwrap();
         assert_eq!(t.tls, TlsMode::VerifyFull);
         assert_eq!(t.root_cert.as_deref(), Some("/ca.pem"));
         assert_eq!(t.describe(), "app@db.example.com:6543/shop");

@@ -75,7 +75,9 @@ pub fn parse(text: &str) -> Result<Vec<Step>> {
                 None | Some(Value::Null) => Ok(vec![]),
                 Some(Value::Array(a)) => a
                     .iter()
-                    .map(|v| v.as_str().map(str::to_string).ok_or_else(|| bad(format!("'{k}' must be an array of strings"))))
+                    .map(|v| {
+                        v.as_str().map(str::to_string).ok_or_else(|| bad(format!("'{k}' must be an array of strings")))
+                    })
                     .collect(),
                 Some(_) => Err(bad(format!("'{k}' must be an array of strings"))),
             }
@@ -161,10 +163,7 @@ mod tests {
         assert_eq!(steps[0].step, "1.1");
         assert_eq!(steps[0].line, 2);
         assert_eq!(steps[1].load, vec!["--defer-fks"]);
-        assert_eq!(
-            steps[2].partitioned,
-            Some(Partitioned { from: "2024-01".into(), ahead: Some(2), keep: Some(6) })
-        );
+        assert_eq!(steps[2].partitioned, Some(Partitioned { from: "2024-01".into(), ahead: Some(2), keep: Some(6) }));
         assert_eq!(steps[4].check, vec!["--key", "id"]);
         assert_eq!(steps[4].export, vec!["--parent-field", "customer_id"]);
         assert_eq!(steps[3].line, 6);

@@ -45,7 +45,14 @@ pub struct RunLog {
 impl RunLog {
     /// Creates the table if needed, marks runs of `target` that died without finishing
     /// (their backend is gone) as `interrupted`, and records this run as `running`.
-    pub fn start(mut client: Client, table: &str, tool: &str, target: &str, mode: &str, backend_pid: i32) -> Result<RunLog> {
+    pub fn start(
+        mut client: Client,
+        table: &str,
+        tool: &str,
+        target: &str,
+        mode: &str,
+        backend_pid: i32,
+    ) -> Result<RunLog> {
         let qt = quote_table(table);
         let cols: Vec<String> = COLUMNS.iter().map(|(n, t)| format!("{n} {t}")).collect();
         client
@@ -66,7 +73,10 @@ impl RunLog {
             // Written by an older pgferry: add what this version records.
             for (n, t) in &missing {
                 client
-                    .batch_execute(&format!("ALTER TABLE {qt} ADD COLUMN IF NOT EXISTS {n} {}", t.replace(" NOT NULL", "")))
+                    .batch_execute(&format!(
+                        "ALTER TABLE {qt} ADD COLUMN IF NOT EXISTS {n} {}",
+                        t.replace(" NOT NULL", "")
+                    ))
                     .map_err(|e| pg_error(format!("upgrade the run log '{table}'"), e))?;
             }
         } else if !missing.is_empty() {

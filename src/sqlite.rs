@@ -112,8 +112,7 @@ pub fn sqlite_error(what: impl std::fmt::Display, e: rusqlite::Error) -> Error {
 /// so everything read until the connection is dropped sees one consistent state.
 pub fn begin_snapshot(conn: &Connection) -> Result<()> {
     conn.execute_batch("BEGIN DEFERRED").map_err(|e| sqlite_error("begin a read transaction", e))?;
-    conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))
-        .map_err(|e| sqlite_error("read the schema", e))
+    conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(())).map_err(|e| sqlite_error("read the schema", e))
 }
 
 /// The user tables, in name order (SQLite's internal `sqlite_*` tables left out).

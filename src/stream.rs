@@ -182,11 +182,7 @@ pub fn write_json_f64(buf: &mut Vec<u8>, v: f64) {
     if v.is_nan() {
         buf.extend_from_slice(br#"{"$float":"NaN"}"#);
     } else if v.is_infinite() {
-        buf.extend_from_slice(if v > 0.0 {
-            br#"{"$float":"Infinity"}"#
-        } else {
-            br#"{"$float":"-Infinity"}"#
-        });
+        buf.extend_from_slice(if v > 0.0 { br#"{"$float":"Infinity"}"# } else { br#"{"$float":"-Infinity"}"# });
     } else {
         // Rust's Display for f64 is the shortest round-trip form but never uses an
         // exponent; Debug uses one when it is shorter (1e300) and always keeps a ".0".
@@ -218,7 +214,13 @@ pub fn float_value(v: f64) -> Value {
         write_json_f64(&mut s, v);
         serde_json::from_slice(&s).expect("a finite float is a JSON number")
     } else {
-        let tag = if v.is_nan() { "NaN" } else if v > 0.0 { "Infinity" } else { "-Infinity" };
+        let tag = if v.is_nan() {
+            "NaN"
+        } else if v > 0.0 {
+            "Infinity"
+        } else {
+            "-Infinity"
+        };
         let mut m = Map::new();
         m.insert("$float".into(), Value::String(tag.into()));
         Value::Object(m)
@@ -448,17 +450,11 @@ fn may_be_end_record(line: &[u8]) -> bool {
 /// Parses one line as a JSON object, with a line-numbered error.
 pub fn parse_object(line: &[u8], line_no: u64) -> Result<Map<String, Value>> {
     if let Err(e) = std::str::from_utf8(line) {
-        return Err(Error::Data(format!(
-            "line {line_no}: invalid UTF-8 at byte {} of the line",
-            e.valid_up_to() + 1
-        )));
+        return Err(Error::Data(format!("line {line_no}: invalid UTF-8 at byte {} of the line", e.valid_up_to() + 1)));
     }
     match serde_json::from_slice::<Value>(line) {
         Ok(Value::Object(m)) => Ok(m),
-        Ok(other) => Err(Error::Data(format!(
-            "line {line_no}: expected a JSON object, found {}",
-            kind_name(&other)
-        ))),
+        Ok(other) => Err(Error::Data(format!("line {line_no}: expected a JSON object, found {}", kind_name(&other)))),
         Err(e) => Err(Error::Data(format!(
             "line {line_no}: malformed JSON at column {}: {}; the line starts {}",
             e.column(),

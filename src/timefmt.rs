@@ -120,8 +120,8 @@ pub fn parse_timestamp(s: &str) -> Option<Parsed> {
         }
     }
     // 24:00:00 is allowed by ISO 8601 and PostgreSQL as the end of the day.
-    let valid_time = (hour < 24 && minute < 60 && second < 60)
-        || (hour == 24 && minute == 0 && second == 0 && micros == 0);
+    let valid_time =
+        (hour < 24 && minute < 60 && second < 60) || (hour == 24 && minute == 0 && second == 0 && micros == 0);
     if !valid_time {
         return None;
     }
@@ -225,15 +225,7 @@ pub fn format_rfc3339_nanos(secs: i64, nanos: u32) -> String {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
-    let mut s = format!(
-        "{}-{:02}-{:02}T{:02}:{:02}:{:02}",
-        fmt_year(y),
-        m,
-        d,
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    );
+    let mut s = format!("{}-{:02}-{:02}T{:02}:{:02}:{:02}", fmt_year(y), m, d, rem / 3600, rem / 60 % 60, rem % 60);
     if nanos != 0 {
         let f = format!("{nanos:09}");
         s.push('.');
@@ -253,9 +245,7 @@ fn fmt_year(y: i64) -> String {
 
 /// Microseconds since the Unix epoch of "now".
 pub fn now_micros() -> i64 {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock after 1970");
+    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock after 1970");
     d.as_micros() as i64
 }
 
@@ -310,8 +300,17 @@ mod tests {
     #[test]
     fn nonsense_is_refused() {
         for s in [
-            "", "yesterday-ish", "2024-13-01", "2023-02-29", "2024-01-05T25:00:00", "2024-01-05T10:60",
-            "2024-01-05T10:00:00+", "2024-01-05T10:00:00Zjunk", "2024-1-5", "1700000000", "2024-01-05T",
+            "",
+            "yesterday-ish",
+            "2024-13-01",
+            "2023-02-29",
+            "2024-01-05T25:00:00",
+            "2024-01-05T10:60",
+            "2024-01-05T10:00:00+",
+            "2024-01-05T10:00:00Zjunk",
+            "2024-1-5",
+            "1700000000",
+            "2024-01-05T",
             "2024-01-05T10:00:00.Z",
         ] {
             assert!(parse_timestamp(s).is_none(), "{s:?}");

@@ -65,7 +65,8 @@ impl Report {
 
     /// The one-line human summary for stderr.
     pub fn human(&self) -> String {
-        let pg = self.manifest.as_ref().and_then(|m| m.get("format")).and_then(Value::as_str) == Some(crate::pgdump::FORMAT);
+        let pg =
+            self.manifest.as_ref().and_then(|m| m.get("format")).and_then(Value::as_str) == Some(crate::pgdump::FORMAT);
         if self.ok() && pg {
             format!(
                 "check '{}': OK: checksum matches, pg_restore reads every entry ({}; {} tables, {} rows at dump time)",
@@ -89,7 +90,9 @@ impl Report {
                     let name = l["check"].as_str().unwrap_or("?");
                     let detail = match (l.get("error"), l.get("table"), l.get("expected"), l.get("actual")) {
                         (Some(e), _, _, _) => format!("{name}: {}", e.as_str().unwrap_or("")),
-                        (None, Some(t), Some(e), Some(a)) => format!("{name} of '{}': manifest {e}, backup {a}", t.as_str().unwrap_or("")),
+                        (None, Some(t), Some(e), Some(a)) => {
+                            format!("{name} of '{}': manifest {e}, backup {a}", t.as_str().unwrap_or(""))
+                        }
                         (None, None, Some(e), Some(a)) => format!("{name}: manifest {e}, backup {a}"),
                         _ => match l.get("result") {
                             Some(r) => format!("{name}: {}", r[0].as_str().unwrap_or("")),

@@ -63,13 +63,15 @@ pub fn create(o: &Options) -> Result<Created> {
     // 1. The snapshot: one backup step copies every page under one read transaction, so the
     //    copy is the database as of one instant, WAL frames included; writers go on meanwhile.
     let snap_path = o.out.join(format!(".{base}.snapshot"));
-    let snap_file = files::create_private(&snap_path).map_err(|e| Error::io(format!("create '{}'", show(&snap_path)), e))?;
+    let snap_file =
+        files::create_private(&snap_path).map_err(|e| Error::io(format!("create '{}'", show(&snap_path)), e))?;
     drop(snap_file);
     let snap_guard = TempPath::new(snap_path.clone());
     snapshot(&src, &snap_path, &o.db)?;
     files::check_interrupt("create")?;
-    let sqlite_version: String =
-        src.query_row("SELECT sqlite_version()", [], |r| r.get(0)).map_err(|e| sqlite_error("read sqlite_version()", e))?;
+    let sqlite_version: String = src
+        .query_row("SELECT sqlite_version()", [], |r| r.get(0))
+        .map_err(|e| sqlite_error("read sqlite_version()", e))?;
     drop(src);
 
     // 2. Compress + checksum (this thread) while another thread checks the snapshot.
@@ -252,7 +254,8 @@ fn fill(input: &mut File, buf: &mut Vec<u8>) -> std::io::Result<()> {
 }
 
 fn gz_member(data: &[u8], level: u32) -> std::io::Result<Vec<u8>> {
-    let mut e = flate2::write::GzEncoder::new(Vec::with_capacity(data.len() / 2 + 1024), flate2::Compression::new(level));
+    let mut e =
+        flate2::write::GzEncoder::new(Vec::with_capacity(data.len() / 2 + 1024), flate2::Compression::new(level));
     e.write_all(data)?;
     e.finish()
 }
@@ -275,7 +278,17 @@ fn inspect(snap: &Path) -> Result<Inspection> {
         Err(e) => (None, Some(e.message().to_string())),
     };
     let journal_mode = journal_mode_of(snap);
-    Ok(Inspection { integrity, fk_violations, fk_first, digest, digest_error, page_size, page_count, user_version, journal_mode })
+    Ok(Inspection {
+        integrity,
+        fk_violations,
+        fk_first,
+        digest,
+        digest_error,
+        page_size,
+        page_count,
+        user_version,
+        journal_mode,
+    })
 }
 
 /// `PRAGMA integrity_check`'s lines (`["ok"]` when sound); an error running it is a finding too.

@@ -26,7 +26,9 @@ pub fn self_sum(m: &Map<String, Value>) -> String {
 pub fn manifest_path(backup: &str) -> PathBuf {
     if backup.ends_with(MANIFEST_SUFFIX) {
         PathBuf::from(backup)
-    } else if let Some(base) = backup.strip_suffix(DATA_SUFFIX).or_else(|| backup.strip_suffix(crate::pgdump::DATA_SUFFIX)) {
+    } else if let Some(base) =
+        backup.strip_suffix(DATA_SUFFIX).or_else(|| backup.strip_suffix(crate::pgdump::DATA_SUFFIX))
+    {
         PathBuf::from(format!("{base}{MANIFEST_SUFFIX}"))
     } else {
         PathBuf::from(format!("{backup}{MANIFEST_SUFFIX}"))
@@ -59,7 +61,9 @@ pub fn parse(text: &str) -> std::result::Result<Map<String, Value>, String> {
     };
     let actual = self_sum(&m);
     if recorded != actual {
-        return Err(format!("was changed after it was written ({SELF_SUM} is {recorded}, its content hashes to {actual})"));
+        return Err(format!(
+            "was changed after it was written ({SELF_SUM} is {recorded}, its content hashes to {actual})"
+        ));
     }
     Ok(m)
 }

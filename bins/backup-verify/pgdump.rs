@@ -25,7 +25,17 @@ pub struct Options {
 /// (where `ps` would show a password).
 fn pg_command(prog: &str, target: Option<&Target>) -> Command {
     let mut c = Command::new(prog);
-    for k in ["PGHOST", "PGHOSTADDR", "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE", "PGSSLMODE", "PGSSLROOTCERT", "PGSERVICE"] {
+    for k in [
+        "PGHOST",
+        "PGHOSTADDR",
+        "PGPORT",
+        "PGUSER",
+        "PGPASSWORD",
+        "PGDATABASE",
+        "PGSSLMODE",
+        "PGSSLROOTCERT",
+        "PGSERVICE",
+    ] {
         c.env_remove(k);
     }
     if let Some(t) = target {
@@ -148,7 +158,8 @@ pub fn create(o: &Options) -> Result<(PathBuf, Map<String, Value>)> {
     tx.commit().map_err(pg)?;
     let mut v = pg_command("pg_dump", None);
     v.arg("--version");
-    let version = run(v, "pg_dump --version").map(|v| String::from_utf8_lossy(&v).trim().to_string()).unwrap_or_default();
+    let version =
+        run(v, "pg_dump --version").map(|v| String::from_utf8_lossy(&v).trim().to_string()).unwrap_or_default();
     std::fs::File::open(&path)
         .and_then(|f| f.sync_all())
         .map_err(|e| Error::io(format!("fsync '{}'", show(&path)), e))?;

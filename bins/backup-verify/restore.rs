@@ -44,11 +44,18 @@ pub fn restore(o: &Options, tool: &str) -> Result<Outcome> {
         _ => o.to.clone(),
     };
     if target.is_dir() {
-        return Err(Error::Usage(format!("restore to '{}': is a directory; give the database file's path", show(target))));
+        return Err(Error::Usage(format!(
+            "restore to '{}': is a directory; give the database file's path",
+            show(target)
+        )));
     }
     let dir = files::parent_dir(target);
     if !dir.is_dir() {
-        return Err(Error::NoInput(format!("restore to '{}': directory '{}' does not exist", show(target), show(&dir))));
+        return Err(Error::NoInput(format!(
+            "restore to '{}': directory '{}' does not exist",
+            show(target),
+            show(&dir)
+        )));
     }
     refuse_if_open(target, o.force, tool)?;
 
@@ -108,7 +115,8 @@ fn content_of(target: &Path) -> Result<digest::ContentDigest> {
     // query_only makes sure we write nothing.
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let what = format!("read back '{}'", show(target));
-    let c = rusqlite::Connection::open_with_flags(target, flags).map_err(|e| pgferry::sqlite::sqlite_error(&what, e))?;
+    let c =
+        rusqlite::Connection::open_with_flags(target, flags).map_err(|e| pgferry::sqlite::sqlite_error(&what, e))?;
     c.execute_batch("PRAGMA query_only = 1").map_err(|e| pgferry::sqlite::sqlite_error(&what, e))?;
     pgferry::sqlite::begin_snapshot(&c)?;
     digest::content_digest(&c)
@@ -203,7 +211,8 @@ pub fn holders(path: &Path) -> Vec<String> {
     found
         .into_iter()
         .map(|(pid, how)| {
-            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).map(|c| c.trim().to_string()).unwrap_or_default();
+            let comm =
+                std::fs::read_to_string(format!("/proc/{pid}/comm")).map(|c| c.trim().to_string()).unwrap_or_default();
             if comm.is_empty() {
                 format!("pid {pid} {how}")
             } else {

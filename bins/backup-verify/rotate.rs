@@ -62,7 +62,10 @@ impl Entry {
                     out.insert("kind".into(), "pg_dump".into());
                     out.insert("source".into(), get("/source/database"));
                     out.insert("bytes".into(), get("/dump/bytes"));
-                    out.insert("integrity".into(), json!(if get("/pg_restore_check") == "ok" { "ok" } else { "FAILED" }));
+                    out.insert(
+                        "integrity".into(),
+                        json!(if get("/pg_restore_check") == "ok" { "ok" } else { "FAILED" }),
+                    );
                 } else {
                     out.insert("kind".into(), "sqlite".into());
                     out.insert("source".into(), get("/source/path"));
@@ -89,10 +92,11 @@ pub fn scan(dir: &Path) -> Result<Vec<Entry>> {
             continue;
         }
         let path = ent.path();
-        let (m, error) = match manifest::read_text(&path).map_err(|e| e.message().to_string()).and_then(|t| manifest::parse(&t)) {
-            Ok(m) => (Some(m), None),
-            Err(e) => (None, Some(e)),
-        };
+        let (m, error) =
+            match manifest::read_text(&path).map_err(|e| e.message().to_string()).and_then(|t| manifest::parse(&t)) {
+                Ok(m) => (Some(m), None),
+                Err(e) => (None, Some(e)),
+            };
         let created_micros = m
             .as_ref()
             .and_then(|m| m.get("created_at"))
@@ -146,7 +150,8 @@ pub fn rotate(dir: &Path, source: &str, current: &str, keep: Keep) -> Result<Vec
         }
         let file = e.manifest.as_ref().and_then(|m| m.get("file")).and_then(Value::as_str).unwrap_or("");
         // The manifest first: from then on the backup no longer exists for list, check and restore.
-        std::fs::remove_file(&e.manifest_path).map_err(|err| Error::io(format!("remove '{}'", show(&e.manifest_path)), err))?;
+        std::fs::remove_file(&e.manifest_path)
+            .map_err(|err| Error::io(format!("remove '{}'", show(&e.manifest_path)), err))?;
         if !file.is_empty() && !file.contains('/') {
             let data = crate::files::parent_dir(&e.manifest_path).join(file);
             match std::fs::remove_file(&data) {

@@ -4,7 +4,9 @@
 
 use crate::side::{Ctx, FsKind, Job, Out, RowNorm, Spec, Stop};
 use pgferry::cli;
-use pgferry::firestore::{self as fsx, Client, ConnectOptions, Doc, QueryOptions, QueryState, Scope, Sink, ValueOptions};
+use pgferry::firestore::{
+    self as fsx, Client, ConnectOptions, Doc, QueryOptions, QueryState, Scope, Sink, ValueOptions,
+};
 use pgferry::{Error, Result};
 use serde_json::Value;
 
@@ -21,7 +23,13 @@ pub struct FsOptions {
 
 impl Default for FsOptions {
     fn default() -> Self {
-        FsOptions { id_field: "id".into(), parent_field: None, path_field: None, ref_paths: false, connect: ConnectOptions::default() }
+        FsOptions {
+            id_field: "id".into(),
+            parent_field: None,
+            path_field: None,
+            ref_paths: false,
+            connect: ConnectOptions::default(),
+        }
     }
 }
 
@@ -35,10 +43,16 @@ pub fn parse_args(args: &mut pico_args::Arguments, o: &mut FsOptions) -> Result<
     c.token_command = cli::opt(args, "--token-command")?;
     c.credentials = cli::opt(args, "--credentials")?;
     if let Some(n) = cli::opt(args, "--retries")? {
-        c.retry.attempts = n.parse().ok().filter(|n| *n >= 1).ok_or_else(|| Error::Usage(format!("--retries '{n}': expected a number of attempts, at least 1")))?;
+        c.retry.attempts = n
+            .parse()
+            .ok()
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| Error::Usage(format!("--retries '{n}': expected a number of attempts, at least 1")))?;
     }
     if let Some(ms) = cli::opt(args, "--backoff")? {
-        c.retry.base = std::time::Duration::from_millis(ms.parse().map_err(|_| Error::Usage(format!("--backoff '{ms}': expected milliseconds")))?);
+        c.retry.base = std::time::Duration::from_millis(
+            ms.parse().map_err(|_| Error::Usage(format!("--backoff '{ms}': expected milliseconds")))?,
+        );
     }
     o.parent_field = cli::opt(args, "--parent-field")?;
     o.path_field = cli::opt(args, "--path-field")?;
@@ -78,7 +92,9 @@ fn scope(spec: &Spec) -> Result<Scope> {
         },
         FsKind::Document => match Scope::from_path(scope)? {
             s @ Scope::Document(_) => s,
-            _ => return Err(Error::Usage(format!("firestore-doc:{scope} is a collection path; use firestore:{scope}"))),
+            _ => {
+                return Err(Error::Usage(format!("firestore-doc:{scope} is a collection path; use firestore:{scope}")))
+            }
         },
     })
 }
@@ -87,7 +103,8 @@ fn scope(spec: &Spec) -> Result<Scope> {
 pub fn count(spec: &Spec, ctx: &Ctx) -> Result<u64> {
     let scope = scope(spec)?;
     let mut client = Client::connect(&ctx.fs.connect)?;
-    let (n, _) = client.count(&scope, None).map_err(|e| e.context(format!("count {} '{}'", scope.kind(), scope.name())))?;
+    let (n, _) =
+        client.count(&scope, None).map_err(|e| e.context(format!("count {} '{}'", scope.kind(), scope.name())))?;
     if let (Scope::Document(p), 0) = (&scope, n) {
         return Err(Error::NoInput(format!("document '{p}' does not exist")));
     }
@@ -124,7 +141,9 @@ pub fn read(job: &Job, out: &mut Out) -> std::result::Result<(), Stop> {
             Err(out.fail(Error::NoInput(format!("document '{p}' does not exist"))))
         }
         Ok(()) => match spool {
-            Some(sp) => crate::side::drain_spool(job, out, sp, &format!("{} '{}' (sorted)", scope.kind(), scope.name())),
+            Some(sp) => {
+                crate::side::drain_spool(job, out, sp, &format!("{} '{}' (sorted)", scope.kind(), scope.name()))
+            }
             None => Ok(()),
         },
         Err(_) if stopped => Err(Stop),

@@ -135,7 +135,8 @@ pub fn lint(ctx: &Ctx, table: &str, runs_table: &str) -> Result<Vec<Finding>> {
             .zip(&parent_cols)
             .map(|(c, p)| format!("p.{} = c.{}", quote_ident(p), quote_ident(c)))
             .collect();
-        let obj: Vec<String> = child_cols.iter().map(|c| format!("{}, c.{}", quote_literal(c), quote_ident(c))).collect();
+        let obj: Vec<String> =
+            child_cols.iter().map(|c| format!("{}, c.{}", quote_literal(c), quote_ident(c))).collect();
         let sql = format!(
             "SELECT count(*) OVER (), json_build_object({})::text FROM {qt} c WHERE {} AND NOT EXISTS (SELECT 1 FROM {parent} p WHERE {}) LIMIT 5",
             obj.join(", "),
@@ -155,7 +156,11 @@ pub fn lint(ctx: &Ctx, table: &str, runs_table: &str) -> Result<Vec<Finding>> {
                     "foreign key '{name}' ({}) → {parent}: {n} rows point nowhere, e.g. {}{}",
                     child_cols.join(", "),
                     examples.first().map(|v| v.to_string()).unwrap_or_default(),
-                    if validated { "" } else { " (the constraint is NOT VALID: load the parents, then VALIDATE CONSTRAINT)" }
+                    if validated {
+                        ""
+                    } else {
+                        " (the constraint is NOT VALID: load the parents, then VALIDATE CONSTRAINT)"
+                    }
                 ),
                 examples,
             });

@@ -218,7 +218,9 @@ pub fn norm_eq(a: &Norm, b: &Norm) -> bool {
 }
 
 pub fn f64_eq(x: f64, y: f64) -> bool {
-    x == y || (x.is_nan() && y.is_nan()) || (x.is_finite() && y.is_finite() && (x - y).abs() <= F64_TOLERANCE * x.abs().max(y.abs()))
+    x == y
+        || (x.is_nan() && y.is_nan())
+        || (x.is_finite() && y.is_finite() && (x - y).abs() <= F64_TOLERANCE * x.abs().max(y.abs()))
 }
 
 /// JSON structural equality: object key order ignored, numbers compared by value.
@@ -292,7 +294,10 @@ pub fn cmp_key(a: &[Norm], b: &[Norm]) -> Ordering {
 }
 
 /// `cmp_key` over the parts of two keys, wherever they are stored.
-pub fn cmp_key_iter<'a, 'b>(a: impl ExactSizeIterator<Item = &'a Norm>, b: impl ExactSizeIterator<Item = &'b Norm>) -> Ordering {
+pub fn cmp_key_iter<'a, 'b>(
+    a: impl ExactSizeIterator<Item = &'a Norm>,
+    b: impl ExactSizeIterator<Item = &'b Norm>,
+) -> Ordering {
     let (la, lb) = (a.len(), b.len());
     for (x, y) in a.zip(b) {
         let o = cmp_norm(x, y);
@@ -362,7 +367,15 @@ fn cmp_decimal_text(x: &str, y: &str) -> Ordering {
             let (px, py) = (convert::parse_decimal(x), convert::parse_decimal(y));
             match (px, py) {
                 (Some(p), Some(q)) => {
-                    let sign = |d: &convert::Decimal| if d.digits.is_empty() { 0 } else if d.negative { -1 } else { 1 };
+                    let sign = |d: &convert::Decimal| {
+                        if d.digits.is_empty() {
+                            0
+                        } else if d.negative {
+                            -1
+                        } else {
+                            1
+                        }
+                    };
                     let (sp, sq) = (sign(&p), sign(&q));
                     if sp != sq {
                         return sp.cmp(&sq);
@@ -391,7 +404,9 @@ pub fn norm_json(n: &Norm) -> Value {
         Norm::Int(i) => Value::from(*i),
         Norm::Float(f) => float_value(*f),
         Norm::Float4(f) => float_value(*f as f64),
-        Norm::Numeric(s) => serde_json::from_str::<Value>(s).ok().filter(Value::is_number).unwrap_or_else(|| Value::String(s.clone())),
+        Norm::Numeric(s) => {
+            serde_json::from_str::<Value>(s).ok().filter(Value::is_number).unwrap_or_else(|| Value::String(s.clone()))
+        }
         Norm::Text(s) => Value::String(s.clone()),
         Norm::Bytes(b) => pgferry::stream::bytes_value(b),
         Norm::Date(d) => {

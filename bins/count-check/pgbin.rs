@@ -51,7 +51,9 @@ impl<R: BufRead> Reader<R> {
 
     fn read_exact(&mut self, n: usize) -> Result<()> {
         self.buf.resize(n, 0);
-        self.input.read_exact(&mut self.buf[..n]).map_err(|e| Error::Unavailable(format!("read COPY output: {}", pgferry::error::io_cause(&e))))
+        self.input
+            .read_exact(&mut self.buf[..n])
+            .map_err(|e| Error::Unavailable(format!("read COPY output: {}", pgferry::error::io_cause(&e))))
     }
 
     fn i32(&mut self) -> Result<i32> {
@@ -70,7 +72,10 @@ impl<R: BufRead> Reader<R> {
             self.read_exact(ext.max(0) as usize)?;
             self.started = true;
         }
-        let avail = self.input.fill_buf().map_err(|e| Error::Unavailable(format!("read COPY output: {}", pgferry::error::io_cause(&e))))?;
+        let avail = self
+            .input
+            .fill_buf()
+            .map_err(|e| Error::Unavailable(format!("read COPY output: {}", pgferry::error::io_cause(&e))))?;
         if let Some((used, more)) = tuple(avail, kinds, out)? {
             self.input.consume(used);
             return Ok(more);
@@ -212,7 +217,8 @@ impl FixJson for Cell {
 }
 
 fn utf8(b: &[u8]) -> Result<String> {
-    String::from_utf8(b.to_vec()).map_err(|_| Error::Io("COPY output holds text that is not UTF-8 (is the database encoding UTF8?)".into()))
+    String::from_utf8(b.to_vec())
+        .map_err(|_| Error::Io("COPY output holds text that is not UTF-8 (is the database encoding UTF8?)".into()))
 }
 
 /// numeric's binary form as decimal text: ndigits, weight, sign, dscale, base-10000 digits.
@@ -274,7 +280,18 @@ mod tests {
 
     #[test]
     fn numerics_round_trip_through_the_binary_form() {
-        for s in ["12.50", "10000", "0.0001", "-123456.789", "0", "0.00", "123456789012345678901234567890.123456789", "NaN", "-Infinity", "7"] {
+        for s in [
+            "12.50",
+            "10000",
+            "0.0001",
+            "-123456.789",
+            "0",
+            "0.00",
+            "123456789012345678901234567890.123456789",
+            "NaN",
+            "-Infinity",
+            "7",
+        ] {
             assert_eq!(numeric_text(&enc(s)).as_deref(), Some(s), "{s}");
         }
     }

@@ -505,7 +505,8 @@ fn read_sqlite(job: &Job, out: &mut Out) -> std::result::Result<(), Stop> {
     let info = job.meta.sqlite.as_ref().expect("meta read");
     let cols: Vec<&sq::Column> = info.columns.iter().filter(|c| !c.generated).collect();
     let names: Vec<Option<Arc<str>>> = cols.iter().map(|c| job.dest_name(&c.name).map(Arc::from)).collect();
-    let cts: Vec<Option<ColType>> = names.iter().map(|n| n.as_ref().and_then(|n| job.types.get(&**n).cloned())).collect();
+    let cts: Vec<Option<ColType>> =
+        names.iter().map(|n| n.as_ref().and_then(|n| job.types.get(&**n).cloned())).collect();
     let mut order = Vec::new();
     for k in &job.key {
         let own = job.own_name(k);
@@ -523,7 +524,9 @@ fn read_sqlite(job: &Job, out: &mut Out) -> std::result::Result<(), Stop> {
     // whatever the stored form; other keys (a uuid in another case, a timestamp in another
     // notation) are found by reading the table and comparing normalized keys.
     let literal_keys = job.only.as_ref().filter(|keys| {
-        keys.iter().flatten().all(|v| matches!(v, Norm::Int(_) | Norm::Text(_) | Norm::Raw(Value::Number(_) | Value::String(_))))
+        keys.iter()
+            .flatten()
+            .all(|v| matches!(v, Norm::Int(_) | Norm::Text(_) | Norm::Raw(Value::Number(_) | Value::String(_))))
     });
     if let Some(keys) = literal_keys {
         let conds: Vec<String> = keys
@@ -598,14 +601,18 @@ fn sqlite_norm(v: ValueRef, ct: Option<&ColType>, opts: &Options) -> Norm {
         (ValueRef::Integer(i), Some(Kind::Int4)) if i32::try_from(i).is_ok() => Norm::Int(i),
         (ValueRef::Integer(i), Some(Kind::Int2)) if i16::try_from(i).is_ok() => Norm::Int(i),
         (ValueRef::Real(f), Some(Kind::Float8)) => Norm::Float(f),
-        (ValueRef::Text(t), Some(Kind::Text)) if !ct.is_some_and(|c| c.bpchar) && !t.contains(&0) => match std::str::from_utf8(t) {
-            Ok(s) => Norm::Text(s.to_string()),
-            Err(_) => Norm::Bad(bytes_value(t), "text is not valid UTF-8".into()),
-        },
+        (ValueRef::Text(t), Some(Kind::Text)) if !ct.is_some_and(|c| c.bpchar) && !t.contains(&0) => {
+            match std::str::from_utf8(t) {
+                Ok(s) => Norm::Text(s.to_string()),
+                Err(_) => Norm::Bad(bytes_value(t), "text is not valid UTF-8".into()),
+            }
+        }
         (ValueRef::Text(t), Some(k @ (Kind::Timestamptz | Kind::Timestamp))) if std::str::from_utf8(t).is_ok() => {
             let s = std::str::from_utf8(t).expect("checked");
             match pgferry::convert::text_to_timestamp(s, opts, *k == Kind::Timestamptz) {
-                Ok(m) => norm::from_cell(pgferry::convert::Cell::Timestamptz(m), ct.expect("a kind comes with its type")),
+                Ok(m) => {
+                    norm::from_cell(pgferry::convert::Cell::Timestamptz(m), ct.expect("a kind comes with its type"))
+                }
                 Err(e) => Norm::Bad(Value::String(s.to_string()), e),
             }
         }
@@ -619,7 +626,9 @@ fn sqlite_norm(v: ValueRef, ct: Option<&ColType>, opts: &Options) -> Norm {
             let value = sqlite_value(v);
             match pgferry::convert::convert(&value, kind, opts) {
                 Ok(c) => norm::from_cell(c, ct.expect("a kind comes with its type")),
-                Err(e) => Norm::Bad(value, format!("{e} (column type {})", ct.map(|c| c.type_name.as_str()).unwrap_or("?"))),
+                Err(e) => {
+                    Norm::Bad(value, format!("{e} (column type {})", ct.map(|c| c.type_name.as_str()).unwrap_or("?")))
+                }
             }
         }
     }
@@ -645,7 +654,9 @@ fn sqlite_value(v: ValueRef) -> Value {
 fn pg_order(quoted: &str, kind: &Kind) -> String {
     match kind {
         Kind::Text => format!("{quoted} COLLATE \"C\""),
-        Kind::Enum | Kind::Other(_) | Kind::Json | Kind::Jsonb | Kind::Array { .. } => format!("{quoted}::text COLLATE \"C\""),
+        Kind::Enum | Kind::Other(_) | Kind::Json | Kind::Jsonb | Kind::Array { .. } => {
+            format!("{quoted}::text COLLATE \"C\"")
+        }
         _ => quoted.to_string(),
     }
 }
@@ -688,8 +699,14 @@ fn read_pg(job: &Job, out: &mut Out) -> std::result::Result<(), Stop> {
     }
     let what = format!("read table '{table}'");
     // One snapshot for the whole read; COPY streams rows as the server produces them.
-    guard(out, client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").map_err(|e| pg_error(&what, e)))?;
-    let reader = guard(out, client.copy_out(&format!("COPY ({sql}) TO STDOUT (FORMAT binary)")).map_err(|e| pg_error(&what, e)))?;
+    guard(
+        out,
+        client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").map_err(|e| pg_error(&what, e)),
+    )?;
+    let reader = guard(
+        out,
+        client.copy_out(&format!("COPY ({sql}) TO STDOUT (FORMAT binary)")).map_err(|e| pg_error(&what, e)),
+    )?;
     let mut r = pgbin::Reader::new(reader);
     let mut cells = Vec::with_capacity(cols.len());
     loop {
@@ -718,7 +735,12 @@ pub struct RowNorm {
 }
 
 impl RowNorm {
-    pub fn rec(&mut self, job: &Job, row: impl IntoIterator<Item = (String, Value)>, at: impl Fn() -> String) -> Result<Rec> {
+    pub fn rec(
+        &mut self,
+        job: &Job,
+        row: impl IntoIterator<Item = (String, Value)>,
+        at: impl Fn() -> String,
+    ) -> Result<Rec> {
         let row = row.into_iter();
         let mut fields = Vec::with_capacity(row.size_hint().0);
         for (k, v) in row {

@@ -37,7 +37,8 @@ impl Spool {
             .conn
             .prepare_cached("INSERT INTO spool VALUES (?1, ?2, ?3)")
             .map_err(|e| sqlite_error("write the temporary sort file", e))?;
-        st.execute(rusqlite::params![&self.key, self.seq, line]).map_err(|e| sqlite_error("write the temporary sort file", e))?;
+        st.execute(rusqlite::params![&self.key, self.seq, line])
+            .map_err(|e| sqlite_error("write the temporary sort file", e))?;
         Ok(())
     }
 
@@ -137,9 +138,24 @@ mod tests {
     fn byte_order_is_the_key_order() {
         let ordered = [
             vec![Norm::Int(-5), Norm::Int(0), Norm::Int(9), Norm::Int(10), Norm::Int(i64::MAX)],
-            vec![Norm::Text("".into()), Norm::Text("\0".into()), Norm::Text("10".into()), Norm::Text("9".into()), Norm::Text("B".into()), Norm::Text("a".into()), Norm::Text("ab".into()), Norm::Text("é".into())],
+            vec![
+                Norm::Text("".into()),
+                Norm::Text("\0".into()),
+                Norm::Text("10".into()),
+                Norm::Text("9".into()),
+                Norm::Text("B".into()),
+                Norm::Text("a".into()),
+                Norm::Text("ab".into()),
+                Norm::Text("é".into()),
+            ],
             vec![Norm::Float(-1.5), Norm::Float(-0.0), Norm::Float(0.5), Norm::Float(1e300)],
-            vec![Norm::Raw(json!(-1)), Norm::Raw(json!(2)), Norm::Raw(json!(10)), Norm::Raw(json!("1")), Norm::Raw(json!("a"))],
+            vec![
+                Norm::Raw(json!(-1)),
+                Norm::Raw(json!(2)),
+                Norm::Raw(json!(10)),
+                Norm::Raw(json!("1")),
+                Norm::Raw(json!("a")),
+            ],
         ];
         for list in ordered {
             for w in list.windows(2) {

@@ -206,9 +206,7 @@ fn put_file(dir: &Path, name: &str, data: &[u8]) -> Result<()> {
     let tmp = dir.join(format!(".{name}.partial"));
     let path = dir.join(name);
     let mut f = create_private(&tmp)?;
-    f.write_all(data)
-        .and_then(|_| f.sync_all())
-        .map_err(|e| Error::io(format!("write '{}'", tmp.display()), e))?;
+    f.write_all(data).and_then(|_| f.sync_all()).map_err(|e| Error::io(format!("write '{}'", tmp.display()), e))?;
     std::fs::rename(&tmp, &path).map_err(|e| Error::io(format!("rename to '{}'", path.display()), e))
 }
 
@@ -246,9 +244,7 @@ fn write_verified(
                     Kind::Int => opt(&mut w, row.try_get::<_, Option<i64>>(i).map_err(bad)?, |w, v| w.int(v)),
                     Kind::Float => opt(&mut w, row.try_get::<_, Option<f64>>(i).map_err(bad)?, |w, v| w.float(v)),
                     Kind::Bool => opt(&mut w, row.try_get::<_, Option<bool>>(i).map_err(bad)?, |w, v| w.bool(v)),
-                    Kind::Bytea => {
-                        opt(&mut w, row.try_get::<_, Option<Vec<u8>>>(i).map_err(bad)?, |w, v| w.bytes(&v))
-                    }
+                    Kind::Bytea => opt(&mut w, row.try_get::<_, Option<Vec<u8>>>(i).map_err(bad)?, |w, v| w.bytes(&v)),
                     Kind::Text => opt(&mut w, row.try_get::<_, Option<String>>(i).map_err(bad)?, |w, v| w.str(&v)),
                     Kind::Time => opt(&mut w, row.try_get::<_, Option<PgMicros>>(i).map_err(bad)?, |w, v| match v.0 {
                         i64::MAX => w.str("infinity"),

@@ -79,7 +79,10 @@ pub fn map_default(default: &str, pg_type: &str) -> Option<String> {
     if up == "NULL" {
         return Some("NULL".into());
     }
-    if up == "CURRENT_TIMESTAMP" || unparen == "DATETIME('NOW')" || unparen.starts_with("STRFTIME(") && unparen.contains("'NOW'") {
+    if up == "CURRENT_TIMESTAMP"
+        || unparen == "DATETIME('NOW')"
+        || unparen.starts_with("STRFTIME(") && unparen.contains("'NOW'")
+    {
         return Some(if pg_type == "text" { "(now() AT TIME ZONE 'UTC')::text".into() } else { "now()".into() });
     }
     if up == "CURRENT_DATE" || unparen == "DATE('NOW')" {
@@ -190,7 +193,14 @@ fn index_columns(conn: &Connection, index: &str) -> Result<Option<Vec<(String, b
         .prepare(&format!("PRAGMA index_xinfo({})", sq_ident(index)))
         .map_err(|e| sqlite_error(format!("describe index '{index}'"), e))?;
     let rows = st
-        .query_map([], |r| Ok((r.get::<_, i64>(1)?, r.get::<_, Option<String>>(2)?, r.get::<_, i64>(3)? != 0, r.get::<_, i64>(5)? != 0)))
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(1)?,
+                r.get::<_, Option<String>>(2)?,
+                r.get::<_, i64>(3)? != 0,
+                r.get::<_, i64>(5)? != 0,
+            ))
+        })
         .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
         .map_err(|e| sqlite_error(format!("describe index '{index}'"), e))?;
     let mut cols = vec![];
@@ -215,8 +225,10 @@ fn create_indexes(conn: &Connection, t: &TableInfo) -> Result<String> {
         let cols = index_columns(conn, &idx.name)?;
         match cols {
             Some(cols) if !idx.partial => {
-                let q: Vec<String> =
-                    cols.iter().map(|(c, desc)| format!("{}{}", quote_ident(c), if *desc { " DESC" } else { "" })).collect();
+                let q: Vec<String> = cols
+                    .iter()
+                    .map(|(c, desc)| format!("{}{}", quote_ident(c), if *desc { " DESC" } else { "" }))
+                    .collect();
                 let _ = writeln!(
                     out,
                     "CREATE {}INDEX {} ON {} ({});",

@@ -315,8 +315,10 @@ fn restore_round_trip_keeps_the_previous_database_restorable() {
     // Later: more writes, some of them only in a WAL that nobody has checkpointed (a crash).
     {
         let w = Connection::open(&db).unwrap();
-        w.execute_batch("PRAGMA wal_autocheckpoint = 0; DELETE FROM users WHERE id > 100; INSERT INTO tags VALUES ('later', 9);")
-            .unwrap();
+        w.execute_batch(
+            "PRAGMA wal_autocheckpoint = 0; DELETE FROM users WHERE id > 100; INSERT INTO tags VALUES ('later', 9);",
+        )
+        .unwrap();
         std::fs::copy(&db, t.path("app2.db")).unwrap();
         std::fs::copy(t.path("app.db-wal"), t.path("app2.db-wal")).unwrap();
     }
@@ -386,7 +388,14 @@ fn refused_restores_touch_nothing() {
     let idle = Connection::open(&target).unwrap();
     idle.query_row("SELECT count(*) FROM current", [], |r| r.get::<_, i64>(0)).unwrap();
     cmd("backup-verify").arg("restore").arg(manifest_of(&s)).arg("--to").arg(&target).expect(75);
-    cmd("backup-verify").arg("restore").arg(manifest_of(&s)).arg("--to").arg(&target).arg("--force").ok().stderr_has(&["--force"]);
+    cmd("backup-verify")
+        .arg("restore")
+        .arg(manifest_of(&s))
+        .arg("--to")
+        .arg(&target)
+        .arg("--force")
+        .ok()
+        .stderr_has(&["--force"]);
     drop(idle);
     assert_eq!(digest_of(&target), read_manifest(&manifest_of(&s))["content_sha256"].as_str().unwrap());
 
@@ -499,7 +508,8 @@ fn pg_dumps_get_the_same_manifest_and_check_and_never_show_the_password() {
     assert_eq!(mode(&data_of(&s)), 0o600);
     assert_eq!(mode(&mp), 0o600);
     // The password is in the URL we passed, and nowhere in what the tool wrote or printed.
-    let password = pg.url.split_once("://").unwrap().1.split_once('@').unwrap().0.split_once(':').unwrap().1.to_string();
+    let password =
+        pg.url.split_once("://").unwrap().1.split_once('@').unwrap().0.split_once(':').unwrap().1.to_string();
     assert!(password.len() >= 4, "the test cluster's URL has a password");
     for text in [std::fs::read_to_string(&mp).unwrap(), r.stdout(), r.stderr()] {
         assert!(!text.contains(&password), "password leaked: {text}");
@@ -555,7 +565,10 @@ fn an_interrupted_create_leaves_no_files() {
         .unwrap();
     // Until the snapshot exists: then the run is well under way.
     let started = std::time::Instant::now();
-    while !std::fs::read_dir(&out).map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().ends_with(".snapshot"))).unwrap_or(false) {
+    while !std::fs::read_dir(&out)
+        .map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().ends_with(".snapshot")))
+        .unwrap_or(false)
+    {
         assert!(started.elapsed().as_secs() < 20, "create never started its snapshot");
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
@@ -565,6 +578,7 @@ fn an_interrupted_create_leaves_no_files() {
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(130), "{stderr}");
     assert!(stderr.contains("interrupted"), "{stderr}");
-    let left: Vec<String> = std::fs::read_dir(&out).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    let left: Vec<String> =
+        std::fs::read_dir(&out).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
     assert!(left.is_empty(), "{left:?}");
 }

@@ -96,8 +96,12 @@ fn pair_cases(cases: &[(&str, &str, &str, bool)]) {
     let pg = Pg::new();
     let mut sql = String::new();
     for (i, (pg_type, sqlite_value, pg_value, _)) in cases.iter().enumerate() {
-        sql.push_str(&format!("CREATE TABLE c{i} (id INTEGER PRIMARY KEY, v); INSERT INTO c{i} VALUES (1, {sqlite_value});"));
-        pg.exec(&format!("CREATE TABLE c{i} (id int PRIMARY KEY, v {pg_type}); INSERT INTO c{i} VALUES (1, {pg_value});"));
+        sql.push_str(&format!(
+            "CREATE TABLE c{i} (id INTEGER PRIMARY KEY, v); INSERT INTO c{i} VALUES (1, {sqlite_value});"
+        ));
+        pg.exec(&format!(
+            "CREATE TABLE c{i} (id int PRIMARY KEY, v {pg_type}); INSERT INTO c{i} VALUES (1, {pg_value});"
+        ));
     }
     sqlite_db(&dir.path("c.db"), &sql);
     for (i, (pg_type, sqlite_value, pg_value, equal)) in cases.iter().enumerate() {
@@ -270,7 +274,11 @@ fn renamed_ignored_and_unmatched_columns() {
     check(&t.pg, &["--full", "--map", "fullname=name", "--ignore", "legacy", &t.ndjson("p"), "pg:p"])
         .expect(64)
         .stderr_has(&["pass --key COLS"]);
-    check(&t.pg, &["--full", "--key", "name", "--map", "fullname=name", "--ignore", "legacy,id", &t.ndjson("p"), "pg:p"]).ok();
+    check(
+        &t.pg,
+        &["--full", "--key", "name", "--map", "fullname=name", "--ignore", "legacy,id", &t.ndjson("p"), "pg:p"],
+    )
+    .ok();
 }
 
 #[test]
@@ -282,10 +290,14 @@ fn samples_repeat_with_their_seed() {
          WITH RECURSIVE q(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM q WHERE i < 1000) INSERT INTO s SELECT i, 'v' || i FROM q;",
     );
     let pg = Pg::new();
-    pg.exec("CREATE TABLE s (id int PRIMARY KEY, v text); INSERT INTO s SELECT i, 'v' || i FROM generate_series(1, 1000) i;
-             UPDATE s SET v = 'changed' WHERE id % 2 = 0");
+    pg.exec(
+        "CREATE TABLE s (id int PRIMARY KEY, v text); INSERT INTO s SELECT i, 'v' || i FROM generate_series(1, 1000) i;
+             UPDATE s SET v = 'changed' WHERE id % 2 = 0",
+    );
     let src = format!("sqlite:{}:s", dir.str("s.db"));
-    let run = |seed: &str| report(&check(&pg, &["--sample", "10", "--seed", seed, "--examples", "10", &src, "pg:s"]).expect(1));
+    let run = |seed: &str| {
+        report(&check(&pg, &["--sample", "10", "--seed", seed, "--examples", "10", &src, "pg:s"]).expect(1))
+    };
     let (a, b, c) = (run("42"), run("42"), run("43"));
     assert_eq!(a["sampled"], 10);
     assert_eq!(a["seed"], 42);
@@ -302,7 +314,12 @@ fn samples_repeat_with_their_seed() {
 
 #[test]
 fn exit_codes_a_missing_table_or_server_is_not_a_mismatch() {
-    let t = Trio::new("CREATE TABLE e (id INTEGER PRIMARY KEY); INSERT INTO e VALUES (1);", "CREATE TABLE e (id int PRIMARY KEY)", "e", &[]);
+    let t = Trio::new(
+        "CREATE TABLE e (id INTEGER PRIMARY KEY); INSERT INTO e VALUES (1);",
+        "CREATE TABLE e (id int PRIMARY KEY)",
+        "e",
+        &[],
+    );
     let sq = t.sqlite("e");
     check(&t.pg, &[&sq, "pg:nope"]).expect(66).stderr_has(&["table 'nope' does not exist"]);
     check(&t.pg, &["--full", &sq, "pg:nope"]).expect(66);
@@ -316,7 +333,9 @@ fn exit_codes_a_missing_table_or_server_is_not_a_mismatch() {
     check(&t.pg, &["--full", "--sample", "3", &sq, "pg:e"]).expect(64);
     // A truncated stream is bad data; so is a stream out of key order.
     std::fs::write(t.dir.path("cut.ndjson"), "{\"id\":1}\n").unwrap();
-    check(&t.pg, &[&format!("ndjson:{}", t.dir.str("cut.ndjson")), "pg:e"]).expect(65).stderr_has(&["without its end record"]);
+    check(&t.pg, &[&format!("ndjson:{}", t.dir.str("cut.ndjson")), "pg:e"])
+        .expect(65)
+        .stderr_has(&["without its end record"]);
     check(&t.pg, &["--no-end-record", &format!("ndjson:{}", t.dir.str("cut.ndjson")), "pg:e"]).ok();
     // A stream out of key order is sorted in a temporary file; from stdin it cannot be.
     let unsorted = "{\"id\":2}\n{\"id\":1}\n{\"$end\":{\"rows\":2}}\n";
@@ -326,10 +345,15 @@ fn exit_codes_a_missing_table_or_server_is_not_a_mismatch() {
         .ok()
         .stderr_has(&["not in key order; sorting it in a temporary file"]);
     check(&t.pg, &["--sample", "1", &format!("ndjson:{}", t.dir.str("unsorted.ndjson")), "pg:e"]).ok();
-    check(&t.pg, &["--full", "ndjson:-", "pg:e"]).stdin(unsorted).expect(65).stderr_has(&["not in key order (1 comes after 2)"]);
+    check(&t.pg, &["--full", "ndjson:-", "pg:e"])
+        .stdin(unsorted)
+        .expect(65)
+        .stderr_has(&["not in key order (1 comes after 2)"]);
     // A key twice cannot be paired.
     std::fs::write(t.dir.path("twice.ndjson"), "{\"id\":1}\n{\"id\":1}\n{\"$end\":{\"rows\":2}}\n").unwrap();
-    check(&t.pg, &["--full", &format!("ndjson:{}", t.dir.str("twice.ndjson")), "pg:e"]).expect(65).stderr_has(&["the key 1 appears twice"]);
+    check(&t.pg, &["--full", &format!("ndjson:{}", t.dir.str("twice.ndjson")), "pg:e"])
+        .expect(65)
+        .stderr_has(&["the key 1 appears twice"]);
 }
 
 #[test]
@@ -363,10 +387,17 @@ fn a_plan_checks_every_step_one_line_each() {
     assert_eq!(r.json_lines()[1]["changed"], 1);
     check(&t.pg, &["--plan", &p, "--full", "--step", "1"]).ok();
     let r = check(&t.pg, &["--lint", "--plan", &p]).ok();
-    assert_eq!(r.json_lines().iter().map(|l| l["dest"].as_str().unwrap().to_string()).collect::<Vec<_>>(), vec!["pg:a", "pg:b"]);
+    assert_eq!(
+        r.json_lines().iter().map(|l| l["dest"].as_str().unwrap().to_string()).collect::<Vec<_>>(),
+        vec!["pg:a", "pg:b"]
+    );
     check(&t.pg, &["--plan", &p, "--step", "9"]).expect(64);
     // A step whose table is missing: its own line and code; the other steps still run.
-    std::fs::write(t.dir.path("plan2.ndjson"), format!("{plan}{{\"step\": \"3\", \"source\": \"sqlite:{db}:a\", \"target\": \"gone\"}}\n")).unwrap();
+    std::fs::write(
+        t.dir.path("plan2.ndjson"),
+        format!("{plan}{{\"step\": \"3\", \"source\": \"sqlite:{db}:a\", \"target\": \"gone\"}}\n"),
+    )
+    .unwrap();
     let r = check(&t.pg, &["--plan", &t.dir.str("plan2.ndjson")]).expect(66);
     let lines = r.json_lines();
     assert_eq!(lines.len(), 3);
@@ -415,7 +446,11 @@ fn lint_finds_the_seeds_checklist() {
     assert_eq!(lines[0]["findings"][1]["count"], 2);
     assert_eq!(lines[0]["findings"][2]["examples"], serde_json::json!([{"customer_id": "c2"}]));
     assert_eq!(lines[1]["ok"], true);
-    r.stderr_has(&["column 'placed' is text, but all 3 values look like timestamps", "foreign key 'orders_customer'", "NOT VALID"]);
+    r.stderr_has(&[
+        "column 'placed' is text, but all 3 values look like timestamps",
+        "foreign key 'orders_customer'",
+        "NOT VALID",
+    ]);
     check(&pg, &["--lint", "pg:clean"]).ok();
     check(&pg, &["--lint", "pg:missing"]).expect(66);
     check(&pg, &["--lint", "sqlite:x:y"]).expect(64);
@@ -485,8 +520,12 @@ impl FsTrio {
 fn firestore_sides_in_every_pairing() {
     let t = FsTrio::new();
     let nd = format!("ndjson:{}", t.dir.str("customers.ndjson"));
-    let pairs: [(&str, &str); 4] =
-        [("firestore:customers", "pg:customers"), ("firestore:customers", &nd), (&nd, "firestore:customers"), ("firestore:customers", "firestore:customers")];
+    let pairs: [(&str, &str); 4] = [
+        ("firestore:customers", "pg:customers"),
+        ("firestore:customers", &nd),
+        (&nd, "firestore:customers"),
+        ("firestore:customers", "firestore:customers"),
+    ];
     for (a, b) in pairs {
         for mode in [&[][..], &["--full"][..], &["--sample", "3", "--seed", "5"][..]] {
             let r = t.check(&["--ignore", "legacy"]).args(mode).args([a, b]).run();
@@ -500,7 +539,16 @@ fn firestore_sides_in_every_pairing() {
     let r = t.check(&["--full", "firestore:customers", "pg:customers"]).expect(1);
     assert_eq!(report(&r)["unmatched_columns"], json!(["legacy"]));
     // A collection group, keyed by parent and id; one document.
-    t.check(&["--full", "--parent-field", "customer_id", "--key", "customer_id,id", "firestore-group:orders", "pg:orders"]).ok();
+    t.check(&[
+        "--full",
+        "--parent-field",
+        "customer_id",
+        "--key",
+        "customer_id,id",
+        "firestore-group:orders",
+        "pg:orders",
+    ])
+    .ok();
     // Keyed by the id alone, a group is not in key order (it comes by parent): it is sorted.
     t.check(&["--full", "--parent-field", "customer_id", "--key", "id", "firestore-group:orders", "pg:orders"])
         .ok()
@@ -512,9 +560,11 @@ fn firestore_sides_in_every_pairing() {
 #[test]
 fn firestore_differences_and_an_unreachable_emulator() {
     let t = FsTrio::new();
-    t.pg.exec("UPDATE customers SET created_at = created_at + interval '1 microsecond' WHERE id = 'B';
+    t.pg.exec(
+        "UPDATE customers SET created_at = created_at + interval '1 microsecond' WHERE id = 'B';
                UPDATE customers SET location = '{\"lng\": 23.72, \"lat\": 37.98}' WHERE id = 'a';
-               DELETE FROM customers WHERE id = '9';");
+               DELETE FROM customers WHERE id = '9';",
+    );
     let r = t.check(&["--full", "--ignore", "legacy", "firestore:customers", "pg:customers"]).expect(1);
     let rep = report(&r);
     assert_eq!((rep["missing"].as_u64(), rep["extra"].as_u64(), rep["changed"].as_u64()), (Some(1), Some(0), Some(1)));

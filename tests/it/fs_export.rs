@@ -114,7 +114,10 @@ fn every_value_kind_and_edge() {
     );
     fs.put1("kinds/b", json!({}));
     // Odd characters in ids and field names.
-    fs.put1("kinds/ключ 🔑 #?&%2F", json!({"a.b": int(1), "`tick`": int(2), "ключ": int(3), "$end": int(4), " ": int(5)}));
+    fs.put1(
+        "kinds/ключ 🔑 #?&%2F",
+        json!({"a.b": int(1), "`tick`": int(2), "ключ": int(3), "$end": int(4), " ": int(5)}),
+    );
     let run = fs.export().arg("kinds").ok();
     let (rows, end) = split(run.json_lines());
     assert_eq!(rows.len(), 3);
@@ -140,8 +143,11 @@ fn every_value_kind_and_edge() {
     let line = text.lines().next().unwrap();
     // Exact number texts: integers stay integers, floats keep ".0", int64 never via f64.
     for frag in [
-        "\"d3\":3.0,", "\"imax\":9223372036854775807,", "\"imin\":-9223372036854775808,",
-        "\"big\":9007199254740993,", "\"gmin\":{\"lat\":-90.0,\"lng\":-180.0}",
+        "\"d3\":3.0,",
+        "\"imax\":9223372036854775807,",
+        "\"imin\":-9223372036854775808,",
+        "\"big\":9007199254740993,",
+        "\"gmin\":{\"lat\":-90.0,\"lng\":-180.0}",
     ] {
         assert!(line.contains(frag), "{frag} not in {line}");
     }
@@ -156,10 +162,7 @@ fn every_value_kind_and_edge() {
     // Keys: the id first, then fields sorted by name.
     assert!(line.starts_with("{\"id\":\"a\",\"arr\":[],\"big\":"), "{line}");
     assert_eq!(rows[1], json!({"id": "b"}));
-    assert_eq!(
-        rows[2],
-        json!({"id": "ключ 🔑 #?&%2F", "a.b": 1, "`tick`": 2, "ключ": 3, "$end": 4, " ": 5})
-    );
+    assert_eq!(rows[2], json!({"id": "ключ 🔑 #?&%2F", "a.b": 1, "`tick`": 2, "ключ": 3, "$end": 4, " ": 5}));
     assert_eq!(end["rows"], json!(3));
     assert_eq!(end["source"], json!("firestore"));
     assert_eq!(end["collection"], json!("kinds"));
@@ -178,8 +181,9 @@ fn every_value_kind_and_edge() {
 #[test]
 fn pages_join_without_gaps_or_duplicates() {
     let fs = Fs::new();
-    let docs: Vec<(String, Value)> =
-        (0..3000).map(|i| (format!("big/d{i:05}"), json!({"n": int(i), "pad": s(&"x".repeat(i as usize % 50))}))).collect();
+    let docs: Vec<(String, Value)> = (0..3000)
+        .map(|i| (format!("big/d{i:05}"), json!({"n": int(i), "pad": s(&"x".repeat(i as usize % 50))})))
+        .collect();
     fs.put(docs);
     let clean = fs.export().args(["big", "--page-size", "1000"]).ok().json_lines();
     let (rows, end) = split(clean.clone());
@@ -189,7 +193,8 @@ fn pages_join_without_gaps_or_duplicates() {
     assert_eq!(ids(&rows), want);
     // Pages smaller than the collection, exact divisors (a full last page), and 1.
     for size in ["7", "300", "3000"] {
-        let other = fs.export().args(["big", "--page-size", size, "--read-time", end["read_time"].as_str().unwrap()]).ok();
+        let other =
+            fs.export().args(["big", "--page-size", size, "--read-time", end["read_time"].as_str().unwrap()]).ok();
         assert_eq!(other.json_lines(), clean, "page size {size}");
     }
     let few = fs.export().args(["big", "--page-size", "1", "--fields", "n"]).env("X", "1").ok().json_lines();
@@ -226,7 +231,8 @@ fn groups_across_parents_and_missing_parents() {
     assert_eq!(rows[1], json!({"id": "o0", "customer_id": "c00", "total": 0}));
     assert_eq!(rows[5], json!({"id": "o1", "customer_id": "c01", "total": 11}));
     assert_eq!(rows[121], json!({"id": "top", "customer_id": null, "total": -1}));
-    let with_path = fs.export().args(["--group", "orders", "--path-field", "path", "--fields", "total"]).ok().json_lines();
+    let with_path =
+        fs.export().args(["--group", "orders", "--path-field", "path", "--fields", "total"]).ok().json_lines();
     assert_eq!(with_path[4], json!({"id": "o0", "path": "customers/c01/orders/o0", "total": 10}));
     // A subcollection under a missing parent, exported by path.
     let rows = fs.export().args(["customers/c03/orders", "--parent-field", "customer_id"]).ok().json_lines();
@@ -280,7 +286,11 @@ fn fields_drop_keys_and_documents() {
     let rows = fs.export().args(["crm", "--id-field", "doc_id", "--drop", "negotiating,has_problem"]).ok().json_lines();
     assert_eq!(rows[1], json!({"doc_id": "c2", "id": "other", "name": "Bob"}));
     let run = fs.export().args(["crm", "--drop", "id", "--fields", "name,id,missing"]).ok();
-    assert!(run.stdout().starts_with("{\"id\":\"c1\",\"name\":\"Ann\"}\n{\"id\":\"c2\",\"name\":\"Bob\"}\n"), "{}", run.stdout());
+    assert!(
+        run.stdout().starts_with("{\"id\":\"c1\",\"name\":\"Ann\"}\n{\"id\":\"c2\",\"name\":\"Bob\"}\n"),
+        "{}",
+        run.stdout()
+    );
     // One document; a missing one; paths that are neither.
     let rows = fs.export().arg("settings/console").ok().json_lines();
     assert_eq!(rows[0], json!({"id": "console", "theme": "dark"}));
@@ -295,9 +305,15 @@ fn fields_drop_keys_and_documents() {
     fs.export().args(["crm", "--page-size", "0"]).expect(64);
     fs.export().args(["crm", "--bogus"]).expect(64).stderr_has(&["unknown option '--bogus'"]);
     cmd("fs-export").arg("crm").expect(64).stderr_has(&["no project"]);
-    cmd("fs-export").args(["--project", "p", "crm"]).env_remove("FIRESTORE_EMULATOR_HOST").expect(64).stderr_has(&["no Firestore credentials"]);
+    cmd("fs-export")
+        .args(["--project", "p", "crm"])
+        .env_remove("FIRESTORE_EMULATOR_HOST")
+        .expect(64)
+        .stderr_has(&["no Firestore credentials"]);
     let help = cmd("fs-export").arg("--help").ok().stdout();
-    for opt in ["--group", "--parent-field", "--read-time", "--resume-after", "--count", "--token-command", "Exit status:"] {
+    for opt in
+        ["--group", "--parent-field", "--read-time", "--resume-after", "--count", "--token-command", "Exit status:"]
+    {
         assert!(help.contains(opt), "--help lacks {opt}");
     }
 }
@@ -341,7 +357,11 @@ fn retries_give_exactly_the_clean_rows() {
     }
     // Without --read-time the first page's read time holds for the whole run, retries included.
     let proxy = Proxy::start(|n| if n % 3 == 1 { Fault::Cut(1500) } else { Fault::Pass });
-    let run = fs.export().args(["items", "--page-size", "7", "--backoff", "1"]).env("FIRESTORE_EMULATOR_HOST", &proxy.addr).ok();
+    let run = fs
+        .export()
+        .args(["items", "--page-size", "7", "--backoff", "1"])
+        .env("FIRESTORE_EMULATOR_HOST", &proxy.addr)
+        .ok();
     let (rows, end) = split(run.json_lines());
     assert_eq!(rows, split(clean.clone()).0);
     let seen = proxy.seen.lock().unwrap();
@@ -376,7 +396,8 @@ fn bounded_attempts_and_the_resume_command() {
     let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
     let out = std::process::Command::new("sh").arg("-c").arg(&command).env("PATH", path).output().unwrap();
     assert!(out.status.success(), "{command}: {:?} {}", out.status, String::from_utf8_lossy(&out.stderr));
-    let rest: Vec<Value> = String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let rest: Vec<Value> =
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let (rest_rows, end) = split(rest);
     let mut joined = partial.clone();
     joined.extend(rest_rows);
@@ -386,16 +407,27 @@ fn bounded_attempts_and_the_resume_command() {
     // --resume-after takes an id within a collection, too.
     let rows = fs.export().args(["items", "--resume-after", "i57", "--read-time", &t]).ok().json_lines();
     assert_eq!(ids(&rows[..2]), vec!["i58", "i59"]);
-    fs.export().args(["items", "--resume-after", "other/x"]).expect(64).stderr_has(&["not a document of collection 'items'"]);
+    fs.export()
+        .args(["items", "--resume-after", "other/x"])
+        .expect(64)
+        .stderr_has(&["not a document of collection 'items'"]);
     // No retry on a refusal: one request, exit 69.
     let proxy = Proxy::start(|_| Fault::Status(403, "PERMISSION_DENIED"));
-    fs.export().arg("items").env("FIRESTORE_EMULATOR_HOST", &proxy.addr).expect(69).stderr_has(&["403 PERMISSION_DENIED"]);
+    fs.export()
+        .arg("items")
+        .env("FIRESTORE_EMULATOR_HOST", &proxy.addr)
+        .expect(69)
+        .stderr_has(&["403 PERMISSION_DENIED"]);
     assert_eq!(proxy.requests(), 1);
     let proxy = Proxy::start(|_| Fault::Status(404, "NOT_FOUND"));
     fs.export().arg("items").env("FIRESTORE_EMULATOR_HOST", &proxy.addr).expect(66);
     assert_eq!(proxy.requests(), 1);
     // Nothing listening: retried, then unavailable.
-    fs.export().args(["items", "--retries", "2", "--backoff", "1"]).env("FIRESTORE_EMULATOR_HOST", "127.0.0.1:1").expect(69).stderr_has(&["cannot reach http://127.0.0.1:1: gave up after 2 attempts"]);
+    fs.export()
+        .args(["items", "--retries", "2", "--backoff", "1"])
+        .env("FIRESTORE_EMULATOR_HOST", "127.0.0.1:1")
+        .expect(69)
+        .stderr_has(&["cannot reach http://127.0.0.1:1: gave up after 2 attempts"]);
 }
 
 #[test]
@@ -421,10 +453,17 @@ fn credentials_tokens_and_keys_never_printed() {
     // From an environment variable; a wrong one is refused (401, renewed never: exit 69).
     let run = fs.export().args(["c", "--endpoint", &endpoint]).env("GOOGLE_OAUTH_ACCESS_TOKEN", "s3cr3t-token").ok();
     assert_eq!(run.json_lines().len(), 2);
-    let run = fs.export().args(["c", "--endpoint", &endpoint, "--token-env", "MY_TOKEN"]).env("MY_TOKEN", "wrong-s3cr3t").expect(69);
+    let run = fs
+        .export()
+        .args(["c", "--endpoint", &endpoint, "--token-env", "MY_TOKEN"])
+        .env("MY_TOKEN", "wrong-s3cr3t")
+        .expect(69);
     assert!(!run.stderr().contains("s3cr3t"), "{}", run.stderr());
     // A failing token command: its stderr explains, its stdout is never shown.
-    let run = fs.export().args(["c", "--endpoint", &endpoint, "--token-command", "echo s3cr3t; echo not logged in >&2; exit 3"]).expect(69);
+    let run = fs
+        .export()
+        .args(["c", "--endpoint", &endpoint, "--token-command", "echo s3cr3t; echo not logged in >&2; exit 3"])
+        .expect(69);
     run.stderr_has(&["--token-command failed (exit status 3): not logged in"]);
     assert!(!run.stderr().contains("s3cr3t"));
     // A service-account key: a self-signed RS256 JWT the proxy verifies with the public key.
@@ -434,30 +473,49 @@ fn credentials_tokens_and_keys_never_printed() {
         "private_key": pem, "client_email": "exporter@p.iam.gserviceaccount.com"});
     std::fs::write(t.path("key.json"), key.to_string()).unwrap();
     let public = PKey::from_rsa(Rsa::public_key_from_pem(&rsa.public_key_to_pem().unwrap()).unwrap()).unwrap();
-    let proxy = Proxy::with_auth(|_| Fault::Pass, move |h| {
-        let jwt = h.strip_prefix("Bearer ")?;
-        let parts: Vec<&str> = jwt.split('.').collect();
-        let dec = |s: &str| {
-            let std: String = s.chars().map(|c| match c { '-' => '+', '_' => '/', c => c }).collect();
-            pgferry::stream::base64_decode(&std).ok()
-        };
-        let claims: Value = serde_json::from_slice(&dec(parts.get(1)?)?).ok()?;
-        let mut v = Verifier::new(MessageDigest::sha256(), &public).ok()?;
-        v.update(format!("{}.{}", parts[0], parts[1]).as_bytes()).ok()?;
-        let ok = v.verify(&dec(parts[2])?).ok()? && claims["iss"] == json!("exporter@p.iam.gserviceaccount.com");
-        ok.then(|| "Bearer owner".to_string())
-    });
+    let proxy = Proxy::with_auth(
+        |_| Fault::Pass,
+        move |h| {
+            let jwt = h.strip_prefix("Bearer ")?;
+            let parts: Vec<&str> = jwt.split('.').collect();
+            let dec = |s: &str| {
+                let std: String = s
+                    .chars()
+                    .map(|c| match c {
+                        '-' => '+',
+                        '_' => '/',
+                        c => c,
+                    })
+                    .collect();
+                pgferry::stream::base64_decode(&std).ok()
+            };
+            let claims: Value = serde_json::from_slice(&dec(parts.get(1)?)?).ok()?;
+            let mut v = Verifier::new(MessageDigest::sha256(), &public).ok()?;
+            v.update(format!("{}.{}", parts[0], parts[1]).as_bytes()).ok()?;
+            let ok = v.verify(&dec(parts[2])?).ok()? && claims["iss"] == json!("exporter@p.iam.gserviceaccount.com");
+            ok.then(|| "Bearer owner".to_string())
+        },
+    );
     let endpoint = format!("http://{}", proxy.addr);
     // The project comes from the key file.
-    let run = cmd("fs-export").args(["c", "--endpoint", &endpoint]).env("GOOGLE_APPLICATION_CREDENTIALS", t.path("key.json")).ok();
+    let run = cmd("fs-export")
+        .args(["c", "--endpoint", &endpoint])
+        .env("GOOGLE_APPLICATION_CREDENTIALS", t.path("key.json"))
+        .ok();
     assert_eq!(run.json_lines()[0], json!({"id": "d", "v": 1}));
     assert!(!run.stderr().contains("PRIVATE KEY"));
     let jwt = proxy.seen.lock().unwrap()[0].authorization.clone();
     assert!(!run.stderr().contains(&jwt[7..]));
-    let count = cmd("fs-export").args(["--count", "c", "--endpoint", &endpoint, "--credentials", &t.str("key.json")]).ok().json_lines();
+    let count = cmd("fs-export")
+        .args(["--count", "c", "--endpoint", &endpoint, "--credentials", &t.str("key.json")])
+        .ok()
+        .json_lines();
     assert_eq!(count[0]["rows"], json!(1));
     // Plain http to another machine with credentials is refused; a user login is not a key.
-    fs.export().args(["c", "--endpoint", "http://example.com", "--token-command", "echo x"]).expect(64).stderr_has(&["https only"]);
+    fs.export()
+        .args(["c", "--endpoint", "http://example.com", "--token-command", "echo x"])
+        .expect(64)
+        .stderr_has(&["https only"]);
     std::fs::write(t.path("user.json"), r#"{"type": "authorized_user", "refresh_token": "s3cr3t"}"#).unwrap();
     let run = fs.export().args(["c", "--endpoint", &endpoint, "--credentials", &t.str("user.json")]).expect(64);
     run.stderr_has(&["--token-command 'gcloud auth print-access-token'"]);
@@ -540,27 +598,37 @@ fn the_pipe_into_postgres() {
         assert!(out.status.success(), "{script}: {:?}\n{err}", out.status);
         err
     };
-    let err = pipe(r#"fs-export --project "$PROJECT" crm_customers --drop negotiating,has_problem | pg-load crm_customers --db "$DB""#);
+    let err = pipe(
+        r#"fs-export --project "$PROJECT" crm_customers --drop negotiating,has_problem | pg-load crm_customers --db "$DB""#,
+    );
     assert!(err.contains("Source: 3 rows → Postgres: 3 rows ✓"), "{err}");
-    let err = pipe(r#"fs-export --project "$PROJECT" --group orders --parent-field customer_id | pg-load crm_orders --db "$DB""#);
+    let err = pipe(
+        r#"fs-export --project "$PROJECT" --group orders --parent-field customer_id | pg-load crm_orders --db "$DB""#,
+    );
     assert!(err.contains("Source: 6 rows → Postgres: 6 rows ✓"), "{err}");
     assert_eq!(
-        pg.rows("SELECT id, name, folder_id, language, relationship_status, tags::text, contacts->0->>'value',
+        pg.rows(
+            "SELECT id, name, folder_id, language, relationship_status, tags::text, contacts->0->>'value',
                  location->'geo'->>'lat', crm_summary::text,
                  created_at = '2024-01-05T10:00:00.123456Z', updated_at = '1969-12-31T23:59:59Z'
-                 FROM crm_customers ORDER BY id"),
+                 FROM crm_customers ORDER BY id"
+        ),
         (0..3)
             .map(|c| format!("cust-{c}|Όνομα {c}|f{c}|el|lead|{{church,bells}}|c{c}@example.org|37.98|{{}}|t|t"))
             .collect::<Vec<_>>()
     );
     assert_eq!(
-        pg.rows("SELECT id, customer_id, order_number, subtotal::text, total_price::text, items->0->>'qty',
+        pg.rows(
+            "SELECT id, customer_id, order_number, subtotal::text, total_price::text, items->0->>'qty',
                  payment_status::text, created_at = '2025-03-01T08:30:00Z', updated_at = '2025-03-02T08:30:00.5Z'
-                 FROM crm_orders WHERE id = 'ord-2-1'"),
+                 FROM crm_orders WHERE id = 'ord-2-1'"
+        ),
         vec!["ord-2-1|cust-2|N-21|1000.10|1234.50|2|{\"paid\": true}|t|t".to_string()]
     );
     // The same pipe again is idempotent.
-    let err = pipe(r#"fs-export --project "$PROJECT" --group orders --parent-field customer_id | pg-load crm_orders --db "$DB""#);
+    let err = pipe(
+        r#"fs-export --project "$PROJECT" --group orders --parent-field customer_id | pg-load crm_orders --db "$DB""#,
+    );
     assert!(err.contains("Postgres: 6 rows"), "{err}");
     assert_eq!(pg.count("crm_orders"), 6);
 }

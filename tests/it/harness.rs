@@ -243,7 +243,13 @@ impl Run {
     pub fn describe(&self) -> String {
         let out = self.stdout();
         let shown: String = out.chars().take(4000).collect();
-        format!("command: {}\nstatus: {:?}\nstdout:\n{}\nstderr:\n{}", self.display, self.out.status, shown, self.stderr())
+        format!(
+            "command: {}\nstatus: {:?}\nstdout:\n{}\nstderr:\n{}",
+            self.display,
+            self.out.status,
+            shown,
+            self.stderr()
+        )
     }
     /// Asserts stderr contains every fragment.
     pub fn stderr_has(&self, fragments: &[&str]) -> &Run {

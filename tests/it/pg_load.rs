@@ -50,19 +50,46 @@ fn check_all_types(extra_col: &str, extra_val: &str) {
     assert_eq!(q("SELECT t FROM everything WHERE id=1"), "héllo\ttab\nline \\ back");
     assert_eq!(q("SELECT i2||','||i4||','||i8 FROM everything WHERE id=1"), "-32768,2147483647,9223372036854775807");
     assert_eq!(q("SELECT f4::text||','||f8::text FROM everything WHERE id=1"), "1.5,0.1");
-    assert_eq!(q("SELECT num::text||','||numfree::text FROM everything WHERE id=1"), "1234.50,123456789012345678901234567890.123456789");
+    assert_eq!(
+        q("SELECT num::text||','||numfree::text FROM everything WHERE id=1"),
+        "1234.50,123456789012345678901234567890.123456789"
+    );
     assert_eq!(q("SELECT b::text FROM everything WHERE id=1"), "true");
     assert_eq!(q("SELECT ts::text FROM everything WHERE id=1"), "2024-01-05 10:00:00.123456+00");
-    assert_eq!(q("SELECT tsn::text||','||d::text||','||tm::text FROM everything WHERE id=1"), "2024-01-05 10:00:00,2024-02-29,23:59:59.5");
-    assert_eq!(q("SELECT j::text||','||jb::text FROM everything WHERE id=1"), r#"{"k":[1,2]},{"a": [true, null], "z": 1}"#);
-    assert_eq!(q("SELECT encode(by, 'hex')||','||u::text FROM everything WHERE id=1"), "00ff10,8f14e45f-ceea-467f-a0e6-8a1a3b7c9d20");
-    assert_eq!(q("SELECT tags::text||','||array_length(tags,1)||','||nums::text FROM everything WHERE id=1"), r#"{a,"b,c","d\"e",NULL},4,{1,2,3}"#);
-    assert_eq!(q("SELECT m::text||','||p::text||','||jarr::text FROM everything WHERE id=1"), r#"loud,7,{"{\"x\": 1}",[1]}"#);
-    assert_eq!(q("SELECT t||','||b::text||','||f8::text||','||f4::text||','||numfree::text FROM everything WHERE id=2"), "12,false,NaN,-Infinity,Infinity");
-    assert_eq!(q("SELECT ts::text||','||tsn::text FROM everything WHERE id=2"), "2024-01-05 10:00:00+00,2024-01-05 08:00:00");
+    assert_eq!(
+        q("SELECT tsn::text||','||d::text||','||tm::text FROM everything WHERE id=1"),
+        "2024-01-05 10:00:00,2024-02-29,23:59:59.5"
+    );
+    assert_eq!(
+        q("SELECT j::text||','||jb::text FROM everything WHERE id=1"),
+        r#"{"k":[1,2]},{"a": [true, null], "z": 1}"#
+    );
+    assert_eq!(
+        q("SELECT encode(by, 'hex')||','||u::text FROM everything WHERE id=1"),
+        "00ff10,8f14e45f-ceea-467f-a0e6-8a1a3b7c9d20"
+    );
+    assert_eq!(
+        q("SELECT tags::text||','||array_length(tags,1)||','||nums::text FROM everything WHERE id=1"),
+        r#"{a,"b,c","d\"e",NULL},4,{1,2,3}"#
+    );
+    assert_eq!(
+        q("SELECT m::text||','||p::text||','||jarr::text FROM everything WHERE id=1"),
+        r#"loud,7,{"{\"x\": 1}",[1]}"#
+    );
+    assert_eq!(
+        q("SELECT t||','||b::text||','||f8::text||','||f4::text||','||numfree::text FROM everything WHERE id=2"),
+        "12,false,NaN,-Infinity,Infinity"
+    );
+    assert_eq!(
+        q("SELECT ts::text||','||tsn::text FROM everything WHERE id=2"),
+        "2024-01-05 10:00:00+00,2024-01-05 08:00:00"
+    );
     assert_eq!(q("SELECT cardinality(tags)::text||','||jb::text||','||i8::text||','||num::text||','||encode(by,'hex') FROM everything WHERE id=2"), "0,[],-9223372036854775808,-0.50,0102");
     assert_eq!(q("SELECT ts::text||','||d::text||','||(f8::text)||','||(jb->'deep'->'deeper'->>'deepest') FROM everything WHERE id=3"), "1969-07-20 20:17:40+00,0044-03-15,-0,ü");
-    assert_eq!(q("SELECT ts::text||','||tsn::text FROM everything WHERE id=4"), "2024-01-05 10:00:00+00,2024-01-05 10:00:00.25");
+    assert_eq!(
+        q("SELECT ts::text||','||tsn::text FROM everything WHERE id=4"),
+        "2024-01-05 10:00:00+00,2024-01-05 10:00:00.25"
+    );
     assert_eq!(q("SELECT count(*) FROM everything WHERE id=2 AND t IS NOT NULL AND vc IS NULL AND u IS NULL"), "1");
 }
 
@@ -78,8 +105,10 @@ fn every_encoding_into_every_type_text_copy() {
 }
 
 fn small_table(pg: &Pg) {
-    pg.exec("CREATE TABLE logs (id bigint PRIMARY KEY, level text NOT NULL, received_at timestamptz NOT NULL, n integer);
-             INSERT INTO logs VALUES (100, 'keep', '2020-01-01', 1);");
+    pg.exec(
+        "CREATE TABLE logs (id bigint PRIMARY KEY, level text NOT NULL, received_at timestamptz NOT NULL, n integer);
+             INSERT INTO logs VALUES (100, 'keep', '2020-01-01', 1);",
+    );
 }
 
 #[test]
@@ -88,23 +117,59 @@ fn bad_input_is_refused_with_line_column_value_and_nothing_commits() {
     small_table(&pg);
     let good = r#"{"id":1,"level":"info","received_at":"2024-01-05T10:00:00Z","n":1}"#;
     let cases: Vec<(Vec<u8>, Vec<&str>, &[&str])> = vec![
-        (stream(&[good, r#"{"id":2,"level":"info","received_at":"yesterday-ish","n":1}"#]).into_bytes(),
-            vec!["line 2, column 'received_at'", "\"yesterday-ish\"", "timestamp", "nothing was committed"], &[]),
-        (stream(&[good, r#"{"id":2,"level":"x" "n":1}"#]).into_bytes(), vec!["line 2: malformed JSON", "nothing was committed"], &[]),
-        (format!("{good}\n{}\n", good.replace("\"id\":1", "\"id\":2")).into_bytes(), vec!["without its end record", "nothing was committed"], &[]),
-        (stream(&[good, r#"{"id":2,"level":"info","received_at":"2024-01-05","n":99999999999}"#]).into_bytes(),
-            vec!["line 2, column 'n'", "99999999999", "out of range for integer"], &[]),
-        (stream(&[good, "{\"id\":2,\"level\":\"a\\u0000b\",\"received_at\":\"2024-01-05\"}"]).into_bytes(),
-            vec!["line 2, column 'level'", "NUL", "--strip-nul"], &[]),
-        ({ let mut v = stream(&[good]).into_bytes(); v.splice(0..0, b"{\"id\":3,\"level\":\"\xff\",\"received_at\":\"2024-01-05\"}\n".iter().cloned()); v },
-            vec!["line 1: invalid UTF-8"], &[]),
-        (stream(&[good, r#"{"id":2,"level":"info","received_at":"2024-01-05","colour":"red","size":1}"#]).into_bytes(),
-            vec!["line 2: keys that match no column of 'logs': colour, size", "--ignore-unknown"], &[]),
-        (stream(&[good, r#"{"id":2,"received_at":"2024-01-05"}"#]).into_bytes(), vec!["line 2, column 'level'", "NOT NULL column"], &[]),
+        (
+            stream(&[good, r#"{"id":2,"level":"info","received_at":"yesterday-ish","n":1}"#]).into_bytes(),
+            vec!["line 2, column 'received_at'", "\"yesterday-ish\"", "timestamp", "nothing was committed"],
+            &[],
+        ),
+        (
+            stream(&[good, r#"{"id":2,"level":"x" "n":1}"#]).into_bytes(),
+            vec!["line 2: malformed JSON", "nothing was committed"],
+            &[],
+        ),
+        (
+            format!("{good}\n{}\n", good.replace("\"id\":1", "\"id\":2")).into_bytes(),
+            vec!["without its end record", "nothing was committed"],
+            &[],
+        ),
+        (
+            stream(&[good, r#"{"id":2,"level":"info","received_at":"2024-01-05","n":99999999999}"#]).into_bytes(),
+            vec!["line 2, column 'n'", "99999999999", "out of range for integer"],
+            &[],
+        ),
+        (
+            stream(&[good, "{\"id\":2,\"level\":\"a\\u0000b\",\"received_at\":\"2024-01-05\"}"]).into_bytes(),
+            vec!["line 2, column 'level'", "NUL", "--strip-nul"],
+            &[],
+        ),
+        (
+            {
+                let mut v = stream(&[good]).into_bytes();
+                v.splice(0..0, b"{\"id\":3,\"level\":\"\xff\",\"received_at\":\"2024-01-05\"}\n".iter().cloned());
+                v
+            },
+            vec!["line 1: invalid UTF-8"],
+            &[],
+        ),
+        (
+            stream(&[good, r#"{"id":2,"level":"info","received_at":"2024-01-05","colour":"red","size":1}"#])
+                .into_bytes(),
+            vec!["line 2: keys that match no column of 'logs': colour, size", "--ignore-unknown"],
+            &[],
+        ),
+        (
+            stream(&[good, r#"{"id":2,"received_at":"2024-01-05"}"#]).into_bytes(),
+            vec!["line 2, column 'level'", "NOT NULL column"],
+            &[],
+        ),
         (stream(&[good, good]).into_bytes(), vec!["line 2: key (id) = 1 repeats line 1"], &[]),
         (stream(&[good]).replace("\"rows\":1", "\"rows\":5").into_bytes(), vec!["end record says 5 rows but 1"], &[]),
         (stream(&[good, "[1,2]"]).into_bytes(), vec!["line 2: expected a JSON object"], &[]),
-        (stream(&[r#"{"id":1,"level":"info","received_at":1704448800}"#]).into_bytes(), vec!["line 1, column 'received_at'", "--epoch-unit"], &[]),
+        (
+            stream(&[r#"{"id":1,"level":"info","received_at":1704448800}"#]).into_bytes(),
+            vec!["line 1, column 'received_at'", "--epoch-unit"],
+            &[],
+        ),
     ];
     for (input, fragments, extra) in cases {
         let r = load(&pg, "logs", input, extra).expect(65);
@@ -114,11 +179,19 @@ fn bad_input_is_refused_with_line_column_value_and_nothing_commits() {
         assert!(last_run(&pg).starts_with("failed|"), "{}", last_run(&pg));
     }
     // The options the messages name do what they say.
-    load(&pg, "logs", stream(&["{\"id\":5,\"level\":\"a\\u0000b\",\"received_at\":\"2024-01-05\",\"junk\":1}"]), &["--strip-nul", "--ignore-unknown"]).ok();
+    load(
+        &pg,
+        "logs",
+        stream(&["{\"id\":5,\"level\":\"a\\u0000b\",\"received_at\":\"2024-01-05\",\"junk\":1}"]),
+        &["--strip-nul", "--ignore-unknown"],
+    )
+    .ok();
     assert_eq!(pg.one("SELECT level FROM logs WHERE id = 5"), "ab");
     load(&pg, "logs", format!("{good}\n").replace("\"id\":1", "\"id\":6"), &["--no-end-record"]).ok();
     load(&pg, "nope", stream(&[good]), &[]).expect(66).stderr_has(&["table 'nope' does not exist"]);
-    load(&pg, "logs", stream(&[good]), &["--mode", "sideways"]).expect(64).stderr_has(&["--mode must be", "Try 'pg-load --help'"]);
+    load(&pg, "logs", stream(&[good]), &["--mode", "sideways"])
+        .expect(64)
+        .stderr_has(&["--mode must be", "Try 'pg-load --help'"]);
 }
 
 #[test]
@@ -126,12 +199,18 @@ fn running_the_same_load_twice_reports_rows_already_present() {
     let pg = Pg::new();
     pg.exec("CREATE TABLE t (id integer PRIMARY KEY, v text)");
     let input = stream(&[r#"{"id":1,"v":"a"}"#, r#"{"id":2,"v":"b"}"#, r#"{"id":3,"v":"c"}"#]);
-    load(&pg, "t", input.clone(), &[]).ok().stderr_has(&["Source: 3 rows → Postgres: 3 rows ✓", "3 rows inserted, 0 already present"]);
+    load(&pg, "t", input.clone(), &[])
+        .ok()
+        .stderr_has(&["Source: 3 rows → Postgres: 3 rows ✓", "3 rows inserted, 0 already present"]);
     let before = pg.rows("SELECT * FROM t ORDER BY id");
-    load(&pg, "t", input.clone(), &[]).ok().stderr_has(&["Source: 3 rows → Postgres: 3 rows ✓", "0 rows inserted, 3 already present"]);
+    load(&pg, "t", input.clone(), &[])
+        .ok()
+        .stderr_has(&["Source: 3 rows → Postgres: 3 rows ✓", "0 rows inserted, 3 already present"]);
     assert_eq!(pg.rows("SELECT * FROM t ORDER BY id"), before);
-    assert_eq!(pg.rows("SELECT outcome, source_rows, inserted_rows, present_rows FROM _migration_runs ORDER BY id"),
-        vec!["success|3|3|0", "success|3|0|3"]);
+    assert_eq!(
+        pg.rows("SELECT outcome, source_rows, inserted_rows, present_rows FROM _migration_runs ORDER BY id"),
+        vec!["success|3|3|0", "success|3|0|3"]
+    );
     // A partial earlier load: the rest is added, nothing duplicated.
     pg.exec("DELETE FROM t WHERE id = 2");
     load(&pg, "t", input.clone(), &[]).ok().stderr_has(&["1 rows inserted, 2 already present"]);
@@ -142,7 +221,9 @@ fn running_the_same_load_twice_reports_rows_already_present() {
     assert_eq!(pg.rows("SELECT id FROM t"), vec!["9"]);
     load(&pg, "t", stream(&[r#"{"id":9,"v":"z"}"#]), &["--mode", "append"]).expect(65).stderr_has(&["duplicate key"]);
     // Duplicate keys inside one stream are bad data, whichever path.
-    load(&pg, "t", stream(&[r#"{"id":7,"v":"z"}"#, r#"{"id":7,"v":"y"}"#]), &[]).expect(65).stderr_has(&["line 2: key (id) = 7 repeats line 1"]);
+    load(&pg, "t", stream(&[r#"{"id":7,"v":"z"}"#, r#"{"id":7,"v":"y"}"#]), &[])
+        .expect(65)
+        .stderr_has(&["line 2: key (id) = 7 repeats line 1"]);
 }
 
 #[test]
@@ -151,15 +232,24 @@ fn missing_keys_take_defaults_null_is_null_and_sequences_move_past_loaded_ids() 
     pg.exec("CREATE TABLE c (id bigserial PRIMARY KEY, name text NOT NULL, status text NOT NULL DEFAULT 'lead',
              tags text[] NOT NULL DEFAULT '{}', note text DEFAULT 'n', created_at timestamptz NOT NULL DEFAULT now());
              CREATE TABLE g (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, v text, twice bigint GENERATED ALWAYS AS (id * 2) STORED)");
-    let input = stream(&[r#"{"id":10,"name":"a"}"#, r#"{"id":11,"name":"b","status":"won","note":null}"#, r#"{"id":12,"name":"c"}"#]);
+    let input = stream(&[
+        r#"{"id":10,"name":"a"}"#,
+        r#"{"id":11,"name":"b","status":"won","note":null}"#,
+        r#"{"id":12,"name":"c"}"#,
+    ]);
     load(&pg, "c", input, &[]).ok();
-    assert_eq!(pg.rows("SELECT id, status, tags, coalesce(note, 'NULL') FROM c ORDER BY id"), vec!["10|lead|{}|n", "11|won|{}|NULL", "12|lead|{}|n"]);
+    assert_eq!(
+        pg.rows("SELECT id, status, tags, coalesce(note, 'NULL') FROM c ORDER BY id"),
+        vec!["10|lead|{}|n", "11|won|{}|NULL", "12|lead|{}|n"]
+    );
     pg.exec("INSERT INTO c (name) VALUES ('first insert after the load')");
     assert_eq!(pg.one("SELECT max(id) FROM c"), "13");
     load(&pg, "g", stream(&[r#"{"id":5,"v":"x"}"#]), &[]).ok();
     pg.exec("INSERT INTO g (v) VALUES ('y')");
     assert_eq!(pg.rows("SELECT id, twice FROM g ORDER BY id"), vec!["5|10", "6|12"]);
-    load(&pg, "g", stream(&[r#"{"id":8,"v":"x","twice":16}"#]), &[]).expect(65).stderr_has(&["'twice' is a generated column"]);
+    load(&pg, "g", stream(&[r#"{"id":8,"v":"x","twice":16}"#]), &[])
+        .expect(65)
+        .stderr_has(&["'twice' is a generated column"]);
     // The staged path (table not empty) applies defaults per row too.
     load(&pg, "c", stream(&[r#"{"id":20,"name":"d"}"#, r#"{"id":21,"name":"e","status":"lost"}"#]), &[]).ok();
     assert_eq!(pg.rows("SELECT id, status FROM c WHERE id >= 20 ORDER BY id"), vec!["20|lead", "21|lost"]);
@@ -170,7 +260,9 @@ fn schema_qualified_names_dry_run_and_a_check_that_fails() {
     let pg = Pg::new();
     pg.exec("CREATE SCHEMA crm; CREATE TABLE crm.\"Orders\" (id text PRIMARY KEY, total numeric(12,2));");
     let input = stream(&[r#"{"id":"o1","total":19.99}"#, r#"{"id":"o2","total":"5"}"#]);
-    load(&pg, "crm.\"Orders\"", input.clone(), &["--dry-run"]).ok().stderr_has(&["Source: 2 rows → Postgres: 2 rows ✓", "dry run"]);
+    load(&pg, "crm.\"Orders\"", input.clone(), &["--dry-run"])
+        .ok()
+        .stderr_has(&["Source: 2 rows → Postgres: 2 rows ✓", "dry run"]);
     assert_eq!(pg.count("crm.\"Orders\""), 0);
     assert!(last_run(&pg).starts_with("dry-run|2|2"));
     // A trigger that swallows rows: COPY accepts them, the count does not hold, nothing commits.
@@ -188,8 +280,14 @@ fn children_before_parents_with_defer_fks() {
     pg.exec("CREATE TABLE customers (id text PRIMARY KEY);
              CREATE TABLE quotations (id text PRIMARY KEY, customer_id text CONSTRAINT q_customer REFERENCES customers(id));");
     let input = stream(&[r#"{"id":"q1","customer_id":"c1"}"#]);
-    load(&pg, "quotations", input.clone(), &[]).expect(65).stderr_has(&["(customer_id)=(c1)", "is not present in table \"customers\"", "--defer-fks"]);
-    load(&pg, "quotations", input, &["--defer-fks"]).ok().stderr_has(&["NOT VALID", "VALIDATE CONSTRAINT \"q_customer\""]);
+    load(&pg, "quotations", input.clone(), &[]).expect(65).stderr_has(&[
+        "(customer_id)=(c1)",
+        "is not present in table \"customers\"",
+        "--defer-fks",
+    ]);
+    load(&pg, "quotations", input, &["--defer-fks"])
+        .ok()
+        .stderr_has(&["NOT VALID", "VALIDATE CONSTRAINT \"q_customer\""]);
     assert_eq!(pg.one("SELECT convalidated::text FROM pg_constraint WHERE conname = 'q_customer'"), "false");
     load(&pg, "customers", stream(&[r#"{"id":"c1"}"#]), &[]).ok();
     pg.exec("ALTER TABLE quotations VALIDATE CONSTRAINT q_customer");
@@ -200,22 +298,47 @@ fn a_missing_partition_is_named_nothing_commits_and_ensure_partitions_creates_it
     let pg = Pg::new();
     pg.exec("CREATE TABLE device_logs (id bigint, received_at timestamptz NOT NULL, PRIMARY KEY (id, received_at)) PARTITION BY RANGE (received_at);
              CREATE TABLE device_logs_2024_01 PARTITION OF device_logs FOR VALUES FROM ('2024-01-01') TO ('2024-02-01');");
-    let input = stream(&[r#"{"id":1,"received_at":"2024-01-05T00:00:00Z"}"#, r#"{"id":2,"received_at":"2024-03-05T00:00:00Z"}"#]);
+    let input = stream(&[
+        r#"{"id":1,"received_at":"2024-01-05T00:00:00Z"}"#,
+        r#"{"id":2,"received_at":"2024-03-05T00:00:00Z"}"#,
+    ]);
     let r = load(&pg, "device_logs", input.clone(), &[]).expect(65);
-    r.stderr_has(&["line 2", "no partition of 'device_logs'", "2024-03", "pg-partition ensure device_logs --from 2024-03"]);
+    r.stderr_has(&[
+        "line 2",
+        "no partition of 'device_logs'",
+        "2024-03",
+        "pg-partition ensure device_logs --from 2024-03",
+    ]);
     assert_eq!(pg.count("device_logs"), 0);
     // The staged path (the table has rows) names the month too.
     pg.exec("INSERT INTO device_logs VALUES (100, '2024-01-02')");
-    load(&pg, "device_logs", input.clone(), &[]).expect(65).stderr_has(&["2024-03", "pg-partition ensure device_logs --from 2024-03"]);
+    load(&pg, "device_logs", input.clone(), &[])
+        .expect(65)
+        .stderr_has(&["2024-03", "pg-partition ensure device_logs --from 2024-03"]);
     assert_eq!(pg.count("device_logs"), 1);
     // --ensure-partitions creates what the rows need, with pg-partition's names, in the load's transaction.
-    let more = stream(&[r#"{"id":1,"received_at":"2024-01-05T00:00:00Z"}"#, r#"{"id":2,"received_at":"2024-03-05T00:00:00Z"}"#, r#"{"id":3,"received_at":"2023-12-31T23:59:59.999999Z"}"#]);
-    load(&pg, "device_logs", more.clone(), &["--ensure-partitions"]).ok().stderr_has(&["Source: 3 rows → Postgres: 3 rows ✓", "created partitions device_logs_2023_12, device_logs_2024_02, device_logs_2024_03"]);
-    assert_eq!(pg.rows("SELECT tableoid::regclass::text, id FROM device_logs ORDER BY id"),
-        vec!["device_logs_2024_01|1", "device_logs_2024_03|2", "device_logs_2023_12|3", "device_logs_2024_01|100"]);
+    let more = stream(&[
+        r#"{"id":1,"received_at":"2024-01-05T00:00:00Z"}"#,
+        r#"{"id":2,"received_at":"2024-03-05T00:00:00Z"}"#,
+        r#"{"id":3,"received_at":"2023-12-31T23:59:59.999999Z"}"#,
+    ]);
+    load(&pg, "device_logs", more.clone(), &["--ensure-partitions"]).ok().stderr_has(&[
+        "Source: 3 rows → Postgres: 3 rows ✓",
+        "created partitions device_logs_2023_12, device_logs_2024_02, device_logs_2024_03",
+    ]);
+    assert_eq!(
+        pg.rows("SELECT tableoid::regclass::text, id FROM device_logs ORDER BY id"),
+        vec!["device_logs_2024_01|1", "device_logs_2024_03|2", "device_logs_2023_12|3", "device_logs_2024_01|100"]
+    );
     load(&pg, "device_logs", more, &["--ensure-partitions"]).ok().stderr_has(&["0 rows inserted, 3 already present"]);
     // A dry run creates nothing.
-    load(&pg, "device_logs", stream(&[r#"{"id":9,"received_at":"2025-06-01T00:00:00Z"}"#]), &["--ensure-partitions", "--dry-run"]).ok();
+    load(
+        &pg,
+        "device_logs",
+        stream(&[r#"{"id":9,"received_at":"2025-06-01T00:00:00Z"}"#]),
+        &["--ensure-partitions", "--dry-run"],
+    )
+    .ok();
     assert_eq!(pg.one("SELECT count(*) FROM pg_inherits WHERE inhparent = 'device_logs'::regclass"), "4");
 }
 
@@ -231,18 +354,23 @@ fn connections_by_env_libpq_variables_and_tls() {
     let (user, pass) = userpass.split_once(':').unwrap();
     let (hostport, db) = hostdb.split_once('/').unwrap();
     let (host, port) = hostport.split_once(':').unwrap();
-    let libpq = |c: crate::harness::Cmd| c.env("PGHOST", host).env("PGPORT", port).env("PGUSER", user).env("PGDATABASE", db);
+    let libpq =
+        |c: crate::harness::Cmd| c.env("PGHOST", host).env("PGPORT", port).env("PGUSER", user).env("PGDATABASE", db);
     libpq(cmd("pg-load").arg("t")).env("PGPASSWORD", pass).stdin(input.clone()).ok().stderr_has(&["already present"]);
     // TLS: require encrypts; verify-full checks the certificate and the host name.
     let ca = std::env::var("PGFERRY_TEST_PG_CA").expect("tests/run exports PGFERRY_TEST_PG_CA");
-    let tls_url = |mode: &str, h: &str| format!("postgres://{user}:{pass}@{h}:{port}/{db}?sslmode={mode}&sslrootcert={ca}");
+    let tls_url =
+        |mode: &str, h: &str| format!("postgres://{user}:{pass}@{h}:{port}/{db}?sslmode={mode}&sslrootcert={ca}");
     cmd("pg-load").args(["--db", &tls_url("require", "127.0.0.1"), "t"]).stdin(input.clone()).ok();
     cmd("pg-load").args(["--db", &tls_url("verify-full", "localhost"), "t"]).stdin(input.clone()).ok();
     let r = cmd("pg-load").args(["--db", &tls_url("verify-full", "127.0.0.1"), "t"]).stdin(input.clone()).expect(69);
     assert!(!r.stderr().contains(pass), "password printed");
     cmd("pg-load").args(["--db", &tls_url("disable", "127.0.0.1"), "t"]).stdin(input.clone()).ok();
     // The run log records whether each load's connection was encrypted.
-    assert_eq!(pg.rows("SELECT tls FROM _migration_runs WHERE outcome = 'success' ORDER BY id"), vec!["t", "t", "t", "t", "f"]);
+    assert_eq!(
+        pg.rows("SELECT tls FROM _migration_runs WHERE outcome = 'success' ORDER BY id"),
+        vec!["t", "t", "t", "t", "f"]
+    );
     // Wrong password: unavailable, and neither password appears.
     let wrong = pg.url.replace(pass, "hunter2-wrong");
     let r = cmd("pg-load").args(["--db", &wrong, "t"]).stdin(input.clone()).expect(69);
@@ -268,7 +396,9 @@ fn big_stream(path: &std::path::Path, n: u64, end: bool) {
 #[test]
 fn kill_9_of_pg_load_mid_load_commits_nothing_and_a_rerun_completes() {
     let pg = Pg::new();
-    pg.exec("CREATE TABLE logs (id bigint PRIMARY KEY, level text NOT NULL, received_at timestamptz NOT NULL, n integer)");
+    pg.exec(
+        "CREATE TABLE logs (id bigint PRIMARY KEY, level text NOT NULL, received_at timestamptz NOT NULL, n integer)",
+    );
     let t = TempDir::new();
     let file = t.path("big.ndjson");
     big_stream(&file, 400_000, true);
@@ -284,8 +414,13 @@ fn kill_9_of_pg_load_mid_load_commits_nothing_and_a_rerun_completes() {
     let mut pid = None;
     for _ in 0..100 {
         std::thread::sleep(std::time::Duration::from_millis(100));
-        if pg.one("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'COPY%'") == "1" {
-            let out = std::process::Command::new("pgrep").args(["-f", &format!("pg-load --db {} logs", pg.url)]).output().unwrap();
+        if pg.one("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'COPY%'")
+            == "1"
+        {
+            let out = std::process::Command::new("pgrep")
+                .args(["-f", &format!("pg-load --db {} logs", pg.url)])
+                .output()
+                .unwrap();
             pid = String::from_utf8_lossy(&out.stdout).lines().next().map(|s| s.to_string());
             if pid.is_some() {
                 break;
@@ -300,24 +435,43 @@ fn kill_9_of_pg_load_mid_load_commits_nothing_and_a_rerun_completes() {
     std::thread::sleep(std::time::Duration::from_millis(500));
     assert_eq!(pg.count("logs"), 0, "a killed load committed rows");
     assert_eq!(pg.one("SELECT outcome FROM _migration_runs"), "running");
-    cmd("pg-load").args(["--db", &pg.url, "logs"]).stdin_file(&file).ok().stderr_has(&["Source: 400000 rows → Postgres: 400000 rows ✓"]);
+    cmd("pg-load")
+        .args(["--db", &pg.url, "logs"])
+        .stdin_file(&file)
+        .ok()
+        .stderr_has(&["Source: 400000 rows → Postgres: 400000 rows ✓"]);
     assert_eq!(pg.rows("SELECT outcome FROM _migration_runs ORDER BY id"), vec!["interrupted", "success"]);
 }
 
 #[test]
 fn kill_9_of_the_producer_mid_stream_is_a_truncated_stream() {
     let pg = Pg::new();
-    pg.exec("CREATE TABLE logs (id bigint PRIMARY KEY, level text NOT NULL, received_at timestamptz NOT NULL, n integer)");
+    pg.exec(
+        "CREATE TABLE logs (id bigint PRIMARY KEY, level text NOT NULL, received_at timestamptz NOT NULL, n integer)",
+    );
     let t = TempDir::new();
     let db = t.path("src.sqlite");
-    sqlite_db(&db, "CREATE TABLE logs (id INTEGER PRIMARY KEY, level TEXT, received_at TEXT, n INTEGER);
+    sqlite_db(
+        &db,
+        "CREATE TABLE logs (id INTEGER PRIMARY KEY, level TEXT, received_at TEXT, n INTEGER);
         WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 300000)
-        INSERT INTO logs SELECT x, 'info', '2024-01-05T10:00:00Z', x % 7 FROM c;");
+        INSERT INTO logs SELECT x, 'info', '2024-01-05T10:00:00Z', x % 7 FROM c;",
+    );
     // The producer is killed with SIGKILL after part of its output has reached pg-load.
     use std::io::{Read, Write};
     use std::process::{Command, Stdio};
-    let mut producer = Command::new(bin("sqlite-dump")).arg(db.display().to_string()).arg("logs").stdout(Stdio::piped()).spawn().unwrap();
-    let mut consumer = Command::new(bin("pg-load")).args(["--db", &pg.url, "logs"]).stdin(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut producer = Command::new(bin("sqlite-dump"))
+        .arg(db.display().to_string())
+        .arg("logs")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut consumer = Command::new(bin("pg-load"))
+        .args(["--db", &pg.url, "logs"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut from = producer.stdout.take().unwrap();
     let mut to = consumer.stdin.take().unwrap();
     let mut buf = vec![0u8; 100_000];
@@ -346,7 +500,13 @@ fn kill_9_of_the_producer_mid_stream_is_a_truncated_stream() {
     // The re-run with a whole stream completes.
     let out = std::process::Command::new("bash")
         .arg("-c")
-        .arg(format!("set -o pipefail; '{}' '{}' logs | '{}' --db '{}' logs", bin("sqlite-dump").display(), db.display(), bin("pg-load").display(), pg.url))
+        .arg(format!(
+            "set -o pipefail; '{}' '{}' logs | '{}' --db '{}' logs",
+            bin("sqlite-dump").display(),
+            db.display(),
+            bin("pg-load").display(),
+            pg.url
+        ))
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -136,7 +136,10 @@ fn date_and_timestamp_keys() {
     pp(&pg, "ensure", "d", &["--from", "2025-01", "--to", "2025-01"]).ok();
     pp(&pg, "ensure", "t", &["--from", "2025-01", "--to", "2025-01"]).ok();
     assert_eq!(utc_bounds(&pg, "d"), vec!["d_2025_01|FOR VALUES FROM ('2025-01-01') TO ('2025-02-01')"]);
-    assert_eq!(utc_bounds(&pg, "t"), vec!["t_2025_01|FOR VALUES FROM ('2025-01-01 00:00:00') TO ('2025-02-01 00:00:00')"]);
+    assert_eq!(
+        utc_bounds(&pg, "t"),
+        vec!["t_2025_01|FOR VALUES FROM ('2025-01-01 00:00:00') TO ('2025-02-01 00:00:00')"]
+    );
     let l = pp(&pg, "list", "d", &[]).ok().json_lines();
     assert_eq!(l[0]["from"], "2025-01-01");
     assert_eq!(l[0]["to"], "2025-02-01");
@@ -184,7 +187,11 @@ fn usage_errors() {
         (vec!["frobnicate", "device_logs"], "unknown subcommand"),
         (vec!["ensure"], "missing argument TABLE"),
     ] {
-        cmd("pg-partition").args(&args).args(["--db", &pg.url]).expect(64).stderr_has(&[msg, "Try 'pg-partition --help'"]);
+        cmd("pg-partition")
+            .args(&args)
+            .args(["--db", &pg.url])
+            .expect(64)
+            .stderr_has(&[msg, "Try 'pg-partition --help'"]);
     }
     // A typo guard: 24 000 monthly partitions is not what anyone meant.
     pp(&pg, "ensure", "device_logs", &["--from", "0025-01", "--to", "2025-01"]).expect(64).stderr_has(&["--limit"]);
@@ -204,8 +211,10 @@ fn schema_qualified_awkward_and_long_names() {
     pp(&pg, "ensure", t, &["--from", "2025-01", "--to", "2025-02"]).ok();
     pp(&pg, "ensure", t, &["--from", "2025-01", "--to", "2025-02"]).ok();
     assert_eq!(
-        pg.rows("SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-                 WHERE c.relispartition AND c.relkind = 'r' ORDER BY 2"),
+        pg.rows(
+            "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE c.relispartition AND c.relkind = 'r' ORDER BY 2"
+        ),
         vec!["Ops Data|Device Logs_2025_01", "Ops Data|Device Logs_2025_02"]
     );
     let l = pp(&pg, "list", t, &[]).ok().json_lines();
@@ -270,9 +279,12 @@ fn moving_rows_is_refused_when_a_foreign_key_references_the_table() {
     pg.exec("CREATE TABLE notes (log_id bigint, at timestamptz, FOREIGN KEY (log_id, at) REFERENCES device_logs ON DELETE CASCADE)");
     pg.exec("INSERT INTO device_logs (device_serial, level, message, received_at) VALUES ('x','i','m','2025-01-05 00:00:00+00')");
     pg.exec("INSERT INTO notes SELECT id, received_at FROM device_logs");
-    pp(&pg, "ensure", "device_logs", &["--from", "2025-01", "--to", "2025-02"])
-        .expect(65)
-        .stderr_has(&["holds 1 rows for 2025-01", "foreign key", "notes", "nothing was changed"]);
+    pp(&pg, "ensure", "device_logs", &["--from", "2025-01", "--to", "2025-02"]).expect(65).stderr_has(&[
+        "holds 1 rows for 2025-01",
+        "foreign key",
+        "notes",
+        "nothing was changed",
+    ]);
     assert_eq!(names(&pg, "device_logs"), vec!["device_logs_default"]);
     assert_eq!(pg.count("notes"), 1);
     // Without rows to move, the foreign key is no obstacle.
@@ -290,9 +302,11 @@ fn conflicts_are_refused_and_nothing_changes() {
     assert_eq!(names(&pg, "device_logs"), vec!["device_logs_odd"]);
     // A detached partition keeps its name: say so rather than fail obscurely.
     pg.exec("CREATE TABLE device_logs_2025_05 (LIKE device_logs)");
-    pp(&pg, "ensure", "device_logs", &["--from", "2025-04", "--to", "2025-05"])
-        .expect(65)
-        .stderr_has(&["'device_logs_2025_05'", "not a partition", "ATTACH PARTITION"]);
+    pp(&pg, "ensure", "device_logs", &["--from", "2025-04", "--to", "2025-05"]).expect(65).stderr_has(&[
+        "'device_logs_2025_05'",
+        "not a partition",
+        "ATTACH PARTITION",
+    ]);
     assert_eq!(names(&pg, "device_logs"), vec!["device_logs_odd"]);
 }
 
@@ -345,7 +359,12 @@ fn retain_drops_exactly_the_partitions_wholly_older_than_the_cut_off() {
     // Now is 2025-07-10, keep 6: the cut-off is 2025-01-01.
     let now = ["--now", "2025-07-10T12:00:00Z"];
     let dry = pp(&pg, "retain", "device_logs", &["--keep", "6", "--drop", "--dry-run"]).args(now).ok();
-    assert!(dry.stdout().contains("DROP TABLE \"public\".\"device_logs_2024_10\";\nDROP TABLE \"public\".\"misnamed_2099_01\";\n"), "{}", dry.describe());
+    assert!(
+        dry.stdout()
+            .contains("DROP TABLE \"public\".\"device_logs_2024_10\";\nDROP TABLE \"public\".\"misnamed_2099_01\";\n"),
+        "{}",
+        dry.describe()
+    );
     assert_eq!(names(&pg, "device_logs").len(), 6);
     let r = pp(&pg, "retain", "device_logs", &["--keep", "6", "--drop"]).args(now).ok();
     assert_eq!(r.stderr(), "", "{}", r.describe());
@@ -353,7 +372,10 @@ fn retain_drops_exactly_the_partitions_wholly_older_than_the_cut_off() {
         names(&pg, "device_logs"),
         vec!["device_logs_2000_01", "device_logs_2025_07", "device_logs_default", "straddles"]
     );
-    assert_eq!(pg.one("SELECT count(*) FROM pg_class WHERE relname IN ('device_logs_2024_10', 'misnamed_2099_01')"), "0");
+    assert_eq!(
+        pg.one("SELECT count(*) FROM pg_class WHERE relname IN ('device_logs_2024_10', 'misnamed_2099_01')"),
+        "0"
+    );
     assert_eq!(pg.count("device_logs"), 12);
     // Again: nothing more to do.
     pp(&pg, "retain", "device_logs", &["--keep", "6", "--drop"]).args(now).ok();
@@ -398,10 +420,17 @@ fn retain_archives_verified_private_files_before_dropping() {
     retention_table(&pg);
     let dir = TempDir::new();
     let archive = dir.str("");
-    let r = pp(&pg, "retain", "device_logs", &["--keep", "6", "--drop", "--archive", &archive, "--now", "2025-07-10T12:00:00Z", "-v"]).ok();
+    let r = pp(
+        &pg,
+        "retain",
+        "device_logs",
+        &["--keep", "6", "--drop", "--archive", &archive, "--now", "2025-07-10T12:00:00Z", "-v"],
+    )
+    .ok();
     r.stderr_has(&["dropped 'device_logs_2024_10'", "after archiving 6 rows", "sha256"]);
     assert_eq!(names(&pg, "device_logs").len(), 4);
-    let mut files: Vec<String> = std::fs::read_dir(&dir.0).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut files: Vec<String> =
+        std::fs::read_dir(&dir.0).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     files.sort();
     assert_eq!(
         files,
@@ -419,7 +448,8 @@ fn retain_archives_verified_private_files_before_dropping() {
         assert_eq!(mode, 0o600, "{f}");
     }
     let gz = dir.path("device_logs_2024_10.ndjson.gz");
-    let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path("device_logs_2024_10.manifest.json")).unwrap()).unwrap();
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path("device_logs_2024_10.manifest.json")).unwrap()).unwrap();
     assert_eq!(m["rows"], 6);
     assert_eq!(m["sha256"], sha256_hex(&gz));
     assert_eq!(m["from"], "2024-10-01T00:00:00Z");
@@ -439,7 +469,13 @@ fn retain_archives_verified_private_files_before_dropping() {
     assert_eq!(stamps[5], "2024-10-31T23:59:59.999999Z");
     // A second archive of the same name never overwrites the first.
     pg.exec("CREATE TABLE device_logs_2024_10 PARTITION OF device_logs FOR VALUES FROM ('2024-10-01 00:00:00+00') TO ('2024-11-01 00:00:00+00')");
-    pp(&pg, "retain", "device_logs", &["--keep", "6", "--drop", "--archive", &archive, "--now", "2025-07-10T12:00:00Z"]).ok();
+    pp(
+        &pg,
+        "retain",
+        "device_logs",
+        &["--keep", "6", "--drop", "--archive", &archive, "--now", "2025-07-10T12:00:00Z"],
+    )
+    .ok();
     assert!(dir.path("device_logs_2024_10.1.ndjson.gz").exists());
     assert_eq!(sha256_hex(&gz), m["sha256"].as_str().unwrap());
 }
@@ -467,7 +503,10 @@ fn archives_keep_every_type_exactly() {
     assert_eq!(names(&pg, "t"), vec!["t_2025_01"]);
     let text = gunzip(&dir.path("t_2024_01.ndjson.gz"));
     let mut lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.pop().unwrap(), r#"{"$end":{"rows":3,"source":"postgres","table":"public.t","partition":"public.t_2024_01"}}"#);
+    assert_eq!(
+        lines.pop().unwrap(),
+        r#"{"$end":{"rows":3,"source":"postgres","table":"public.t","partition":"public.t_2024_01"}}"#
+    );
     lines.sort();
     assert_eq!(
         lines,
@@ -561,7 +600,10 @@ fn kill_9_mid_retain_drops_nothing() {
     );
     let dir = TempDir::new();
     let archive = dir.str("");
-    let mut child = spawn(&pg, &["retain", "device_logs", "--keep", "6", "--drop", "--archive", &archive, "--now", "2025-07-10T12:00:00Z"]);
+    let mut child = spawn(
+        &pg,
+        &["retain", "device_logs", "--keep", "6", "--drop", "--archive", &archive, "--now", "2025-07-10T12:00:00Z"],
+    );
     let backend = wait_for_sleeping_backend(&pg);
     child.kill().unwrap();
     child.wait().unwrap();
@@ -621,11 +663,12 @@ fn list_reports_bounds_sizes_and_the_default() {
     retention_table(&pg);
     pg.exec("ANALYZE device_logs");
     let l = pp(&pg, "list", "device_logs", &[]).ok().json_lines();
-    let got: Vec<(String, String, String)> = l
-        .iter()
-        .map(|p| (p["name"].as_str().unwrap().into(), p["from"].to_string(), p["to"].to_string()))
-        .collect();
-    assert_eq!(got[0], ("device_logs_2024_10".into(), "\"2024-10-01T00:00:00Z\"".into(), "\"2024-11-01T00:00:00Z\"".into()));
+    let got: Vec<(String, String, String)> =
+        l.iter().map(|p| (p["name"].as_str().unwrap().into(), p["from"].to_string(), p["to"].to_string())).collect();
+    assert_eq!(
+        got[0],
+        ("device_logs_2024_10".into(), "\"2024-10-01T00:00:00Z\"".into(), "\"2024-11-01T00:00:00Z\"".into())
+    );
     assert_eq!(got[2], ("straddles".into(), "\"2024-12-01T00:00:00Z\"".into(), "\"2025-01-15T00:00:00Z\"".into()));
     assert_eq!(got[5], ("device_logs_default".into(), "null".into(), "null".into()));
     assert_eq!(l[0]["estimated_rows"], 6);
@@ -646,7 +689,13 @@ fn archives_reload_with_pg_load_into_an_empty_copy() {
     let want = pg.rows(&format!("SELECT {cols} FROM device_logs WHERE received_at < '2024-12-01' ORDER BY id"));
     assert_eq!(want.len(), 9);
     let dir = TempDir::new();
-    pp(&pg, "retain", "device_logs", &["--keep", "6", "--drop", "--archive", &dir.str(""), "--now", "2025-07-10T12:00:00Z"]).ok();
+    pp(
+        &pg,
+        "retain",
+        "device_logs",
+        &["--keep", "6", "--drop", "--archive", &dir.str(""), "--now", "2025-07-10T12:00:00Z"],
+    )
+    .ok();
     // LIKE copies no key, so several archives go into one table with --mode append.
     pg.exec("CREATE TABLE restored (LIKE device_logs)");
     for f in ["device_logs_2024_10.ndjson.gz", "misnamed_2099_01.ndjson.gz"] {

@@ -21,7 +21,10 @@ fn values_are_written_as_stored_per_value() {
     );
     let rows = dump(&db, "v");
     assert_eq!(rows.len(), 5);
-    assert_eq!(rows[0], json!({"id": 1, "n": 9223372036854775807i64, "r": 0.1, "s": "héllo \"q\" \n", "b": {"$base64": true, "encoded": "AP8Q"}, "x": null}));
+    assert_eq!(
+        rows[0],
+        json!({"id": 1, "n": 9223372036854775807i64, "r": 0.1, "s": "héllo \"q\" \n", "b": {"$base64": true, "encoded": "AP8Q"}, "x": null})
+    );
     assert_eq!(rows[1]["n"].as_i64(), Some(i64::MIN));
     // SQLite stores an integral REAL compactly and drops the sign of zero; it reads back 0.0.
     assert_eq!(rows[1]["r"].to_string(), "0.0");
@@ -41,8 +44,11 @@ fn values_are_written_as_stored_per_value() {
 fn invalid_utf8_names_table_rowid_and_column() {
     let t = TempDir::new();
     let db = t.str("bad.sqlite");
-    sqlite_db(&t.path("bad.sqlite"), "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT);
-        INSERT INTO notes VALUES (1, 'fine'), (7, CAST(x'41ff42' AS TEXT));");
+    sqlite_db(
+        &t.path("bad.sqlite"),
+        "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT);
+        INSERT INTO notes VALUES (1, 'fine'), (7, CAST(x'41ff42' AS TEXT));",
+    );
     let r = cmd("sqlite-dump").args([&db, "notes"]).expect(65);
     r.stderr_has(&["table 'notes', rowid 7, column 'body'", "not valid UTF-8", "--invalid-text bytes"]);
     let rows = cmd("sqlite-dump").args([&db, "notes", "--invalid-text", "bytes"]).ok().json_lines();
@@ -53,16 +59,24 @@ fn invalid_utf8_names_table_rowid_and_column() {
 fn list_where_columns_order_and_all() {
     let t = TempDir::new();
     let db = t.str("a.sqlite");
-    sqlite_db(&t.path("a.sqlite"), "CREATE TABLE b (k TEXT PRIMARY KEY, v INT) WITHOUT ROWID;
+    sqlite_db(
+        &t.path("a.sqlite"),
+        "CREATE TABLE b (k TEXT PRIMARY KEY, v INT) WITHOUT ROWID;
         INSERT INTO b VALUES ('z', 1), ('a', 2), ('m', 3);
-        CREATE TABLE a (x INT); INSERT INTO a VALUES (3), (1);");
+        CREATE TABLE a (x INT); INSERT INTO a VALUES (3), (1);",
+    );
     let list = cmd("sqlite-dump").args(["--list", &db]).ok().json_lines();
     assert_eq!(list, vec![json!({"table": "a", "rows": 2}), json!({"table": "b", "rows": 3})]);
     // Default order: the primary key (here a WITHOUT ROWID text key).
     let keys: Vec<Value> = dump(&db, "b").iter().filter_map(|r| r.get("k").cloned()).collect();
     assert_eq!(keys, vec![json!("a"), json!("m"), json!("z")]);
-    let rows = cmd("sqlite-dump").args([&db, "b", "--where", "v >= 2", "--columns", "v,k", "--order-by", "v DESC"]).ok();
-    assert!(rows.stdout().starts_with("{\"v\":3,\"k\":\"m\"}\n{\"v\":2,\"k\":\"a\"}\n{\"$end\":{\"rows\":2"), "{}", rows.stdout());
+    let rows =
+        cmd("sqlite-dump").args([&db, "b", "--where", "v >= 2", "--columns", "v,k", "--order-by", "v DESC"]).ok();
+    assert!(
+        rows.stdout().starts_with("{\"v\":3,\"k\":\"m\"}\n{\"v\":2,\"k\":\"a\"}\n{\"$end\":{\"rows\":2"),
+        "{}",
+        rows.stdout()
+    );
     cmd("sqlite-dump").args([&db, "b", "--where", "nonsense ="]).expect(64);
     cmd("sqlite-dump").args([&db, "b", "--columns", "nope"]).expect(64).stderr_has(&["no column 'nope'"]);
     cmd("sqlite-dump").args([&db, "missing"]).expect(66).stderr_has(&["table 'missing' does not exist"]);
@@ -96,8 +110,11 @@ fn wal_database_being_written_is_dumped_as_one_snapshot() {
     let t = TempDir::new();
     let path = t.path("live.sqlite");
     let db = path.display().to_string();
-    sqlite_db(&path, "PRAGMA journal_mode=WAL; CREATE TABLE ledger (id INTEGER PRIMARY KEY, amount INTEGER NOT NULL);
-        CREATE TABLE total (id INTEGER PRIMARY KEY, sum INTEGER NOT NULL); INSERT INTO total VALUES (1, 0);");
+    sqlite_db(
+        &path,
+        "PRAGMA journal_mode=WAL; CREATE TABLE ledger (id INTEGER PRIMARY KEY, amount INTEGER NOT NULL);
+        CREATE TABLE total (id INTEGER PRIMARY KEY, sum INTEGER NOT NULL); INSERT INTO total VALUES (1, 0);",
+    );
     // A writer that keeps the invariant sum(ledger.amount) == total.sum in every transaction.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {
@@ -125,8 +142,10 @@ fn wal_database_being_written_is_dumped_as_one_snapshot() {
         cmd("sqlite-dump").args(["--all", "--out-dir", &out, &db]).ok();
         let ledger = std::fs::read_to_string(t.path(&format!("snap{checked}/ledger.ndjson"))).unwrap();
         let total = std::fs::read_to_string(t.path(&format!("snap{checked}/total.ndjson"))).unwrap();
-        let sum: i64 = ledger.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()?.get("amount")?.as_i64()).sum();
-        let recorded: i64 = serde_json::from_str::<Value>(total.lines().next().unwrap()).unwrap()["sum"].as_i64().unwrap();
+        let sum: i64 =
+            ledger.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()?.get("amount")?.as_i64()).sum();
+        let recorded: i64 =
+            serde_json::from_str::<Value>(total.lines().next().unwrap()).unwrap()["sum"].as_i64().unwrap();
         assert_eq!(sum, recorded, "dump mixed two states of the database");
         assert_eq!(ledger.lines().count() % 3, 1, "a transaction's three rows were split");
     }
@@ -140,8 +159,11 @@ fn never_writes_and_reads_read_only_files() {
     let dir = t.path("ro");
     std::fs::create_dir(&dir).unwrap();
     let path = dir.join("app.sqlite");
-    sqlite_db(&path, "PRAGMA journal_mode=WAL; CREATE TABLE x (id INTEGER PRIMARY KEY, v TEXT); INSERT INTO x VALUES (1, 'a');
-        PRAGMA wal_checkpoint(TRUNCATE);");
+    sqlite_db(
+        &path,
+        "PRAGMA journal_mode=WAL; CREATE TABLE x (id INTEGER PRIMARY KEY, v TEXT); INSERT INTO x VALUES (1, 'a');
+        PRAGMA wal_checkpoint(TRUNCATE);",
+    );
     let _ = std::fs::remove_file(dir.join("app.sqlite-wal"));
     let _ = std::fs::remove_file(dir.join("app.sqlite-shm"));
     let before = std::fs::read(&path).unwrap();
@@ -151,11 +173,8 @@ fn never_writes_and_reads_read_only_files() {
     std::fs::set_permissions(&t.0, std::fs::Permissions::from_mode(0o755)).unwrap();
     // Root ignores permission bits: run as an unprivileged user when we are root.
     let is_root = unsafe_geteuid() == 0;
-    let mut c = if is_root {
-        std::process::Command::new("runuser")
-    } else {
-        std::process::Command::new(bin("sqlite-dump"))
-    };
+    let mut c =
+        if is_root { std::process::Command::new("runuser") } else { std::process::Command::new(bin("sqlite-dump")) };
     if is_root {
         c.args(["-u", "nobody", "--"]).arg(bin("sqlite-dump"));
     }
@@ -164,7 +183,8 @@ fn never_writes_and_reads_read_only_files() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("{\"id\":1,\"v\":\"a\"}\n"));
     assert_eq!(std::fs::read(&path).unwrap(), before, "the database file changed");
-    let names: Vec<String> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let names: Vec<String> =
+        std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     assert_eq!(names, vec!["app.sqlite".to_string()], "sqlite-dump left files behind");
 }
 
@@ -196,9 +216,14 @@ fn ddl_creates_working_postgres_tables() {
     pg.exec(&ddl);
     assert_eq!(pg.one("SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'customers'::regclass AND attname = 'photo'"), "bytea");
     assert_eq!(pg.one("SELECT count(*) FROM pg_constraint WHERE contype = 'f'"), "2");
-    assert_eq!(pg.one("SELECT indexdef FROM pg_indexes WHERE indexname = 'idx_q_customer'"),
-        "CREATE INDEX idx_q_customer ON public.quotations USING btree (customer_id, total DESC)");
-    assert_eq!(pg.one("SELECT count(*) FROM pg_constraint WHERE contype = 'u' AND conrelid = 'customers'::regclass"), "1");
+    assert_eq!(
+        pg.one("SELECT indexdef FROM pg_indexes WHERE indexname = 'idx_q_customer'"),
+        "CREATE INDEX idx_q_customer ON public.quotations USING btree (customer_id, total DESC)"
+    );
+    assert_eq!(
+        pg.one("SELECT count(*) FROM pg_constraint WHERE contype = 'u' AND conrelid = 'customers'::regclass"),
+        "1"
+    );
 }
 
 #[test]
