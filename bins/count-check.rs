@@ -855,7 +855,6 @@ impl Report {
             line.insert("dest_only_columns".into(), json!(f.dest_only));
         }
         line.insert("seconds".into(), json!(secs(started)));
-        let mark = |b: bool| if b { "✓" } else { "✗" };
         if matches!(c.opts.mode, Mode::Sample(_)) {
             human.push(format!("{title}: {} {sunit} read from the {snoun} side", f.source_rows));
         } else {
@@ -949,8 +948,23 @@ impl Report {
         line.insert("check".into(), json!("lint"));
         line.insert("dest".into(), json!(format!("pg:{table}")));
         let step_col = step.unwrap_or_else(|| "-".into());
+        // The human table's row: only the CHANGED and RESULT columns differ between outcomes.
+        let row = |changed: String, result: String| {
+            let dash = || "-".to_string();
+            [
+                step_col.clone(),
+                "lint".into(),
+                dash(),
+                format!("pg:{table}"),
+                dash(),
+                dash(),
+                dash(),
+                dash(),
+                changed,
+                result,
+            ]
+        };
         let mut human = vec![];
-        let blank = |s: &str| s.to_string();
         match r {
             Err(e) => {
                 line.insert("ok".into(), json!(false));
@@ -958,18 +972,7 @@ impl Report {
                 line.insert("exit".into(), json!(e.exit_code()));
                 line.insert("seconds".into(), json!(secs(started)));
                 human.push(format!("lint pg:{table}: could not check: {}", e.message()));
-                let row = [
-                    step_col,
-                    "lint".into(),
-                    "-".into(),
-                    format!("pg:{table}"),
-                    blank("-"),
-                    blank("-"),
-                    blank("-"),
-                    blank("-"),
-                    blank("-"),
-                    format!("error ({})", e.exit_code()),
-                ];
+                let row = row("-".into(), format!("error ({})", e.exit_code()));
                 Report { line: Value::Object(line), ok: false, error: Some(e), human, row }
             }
             Ok(findings) => {
@@ -977,22 +980,11 @@ impl Report {
                 line.insert("ok".into(), json!(ok));
                 line.insert("findings".into(), Value::Array(findings.iter().map(|f| f.json()).collect()));
                 line.insert("seconds".into(), json!(secs(started)));
-                human.push(format!("lint pg:{table}: {} finding(s) {}", findings.len(), if ok { "✓" } else { "✗" }));
+                human.push(format!("lint pg:{table}: {} finding(s) {}", findings.len(), mark(ok)));
                 for f in &findings {
                     human.push(format!("  {}", f.message));
                 }
-                let row = [
-                    step_col,
-                    "lint".into(),
-                    "-".into(),
-                    format!("pg:{table}"),
-                    blank("-"),
-                    blank("-"),
-                    blank("-"),
-                    blank("-"),
-                    findings.len().to_string(),
-                    (if ok { "✓" } else { "✗" }).into(),
-                ];
+                let row = row(findings.len().to_string(), mark(ok).into());
                 Report { line: Value::Object(line), ok, error: None, human, row }
             }
         }
@@ -1077,4 +1069,13 @@ fn same_kind(e: &Error, m: String) -> Error {
 
 fn main() {
     cli::main(TOOL, USAGE, run)
+}
+
+/// ✓ when a check held, ✗ when it did not.
+fn mark(ok: bool) -> &'static str {
+    if ok {
+        "✓"
+    } else {
+        "✗"
+    }
 }

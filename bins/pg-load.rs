@@ -419,7 +419,14 @@ fn stream_rows<R: std::io::BufRead>(
     stage: Option<&str>,
 ) -> Result<Vec<Signature>> {
     let n = plan.columns.len();
-    let mut rows = RowSource { segments: vec![], seg_ids: HashMap::new(), cells: vec![None; n], unknown: vec![] };
+    let mut rows = RowSource {
+        segments: vec![],
+        seg_ids: HashMap::new(),
+        cells: vec![None; n],
+        unknown: vec![],
+        sig: vec![],
+        last_seg: None,
+    };
     let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let started = Instant::now();
     // The row read but not yet sent: it opens the next COPY.
@@ -480,6 +487,9 @@ struct RowSource {
     seg_ids: HashMap<Signature, usize>,
     cells: Vec<Option<Cell>>,
     unknown: Vec<String>,
+    /// The current row's signature (reused buffer) and the previous row's segment.
+    sig: Signature,
+    last_seg: Option<usize>,
 }
 
 impl RowSource {
@@ -491,8 +501,7 @@ impl RowSource {
         generated: &[&str],
         a: &Args,
     ) -> Result<Option<(u64, usize)>> {
-        let Some((line, bytes)) = reader.next_raw()? else { return Ok(None) };
-        let text = std::str::from_utf8(bytes).expect("next_raw checked UTF-8");
+        let Some((line, text)) = reader.next_raw()? else { return Ok(None) };
         for c in self.cells.iter_mut() {
             *c = None;
         }
@@ -520,7 +529,7 @@ impl RowSource {
             }
             // Anything unusual (escaped keys, malformed JSON): the general parser and its messages.
             None => {
-                let fields = pgferry::stream::parse_object(bytes, line)?;
+                let fields = pgferry::stream::parse_row(text, line)?;
                 for (k, v) in &fields {
                     match plan.find(k, 0) {
                         Some(i) => self.cells[i] = Some(convert_value(v, &plan.columns[i], &a.opts, line)?),
@@ -555,16 +564,22 @@ impl RowSource {
                 )));
             }
         }
-        let sig: Signature =
-            (0..self.cells.len()).filter(|&i| self.cells[i].is_none() && plan.columns[i].has_default).collect();
-        let seg = match self.seg_ids.get(&sig) {
-            Some(&s) => s,
-            None => {
-                self.segments.push(sig.clone());
-                self.seg_ids.insert(sig, self.segments.len() - 1);
-                self.segments.len() - 1
-            }
+        // Consecutive rows almost always leave out the same columns: compare with the last
+        // row's signature before hashing.
+        self.sig.clear();
+        self.sig.extend((0..self.cells.len()).filter(|&i| self.cells[i].is_none() && plan.columns[i].has_default));
+        let seg = match self.last_seg.filter(|&s| self.segments[s] == self.sig) {
+            Some(s) => s,
+            None => match self.seg_ids.get(&self.sig) {
+                Some(&s) => s,
+                None => {
+                    self.segments.push(self.sig.clone());
+                    self.seg_ids.insert(self.sig.clone(), self.segments.len() - 1);
+                    self.segments.len() - 1
+                }
+            },
         };
+        self.last_seg = Some(seg);
         Ok(Some((line, seg)))
     }
 

@@ -53,18 +53,11 @@ pub struct ContentDigest {
 /// (AUTOINCREMENT state) included, SQLite's other internal tables and virtual tables left out
 /// (a virtual table's rows live in its shadow tables, which are ordinary tables).
 pub fn content_tables(conn: &Connection) -> Result<Vec<String>> {
-    let mut st = conn
-        .prepare(
-            "SELECT name FROM sqlite_master WHERE type = 'table' \
-             AND (name NOT LIKE 'sqlite\\_%' ESCAPE '\\' OR name = 'sqlite_sequence') \
-             AND coalesce(sql, '') NOT LIKE 'CREATE VIRTUAL%' ORDER BY name",
-        )
-        .map_err(|e| sqlite_error("list tables", e))?;
-    let names = st
-        .query_map([], |r| r.get::<_, String>(0))
-        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
-        .map_err(|e| sqlite_error("list tables", e))?;
-    Ok(names)
+    sq::tables_where(
+        conn,
+        "(name NOT LIKE 'sqlite\\_%' ESCAPE '\\' OR name = 'sqlite_sequence') \
+         AND coalesce(sql, '') NOT LIKE 'CREATE VIRTUAL%'",
+    )
 }
 
 /// A dbhash-like digest of everything the database holds, read in one pass.

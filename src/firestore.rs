@@ -421,6 +421,23 @@ enum Fail {
 }
 
 /// An error element inside a 200 response: its gRPC status decides, its code may be gRPC's.
+/// The next element of a streamed response array, parsed. A cut-off or unreadable body is
+/// retryable; an element carrying an `error` becomes that error.
+fn next_result<R: Read>(arr: &mut ArrayReader<R>, auth: &Auth) -> Result<Option<Value>, Fail> {
+    let Some(elem) = arr.next_element().map_err(|c| Fail::Retry { cause: c, after: None, unreachable: false })? else {
+        return Ok(None);
+    };
+    let v: Value = serde_json::from_slice(elem).map_err(|e| Fail::Retry {
+        cause: format!("unreadable response: {e}"),
+        after: None,
+        unreachable: false,
+    })?;
+    match v.get("error") {
+        Some(err) => Err(classify_element(err, auth)),
+        None => Ok(Some(v)),
+    }
+}
+
 fn classify_element(err: &Value, auth: &Auth) -> Fail {
     let grpc = err.get("status").and_then(Value::as_str).unwrap_or("");
     let msg = err.get("message").and_then(Value::as_str).unwrap_or("");
@@ -760,17 +777,7 @@ impl Client {
         let mut arr = ArrayReader::new(resp);
         let mut n = 0u64;
         let prefix = format!("{root}/");
-        while let Some(elem) =
-            arr.next_element().map_err(|c| Fail::Retry { cause: c, after: None, unreachable: false })?
-        {
-            let v: Value = serde_json::from_slice(elem).map_err(|e| Fail::Retry {
-                cause: format!("unreadable response: {e}"),
-                after: None,
-                unreachable: false,
-            })?;
-            if let Some(err) = v.get("error") {
-                return Err(classify_element(err, &self.auth));
-            }
+        while let Some(v) = next_result(&mut arr, &self.auth)? {
             if st.read_time.is_none() {
                 if let Some(t) = v.get("readTime").and_then(Value::as_str) {
                     st.read_time = Some(normalize_read_time(t).unwrap_or_else(|| t.to_string()));
@@ -822,17 +829,7 @@ impl Client {
         let resp = self.post(parent, "runAggregationQuery", body)?;
         let mut arr = ArrayReader::new(resp);
         let (mut count, mut read_time) = (None, None);
-        while let Some(elem) =
-            arr.next_element().map_err(|c| Fail::Retry { cause: c, after: None, unreachable: false })?
-        {
-            let v: Value = serde_json::from_slice(elem).map_err(|e| Fail::Retry {
-                cause: format!("unreadable response: {e}"),
-                after: None,
-                unreachable: false,
-            })?;
-            if let Some(err) = v.get("error") {
-                return Err(classify_element(err, &self.auth));
-            }
+        while let Some(v) = next_result(&mut arr, &self.auth)? {
             if let Some(t) = v.get("readTime").and_then(Value::as_str) {
                 read_time.get_or_insert_with(|| normalize_read_time(t).unwrap_or_else(|| t.to_string()));
             }

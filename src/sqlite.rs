@@ -117,8 +117,14 @@ pub fn begin_snapshot(conn: &Connection) -> Result<()> {
 
 /// The user tables, in name order (SQLite's internal `sqlite_*` tables left out).
 pub fn list_tables(conn: &Connection) -> Result<Vec<String>> {
+    tables_where(conn, "name NOT LIKE 'sqlite\\_%' ESCAPE '\\'")
+}
+
+/// The names of the tables in `sqlite_master` that meet `condition` (SQL over its columns),
+/// in name order.
+pub fn tables_where(conn: &Connection, condition: &str) -> Result<Vec<String>> {
     let mut st = conn
-        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name")
+        .prepare(&format!("SELECT name FROM sqlite_master WHERE type = 'table' AND ({condition}) ORDER BY name"))
         .map_err(|e| sqlite_error("list tables", e))?;
     let names = st
         .query_map([], |r| r.get::<_, String>(0))

@@ -357,13 +357,13 @@ impl<R: BufRead> RowReader<R> {
     pub fn next_row(&mut self) -> Result<Option<Row>> {
         match self.next_raw()? {
             None => Ok(None),
-            Some((line, bytes)) => Ok(Some(Row { line, fields: parse_object(bytes, line)? })),
+            Some((line, text)) => Ok(Some(Row { line, fields: parse_row(text, line)? })),
         }
     }
 
-    /// The next row as its line's bytes (valid UTF-8, not yet parsed), with every stream rule
-    /// but the row's own JSON checked: truncation, blank lines, the end record and its count.
-    pub fn next_raw(&mut self) -> Result<Option<(u64, &[u8])>> {
+    /// The next row as its line's text (UTF-8 checked, JSON not yet parsed), with every stream
+    /// rule but the row's own JSON checked: truncation, blank lines, the end record and its count.
+    pub fn next_raw(&mut self) -> Result<Option<(u64, &str)>> {
         if self.done {
             return Ok(None);
         }
@@ -394,15 +394,9 @@ impl<R: BufRead> RowReader<R> {
                     self.line
                 )));
             }
-            if let Err(e) = std::str::from_utf8(&self.buf) {
-                return Err(Error::Data(format!(
-                    "line {}: invalid UTF-8 at byte {} of the line",
-                    self.line,
-                    e.valid_up_to() + 1
-                )));
-            }
             if may_be_end_record(&self.buf) {
-                let fields = parse_object(&self.buf, self.line)?;
+                let text = std::str::from_utf8(&self.buf).map_err(|e| invalid_utf8(self.line, &e))?;
+                let fields = parse_row(text, self.line)?;
                 if let Some(end) = end_record(&fields, self.line)? {
                     if end.rows != self.rows {
                         return Err(Error::Data(format!(
@@ -414,9 +408,12 @@ impl<R: BufRead> RowReader<R> {
                     continue; // only blank lines may follow
                 }
             }
-            self.rows += 1;
-            return Ok(Some((self.line, &self.buf)));
+            break;
         }
+        // Checked once here, after the loop, so the text can be lent out.
+        let text = std::str::from_utf8(&self.buf).map_err(|e| invalid_utf8(self.line, &e))?;
+        self.rows += 1;
+        Ok(Some((self.line, text)))
     }
 
     fn at_eof(&mut self) -> Result<()> {
@@ -449,17 +446,26 @@ fn may_be_end_record(line: &[u8]) -> bool {
 
 /// Parses one line as a JSON object, with a line-numbered error.
 pub fn parse_object(line: &[u8], line_no: u64) -> Result<Map<String, Value>> {
-    if let Err(e) = std::str::from_utf8(line) {
-        return Err(Error::Data(format!("line {line_no}: invalid UTF-8 at byte {} of the line", e.valid_up_to() + 1)));
+    match std::str::from_utf8(line) {
+        Ok(text) => parse_row(text, line_no),
+        Err(e) => Err(invalid_utf8(line_no, &e)),
     }
-    match serde_json::from_slice::<Value>(line) {
+}
+
+fn invalid_utf8(line_no: u64, e: &std::str::Utf8Error) -> Error {
+    Error::Data(format!("line {line_no}: invalid UTF-8 at byte {} of the line", e.valid_up_to() + 1))
+}
+
+/// Parses one line's text as a JSON object, with a line-numbered error.
+pub fn parse_row(line: &str, line_no: u64) -> Result<Map<String, Value>> {
+    match serde_json::from_str::<Value>(line) {
         Ok(Value::Object(m)) => Ok(m),
         Ok(other) => Err(Error::Data(format!("line {line_no}: expected a JSON object, found {}", kind_name(&other)))),
         Err(e) => Err(Error::Data(format!(
             "line {line_no}: malformed JSON at column {}: {}; the line starts {}",
             e.column(),
             json_err_cause(&e),
-            snippet(&String::from_utf8_lossy(line), 40)
+            snippet(line, 40)
         ))),
     }
 }

@@ -308,7 +308,8 @@ pub fn cmp_key_iter<'a, 'b>(
     la.cmp(&lb)
 }
 
-fn rank(n: &Norm) -> u8 {
+/// The order of value kinds in comparisons (and in spool.rs's sort keys, which must agree).
+pub fn rank(n: &Norm) -> u8 {
     match n {
         Norm::Null => 0,
         Norm::Bool(_) => 1,

@@ -77,18 +77,7 @@ fn encode(n: &Norm, out: &mut Vec<u8>) {
         }
         out.extend_from_slice(&[0, 0]);
     };
-    let rank = match n {
-        Norm::Null => 0,
-        Norm::Bool(_) => 1,
-        Norm::Int(_) | Norm::Float(_) | Norm::Float4(_) | Norm::Numeric(_) => 2,
-        Norm::Date(_) | Norm::Time(_) | Norm::Timestamp(_) => 3,
-        Norm::Text(_) | Norm::Uuid(_) => 4,
-        Norm::Bytes(_) => 5,
-        Norm::Raw(_) => 6,
-        Norm::Json(_) | Norm::Array(_) => 7,
-        Norm::Bad(..) => 8,
-    };
-    out.push(rank);
+    out.push(crate::norm::rank(n));
     match n {
         Norm::Null => {}
         Norm::Bool(b) => out.push(*b as u8),
