@@ -1,6 +1,7 @@
 //! pgferry's shared library: what two or more tools need, split by concern.
 
 pub mod cli;
+pub mod commit;
 pub mod convert;
 pub mod digest;
 pub mod error;
