@@ -83,7 +83,7 @@ pub fn commit(tx: Transaction, id: TxId, target: &Target) -> Result<Committed> {
 fn unknown(cause: &str, id: TxId, why: &str) -> Error {
     Error::CommitUnknown(format!(
         "commit: {cause}; commit outcome unknown ({why}); find out before retrying with: {} \
-         ('committed': the load is in, 'aborted': nothing was committed)",
+         ('committed': the load is in; 'aborted': it is not)",
         id.status_sql()
     ))
 }
@@ -127,10 +127,9 @@ fn ask(c: &mut postgres::Client, id: TxId) -> std::result::Result<Option<Resolve
             )?;
             Ok(None)
         }
-        None => Ok(Some(Resolved::Unknown(format!(
-            "the server no longer knows transaction {} (it is too old)",
-            id.xid
-        )))),
+        None => {
+            Ok(Some(Resolved::Unknown(format!("the server no longer knows transaction {} (it is too old)", id.xid))))
+        }
     }
 }
 

@@ -10,6 +10,7 @@ pub mod partition;
 pub mod pg;
 pub mod plan;
 pub mod runlog;
+pub mod signals;
 pub mod sqlite;
 pub mod stream;
 pub mod timefmt;

@@ -234,7 +234,8 @@ impl RunLog {
     fn live(&mut self) -> Result<&mut Client> {
         if self.client.as_mut().is_none_or(|c| c.is_closed() || c.is_valid(Duration::from_secs(5)).is_err()) {
             let given = &self.layout.given;
-            self.client = Some(self.target.connect().map_err(|e| e.context(format!("the run log '{given}': reconnect")))?);
+            self.client =
+                Some(self.target.connect().map_err(|e| e.context(format!("the run log '{given}': reconnect")))?);
         }
         Ok(self.client.as_mut().expect("connected above"))
     }
@@ -252,7 +253,10 @@ impl RunLog {
         // Not retried: an INSERT whose reply was lost may have happened.
         let c = self.live()?;
         let row = c
-            .query_one(&sql, &[&b.tool, &b.target, &b.step, &b.mode, &b.backend_pid, &host, &env!("CARGO_PKG_VERSION"), &batch])
+            .query_one(
+                &sql,
+                &[&b.tool, &b.target, &b.step, &b.mode, &b.backend_pid, &host, &env!("CARGO_PKG_VERSION"), &batch],
+            )
             .map_err(|e| pg_error(format!("write the run log '{}'", self.layout.given), e))?;
         let id: i64 = row.get(0);
         if self.batch.is_none() {
@@ -287,7 +291,17 @@ impl RunLog {
         let rows = self.with("write the run log", |c| {
             c.query(
                 &sql,
-                &[&id, &outcome, &o.source, &o.source_rows, &o.inserted_rows, &o.present_rows, &o.dest_rows, &error, &changes],
+                &[
+                    &id,
+                    &outcome,
+                    &o.source,
+                    &o.source_rows,
+                    &o.inserted_rows,
+                    &o.present_rows,
+                    &o.dest_rows,
+                    &error,
+                    &changes,
+                ],
             )
         })?;
         if outcome == "dry-run" {
@@ -296,9 +310,12 @@ impl RunLog {
         let Some(user) = self.layout.user.clone() else { return Ok(()) };
         let script = self.runs.iter().find(|(r, _)| *r == id).map(|(_, s)| s.clone()).unwrap_or_default();
         let started: Option<std::time::SystemTime> = rows.first().map(|r| r.get(0));
-        let (src, dst) = (o.source_rows.and_then(|n| i32::try_from(n).ok()), o.dest_rows.and_then(|n| i32::try_from(n).ok()));
+        let (src, dst) =
+            (o.source_rows.and_then(|n| i32::try_from(n).ok()), o.dest_rows.and_then(|n| i32::try_from(n).ok()));
         let success = outcome == "success";
-        let sql = format!("INSERT INTO {user} (script_name, ran_at, source_rows, dest_rows, success) VALUES ($1, $2, $3, $4, $5)");
+        let sql = format!(
+            "INSERT INTO {user} (script_name, ran_at, source_rows, dest_rows, success) VALUES ($1, $2, $3, $4, $5)"
+        );
         // The user's row is written once: a retried INSERT after a lost reply could double it.
         let c = self.live()?;
         c.execute(&sql, &[&script, &started, &src, &dst, &success])
@@ -316,7 +333,8 @@ impl RunLog {
         );
         let rows = self.with("read the run log", |c| c.query(&sql, &[]))?;
         for r in rows {
-            let (id, xid, records, alive): (i64, Option<i64>, bool, Option<bool>) = (r.get(0), r.get(1), r.get(2), r.get(3));
+            let (id, xid, records, alive): (i64, Option<i64>, bool, Option<bool>) =
+                (r.get(0), r.get(1), r.get(2), r.get(3));
             let (script, started): (String, std::time::SystemTime) = (r.get(4), r.get(5));
             let client = self.live()?;
             let (outcome, note) = match orphan_outcome(client, xid, records, alive.unwrap_or(false))? {
@@ -354,7 +372,11 @@ fn orphan_outcome(
             return Ok(None);
         }
         return Ok(Some(if records_xid {
-            ("interrupted", "the run ended before it loaded anything (no transaction id was recorded): nothing was committed".into())
+            (
+                "interrupted",
+                "the run ended before it loaded anything (no transaction id was recorded): nothing was committed"
+                    .into(),
+            )
         } else {
             (
                 "unknown",
@@ -501,8 +523,14 @@ impl Reader {
         )
     }
 
-    fn runs(&self, c: &mut impl postgres::GenericClient, sql: &str, params: &[&(dyn postgres::types::ToSql + Sync)]) -> Result<Vec<Run>> {
-        let rows = c.query(sql, params).map_err(|e| pg_error(format!("read the run log '{}'", self.layout.given), e))?;
+    fn runs(
+        &self,
+        c: &mut impl postgres::GenericClient,
+        sql: &str,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<Run>> {
+        let rows =
+            c.query(sql, params).map_err(|e| pg_error(format!("read the run log '{}'", self.layout.given), e))?;
         let mut out = vec![];
         for r in rows {
             let mut run = Run {
@@ -537,7 +565,12 @@ impl Reader {
     }
 
     /// The latest run of a plan step (by step name, or a run of its target that named no step).
-    pub fn latest(&self, c: &mut impl postgres::GenericClient, step: Option<&str>, target: &str) -> Result<Option<Run>> {
+    pub fn latest(
+        &self,
+        c: &mut impl postgres::GenericClient,
+        step: Option<&str>,
+        target: &str,
+    ) -> Result<Option<Run>> {
         let sql = format!(
             "{} WHERE (r.step = $1 OR (r.step IS NULL AND r.target = $2)) AND r.outcome <> 'dry-run' ORDER BY r.id DESC LIMIT 1",
             self.select()
@@ -562,7 +595,11 @@ impl Reader {
 
 /// `pg-load --status`: the latest run of each (step, target), as NDJSON lines, and whether
 /// every one of them succeeded.
-pub fn status(target: &Target, name: &str, steps: &[(Option<String>, String)]) -> Result<(Vec<serde_json::Value>, bool)> {
+pub fn status(
+    target: &Target,
+    name: &str,
+    steps: &[(Option<String>, String)],
+) -> Result<(Vec<serde_json::Value>, bool)> {
     let mut c = target.connect()?;
     let reader = Reader::open(&mut c, name)?;
     let mut lines = vec![];

@@ -4,12 +4,15 @@ mod copy;
 mod merge;
 mod rows;
 mod schema;
+mod status;
 
 use copy::CopySink;
 use pgferry::cli::{self, Status};
+use pgferry::commit::{self, Committed, TxId};
 use pgferry::convert::{self, ColumnInfo, EpochUnit, Options};
 use pgferry::pg::{self, pg_cause, pg_error, Table};
-use pgferry::runlog::{Outcome, RunLog};
+use pgferry::runlog::{Begin, Outcome, RunLog};
+use pgferry::signals;
 use pgferry::stream::{EndRecord, RowReader};
 use pgferry::{note, Error, Result};
 use postgres::Transaction;
@@ -18,6 +21,8 @@ use serde_json::Value;
 use std::time::Instant;
 
 pub const TOOL: &str = "pg-load";
+/// The largest `--lock-timeout` PostgreSQL can express (INT_MAX ms), in seconds.
+const MAX_LOCK_TIMEOUT: u32 = 2_147_483;
 
 const USAGE: &str = "\
 pg-load: load an NDJSON stream into one PostgreSQL table, all rows or none.
@@ -32,6 +37,7 @@ changes nothing: rows already present are reported as such.
 
 Usage:
   pg-load [options] TABLE
+  pg-load --plan PLAN --status [--db URL] [--runs-table NAME]
 
 Options:
   --db URL              PostgreSQL connection URL or 'key=value' string
@@ -60,7 +66,11 @@ Options:
   --no-analyze          Skip ANALYZE after the load.
   --source NAME         What to record as the source [default: from the stream].
   --runs-table NAME     Run log table [default: _migration_runs].
-  --lock-timeout SECS   Wait this long for the table lock [default: 10].
+  --lock-timeout SECS   Wait this long for the table lock; 0: do not wait
+                        (NOWAIT) [default: 10].
+  --status              With --plan: print each step's latest run (NDJSON on
+                        stdout: step, target, source, outcome, finished_at,
+                        counts); exit 0 iff every one succeeded, else 1.
   -h, --help            Show this help.
   -V, --version         Show the version.
 
@@ -74,8 +84,12 @@ Output:
 Exit status:
   0 loaded and verified; 1 count verification failed (rolled back);
   64 usage error; 65 bad input data (nothing committed); 66 table missing;
-  69 PostgreSQL unavailable; 74 I/O error; 75 temporary failure (lock
-  timeout, serialization failure): retrying may succeed.
+  69 PostgreSQL unavailable; 74 I/O error (also: the server's disk is
+  full); 75 temporary failure (lock timeout, serialization failure):
+  retrying may succeed; 76 commit outcome unknown (the connection broke
+  during COMMIT and the server could not be asked): run the printed query
+  before retrying; 77 permission denied; 130 interrupted (SIGINT, SIGTERM,
+  SIGHUP: rolled back). See docs/loading.md, \"What pg-load reports\".
 
 Examples:
   sqlite-dump app.sqlite melody_drafts | pg-load melody_drafts
@@ -140,7 +154,15 @@ fn parse(args: &mut pico_args::Arguments) -> Result<Args> {
         None => 0,
     };
     let lock_timeout = match cli::opt(args, "--lock-timeout")? {
-        Some(s) => s.parse().map_err(|_| Error::Usage(format!("--lock-timeout takes seconds, not '{s}'")))?,
+        // PostgreSQL's lock_timeout holds at most INT_MAX milliseconds.
+        Some(s) => match s.parse::<u32>() {
+            Ok(n) if n <= MAX_LOCK_TIMEOUT => n,
+            _ => {
+                return Err(Error::Usage(format!(
+                    "--lock-timeout takes whole seconds from 0 (do not wait) to {MAX_LOCK_TIMEOUT}, not '{s}'"
+                )))
+            }
+        },
         None => 10,
     };
     let a = Args {
@@ -172,16 +194,34 @@ fn parse(args: &mut pico_args::Arguments) -> Result<Args> {
 }
 
 fn run(args: &mut pico_args::Arguments) -> Result<Status> {
+    if args.contains("--status") {
+        return status::run(args);
+    }
     let a = parse(args)?;
     cli::finish(std::mem::replace(args, pico_args::Arguments::from_vec(vec![])))?;
     let target = pg::Target::resolve(a.db.as_deref())?;
-    let mut client = target.connect()?;
+    let mut load_target = target.clone();
+    pgferry::runlog::keepalive(&mut load_target);
+    let mut client = load_target.connect()?;
     let pid: i32 =
         client.query_one("SELECT pg_backend_pid()", &[]).map_err(|e| pg_error("ask the server for its pid", e))?.get(0);
-    let mut log = RunLog::start(target.connect()?, &a.runs_table, TOOL, &a.table, a.mode.name(), pid)?;
+    let mut log = RunLog::open(&target, &a.runs_table)?;
+    let run_id =
+        log.begin(&Begin { tool: TOOL, step: None, target: &a.table, mode: a.mode.name(), backend_pid: pid })?;
+    signals::watch(TOOL, &target, pid);
     let started = Instant::now();
     let mut outcome = Outcome::default();
-    let result = load(&mut client, &a, &mut outcome);
+    let result = load(&mut client, &a, &mut outcome, &mut log, &target);
+    // The load's own outcome is what the operator must learn: a run-log failure after it is a warning.
+    let record = |log: &mut RunLog, state: &str, err: Option<&str>| {
+        if let Err(e) = log.finish(run_id, state, &outcome, err) {
+            note!(
+                TOOL,
+                "warning: {}; run {run_id} stays 'running' there until the next run resolves it from the server",
+                e.message()
+            );
+        }
+    };
     match result {
         Ok(report) => {
             let state = if a.dry_run {
@@ -192,13 +232,31 @@ fn run(args: &mut pico_args::Arguments) -> Result<Status> {
                 "failed"
             };
             let err = (!report.verified).then(|| report.mismatch.clone());
-            log.finish(state, &outcome, err.as_deref())?;
+            record(&mut log, state, err.as_deref());
             if !report.verified {
                 note!(TOOL, "{}: {}; rolled back, nothing was committed", a.table, report.mismatch);
                 return Ok(Status::CheckFailed);
             }
+            if let Some(Committed::ConfirmedAfter(cause)) = &report.committed {
+                note!(
+                    TOOL,
+                    "{}: the connection broke during COMMIT ({cause}); the server reports transaction {} committed",
+                    a.table,
+                    report.xid
+                );
+            }
+            if let Some(sig) = signals::received() {
+                note!(
+                    TOOL,
+                    "{}: {} arrived while COMMIT was under way; the load had committed",
+                    a.table,
+                    signals::name(sig)
+                );
+            }
             if a.analyze && !a.dry_run {
-                if let Err(e) = client.batch_execute(&format!("ANALYZE {}", report.qualified)) {
+                if client.is_closed() {
+                    note!(TOOL, "warning: ANALYZE {} skipped (the connection is gone): run it yourself", a.table);
+                } else if let Err(e) = client.batch_execute(&format!("ANALYZE {}", report.qualified)) {
                     note!(TOOL, "warning: ANALYZE {}: {}", a.table, pg_cause(&e));
                 }
             }
@@ -213,8 +271,8 @@ fn run(args: &mut pico_args::Arguments) -> Result<Status> {
                 outcome.present_rows.unwrap_or(0),
                 secs,
                 rate,
-                log.id(),
-                a.runs_table
+                run_id,
+                log.name()
             );
             for line in &report.notes {
                 note!(TOOL, "{}: {line}", a.table);
@@ -222,8 +280,13 @@ fn run(args: &mut pico_args::Arguments) -> Result<Status> {
             Ok(Status::Ok)
         }
         Err(e) => {
-            let e = e.append("; nothing was committed");
-            log.finish("failed", &outcome, Some(e.message()))?;
+            // COMMIT was not sent (or the server said it failed), unless the outcome is unknown.
+            let (state, e) = match (e.commit_outcome_unknown(), signals::received()) {
+                (true, _) => ("unknown", e),
+                (false, Some(sig)) => ("interrupted", signals::interrupted(sig)),
+                (false, _) => ("failed", e.append("; nothing was committed")),
+            };
+            record(&mut log, state, Some(e.message()));
             Err(e.context(&a.table))
         }
     }
@@ -231,15 +294,30 @@ fn run(args: &mut pico_args::Arguments) -> Result<Status> {
 
 struct Report {
     qualified: String,
+    /// The COMMIT's outcome (`None`: rolled back) and the transaction's id.
+    committed: Option<Committed>,
+    xid: i64,
     verified: bool,
     mismatch: String,
     /// Further lines for the operator (partitions created, foreign keys to validate).
     notes: Vec<String>,
 }
 
-fn load(client: &mut postgres::Client, a: &Args, outcome: &mut Outcome) -> Result<Report> {
+fn load(
+    client: &mut postgres::Client,
+    a: &Args,
+    outcome: &mut Outcome,
+    log: &mut RunLog,
+    target: &pg::Target,
+) -> Result<Report> {
     let mut tx = client.transaction().map_err(|e| pg_error("begin", e))?;
-    tx.batch_execute(&format!("SET LOCAL lock_timeout = '{}s'; SET LOCAL TimeZone = 'UTC'", a.lock_timeout))
+    // Recorded before anything is loaded: with it, a run that dies can be resolved later.
+    let id = TxId::of(&mut tx)?;
+    log.attach(id.xid)?;
+    // lock_timeout = 0 means "no limit" to PostgreSQL; ours means "do not wait": the table
+    // lock is taken NOWAIT and any other lock waits at most 1 ms.
+    let lock_wait = if a.lock_timeout == 0 { "1ms".to_string() } else { format!("{}s", a.lock_timeout) };
+    tx.batch_execute(&format!("SET LOCAL lock_timeout = '{lock_wait}'; SET LOCAL TimeZone = 'UTC'"))
         .map_err(|e| pg_error("set up the session", e))?;
     let table = Table::resolve(&mut tx, &a.table)?;
     if table.kind != 'r' && table.kind != 'p' {
@@ -249,7 +327,8 @@ fn load(client: &mut postgres::Client, a: &Args, outcome: &mut Outcome) -> Resul
         )));
     }
     let qt = table.qualified();
-    tx.batch_execute(&format!("LOCK TABLE {qt} IN SHARE ROW EXCLUSIVE MODE")).map_err(|e| {
+    let nowait = if a.lock_timeout == 0 { " NOWAIT" } else { "" };
+    tx.batch_execute(&format!("LOCK TABLE {qt} IN SHARE ROW EXCLUSIVE MODE{nowait}")).map_err(|e| {
         match pg_error("lock", e) {
             Error::TempFail(m) => {
                 Error::TempFail(format!("{m} (another session holds the table: another pg-load, or the application?)"))
@@ -340,12 +419,15 @@ fn load(client: &mut postgres::Client, a: &Args, outcome: &mut Outcome) -> Resul
     let line = format!("Source: {source_rows} rows → Postgres: {dest} rows {}", if verified { "✓" } else { "✗" });
     note!(TOOL, "{}: {line}", a.table);
     let mismatch = if verified { String::new() } else { format!("count mismatch: {line}") };
-    if a.dry_run || !verified {
+    signals::check()?;
+    let committed = if a.dry_run || !verified {
         tx.rollback().map_err(|e| pg_error("roll back", e))?;
+        None
     } else {
-        tx.commit().map_err(|e| pg_error("commit", e))?;
-    }
-    Ok(Report { qualified: qt, verified, mismatch, notes })
+        signals::commit_sent();
+        Some(commit::commit(tx, id, target)?)
+    };
+    Ok(Report { qualified: qt, committed, xid: id.xid, verified, mismatch, notes })
 }
 
 fn describe_source(end: &EndRecord) -> String {

@@ -9,4 +9,6 @@ mod fs_proxy;
 mod harness;
 mod pg_load;
 mod pg_partition;
+mod pg_proxy;
+mod pg_truth;
 mod sqlite_dump;

@@ -12,7 +12,6 @@ use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Fault {
-    Pass,
     /// Forward the first COMMIT; of the server's reply (to its ReadyForQuery) send the client
     /// only this many bytes (0: none), then close both sides.
     CutCommitReply(usize),
@@ -25,12 +24,12 @@ pub enum Fault {
     StallAfterCommit,
     /// Once this many bytes of COPY data went through, stop forwarding in both directions on
     /// that connection, closing nothing.
+    #[allow(dead_code)] // used by the stall test
     StallInCopy(usize),
 }
 
 #[derive(Default)]
 struct Shared {
-    connections: AtomicUsize,
     /// The fault happened (COMMIT seen, or the COPY stalled).
     fired: AtomicBool,
     /// StallAfterCommit: the COMMIT's reply reached the client.
@@ -55,7 +54,6 @@ impl PgProxy {
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { continue };
-                s.connections.fetch_add(1, Ordering::SeqCst);
                 if s.refuse.load(Ordering::SeqCst) {
                     let _ = conn.shutdown(Shutdown::Both);
                     continue;
@@ -80,10 +78,6 @@ impl PgProxy {
 
     pub fn commit_answered(&self) -> bool {
         self.shared.commit_answered.load(Ordering::SeqCst)
-    }
-
-    pub fn connections(&self) -> usize {
-        self.shared.connections.load(Ordering::SeqCst)
     }
 }
 
@@ -169,11 +163,7 @@ fn relay(mut client: TcpStream, upstream: &str, fault: Fault, s: &Arc<Shared>) -
         }
     });
     let mut copied = 0usize;
-    loop {
-        let head = match read_exact(&mut client, 5) {
-            Ok(h) => h,
-            Err(_) => break,
-        };
+    while let Ok(head) = read_exact(&mut client, 5) {
         let len = u32::from_be_bytes(head[1..5].try_into().unwrap()) as usize;
         let body = read_exact(&mut client, len - 4)?;
         while s.stall_all.load(Ordering::SeqCst) || state.load(Ordering::SeqCst) == 2 {
