@@ -9,7 +9,7 @@ mod status;
 use copy::CopySink;
 use pgferry::cli::{self, Status};
 use pgferry::commit::{self, Committed, TxId};
-use pgferry::convert::{self, ColumnInfo, EpochUnit, Options};
+use pgferry::convert::{self, ColumnInfo, Options};
 use pgferry::pg::{self, pg_cause, pg_error, Table};
 use pgferry::runlog::{Begin, Outcome, RunLog};
 use pgferry::signals;
@@ -140,19 +140,7 @@ fn parse(args: &mut pico_args::Arguments) -> Result<Args> {
         "replace" => Mode::Replace,
         other => return Err(Error::Usage(format!("--mode must be insert, upsert, append or replace, not '{other}'"))),
     };
-    let epoch = match cli::opt(args, "--epoch-unit")? {
-        Some(u) => Some(
-            EpochUnit::parse(&u)
-                .ok_or_else(|| Error::Usage(format!("--epoch-unit must be s, ms, us or ns, not '{u}'")))?,
-        ),
-        None => None,
-    };
-    let assume_offset = match cli::opt(args, "--assume-tz")? {
-        Some(z) => pgferry::timefmt::parse_offset(&z).ok_or_else(|| {
-            Error::Usage(format!("--assume-tz takes UTC or a fixed offset such as +02:00, not '{z}'"))
-        })?,
-        None => 0,
-    };
+    let opts = Options::from_args(args, Options::default())?;
     let lock_timeout = match cli::opt(args, "--lock-timeout")? {
         // PostgreSQL's lock_timeout holds at most INT_MAX milliseconds.
         Some(s) => match s.parse::<u32>() {
@@ -169,7 +157,7 @@ fn parse(args: &mut pico_args::Arguments) -> Result<Args> {
         db: cli::opt(args, "--db")?,
         mode,
         key: cli::list(args, "--key")?,
-        opts: Options { assume_offset, epoch, strip_nul: args.contains("--strip-nul") },
+        opts,
         ignore_unknown: args.contains("--ignore-unknown"),
         defer_fks: args.contains("--defer-fks"),
         ensure_partitions: {
@@ -193,12 +181,27 @@ fn parse(args: &mut pico_args::Arguments) -> Result<Args> {
     Ok(a)
 }
 
-fn run(args: &mut pico_args::Arguments) -> Result<Status> {
+/// What the command line asks for: a load, or the plan's status (status.rs).
+enum Command {
+    Load(Box<Args>),
+    Status(status::Args),
+}
+
+fn parse_command(args: &mut pico_args::Arguments) -> Result<Command> {
     if args.contains("--status") {
-        return status::run(args);
+        return Ok(Command::Status(status::parse(args)?));
     }
-    let a = parse(args)?;
-    cli::finish(std::mem::replace(args, pico_args::Arguments::from_vec(vec![])))?;
+    Ok(Command::Load(Box::new(parse(args)?)))
+}
+
+fn run_command(c: Command) -> Result<Status> {
+    match c {
+        Command::Load(a) => run(*a),
+        Command::Status(s) => status::run(s),
+    }
+}
+
+fn run(a: Args) -> Result<Status> {
     let target = pg::Target::resolve(a.db.as_deref())?;
     let mut load_target = target.clone();
     pgferry::runlog::keepalive(&mut load_target);
@@ -234,8 +237,10 @@ fn run(args: &mut pico_args::Arguments) -> Result<Status> {
             let err = (!report.verified).then(|| report.mismatch.clone());
             record(&mut log, state, err.as_deref());
             if !report.verified {
-                note!(TOOL, "{}: {}; rolled back, nothing was committed", a.table, report.mismatch);
-                return Ok(Status::CheckFailed);
+                return Err(Error::CheckFailed(format!(
+                    "{}: {}; rolled back, nothing was committed",
+                    a.table, report.mismatch
+                )));
             }
             if let Some(Committed::ConfirmedAfter(cause)) = &report.committed {
                 note!(
@@ -446,5 +451,5 @@ fn count(tx: &mut Transaction, qt: &str) -> Result<i64> {
 }
 
 fn main() {
-    cli::main(TOOL, USAGE, run)
+    cli::main(TOOL, USAGE, parse_command, run_command)
 }

@@ -6,13 +6,24 @@ use pgferry::cli::{self, Status};
 use pgferry::{pg, plan, runlog, Error, Result};
 use std::io::Write;
 
-pub fn run(args: &mut pico_args::Arguments) -> Result<Status> {
-    let plan_path = cli::opt(args, "--plan")?.ok_or_else(|| Error::Usage("--status needs --plan PLAN".into()))?;
-    let db = cli::opt(args, "--db")?;
-    let runs_table = cli::opt(args, "--runs-table")?.unwrap_or_else(|| "_migration_runs".into());
-    cli::finish(std::mem::replace(args, pico_args::Arguments::from_vec(vec![])))?;
+pub struct Args {
+    plan: String,
+    db: Option<String>,
+    runs_table: String,
+}
+
+pub fn parse(args: &mut pico_args::Arguments) -> Result<Args> {
+    Ok(Args {
+        plan: cli::opt(args, "--plan")?.ok_or_else(|| Error::Usage("--status needs --plan PLAN".into()))?,
+        db: cli::opt(args, "--db")?,
+        runs_table: cli::opt(args, "--runs-table")?.unwrap_or_else(|| "_migration_runs".into()),
+    })
+}
+
+pub fn run(a: Args) -> Result<Status> {
+    let (plan_path, runs_table) = (a.plan, a.runs_table);
     let steps = plan::read(&plan_path)?;
-    let target = pg::Target::resolve(db.as_deref())?;
+    let target = pg::Target::resolve(a.db.as_deref())?;
     let wanted: Vec<(Option<String>, String)> =
         steps.iter().map(|s| (Some(s.step.clone()), s.target.clone())).collect();
     let (lines, all_ok) = runlog::status(&target, &runs_table, &wanted)?;
@@ -20,5 +31,10 @@ pub fn run(args: &mut pico_args::Arguments) -> Result<Status> {
     for l in lines {
         writeln!(out, "{l}").map_err(|e| Error::io("write the status", e))?;
     }
-    Ok(if all_ok { Status::Ok } else { Status::CheckFailed })
+    if !all_ok {
+        return Err(Error::CheckFailed(format!(
+            "status: not every step of '{plan_path}' has a successful latest run in '{runs_table}'"
+        )));
+    }
+    Ok(Status::Ok)
 }
