@@ -133,6 +133,18 @@ fn ask(c: &mut postgres::Client, id: TxId) -> std::result::Result<Option<Resolve
     }
 }
 
+/// Ends backend `pid`'s session on the server (it rolls back; its locks go), from a new
+/// connection; whether there was one to end. Only for a session whose COMMIT was not sent.
+pub fn end_session(target: &Target, pid: i32) -> bool {
+    let Ok(mut c) = target.connect() else { return false };
+    c.query_one(
+        "SELECT coalesce(bool_or(pg_terminate_backend(pid, 5000)), false) FROM pg_stat_activity WHERE pid = $1",
+        &[&pid],
+    )
+    .map(|r| r.get::<_, bool>(0))
+    .unwrap_or(false)
+}
+
 /// The run log's question about an orphaned run: what became of `xid`, asked on `c` once.
 /// A transaction still in progress is reported as such; it is not ended from here.
 pub fn status_of(c: &mut impl postgres::GenericClient, xid: i64) -> Result<Resolved> {

@@ -12,6 +12,7 @@ pub mod plan;
 pub mod runlog;
 pub mod signals;
 pub mod sqlite;
+pub mod stall;
 pub mod stream;
 pub mod timefmt;
 

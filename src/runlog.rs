@@ -304,7 +304,8 @@ impl RunLog {
                 ],
             )
         })?;
-        if outcome == "dry-run" {
+        // A dry run loaded nothing; an unknown outcome is written there once it is known.
+        if outcome == "dry-run" || outcome == "unknown" {
             return Ok(());
         }
         let Some(user) = self.layout.user.clone() else { return Ok(()) };
@@ -329,7 +330,8 @@ impl RunLog {
         let ours = self.layout.ours.clone();
         let sql = format!(
             "SELECT id, xid, coalesce(records_xid, false), backend_pid IN (SELECT pid FROM pg_stat_activity), \
-             coalesce(step, tool || ' ' || target), started_at FROM {ours} WHERE outcome = 'running' ORDER BY id"
+             coalesce(step, tool || ' ' || target), started_at FROM {ours} \
+             WHERE outcome = 'running' OR (outcome = 'unknown' AND xid IS NOT NULL) ORDER BY id"
         );
         let rows = self.with("read the run log", |c| c.query(&sql, &[]))?;
         for r in rows {
@@ -343,7 +345,7 @@ impl RunLog {
             };
             let sql = format!(
                 "UPDATE {ours} SET outcome = $2, note = $3, error = CASE WHEN $2 = 'success' THEN error ELSE coalesce(error, $3) END \
-                 WHERE id = $1 AND outcome = 'running'"
+                 WHERE id = $1 AND outcome IN ('running', 'unknown') AND outcome <> $2"
             );
             let n = self.with("update the run log", |c| c.execute(&sql, &[&id, &outcome, &note]))?;
             if let (Some(user), 1) = (self.layout.user.clone(), n) {
@@ -358,6 +360,28 @@ impl RunLog {
         }
         Ok(())
     }
+}
+
+/// Records the end of run `id` from outside its `RunLog` (the stall watcher's thread), on a
+/// connection of its own.
+pub fn mark(target: &Target, name: &str, id: RunId, outcome: &str, error: &str) -> Result<()> {
+    let mut c = target.connect()?;
+    let Some(layout) = Layout::find(&mut c, name)? else { return Ok(()) };
+    c.execute(
+        &format!("UPDATE {} SET outcome = $2, finished_at = now(), error = $3 WHERE id = $1", layout.ours),
+        &[&id, &outcome, &error],
+    )
+    .map_err(|e| pg_error(format!("write the run log '{name}'"), e))?;
+    if let (Some(user), true) = (layout.user, outcome != "unknown") {
+        let sql = format!(
+            "INSERT INTO {user} (script_name, ran_at, success) SELECT coalesce(step, tool || ' ' || target), started_at, $2 \
+             FROM {} WHERE id = $1",
+            layout.ours
+        );
+        c.execute(&sql, &[&id, &(outcome == "success")])
+            .map_err(|e| pg_error(format!("write the run log '{name}'"), e))?;
+    }
+    Ok(())
 }
 
 /// What an orphaned `running` row's run came to; `None` while it may still be running.
@@ -552,11 +576,13 @@ impl Reader {
                 xid: r.get(15),
                 changes: r.get::<_, Option<String>>(16).and_then(|t| serde_json::from_str(&t).ok()),
             };
-            if run.outcome == "running" {
+            if run.outcome == "running" || (run.outcome == "unknown" && run.xid.is_some()) {
                 let (records, alive): (bool, Option<bool>) = (r.get(17), r.get(18));
                 if let Some((o, note)) = orphan_outcome(c, run.xid, records, alive.unwrap_or(false))? {
-                    run.outcome = o.into();
-                    run.note = Some(note);
+                    if o != run.outcome {
+                        run.outcome = o.into();
+                        run.note = Some(note);
+                    }
                 }
             }
             out.push(run);

@@ -66,6 +66,11 @@ pub fn interrupted(sig: i32) -> Error {
     ))
 }
 
+/// Whether COMMIT was sent (see `COMMIT_SENT`).
+pub fn commit_was_sent() -> bool {
+    COMMIT_SENT.load(Ordering::SeqCst)
+}
+
 /// Called just before COMMIT is sent (see `COMMIT_SENT`).
 pub fn commit_sent() {
     COMMIT_SENT.store(true, Ordering::SeqCst);
@@ -87,27 +92,43 @@ fn install_one(sig: libc::c_int, keep_ignored: bool) {
     }
 }
 
-/// Catches the three signals and starts the watcher: on a signal, the query that backend
-/// `pid` runs is cancelled (`pg_cancel_backend`, on a new connection to `target`); if the
-/// process is still there after [`GRACE`] and COMMIT was not sent, it prints one line and
-/// exits 130 (the server rolls back the cancelled transaction when the connection closes,
-/// and the next run resolves the run log's row from the server).
-pub fn watch(tool: &'static str, target: &Target, pid: i32) {
+static PIPE_READ: AtomicI32 = AtomicI32::new(-1);
+
+/// Catches the three signals from now on (a signal before [`watch`] is kept and acted on
+/// when it starts). Call it first thing.
+pub fn install() {
+    if PIPE_READ.load(Ordering::SeqCst) >= 0 {
+        return;
+    }
     let mut fds = [0 as libc::c_int; 2];
     // SAFETY: pipe(2) fills two fds.
     if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
         return;
     }
+    PIPE_READ.store(fds[0], Ordering::SeqCst);
     PIPE_WRITE.store(fds[1], Ordering::SeqCst);
     install_one(libc::SIGINT, false);
     install_one(libc::SIGTERM, false);
     install_one(libc::SIGHUP, true);
+}
+
+/// Starts the watcher (installing the handlers if [`install`] was not called): on a signal, the query that backend
+/// `pid` runs is cancelled (`pg_cancel_backend`, on a new connection to `target`); if the
+/// process is still there after [`GRACE`] and COMMIT was not sent, it prints one line and
+/// exits 130 (the server rolls back the cancelled transaction when the connection closes,
+/// and the next run resolves the run log's row from the server).
+pub fn watch(tool: &'static str, target: &Target, pid: i32) {
+    install();
+    let fd = PIPE_READ.load(Ordering::SeqCst);
+    if fd < 0 {
+        return;
+    }
     let target = target.clone();
     std::thread::spawn(move || {
         let mut b = [0u8; 1];
         // SAFETY: reading one byte into a live buffer.
         loop {
-            let n = unsafe { libc::read(fds[0], b.as_mut_ptr().cast(), 1) };
+            let n = unsafe { libc::read(fd, b.as_mut_ptr().cast(), 1) };
             if n == 1 {
                 break;
             }

@@ -453,6 +453,7 @@ mod tests {
             has_default: false,
             generated: false,
             sequence: None,
+            scale: None,
         })
     }
 

@@ -68,6 +68,10 @@ Options:
   --runs-table NAME     Run log table [default: _migration_runs].
   --lock-timeout SECS   Wait this long for the table lock; 0: do not wait
                         (NOWAIT) [default: 10].
+  --stall-timeout SECS  End the load when its connection carries nothing for
+                        this long while the server waits for pg-load (the
+                        session is ended on the server, so its lock goes)
+                        [default: 60].
   --status              With --plan: print each step's latest run (NDJSON on
                         stdout: step, target, source, outcome, finished_at,
                         counts); exit 0 iff every one succeeded, else 1.
@@ -130,6 +134,7 @@ struct Args {
     source: Option<String>,
     runs_table: String,
     lock_timeout: u32,
+    stall_timeout: u64,
 }
 
 fn parse(args: &mut pico_args::Arguments) -> Result<Args> {
@@ -176,6 +181,15 @@ fn parse(args: &mut pico_args::Arguments) -> Result<Args> {
         source: cli::opt(args, "--source")?,
         runs_table: cli::opt(args, "--runs-table")?.unwrap_or_else(|| "_migration_runs".into()),
         lock_timeout,
+        stall_timeout: match cli::opt(args, "--stall-timeout")? {
+            Some(s) => match s.parse::<u64>() {
+                Ok(n) if (1..=86_400).contains(&n) => n,
+                _ => {
+                    return Err(Error::Usage(format!("--stall-timeout takes whole seconds from 1 to 86400, not '{s}'")))
+                }
+            },
+            None => 60,
+        },
         table: cli::positional(args, "TABLE")?,
     };
     Ok(a)
@@ -202,9 +216,14 @@ fn run_command(c: Command) -> Result<Status> {
 }
 
 fn run(a: Args) -> Result<Status> {
+    signals::install();
     let target = pg::Target::resolve(a.db.as_deref())?;
     let mut load_target = target.clone();
     pgferry::runlog::keepalive(&mut load_target);
+    // Data the server does not acknowledge for twice that ends the connection (the kernel);
+    // the stall watcher, which can also end the session on the server, comes first.
+    let stall = std::time::Duration::from_secs(a.stall_timeout);
+    load_target.config.tcp_user_timeout(2 * stall);
     let mut client = load_target.connect()?;
     let pid: i32 =
         client.query_one("SELECT pg_backend_pid()", &[]).map_err(|e| pg_error("ask the server for its pid", e))?.get(0);
@@ -212,9 +231,18 @@ fn run(a: Args) -> Result<Status> {
     let run_id =
         log.begin(&Begin { tool: TOOL, step: None, target: &a.table, mode: a.mode.name(), backend_pid: pid })?;
     signals::watch(TOOL, &target, pid);
+    let (t, runs, table) = (target.clone(), a.runs_table.clone(), a.table.clone());
+    let finish: pgferry::stall::Finish = Box::new(move |state, message, _code| {
+        if let Err(e) = pgferry::runlog::mark(&t, &runs, run_id, state, message) {
+            note!(TOOL, "warning: {}", e.message());
+        }
+        note!(TOOL, "{table}: {message}");
+    });
+    pgferry::stall::watch(&target, pid, stall, finish);
     let started = Instant::now();
     let mut outcome = Outcome::default();
     let result = load(&mut client, &a, &mut outcome, &mut log, &target);
+    pgferry::stall::done();
     // The load's own outcome is what the operator must learn: a run-log failure after it is a warning.
     let record = |log: &mut RunLog, state: &str, err: Option<&str>| {
         if let Err(e) = log.finish(run_id, state, &outcome, err) {
@@ -291,6 +319,14 @@ fn run(a: Args) -> Result<Status> {
                 (false, Some(sig)) => ("interrupted", signals::interrupted(sig)),
                 (false, _) => ("failed", e.append("; nothing was committed")),
             };
+            // A connection that broke may have left the session open on the server (a stalled
+            // proxy holds it): end it there, so that its lock goes now.
+            let e = match &e {
+                Error::Unavailable(_) if !signals::commit_was_sent() && pgferry::commit::end_session(&target, pid) => {
+                    e.append("; the load's session was still open on the server and was ended there (lock released)")
+                }
+                _ => e,
+            };
             record(&mut log, state, Some(e.message()));
             Err(e.context(&a.table))
         }
@@ -315,15 +351,23 @@ fn load(
     log: &mut RunLog,
     target: &pg::Target,
 ) -> Result<Report> {
+    signals::check()?;
     let mut tx = client.transaction().map_err(|e| pg_error("begin", e))?;
     // Recorded before anything is loaded: with it, a run that dies can be resolved later.
     let id = TxId::of(&mut tx)?;
+    pgferry::stall::set_xid(id.xid);
     log.attach(id.xid)?;
     // lock_timeout = 0 means "no limit" to PostgreSQL; ours means "do not wait": the table
     // lock is taken NOWAIT and any other lock waits at most 1 ms.
     let lock_wait = if a.lock_timeout == 0 { "1ms".to_string() } else { format!("{}s", a.lock_timeout) };
-    tx.batch_execute(&format!("SET LOCAL lock_timeout = '{lock_wait}'; SET LOCAL TimeZone = 'UTC'"))
-        .map_err(|e| pg_error("set up the session", e))?;
+    // The server's side of a dead client: its keepalives (and a check between rows of a long
+    // statement) end the session, which rolls back and releases the table's lock.
+    tx.batch_execute(&format!(
+        "SET LOCAL lock_timeout = '{lock_wait}'; SET LOCAL TimeZone = 'UTC'; SET LOCAL tcp_keepalives_idle = 30; \
+         SET LOCAL tcp_keepalives_interval = 10; SET LOCAL tcp_keepalives_count = 6; \
+         SET LOCAL client_connection_check_interval = '10s'"
+    ))
+    .map_err(|e| pg_error("set up the session", e))?;
     let table = Table::resolve(&mut tx, &a.table)?;
     if table.kind != 'r' && table.kind != 'p' {
         return Err(Error::Usage(format!(
@@ -385,12 +429,19 @@ fn load(
     let generated: Vec<&str> = columns.iter().filter(|c| c.generated).map(|c| c.name.as_str()).collect();
 
     let stdin = std::io::stdin();
-    let mut reader = RowReader::new(std::io::BufReader::with_capacity(1 << 17, stdin.lock()), a.require_end);
+    let mut reader = RowReader::new(
+        std::io::BufReader::with_capacity(1 << 17, pgferry::stall::Watched(stdin.lock())),
+        a.require_end,
+    );
     let mut sink = CopySink::new(&plan, &table);
     let stage = if staged { Some(merge::create_stage(&mut tx, &qt)?) } else { None };
     // Recorded even when the load fails: the run log says what was attempted and how far it got.
     outcome.source = a.source.clone();
-    let segments = match rows::stream_rows(&mut tx, &mut reader, &plan, &generated, a, &mut sink, stage.as_deref()) {
+    let mut changes = convert::Changes::default();
+    let streamed =
+        rows::stream_rows(&mut tx, &mut reader, &plan, &generated, a, &mut sink, stage.as_deref(), &mut changes);
+    outcome.changes = changes.list(&plan.columns);
+    let segments = match streamed {
         Ok(s) => s,
         Err(e) => {
             outcome.source_rows = Some(reader.rows() as i64);
@@ -402,6 +453,14 @@ fn load(
     outcome.source = a.source.clone().or_else(|| reader.end_record().map(describe_source));
 
     let mut notes = vec![];
+    if !outcome.changes.is_empty() {
+        let parts: Vec<String> =
+            outcome.changes.iter().map(|(col, kind, n)| format!("column '{col}': {n} {kind}")).collect();
+        notes.push(format!(
+            "values PostgreSQL changes on the way in (counted in the run log; --strict refuses them): {}",
+            parts.join(", ")
+        ));
+    }
     if let (Some(interval), Some(stage)) = (ensure, &stage) {
         notes.extend(schema::ensure_partitions(&mut tx, &table, stage, interval, a.lock_timeout)?);
     }

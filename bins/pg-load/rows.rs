@@ -32,7 +32,9 @@ impl Columns {
 /// (direct path) or a merge statement (staged path).
 pub type Signature = Vec<usize>;
 
-/// Streams rows into COPY. Returns the distinct signatures seen, indexed by segment id.
+/// Streams rows into COPY. Returns the distinct signatures seen, indexed by segment id;
+/// counts into `changes` the values PostgreSQL will change silently (refused with --strict).
+#[allow(clippy::too_many_arguments)]
 pub fn stream_rows<R: std::io::BufRead>(
     tx: &mut Transaction,
     reader: &mut RowReader<R>,
@@ -41,9 +43,12 @@ pub fn stream_rows<R: std::io::BufRead>(
     a: &Args,
     sink: &mut CopySink,
     stage: Option<&str>,
+    changes: &mut convert::Changes,
 ) -> Result<Vec<Signature>> {
     let n = plan.columns.len();
     let mut rows = RowSource {
+        watch: plan.columns.iter().map(convert::may_change).collect(),
+        changes: std::mem::take(changes),
         segments: vec![],
         seg_ids: HashMap::new(),
         cells: vec![None; n],
@@ -101,12 +106,16 @@ pub fn stream_rows<R: std::io::BufRead>(
     if progress && reader.rows() >= 100_000 {
         eprintln!();
     }
+    *changes = rows.changes;
     Ok(rows.segments)
 }
 
 /// Reads rows from the stream and converts them into `cells` (one slot per loadable column;
 /// `None` = key missing).
 struct RowSource {
+    /// Per column: whether its type can change values silently; and the changes counted.
+    watch: Vec<bool>,
+    changes: convert::Changes,
     segments: Vec<Signature>,
     seg_ids: HashMap<Signature, usize>,
     cells: Vec<Option<Cell>>,
@@ -133,7 +142,11 @@ impl RowSource {
         let mut hint = 0;
         for (k, raw) in pairs {
             let Some(i) = plan.find(&k, hint) else {
-                self.note_unknown(&k, a);
+                // A generated column's key (sqlite-dump --include-generated, or another
+                // producer): PostgreSQL computes the column; the stream's value is not loaded.
+                if !generated.contains(&k.as_ref()) {
+                    self.note_unknown(&k, a);
+                }
                 continue;
             };
             hint = i + 1;
@@ -146,22 +159,24 @@ impl RowSource {
                     convert_value(&v, col, &a.opts, line)?
                 }
             };
+            if self.watch[i] {
+                if let Some(change) = convert::silent_change(raw.get(), col, &a.opts) {
+                    if a.opts.strict {
+                        return Err(convert::strict_error(line, col, raw.get(), change));
+                    }
+                    self.changes.record(i, change);
+                }
+            }
             self.cells[i] = Some(cell);
         }
         if !self.unknown.is_empty() {
-            let gen: Vec<&String> = self.unknown.iter().filter(|k| generated.contains(&k.as_str())).collect();
-            let msg = if !gen.is_empty() {
-                format!("line {line}: key '{}' is a generated column, which cannot be loaded; drop it from the stream or pass --ignore-unknown", gen[0])
-            } else {
-                let cols: Vec<&str> = plan.columns.iter().map(|c| c.name.as_str()).collect();
-                format!(
-                    "line {line}: keys that match no column of '{}': {} (the table has: {}); pass --ignore-unknown to drop them",
-                    a.table,
-                    self.unknown.join(", "),
-                    cols.join(", ")
-                )
-            };
-            return Err(Error::Data(msg));
+            let cols: Vec<&str> = plan.columns.iter().map(|c| c.name.as_str()).collect();
+            return Err(Error::Data(format!(
+                "line {line}: keys that match no column of '{}': {} (the table has: {}); pass --ignore-unknown to drop them",
+                a.table,
+                self.unknown.join(", "),
+                cols.join(", ")
+            )));
         }
         for (i, col) in plan.columns.iter().enumerate() {
             // Checked here so the staged path, where the server sees NULLs only at the merge,

@@ -24,7 +24,6 @@ pub enum Fault {
     StallAfterCommit,
     /// Once this many bytes of COPY data went through, stop forwarding in both directions on
     /// that connection, closing nothing.
-    #[allow(dead_code)] // used by the stall test
     StallInCopy(usize),
 }
 

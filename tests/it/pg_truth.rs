@@ -100,6 +100,9 @@ fn an_unknowable_commit_outcome_says_so_with_the_query_and_exit_76() {
     assert_eq!(pg.one(&q), "committed");
     assert_eq!(pg.count("t"), 500);
     assert_eq!(last_run(&pg, "_migration_runs").0, "unknown");
+    // The next run, which can reach the server, settles it from the server's answer.
+    cmd("pg-load").args(["--db", &pg.url, "t"]).stdin(rows_stream(500)).ok();
+    assert_eq!(pg.rows("SELECT outcome FROM _migration_runs ORDER BY id"), vec!["success", "success"]);
 }
 
 #[test]
@@ -228,14 +231,21 @@ fn sigint_stops_a_background_job_of_a_script() {
     let t = TempDir::new();
     std::fs::write(t.path("rows.ndjson"), rows_stream(20_000)).unwrap();
     // bash starts background jobs of a script with SIGINT ignored; pg-load must still stop.
+    // The script signals its job once the test says the load is under way (file 'go').
     let script = format!(
         "{{ head -n 1000 '{f}'; sleep 4; tail -n +1001 '{f}'; }} | '{bin}' --db \"$URL\" t 2>'{e}' &\n\
-         pid=$!\nsleep 1.5\nkill -INT \"$pid\"\nwait \"$pid\"\necho \"status $?\"",
+         pid=$!\nuntil [ -e '{go}' ]; do sleep 0.05; done\nkill -INT \"$pid\"\nwait \"$pid\"\necho \"status $?\"",
         f = t.str("rows.ndjson"),
         bin = bin("pg-load").display(),
-        e = t.str("err")
+        e = t.str("err"),
+        go = t.str("go")
     );
-    let out = Command::new("bash").arg("-c").arg(&script).env("URL", &pg.url).output().unwrap();
+    let child = Command::new("bash").arg("-c").arg(&script).env("URL", &pg.url).stdout(Stdio::piped()).spawn().unwrap();
+    wait_for("the COPY", 30, || {
+        pg.one("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'COPY%'") == "1"
+    });
+    std::fs::write(t.path("go"), "").unwrap();
+    let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let err = std::fs::read_to_string(t.path("err")).unwrap();
     assert_eq!(stdout.trim(), "status 130", "{err}");
@@ -372,4 +382,139 @@ fn status_prints_each_steps_latest_run_from_either_run_log() {
         let lines = status().ok().json_lines();
         assert!(lines.iter().all(|l| l["outcome"] == "success" && l["finished_at"].is_string()), "{lines:?}");
     }
+}
+
+#[test]
+fn a_connection_that_stalls_without_closing_ends_the_load_and_releases_the_lock() {
+    let pg = Pg::new();
+    table(&pg);
+    let proxy = PgProxy::start(&pg.url, Fault::StallInCopy(100_000));
+    let started = Instant::now();
+    let r = cmd("pg-load")
+        .args(["--db", &proxy.url(&pg.url), "t", "--stall-timeout", "2"])
+        .stdin(rows_stream(50_000))
+        .expect(69);
+    assert!(proxy.fired(), "the proxy never stalled");
+    assert!(started.elapsed() < Duration::from_secs(20), "took {:?}", started.elapsed());
+    r.stderr_has(&["stalled", "lock released", "nothing was committed"]);
+    assert_eq!(pg.count("t"), 0);
+    assert_eq!(
+        pg.one("SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation WHERE c.relname = 't'"),
+        "0"
+    );
+    let (outcome, error) = last_run(&pg, "_migration_runs");
+    assert_eq!(outcome, "failed");
+    assert!(error.contains("stalled"), "{error}");
+
+    // A producer that pauses longer than the timeout is not a stall.
+    let mut child = spawn_load(&pg.url, &["t", "--stall-timeout", "1"]);
+    let mut stdin = child.stdin.take().unwrap();
+    let all = rows_stream(1000);
+    let (head, tail) = all.split_at(all.find("{\"id\":501,").unwrap());
+    stdin.write_all(head.as_bytes()).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    stdin.write_all(tail.as_bytes()).unwrap();
+    drop(stdin);
+    let (code, err) = finish(child);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(pg.count("t"), 1000);
+    for bad in ["0", "86401", "x"] {
+        cmd("pg-load").args(["--db", &pg.url, "t", "--stall-timeout", bad]).stdin(rows_stream(1)).expect(64);
+    }
+}
+
+#[test]
+fn conversions_match_postgresql_or_are_stricter() {
+    let pg = Pg::new();
+    pg.exec("CREATE TABLE c (id int PRIMARY KEY, f4 real, f8 float8, d date, ts timestamp, tm time)");
+    let refused: &[(&str, &str)] = &[
+        (r#"{"id":1,"f4":1e-50}"#, "out of range for real"),
+        (r#"{"id":1,"f4":"1e-50"}"#, "out of range for real"),
+        (r#"{"id":1,"f8":1e-400}"#, "out of range for double precision"),
+        (r#"{"id":1,"f8":"-1e-400"}"#, "out of range for double precision"),
+        (r#"{"id":1,"d":"0000-01-01"}"#, "column 'd'"),
+        (r#"{"id":1,"ts":"0000-06-01T10:00:00"}"#, "column 'ts'"),
+        (r#"{"id":1,"d":"2024-01-05 24:00:00"}"#, "24:00:00 into a date column"),
+    ];
+    for (row, why) in refused {
+        let input = format!("{row}\n{{\"$end\":{{\"rows\":1}}}}\n");
+        cmd("pg-load").args(["--db", &pg.url, "c"]).stdin(input).expect(65).stderr_has(&["line 1", why]);
+    }
+    // What PostgreSQL itself accepts, stored as it stores it.
+    let ok =
+        "{\"id\":2,\"f4\":1e-40,\"f8\":0e10,\"ts\":\"9999-12-31T24:00:00\",\"tm\":\"24:00:00\",\"d\":\"0001-01-01\"}\n\
+              {\"id\":3,\"f8\":\"-0.0\"}\n{\"$end\":{\"rows\":2}}\n";
+    cmd("pg-load").args(["--db", &pg.url, "c"]).stdin(ok).ok();
+    assert_eq!(
+        pg.rows("SELECT f4 = '1e-40'::real, f8, ts, tm, d FROM c WHERE id = 2"),
+        vec!["t|0|10000-01-01 00:00:00|24:00:00|0001-01-01"]
+    );
+    assert_eq!(pg.one("SELECT f8::text FROM c WHERE id = 3"), "-0");
+}
+
+#[test]
+fn silent_changes_are_counted_per_column_or_refused_with_strict() {
+    let pg = Pg::new();
+    let ddl = "(id int PRIMARY KEY, amount numeric(12,2), at timestamptz, r real, d float8, doc jsonb, tm time)";
+    pg.exec(&format!("CREATE TABLE s {ddl}; CREATE TABLE s2 {ddl}"));
+    let input = concat!(
+        r#"{"id":1,"amount":1.234,"at":"2024-01-05T10:00:00.1234567Z","r":3.14159265,"d":0.1,"doc":{"a":1},"tm":"10:00:00.0000001"}"#,
+        "\n",
+        r#"{"id":2,"amount":"1.50","at":"2024-01-05T10:00:00.1234560Z","r":1.5,"d":3.141592653589793238,"doc":"{\"a\":1,\"a\":2}"}"#,
+        "\n",
+        r#"{"id":3,"amount":"2.005","r":"0.1","d":"1e300"}"#,
+        "\n{\"$end\":{\"rows\":3}}\n"
+    );
+    let r = cmd("pg-load").args(["--db", &pg.url, "s"]).stdin(input).ok();
+    r.stderr_has(&[
+        "column 'amount': 2 rounded-to-scale",
+        "column 'at': 1 rounded-to-microseconds",
+        "column 'r': 1 rounded-to-real",
+        "column 'd': 1 rounded-to-double",
+        "column 'doc': 1 duplicate-keys-collapsed",
+        "column 'tm': 1 rounded-to-microseconds",
+    ]);
+    assert_eq!(
+        pg.one("SELECT changes::text FROM _migration_runs ORDER BY id DESC LIMIT 1"),
+        r#"{"d": {"rounded-to-double": 1}, "r": {"rounded-to-real": 1}, "at": {"rounded-to-microseconds": 1}, "tm": {"rounded-to-microseconds": 1}, "doc": {"duplicate-keys-collapsed": 1}, "amount": {"rounded-to-scale": 2}}"#
+    );
+    cmd("pg-load").args(["--db", &pg.url, "s2", "--strict"]).stdin(input).expect(65).stderr_has(&[
+        "line 1, column 'amount'",
+        "round it to 2 fraction digits",
+        "--strict refuses",
+    ]);
+    assert_eq!(pg.count("s2"), 0);
+    // Epochs: a fraction finer than a microsecond is rounded too.
+    pg.exec("CREATE TABLE e (id int PRIMARY KEY, at timestamptz)");
+    cmd("pg-load")
+        .args(["--db", &pg.url, "e", "--epoch-unit", "s"])
+        .stdin("{\"id\":1,\"at\":1704448800.0000005}\n{\"id\":2,\"at\":1704448800.25}\n{\"$end\":{\"rows\":2}}\n")
+        .ok()
+        .stderr_has(&["column 'at': 1 rounded-to-microseconds"]);
+}
+
+#[test]
+fn generated_columns_load_without_flags() {
+    let pg = Pg::new();
+    let t = TempDir::new();
+    let db = t.path("app.db");
+    sqlite_db(
+        &db,
+        "CREATE TABLE items (id INTEGER PRIMARY KEY, price REAL, qty INTEGER, \
+           total REAL GENERATED ALWAYS AS (price * qty) STORED, label TEXT GENERATED ALWAYS AS ('#' || id) VIRTUAL);
+         INSERT INTO items (id, price, qty) VALUES (1, 2.5, 4), (2, 1.0, 3);",
+    );
+    let dump = cmd("sqlite-dump").args([db.to_str().unwrap(), "items"]).ok().stdout();
+    assert!(!dump.contains("total") && !dump.contains("label"), "{dump}");
+    let with = cmd("sqlite-dump").args(["--include-generated", db.to_str().unwrap(), "items"]).ok().stdout();
+    assert!(with.contains("\"total\":10.0") && with.contains("\"label\":\"#1\""), "{with}");
+    pg.exec(
+        "CREATE TABLE items (id bigint PRIMARY KEY, price float8, qty int, \
+         total float8 GENERATED ALWAYS AS (price * qty) STORED, label text GENERATED ALWAYS AS ('#' || id) STORED)",
+    );
+    cmd("pg-load").args(["--db", &pg.url, "items"]).stdin(dump).ok();
+    pg.exec("TRUNCATE items");
+    // A stream that carries them (another producer, or --include-generated) loads too: PostgreSQL computes them.
+    cmd("pg-load").args(["--db", &pg.url, "items"]).stdin(with).ok();
+    assert_eq!(pg.rows("SELECT id, total, label FROM items ORDER BY id"), vec!["1|10|#1", "2|3|#2"]);
 }
