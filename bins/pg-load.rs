@@ -12,6 +12,9 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::time::Instant;
 
+#[path = "pg-load/preflight.rs"]
+mod preflight;
+
 const TOOL: &str = "pg-load";
 
 const USAGE: &str = "\
@@ -27,6 +30,8 @@ changes nothing: rows already present are reported as such.
 
 Usage:
   pg-load [options] TABLE
+  pg-load --plan PLAN --resolve [--from STEP | --steps A,B]
+  pg-load --plan PLAN --preflight [--app-env FILE] [--app-url-var VAR]
 
 Options:
   --db URL              PostgreSQL connection URL or 'key=value' string
@@ -56,6 +61,17 @@ Options:
   --source NAME         What to record as the source [default: from the stream].
   --runs-table NAME     Run log table [default: _migration_runs].
   --lock-timeout SECS   Wait this long for the table lock [default: 10].
+  --resolve             With --plan: print the plan's steps resolved (the commands
+                        the runbook scripts run; docs/plan.md), one JSON object
+                        per line, and load nothing.
+  --preflight           With --plan: check, changing nothing, that every step can
+                        load as this role (sources, tables, the privileges its
+                        mode needs, RLS, sequences, partitions), one 'ok' or
+                        'MISSING' line each; exit 1 if one is missing. With
+                        --app-env FILE (a KEY=VALUE file) or --app-url-var VAR
+                        alone (this environment), also that the role in VAR
+                        [default: DATABASE_URL] can read and write every target
+                        and use its sequences (the app after cutover).
   -h, --help            Show this help.
   -V, --version         Show the version.
 
@@ -167,6 +183,14 @@ fn parse(args: &mut pico_args::Arguments) -> Result<Args> {
 }
 
 fn run(args: &mut pico_args::Arguments) -> Result<Status> {
+    if args.contains("--resolve") {
+        return pgferry::plan::resolve_command(args);
+    }
+    if args.contains("--preflight") {
+        let a = preflight::parse(args)?;
+        cli::finish(std::mem::replace(args, pico_args::Arguments::from_vec(vec![])))?;
+        return preflight::run(a);
+    }
     let a = parse(args)?;
     cli::finish(std::mem::replace(args, pico_args::Arguments::from_vec(vec![])))?;
     let target = pg::Target::resolve(a.db.as_deref())?;
