@@ -46,13 +46,17 @@ impl Source {
             },
             "firestore" if segments(rest) % 2 == 1 => Source::Collection(rest.trim_matches('/').into()),
             "firestore" => {
-                return Err(format!("source '{s}': a collection path has an odd number of segments (firestore-doc: for a document)"))
+                return Err(format!(
+                    "source '{s}': a collection path has an odd number of segments (firestore-doc: for a document)"
+                ))
             }
             "firestore-doc" if segments(rest) >= 2 && segments(rest) % 2 == 0 => {
                 Source::Document(rest.trim_matches('/').into())
             }
             "firestore-doc" => {
-                return Err(format!("source '{s}': a document path has an even number of segments (collection/document)"))
+                return Err(format!(
+                    "source '{s}': a document path has an even number of segments (collection/document)"
+                ))
             }
             "firestore-group" if !rest.is_empty() && !rest.contains('/') => Source::Group(rest.into()),
             "firestore-group" => return Err(format!("source '{s}': a collection group is one collection id, no '/'")),
@@ -188,7 +192,9 @@ impl Step {
     /// script adds --detach or --drop (the operator's configuration).
     pub fn retain(&self) -> Vec<String> {
         match self.partitioned.as_ref().and_then(|p| p.keep) {
-            Some(k) => vec!["pg-partition".into(), "retain".into(), self.target.clone(), "--keep".into(), k.to_string()],
+            Some(k) => {
+                vec!["pg-partition".into(), "retain".into(), self.target.clone(), "--keep".into(), k.to_string()]
+            }
             None => vec![],
         }
     }
@@ -222,8 +228,13 @@ pub fn marker(step: &str, target: &str) -> String {
 }
 
 /// The source syntax, for messages.
-pub const SOURCE_SYNTAX: &[&str] =
-    &["sqlite:PATH:TABLE", "firestore:COLLECTION_PATH", "firestore-group:ID", "firestore-doc:DOCUMENT_PATH", "ndjson:FILE"];
+pub const SOURCE_SYNTAX: &[&str] = &[
+    "sqlite:PATH:TABLE",
+    "firestore:COLLECTION_PATH",
+    "firestore-group:ID",
+    "firestore-doc:DOCUMENT_PATH",
+    "ndjson:FILE",
+];
 
 const MEMBERS: &[&str] = &["step", "source", "target", "dump", "export", "load", "check", "partitioned"];
 
@@ -262,14 +273,26 @@ pub fn print_resolved(path: &str, from: Option<&str>, only: &[String], out: &mut
     out.flush().map_err(|e| Error::io("write the resolved plan", e))
 }
 
-/// `pg-load --plan PLAN --resolve [--from STEP | --steps A,B]` (after `--resolve` was taken):
-/// the resolved steps on stdout. Kept here so that pg-load's argument handling stays one line.
-pub fn resolve_command(args: &mut pico_args::Arguments) -> Result<crate::cli::Status> {
-    let plan = crate::cli::opt(args, "--plan")?.ok_or_else(|| Error::Usage("--resolve needs --plan PLAN".into()))?;
-    let from = crate::cli::opt(args, "--from")?;
-    let only = crate::cli::list(args, "--steps")?;
-    crate::cli::finish(std::mem::replace(args, pico_args::Arguments::from_vec(vec![])))?;
-    print_resolved(&plan, from.as_deref(), &only, &mut std::io::stdout().lock())?;
+/// What `pg-load --plan PLAN --resolve [--from STEP | --steps A,B]` asks for.
+pub struct ResolveArgs {
+    pub plan: String,
+    pub from: Option<String>,
+    pub only: Vec<String>,
+}
+
+/// Parses `--resolve` and its options (pg-load hands them over; its own options do not apply).
+pub fn parse_resolve(args: &mut pico_args::Arguments) -> Result<ResolveArgs> {
+    args.contains("--resolve");
+    Ok(ResolveArgs {
+        plan: crate::cli::opt(args, "--plan")?.ok_or_else(|| Error::Usage("--resolve needs --plan PLAN".into()))?,
+        from: crate::cli::opt(args, "--from")?,
+        only: crate::cli::list(args, "--steps")?,
+    })
+}
+
+/// Prints the resolved steps on stdout.
+pub fn resolve(a: ResolveArgs) -> Result<crate::cli::Status> {
+    print_resolved(&a.plan, a.from.as_deref(), &a.only, &mut std::io::stdout().lock())?;
     Ok(crate::cli::Status::Ok)
 }
 
@@ -420,7 +443,10 @@ mod tests {
             (r#"{"step": "1", "source": "firestore-group:a/b", "target": "t"}"#, "one collection id"),
             (r#"{"step": "1", "source": "ndjson:x", "target": "t", "dump": ["--x"]}"#, "'dump' is for sqlite:"),
             (r#"{"step": "1", "source": "sqlite:a:b", "target": "t", "export": ["--x"]}"#, "'export' is for firestore"),
-            (r#"{"step": "1", "source": "sqlite:a:b", "target": "t", "partitioned": {"from": "2024-01", "kep": 2}}"#, "'partitioned.kep'"),
+            (
+                r#"{"step": "1", "source": "sqlite:a:b", "target": "t", "partitioned": {"from": "2024-01", "kep": 2}}"#,
+                "'partitioned.kep'",
+            ),
             (r#"{"step": "1", "source": "sqlite:a:b", "target": "t", "laod": []}"#, "unknown member 'laod'"),
             (r#"{"step": "1", "source": "sqlite:a:b", "target": "t", "check": "--key id"}"#, "array of strings"),
             ("[1]", "must be a JSON object"),
@@ -447,7 +473,10 @@ mod tests {
         assert_eq!(r[0]["ensure"], json!([]));
         assert_eq!(r[1]["consumer"], json!(["pg-load", "--defer-fks", "--source", steps[1].source, "crm_quotations"]));
         assert_eq!(r[2]["load"], json!(["--ensure-partitions"]));
-        assert_eq!(r[2]["ensure"], json!(["pg-partition", "ensure", "device_logs", "--from", "2024-01", "--ahead", "2"]));
+        assert_eq!(
+            r[2]["ensure"],
+            json!(["pg-partition", "ensure", "device_logs", "--from", "2024-01", "--ahead", "2"])
+        );
         assert_eq!(r[2]["cron_ensure"], json!(["pg-partition", "ensure", "device_logs", "--ahead", "2"]));
         assert_eq!(r[2]["retain"], json!(["pg-partition", "retain", "device_logs", "--keep", "6"]));
         assert_eq!(r[3]["kind"], "firestore-doc");

@@ -456,6 +456,34 @@ fn invalid_utf8(line_no: u64, e: &std::str::Utf8Error) -> Error {
     Error::Data(format!("line {line_no}: invalid UTF-8 at byte {} of the line", e.valid_up_to() + 1))
 }
 
+/// A row's keys and raw values, borrowed from the line; `None` when a key has escapes, a key
+/// repeats, or the line is not a JSON object (the general path then explains).
+pub fn parse_borrowed(text: &str) -> Option<Vec<(&str, &serde_json::value::RawValue)>> {
+    struct Pairs;
+    impl<'de> serde::de::Visitor<'de> for Pairs {
+        type Value = Vec<(&'de str, &'de serde_json::value::RawValue)>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<M: serde::de::MapAccess<'de>>(self, mut m: M) -> std::result::Result<Self::Value, M::Error> {
+            let mut out = Vec::with_capacity(16);
+            while let Some(k) = m.next_key::<&'de str>()? {
+                out.push((k, m.next_value::<&'de serde_json::value::RawValue>()?));
+            }
+            Ok(out)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    let pairs = serde::Deserializer::deserialize_map(&mut de, Pairs).ok()?;
+    de.end().ok()?;
+    for (i, (k, _)) in pairs.iter().enumerate() {
+        if pairs[..i].iter().any(|(k2, _)| k2 == k) {
+            return None;
+        }
+    }
+    Some(pairs)
+}
+
 /// Parses one line's text as a JSON object, with a line-numbered error.
 pub fn parse_row(line: &str, line_no: u64) -> Result<Map<String, Value>> {
     match serde_json::from_str::<Value>(line) {

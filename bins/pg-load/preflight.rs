@@ -20,6 +20,7 @@ pub struct Args {
 }
 
 pub fn parse(args: &mut pico_args::Arguments) -> Result<Args> {
+    args.contains("--preflight");
     let plan =
         pgferry::cli::opt(args, "--plan")?.ok_or_else(|| Error::Usage("--preflight needs --plan PLAN".into()))?;
     let file = pgferry::cli::opt(args, "--app-env")?;
@@ -36,7 +37,7 @@ pub fn parse(args: &mut pico_args::Arguments) -> Result<Args> {
     })
 }
 
-/// Prints the checks; `CheckFailed` (exit 1) when any is missing.
+/// Prints the checks; a check failed (exit 1) when any is missing.
 pub fn run(a: Args) -> Result<Status> {
     let steps = pgferry::plan::read(&a.plan)?;
     let mut out = Report::default();
@@ -74,7 +75,10 @@ pub fn run(a: Args) -> Result<Status> {
             }
         }
     }
-    Ok(if out.missing == 0 { Status::Ok } else { Status::CheckFailed })
+    match out.missing {
+        0 => Ok(Status::Ok),
+        n => Err(Error::CheckFailed(format!("preflight: {n} check(s) missing"))),
+    }
 }
 
 #[derive(Default)]
@@ -116,7 +120,12 @@ fn describe(c: &mut Client) -> Result<String> {
         )
         .map_err(|e| pg::pg_error("ask the server who we are", e))?;
     let tls = if r.get::<_, bool>(3) { "on" } else { "off" };
-    Ok(format!("{} reachable as {} on database {}, TLS {tls}", r.get::<_, String>(0), r.get::<_, String>(1), r.get::<_, String>(2)))
+    Ok(format!(
+        "{} reachable as {} on database {}, TLS {tls}",
+        r.get::<_, String>(0),
+        r.get::<_, String>(1),
+        r.get::<_, String>(2)
+    ))
 }
 
 /// The source exists (SQLite table, ndjson file); Firestore is read for real by the dry run.

@@ -18,7 +18,7 @@ load helpers
   config
   run -0 "${SCRIPTS}/migrate" --per-step --execute
   [[ "${output}" == *"customers: Source: 20 rows → Postgres: 20 rows ✓"* ]]
-  [[ "${output}" == *"notes: Source: 50 rows → Postgres: 50 rows ✓"*"migrated (per-step): every step loaded"* ]]
+  [[ "${output}" == *"notes: Source: 50 rows → Postgres: 50 rows ✓"*"migrated: every step loaded"* ]]
   [[ "$(pg -c 'SELECT count(*) FROM notes')" == 50 ]]
   [[ -s "${W}/state/migrated_at" ]]
   run -0 "${SCRIPTS}/migrate" status
