@@ -6,8 +6,9 @@ mod rows;
 mod schema;
 
 use copy::CopySink;
+use pgferry::catalog::{self, ColumnInfo};
 use pgferry::cli::{self, Status};
-use pgferry::convert::{self, ColumnInfo, EpochUnit, Options};
+use pgferry::convert::Options;
 use pgferry::pg::{self, pg_cause, pg_error, Table};
 use pgferry::runlog::{Outcome, RunLog};
 use pgferry::stream::{EndRecord, RowReader};
@@ -126,19 +127,7 @@ fn parse(args: &mut pico_args::Arguments) -> Result<Args> {
         "replace" => Mode::Replace,
         other => return Err(Error::Usage(format!("--mode must be insert, upsert, append or replace, not '{other}'"))),
     };
-    let epoch = match cli::opt(args, "--epoch-unit")? {
-        Some(u) => Some(
-            EpochUnit::parse(&u)
-                .ok_or_else(|| Error::Usage(format!("--epoch-unit must be s, ms, us or ns, not '{u}'")))?,
-        ),
-        None => None,
-    };
-    let assume_offset = match cli::opt(args, "--assume-tz")? {
-        Some(z) => pgferry::timefmt::parse_offset(&z).ok_or_else(|| {
-            Error::Usage(format!("--assume-tz takes UTC or a fixed offset such as +02:00, not '{z}'"))
-        })?,
-        None => 0,
-    };
+    let opts = Options::from_args(args, Options::default())?;
     let lock_timeout = match cli::opt(args, "--lock-timeout")? {
         Some(s) => s.parse().map_err(|_| Error::Usage(format!("--lock-timeout takes seconds, not '{s}'")))?,
         None => 10,
@@ -147,7 +136,7 @@ fn parse(args: &mut pico_args::Arguments) -> Result<Args> {
         db: cli::opt(args, "--db")?,
         mode,
         key: cli::list(args, "--key")?,
-        opts: Options { assume_offset, epoch, strip_nul: args.contains("--strip-nul") },
+        opts,
         ignore_unknown: args.contains("--ignore-unknown"),
         defer_fks: args.contains("--defer-fks"),
         ensure_partitions: {
@@ -171,9 +160,7 @@ fn parse(args: &mut pico_args::Arguments) -> Result<Args> {
     Ok(a)
 }
 
-fn run(args: &mut pico_args::Arguments) -> Result<Status> {
-    let a = parse(args)?;
-    cli::finish(std::mem::replace(args, pico_args::Arguments::from_vec(vec![])))?;
+fn run(a: Args) -> Result<Status> {
     let target = pg::Target::resolve(a.db.as_deref())?;
     let mut client = target.connect()?;
     let pid: i32 =
@@ -194,8 +181,10 @@ fn run(args: &mut pico_args::Arguments) -> Result<Status> {
             let err = (!report.verified).then(|| report.mismatch.clone());
             log.finish(state, &outcome, err.as_deref())?;
             if !report.verified {
-                note!(TOOL, "{}: {}; rolled back, nothing was committed", a.table, report.mismatch);
-                return Ok(Status::CheckFailed);
+                return Err(Error::CheckFailed(format!(
+                    "{}: {}; rolled back, nothing was committed",
+                    a.table, report.mismatch
+                )));
             }
             if a.analyze && !a.dry_run {
                 if let Err(e) = client.batch_execute(&format!("ANALYZE {}", report.qualified)) {
@@ -257,7 +246,7 @@ fn load(client: &mut postgres::Client, a: &Args, outcome: &mut Outcome) -> Resul
             other => other,
         }
     })?;
-    let columns = convert::table_columns(&mut tx, table.oid, &qt)?;
+    let columns = catalog::table_columns(&mut tx, table.oid, &qt)?;
     let key = match a.key.is_empty() {
         true => schema::primary_key(&mut tx, table.oid)?,
         false => {
@@ -364,5 +353,5 @@ fn count(tx: &mut Transaction, qt: &str) -> Result<i64> {
 }
 
 fn main() {
-    cli::main(TOOL, USAGE, run)
+    cli::main(TOOL, USAGE, parse, run)
 }

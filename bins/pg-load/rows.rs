@@ -3,8 +3,9 @@
 
 use crate::copy::CopySink;
 use crate::{Args, TOOL};
-use pgferry::convert::{self, Cell, ColumnInfo, Options};
-use pgferry::stream::{self, RowReader};
+use pgferry::catalog::ColumnInfo;
+use pgferry::convert::{self, Cell, Options};
+use pgferry::stream::RowReader;
 use pgferry::{Error, Result};
 use postgres::Transaction;
 use serde_json::Value;
@@ -125,42 +126,28 @@ impl RowSource {
         generated: &[&str],
         a: &Args,
     ) -> Result<Option<(u64, usize)>> {
-        let Some((line, text)) = reader.next_raw()? else { return Ok(None) };
+        let Some((line, pairs)) = reader.next_fields()? else { return Ok(None) };
         for c in self.cells.iter_mut() {
             *c = None;
         }
-        match stream::parse_borrowed(text) {
-            // The fast path: keys without escapes, values converted from their JSON text.
-            Some(pairs) => {
-                let mut hint = 0;
-                for (k, raw) in pairs {
-                    let Some(i) = plan.find(k, hint) else {
-                        self.note_unknown(k, a);
-                        continue;
-                    };
-                    hint = i + 1;
-                    let col = &plan.columns[i];
-                    let cell = match convert::convert_raw(raw.get(), &col.kind, &a.opts) {
-                        Some(c) => c,
-                        None => {
-                            let v: Value = serde_json::from_str(raw.get())
-                                .map_err(|e| Error::Data(format!("line {line}: malformed JSON: {e}")))?;
-                            convert_value(&v, col, &a.opts, line)?
-                        }
-                    };
-                    self.cells[i] = Some(cell);
+        // Values are converted from their JSON text; only what that cannot read is parsed.
+        let mut hint = 0;
+        for (k, raw) in pairs {
+            let Some(i) = plan.find(&k, hint) else {
+                self.note_unknown(&k, a);
+                continue;
+            };
+            hint = i + 1;
+            let col = &plan.columns[i];
+            let cell = match convert::convert_raw(raw.get(), &col.kind, &a.opts) {
+                Some(c) => c,
+                None => {
+                    let v: Value = serde_json::from_str(raw.get())
+                        .map_err(|e| Error::Data(format!("line {line}: malformed JSON: {e}")))?;
+                    convert_value(&v, col, &a.opts, line)?
                 }
-            }
-            // Anything unusual (escaped keys, malformed JSON): the general parser and its messages.
-            None => {
-                let fields = stream::parse_row(text, line)?;
-                for (k, v) in &fields {
-                    match plan.find(k, 0) {
-                        Some(i) => self.cells[i] = Some(convert_value(v, &plan.columns[i], &a.opts, line)?),
-                        None => self.note_unknown(k, a),
-                    }
-                }
-            }
+            };
+            self.cells[i] = Some(cell);
         }
         if !self.unknown.is_empty() {
             let gen: Vec<&String> = self.unknown.iter().filter(|k| generated.contains(&k.as_str())).collect();
