@@ -2,14 +2,16 @@
 
 mod copy;
 mod merge;
+mod preflight;
 mod rows;
 mod schema;
 mod status;
 
 use copy::CopySink;
+use pgferry::catalog::{self, ColumnInfo};
 use pgferry::cli::{self, Status};
 use pgferry::commit::{self, Committed, TxId};
-use pgferry::convert::{self, ColumnInfo, Options};
+use pgferry::convert::{self, Options};
 use pgferry::pg::{self, pg_cause, pg_error, Table};
 use pgferry::runlog::{Begin, Outcome, RunLog};
 use pgferry::signals;
@@ -37,6 +39,8 @@ changes nothing: rows already present are reported as such.
 
 Usage:
   pg-load [options] TABLE
+  pg-load --plan PLAN --resolve [--from STEP | --steps A,B]
+  pg-load --plan PLAN --preflight [--app-env FILE] [--app-url-var VAR]
   pg-load --plan PLAN --status [--db URL] [--runs-table NAME]
 
 Options:
@@ -72,6 +76,17 @@ Options:
                         this long while the server waits for pg-load (the
                         session is ended on the server, so its lock goes)
                         [default: 60].
+  --resolve             With --plan: print the plan's steps resolved (the commands
+                        the runbook scripts run; docs/plan.md), one JSON object
+                        per line, and load nothing.
+  --preflight           With --plan: check, changing nothing, that every step can
+                        load as this role (sources, tables, the privileges its
+                        mode needs, RLS, sequences, partitions), one 'ok' or
+                        'MISSING' line each; exit 1 if one is missing. With
+                        --app-env FILE (a KEY=VALUE file) or --app-url-var VAR
+                        alone (this environment), also that the role in VAR
+                        [default: DATABASE_URL] can read and write every target
+                        and use its sequences (the app after cutover).
   --status              With --plan: print each step's latest run (NDJSON on
                         stdout: step, target, source, outcome, finished_at,
                         counts); exit 0 iff every one succeeded, else 1.
@@ -193,26 +208,6 @@ fn parse(args: &mut pico_args::Arguments) -> Result<Args> {
         table: cli::positional(args, "TABLE")?,
     };
     Ok(a)
-}
-
-/// What the command line asks for: a load, or the plan's status (status.rs).
-enum Command {
-    Load(Box<Args>),
-    Status(status::Args),
-}
-
-fn parse_command(args: &mut pico_args::Arguments) -> Result<Command> {
-    if args.contains("--status") {
-        return Ok(Command::Status(status::parse(args)?));
-    }
-    Ok(Command::Load(Box::new(parse(args)?)))
-}
-
-fn run_command(c: Command) -> Result<Status> {
-    match c {
-        Command::Load(a) => run(*a),
-        Command::Status(s) => status::run(s),
-    }
 }
 
 fn run(a: Args) -> Result<Status> {
@@ -385,7 +380,7 @@ fn load(
             other => other,
         }
     })?;
-    let columns = convert::table_columns(&mut tx, table.oid, &qt)?;
+    let columns = catalog::table_columns(&mut tx, table.oid, &qt)?;
     let key = match a.key.is_empty() {
         true => schema::primary_key(&mut tx, table.oid)?,
         false => {
@@ -510,5 +505,15 @@ fn count(tx: &mut Transaction, qt: &str) -> Result<i64> {
 }
 
 fn main() {
-    cli::main(TOOL, USAGE, parse_command, run_command)
+    // The plan's own commands (docs/plan.md): resolved steps, and preflight's checks.
+    if std::env::args().any(|a| a == "--resolve") {
+        cli::main(TOOL, USAGE, pgferry::plan::parse_resolve, pgferry::plan::resolve);
+    }
+    if std::env::args().any(|a| a == "--preflight") {
+        cli::main(TOOL, USAGE, preflight::parse, preflight::run);
+    }
+    if std::env::args().any(|a| a == "--status") {
+        cli::main(TOOL, USAGE, status::parse, status::run);
+    }
+    cli::main(TOOL, USAGE, parse, run)
 }

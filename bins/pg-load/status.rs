@@ -13,6 +13,7 @@ pub struct Args {
 }
 
 pub fn parse(args: &mut pico_args::Arguments) -> Result<Args> {
+    args.contains("--status");
     Ok(Args {
         plan: cli::opt(args, "--plan")?.ok_or_else(|| Error::Usage("--status needs --plan PLAN".into()))?,
         db: cli::opt(args, "--db")?,
