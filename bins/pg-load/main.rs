@@ -215,10 +215,10 @@ fn run(a: Args) -> Result<Status> {
     let target = pg::Target::resolve(a.db.as_deref())?;
     let mut load_target = target.clone();
     pgferry::runlog::keepalive(&mut load_target);
-    // Data the server does not acknowledge for twice that ends the connection (the kernel);
-    // the stall watcher, which can also end the session on the server, comes first.
+    // Data the server does not acknowledge for longer ends the connection (the kernel); the
+    // stall watcher, which can also end the session on the server, comes first.
     let stall = std::time::Duration::from_secs(a.stall_timeout);
-    load_target.config.tcp_user_timeout(2 * stall);
+    load_target.config.tcp_user_timeout(stall + std::time::Duration::from_secs(30));
     let mut client = load_target.connect()?;
     let pid: i32 =
         client.query_one("SELECT pg_backend_pid()", &[]).map_err(|e| pg_error("ask the server for its pid", e))?.get(0);
