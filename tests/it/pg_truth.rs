@@ -517,4 +517,13 @@ fn generated_columns_load_without_flags() {
     // A stream that carries them (another producer, or --include-generated) loads too: PostgreSQL computes them.
     cmd("pg-load").args(["--db", &pg.url, "items"]).stdin(with).ok();
     assert_eq!(pg.rows("SELECT id, total, label FROM items ORDER BY id"), vec!["1|10|#1", "2|3|#2"]);
+    // count-check --full compares what each side computes.
+    let (sq, pgt) = (format!("sqlite:{}:items", db.display()), "pg:items".to_string());
+    cmd("count-check").args(["--db", &pg.url, "--full", &sq, &pgt]).ok();
+    pg.exec(
+        "ALTER TABLE items DROP COLUMN total; \
+         ALTER TABLE items ADD COLUMN total float8 GENERATED ALWAYS AS (price * qty + 1) STORED",
+    );
+    let r = cmd("count-check").args(["--db", &pg.url, "--full", &sq, &pgt]).expect(1);
+    assert!(r.stdout().contains("total"), "{}", r.describe());
 }
