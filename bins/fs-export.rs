@@ -328,22 +328,13 @@ fn resume_command(read_time: &str, last: Option<&str>) -> String {
         if arg.starts_with("--read-time=") || arg.starts_with("--resume-after=") {
             continue;
         }
-        words.push(shell_quote(&arg));
+        words.push(cli::shell_word(&arg));
     }
     words.push(format!("--read-time {read_time}"));
     if let Some(p) = last {
-        words.push(format!("--resume-after {}", shell_quote(p)));
+        words.push(format!("--resume-after {}", cli::shell_word(p)));
     }
     words.join(" ")
-}
-
-fn shell_quote(s: &str) -> String {
-    let plain = !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-./:=,@%+".contains(&b));
-    if plain {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', "'\\''"))
-    }
 }
 
 fn main() {
