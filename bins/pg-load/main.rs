@@ -219,10 +219,12 @@ fn run(a: Args) -> Result<Status> {
     // stall watcher, which can also end the session on the server, comes first.
     let stall = std::time::Duration::from_secs(a.stall_timeout);
     load_target.config.tcp_user_timeout(stall + std::time::Duration::from_secs(30));
+    // The run log first: the load's connection then idles only for one INSERT before BEGIN
+    // (an idle_session_timeout or a pooler may end idle sessions).
+    let mut log = RunLog::open(&target, &a.runs_table)?;
     let mut client = load_target.connect()?;
     let pid: i32 =
         client.query_one("SELECT pg_backend_pid()", &[]).map_err(|e| pg_error("ask the server for its pid", e))?.get(0);
-    let mut log = RunLog::open(&target, &a.runs_table)?;
     let run_id =
         log.begin(&Begin { tool: TOOL, step: None, target: &a.table, mode: a.mode.name(), backend_pid: pid })?;
     signals::watch(TOOL, &target, pid);
