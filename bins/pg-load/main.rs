@@ -34,7 +34,7 @@ changes nothing: rows already present are reported as such.
 
 Usage:
   pg-load [options] TABLE
-  pg-load --plan PLAN --resolve [--from STEP | --steps A,B]
+  pg-load --plan PLAN --resolve [--from STEP | --steps A,B] [--mode MODE]
   pg-load --plan PLAN --preflight [--app-env FILE] [--app-url-var VAR]
 
 Options:
