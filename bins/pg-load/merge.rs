@@ -18,6 +18,11 @@ pub fn create_stage(tx: &mut Transaction, qt: &str) -> Result<String> {
     Ok(stage)
 }
 
+/// Drops the staging table once merged, so the next table of a plan run can stage its own.
+pub fn drop_stage(tx: &mut Transaction, stage: &str) -> Result<()> {
+    tx.batch_execute(&format!("DROP TABLE {stage}")).map_err(|e| pg_error("drop the staging table", e))
+}
+
 /// Moves staged rows into the table by key; returns (inserted, already present, present after).
 #[allow(clippy::too_many_arguments)]
 pub fn merge_stage(
