@@ -54,7 +54,10 @@ Table options (on the command line, or in a plan step's \"load\" array):
   --mode MODE           insert: skip rows whose key is already present
                         (ON CONFLICT DO NOTHING); upsert: update them;
                         append: plain COPY, duplicates are errors;
-                        replace: empty the table first (TRUNCATE) [default: insert].
+                        replace: empty the table first (TRUNCATE);
+                        mirror: make the table equal to the stream by key
+                        (insert new, update changed, delete rows the stream
+                        lacks; never TRUNCATE) [default: insert].
   --key COLS            Key that identifies a row [default: the primary key].
   --epoch-unit UNIT     Numbers in timestamp/date columns are Unix epochs in
                         UNIT: s, ms, us or ns [default: numbers are refused].
@@ -107,6 +110,7 @@ enum Mode {
     Upsert,
     Append,
     Replace,
+    Mirror,
 }
 
 impl Mode {
@@ -116,6 +120,7 @@ impl Mode {
             Mode::Upsert => "upsert",
             Mode::Append => "append",
             Mode::Replace => "replace",
+            Mode::Mirror => "mirror",
         }
     }
 }
@@ -185,7 +190,12 @@ fn parse_load(args: &mut pico_args::Arguments, table: String, run: &RunOptions) 
         "upsert" => Mode::Upsert,
         "append" => Mode::Append,
         "replace" => Mode::Replace,
-        other => return Err(Error::Usage(format!("--mode must be insert, upsert, append or replace, not '{other}'"))),
+        "mirror" => Mode::Mirror,
+        other => {
+            return Err(Error::Usage(format!(
+                "--mode must be insert, upsert, append, replace or mirror, not '{other}'"
+            )))
+        }
     };
     let opts = Options::from_args(args, Options::default())?;
     let a = Args {
@@ -256,11 +266,10 @@ fn run_table(a: Args) -> Result<Status> {
             let rate = outcome.source_rows.unwrap_or(0) as f64 / secs.max(1e-9);
             note!(
                 TOOL,
-                "{}{}: {} rows inserted, {} already present; {:.1}s, {:.0} rows/s; run {} in {}",
+                "{}{}: {}; {:.1}s, {:.0} rows/s; run {} in {}",
                 a.table,
                 if a.dry_run { " (dry run: rolled back)" } else { "" },
-                outcome.inserted_rows.unwrap_or(0),
-                outcome.present_rows.unwrap_or(0),
+                report.summary,
                 secs,
                 rate,
                 log.id(),
@@ -285,6 +294,7 @@ struct Report {
     mismatch: String,
     /// Further lines for the operator (partitions created, foreign keys to validate).
     notes: Vec<String>,
+    summary: String,
 }
 
 /// A single-table run: one transaction around one table's load.
@@ -292,7 +302,7 @@ fn load(client: &mut postgres::Client, a: &Args, outcome: &mut Outcome) -> Resul
     let mut tx = client.transaction().map_err(|e| pg_error("begin", e))?;
     set_up(&mut tx, a.lock_timeout)?;
     let table = table::lock(&mut tx, &a.table)?;
-    let p = table::prepare(&mut tx, a, table, &[])?;
+    let p = table::prepare(&mut tx, a, table)?;
     let stdin = std::io::stdin();
     let mut reader = RowReader::new(std::io::BufReader::with_capacity(1 << 17, stdin.lock()), a.require_end);
     let loaded = table::load_rows(&mut tx, &p, a, &mut reader, outcome)?;
@@ -307,7 +317,7 @@ fn load(client: &mut postgres::Client, a: &Args, outcome: &mut Outcome) -> Resul
     } else {
         tx.commit().map_err(|e| pg_error("commit", e))?;
     }
-    Ok(Report { qualified: p.qt, verified: loaded.verified, mismatch, notes })
+    Ok(Report { qualified: p.qt, verified: loaded.verified, mismatch, notes, summary: loaded.summary })
 }
 
 /// The load transaction's settings: how long to wait for a lock; timestamps read in UTC.

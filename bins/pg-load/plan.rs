@@ -2,7 +2,7 @@
 //! (docs/stream.md §7) in ONE transaction, each with its own options, count check and run-log
 //! record; every foreign key valid before COMMIT; all tables committed or none.
 
-use crate::{parse_load, schema, set_up, table, Args, RunOptions, RUN_OPTIONS, TOOL};
+use crate::{parse_load, schema, set_up, table, Args, Mode, RunOptions, RUN_OPTIONS, TOOL};
 use pgferry::cli::{self, Status};
 use pgferry::pg::{self, pg_error, Table};
 use pgferry::runlog::{Outcome, RunLog};
@@ -84,18 +84,16 @@ pub fn run(p: PlanArgs) -> Result<Status> {
                 log.finish(state, o, None)?;
             }
             let mut rows = 0;
-            for ((s, o), (qt, log)) in steps.iter().zip(&outcomes).zip(tables.iter().zip(&logs)) {
+            for ((s, o), ((qt, summary), log)) in steps.iter().zip(&outcomes).zip(tables.iter().zip(&logs)) {
                 if s.args.analyze && !p.run.dry_run {
                     table::analyze(&mut client, qt, &s.args.table);
                 }
                 rows += o.source_rows.unwrap_or(0);
                 note!(
                     TOOL,
-                    "step '{}' ({}): {} rows inserted, {} already present; run {} in {}",
+                    "step '{}' ({}): {summary}; run {} in {}",
                     s.name,
                     s.args.table,
-                    o.inserted_rows.unwrap_or(0),
-                    o.present_rows.unwrap_or(0),
                     log.id(),
                     p.run.runs_table
                 );
@@ -140,7 +138,7 @@ fn load(
     p: &PlanArgs,
     steps: &[Step],
     outcomes: &mut [Outcome],
-) -> std::result::Result<Vec<String>, (Option<usize>, Error)> {
+) -> std::result::Result<Vec<(String, String)>, (Option<usize>, Error)> {
     let whole = |e: Error| (None, e);
     let mut tx = client.transaction().map_err(|e| whole(pg_error("begin", e)))?;
     set_up(&mut tx, p.run.lock_timeout).map_err(whole)?;
@@ -149,16 +147,33 @@ fn load(
     for (i, s) in steps.iter().enumerate() {
         tables.push(table::lock(&mut tx, &s.args.table).map_err(|e| (Some(i), e))?);
     }
+    // Foreign keys between the plan's tables that the load order would trip over are set
+    // aside before any row: a child loaded before its parent, and any key into a table that
+    // is mirrored or replaced (its deletes would hit children the plan deletes later).
+    let mut deferred = vec![];
+    for i in 0..steps.len() {
+        if tables[..i].iter().any(|t| t.oid == tables[i].oid) {
+            continue;
+        }
+        let parents: Vec<u32> = steps
+            .iter()
+            .zip(&tables)
+            .enumerate()
+            .filter(|(j, (p, t))| {
+                t.oid != tables[i].oid && (*j > i || matches!(p.args.mode, Mode::Mirror | Mode::Replace))
+            })
+            .map(|(_, (_, t))| t.oid)
+            .collect();
+        let fks = schema::drop_foreign_keys(&mut tx, &tables[i], false, &parents).map_err(|e| (Some(i), e))?;
+        deferred.extend(fks.into_iter().map(|fk| (i, fk)));
+    }
     let stdin = std::io::stdin();
     let mut reader = RowReader::segmented(std::io::BufReader::with_capacity(1 << 17, stdin.lock()));
-    // Foreign keys set aside (children before parents, --defer-fks), by step.
-    let mut deferred = vec![];
+    let mut summaries = vec![];
     for (i, s) in steps.iter().enumerate() {
         let at = |e: Error| (Some(i), e);
-        // A child loaded before its parent: its key to that parent waits for the end of the run.
-        let later: Vec<u32> = tables[i + 1..].iter().map(|t| t.oid).filter(|&o| o != tables[i].oid).collect();
         reader.begin_segment(&s.name, s.args.require_end);
-        let prepared = table::prepare(&mut tx, &s.args, tables[i].clone(), &later).map_err(at)?;
+        let prepared = table::prepare(&mut tx, &s.args, tables[i].clone()).map_err(at)?;
         let loaded = table::load_rows(&mut tx, &prepared, &s.args, &mut reader, &mut outcomes[i]).map_err(at)?;
         note!(TOOL, "step '{}' ({}): {}", s.name, s.args.table, loaded.count_line);
         for line in &loaded.notes {
@@ -168,6 +183,7 @@ fn load(
             return Err((Some(i), Error::CheckFailed(format!("count mismatch: {}", loaded.count_line))));
         }
         deferred.extend(prepared.deferred.into_iter().map(|fk| (i, fk)));
+        summaries.push(loaded.summary);
     }
     reader.finish().map_err(whole)?;
     // Every row of every table is in: deferred checks run now, and the keys set aside come
@@ -184,5 +200,5 @@ fn load(
     } else {
         tx.commit().map_err(|e| whole(pg_error("commit", e)))?;
     }
-    Ok(tables.iter().map(Table::qualified).collect())
+    Ok(tables.iter().map(Table::qualified).zip(summaries).collect())
 }

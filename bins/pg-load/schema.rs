@@ -147,11 +147,9 @@ pub fn restore_foreign_keys(tx: &mut Transaction, fks: &[ForeignKey]) -> Result<
 /// finds no pending trigger events.
 pub fn check_deferred(tx: &mut Transaction) -> Result<()> {
     tx.batch_execute("SET CONSTRAINTS ALL IMMEDIATE").map_err(|e| match e.as_db_error() {
-        Some(db) if db.code().code().starts_with("23") => Error::Data(format!(
-            "{}: {}",
-            db.message(),
-            db.detail().unwrap_or("")
-        )),
+        Some(db) if db.code().code().starts_with("23") => {
+            Error::Data(format!("{}: {}", db.message(), db.detail().unwrap_or("")))
+        }
         _ => pg_error("check deferred constraints", e),
     })
 }
@@ -172,7 +170,7 @@ pub fn restore_foreign_keys_validated(tx: &mut Transaction, fks: &[ForeignKey]) 
                 "foreign key {} of '{}': {} (a row's parent is in no table of the plan)",
                 fk.name,
                 fk.table_display,
-                db.detail().unwrap_or(db.message())
+                db.detail().unwrap_or(db.message()).trim_end_matches('.')
             )),
             _ => pg_error(format!("validate foreign key {} of '{}'", fk.name, fk.table_display), e),
         })?;

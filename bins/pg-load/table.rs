@@ -36,6 +36,8 @@ pub struct Loaded {
     pub count_line: String,
     /// Further lines for the operator (partitions created).
     pub notes: Vec<String>,
+    /// What happened to the rows: `N rows inserted, M already present`, or mirror's four counts.
+    pub summary: String,
 }
 
 /// Resolves TABLE as SQL does and takes its lock (SHARE ROW EXCLUSIVE: no other writer, readers
@@ -57,10 +59,9 @@ pub fn lock(tx: &mut Transaction, name: &str) -> Result<Table> {
     Ok(table)
 }
 
-/// Looks at the table and decides the path (direct COPY or staged merge). `set_aside` names
-/// foreign keys to drop for the load besides those `--defer-fks` drops (a plan's children
-/// before parents).
-pub fn prepare(tx: &mut Transaction, a: &Args, table: Table, set_aside: &[u32]) -> Result<Prepared> {
+/// Looks at the table and decides the path (direct COPY or staged merge); sets its foreign
+/// keys aside with --defer-fks.
+pub fn prepare(tx: &mut Transaction, a: &Args, table: Table) -> Result<Prepared> {
     let qt = table.qualified();
     let columns = convert::table_columns(tx, table.oid, &qt)?;
     let key = match a.key.is_empty() {
@@ -86,7 +87,13 @@ pub fn prepare(tx: &mut Transaction, a: &Args, table: Table, set_aside: &[u32]) 
     if a.ensure_partitions.is_some() && table.kind != 'p' {
         return Err(Error::Usage(format!("--ensure-partitions: '{}' is not a partitioned table", a.table)));
     }
-    let staged = ensure.is_some() || (!empty && matches!(a.mode, Mode::Insert | Mode::Upsert));
+    let staged = ensure.is_some() || (!empty && matches!(a.mode, Mode::Insert | Mode::Upsert | Mode::Mirror));
+    if a.mode == Mode::Mirror && key.is_empty() {
+        return Err(Error::Usage(format!(
+            "--mode mirror needs a key to tell rows apart: '{}' has no primary key; pass --key COLS",
+            a.table
+        )));
+    }
     if staged && key.is_empty() {
         return Err(Error::Usage(format!(
             "'{}' already has rows and no primary key, so a re-run could not tell loaded rows from new ones; \
@@ -99,7 +106,7 @@ pub fn prepare(tx: &mut Transaction, a: &Args, table: Table, set_aside: &[u32]) 
     }
     // Only the direct path into a table that has rows (--mode append) needs the count before.
     let rows_before: i64 = if empty || staged { 0 } else { count(tx, &qt)? };
-    let deferred = schema::drop_foreign_keys(tx, &table, a.defer_fks, set_aside)?;
+    let deferred = schema::drop_foreign_keys(tx, &table, a.defer_fks, &[])?;
 
     let loadable: Vec<ColumnInfo> = columns.iter().filter(|c| !c.generated).cloned().collect();
     let plan = Columns { binary: loadable.iter().all(|c| c.kind.has_binary()), columns: loadable };
@@ -150,15 +157,31 @@ pub fn load_rows<R: std::io::BufRead>(
     if let (Some(interval), Some(stage)) = (p.ensure, &stage) {
         notes.extend(schema::ensure_partitions(tx, &p.table, stage, interval, a.lock_timeout)?);
     }
-    let (inserted, present, dest) = match &stage {
+    let mut summary = None;
+    let (inserted, present, dest, verified) = match &stage {
         None => {
             let after = count(tx, &p.qt)?;
-            (after - p.rows_before, 0, after - p.rows_before)
+            let n = after - p.rows_before;
+            if a.mode == Mode::Mirror {
+                summary = Some(format!("{n} inserted, 0 updated, 0 deleted, 0 unchanged"));
+            }
+            (n, 0, n, n >= source_rows)
+        }
+        Some(stage) if a.mode == Mode::Mirror => {
+            let m = merge::merge_mirror(tx, &p.qt, stage, &p.columns, &segments, &p.key, source_rows)?;
+            merge::drop_stage(tx, stage)?;
+            summary = Some(format!(
+                "{} inserted, {} updated, {} deleted, {} unchanged",
+                m.inserted, m.updated, m.deleted, m.unchanged
+            ));
+            // Equal to the stream: every key of it present, and nothing else in the table.
+            let equal = m.present == source_rows && m.rows_after == source_rows;
+            (m.inserted, m.updated + m.unchanged, if equal { source_rows } else { m.present.min(m.rows_after) }, equal)
         }
         Some(stage) => {
-            let r = merge::merge_stage(tx, &p.qt, stage, &p.columns, &segments, &p.key, a.mode, source_rows)?;
+            let (i, pr, d) = merge::merge_stage(tx, &p.qt, stage, &p.columns, &segments, &p.key, a.mode, source_rows)?;
             merge::drop_stage(tx, stage)?;
-            r
+            (i, pr, d, d >= source_rows)
         }
     };
     outcome.inserted_rows = Some(inserted);
@@ -166,9 +189,9 @@ pub fn load_rows<R: std::io::BufRead>(
     outcome.dest_rows = Some(dest);
 
     schema::advance_sequences(tx, &p.qt, &p.columns, &segments)?;
-    let verified = dest >= source_rows;
     let count_line = format!("Source: {source_rows} rows → Postgres: {dest} rows {}", if verified { "✓" } else { "✗" });
-    Ok(Loaded { verified, count_line, notes })
+    let summary = summary.unwrap_or_else(|| format!("{inserted} rows inserted, {present} already present"));
+    Ok(Loaded { verified, count_line, notes, summary })
 }
 
 /// The run log's `source` from the end record: `sqlite:app.db:orders` and the like.

@@ -412,3 +412,92 @@ fn kill_9_of_a_plan_run_commits_nothing_and_leaves_no_transaction_behind() {
         vec!["interrupted", "interrupted", "success", "success"]
     );
 }
+
+#[test]
+fn mirror_makes_tables_equal_to_their_source_by_key_single_and_per_plan_step() {
+    let pg = Pg::new();
+    pg.exec(
+        "CREATE TABLE customers (id bigint PRIMARY KEY, name text NOT NULL, tier text, prefs jsonb, note text DEFAULT 'kept');
+         CREATE TABLE orders (id bigint PRIMARY KEY, customer_id bigint NOT NULL REFERENCES customers(id), total numeric(10,2));
+         -- Outside every plan: the application's own table, pointing at customers.
+         CREATE TABLE invoices (id int PRIMARY KEY, customer_id bigint CONSTRAINT inv_customer REFERENCES customers(id));",
+    );
+    let t = TempDir::new();
+    let db = t.path("app.db");
+    sqlite_db(
+        &db,
+        "CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT, tier TEXT, prefs TEXT);
+         CREATE TABLE orders (id INTEGER PRIMARY KEY, customer_id INTEGER, total REAL);
+         WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 5)
+           INSERT INTO customers SELECT x, 'customer ' || x, 'basic', '{\"a\":1}' FROM c;
+         WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 12)
+           INSERT INTO orders SELECT x, 1 + x % 5, x * 2.5 FROM c;",
+    );
+    let side = |table: &str| format!("sqlite:{}:{table}", db.display());
+    let dump = |table: &str| cmd("sqlite-dump").args([db.display().to_string().as_str(), table]).ok().stdout();
+    let mirror = |table: &str| cmd("pg-load").args(["--db", &pg.url, "--mode", "mirror", table]).stdin(dump(table));
+    let full_check = |table: &str| {
+        cmd("count-check").args(["--db", &pg.url, "--full", &side(table), &format!("pg:{table}")]).ok();
+    };
+    // Into an empty table: every row inserted.
+    mirror("customers").ok().stderr_has(&["customers: 5 inserted, 0 updated, 0 deleted, 0 unchanged"]);
+    pg.exec("INSERT INTO invoices VALUES (1, 2)");
+    // The source changes: one row updated, one deleted, one added.
+    sqlite_db(
+        &db,
+        "UPDATE customers SET tier = 'gold' WHERE id = 3; DELETE FROM customers WHERE id = 4;
+         INSERT INTO customers VALUES (6, 'customer 6', NULL, '[]'); UPDATE customers SET prefs = '{\"a\": 1}' WHERE id = 5;",
+    );
+    pg.exec("UPDATE customers SET note = 'set by the app' WHERE id = 1");
+    mirror("customers").ok().stderr_has(&[
+        "Source: 5 rows → Postgres: 5 rows ✓",
+        // prefs '{\"a\": 1}' is the same jsonb as '{\"a\":1}': unchanged.
+        "customers: 1 inserted, 1 updated, 1 deleted, 3 unchanged",
+    ]);
+    full_check("customers");
+    assert_eq!(pg.rows("SELECT id FROM customers ORDER BY id"), vec!["1", "2", "3", "5", "6"]);
+    // A column the stream does not carry keeps its value; the outside table is untouched.
+    assert_eq!(pg.one("SELECT note FROM customers WHERE id = 1"), "set by the app");
+    assert_eq!(pg.one("SELECT note FROM customers WHERE id = 6"), "kept");
+    assert_eq!(pg.rows("SELECT id || '|' || customer_id FROM invoices"), vec!["1|2"]);
+    // Unchanged source: a re-run changes nothing.
+    mirror("customers").ok().stderr_has(&["customers: 0 inserted, 0 updated, 0 deleted, 5 unchanged"]);
+
+    // A row still referenced from outside cannot go: a clear error naming the key, nothing changed.
+    sqlite_db(&db, "DELETE FROM customers WHERE id = 2; UPDATE customers SET name = 'renamed' WHERE id = 1");
+    let r = mirror("customers").expect(65);
+    r.stderr_has(&["--mode mirror", "Key (id)=(2) is still referenced from table \"invoices\"", "inv_customer"]);
+    assert_eq!(pg.one("SELECT name FROM customers WHERE id = 1"), "customer 1");
+    assert_eq!(pg.count("customers"), 5);
+    pg.exec("DELETE FROM invoices");
+    // The source made consistent again: customer 2 back, customer 4's orders gone with it.
+    sqlite_db(
+        &db,
+        "INSERT INTO customers VALUES (2, 'customer 2', 'basic', '{\"a\":1}'); DELETE FROM orders WHERE customer_id = 4",
+    );
+
+    // Per plan step: customers and orders mirrored in one transaction after more changes.
+    let plan = t.path("plan.ndjson");
+    let steps = [
+        Step { name: "customers", source: side("customers"), target: "customers", load: &["--mode", "mirror"] },
+        Step { name: "orders", source: side("orders"), target: "orders", load: &["--mode=mirror"] },
+    ];
+    write_plan(&plan, &steps);
+    plan_load(&pg, &plan, plan_stream(&steps, None), &[])
+        .ok()
+        .stderr_has(&["step 'customers' (customers): 0 inserted, 1 updated, 0 deleted, 4 unchanged"]);
+    full_check("customers");
+    full_check("orders");
+    sqlite_db(
+        &db,
+        "DELETE FROM orders WHERE customer_id = 3; DELETE FROM customers WHERE id = 3;
+         UPDATE orders SET total = 99.5 WHERE id = 1; INSERT INTO orders VALUES (13, 6, 1.0), (14, 6, 2.0);",
+    );
+    let r = plan_load(&pg, &plan, plan_stream(&steps, None), &[]).ok();
+    r.stderr_has(&[
+        "step 'customers' (customers): 0 inserted, 0 updated, 1 deleted, 4 unchanged",
+        "step 'orders' (orders): 2 inserted, 1 updated, 3 deleted, 6 unchanged",
+    ]);
+    full_check("customers");
+    full_check("orders");
+}
