@@ -61,7 +61,7 @@ pub fn merge_stage(
         .query_one(&format!("SELECT '{}'::regclass::oid", qt.replace('\'', "''")), &[])
         .map_err(|e| pg_error("look up the table", e))?
         .get::<_, u32>(0);
-    let on_conflict = has_unique_index(tx, oid, key)?;
+    let on_conflict = pgferry::catalog::has_unique_key(tx, oid, key)?;
     let join = key.iter().map(|k| format!("t.{0} = s.{0}", quote_ident(k))).collect::<Vec<_>>().join(" AND ");
     let mut inserted = 0i64;
     for (seg, sig) in segments.iter().enumerate() {
@@ -125,21 +125,6 @@ fn merge_error(table: &str, e: postgres::Error) -> Error {
         }
         _ => pg_error("merge staged rows", e),
     }
-}
-
-/// A unique index (or constraint) on exactly these columns, usable by ON CONFLICT.
-fn has_unique_index(tx: &mut Transaction, oid: u32, key: &[String]) -> Result<bool> {
-    let rows = tx
-        .query(
-            "SELECT array_agg(a.attname::text ORDER BY a.attname) FROM pg_index i \
-             CROSS JOIN LATERAL unnest(i.indkey) k(attnum) JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
-             WHERE i.indrelid = $1 AND i.indisunique AND i.indpred IS NULL AND i.indexprs IS NULL GROUP BY i.indexrelid",
-            &[&oid],
-        )
-        .map_err(|e| pg_error("read unique indexes", e))?;
-    let mut want: Vec<String> = key.to_vec();
-    want.sort();
-    Ok(rows.iter().any(|r| r.get::<_, Vec<String>>(0) == want))
 }
 
 /// A key that repeats within the stream is bad data, named by its two lines.
@@ -215,11 +200,11 @@ pub fn merge_mirror(
     check_repeats(tx, stage, key, source_rows)?;
     tx.batch_execute(&format!("ANALYZE {stage}")).map_err(|e| pg_error("analyze the staging table", e))?;
     let join = key_list.iter().map(|k| format!("t.{k} = s.{k}")).collect::<Vec<_>>().join(" AND ");
-    let mut m = Mirrored::default();
     // Deleted first, so that an update or insert cannot collide with a row about to go.
-    m.deleted = tx
+    let deleted = tx
         .execute(&format!("DELETE FROM {qt} t WHERE NOT EXISTS (SELECT 1 FROM {stage} s WHERE {join})"), &[])
         .map_err(|e| mirror_delete_error(qt, e))? as i64;
+    let mut m = Mirrored { deleted, ..Mirrored::default() };
     for (seg, sig) in segments.iter().enumerate() {
         let cols: Vec<String> =
             (0..plan.columns.len()).filter(|i| !sig.contains(i)).map(|i| quote_ident(&plan.columns[i].name)).collect();

@@ -131,6 +131,9 @@ pub fn run(p: PlanArgs) -> Result<Status> {
     }
 }
 
+/// An error and the index of the step it belongs to (`None`: the run as a whole).
+type StepError = (Option<usize>, Error);
+
 /// Loads every step in one transaction; returns each step's qualified table. An error comes
 /// with the index of the step it belongs to (`None`: the run as a whole).
 fn load(
@@ -138,7 +141,7 @@ fn load(
     p: &PlanArgs,
     steps: &[Step],
     outcomes: &mut [Outcome],
-) -> std::result::Result<Vec<(String, String)>, (Option<usize>, Error)> {
+) -> std::result::Result<Vec<(String, String)>, StepError> {
     let whole = |e: Error| (None, e);
     let mut tx = client.transaction().map_err(|e| whole(pg_error("begin", e)))?;
     set_up(&mut tx, p.run.lock_timeout).map_err(whole)?;

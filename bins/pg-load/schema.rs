@@ -1,22 +1,10 @@
-//! What a load does around its rows: the primary key, partitions the rows need, foreign keys
-//! set aside for --defer-fks, and sequences moved past the loaded ids.
+//! What a load does around its rows: partitions the rows need, foreign keys
+//! set aside for --defer-fks or a plan run, and sequences moved past the loaded ids.
 
 use crate::rows::{Columns, Signature};
 use pgferry::pg::{pg_error, quote_ident, Table};
 use pgferry::{Error, Result};
 use postgres::Transaction;
-
-pub fn primary_key(tx: &mut Transaction, oid: u32) -> Result<Vec<String>> {
-    let rows = tx
-        .query(
-            "SELECT a.attname::text FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY k(attnum, ord) \
-             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
-             WHERE i.indrelid = $1 AND i.indisprimary ORDER BY k.ord",
-            &[&oid],
-        )
-        .map_err(|e| pg_error("read the primary key", e))?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
-}
 
 /// Creates the partitions the staged rows need (pg-partition's code path and lock).
 pub fn ensure_partitions(

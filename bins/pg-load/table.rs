@@ -6,7 +6,7 @@ use crate::copy::CopySink;
 use crate::rows::{self, Columns};
 use crate::schema::{self, ForeignKey};
 use crate::{merge, Args, Mode, TOOL};
-use pgferry::convert::{self, ColumnInfo};
+use pgferry::catalog::{self, ColumnInfo};
 use pgferry::pg::{pg_error, Table};
 use pgferry::runlog::Outcome;
 use pgferry::stream::{EndRecord, RowReader};
@@ -63,9 +63,9 @@ pub fn lock(tx: &mut Transaction, name: &str) -> Result<Table> {
 /// keys aside with --defer-fks.
 pub fn prepare(tx: &mut Transaction, a: &Args, table: Table) -> Result<Prepared> {
     let qt = table.qualified();
-    let columns = convert::table_columns(tx, table.oid, &qt)?;
+    let columns = catalog::table_columns(tx, table.oid, &qt)?;
     let key = match a.key.is_empty() {
-        true => schema::primary_key(tx, table.oid)?,
+        true => catalog::primary_key(tx, table.oid)?,
         false => {
             for k in &a.key {
                 if !columns.iter().any(|c| &c.name == k) {
