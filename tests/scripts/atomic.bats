@@ -78,6 +78,8 @@ count_lines() { grep -o '[^ ]*: Source: [0-9]* rows â†’ Postgres: [0-9]* rows âœ
   cp "${W}/good.ndjson" "${W}/plan.ndjson"
   run -0 "${SCRIPTS}/migrate" --execute
   [[ "$(counts customers notes)" == "customers=20 notes=50" ]]
+  # The run log: the cut stream failed, the killed load was found interrupted, then success.
+  [[ "$(pg -c "SELECT string_agg(outcome, ',' ORDER BY id) FROM _migration_runs WHERE target = 'notes'")" == failed,interrupted,success ]]
 }
 
 @test "migrate --dry-run of the BellSystems fixture leaves pg_dump as it was and reports the real run's counts" {
@@ -110,6 +112,11 @@ count_lines() { grep -o '[^ ]*: Source: [0-9]* rows â†’ Postgres: [0-9]* rows âœ
   # Insert mode only adds: PostgreSQL is a superset, and verify says so.
   run -0 "${SCRIPTS}/migrate" --execute
   run -1 --separate-stderr "${SCRIPTS}/verify" --full
+  # Per step, the parent's step cannot delete c20 before the notes' step has run.
+  run "${SCRIPTS}/migrate" --execute --per-step --mode mirror
+  ((status != 0))
+  [[ "${output}" == *"step 1 failed"*"nothing of this step was committed"* && "${output}" == *notes_customer_id_fkey* ]]
+  [[ "$(pg -c "SELECT name FROM customers WHERE id = 'c2'")" == "Customer 2" ]]
   run -0 "${SCRIPTS}/migrate" --execute --mode mirror
   [[ "${output}" == *"0 inserted"*"1 updated"*"1 deleted"*"18 unchanged"* ]]
   [[ "${output}" == *"0 inserted"*"0 updated"*"3 deleted"*"49 unchanged"* ]]
