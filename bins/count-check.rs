@@ -217,11 +217,7 @@ struct Args {
 
 fn parse(args: &mut pico_args::Arguments) -> Result<Args> {
     let opts = parse_check_opts(args, &CheckOpts::default())?;
-    let mut fs_opts = fs::FsOptions::default();
-    if let Some(f) = cli::opt(args, "--id-field")? {
-        fs_opts.id_field = f;
-    }
-    fs::parse_args(args, &mut fs_opts)?;
+    let fs_opts = fs::parse_args(args)?;
     let ctx = Ctx {
         db: cli::opt(args, "--db")?,
         require_end: !args.contains("--no-end-record"),
@@ -345,13 +341,7 @@ fn run(a: Args) -> Result<Status> {
 }
 
 fn plan_steps(path: &str, only: &[String]) -> Result<Vec<pgferry::plan::Step>> {
-    let steps = pgferry::plan::read(path)?;
-    for s in only {
-        if !steps.iter().any(|t| &t.step == s) {
-            return Err(Error::Usage(format!("plan '{path}' has no step '{s}'")));
-        }
-    }
-    Ok(steps.into_iter().filter(|s| only.is_empty() || only.contains(&s.step)).collect())
+    pgferry::plan::select(pgferry::plan::read(path)?, None, only).map_err(|e| e.context(format!("plan '{path}'")))
 }
 
 // ---------------------------------------------------------------- checks

@@ -3,6 +3,7 @@
 mod copy;
 mod merge;
 mod plan;
+mod preflight;
 mod rows;
 mod schema;
 mod table;
@@ -38,6 +39,8 @@ all tables commit or none do. One run-log record per step.
 Usage:
   pg-load [options] TABLE
   pg-load --plan PLAN [--from STEP | --steps A,B] [run options]
+  pg-load --plan PLAN --resolve [--from STEP | --steps A,B]
+  pg-load --plan PLAN --preflight [--app-env FILE] [--app-url-var VAR]
 
 Run options:
   --db URL              PostgreSQL connection URL or 'key=value' string
@@ -80,6 +83,17 @@ Table options (on the command line, or in a plan step's \"load\" array):
   --no-analyze          Skip ANALYZE after the load.
   --source NAME         What to record as the source [default: from the stream;
                         in a plan run, the step's source].
+  --resolve             With --plan: print the plan's steps resolved (the commands
+                        the runbook scripts run; docs/plan.md), one JSON object
+                        per line, and load nothing.
+  --preflight           With --plan: check, changing nothing, that every step can
+                        load as this role (sources, tables, the privileges its
+                        mode needs, RLS, sequences, partitions), one 'ok' or
+                        'MISSING' line each; exit 1 if one is missing. With
+                        --app-env FILE (a KEY=VALUE file) or --app-url-var VAR
+                        alone (this environment), also that the role in VAR
+                        [default: DATABASE_URL] can read and write every target
+                        and use its sequences (the app after cutover).
   -h, --help            Show this help.
   -V, --version         Show the version.
 
@@ -327,5 +341,12 @@ fn set_up(tx: &mut postgres::Transaction, lock_timeout: u32) -> Result<()> {
 }
 
 fn main() {
+    // The plan's own commands (docs/plan.md): resolved steps, and preflight's checks.
+    if std::env::args().any(|a| a == "--resolve") {
+        cli::main(TOOL, USAGE, pgferry::plan::parse_resolve, pgferry::plan::resolve);
+    }
+    if std::env::args().any(|a| a == "--preflight") {
+        cli::main(TOOL, USAGE, preflight::parse, preflight::run);
+    }
     cli::main(TOOL, USAGE, parse, run)
 }

@@ -30,28 +30,13 @@ struct Step {
 /// The selected steps of the plan, each step's `load` array parsed as pg-load's command line
 /// would be (a run-level option there is a usage error naming the step).
 fn steps(p: &PlanArgs) -> Result<Vec<Step>> {
-    let all = pgferry::plan::read(&p.plan)?;
-    if p.from.is_some() && !p.only.is_empty() {
-        return Err(Error::Usage("give --from or --steps, not both".into()));
-    }
-    for name in p.from.iter().chain(p.only.iter()) {
-        if !all.iter().any(|s| &s.step == name) {
-            return Err(Error::Usage(format!("the plan '{}' has no step '{name}'", p.plan)));
-        }
-    }
-    let selected: Vec<pgferry::plan::Step> = match &p.from {
-        Some(f) => all.into_iter().skip_while(|s| &s.step != f).collect(),
-        None => all.into_iter().filter(|s| p.only.is_empty() || p.only.contains(&s.step)).collect(),
-    };
+    let selected = pgferry::plan::select(pgferry::plan::read(&p.plan)?, p.from.as_deref(), &p.only)?;
     selected
         .into_iter()
         .map(|s| {
             let ctx = |e: Error| e.context(format!("plan '{}', step '{}', load", p.plan, s.step));
-            let mut load = s.load.clone();
             // A partitioned target gets the partitions its rows need inside the run's transaction.
-            if s.partitioned.is_some() && !load.iter().any(|a| a == "--ensure-partitions") {
-                load.push("--ensure-partitions".into());
-            }
+            let load = s.load_args();
             if let Some(bad) = load.iter().find(|a| RUN_OPTIONS.contains(&a.split('=').next().unwrap_or(""))) {
                 return Err(ctx(Error::Usage(format!("'{bad}' is an option of the whole run, not of a step"))));
             }
