@@ -1,6 +1,7 @@
 //! pg-load: NDJSON on stdin into one PostgreSQL table, in one transaction.
 
 mod copy;
+mod indexes;
 mod merge;
 mod plan;
 mod preflight;
