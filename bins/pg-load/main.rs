@@ -1,33 +1,30 @@
 //! pg-load: NDJSON on stdin into one PostgreSQL table, in one transaction.
 
 mod copy;
+mod indexes;
 mod merge;
+mod plan;
 mod preflight;
 mod rows;
 mod schema;
 mod status;
+mod table;
 
-use copy::CopySink;
-use pgferry::catalog::{self, ColumnInfo};
 use pgferry::cli::{self, Status};
 use pgferry::commit::{self, Committed, TxId};
-use pgferry::convert::{self, Options};
-use pgferry::pg::{self, pg_cause, pg_error, Table};
-use pgferry::runlog::{Begin, Outcome, RunLog};
-use pgferry::signals;
-use pgferry::stream::{EndRecord, RowReader};
-use pgferry::{note, Error, Result};
-use postgres::Transaction;
-use rows::Columns;
-use serde_json::Value;
-use std::time::Instant;
+use pgferry::convert::Options;
+use pgferry::pg::{self, pg_error};
+use pgferry::runlog::{Begin, Outcome, RunId, RunLog};
+use pgferry::stream::RowReader;
+use pgferry::{note, signals, stall, Error, Result};
+use std::time::{Duration, Instant};
 
 pub const TOOL: &str = "pg-load";
 /// The largest `--lock-timeout` PostgreSQL can express (INT_MAX ms), in seconds.
 const MAX_LOCK_TIMEOUT: u32 = 2_147_483;
 
 const USAGE: &str = "\
-pg-load: load an NDJSON stream into one PostgreSQL table, all rows or none.
+pg-load: load an NDJSON stream into PostgreSQL tables, all rows or none.
 
 Reads the stream (docs/stream.md) on stdin and loads it into the existing table
 TABLE in one transaction, converting each value by its column's type (see
@@ -37,45 +34,37 @@ Fewer rows in PostgreSQL than in the source rolls everything back. Every run,
 success or failure, is recorded in _migration_runs. Re-running the same load
 changes nothing: rows already present are reported as such.
 
+With --plan, stdin is the concatenation of the selected steps' streams in plan
+order (docs/stream.md §7: each may start with its table record), and every
+step's table is loaded in ONE transaction with the step's own `load` options:
+each table's count is verified, foreign keys between the plan's tables may be
+loaded children first (they are set aside and validated before COMMIT), and
+all tables commit or none do. One run-log record per step.
+
 Usage:
   pg-load [options] TABLE
-  pg-load --plan PLAN --resolve [--from STEP | --steps A,B]
+  pg-load --plan PLAN [--from STEP | --steps A,B] [run options]
+  pg-load --plan PLAN --resolve [--from STEP | --steps A,B] [--mode MODE]
   pg-load --plan PLAN --preflight [--app-env FILE] [--app-url-var VAR]
   pg-load --plan PLAN --status [--db URL] [--runs-table NAME]
 
-Options:
+Run options:
   --db URL              PostgreSQL connection URL or 'key=value' string
                         [default: $DATABASE_URL, else the PG* variables].
-  --mode MODE           insert: skip rows whose key is already present
-                        (ON CONFLICT DO NOTHING); upsert: update them;
-                        append: plain COPY, duplicates are errors;
-                        replace: empty the table first (TRUNCATE) [default: insert].
-  --key COLS            Key that identifies a row [default: the primary key].
-  --epoch-unit UNIT     Numbers in timestamp/date columns are Unix epochs in
-                        UNIT: s, ms, us or ns [default: numbers are refused].
-  --assume-tz OFFSET    Zone of timestamps without an offset going into
-                        timestamptz: UTC or ±HH:MM [default: UTC].
-  --ignore-unknown      Drop keys that match no column instead of failing.
-  --strip-nul           Remove NUL characters from text (PostgreSQL cannot store
-                        them) instead of failing.
-  --defer-fks           Load rows whose parents are not loaded yet: the table's
-                        foreign keys are dropped for the load and re-added NOT
-                        VALID; validate them later (the command is printed).
-  --ensure-partitions   The target is range-partitioned by time: create the
-                        partitions the rows need (as pg-partition ensure does,
-                        same names, same lock) in the load's transaction.
-  --partition-interval I  daily, monthly or yearly [default: monthly].
-  --no-end-record       Accept a foreign stream without the end record.
-  --dry-run             Do everything, report, then roll back.
-  --no-analyze          Skip ANALYZE after the load.
-  --source NAME         What to record as the source [default: from the stream].
+  --dry-run             Do everything (conversions, count checks, foreign key
+                        validation, privileges), report, then roll back.
   --runs-table NAME     Run log table [default: _migration_runs].
-  --lock-timeout SECS   Wait this long for the table lock; 0: do not wait
+  --lock-timeout SECS   Wait this long for each table's lock; 0: do not wait
                         (NOWAIT) [default: 10].
   --stall-timeout SECS  End the load when its connection carries nothing for
                         this long while the server waits for pg-load (the
-                        session is ended on the server, so its lock goes)
+                        session is ended on the server, so its locks go)
                         [default: 60].
+  --plan PLAN           Load the plan's steps (docs/plan.md) from one stream.
+  --from STEP           With --plan: start at this step.
+  --steps A,B           With --plan: only these steps (in plan order).
+  --mode MODE           With --plan: the mode of every step whose \"load\" names
+                        none (mirror, for a re-run after a rollback).
   --resolve             With --plan: print the plan's steps resolved (the commands
                         the runbook scripts run; docs/plan.md), one JSON object
                         per line, and load nothing.
@@ -90,6 +79,41 @@ Options:
   --status              With --plan: print each step's latest run (NDJSON on
                         stdout: step, target, source, outcome, finished_at,
                         counts); exit 0 iff every one succeeded, else 1.
+
+Table options (on the command line, or in a plan step's \"load\" array):
+  --mode MODE           insert: skip rows whose key is already present
+                        (ON CONFLICT DO NOTHING); upsert: update them;
+                        append: plain COPY, duplicates are errors;
+                        replace: empty the table first (TRUNCATE);
+                        mirror: make the table equal to the stream by key
+                        (insert new, update changed, delete rows the stream
+                        lacks; never TRUNCATE) [default: insert].
+  --key COLS            Key that identifies a row [default: the primary key].
+  --epoch-unit UNIT     Numbers in timestamp/date columns are Unix epochs in
+                        UNIT: s, ms, us or ns [default: numbers are refused].
+  --assume-tz OFFSET    Zone of timestamps without an offset going into
+                        timestamptz: UTC or ±HH:MM [default: UTC].
+  --ignore-unknown      Drop keys that match no column instead of failing.
+  --strip-nul           Remove NUL characters from text (PostgreSQL cannot store
+                        them) instead of failing.
+  --strict              Refuse values PostgreSQL would change without an error
+                        (rounded to a numeric scale, to microseconds, to real or
+                        double precision; JSON objects repeating a key) instead
+                        of counting them in the summary and the run log.
+  --defer-fks           Load rows whose parents are not loaded yet: the table's
+                        foreign keys are dropped for the load and re-added NOT
+                        VALID; validate them later (the command is printed).
+                        In a plan run they are re-added and validated before
+                        COMMIT.
+  --ensure-partitions   The target is range-partitioned by time: create the
+                        partitions the rows need (as pg-partition ensure does,
+                        same names, same lock) in the load's transaction.
+  --partition-interval I  daily, monthly or yearly [default: monthly].
+  --no-end-record       Accept a foreign stream without the end record (in a
+                        plan, its segment ends at the next table record).
+  --no-analyze          Skip ANALYZE after the load.
+  --source NAME         What to record as the source [default: from the stream;
+                        in a plan run, the step's source].
   -h, --help            Show this help.
   -V, --version         Show the version.
 
@@ -98,7 +122,7 @@ Input:
   case as in SQL ('\"Orders\"').
 
 Output:
-  stderr: the count line and a summary. Nothing on stdout.
+  stderr: the count line (one per step) and a summary. Nothing on stdout.
 
 Exit status:
   0 loaded and verified; 1 count verification failed (rolled back);
@@ -113,6 +137,9 @@ Exit status:
 Examples:
   sqlite-dump app.sqlite melody_drafts | pg-load melody_drafts
   fs-export --group orders --parent-field customer_id | pg-load crm_orders
+  { echo '{\"$table\":{\"step\":\"1\",\"target\":\"orders\"}}'; sqlite-dump app.db orders;
+    echo '{\"$table\":{\"step\":\"2\",\"target\":\"items\"}}'; sqlite-dump app.db items; } |
+    pg-load --plan plan.ndjson
 ";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,6 +148,7 @@ enum Mode {
     Upsert,
     Append,
     Replace,
+    Mirror,
 }
 
 impl Mode {
@@ -130,10 +158,13 @@ impl Mode {
             Mode::Upsert => "upsert",
             Mode::Append => "append",
             Mode::Replace => "replace",
+            Mode::Mirror => "mirror",
         }
     }
 }
 
+/// How one table is loaded: a single-table run's command line, or a plan step's `load` array
+/// plus the run's own options.
 struct Args {
     table: String,
     db: Option<String>,
@@ -152,15 +183,35 @@ struct Args {
     stall_timeout: u64,
 }
 
-fn parse(args: &mut pico_args::Arguments) -> Result<Args> {
-    let mode = match cli::opt(args, "--mode")?.as_deref().unwrap_or("insert") {
-        "insert" => Mode::Insert,
-        "upsert" => Mode::Upsert,
-        "append" => Mode::Append,
-        "replace" => Mode::Replace,
-        other => return Err(Error::Usage(format!("--mode must be insert, upsert, append or replace, not '{other}'"))),
-    };
-    let opts = Options::from_args(args, Options::default())?;
+/// The options of a whole run (one table or a plan), not of one table.
+struct RunOptions {
+    db: Option<String>,
+    dry_run: bool,
+    runs_table: String,
+    lock_timeout: u32,
+    stall_timeout: u64,
+}
+
+/// The run-level options, which a plan step's `load` array may not give.
+const RUN_OPTIONS: &[&str] =
+    &["--db", "--dry-run", "--runs-table", "--lock-timeout", "--stall-timeout", "--plan", "--from", "--steps"];
+
+enum Command {
+    Table(Args),
+    Plan(plan::PlanArgs),
+}
+
+fn parse(args: &mut pico_args::Arguments) -> Result<Command> {
+    let run = parse_run_options(args)?;
+    if let Some(path) = cli::opt(args, "--plan")? {
+        return plan::parse(args, path, run).map(Command::Plan);
+    }
+    let mut a = parse_load(args, String::new(), &run)?;
+    a.table = cli::positional(args, "TABLE")?;
+    Ok(Command::Table(a))
+}
+
+fn parse_run_options(args: &mut pico_args::Arguments) -> Result<RunOptions> {
     let lock_timeout = match cli::opt(args, "--lock-timeout")? {
         // PostgreSQL's lock_timeout holds at most INT_MAX milliseconds.
         Some(s) => match s.parse::<u32>() {
@@ -173,8 +224,39 @@ fn parse(args: &mut pico_args::Arguments) -> Result<Args> {
         },
         None => 10,
     };
-    let a = Args {
+    let stall_timeout = match cli::opt(args, "--stall-timeout")? {
+        Some(s) => match s.parse::<u64>() {
+            Ok(n) if (1..=86_400).contains(&n) => n,
+            _ => return Err(Error::Usage(format!("--stall-timeout takes whole seconds from 1 to 86400, not '{s}'"))),
+        },
+        None => 60,
+    };
+    Ok(RunOptions {
         db: cli::opt(args, "--db")?,
+        dry_run: args.contains("--dry-run"),
+        runs_table: cli::opt(args, "--runs-table")?.unwrap_or_else(|| "_migration_runs".into()),
+        lock_timeout,
+        stall_timeout,
+    })
+}
+
+/// One table's load options, the same for the command line and a plan step's `load`.
+fn parse_load(args: &mut pico_args::Arguments, table: String, run: &RunOptions) -> Result<Args> {
+    let mode = match cli::opt(args, "--mode")?.as_deref().unwrap_or("insert") {
+        "insert" => Mode::Insert,
+        "upsert" => Mode::Upsert,
+        "append" => Mode::Append,
+        "replace" => Mode::Replace,
+        "mirror" => Mode::Mirror,
+        other => {
+            return Err(Error::Usage(format!(
+                "--mode must be insert, upsert, append, replace or mirror, not '{other}'"
+            )))
+        }
+    };
+    let opts = Options::from_args(args, Options::default())?;
+    let a = Args {
+        db: run.db.clone(),
         mode,
         key: cli::list(args, "--key")?,
         opts,
@@ -191,65 +273,159 @@ fn parse(args: &mut pico_args::Arguments) -> Result<Args> {
             }
         },
         require_end: !args.contains("--no-end-record"),
-        dry_run: args.contains("--dry-run"),
+        dry_run: run.dry_run,
         analyze: !args.contains("--no-analyze"),
         source: cli::opt(args, "--source")?,
-        runs_table: cli::opt(args, "--runs-table")?.unwrap_or_else(|| "_migration_runs".into()),
-        lock_timeout,
-        stall_timeout: match cli::opt(args, "--stall-timeout")? {
-            Some(s) => match s.parse::<u64>() {
-                Ok(n) if (1..=86_400).contains(&n) => n,
-                _ => {
-                    return Err(Error::Usage(format!("--stall-timeout takes whole seconds from 1 to 86400, not '{s}'")))
-                }
-            },
-            None => 60,
-        },
-        table: cli::positional(args, "TABLE")?,
+        runs_table: run.runs_table.clone(),
+        lock_timeout: run.lock_timeout,
+        stall_timeout: run.stall_timeout,
+        table,
     };
     Ok(a)
 }
 
-fn run(a: Args) -> Result<Status> {
+fn run(c: Command) -> Result<Status> {
+    match c {
+        Command::Table(a) => run_table(a),
+        Command::Plan(p) => plan::run(p),
+    }
+}
+
+/// What every load run holds besides its transaction: the run log (its rows, one per table),
+/// the load's connection and backend, and the watchers for signals and stalls.
+pub struct Session {
+    pub target: pg::Target,
+    pub client: postgres::Client,
+    pub pid: i32,
+    pub log: RunLog,
+    pub runs: Vec<RunId>,
+}
+
+/// Opens the run log (first: the load's connection then idles only for the INSERTs before
+/// BEGIN, where an idle_session_timeout or a pooler might end it), connects the load with
+/// keepalives, records one `running` row per (step, table, mode), and starts the watchers.
+pub fn open_session(
+    db: Option<&str>,
+    runs_table: &str,
+    stall_timeout: u64,
+    tables: &[(Option<&str>, &str, &str)],
+) -> Result<Session> {
     signals::install();
-    let target = pg::Target::resolve(a.db.as_deref())?;
+    let target = pg::Target::resolve(db)?;
+    let mut log = RunLog::open(&target, runs_table)?;
     let mut load_target = target.clone();
     pgferry::runlog::keepalive(&mut load_target);
     // Data the server does not acknowledge for longer ends the connection (the kernel); the
     // stall watcher, which can also end the session on the server, comes first.
-    let stall = std::time::Duration::from_secs(a.stall_timeout);
-    load_target.config.tcp_user_timeout(stall + std::time::Duration::from_secs(30));
-    // The run log first: the load's connection then idles only for one INSERT before BEGIN
-    // (an idle_session_timeout or a pooler may end idle sessions).
-    let mut log = RunLog::open(&target, &a.runs_table)?;
+    let stall = Duration::from_secs(stall_timeout);
+    load_target.config.tcp_user_timeout(stall + Duration::from_secs(30));
     let mut client = load_target.connect()?;
     let pid: i32 =
         client.query_one("SELECT pg_backend_pid()", &[]).map_err(|e| pg_error("ask the server for its pid", e))?.get(0);
-    let run_id =
-        log.begin(&Begin { tool: TOOL, step: None, target: &a.table, mode: a.mode.name(), backend_pid: pid })?;
+    let mut runs = vec![];
+    for (step, table, mode) in tables {
+        runs.push(log.begin(&Begin { tool: TOOL, step: *step, target: table, mode, backend_pid: pid })?);
+    }
     signals::watch(TOOL, &target, pid);
-    let (t, runs, table) = (target.clone(), a.runs_table.clone(), a.table.clone());
-    let finish: pgferry::stall::Finish = Box::new(move |state, message, _code| {
-        if let Err(e) = pgferry::runlog::mark(&t, &runs, run_id, state, message) {
-            note!(TOOL, "warning: {}", e.message());
+    let (t, name, ids) = (target.clone(), runs_table.to_string(), runs.clone());
+    let finish: stall::Finish = Box::new(move |state, message, _code| {
+        for id in &ids {
+            if let Err(e) = pgferry::runlog::mark(&t, &name, *id, state, message) {
+                note!(TOOL, "warning: {}", e.message());
+                break;
+            }
         }
-        note!(TOOL, "{table}: {message}");
+        note!(TOOL, "{message}");
     });
-    pgferry::stall::watch(&target, pid, stall, finish);
-    let started = Instant::now();
-    let mut outcome = Outcome::default();
-    let result = load(&mut client, &a, &mut outcome, &mut log, &target);
-    pgferry::stall::done();
-    // The load's own outcome is what the operator must learn: a run-log failure after it is a warning.
-    let record = |log: &mut RunLog, state: &str, err: Option<&str>| {
-        if let Err(e) = log.finish(run_id, state, &outcome, err) {
+    stall::watch(&target, pid, stall, finish);
+    Ok(Session { target, client, pid, log, runs })
+}
+
+impl Session {
+    /// Records run `id`'s end; a run-log failure is a warning (the load's own outcome is what
+    /// the operator must learn, and the next run settles the row from the server).
+    pub fn record(&mut self, id: RunId, state: &str, o: &Outcome, err: Option<&str>) {
+        if let Err(e) = self.log.finish(id, state, o, err) {
             note!(
                 TOOL,
-                "warning: {}; run {run_id} stays 'running' there until the next run resolves it from the server",
+                "warning: {}; run {id} stays 'running' there until the next run resolves it from the server",
                 e.message()
             );
         }
-    };
+    }
+
+    /// A load that failed: its run-log state and its error, saying only what is known
+    /// ("nothing was committed" only when COMMIT was not sent or the server said so).
+    pub fn failure(&self, e: Error) -> (&'static str, Error) {
+        let (state, e) = match (e.commit_outcome_unknown(), signals::received()) {
+            (true, _) => ("unknown", e),
+            (false, Some(sig)) => ("interrupted", signals::interrupted(sig)),
+            (false, _) => (
+                "failed",
+                match e {
+                    Error::CheckFailed(m) => Error::CheckFailed(format!("{m}; rolled back, nothing was committed")),
+                    e => e.append("; nothing was committed"),
+                },
+            ),
+        };
+        // A connection that broke may have left the session open on the server (a stalled
+        // proxy holds it): end it there, so that its locks go now.
+        let e = match &e {
+            Error::Unavailable(_) if !signals::commit_was_sent() && commit::end_session(&self.target, self.pid) => {
+                e.append("; the load's session was still open on the server and was ended there (locks released)")
+            }
+            _ => e,
+        };
+        (state, e)
+    }
+
+    /// Notes a COMMIT that needed a second connection to learn its outcome, or a signal that
+    /// came while it was under way.
+    pub fn report_commit(&self, committed: &Option<Committed>, xid: i64) {
+        if let Some(Committed::ConfirmedAfter(cause)) = committed {
+            note!(TOOL, "the connection broke during COMMIT ({cause}); the server reports transaction {xid} committed");
+        }
+        if let (Some(sig), Some(_)) = (signals::received(), committed) {
+            note!(TOOL, "{} arrived while COMMIT was under way; the load had committed", signals::name(sig));
+        }
+    }
+}
+
+/// The start of a load's transaction: its id noted (in the run log, before any row) so that
+/// its outcome can be learnt whatever happens to this process.
+pub fn begin(tx: &mut postgres::Transaction, log: &mut RunLog) -> Result<TxId> {
+    signals::check()?;
+    let id = TxId::of(tx)?;
+    stall::set_xid(id.xid);
+    log.attach(id.xid)?;
+    Ok(id)
+}
+
+/// Ends a load's transaction: rolls back (`None`), or commits and learns the outcome even
+/// across a broken connection.
+pub fn end(tx: postgres::Transaction, id: TxId, target: &pg::Target, roll_back: bool) -> Result<Option<Committed>> {
+    signals::check()?;
+    if roll_back {
+        tx.rollback().map_err(|e| pg_error("roll back", e))?;
+        return Ok(None);
+    }
+    signals::commit_sent();
+    commit::commit(tx, id, target).map(Some)
+}
+
+/// The load's input: stdin, read so that waiting for a slow producer is not taken for a stall.
+pub fn input() -> std::io::BufReader<stall::Watched<std::io::StdinLock<'static>>> {
+    std::io::BufReader::with_capacity(1 << 17, stall::Watched(std::io::stdin().lock()))
+}
+
+fn run_table(a: Args) -> Result<Status> {
+    let mut s =
+        open_session(a.db.as_deref(), &a.runs_table, a.stall_timeout, &[(None, a.table.as_str(), a.mode.name())])?;
+    let run_id = s.runs[0];
+    let started = Instant::now();
+    let mut outcome = Outcome::default();
+    let result = load(&mut s, &a, &mut outcome);
+    stall::done();
     match result {
         Ok(report) => {
             let state = if a.dry_run {
@@ -260,49 +436,33 @@ fn run(a: Args) -> Result<Status> {
                 "failed"
             };
             let err = (!report.verified).then(|| report.mismatch.clone());
-            record(&mut log, state, err.as_deref());
+            s.record(run_id, state, &outcome, err.as_deref());
             if !report.verified {
                 return Err(Error::CheckFailed(format!(
                     "{}: {}; rolled back, nothing was committed",
                     a.table, report.mismatch
                 )));
             }
-            if let Some(Committed::ConfirmedAfter(cause)) = &report.committed {
-                note!(
-                    TOOL,
-                    "{}: the connection broke during COMMIT ({cause}); the server reports transaction {} committed",
-                    a.table,
-                    report.xid
-                );
-            }
-            if let Some(sig) = signals::received() {
-                note!(
-                    TOOL,
-                    "{}: {} arrived while COMMIT was under way; the load had committed",
-                    a.table,
-                    signals::name(sig)
-                );
-            }
+            s.report_commit(&report.committed, report.xid);
             if a.analyze && !a.dry_run {
-                if client.is_closed() {
+                if s.client.is_closed() {
                     note!(TOOL, "warning: ANALYZE {} skipped (the connection is gone): run it yourself", a.table);
-                } else if let Err(e) = client.batch_execute(&format!("ANALYZE {}", report.qualified)) {
-                    note!(TOOL, "warning: ANALYZE {}: {}", a.table, pg_cause(&e));
+                } else {
+                    table::analyze(&mut s.client, &report.qualified, &a.table);
                 }
             }
             let secs = started.elapsed().as_secs_f64();
             let rate = outcome.source_rows.unwrap_or(0) as f64 / secs.max(1e-9);
             note!(
                 TOOL,
-                "{}{}: {} rows inserted, {} already present; {:.1}s, {:.0} rows/s; run {} in {}",
+                "{}{}: {}; {:.1}s, {:.0} rows/s; run {} in {}",
                 a.table,
                 if a.dry_run { " (dry run: rolled back)" } else { "" },
-                outcome.inserted_rows.unwrap_or(0),
-                outcome.present_rows.unwrap_or(0),
+                report.summary,
                 secs,
                 rate,
                 run_id,
-                log.name()
+                s.log.name()
             );
             for line in &report.notes {
                 note!(TOOL, "{}: {line}", a.table);
@@ -310,21 +470,8 @@ fn run(a: Args) -> Result<Status> {
             Ok(Status::Ok)
         }
         Err(e) => {
-            // COMMIT was not sent (or the server said it failed), unless the outcome is unknown.
-            let (state, e) = match (e.commit_outcome_unknown(), signals::received()) {
-                (true, _) => ("unknown", e),
-                (false, Some(sig)) => ("interrupted", signals::interrupted(sig)),
-                (false, _) => ("failed", e.append("; nothing was committed")),
-            };
-            // A connection that broke may have left the session open on the server (a stalled
-            // proxy holds it): end it there, so that its lock goes now.
-            let e = match &e {
-                Error::Unavailable(_) if !signals::commit_was_sent() && pgferry::commit::end_session(&target, pid) => {
-                    e.append("; the load's session was still open on the server and was ended there (lock released)")
-                }
-                _ => e,
-            };
-            record(&mut log, state, Some(e.message()));
+            let (state, e) = s.failure(e);
+            s.record(run_id, state, &outcome, Some(e.message()));
             Err(e.context(&a.table))
         }
     }
@@ -339,171 +486,48 @@ struct Report {
     mismatch: String,
     /// Further lines for the operator (partitions created, foreign keys to validate).
     notes: Vec<String>,
+    summary: String,
 }
 
-fn load(
-    client: &mut postgres::Client,
-    a: &Args,
-    outcome: &mut Outcome,
-    log: &mut RunLog,
-    target: &pg::Target,
-) -> Result<Report> {
-    signals::check()?;
-    let mut tx = client.transaction().map_err(|e| pg_error("begin", e))?;
-    // Recorded before anything is loaded: with it, a run that dies can be resolved later.
-    let id = TxId::of(&mut tx)?;
-    pgferry::stall::set_xid(id.xid);
-    log.attach(id.xid)?;
-    // lock_timeout = 0 means "no limit" to PostgreSQL; ours means "do not wait": the table
-    // lock is taken NOWAIT and any other lock waits at most 1 ms.
-    let lock_wait = if a.lock_timeout == 0 { "1ms".to_string() } else { format!("{}s", a.lock_timeout) };
-    // The server's side of a dead client: its keepalives (and a check between rows of a long
-    // statement) end the session, which rolls back and releases the table's lock.
+/// A single-table run: one transaction around one table's load.
+fn load(s: &mut Session, a: &Args, outcome: &mut Outcome) -> Result<Report> {
+    let mut tx = s.client.transaction().map_err(|e| pg_error("begin", e))?;
+    let id = begin(&mut tx, &mut s.log)?;
+    set_up(&mut tx, a.lock_timeout)?;
+    let table = table::lock(&mut tx, &a.table, a.lock_timeout == 0)?;
+    let p = table::prepare(&mut tx, a, table)?;
+    let mut reader = RowReader::new(input(), a.require_end);
+    let loaded = table::load_rows(&mut tx, &p, a, &mut reader, outcome)?;
+    let mut notes = loaded.notes;
+    if !p.deferred.is_empty() {
+        notes.push(schema::restore_foreign_keys(&mut tx, &p.deferred)?);
+    }
+    note!(TOOL, "{}: {}", a.table, loaded.count_line);
+    let mismatch = if loaded.verified { String::new() } else { format!("count mismatch: {}", loaded.count_line) };
+    let committed = end(tx, id, &s.target, a.dry_run || !loaded.verified)?;
+    Ok(Report {
+        qualified: p.qt,
+        committed,
+        xid: id.xid,
+        verified: loaded.verified,
+        mismatch,
+        notes,
+        summary: loaded.summary,
+    })
+}
+
+/// The load transaction's settings: how long to wait for a lock (0: the table locks are taken
+/// NOWAIT, since PostgreSQL reads lock_timeout = 0 as "no limit"; other locks wait 1 ms);
+/// timestamps read in UTC; the server's side of a dead client (its keepalives, and a check
+/// during long statements) ends the session, which rolls back and releases the locks.
+fn set_up(tx: &mut postgres::Transaction, lock_timeout: u32) -> Result<()> {
+    let lock_wait = if lock_timeout == 0 { "1ms".to_string() } else { format!("{lock_timeout}s") };
     tx.batch_execute(&format!(
         "SET LOCAL lock_timeout = '{lock_wait}'; SET LOCAL TimeZone = 'UTC'; SET LOCAL tcp_keepalives_idle = 30; \
          SET LOCAL tcp_keepalives_interval = 10; SET LOCAL tcp_keepalives_count = 6; \
          SET LOCAL client_connection_check_interval = '10s'"
     ))
-    .map_err(|e| pg_error("set up the session", e))?;
-    let table = Table::resolve(&mut tx, &a.table)?;
-    if table.kind != 'r' && table.kind != 'p' {
-        return Err(Error::Usage(format!(
-            "'{}' is not a table (pg-load loads ordinary and partitioned tables)",
-            a.table
-        )));
-    }
-    let qt = table.qualified();
-    let nowait = if a.lock_timeout == 0 { " NOWAIT" } else { "" };
-    tx.batch_execute(&format!("LOCK TABLE {qt} IN SHARE ROW EXCLUSIVE MODE{nowait}")).map_err(|e| {
-        match pg_error("lock", e) {
-            Error::TempFail(m) => {
-                Error::TempFail(format!("{m} (another session holds the table: another pg-load, or the application?)"))
-            }
-            other => other,
-        }
-    })?;
-    let columns = catalog::table_columns(&mut tx, table.oid, &qt)?;
-    let key = match a.key.is_empty() {
-        true => schema::primary_key(&mut tx, table.oid)?,
-        false => {
-            for k in &a.key {
-                if !columns.iter().any(|c| &c.name == k) {
-                    return Err(Error::Usage(format!("--key column '{k}' is not a column of '{}'", a.table)));
-                }
-            }
-            a.key.clone()
-        }
-    };
-    if a.mode == Mode::Replace {
-        tx.batch_execute(&format!("TRUNCATE {qt}")).map_err(|e| pg_error("empty the table (--mode replace)", e))?;
-    }
-    let empty = tx
-        .query_one(&format!("SELECT NOT EXISTS (SELECT 1 FROM {qt})"), &[])
-        .map_err(|e| pg_error("look at the table", e))?
-        .get::<_, bool>(0);
-    // Partitions the rows need are known only once every row is read: stage them first.
-    let ensure = a.ensure_partitions.filter(|_| table.kind == 'p');
-    if a.ensure_partitions.is_some() && table.kind != 'p' {
-        return Err(Error::Usage(format!("--ensure-partitions: '{}' is not a partitioned table", a.table)));
-    }
-    let staged = ensure.is_some() || (!empty && matches!(a.mode, Mode::Insert | Mode::Upsert));
-    if staged && key.is_empty() {
-        return Err(Error::Usage(format!(
-            "'{}' already has rows and no primary key, so a re-run could not tell loaded rows from new ones; \
-             pass --key COLS, or --mode append or --mode replace",
-            a.table
-        )));
-    }
-    if a.mode == Mode::Upsert && key.is_empty() {
-        return Err(Error::Usage("--mode upsert needs a primary key or --key".into()));
-    }
-    // Only the direct path into a table that has rows (--mode append) needs the count before.
-    let rows_before: i64 = if empty || staged { 0 } else { count(&mut tx, &qt)? };
-    let deferred = if a.defer_fks { schema::drop_foreign_keys(&mut tx, &table)? } else { vec![] };
-
-    let loadable: Vec<ColumnInfo> = columns.iter().filter(|c| !c.generated).cloned().collect();
-    let plan = Columns { binary: loadable.iter().all(|c| c.kind.has_binary()), columns: loadable };
-    let generated: Vec<&str> = columns.iter().filter(|c| c.generated).map(|c| c.name.as_str()).collect();
-
-    let stdin = std::io::stdin();
-    let mut reader = RowReader::new(
-        std::io::BufReader::with_capacity(1 << 17, pgferry::stall::Watched(stdin.lock())),
-        a.require_end,
-    );
-    let mut sink = CopySink::new(&plan, &table);
-    let stage = if staged { Some(merge::create_stage(&mut tx, &qt)?) } else { None };
-    // Recorded even when the load fails: the run log says what was attempted and how far it got.
-    outcome.source = a.source.clone();
-    let mut changes = convert::Changes::default();
-    let streamed =
-        rows::stream_rows(&mut tx, &mut reader, &plan, &generated, a, &mut sink, stage.as_deref(), &mut changes);
-    outcome.changes = changes.list(&plan.columns);
-    let segments = match streamed {
-        Ok(s) => s,
-        Err(e) => {
-            outcome.source_rows = Some(reader.rows() as i64);
-            return Err(e);
-        }
-    };
-    let source_rows = reader.rows() as i64;
-    outcome.source_rows = Some(source_rows);
-    outcome.source = a.source.clone().or_else(|| reader.end_record().map(describe_source));
-
-    let mut notes = vec![];
-    if !outcome.changes.is_empty() {
-        let parts: Vec<String> =
-            outcome.changes.iter().map(|(col, kind, n)| format!("column '{col}': {n} {kind}")).collect();
-        notes.push(format!(
-            "values PostgreSQL changes on the way in (counted in the run log; --strict refuses them): {}",
-            parts.join(", ")
-        ));
-    }
-    if let (Some(interval), Some(stage)) = (ensure, &stage) {
-        notes.extend(schema::ensure_partitions(&mut tx, &table, stage, interval, a.lock_timeout)?);
-    }
-    let (inserted, present, dest) = match &stage {
-        None => {
-            let after = count(&mut tx, &qt)?;
-            (after - rows_before, 0, after - rows_before)
-        }
-        Some(stage) => merge::merge_stage(&mut tx, &qt, stage, &plan, &segments, &key, a.mode, source_rows)?,
-    };
-    outcome.inserted_rows = Some(inserted);
-    outcome.present_rows = Some(present);
-    outcome.dest_rows = Some(dest);
-
-    schema::advance_sequences(&mut tx, &qt, &plan, &segments)?;
-    if !deferred.is_empty() {
-        notes.push(schema::restore_foreign_keys(&mut tx, &table, &deferred)?);
-    }
-    let verified = dest >= source_rows;
-    let line = format!("Source: {source_rows} rows → Postgres: {dest} rows {}", if verified { "✓" } else { "✗" });
-    note!(TOOL, "{}: {line}", a.table);
-    let mismatch = if verified { String::new() } else { format!("count mismatch: {line}") };
-    signals::check()?;
-    let committed = if a.dry_run || !verified {
-        tx.rollback().map_err(|e| pg_error("roll back", e))?;
-        None
-    } else {
-        signals::commit_sent();
-        Some(commit::commit(tx, id, target)?)
-    };
-    Ok(Report { qualified: qt, committed, xid: id.xid, verified, mismatch, notes })
-}
-
-fn describe_source(end: &EndRecord) -> String {
-    let f = |k: &str| end.fields.get(k).and_then(Value::as_str).map(str::to_string);
-    let mut parts = vec![];
-    for k in ["source", "database", "table", "collection", "group", "document"] {
-        if let Some(v) = f(k) {
-            parts.push(v);
-        }
-    }
-    parts.join(":")
-}
-
-fn count(tx: &mut Transaction, qt: &str) -> Result<i64> {
-    Ok(tx.query_one(&format!("SELECT count(*) FROM {qt}"), &[]).map_err(|e| pg_error("count rows", e))?.get(0))
+    .map_err(|e| pg_error("set up the session", e))
 }
 
 fn main() {

@@ -12,4 +12,5 @@ mod pg_load;
 mod pg_partition;
 mod pg_proxy;
 mod pg_truth;
+mod plan_load;
 mod sqlite_dump;
