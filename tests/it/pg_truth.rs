@@ -527,3 +527,31 @@ fn generated_columns_load_without_flags() {
     let r = cmd("count-check").args(["--db", &pg.url, "--full", &sq, &pgt]).expect(1);
     assert!(r.stdout().contains("total"), "{}", r.describe());
 }
+
+#[test]
+fn a_plan_runs_lost_commit_reply_is_learnt_and_every_step_records_it() {
+    let pg = Pg::new();
+    pg.exec("CREATE TABLE a (id bigint PRIMARY KEY); CREATE TABLE b (id bigint PRIMARY KEY)");
+    let t = TempDir::new();
+    std::fs::write(
+        t.path("plan.ndjson"),
+        "{\"step\": \"1\", \"source\": \"sqlite:/x.db:a\", \"target\": \"a\"}\n\
+         {\"step\": \"2\", \"source\": \"sqlite:/x.db:b\", \"target\": \"b\"}\n",
+    )
+    .unwrap();
+    let input = "{\"$table\":{\"step\":\"1\",\"target\":\"a\"}}\n{\"id\":1}\n{\"$end\":{\"rows\":1}}\n\
+                 {\"$table\":{\"step\":\"2\",\"target\":\"b\"}}\n{\"id\":1}\n{\"id\":2}\n{\"$end\":{\"rows\":2}}\n";
+    let proxy = PgProxy::start(&pg.url, Fault::CutCommitReply(0));
+    cmd("pg-load")
+        .args(["--db", &proxy.url(&pg.url), "--plan", &t.str("plan.ndjson")])
+        .stdin(input)
+        .ok()
+        .stderr_has(&["the connection broke during COMMIT", "committed"]);
+    assert_eq!((pg.count("a"), pg.count("b")), (1, 2));
+    assert_eq!(
+        pg.rows("SELECT step, outcome, xid = (SELECT min(xid) FROM _migration_runs) FROM _migration_runs ORDER BY id"),
+        vec!["1|success|t", "2|success|t"]
+    );
+    let lines = cmd("pg-load").args(["--db", &pg.url, "--plan", &t.str("plan.ndjson"), "--status"]).ok().json_lines();
+    assert!(lines.iter().all(|l| l["outcome"] == "success"), "{lines:?}");
+}
