@@ -116,10 +116,7 @@ fn parse(args: &mut pico_args::Arguments) -> Result<Args> {
     Ok(a)
 }
 
-fn run(args: &mut pico_args::Arguments) -> Result<Status> {
-    let a = parse(args)?;
-    let pargs = std::mem::replace(args, pico_args::Arguments::from_vec(vec![]));
-    cli::finish(pargs)?;
+fn run(a: Args) -> Result<Status> {
     let conn = sq::open_read_only(&a.db)?;
     sq::begin_snapshot(&conn)?;
     if a.ddl {
@@ -230,8 +227,8 @@ fn dump_table<W: Write>(conn: &Connection, info: &TableInfo, a: &Args, out: W, d
                 ValueRef::Integer(n) => w.int(n),
                 ValueRef::Real(f) => w.float(f),
                 ValueRef::Blob(b) => w.bytes(b),
-                ValueRef::Text(t) => match std::str::from_utf8(t) {
-                    Ok(s) => w.str(s),
+                ValueRef::Text(t) => match w.text(t) {
+                    Ok(()) => {}
                     Err(_) if a.invalid_text_as_bytes => w.bytes(t),
                     Err(e) => {
                         let ident = match row.get_ref(0).expect("ident column") {
@@ -279,5 +276,5 @@ fn query_error(table: &str, a: &Args, e: rusqlite::Error) -> Error {
 }
 
 fn main() {
-    cli::main(TOOL, USAGE, run)
+    cli::main(TOOL, USAGE, parse, run)
 }
