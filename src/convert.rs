@@ -87,8 +87,8 @@ impl EpochUnit {
 /// Per-column conversion options.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
-    /// Zone assumed for timestamps without an offset going into timestamptz (seconds east).
-    pub assume_offset: i32,
+    /// Zone assumed for timestamps without an offset going into timestamptz.
+    pub assume_tz: timefmt::Zone,
     /// Unit for epoch numbers; `None` refuses numbers in timestamp columns.
     pub epoch: Option<EpochUnit>,
     /// Remove NUL characters from text instead of refusing them.
@@ -107,9 +107,7 @@ impl Options {
             );
         }
         if let Some(z) = crate::cli::opt(args, "--assume-tz")? {
-            o.assume_offset = crate::timefmt::parse_offset(&z).ok_or_else(|| {
-                Error::Usage(format!("--assume-tz takes UTC or a fixed offset such as +02:00, not '{z}'"))
-            })?;
+            o.assume_tz = timefmt::Zone::parse(&z).map_err(|e| Error::Usage(format!("--assume-tz: {e}")))?;
         }
         if args.contains("--strip-nul") {
             o.strip_nul = true;
@@ -231,7 +229,7 @@ pub fn convert_raw(raw: &str, kind: &Kind, opts: &Options) -> Option<Cell> {
         Kind::Timestamptz | Kind::Timestamp => {
             let p = timefmt::parse_timestamp(plain_str()?)?;
             let tz = *kind == Kind::Timestamptz;
-            let micros = if tz { p.utc_micros(opts.assume_offset) } else { p.utc_micros(0) };
+            let micros = if tz { p.utc_micros_in(&opts.assume_tz)? } else { p.utc_micros(0) };
             Some(if tz { Cell::Timestamptz(micros) } else { Cell::Timestamp(micros) })
         }
         _ => None,
@@ -479,7 +477,11 @@ pub fn text_to_timestamp(s: &str, opts: &Options, tz: bool) -> std::result::Resu
     let p = timefmt::parse_timestamp(t).ok_or_else(|| "cannot read this text as a timestamp".to_string())?;
     // timestamptz: no offset means the assumed zone. timestamp: a written offset is
     // converted to UTC; no offset is stored as written.
-    Ok(if tz { p.utc_micros(opts.assume_offset) } else { p.utc_micros(0) })
+    if !tz {
+        return Ok(p.utc_micros(0));
+    }
+    p.utc_micros_in(&opts.assume_tz)
+        .ok_or_else(|| format!("this time is outside the years the rules of zone {} cover", opts.assume_tz.name()))
 }
 
 fn to_timestamp(v: &Value, opts: &Options, tz: bool) -> std::result::Result<i64, String> {
@@ -526,7 +528,9 @@ fn to_date(v: &Value, opts: &Options) -> std::result::Result<i32, String> {
             if p.date_only {
                 p.micros
             } else {
-                p.utc_micros(opts.assume_offset)
+                p.utc_micros_in(&opts.assume_tz).ok_or_else(|| {
+                    format!("this time is outside the years the rules of zone {} cover", opts.assume_tz.name())
+                })?
             }
         }
         Value::Number(_) => to_timestamp(v, opts, true)?,
@@ -977,7 +981,7 @@ mod tests {
         assert!(convert(&json!(1704448800), &Kind::Timestamptz, &Options::default())
             .unwrap_err()
             .contains("--epoch-unit"));
-        let athens = Options { assume_offset: 7200, ..Default::default() };
+        let athens = Options { assume_tz: timefmt::Zone::Fixed(7200), ..Default::default() };
         assert_eq!(convert(&json!("2024-01-05 12:00:00"), &Kind::Timestamptz, &athens), Ok(Cell::Timestamptz(base)));
         // timestamp without time zone keeps zoneless text as written
         assert_eq!(convert(&json!("2024-01-05 10:00:00"), &Kind::Timestamp, &athens), Ok(Cell::Timestamp(base)));
@@ -1006,7 +1010,7 @@ mod tests {
 
     #[test]
     fn the_fast_path_agrees_with_the_general_one() {
-        let opts = Options { assume_offset: 3600, ..Default::default() };
+        let opts = Options { assume_tz: timefmt::Zone::parse("Europe/Paris").unwrap(), ..Default::default() };
         let cases = [
             ("\"plain\"", Kind::Text),
             ("\"2024-01-05 10:00:00\"", Kind::Timestamptz),

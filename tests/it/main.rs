@@ -12,3 +12,4 @@ mod harness;
 mod pg_load;
 mod pg_partition;
 mod sqlite_dump;
+mod zones;
