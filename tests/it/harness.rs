@@ -158,6 +158,9 @@ pub fn cmd(name: &str) -> Cmd {
         "GOOGLE_CLOUD_PROJECT",
         "GCLOUD_PROJECT",
         "CLOUDSDK_CORE_PROJECT",
+        "CLOUDSDK_CONFIG",
+        "GCE_METADATA_HOST",
+        "GOOGLE_CLOUD_QUOTA_PROJECT",
     ] {
         c.env_remove(k);
     }

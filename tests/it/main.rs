@@ -2,6 +2,7 @@
 //! pgferry's one integration-test binary: every tool against real SQLite files and a real
 //! PostgreSQL (and the Firestore emulator for fs-export).
 
+mod adc;
 mod backup_verify;
 mod catalog;
 mod connect;
