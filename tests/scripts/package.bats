@@ -47,3 +47,26 @@ deb() {
   run -0 env PATH="${cron_path}" pgferry-verify
   [[ "$(pg -c 'SELECT count(*) FROM notes')" == 50 ]]
 }
+
+@test "the README's quick start works pasted into a shell, with the installed tools" {
+  local pkg root block
+  pkg="$(deb)"
+  root="${W}/root"
+  mkdir -p "${root}"
+  dpkg -x "${pkg}" "${root}"
+  # The block after the marker, less its first line (the local server's one-time setup).
+  block="$(sed -n '/<!-- quick start/,/^```$/p' "${BATS_TEST_DIRNAME}/../../README.md" | sed '1,2d;$d' | sed '1d')"
+  [[ "${block}" == *"pg-load notes"* ]]
+  # "A PostgreSQL that psql reaches": this test's database, through the libpq variables.
+  local rest="${DATABASE_URL#postgres://}"
+  export PGUSER="${rest%%:*}" PGPASSWORD="${rest#*:}" PGDATABASE="${rest##*/}"
+  PGPASSWORD="${PGPASSWORD%%@*}"
+  rest="${rest#*@}"
+  export PGHOST="${rest%%:*}" PGPORT="${rest#*:}"
+  PGPORT="${PGPORT%%/*}"
+  unset DATABASE_URL
+  run -0 --separate-stderr env PATH="${root}/usr/bin:/usr/bin:/bin" bash -euo pipefail -c "${block}"
+  # shellcheck disable=SC2154 # set by run --separate-stderr
+  [[ "${stderr}" == *"pg-load: notes: Source: 2 rows → Postgres: 2 rows ✓"* ]]
+  [[ "${output}" == *"hello"*"world"*"(2 rows)"* ]]
+}
