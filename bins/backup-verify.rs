@@ -20,6 +20,8 @@ mod pgdump;
 mod restore;
 #[path = "backup-verify/rotate.rs"]
 mod rotate;
+#[path = "backup-verify/tree.rs"]
+mod tree;
 
 const USAGE: &str = "\
 backup-verify: SQLite backups with a manifest, checked before anyone relies on them.
@@ -155,6 +157,20 @@ fn run_create(args: &mut pico_args::Arguments) -> Result<Status> {
         return Err(Error::Usage("--name must be a plain file name that does not start with '.'".into()));
     }
     let started = std::time::Instant::now();
+    if tree::is_tree(&db) {
+        let s = tree::create(&db, &PathBuf::from(&out), name.as_deref(), level)?;
+        print_line(&mut std::io::stdout().lock(), &Value::Object(s.clone()))?;
+        pgferry::note!(
+            TOOL,
+            "created {} ({} files, {} -> {}) in {:.1} s",
+            s["backup"].as_str().unwrap_or(""),
+            s["files"],
+            files::human_bytes(s["bytes"].as_u64().unwrap_or(0)),
+            files::human_bytes(s["compressed_bytes"].as_u64().unwrap_or(0)),
+            started.elapsed().as_secs_f64()
+        );
+        return Ok(Status::Ok);
+    }
     let o = create::Options { db, out: PathBuf::from(&out), name, level };
     let c = create::create(&o)?;
     let mut summary = c.summary;
@@ -198,13 +214,18 @@ fn run_check(args: &mut pico_args::Arguments) -> Result<Status> {
     let tmp = cli::opt(args, "--tmp")?.map(PathBuf::from);
     let backup = cli::positional(args, "BACKUP")?;
     rest(args)?;
-    let report = check::verify(&backup, tmp.as_deref(), false)?;
+    let report = if tree::is_tree_backup(&backup) {
+        tree::verify(&backup, None)?
+    } else {
+        check::verify(&backup, tmp.as_deref(), false)?
+    };
     let mut out = std::io::stdout().lock();
     for l in &report.lines {
         print_line(&mut out, l)?;
     }
     print_line(&mut out, &report.summary_line())?;
-    pgferry::note!(TOOL, "{}", report.human());
+    let human = if tree::is_tree_backup(&backup) { tree_human(&report) } else { report.human() };
+    pgferry::note!(TOOL, "{}", human);
     Ok(if report.ok() { Status::Ok } else { Status::CheckFailed })
 }
 
@@ -214,6 +235,9 @@ fn run_restore(args: &mut pico_args::Arguments) -> Result<Status> {
     let backup = cli::positional(args, "BACKUP")?;
     rest(args)?;
     let Some(to) = to else { return Err(Error::Usage("restore needs --to DB".into())) };
+    if tree::is_tree_backup(&backup) {
+        return restore_tree(&backup, &to);
+    }
     let mpath = manifest::manifest_path(&backup);
     if mpath.exists() && manifest::read_text(&mpath)?.contains(pgdump::FORMAT) {
         return Err(Error::Usage(format!(
@@ -254,6 +278,58 @@ fn run_restore(args: &mut pico_args::Arguments) -> Result<Status> {
             Ok(Status::Ok)
         }
     }
+}
+
+fn restore_tree(backup: &str, to: &str) -> Result<Status> {
+    let r = tree::restore(backup, std::path::Path::new(to))?;
+    let mut out = std::io::stdout().lock();
+    for l in &r.report.lines {
+        print_line(&mut out, l)?;
+    }
+    if !r.report.ok() {
+        print_line(&mut out, &r.report.summary_line())?;
+        pgferry::note!(TOOL, "{}", tree_human(&r.report));
+        return Err(Error::CheckFailed(format!(
+            "refusing to restore '{}' to '{to}': the backup failed its check; nothing was changed",
+            r.report.base
+        )));
+    }
+    let previous = r.previous.as_deref().map(files::show);
+    print_line(
+        &mut out,
+        &serde_json::json!({"restored": to, "backup": r.report.base, "previous": previous, "ok": true}),
+    )?;
+    let kept = previous.map(|p| format!("; the previous one is kept as '{p}'")).unwrap_or_default();
+    pgferry::note!(
+        TOOL,
+        "restored '{to}' from '{}': {} files, every sha256 as in the manifest{kept}",
+        r.report.base,
+        r.report.tables
+    );
+    Ok(Status::Ok)
+}
+
+/// check's summary line for a tree backup.
+fn tree_human(r: &check::Report) -> String {
+    if r.ok() {
+        return format!(
+            "check '{}': OK: archive checksum matches, {} files as recorded ({})",
+            r.base,
+            r.tables,
+            files::human_bytes(r.raw_bytes)
+        );
+    }
+    let why: Vec<String> = r
+        .lines
+        .iter()
+        .filter(|l| l["ok"] == false)
+        .map(|l| match (l.get("error"), l.get("expected"), l.get("actual")) {
+            (Some(e), _, _) => format!("{}: {}", l["check"].as_str().unwrap_or("?"), e.as_str().unwrap_or("")),
+            (None, Some(e), Some(a)) => format!("{}: manifest {e}, backup {a}", l["check"].as_str().unwrap_or("?")),
+            _ => l["check"].as_str().unwrap_or("?").to_string(),
+        })
+        .collect();
+    format!("check '{}': FAILED: {}", r.base, why.join("; "))
 }
 
 fn run_pg_create(args: &mut pico_args::Arguments) -> Result<Status> {
