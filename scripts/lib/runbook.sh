@@ -134,6 +134,13 @@ rb_sqlite_dbs() {
   fi
 }
 
+# rb_json_roots: what freeze watches and backup keeps for the plan's json: sources (needs
+# RB_STEPS, resolved): each one's file, or the directory above its first wildcard.
+rb_json_roots() {
+  ((${#RB_STEPS[@]})) || return 0
+  printf '%s\n' "${RB_STEPS[@]}" | jq -r 'select(.kind == "json") | .watch[]?' | awk '!seen[$0]++'
+}
+
 # State: one small file per fact in PGFERRY_STATE_DIR.
 rb_state() { printf '%s/%s\n' "${PGFERRY_STATE_DIR}" "$1"; }
 rb_state_get() { cat "$(rb_state "$1")" 2>/dev/null || true; }
@@ -182,9 +189,17 @@ rb_writers_running() {
 # rb_writers_stop: the stop command, then TERM to the PID file's process; dies unless
 # every writer is gone within PGFERRY_STOP_TIMEOUT seconds.
 rb_writers_stop() {
+  local rc=0
   if [[ -n "${PGFERRY_WRITERS_STOP:-}" ]]; then
     log "stopping the writers: ${PGFERRY_WRITERS_STOP}"
-    bash -c "${PGFERRY_WRITERS_STOP}" || die 1 "the stop command failed (status $?): ${PGFERRY_WRITERS_STOP}"
+    bash -c "${PGFERRY_WRITERS_STOP}" || rc=$?
+    # pkill, kill $(cat pid) and the like fail when there is nothing left to stop: what
+    # counts is whether a writer still runs, which only the check or the PID file can tell.
+    if ((rc != 0)); then
+      [[ -n "${PGFERRY_WRITERS_CHECK:-}${PGFERRY_WRITERS_PIDFILE:-}" ]] ||
+        die 1 "the stop command failed (status ${rc}) and nothing tells whether a writer still runs (set PGFERRY_WRITERS_CHECK): ${PGFERRY_WRITERS_STOP}"
+      log "the stop command exited ${rc} (nothing left to stop?); checking that no writer runs"
+    fi
   fi
   if [[ -n "${PGFERRY_WRITERS_PIDFILE:-}" && -s "${PGFERRY_WRITERS_PIDFILE}" ]]; then
     kill -TERM "$(<"${PGFERRY_WRITERS_PIDFILE}")" 2>/dev/null || true
