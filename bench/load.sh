@@ -1,18 +1,29 @@
 #!/usr/bin/env bash
-# Benchmark: sqlite-dump | pg-load against the pipes users would otherwise use, in one run.
+# Benchmark, one table: sqlite-dump | pg-load against the tools users would otherwise use,
+# all in one run, several rounds in turn, medians and ratios printed.
 #
-# Usage: bench/load.sh [ROWS [ROUNDS]]     (defaults 2000000 and 3)
-# Generates a device_logs-style SQLite table (id, serial, level, 40-120 char message, epoch
-# integer, text timestamp into timestamptz, primary key on id), starts a throwaway
-# PostgreSQL, and loads the same rows four ways into an empty table:
-#   pgferry   sqlite-dump | pg-load (one transaction, verified, idempotent)
-#   naive     sqlite3 -csv | psql '\copy … csv' (no guarantees)
-#   pgloader  Debian's pgloader, data only into the same table
-#   server    COPY … FROM 'file.csv' run by the server itself (the limit to approach)
-# ROUNDS times, in turn, then pgferry again at ROWS/10 to show its memory is flat. Prints the
-# median seconds of each, rows/s, peak RSS and the ratios (medians resist a busy neighbour
-# on a shared machine). Not a test: run it on demand.
-# Exit status: 0 when every run completed and loaded every row.
+# Usage: bench/load.sh [--rows N] [--rounds R] [--small-rows N] [--work DIR]
+#   --rows N        device_logs rows [default: 2000000]
+#   --rounds R      rounds; each runs every side once, in turn [default: 3]
+#   --small-rows N  pgferry again at N rows, to show its memory is flat [default: 200000]
+#   --work DIR      where the DuckDB venv and the generated SQLite files are kept between
+#                   runs [default: /tmp/pgferry-bench]
+# Installs what it needs (Debian packages, DuckDB from PyPI), builds --release, starts a
+# throwaway PostgreSQL, and loads N device_logs rows (bench/device-logs.sh: id, serial,
+# level, 40-120 char message, epoch integer, text timestamp into timestamptz) into an empty
+# table with its primary key, each side from the same SQLite file:
+#   pgferry      sqlite-dump | pg-load --no-analyze (one transaction, count-checked, idempotent)
+#   duckdb       DuckDB, sqlite_scanner + postgres_scanner: BEGIN; INSERT ... SELECT; COMMIT
+#                (timed from ATTACH to COMMIT; duckdb-process is the whole python process)
+#   naive        sqlite3 -csv | psql -c '\copy ... csv'
+#   pgloader     Debian's pgloader, data only into the same table
+#   server       COPY ... FROM 'file' (FORMAT binary) run by the server: the limit
+#   server-nopk  the same into the table without its primary key
+#   server-pk    the same, then ADD PRIMARY KEY, in one transaction
+# Connections go through the libpq variables (PGPASSWORD in the environment), never a
+# password on a command line. Not a test: run it on demand, on a quiet machine.
+# Exit status: 0 when every run completed and loaded every row (targets are reported, not
+# enforced); 64 usage; other codes when a side failed.
 set -Eeuo pipefail
 # shellcheck source=scripts/lib/common.sh
 source "$(dirname "$0")/../scripts/lib/common.sh"
@@ -20,117 +31,128 @@ source "$(dirname "$0")/../scripts/lib/common.sh"
 source "$(dirname "$0")/../scripts/lib/throwaway-pg.sh"
 # shellcheck source=bench/device-logs.sh
 source "$(dirname "$0")/device-logs.sh"
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 
-ROWS="${1:-2000000}"
-ROUNDS="${2:-3}"
-WORK=""
-BIN=""
+COLS="id, device_serial, level, message, device_timestamp, received_at"
 
+# reset_table [nopk]: an empty device_logs, with its primary key unless told otherwise.
 reset_table() {
-  pg_psql -q "${THROWAWAY_PG_URL}" <<'SQL'
+  local pk="PRIMARY KEY"
+  [[ "${1:-}" == nopk ]] && pk=""
+  pg_psql -q <<SQL
+SET client_min_messages = warning;
 DROP TABLE IF EXISTS device_logs;
-CREATE TABLE device_logs (id bigint PRIMARY KEY, device_serial text NOT NULL, level text NOT NULL,
+CREATE TABLE device_logs (id bigint ${pk} NOT NULL, device_serial text NOT NULL, level text NOT NULL,
   message text NOT NULL, device_timestamp bigint, received_at timestamptz NOT NULL);
 CHECKPOINT;
 SQL
 }
 
+# check_count N SIDE: the side loaded exactly N rows.
 check_count() {
   local n
-  n="$(pg_psql -tA "${THROWAWAY_PG_URL}" -c 'SELECT count(*) FROM device_logs')"
+  n="$(pg_psql -tA -c 'SELECT count(*) FROM device_logs')"
   [[ "${n}" == "$1" ]] || die 1 "$2 loaded ${n} rows, expected $1"
 }
 
-# timed NAME CMD: runs CMD under bash, prints elapsed seconds into WORK/NAME.secs.
-timed() {
-  local name="$1" start end
-  shift
-  start="$(date +%s.%N)"
-  bash -c "set -o pipefail; $*"
-  end="$(date +%s.%N)"
-  python3 -c "print(f'{${end} - ${start}:.2f}')" >>"${WORK}/${name}.secs"
+# sqlite_file N: the generated SQLite file of N rows, made once per work dir.
+sqlite_file() {
+  local f="${BENCH_WORK}/device_logs-$1.sqlite"
+  if [[ ! -s "${f}" ]]; then
+    log "generating $1 device_logs rows"
+    rm -f "${f}.partial"
+    gen_sqlite "${f}.partial" "$1"
+    mv "${f}.partial" "${f}"
+  fi
+  printf '%s\n' "${f}"
 }
 
-# peak_kb FILE: the max RSS a /usr/bin/time -v report recorded.
-peak_kb() {
-  awk -F': ' '/Maximum resident set size/ {print $2}' "$1"
+# pgferry NAME DB: sqlite-dump | pg-load, each process's peak RSS under NAME-dump / NAME-load.
+pgferry() {
+  timed "$1" "$(rss "$1-dump") '${BENCH_BIN}/sqlite-dump' '$2' device_logs |
+    $(rss "$1-load") '${BENCH_BIN}/pg-load' --no-analyze device_logs"
 }
 
 main() {
-  need_cmd sqlite3 psql pgloader python3 /usr/bin/time cargo
-  cd "$(repo_root)"
-  log "building release binaries"
-  cargo build --release --quiet --bin sqlite-dump --bin pg-load
-  BIN="$(pwd)/target/release"
-  WORK="$(mktemp -d /tmp/pgferry-bench.XXXXXX)"
-  chmod 755 "${WORK}"
-  trap_add "rm -rf '${WORK}'"
-  throwaway_pg_start "-c shared_buffers=256MB -c max_wal_size=4GB"
-  local db="${WORK}/logs.sqlite" small="${WORK}/small.sqlite" small_rows=$((ROWS / 10))
-  log "generating ${ROWS} rows"
-  gen_sqlite "${db}" "${ROWS}"
-  gen_sqlite "${small}" "${small_rows}"
-  local cols="id, device_serial, level, message, device_timestamp, received_at"
+  local rows=2000000 rounds=3 small=200000 work=/tmp/pgferry-bench
+  while (($#)); do
+    case "$1" in
+      --rows) rows="$2" && shift 2 ;;
+      --rounds) rounds="$2" && shift 2 ;;
+      --small-rows) small="$2" && shift 2 ;;
+      --work) work="$2" && shift 2 ;;
+      -h | --help) sed -n '2,/^set /p' "$0" | sed '$d; s/^# \{0,1\}//' && return 0 ;;
+      *) die 64 "unknown argument '$1' (see --help)" ;;
+    esac
+  done
+  [[ "${rows}${rounds}${small}" =~ ^[0-9]+$ ]] || die 64 "--rows, --rounds and --small-rows take numbers"
+  bench_setup "${work}"
+  bench_pg_start
+  local db small_db
+  db="$(sqlite_file "${rows}")"
+  small_db="$(sqlite_file "${small}")"
+  rm -rf "${BENCH_WORK}/run" && mkdir -m 755 "${BENCH_WORK}/run"
+  local run="${BENCH_WORK}/run"
 
-  local round
-  sqlite3 -csv "${db}" "SELECT ${cols} FROM device_logs" >"${WORK}/logs.csv"
-  chmod 644 "${WORK}/logs.csv"
-  cat >"${WORK}/load.pgl" <<PGL
-LOAD DATABASE FROM sqlite://${db} INTO ${THROWAWAY_PG_URL}
+  # The server's own input: the same rows as a binary COPY file, written once.
+  reset_table nopk
+  sqlite3 -csv "${db}" "SELECT ${COLS} FROM device_logs" | pg_psql -q -c "\\copy device_logs (${COLS}) from stdin csv"
+  pg_psql -q -c "\\copy device_logs to '${run}/logs.bin' (format binary)"
+  chmod 644 "${run}/logs.bin"
+  printf 'INSERT INTO pg.public.device_logs SELECT id, device_serial, level, message, device_timestamp,
+  received_at::TIMESTAMPTZ FROM s.device_logs;\n' >"${run}/duckdb.sql"
+  cat >"${run}/load.pgl" <<PGL
+LOAD DATABASE FROM sqlite://${db} INTO postgresql://${PGUSER}@${PGHOST}:${PGPORT}/${PGDATABASE}?sslmode=disable
 WITH data only, create no tables, create no indexes, reset no sequences
 INCLUDING ONLY TABLE NAMES LIKE 'device_logs';
 PGL
-  for round in $(seq 1 "${ROUNDS}"); do
-    log "round ${round} of ${ROUNDS}"
-    reset_table
-    log "pgferry: sqlite-dump | pg-load"
-    timed pgferry "/usr/bin/time -v -o '${WORK}/dump.time' '${BIN}/sqlite-dump' '${db}' device_logs 2>/dev/null |
-      /usr/bin/time -v -o '${WORK}/load.time' '${BIN}/pg-load' --db '${THROWAWAY_PG_URL}' --no-analyze device_logs"
-    check_count "${ROWS}" pgferry
 
+  local round
+  for round in $(seq 1 "${rounds}"); do
+    log "round ${round} of ${rounds}: pgferry"
+    reset_table && pgferry pgferry "${db}" && check_count "${rows}" pgferry
+    log "round ${round} of ${rounds}: duckdb"
     reset_table
-    log "naive: sqlite3 -csv | psql \\copy"
-    timed naive "sqlite3 -csv '${db}' 'SELECT ${cols} FROM device_logs' |
-      psql -X -q '${THROWAWAY_PG_URL}' -c '\\copy device_logs (${cols}) from stdin csv'"
-    check_count "${ROWS}" naive
-
+    timed duckdb-process "$(rss duckdb) '${BENCH_PY}' '${BENCH_DIR}/duckdb-load.py' '${db}' '${run}/duckdb.sql' '${run}/duckdb.ms'"
+    check_count "${rows}" duckdb
+    log "round ${round} of ${rounds}: naive"
     reset_table
-    log "pgloader"
-    timed pgloader "/usr/bin/time -v -o '${WORK}/pgloader.time' pgloader --quiet '${WORK}/load.pgl' >'${WORK}/pgloader.log' 2>&1"
-    check_count "${ROWS}" pgloader
-
+    timed naive "sqlite3 -csv '${db}' 'SELECT ${COLS} FROM device_logs' |
+      psql -X -q -v ON_ERROR_STOP=1 --no-password -c '\\copy device_logs (${COLS}) from stdin csv'"
+    check_count "${rows}" naive
+    log "round ${round} of ${rounds}: pgloader"
     reset_table
-    log "server: COPY FROM 'file.csv'"
-    timed server "psql -X -q '${THROWAWAY_PG_URL}' -c \"COPY device_logs (${cols}) FROM '${WORK}/logs.csv' CSV\""
-    check_count "${ROWS}" server
-
+    timed pgloader "$(rss pgloader) pgloader --quiet '${run}/load.pgl' >>'${run}/pgloader.log' 2>&1"
+    check_count "${rows}" pgloader
+    log "round ${round} of ${rounds}: server COPY"
+    reset_table
+    timed server "psql -X -q -v ON_ERROR_STOP=1 --no-password -c \"COPY device_logs FROM '${run}/logs.bin' (FORMAT binary)\""
+    check_count "${rows}" server
+    reset_table nopk
+    timed server-nopk "psql -X -q -v ON_ERROR_STOP=1 --no-password -c \"COPY device_logs FROM '${run}/logs.bin' (FORMAT binary)\""
+    check_count "${rows}" server-nopk
+    reset_table nopk
+    timed server-pk "psql -X -q -v ON_ERROR_STOP=1 --no-password -1 -c \"COPY device_logs FROM '${run}/logs.bin' (FORMAT binary)\" \
+      -c 'ALTER TABLE device_logs ADD PRIMARY KEY (id)'"
+    check_count "${rows}" server-pk
   done
+  log "pgferry at ${small} rows (memory flatness)"
+  reset_table && pgferry small "${small_db}" && check_count "${small}" "pgferry at ${small} rows"
 
-  reset_table
-  log "pgferry at ${small_rows} rows (memory flatness)"
-  timed small "/usr/bin/time -v -o '${WORK}/sdump.time' '${BIN}/sqlite-dump' '${small}' device_logs 2>/dev/null |
-    /usr/bin/time -v -o '${WORK}/sload.time' '${BIN}/pg-load' --db '${THROWAWAY_PG_URL}' --no-analyze device_logs 2>/dev/null"
-  check_count "${small_rows}" "pgferry small"
-
-  python3 - "${WORK}" "${ROWS}" "$(peak_kb "${WORK}/dump.time")" "$(peak_kb "${WORK}/load.time")" \
-    "$(peak_kb "${WORK}/pgloader.time")" "$(peak_kb "${WORK}/sdump.time")" "$(peak_kb "${WORK}/sload.time")" "${small_rows}" <<'PY'
-import sys
-work, rows = sys.argv[1], int(sys.argv[2])
-dump_kb, load_kb, pgl_kb, sdump_kb, sload_kb, small = map(int, sys.argv[3:9])
-import statistics
-runs = {n: [float(x) for x in open(f"{work}/{n}.secs").read().split()] for n in ["pgferry", "naive", "pgloader", "server"]}
-t = {n: statistics.median(v) for n, v in runs.items()}
-print(f"\n{rows} rows, device_logs, median of {len(runs['pgferry'])} rounds")
-for n, v in runs.items():
-    print(f"  {n}: " + ", ".join(f"{x:.2f}" for x in v))
-print(f"{'pipe':<10} {'seconds':>8} {'rows/s':>10}  pgferry speed-up")
-for n in ["pgferry", "naive", "pgloader", "server"]:
-    print(f"{n:<10} {t[n]:>8.2f} {rows / t[n]:>10.0f}  {t[n] / t['pgferry']:.2f}x")
-print(f"\ntargets: >= 1.1x naive: {t['naive'] / t['pgferry']:.2f}x; >= 3x pgloader: {t['pgloader'] / t['pgferry']:.2f}x; "
-      f"server COPY is {t['pgferry'] / t['server']:.2f}x faster than pgferry")
-print(f"peak RSS: sqlite-dump {dump_kb / 1024:.1f} MB, pg-load {load_kb / 1024:.1f} MB, pgloader {pgl_kb / 1024:.1f} MB (target < 64 MB)")
-print(f"at {small} rows: sqlite-dump {sdump_kb / 1024:.1f} MB, pg-load {sload_kb / 1024:.1f} MB (flat if close to the above)")
-PY
+  bench_report --title "One table, device_logs into an empty table with its primary key" --rows "${rows}" \
+    --anchor pgferry \
+    --side "pgferry=pgferry sqlite-dump | pg-load" \
+    --side "duckdb=DuckDB ${DUCKDB_VERSION} INSERT ... SELECT, ATTACH to COMMIT=1.25" \
+    --side "duckdb-process=DuckDB, the whole python process" \
+    --side "naive=naive sqlite3 -csv | psql \\copy=1.4" \
+    --side "pgloader=pgloader, data only=4" \
+    --side "server=server COPY binary file, with the key" \
+    --side "server-nopk=server COPY binary file, no key" \
+    --side "server-pk=server COPY, then ADD PRIMARY KEY" \
+    --rss "pgferry-dump=sqlite-dump, ${rows} rows" --rss "pgferry-load=pg-load, ${rows} rows" \
+    --rss "small-dump=sqlite-dump, ${small} rows" --rss "small-load=pg-load, ${small} rows" \
+    --rss "duckdb=DuckDB (python), ${rows} rows" --rss "pgloader=pgloader, ${rows} rows"
 }
 
 main "$@"

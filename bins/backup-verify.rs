@@ -99,66 +99,88 @@ Examples:
 
 const TOOL: &str = "backup-verify";
 
-fn count_opt(args: &mut pico_args::Arguments, key: &'static str) -> Result<Option<usize>> {
-    match cli::opt(args, key)? {
-        None => Ok(None),
-        Some(v) => match v.parse::<usize>() {
-            Ok(n) if n > 0 => Ok(Some(n)),
-            _ => Err(Error::Usage(format!("{key} takes a positive number, not '{v}'"))),
-        },
-    }
+/// One command line, parsed.
+enum Command {
+    Create { o: create::Options, keep: rotate::Keep },
+    Check { backup: String, tmp: Option<PathBuf> },
+    Restore(restore::Options),
+    List { dir: String },
+    PgCreate(pgdump::Options),
 }
 
-fn rest(args: &mut pico_args::Arguments) -> Result<()> {
-    let pargs = std::mem::replace(args, pico_args::Arguments::from_vec(vec![]));
-    cli::finish(pargs)
+const COMMANDS: &str = "create, check, restore, list or pg-create";
+
+fn parse(args: &mut pico_args::Arguments) -> Result<Command> {
+    let sub = args.subcommand().map_err(cli::usage_err)?;
+    let needs = |what: &str| Error::Usage(format!("{} needs {what}", sub.as_deref().unwrap_or_default()));
+    Ok(match sub.as_deref() {
+        Some("create") => {
+            let out = cli::opt(args, "--out")?;
+            let name = name_opt(args)?;
+            let level = cli::number(args, "--level", "1 to 9", |n| (1..=9).contains(n))?.unwrap_or(6);
+            let count = |args: &mut pico_args::Arguments, key| cli::number(args, key, "a positive number", |n| *n > 0);
+            let keep = rotate::Keep {
+                last: count(args, "--keep")?,
+                daily: count(args, "--keep-daily")?,
+                weekly: count(args, "--keep-weekly")?,
+                monthly: count(args, "--keep-monthly")?,
+            };
+            let db = cli::positional(args, "DB")?;
+            let out = PathBuf::from(out.ok_or_else(|| needs("--out DIR"))?);
+            Command::Create { o: create::Options { db, out, name, level }, keep }
+        }
+        Some("check") => {
+            let tmp = cli::opt(args, "--tmp")?.map(PathBuf::from);
+            Command::Check { backup: cli::positional(args, "BACKUP")?, tmp }
+        }
+        Some("restore") => {
+            let to = cli::opt(args, "--to")?;
+            let force = args.contains("--force");
+            let backup = cli::positional(args, "BACKUP")?;
+            let to = PathBuf::from(to.ok_or_else(|| needs("--to DB"))?);
+            Command::Restore(restore::Options { backup, to, force })
+        }
+        Some("list") => Command::List { dir: cli::positional(args, "DIR")? },
+        Some("pg-create") => {
+            let out = cli::opt(args, "--out")?;
+            let db = cli::opt(args, "--db")?;
+            let name = name_opt(args)?;
+            let out = PathBuf::from(out.ok_or_else(|| needs("--out DIR"))?);
+            Command::PgCreate(pgdump::Options { db, out, name })
+        }
+        Some(other) => return Err(Error::Usage(format!("unknown command '{other}' ({COMMANDS})"))),
+        None => return Err(Error::Usage(format!("missing command ({COMMANDS})"))),
+    })
+}
+
+/// `--name STEM`: a plain file name, so a backup cannot land outside its directory.
+fn name_opt(args: &mut pico_args::Arguments) -> Result<Option<String>> {
+    let name = cli::opt(args, "--name")?;
+    if name.as_deref().is_some_and(|n| n.is_empty() || n.contains('/') || n.starts_with('.')) {
+        return Err(Error::Usage("--name must be a plain file name that does not start with '.'".into()));
+    }
+    Ok(name)
 }
 
 fn print_line(out: &mut impl Write, v: &Value) -> Result<()> {
     writeln!(out, "{v}").map_err(|e| Error::io("write to stdout", e))
 }
 
-fn run(args: &mut pico_args::Arguments) -> Result<Status> {
-    let sub = args.subcommand().map_err(cli::usage_err)?;
+fn run(c: Command) -> Result<Status> {
     files::catch_interrupts();
-    match sub.as_deref() {
-        Some("create") => run_create(args),
-        Some("check") => run_check(args),
-        Some("restore") => run_restore(args),
-        Some("list") => run_list(args),
-        Some("pg-create") => run_pg_create(args),
-        Some(other) => {
-            Err(Error::Usage(format!("unknown command '{other}' (create, check, restore, list or pg-create)")))
-        }
-        None => Err(Error::Usage("missing command (create, check, restore or list)".into())),
+    match c {
+        Command::Create { o, keep } => run_create(o, keep),
+        Command::Check { backup, tmp } => run_check(&backup, tmp.as_deref()),
+        Command::Restore(o) => run_restore(o),
+        Command::List { dir } => run_list(&dir),
+        Command::PgCreate(o) => run_pg_create(o),
     }
 }
 
-fn run_create(args: &mut pico_args::Arguments) -> Result<Status> {
-    let out = cli::opt(args, "--out")?;
-    let name = cli::opt(args, "--name")?;
-    let level = match cli::opt(args, "--level")? {
-        None => 6,
-        Some(v) => match v.parse::<u32>() {
-            Ok(n @ 1..=9) => n,
-            _ => return Err(Error::Usage(format!("--level takes 1 to 9, not '{v}'"))),
-        },
-    };
-    let keep = rotate::Keep {
-        last: count_opt(args, "--keep")?,
-        daily: count_opt(args, "--keep-daily")?,
-        weekly: count_opt(args, "--keep-weekly")?,
-        monthly: count_opt(args, "--keep-monthly")?,
-    };
-    let db = cli::positional(args, "DB")?;
-    rest(args)?;
-    let Some(out) = out else { return Err(Error::Usage("create needs --out DIR".into())) };
-    if name.as_deref().is_some_and(|n| n.is_empty() || n.contains('/') || n.starts_with('.')) {
-        return Err(Error::Usage("--name must be a plain file name that does not start with '.'".into()));
-    }
+fn run_create(o: create::Options, keep: rotate::Keep) -> Result<Status> {
     let started = std::time::Instant::now();
-    if tree::is_tree(&db) {
-        let s = tree::create(&db, &PathBuf::from(&out), name.as_deref(), level)?;
+    if tree::is_tree(&o.db) {
+        let s = tree::create(&o.db, &o.out, o.name.as_deref(), o.level)?;
         print_line(&mut std::io::stdout().lock(), &Value::Object(s.clone()))?;
         pgferry::note!(
             TOOL,
@@ -171,7 +193,6 @@ fn run_create(args: &mut pico_args::Arguments) -> Result<Status> {
         );
         return Ok(Status::Ok);
     }
-    let o = create::Options { db, out: PathBuf::from(&out), name, level };
     let c = create::create(&o)?;
     let mut summary = c.summary;
     let base = manifest::base_name(&c.manifest);
@@ -195,12 +216,10 @@ fn run_create(args: &mut pico_args::Arguments) -> Result<Status> {
     );
     if !c.integrity_ok {
         let problems = summary.get("problems").map(|p| p.to_string()).unwrap_or_default();
-        pgferry::note!(
-            TOOL,
+        return Err(Error::CheckFailed(format!(
             "backup written, but the database '{}' FAILS its integrity check: {problems}; backup {human}",
             o.db
-        );
-        return Ok(Status::CheckFailed);
+        )));
     }
     let fk = summary["foreign_key_violations"].as_u64().unwrap_or(0);
     if fk > 0 {
@@ -210,41 +229,33 @@ fn run_create(args: &mut pico_args::Arguments) -> Result<Status> {
     Ok(Status::Ok)
 }
 
-fn run_check(args: &mut pico_args::Arguments) -> Result<Status> {
-    let tmp = cli::opt(args, "--tmp")?.map(PathBuf::from);
-    let backup = cli::positional(args, "BACKUP")?;
-    rest(args)?;
-    let report = if tree::is_tree_backup(&backup) {
-        tree::verify(&backup, None)?
-    } else {
-        check::verify(&backup, tmp.as_deref(), false)?
-    };
+fn run_check(backup: &str, tmp: Option<&std::path::Path>) -> Result<Status> {
+    let is_tree = tree::is_tree_backup(backup);
+    let report = if is_tree { tree::verify(backup, None)? } else { check::verify(backup, tmp, false)? };
     let mut out = std::io::stdout().lock();
     for l in &report.lines {
         print_line(&mut out, l)?;
     }
     print_line(&mut out, &report.summary_line())?;
-    let human = if tree::is_tree_backup(&backup) { tree_human(&report) } else { report.human() };
+    let human = if is_tree { tree::human(&report) } else { report.human() };
+    if !report.ok() {
+        return Err(Error::CheckFailed(human));
+    }
     pgferry::note!(TOOL, "{}", human);
-    Ok(if report.ok() { Status::Ok } else { Status::CheckFailed })
+    Ok(Status::Ok)
 }
 
-fn run_restore(args: &mut pico_args::Arguments) -> Result<Status> {
-    let to = cli::opt(args, "--to")?;
-    let force = args.contains("--force");
-    let backup = cli::positional(args, "BACKUP")?;
-    rest(args)?;
-    let Some(to) = to else { return Err(Error::Usage("restore needs --to DB".into())) };
-    if tree::is_tree_backup(&backup) {
-        return restore_tree(&backup, &to);
+fn run_restore(o: restore::Options) -> Result<Status> {
+    let (backup, to) = (&o.backup, o.to.display());
+    if tree::is_tree_backup(backup) {
+        return restore_tree(backup, &o.to);
     }
-    let mpath = manifest::manifest_path(&backup);
+    let mpath = manifest::manifest_path(backup);
     if mpath.exists() && manifest::read_text(&mpath)?.contains(pgdump::FORMAT) {
         return Err(Error::Usage(format!(
             "'{backup}' is a PostgreSQL dump; check it with 'backup-verify check', restore it with pg_restore"
         )));
     }
-    let o = restore::Options { backup, to: PathBuf::from(&to), force };
     let mut out = std::io::stdout().lock();
     match restore::restore(&o, TOOL)? {
         restore::Outcome::Refused(report) => {
@@ -280,69 +291,34 @@ fn run_restore(args: &mut pico_args::Arguments) -> Result<Status> {
     }
 }
 
-fn restore_tree(backup: &str, to: &str) -> Result<Status> {
-    let r = tree::restore(backup, std::path::Path::new(to))?;
+fn restore_tree(backup: &str, to: &std::path::Path) -> Result<Status> {
+    let r = tree::restore(backup, to)?;
     let mut out = std::io::stdout().lock();
     for l in &r.report.lines {
         print_line(&mut out, l)?;
     }
+    let to = to.display();
     if !r.report.ok() {
         print_line(&mut out, &r.report.summary_line())?;
-        pgferry::note!(TOOL, "{}", tree_human(&r.report));
+        pgferry::note!(TOOL, "{}", tree::human(&r.report));
         return Err(Error::CheckFailed(format!(
             "refusing to restore '{}' to '{to}': the backup failed its check; nothing was changed",
             r.report.base
         )));
     }
     let previous = r.previous.as_deref().map(files::show);
-    print_line(
-        &mut out,
-        &serde_json::json!({"restored": to, "backup": r.report.base, "previous": previous, "ok": true}),
-    )?;
+    let line =
+        serde_json::json!({"restored": to.to_string(), "backup": r.report.base, "previous": previous, "ok": true});
+    print_line(&mut out, &line)?;
     let kept = previous.map(|p| format!("; the previous one is kept as '{p}'")).unwrap_or_default();
-    pgferry::note!(
-        TOOL,
-        "restored '{to}' from '{}': {} files, every sha256 as in the manifest{kept}",
-        r.report.base,
-        r.report.tables
-    );
+    let (base, n) = (&r.report.base, r.report.tables);
+    pgferry::note!(TOOL, "restored '{to}' from '{base}': {n} files, every sha256 as in the manifest{kept}");
     Ok(Status::Ok)
 }
 
-/// check's summary line for a tree backup.
-fn tree_human(r: &check::Report) -> String {
-    if r.ok() {
-        return format!(
-            "check '{}': OK: archive checksum matches, {} files as recorded ({})",
-            r.base,
-            r.tables,
-            files::human_bytes(r.raw_bytes)
-        );
-    }
-    let why: Vec<String> = r
-        .lines
-        .iter()
-        .filter(|l| l["ok"] == false)
-        .map(|l| match (l.get("error"), l.get("expected"), l.get("actual")) {
-            (Some(e), _, _) => format!("{}: {}", l["check"].as_str().unwrap_or("?"), e.as_str().unwrap_or("")),
-            (None, Some(e), Some(a)) => format!("{}: manifest {e}, backup {a}", l["check"].as_str().unwrap_or("?")),
-            _ => l["check"].as_str().unwrap_or("?").to_string(),
-        })
-        .collect();
-    format!("check '{}': FAILED: {}", r.base, why.join("; "))
-}
-
-fn run_pg_create(args: &mut pico_args::Arguments) -> Result<Status> {
-    let out = cli::opt(args, "--out")?;
-    let db = cli::opt(args, "--db")?;
-    let name = cli::opt(args, "--name")?;
-    rest(args)?;
-    let Some(out) = out else { return Err(Error::Usage("pg-create needs --out DIR".into())) };
-    if name.as_deref().is_some_and(|n| n.is_empty() || n.contains('/') || n.starts_with('.')) {
-        return Err(Error::Usage("--name must be a plain file name that does not start with '.'".into()));
-    }
+fn run_pg_create(o: pgdump::Options) -> Result<Status> {
     let started = std::time::Instant::now();
-    let (mpath, summary) = pgdump::create(&pgdump::Options { db, out: PathBuf::from(out), name })?;
+    let (mpath, summary) = pgdump::create(&o)?;
     print_line(&mut std::io::stdout().lock(), &Value::Object(summary.clone()))?;
     let human = format!(
         "{} ({}, {} tables, {} rows) in {:.1} s",
@@ -353,17 +329,17 @@ fn run_pg_create(args: &mut pico_args::Arguments) -> Result<Status> {
         started.elapsed().as_secs_f64()
     );
     if summary["integrity"] != "ok" {
-        pgferry::note!(TOOL, "dumped {human}, but pg_restore cannot read it back: see '{}'", files::show(&mpath));
-        return Ok(Status::CheckFailed);
+        return Err(Error::CheckFailed(format!(
+            "dumped {human}, but pg_restore cannot read it back: see '{}'",
+            files::show(&mpath)
+        )));
     }
     pgferry::note!(TOOL, "dumped {human}; pg_restore reads it back");
     Ok(Status::Ok)
 }
 
-fn run_list(args: &mut pico_args::Arguments) -> Result<Status> {
-    let dir = cli::positional(args, "DIR")?;
-    rest(args)?;
-    let p = PathBuf::from(&dir);
+fn run_list(dir: &str) -> Result<Status> {
+    let p = PathBuf::from(dir);
     if !p.is_dir() {
         return Err(Error::NoInput(format!("list '{dir}': no such directory")));
     }
@@ -392,5 +368,5 @@ fn run_list(args: &mut pico_args::Arguments) -> Result<Status> {
 }
 
 fn main() {
-    cli::main(TOOL, USAGE, run)
+    cli::main(TOOL, USAGE, parse, run)
 }

@@ -2,7 +2,7 @@
 //! and the seeds' lint checklist on a PostgreSQL table.
 
 use pgferry::cli::{self, Status};
-use pgferry::convert::{EpochUnit, Options};
+use pgferry::convert::Options;
 use pgferry::{note, Error, Result};
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -170,7 +170,7 @@ impl Default for CheckOpts {
 fn parse_check_opts(args: &mut pico_args::Arguments, base: &CheckOpts) -> Result<CheckOpts> {
     let mut o = base.clone();
     let full = args.contains("--full");
-    let sample = cli::opt(args, "--sample")?;
+    let sample = cli::number(args, "--sample", "a positive count", |n: &usize| *n > 0)?;
     if full && sample.is_some() {
         return Err(Error::Usage("--full and --sample are different modes; give one".into()));
     }
@@ -178,15 +178,10 @@ fn parse_check_opts(args: &mut pico_args::Arguments, base: &CheckOpts) -> Result
         o.mode = Mode::Full;
     }
     if let Some(n) = sample {
-        let n: usize = n
-            .parse()
-            .ok()
-            .filter(|n| *n > 0)
-            .ok_or_else(|| Error::Usage(format!("--sample takes a positive count, not '{n}'")))?;
         o.mode = Mode::Sample(n);
     }
-    if let Some(s) = cli::opt(args, "--seed")? {
-        o.seed = Some(s.parse().map_err(|_| Error::Usage(format!("--seed takes a whole number, not '{s}'")))?);
+    if let Some(seed) = cli::number(args, "--seed", "a whole number", |_| true)? {
+        o.seed = Some(seed);
     }
     let key = cli::list(args, "--key")?;
     if !key.is_empty() {
@@ -203,30 +198,11 @@ fn parse_check_opts(args: &mut pico_args::Arguments, base: &CheckOpts) -> Result
     if args.contains("--strict-columns") {
         o.strict = true;
     }
-    if let Some(n) = cli::opt(args, "--examples")? {
-        o.examples = n.parse().map_err(|_| Error::Usage(format!("--examples takes a count, not '{n}'")))?;
+    if let Some(n) = cli::number(args, "--examples", "a count", |_| true)? {
+        o.examples = n;
     }
-    parse_conv_opts(args, &mut o.conv)?;
+    o.conv = Options::from_args(args, o.conv)?;
     Ok(o)
-}
-
-/// pg-load's conversion options, so values are converted exactly as they were loaded.
-fn parse_conv_opts(args: &mut pico_args::Arguments, conv: &mut Options) -> Result<()> {
-    if let Some(u) = cli::opt(args, "--epoch-unit")? {
-        conv.epoch = Some(
-            EpochUnit::parse(&u)
-                .ok_or_else(|| Error::Usage(format!("--epoch-unit must be s, ms, us or ns, not '{u}'")))?,
-        );
-    }
-    if let Some(z) = cli::opt(args, "--assume-tz")? {
-        conv.assume_offset = pgferry::timefmt::parse_offset(&z).ok_or_else(|| {
-            Error::Usage(format!("--assume-tz takes UTC or a fixed offset such as +02:00, not '{z}'"))
-        })?;
-    }
-    if args.contains("--strip-nul") {
-        conv.strip_nul = true;
-    }
-    Ok(())
 }
 
 struct Args {
@@ -299,9 +275,7 @@ struct Check {
     ctx: Ctx,
 }
 
-fn run(args: &mut pico_args::Arguments) -> Result<Status> {
-    let a = parse(args)?;
-    cli::finish(std::mem::replace(args, pico_args::Arguments::from_vec(vec![])))?;
+fn run(a: Args) -> Result<Status> {
     let mut reports: Vec<Report> = Vec::new();
     if a.lint {
         let tables: Vec<(Option<String>, String)> = match &a.plan {
@@ -338,7 +312,7 @@ fn run(args: &mut pico_args::Arguments) -> Result<Status> {
                 // pg-load's conversion options and key, then the step's own check arguments.
                 let mut base = a.opts.clone();
                 let mut load = pico_args::Arguments::from_vec(s.load.iter().map(Into::into).collect());
-                parse_conv_opts(&mut load, &mut base.conv).map_err(bad)?;
+                base.conv = Options::from_args(&mut load, base.conv).map_err(bad)?;
                 let load_key = cli::list(&mut load, "--key").map_err(bad)?;
                 if base.key.is_empty() {
                     base.key = load_key;
@@ -1035,7 +1009,7 @@ fn finish(reports: &[Report]) -> Result<Status> {
     }
     let failed = reports.iter().filter(|r| !r.ok && r.error.is_none()).count();
     let errors: Vec<&Error> = reports.iter().filter_map(|r| r.error.as_ref()).collect();
-    eprintln!(
+    let verdict = format!(
         "{} check(s): {} held, {} found differences, {} could not run",
         reports.len(),
         reports.iter().filter(|r| r.ok).count(),
@@ -1048,9 +1022,14 @@ fn finish(reports: &[Report]) -> Result<Status> {
         } else {
             format!("{} of {} checks could not run; the first: {}", errors.len(), reports.len(), e.message())
         };
+        eprintln!("{verdict}");
         return Err(same_kind(e, msg));
     }
-    Ok(if failed > 0 { Status::CheckFailed } else { Status::Ok })
+    if failed > 0 {
+        return Err(Error::CheckFailed(verdict));
+    }
+    eprintln!("{verdict}");
+    Ok(Status::Ok)
 }
 
 fn same_kind(e: &Error, m: String) -> Error {
@@ -1068,7 +1047,7 @@ fn same_kind(e: &Error, m: String) -> Error {
 }
 
 fn main() {
-    cli::main(TOOL, USAGE, run)
+    cli::main(TOOL, USAGE, parse, run)
 }
 
 /// ✓ when a check held, ✗ when it did not.

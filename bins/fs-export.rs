@@ -2,7 +2,7 @@
 
 use pgferry::cli::{self, Status};
 use pgferry::firestore::{
-    self as fs, Client, ConnectOptions, Doc, QueryOptions, QueryState, Retry, Scope, Sink, ValueOptions,
+    self as fs, Client, ConnectOptions, Doc, QueryOptions, QueryState, Scope, Sink, ValueOptions,
 };
 use pgferry::stream::RowWriter;
 use pgferry::{note, Error, Result};
@@ -111,38 +111,9 @@ struct Args {
     connect: ConnectOptions,
 }
 
-fn number<T: std::str::FromStr>(
-    args: &mut pico_args::Arguments,
-    key: &'static str,
-    default: T,
-    ok: fn(&T) -> bool,
-    what: &str,
-) -> Result<T> {
-    match cli::opt(args, key)? {
-        None => Ok(default),
-        Some(s) => match s.parse::<T>() {
-            Ok(v) if ok(&v) => Ok(v),
-            _ => Err(Error::Usage(format!("{key} '{s}': expected {what}"))),
-        },
-    }
-}
-
 fn parse(args: &mut pico_args::Arguments) -> Result<Args> {
     let group = cli::opt(args, "--group")?;
-    let retry = Retry {
-        attempts: number(args, "--retries", 6u32, |n| *n >= 1, "a number of attempts, at least 1")?,
-        base: Duration::from_millis(number(args, "--backoff", 500u64, |_| true, "milliseconds")?),
-        ..Retry::default()
-    };
-    let connect = ConnectOptions {
-        project: cli::opt(args, "--project")?,
-        database: cli::opt(args, "--database")?,
-        endpoint: cli::opt(args, "--endpoint")?,
-        token_env: cli::opt(args, "--token-env")?,
-        token_command: cli::opt(args, "--token-command")?,
-        credentials: cli::opt(args, "--credentials")?,
-        retry,
-    };
+    let connect = ConnectOptions::from_args(args)?;
     let read_time = match cli::opt(args, "--read-time")? {
         None => None,
         Some(t) => Some(fs::normalize_read_time(&t).ok_or_else(|| {
@@ -160,7 +131,8 @@ fn parse(args: &mut pico_args::Arguments) -> Result<Args> {
         read_time,
         resume_after: cli::opt(args, "--resume-after")?,
         count: args.contains("--count"),
-        page_size: number(args, "--page-size", 1000u32, |n| (1..=10_000).contains(n), "a page size from 1 to 10000")?,
+        page_size: cli::number(args, "--page-size", "a page size from 1 to 10000", |n| (1..=10_000).contains(n))?
+            .unwrap_or(1000),
         connect,
     };
     let path = args.opt_free_from_str::<String>().map_err(cli::usage_err)?;
@@ -204,10 +176,7 @@ fn parse(args: &mut pico_args::Arguments) -> Result<Args> {
     Ok(a)
 }
 
-fn run(args: &mut pico_args::Arguments) -> Result<Status> {
-    let a = parse(args)?;
-    let rest = std::mem::replace(args, pico_args::Arguments::from_vec(vec![]));
-    cli::finish(rest)?;
+fn run(a: Args) -> Result<Status> {
     let mut client = Client::connect(&a.connect)?;
     if a.count {
         return count(&mut client, &a);
@@ -447,5 +416,5 @@ fn shell_quote(s: &str) -> String {
 }
 
 fn main() {
-    cli::main(TOOL, USAGE, run)
+    cli::main(TOOL, USAGE, parse, run)
 }

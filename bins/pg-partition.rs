@@ -116,13 +116,6 @@ struct Args {
     lock_timeout: u64,
 }
 
-fn number<T: std::str::FromStr>(v: Option<String>, key: &str, default: T) -> Result<T> {
-    match v {
-        None => Ok(default),
-        Some(s) => s.parse().map_err(|_| Error::Usage(format!("{key} '{s}' is not a valid number"))),
-    }
-}
-
 fn period(v: Option<String>, key: &str) -> Result<Option<Date>> {
     v.map(|s| {
         part::parse_date_arg(&s)
@@ -152,8 +145,8 @@ fn parse(args: &mut pico_args::Arguments) -> Result<Args> {
     };
     let dry_run = args.contains("--dry-run");
     let verbose = args.contains(["-v", "--verbose"]);
-    let wait = Duration::from_secs_f64(number(cli::opt(args, "--wait")?, "--wait", 5.0f64)?.max(0.0));
-    let lock_timeout = number(cli::opt(args, "--lock-timeout")?, "--lock-timeout", 30u64)?;
+    let wait = cli::seconds(args, "--wait")?.unwrap_or(Duration::from_secs(5));
+    let lock_timeout = cli::number(args, "--lock-timeout", "whole seconds", |_| true)?.unwrap_or(30u64);
     // Options of the other subcommands are usage errors, not silently ignored.
     let only = |ok: bool, key: &str| -> Result<()> {
         if ok {
@@ -164,9 +157,9 @@ fn parse(args: &mut pico_args::Arguments) -> Result<Args> {
     };
     let from = period(cli::opt(args, "--from")?, "--from")?;
     let to = period(cli::opt(args, "--to")?, "--to")?;
-    let ahead_opt = cli::opt(args, "--ahead")?;
-    let limit_opt = cli::opt(args, "--limit")?;
-    let keep_opt = cli::opt(args, "--keep")?;
+    let ahead_opt = cli::number(args, "--ahead", "a number of periods, 0 or more", |n: &i64| *n >= 0)?;
+    let limit_opt = cli::number(args, "--limit", "a number of partitions", |_: &usize| true)?;
+    let keep_opt = cli::number(args, "--keep", "a number of periods, 0 or more", |n: &i64| *n >= 0)?;
     let drop = args.contains("--drop");
     let detach = args.contains("--detach");
     let archive = cli::opt(args, "--archive")?.map(PathBuf::from);
@@ -217,9 +210,9 @@ fn parse(args: &mut pico_args::Arguments) -> Result<Args> {
         interval,
         from,
         to,
-        ahead: number(ahead_opt, "--ahead", 1i64)?,
-        limit: number(limit_opt, "--limit", 1000usize)?,
-        keep: number(keep_opt, "--keep", 0i64)?,
+        ahead: ahead_opt.unwrap_or(1),
+        limit: limit_opt.unwrap_or(1000),
+        keep: keep_opt.unwrap_or(0),
         detach,
         archive,
         now,
@@ -230,13 +223,7 @@ fn parse(args: &mut pico_args::Arguments) -> Result<Args> {
     })
 }
 
-fn run(args: &mut pico_args::Arguments) -> Result<Status> {
-    let a = parse(args)?;
-    let pargs = std::mem::replace(args, pico_args::Arguments::from_vec(vec![]));
-    cli::finish(pargs)?;
-    if a.ahead < 0 || a.keep < 0 {
-        return Err(Error::Usage("--ahead and --keep must be ≥ 0".into()));
-    }
+fn run(a: Args) -> Result<Status> {
     if let Some(dir) = &a.archive {
         if !dir.is_dir() {
             return Err(Error::NoInput(format!(
@@ -472,5 +459,5 @@ fn report_retain(
 }
 
 fn main() {
-    cli::main(TOOL, USAGE, run)
+    cli::main(TOOL, USAGE, parse, run)
 }

@@ -116,10 +116,7 @@ fn parse(args: &mut pico_args::Arguments) -> Result<Args> {
     Ok(a)
 }
 
-fn run(args: &mut pico_args::Arguments) -> Result<Status> {
-    let a = parse(args)?;
-    let pargs = std::mem::replace(args, pico_args::Arguments::from_vec(vec![]));
-    cli::finish(pargs)?;
+fn run(a: Args) -> Result<Status> {
     let conn = sq::open_read_only(&a.db)?;
     sq::begin_snapshot(&conn)?;
     if a.ddl {
@@ -279,5 +276,5 @@ fn query_error(table: &str, a: &Args, e: rusqlite::Error) -> Error {
 }
 
 fn main() {
-    cli::main(TOOL, USAGE, run)
+    cli::main(TOOL, USAGE, parse, run)
 }

@@ -1,19 +1,29 @@
-//! What every tool's `main` shares: argument helpers, the error printer, the exit status.
+//! What every tool's `main` shares: the one entry point (help, version, parse, finish, run,
+//! exit status), argument helpers, the error printer.
 
 use crate::error::{Error, Result};
 use std::ffi::OsString;
+use std::str::FromStr;
+use std::time::Duration;
 
-/// How a run that did not fail ended.
+/// How a run that did not fail ended. A check that failed is not a status but
+/// `Err(Error::CheckFailed(verdict))`: the tool prints its report, the verdict is the last line
+/// (printed by `main`, exit 1), so a failed check is said one way whether it is found at the
+/// end of a run or in the middle of one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
     /// Done, and every check held: exit 0.
     Ok,
-    /// Ran to the end, and a check failed (already reported): exit 1.
-    CheckFailed,
 }
 
-/// The one place that prints errors and picks exit codes.
-pub fn main(tool: &str, usage: &str, run: fn(&mut pico_args::Arguments) -> Result<Status>) -> ! {
+/// The one place that prints errors and picks exit codes: `-h`/`-V`, then `parse`, then
+/// leftover arguments as a usage error, then `run`.
+pub fn main<A>(
+    tool: &str,
+    usage: &str,
+    parse: fn(&mut pico_args::Arguments) -> Result<A>,
+    run: fn(A) -> Result<Status>,
+) -> ! {
     let mut args = pico_args::Arguments::from_env();
     if args.contains(["-h", "--help"]) {
         print!("{usage}");
@@ -23,9 +33,14 @@ pub fn main(tool: &str, usage: &str, run: fn(&mut pico_args::Arguments) -> Resul
         println!("{tool} {}", env!("CARGO_PKG_VERSION"));
         std::process::exit(0);
     }
-    let code = match run(&mut args) {
+    let result = parse(&mut args).and_then(|a| finish(args).map(|()| a)).and_then(run);
+    std::process::exit(exit_code(tool, result))
+}
+
+/// Prints the error of a run, if any, and gives its exit status.
+fn exit_code(tool: &str, result: Result<Status>) -> i32 {
+    match result {
         Ok(Status::Ok) => 0,
-        Ok(Status::CheckFailed) => 1,
         Err(Error::BrokenPipe) => 0,
         Err(e) => {
             eprintln!("{tool}: {}", e.message());
@@ -34,8 +49,7 @@ pub fn main(tool: &str, usage: &str, run: fn(&mut pico_args::Arguments) -> Resul
             }
             e.exit_code()
         }
-    };
-    std::process::exit(code)
+    }
 }
 
 /// Turns a pico-args error into our usage error.
@@ -76,10 +90,88 @@ pub fn list(args: &mut pico_args::Arguments, key: &'static str) -> Result<Vec<St
     Ok(raw.iter().flat_map(|v| v.split(',')).map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
 }
 
+/// A number option, `None` when absent. A value that does not parse, or that `ok` refuses,
+/// is the usage error "`KEY takes WHAT, not 'VALUE'`".
+pub fn number<T: FromStr>(
+    args: &mut pico_args::Arguments,
+    key: &'static str,
+    what: &str,
+    ok: impl Fn(&T) -> bool,
+) -> Result<Option<T>> {
+    match opt(args, key)? {
+        None => Ok(None),
+        Some(s) => match s.parse::<T>() {
+            Ok(v) if ok(&v) => Ok(Some(v)),
+            _ => Err(Error::Usage(format!("{key} takes {what}, not '{s}'"))),
+        },
+    }
+}
+
+/// A duration option in seconds (fractions allowed, never negative), `None` when absent.
+pub fn seconds(args: &mut pico_args::Arguments, key: &'static str) -> Result<Option<Duration>> {
+    let s = number(args, key, "seconds (0 or more)", |s: &f64| s.is_finite() && *s >= 0.0)?;
+    Ok(s.map(Duration::from_secs_f64))
+}
+
+/// A duration option in whole milliseconds, `None` when absent.
+pub fn millis(args: &mut pico_args::Arguments, key: &'static str) -> Result<Option<Duration>> {
+    Ok(number(args, key, "milliseconds", |_: &u64| true)?.map(Duration::from_millis))
+}
+
 /// Progress and summaries go to stderr, prefixed with the tool's name.
 #[macro_export]
 macro_rules! note {
     ($tool:expr, $($arg:tt)*) => {
         eprintln!("{}: {}", $tool, format_args!($($arg)*))
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(v: &[&str]) -> pico_args::Arguments {
+        pico_args::Arguments::from_vec(v.iter().map(OsString::from).collect())
+    }
+
+    fn usage(r: Result<impl std::fmt::Debug>) -> String {
+        match r {
+            Err(Error::Usage(m)) => m,
+            other => panic!("expected a usage error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn numbers_parse_check_and_say_what_they_take() {
+        let mut a = args(&["--n", "7", "--bad", "x", "--zero", "0", "--eq=12"]);
+        assert_eq!(number(&mut a, "--n", "a count", |n: &u32| *n > 0).unwrap(), Some(7));
+        assert_eq!(number(&mut a, "--absent", "a count", |_: &u32| true).unwrap(), None);
+        assert_eq!(number(&mut a, "--eq", "a count", |_: &u32| true).unwrap(), Some(12));
+        assert_eq!(usage(number(&mut a, "--bad", "a count", |_: &u32| true)), "--bad takes a count, not 'x'");
+        assert_eq!(
+            usage(number(&mut a, "--zero", "a positive count", |n: &u32| *n > 0)),
+            "--zero takes a positive count, not '0'"
+        );
+        finish(a).unwrap();
+    }
+
+    #[test]
+    fn durations() {
+        let mut a = args(&["--wait", "1.5", "--neg", "-1", "--ms", "250", "--nan", "NaN"]);
+        assert_eq!(seconds(&mut a, "--wait").unwrap(), Some(Duration::from_millis(1500)));
+        assert_eq!(millis(&mut a, "--ms").unwrap(), Some(Duration::from_millis(250)));
+        assert_eq!(usage(seconds(&mut a, "--neg")), "--neg takes seconds (0 or more), not '-1'");
+        assert_eq!(usage(seconds(&mut a, "--nan")), "--nan takes seconds (0 or more), not 'NaN'");
+        assert_eq!(seconds(&mut a, "--none").unwrap(), None);
+    }
+
+    #[test]
+    fn leftovers_are_usage_errors() {
+        assert_eq!(usage(finish(args(&["--what"]))), "unknown option '--what'");
+        assert_eq!(usage(finish(args(&["x"]))), "unexpected argument 'x'");
+        assert_eq!(exit_code("t", Err(Error::Usage("u".into()))), 64);
+        assert_eq!(exit_code("t", Err(Error::CheckFailed("c".into()))), 1);
+        assert_eq!(exit_code("t", Err(Error::BrokenPipe)), 0);
+        assert_eq!(exit_code("t", Ok(Status::Ok)), 0);
+    }
 }

@@ -119,6 +119,29 @@ pub struct Options {
     pub strip_nul: bool,
 }
 
+impl Options {
+    /// pg-load's conversion options (`--epoch-unit`, `--assume-tz`, `--strip-nul`) on top of
+    /// `base`: count-check reads them again to convert values exactly as they were loaded.
+    pub fn from_args(args: &mut pico_args::Arguments, base: Options) -> Result<Options> {
+        let mut o = base;
+        if let Some(u) = crate::cli::opt(args, "--epoch-unit")? {
+            o.epoch = Some(
+                EpochUnit::parse(&u)
+                    .ok_or_else(|| Error::Usage(format!("--epoch-unit must be s, ms, us or ns, not '{u}'")))?,
+            );
+        }
+        if let Some(z) = crate::cli::opt(args, "--assume-tz")? {
+            o.assume_offset = crate::timefmt::parse_offset(&z).ok_or_else(|| {
+                Error::Usage(format!("--assume-tz takes UTC or a fixed offset such as +02:00, not '{z}'"))
+            })?;
+        }
+        if args.contains("--strip-nul") {
+            o.strip_nul = true;
+        }
+        Ok(o)
+    }
+}
+
 /// A value converted for its column: what the COPY encoders write.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Cell {

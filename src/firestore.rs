@@ -4,6 +4,7 @@
 //!
 //! Only `runQuery` and `runAggregationQuery` are called: nothing here can write.
 
+use crate::cli;
 use crate::error::{Error, Result};
 use crate::stream;
 use crate::timefmt;
@@ -32,6 +33,28 @@ pub struct ConnectOptions {
     pub token_command: Option<String>,
     pub credentials: Option<String>,
     pub retry: Retry,
+}
+
+impl ConnectOptions {
+    /// The `Connection:` options of fs-export's USAGE (count-check takes the same), with
+    /// `--retries N` and `--backoff MS`.
+    pub fn from_args(args: &mut pico_args::Arguments) -> Result<ConnectOptions> {
+        let d = Retry::default();
+        Ok(ConnectOptions {
+            project: cli::opt(args, "--project")?,
+            database: cli::opt(args, "--database")?,
+            endpoint: cli::opt(args, "--endpoint")?,
+            token_env: cli::opt(args, "--token-env")?,
+            token_command: cli::opt(args, "--token-command")?,
+            credentials: cli::opt(args, "--credentials")?,
+            retry: Retry {
+                attempts: cli::number(args, "--retries", "a number of attempts, at least 1", |n| *n >= 1)?
+                    .unwrap_or(d.attempts),
+                base: cli::millis(args, "--backoff")?.unwrap_or(d.base),
+                ..d
+            },
+        })
+    }
 }
 
 /// Bounded retries with jittered exponential backoff.

@@ -4,7 +4,9 @@
 //! `serde_json::Value`); reading parses one line at a time into a `serde_json::Map`.
 
 use crate::error::{Error, Result};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 use std::io::{BufRead, Write};
 
 /// The key of the end record: `{"$end": {"rows": N, ...}}`.
@@ -308,11 +310,25 @@ pub fn base64_decode(s: &str) -> std::result::Result<Vec<u8>, String> {
 
 // ---------------------------------------------------------------- reading
 
+/// The key of a table record: `{"$table": {"step": …, "target": …}}` (docs/stream.md §7).
+pub const TABLE_KEY: &str = "$table";
+
+/// The stream versions this reader knows (docs/stream.md §6.2).
+pub const VERSION: u64 = 1;
+
 /// The end record a producer wrote.
 #[derive(Debug, Clone)]
 pub struct EndRecord {
     pub rows: u64,
     pub fields: Map<String, Value>,
+}
+
+/// The record that opens one table's segment of a multi-table stream (docs/stream.md §7).
+#[derive(Debug, Clone)]
+pub struct TableRecord {
+    pub line: u64,
+    pub step: String,
+    pub target: Option<String>,
 }
 
 /// One row read from the stream, with the line it came from (1-based).
@@ -321,8 +337,17 @@ pub struct Row {
     pub fields: Map<String, Value>,
 }
 
+/// A row's keys (unescaped; borrowed unless they had escapes) and raw JSON values, borrowed
+/// from its line.
+pub type Fields<'a> = Vec<(Cow<'a, str>, &'a RawValue)>;
+
 /// Reads a stream line by line, enforcing docs/stream.md: one object per line, blank lines
 /// skipped, the end record last, its count equal to the rows read.
+///
+/// A segmented reader ([`RowReader::segmented`]) reads the multi-table stream of §7: one
+/// segment per table, each opened by [`RowReader::begin_segment`] and ended by its end record
+/// (or, for a foreign stream, by the next table record or EOF); line numbers run across the
+/// whole stream.
 pub struct RowReader<R: BufRead> {
     input: R,
     line: u64,
@@ -330,16 +355,74 @@ pub struct RowReader<R: BufRead> {
     buf: Vec<u8>,
     end: Option<EndRecord>,
     require_end: bool,
-    done: bool,
+    /// EOF was reached.
+    eof: bool,
+    /// The current segment is over (its end record, or the next table record, was read).
+    seg_done: bool,
+    /// `buf` holds a line already counted but not yet consumed (the next segment's table record).
+    held: bool,
+    segmented: bool,
+    table: Option<TableRecord>,
+    expect_step: Option<String>,
 }
 
 impl<R: BufRead> RowReader<R> {
     /// `require_end: false` accepts foreign streams that have no end record.
     pub fn new(input: R, require_end: bool) -> Self {
-        RowReader { input, line: 0, rows: 0, buf: Vec::with_capacity(4096), end: None, require_end, done: false }
+        RowReader {
+            input,
+            line: 0,
+            rows: 0,
+            buf: Vec::with_capacity(4096),
+            end: None,
+            require_end,
+            eof: false,
+            seg_done: false,
+            held: false,
+            segmented: false,
+            table: None,
+            expect_step: None,
+        }
     }
 
-    /// Rows read so far.
+    /// A reader of several tables' segments; call [`begin_segment`](Self::begin_segment) before each.
+    pub fn segmented(input: R) -> Self {
+        let mut r = RowReader::new(input, true);
+        r.segmented = true;
+        r.seg_done = true;
+        r
+    }
+
+    /// Starts the next segment, expected to belong to `step`: a table record naming another
+    /// step is an error. `require_end: false` for a foreign stream without end record.
+    pub fn begin_segment(&mut self, step: &str, require_end: bool) {
+        self.rows = 0;
+        self.end = None;
+        self.table = None;
+        self.require_end = require_end;
+        self.seg_done = false;
+        self.expect_step = Some(step.to_string());
+    }
+
+    /// After the last segment: only blank lines may be left.
+    pub fn finish(&mut self) -> Result<()> {
+        loop {
+            if !self.held {
+                if self.eof || !self.read_line()? {
+                    return Ok(());
+                }
+            }
+            self.held = false;
+            if !self.buf.iter().all(|b| b.is_ascii_whitespace()) {
+                return Err(Error::Data(format!(
+                    "line {}: data after the last step's segment (the stream holds more tables than the steps selected)",
+                    self.line
+                )));
+            }
+        }
+    }
+
+    /// Rows read so far (in this segment).
     pub fn rows(&self) -> u64 {
         self.rows
     }
@@ -353,6 +436,11 @@ impl<R: BufRead> RowReader<R> {
         self.end.as_ref()
     }
 
+    /// The table record that opened this segment, if it had one.
+    pub fn table_record(&self) -> Option<&TableRecord> {
+        self.table.as_ref()
+    }
+
     /// The next row; `Ok(None)` after a valid end (the end record, or EOF when not required).
     pub fn next_row(&mut self) -> Result<Option<Row>> {
         match self.next_raw()? {
@@ -361,23 +449,41 @@ impl<R: BufRead> RowReader<R> {
         }
     }
 
+    /// The next row's keys and raw values (see [`parse_fields`]).
+    pub fn next_fields(&mut self) -> Result<Option<(u64, Fields<'_>)>> {
+        match self.next_raw()? {
+            None => Ok(None),
+            Some((line, text)) => Ok(Some((line, parse_fields(text, line)?))),
+        }
+    }
+
+    /// Reads one line into `buf`; false at EOF.
+    fn read_line(&mut self) -> Result<bool> {
+        self.buf.clear();
+        let n = self
+            .input
+            .read_until(b'\n', &mut self.buf)
+            .map_err(|e| Error::io(format!("line {}: read stdin", self.line + 1), e))?;
+        if n == 0 {
+            self.eof = true;
+            return Ok(false);
+        }
+        self.line += 1;
+        Ok(true)
+    }
+
     /// The next row as its line's text (UTF-8 checked, JSON not yet parsed), with every stream
     /// rule but the row's own JSON checked: truncation, blank lines, the end record and its count.
     pub fn next_raw(&mut self) -> Result<Option<(u64, &str)>> {
-        if self.done {
+        if self.seg_done || (self.eof && !self.held) {
             return Ok(None);
         }
         loop {
-            self.buf.clear();
-            let n = self
-                .input
-                .read_until(b'\n', &mut self.buf)
-                .map_err(|e| Error::io(format!("line {}: read stdin", self.line + 1), e))?;
-            if n == 0 {
-                self.done = true;
+            if !self.held && !self.read_line()? {
+                self.seg_done = true;
                 return self.at_eof().map(|_| None);
             }
-            self.line += 1;
+            self.held = false;
             if self.buf.last() != Some(&b'\n') && self.end.is_none() && self.require_end {
                 // A last line without its newline: the producer was cut off mid-line.
                 return Err(Error::Data(format!(
@@ -394,19 +500,59 @@ impl<R: BufRead> RowReader<R> {
                     self.line
                 )));
             }
-            if may_be_end_record(&self.buf) {
-                let text = std::str::from_utf8(&self.buf).map_err(|e| invalid_utf8(self.line, &e))?;
-                let fields = parse_row(text, self.line)?;
-                if let Some(end) = end_record(&fields, self.line)? {
-                    if end.rows != self.rows {
-                        return Err(Error::Data(format!(
-                            "line {}: the end record says {} rows but {} were read",
-                            self.line, end.rows, self.rows
-                        )));
+            match may_be_record(&self.buf) {
+                Some(Record::End) => {
+                    let text = std::str::from_utf8(&self.buf).map_err(|e| invalid_utf8(self.line, &e))?;
+                    if let Some(end) = end_record(text, self.line)? {
+                        if end.rows != self.rows {
+                            return Err(Error::Data(format!(
+                                "line {}: the end record says {} rows but {} were read",
+                                self.line, end.rows, self.rows
+                            )));
+                        }
+                        self.end = Some(end);
+                        if self.segmented {
+                            self.seg_done = true;
+                            return Ok(None);
+                        }
+                        continue; // only blank lines may follow
                     }
-                    self.end = Some(end);
-                    continue; // only blank lines may follow
                 }
+                Some(Record::Table) => {
+                    let text = std::str::from_utf8(&self.buf).map_err(|e| invalid_utf8(self.line, &e))?;
+                    if let Some(t) = table_record(text, self.line)? {
+                        if self.rows == 0 && self.table.is_none() {
+                            if let Some(want) = self.expect_step.as_deref().filter(|w| *w != t.step) {
+                                return Err(Error::Data(format!(
+                                    "line {}: the table record names step '{}' where step '{want}' was expected \
+                                     (the stream's tables are not in the plan's order, or a step is missing)",
+                                    self.line, t.step
+                                )));
+                            }
+                            self.table = Some(t);
+                            continue;
+                        }
+                        if !self.segmented {
+                            return Err(Error::Data(format!(
+                                "line {}: a table record (step '{}') after this table's rows: several tables' \
+                                 streams concatenated? (load them with pg-load --plan)",
+                                self.line, t.step
+                            )));
+                        }
+                        if self.require_end {
+                            return Err(Error::Data(format!(
+                                "line {}: step '{}' begins before this step's end record: its producer stopped \
+                                 early (truncated after {} rows)",
+                                self.line, t.step, self.rows
+                            )));
+                        }
+                        // A foreign stream ends at the next table record, which opens the next segment.
+                        self.held = true;
+                        self.seg_done = true;
+                        return Ok(None);
+                    }
+                }
+                None => {}
             }
             break;
         }
@@ -428,20 +574,32 @@ impl<R: BufRead> RowReader<R> {
     }
 }
 
-/// Whether a line could be the end record: `{` then `"$end"` after optional whitespace.
-fn may_be_end_record(line: &[u8]) -> bool {
+enum Record {
+    End,
+    Table,
+}
+
+/// Whether a line could be the end record or a table record: `{` then `"$end"` or `"$table"`
+/// after optional whitespace.
+fn may_be_record(line: &[u8]) -> Option<Record> {
     let mut i = 0;
     while i < line.len() && line[i].is_ascii_whitespace() {
         i += 1;
     }
     if line.get(i) != Some(&b'{') {
-        return false;
+        return None;
     }
     i += 1;
     while i < line.len() && line[i].is_ascii_whitespace() {
         i += 1;
     }
-    line[i..].starts_with(b"\"$end\"")
+    if line[i..].starts_with(b"\"$end\"") {
+        Some(Record::End)
+    } else if line[i..].starts_with(b"\"$table\"") {
+        Some(Record::Table)
+    } else {
+        None
+    }
 }
 
 /// Parses one line as a JSON object, with a line-numbered error.
@@ -456,17 +614,127 @@ fn invalid_utf8(line_no: u64, e: &std::str::Utf8Error) -> Error {
     Error::Data(format!("line {line_no}: invalid UTF-8 at byte {} of the line", e.valid_up_to() + 1))
 }
 
-/// Parses one line's text as a JSON object, with a line-numbered error.
+/// A key that repeats within one object: always an error (docs/stream.md §2.3), never "the
+/// last one wins".
+fn duplicate_key(line: u64, key: &str, what: &str) -> Error {
+    let mut k = Vec::new();
+    write_json_str(&mut k, key);
+    Error::Data(format!(
+        "line {line}: key {} appears twice in {what} (docs/stream.md §2.3: a key must not repeat)",
+        String::from_utf8_lossy(&k)
+    ))
+}
+
+/// A key as `Cow`: borrowed from the line unless it had escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> std::result::Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> std::result::Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_string())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// A row's keys and raw JSON values, borrowed from its line (values are converted later, from
+/// their text). A key that repeats is an error naming the line; so is anything but an object.
+pub fn parse_fields<'a>(text: &'a str, line: u64) -> Result<Fields<'a>> {
+    parse_fields_of(text, line, "the row")
+}
+
+fn parse_fields_of<'a>(text: &'a str, line: u64, what: &str) -> Result<Fields<'a>> {
+    struct Pairs;
+    impl<'de> serde::de::Visitor<'de> for Pairs {
+        type Value = Fields<'de>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<M: serde::de::MapAccess<'de>>(self, mut m: M) -> std::result::Result<Self::Value, M::Error> {
+            let mut out = Vec::with_capacity(16);
+            while let Some(Key(k)) = m.next_key::<Key<'de>>()? {
+                out.push((k, m.next_value::<&'de RawValue>()?));
+            }
+            Ok(out)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    let parsed = serde::Deserializer::deserialize_map(&mut de, Pairs).and_then(|p| de.end().map(|_| p));
+    let pairs = match parsed {
+        Ok(p) => p,
+        // The general parser words the error (malformed JSON at column …, not an object).
+        Err(_) => {
+            return Err(match parse_row(text, line) {
+                Err(e) => e,
+                Ok(_) => Error::Data(format!("line {line}: malformed JSON; the line starts {}", snippet(text, 40))),
+            })
+        }
+    };
+    for (i, (k, _)) in pairs.iter().enumerate().skip(1) {
+        if pairs[..i].iter().any(|(k2, _)| k2 == k) {
+            return Err(duplicate_key(line, k, what));
+        }
+    }
+    Ok(pairs)
+}
+
+/// Parses one line's text as a JSON object, with a line-numbered error; a key that repeats
+/// is an error.
 pub fn parse_row(line: &str, line_no: u64) -> Result<Map<String, Value>> {
-    match serde_json::from_str::<Value>(line) {
-        Ok(Value::Object(m)) => Ok(m),
-        Ok(other) => Err(Error::Data(format!("line {line_no}: expected a JSON object, found {}", kind_name(&other)))),
-        Err(e) => Err(Error::Data(format!(
-            "line {line_no}: malformed JSON at column {}: {}; the line starts {}",
-            e.column(),
-            json_err_cause(&e),
-            snippet(line, 40)
-        ))),
+    parse_map(line, line_no, "the row")
+}
+
+fn parse_map(line: &str, line_no: u64, what: &str) -> Result<Map<String, Value>> {
+    struct Obj<'a>(&'a mut Option<String>);
+    impl<'de> serde::de::Visitor<'de> for Obj<'_> {
+        type Value = Map<String, Value>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<M: serde::de::MapAccess<'de>>(self, mut m: M) -> std::result::Result<Self::Value, M::Error> {
+            let mut out = Map::new();
+            while let Some(k) = m.next_key::<String>()? {
+                let v: Value = m.next_value()?;
+                match out.entry(k) {
+                    serde_json::map::Entry::Vacant(e) => {
+                        e.insert(v);
+                    }
+                    serde_json::map::Entry::Occupied(e) => {
+                        *self.0 = Some(e.key().clone());
+                        return Err(serde::de::Error::custom("duplicate key"));
+                    }
+                }
+            }
+            Ok(out)
+        }
+    }
+    let mut dup = None;
+    let mut de = serde_json::Deserializer::from_str(line);
+    let parsed = serde::Deserializer::deserialize_map(&mut de, Obj(&mut dup)).and_then(|m| de.end().map(|_| m));
+    match parsed {
+        Ok(m) => Ok(m),
+        Err(_) if dup.is_some() => Err(duplicate_key(line_no, dup.as_deref().unwrap_or(""), what)),
+        Err(_) => match serde_json::from_str::<Value>(line) {
+            Ok(other) => {
+                Err(Error::Data(format!("line {line_no}: expected a JSON object, found {}", kind_name(&other))))
+            }
+            Err(e) => Err(Error::Data(format!(
+                "line {line_no}: malformed JSON at column {}: {}; the line starts {}",
+                e.column(),
+                json_err_cause(&e),
+                snippet(line, 40)
+            ))),
+        },
     }
 }
 
@@ -478,19 +746,49 @@ fn json_err_cause(e: &serde_json::Error) -> String {
     }
 }
 
-/// If `fields` is an end record, parses it.
-fn end_record(fields: &Map<String, Value>, line: u64) -> Result<Option<EndRecord>> {
-    if fields.len() != 1 {
-        return Ok(None);
-    }
-    let Some(end) = fields.get(END_KEY) else { return Ok(None) };
-    let Some(m) = end.as_object() else {
+/// The one member of a line that may be a record (`{"$end": …}`, `{"$table": …}`); `None`
+/// when the line has other keys too (it is then a row).
+fn only_member<'a>(text: &'a str, line: u64, key: &str) -> Result<Option<&'a RawValue>> {
+    let fields = parse_fields_of(text, line, "the record")?;
+    Ok(match fields.as_slice() {
+        [(k, v)] if k == key => Some(*v),
+        _ => None,
+    })
+}
+
+/// If the line is an end record, parses it (a repeated member and an unknown version are errors).
+fn end_record(text: &str, line: u64) -> Result<Option<EndRecord>> {
+    let Some(raw) = only_member(text, line, END_KEY)? else { return Ok(None) };
+    if !raw.get().trim_start().starts_with('{') {
         return Err(Error::Data(format!("line {line}: the end record's \"$end\" is not an object")));
-    };
+    }
+    let m = parse_map(raw.get(), line, "the end record")?;
+    if let Some(v) = m.get("version") {
+        if v.as_u64() != Some(VERSION) {
+            return Err(Error::Data(format!(
+                "line {line}: the stream says it is version {v}; this reader knows version {VERSION} only \
+                 (docs/stream.md §6.2): use a pgferry that reads it"
+            )));
+        }
+    }
     let Some(rows) = m.get("rows").and_then(Value::as_u64) else {
         return Err(Error::Data(format!("line {line}: the end record has no \"rows\" count")));
     };
-    Ok(Some(EndRecord { rows, fields: m.clone() }))
+    Ok(Some(EndRecord { rows, fields: m }))
+}
+
+/// If the line is a table record, parses it.
+fn table_record(text: &str, line: u64) -> Result<Option<TableRecord>> {
+    let Some(raw) = only_member(text, line, TABLE_KEY)? else { return Ok(None) };
+    if !raw.get().trim_start().starts_with('{') {
+        return Err(Error::Data(format!("line {line}: the table record's \"$table\" is not an object")));
+    }
+    let m = parse_map(raw.get(), line, "the table record")?;
+    let Some(step) = m.get("step").and_then(Value::as_str) else {
+        return Err(Error::Data(format!("line {line}: the table record has no \"step\" name")));
+    };
+    let target = m.get("target").and_then(Value::as_str).map(str::to_string);
+    Ok(Some(TableRecord { line, step: step.to_string(), target }))
 }
 
 /// "a string", "an array" ... for messages.
@@ -625,6 +923,75 @@ mod tests {
         assert_eq!(as_bytes_form(&row.fields["b"]).unwrap().unwrap(), vec![0, 255]);
         assert!(r.next_row().unwrap().is_none());
         assert_eq!(r.end_record().unwrap().rows, 1);
+    }
+
+    #[test]
+    fn repeated_keys_and_unknown_versions_are_errors() {
+        let err = |s: &str| read_all(s, true).unwrap_err().message().to_string();
+        assert_eq!(
+            err("{\"a\":1,\"a\":2}\n{\"$end\":{\"rows\":1}}\n"),
+            "line 1: key \"a\" appears twice in the row (docs/stream.md §2.3: a key must not repeat)"
+        );
+        assert!(err("{\"$end\":{\"rows\":0,\"rows\":0}}\n")
+            .starts_with("line 1: key \"rows\" appears twice in the end record"));
+        assert!(err("{\"$end\":{\"rows\":0,\"version\":2}}\n").contains("version 2; this reader knows version 1 only"));
+        assert!(err("{\"$end\":{\"rows\":0,\"version\":\"1\"}}\n").contains("version \"1\""));
+        assert_eq!(read_all("{\"$end\":{\"rows\":0,\"version\":1}}\n", true).unwrap(), Vec::<u64>::new());
+        // The borrowed parser: escaped keys unescaped, a repeat found through escapes.
+        let f = parse_fields(r#"{"a\u0062":1,"c":"x"}"#, 3).unwrap();
+        assert_eq!(f.iter().map(|(k, v)| format!("{k}={}", v.get())).collect::<Vec<_>>(), ["ab=1", "c=\"x\""]);
+        assert!(matches!(f[0].0, Cow::Owned(_)) && matches!(f[1].0, Cow::Borrowed(_)));
+        let e = parse_fields(r#"{"ab":1,"a\u0062":2}"#, 3).unwrap_err();
+        assert!(e.message().starts_with("line 3: key \"ab\" appears twice"), "{}", e.message());
+        assert!(parse_fields("[1]", 4)
+            .unwrap_err()
+            .message()
+            .contains("line 4: expected a JSON object, found an array"));
+        assert!(parse_fields("{\"a\" 1}", 5).unwrap_err().message().starts_with("line 5: malformed JSON at column"));
+    }
+
+    #[test]
+    fn segments_of_a_multi_table_stream() {
+        let text = "{\"$table\":{\"step\":\"a\",\"target\":\"t1\"}}\n{\"x\":1}\n{\"$end\":{\"rows\":1}}\n\n\
+                    {\"y\":1}\n{\"y\":2}\n{\"$end\":{\"rows\":2}}\n\
+                    {\"$table\":{\"step\":\"c\"}}\n{\"z\":1}\n\
+                    {\"$table\":{\"step\":\"d\"}}\n{\"w\":1}\n";
+        let mut r = RowReader::segmented(text.as_bytes());
+        let seg = |r: &mut RowReader<&[u8]>, step: &str, end: bool| {
+            r.begin_segment(step, end);
+            let mut lines = vec![];
+            while let Some(row) = r.next_row().unwrap() {
+                lines.push(row.line);
+            }
+            (r.table_record().map(|t| (t.step.clone(), t.target.clone())), lines)
+        };
+        assert_eq!(seg(&mut r, "a", true), (Some(("a".into(), Some("t1".into()))), vec![2]));
+        assert_eq!(seg(&mut r, "b", true), (None, vec![5, 6]));
+        assert_eq!(seg(&mut r, "c", false), (Some(("c".into(), None)), vec![9]));
+        assert_eq!(seg(&mut r, "d", false), (Some(("d".into(), None)), vec![11]));
+        r.finish().unwrap();
+        // A table record naming another step, one that cuts a segment short, and data after the last step.
+        let err = |text: &str, steps: &[(&str, bool)]| {
+            let mut r = RowReader::segmented(text.as_bytes());
+            for (step, end) in steps {
+                r.begin_segment(step, *end);
+                loop {
+                    match r.next_row() {
+                        Ok(Some(_)) => {}
+                        Ok(None) => break,
+                        Err(e) => return e.message().to_string(),
+                    }
+                }
+            }
+            r.finish().map(|_| String::new()).unwrap_or_else(|e| e.message().to_string())
+        };
+        assert!(err("{\"$table\":{\"step\":\"b\"}}\n", &[("a", true)])
+            .starts_with("line 1: the table record names step 'b' where step 'a' was expected"));
+        assert!(err("{\"x\":1}\n{\"$table\":{\"step\":\"b\"}}\n", &[("a", true)])
+            .starts_with("line 2: step 'b' begins before this step's end record"));
+        assert!(err("{\"$end\":{\"rows\":0}}\n{\"x\":1}\n", &[("a", true)])
+            .starts_with("line 2: data after the last step's segment"));
+        assert!(err("{\"x\":1}\n", &[("a", true)]).contains("without its end record"));
     }
 
     #[test]

@@ -309,6 +309,32 @@ fn parse(text: &str) -> std::result::Result<Map<String, Value>, String> {
     Ok(m)
 }
 
+/// check's one-line summary for a tree backup.
+pub fn human(r: &Report) -> String {
+    if r.ok() {
+        return format!(
+            "check '{}': OK: archive checksum matches, {} files as recorded ({})",
+            r.base,
+            r.tables,
+            files::human_bytes(r.raw_bytes)
+        );
+    }
+    let why: Vec<String> = r
+        .lines
+        .iter()
+        .filter(|l| l["ok"] == false)
+        .map(|l| {
+            let name = l["check"].as_str().unwrap_or("?");
+            match (l.get("error"), l.get("expected"), l.get("actual")) {
+                (Some(e), _, _) => format!("{name}: {}", e.as_str().unwrap_or("")),
+                (None, Some(e), Some(a)) => format!("{name}: manifest {e}, backup {a}"),
+                _ => name.to_string(),
+            }
+        })
+        .collect();
+    format!("check '{}': FAILED: {}", r.base, why.join("; "))
+}
+
 /// What `restore` did.
 pub struct Restored {
     pub report: Report,

@@ -35,25 +35,7 @@ impl Default for FsOptions {
 
 /// The Firestore connection options of the command line (as fs-export's).
 pub fn parse_args(args: &mut pico_args::Arguments, o: &mut FsOptions) -> Result<()> {
-    let c = &mut o.connect;
-    c.project = cli::opt(args, "--project")?;
-    c.database = cli::opt(args, "--database")?;
-    c.endpoint = cli::opt(args, "--endpoint")?;
-    c.token_env = cli::opt(args, "--token-env")?;
-    c.token_command = cli::opt(args, "--token-command")?;
-    c.credentials = cli::opt(args, "--credentials")?;
-    if let Some(n) = cli::opt(args, "--retries")? {
-        c.retry.attempts = n
-            .parse()
-            .ok()
-            .filter(|n| *n >= 1)
-            .ok_or_else(|| Error::Usage(format!("--retries '{n}': expected a number of attempts, at least 1")))?;
-    }
-    if let Some(ms) = cli::opt(args, "--backoff")? {
-        c.retry.base = std::time::Duration::from_millis(
-            ms.parse().map_err(|_| Error::Usage(format!("--backoff '{ms}': expected milliseconds")))?,
-        );
-    }
+    o.connect = ConnectOptions::from_args(args)?;
     o.parent_field = cli::opt(args, "--parent-field")?;
     o.path_field = cli::opt(args, "--path-field")?;
     o.ref_paths = args.contains("--ref-paths");

@@ -195,6 +195,55 @@ fn bad_input_is_refused_with_line_column_value_and_nothing_commits() {
 }
 
 #[test]
+fn stream_rules_a_repeated_key_or_end_member_and_an_unknown_version_are_errors_naming_the_line() {
+    let pg = Pg::new();
+    small_table(&pg);
+    let good = r#"{"id":1,"level":"info","received_at":"2024-01-05T10:00:00Z","n":1}"#;
+    let cases: Vec<(String, Vec<&str>)> = vec![
+        // docs/stream.md §2.3: the last value does not win, whichever parser reads the row.
+        (
+            stream(&[good, r#"{"id":2,"level":"info","received_at":"2024-01-05","n":1,"n":2}"#]),
+            vec!["line 2: key \"n\" appears twice in the row"],
+        ),
+        (
+            stream(&[good, r#"{"id":2,"l\u0065vel":"a","received_at":"2024-01-05","level":"b"}"#]),
+            vec!["line 2: key \"level\" appears twice in the row"],
+        ),
+        (
+            format!("{good}\n{{\"$end\":{{\"rows\":1,\"source\":\"test\",\"rows\":1}}}}\n"),
+            vec!["line 2: key \"rows\" appears twice in the end record"],
+        ),
+        (
+            format!("{good}\n{{\"$end\":{{\"rows\":1}},\"$end\":{{\"rows\":1}}}}\n"),
+            vec!["line 2: key \"$end\" appears twice"],
+        ),
+        // §6.2: a version this reader does not know.
+        (
+            format!("{good}\n{{\"$end\":{{\"rows\":1,\"version\":2}}}}\n"),
+            vec!["line 2: the stream says it is version 2", "knows version 1 only"],
+        ),
+        // A table record after rows: two tables' streams in a single-table load.
+        (
+            format!("{good}\n{{\"$table\":{{\"step\":\"b\",\"target\":\"logs\"}}}}\n{}", stream(&[good])),
+            vec!["line 2: a table record (step 'b') after this table's rows", "--plan"],
+        ),
+    ];
+    for (input, fragments) in cases {
+        let r = load(&pg, "logs", input, &[]).expect(65);
+        r.stderr_has(&fragments);
+        assert_eq!(r.stderr().lines().count(), 1, "one-line error\n{}", r.describe());
+        assert_eq!(pg.rows("SELECT id FROM logs"), vec!["100"], "the table changed: {}", r.describe());
+    }
+    // Version 1 said explicitly, an escaped key, and a leading table record are fine.
+    let input = format!(
+        "{{\"$table\":{{\"step\":\"logs\",\"target\":\"logs\"}}}}\n{}\n{{\"$end\":{{\"rows\":1,\"version\":1}}}}\n",
+        r#"{"id":3,"l\u0065vel":"esc","received_at":"2024-01-05T10:00:00Z"}"#
+    );
+    load(&pg, "logs", input, &[]).ok().stderr_has(&["Source: 1 rows → Postgres: 1 rows ✓"]);
+    assert_eq!(pg.one("SELECT level FROM logs WHERE id = 3"), "esc");
+}
+
+#[test]
 fn running_the_same_load_twice_reports_rows_already_present() {
     let pg = Pg::new();
     pg.exec("CREATE TABLE t (id integer PRIMARY KEY, v text)");

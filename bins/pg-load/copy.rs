@@ -1,0 +1,222 @@
+//! The COPY sink: rows encoded in PostgreSQL's binary (or text) COPY format, sent in large
+//! writes, and the server's COPY errors turned back into stream lines and columns.
+
+use crate::rows::Columns;
+use pgferry::convert::{self, Cell};
+use pgferry::pg::{pg_error, quote_ident, Table};
+use pgferry::{Error, Result};
+use postgres::Transaction;
+use std::io::Write;
+
+/// Encodes rows into COPY data and sends it; maps server errors back to input lines.
+pub struct CopySink {
+    buf: Vec<u8>,
+    binary: bool,
+    table: Table,
+    /// Columns of the current COPY, by index into the plan.
+    cols: Vec<usize>,
+    col_names: Vec<String>,
+    /// Input line of each of the last rows sent, for the server's "COPY t, line N".
+    recent_lines: std::collections::VecDeque<u64>,
+    rows_in_copy: u64,
+    staged: bool,
+}
+
+const RECENT: usize = 1 << 16;
+
+impl CopySink {
+    pub fn new(plan: &Columns, table: &Table) -> CopySink {
+        CopySink {
+            buf: Vec::with_capacity(1 << 18),
+            binary: plan.binary,
+            table: table.clone(),
+            cols: vec![],
+            col_names: plan.columns.iter().map(|c| c.name.clone()).collect(),
+            recent_lines: std::collections::VecDeque::with_capacity(RECENT),
+            rows_in_copy: 0,
+            staged: false,
+        }
+    }
+
+    pub fn target_sql(&self, cols: &[usize]) -> String {
+        let list: Vec<String> = cols.iter().map(|&i| quote_ident(&self.col_names[i])).collect();
+        format!("{} ({})", self.table.qualified(), list.join(", "))
+    }
+
+    pub fn begin<'a>(
+        &mut self,
+        tx: &'a mut Transaction,
+        target: &str,
+        cols: Vec<usize>,
+    ) -> Result<postgres::CopyInWriter<'a>> {
+        self.cols = cols;
+        self.staged = false;
+        self.open(tx, target)
+    }
+
+    pub fn begin_stage<'a>(
+        &mut self,
+        tx: &'a mut Transaction,
+        stage: &str,
+        cols: Vec<usize>,
+    ) -> Result<postgres::CopyInWriter<'a>> {
+        // The stage table has every loadable column in order, then _pgferry_seg.
+        let list: Vec<String> = cols.iter().map(|&i| quote_ident(&self.col_names[i])).collect();
+        let target = format!("{stage} ({}, _pgferry_seg, _pgferry_line)", list.join(", "));
+        self.cols = cols;
+        self.staged = true;
+        self.open(tx, &target)
+    }
+
+    fn open<'a>(&mut self, tx: &'a mut Transaction, target: &str) -> Result<postgres::CopyInWriter<'a>> {
+        let fmt = if self.binary { "(FORMAT binary)" } else { "(FORMAT text)" };
+        let w = tx.copy_in(&format!("COPY {target} FROM STDIN {fmt}")).map_err(|e| pg_error("start COPY", e))?;
+        self.buf.clear();
+        self.recent_lines.clear();
+        self.rows_in_copy = 0;
+        if self.binary {
+            self.buf.extend_from_slice(convert::BINARY_HEADER);
+        }
+        Ok(w)
+    }
+
+    pub fn encode_row(&mut self, cells: &mut [Option<Cell>], line: u64, seg: Option<i32>) {
+        let nfields = self.cols.len() + 2 * seg.is_some() as usize;
+        if self.binary {
+            self.buf.extend_from_slice(&(nfields as i16).to_be_bytes());
+        }
+        for (pos, &i) in self.cols.iter().enumerate() {
+            let cell = cells[i].take().unwrap_or(Cell::Null);
+            if self.binary {
+                convert::encode_binary(&cell, &mut self.buf);
+            } else {
+                if pos > 0 {
+                    self.buf.push(b'\t');
+                }
+                convert::encode_text(&cell, &mut self.buf);
+            }
+        }
+        if let Some(s) = seg {
+            if self.binary {
+                convert::encode_binary(&Cell::Int4(s), &mut self.buf);
+                convert::encode_binary(&Cell::Int8(line as i64), &mut self.buf);
+            } else {
+                let _ = write!(self.buf, "\t{s}\t{line}");
+            }
+        }
+        if !self.binary {
+            self.buf.push(b'\n');
+        }
+        if self.recent_lines.len() == RECENT {
+            self.recent_lines.pop_front();
+        }
+        self.recent_lines.push_back(line);
+        self.rows_in_copy += 1;
+    }
+
+    pub fn maybe_flush(&mut self, w: &mut postgres::CopyInWriter) -> std::io::Result<()> {
+        if self.buf.len() >= 1 << 18 {
+            w.write_all(&self.buf)?;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+
+    pub fn finish(&mut self, mut w: postgres::CopyInWriter) -> Result<u64> {
+        if self.binary {
+            self.buf.extend_from_slice(convert::BINARY_TRAILER);
+        }
+        if let Err(e) = w.write_all(&self.buf) {
+            return Err(self.server_error(e, Some(w)));
+        }
+        self.buf.clear();
+        w.finish().map_err(|e| self.copy_error(e))
+    }
+
+    /// A write failed: the server reported an error; `finish` returns it.
+    pub fn server_error(&mut self, e: std::io::Error, w: Option<postgres::CopyInWriter>) -> Error {
+        match w {
+            Some(w) => match w.finish() {
+                Err(pe) => self.copy_error(pe),
+                Ok(_) => Error::io("send COPY data", e),
+            },
+            None => Error::io("send COPY data", e),
+        }
+    }
+
+    /// Turns the server's COPY error into one naming the input line and column.
+    fn copy_error(&self, e: postgres::Error) -> Error {
+        let Some(db) = e.as_db_error() else { return pg_error("COPY", e) };
+        let (copy_line, column) = parse_copy_context(db.where_().unwrap_or(""));
+        let line = copy_line.and_then(|n| {
+            let back = self.rows_in_copy.checked_sub(n)? as usize;
+            let len = self.recent_lines.len();
+            (back < len).then(|| self.recent_lines[len - 1 - back])
+        });
+        let at = match (line, &column) {
+            (Some(l), Some(c)) => format!("line {l}, column '{c}'"),
+            (Some(l), None) => format!("line {l}"),
+            (None, _) => "COPY".to_string(),
+        };
+        let code = db.code().code();
+        let msg = db.message();
+        let detail = db.detail().unwrap_or("");
+        let table = self.table.display();
+        match code {
+            "23514" if msg.starts_with("no partition of relation") => {
+                let (col, value) = parse_partition_detail(detail);
+                let month = value.get(..7).unwrap_or("YYYY-MM");
+                Error::Data(format!(
+                    "{at}: no partition of '{table}' accepts {col} = {value} (the month {month} has no partition); \
+                     create it with: pg-partition ensure {table} --from {month}, or load with --ensure-partitions"
+                ))
+            }
+            "23505" => {
+                Error::Data(format!("{at}: duplicate key: {detail} (the stream or the table already holds this key)"))
+            }
+            "23502" => Error::Data(format!("{at}: null value in NOT NULL column '{}'", db.column().unwrap_or("?"))),
+            "23503" => Error::Data(format!(
+                "{at}: {detail}; load the parent table first, or pass --defer-fks to load children before parents"
+            )),
+            _ if self.staged && code.starts_with("23") => Error::Data(format!("{msg} ({detail})")),
+            _ => pg_error(at, e),
+        }
+    }
+}
+
+/// "COPY device_logs, line 3, column received_at: ..." → (3, "received_at").
+fn parse_copy_context(w: &str) -> (Option<u64>, Option<String>) {
+    let first = w.lines().find(|l| l.starts_with("COPY ")).unwrap_or("");
+    let line = first.split(", line ").nth(1).and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok());
+    let column = first.split(", column ").nth(1).map(|s| s.split(':').next().unwrap_or("").to_string());
+    (line, column)
+}
+
+/// "Partition key of the failing row contains (received_at) = (2024-01-05 00:00:00+00)."
+pub fn parse_partition_detail(d: &str) -> (String, String) {
+    let inner = |s: &str| s.trim().trim_start_matches('(').trim_end_matches('.').trim_end_matches(')').to_string();
+    match d.split_once(") = (") {
+        Some((l, r)) => (inner(l.rsplit('(').next().unwrap_or(l)), inner(r)),
+        None => ("the partition key".into(), d.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_context_and_partition_detail() {
+        assert_eq!(
+            parse_copy_context("COPY device_logs, line 3, column received_at: \"x\""),
+            (Some(3), Some("received_at".into()))
+        );
+        assert_eq!(parse_copy_context("COPY t, line 12"), (Some(12), None));
+        assert_eq!(
+            parse_partition_detail(
+                "Partition key of the failing row contains (received_at) = (2024-01-05 00:00:00+00)."
+            ),
+            ("received_at".into(), "2024-01-05 00:00:00+00".into())
+        );
+    }
+}

@@ -1,0 +1,160 @@
+//! The staged path: rows COPYed into a temporary table, then merged into the target by key
+//! (insert skips keys already present, upsert updates them).
+
+use crate::copy::parse_partition_detail;
+use crate::rows::{Columns, Signature};
+use crate::Mode;
+use pgferry::pg::{pg_error, quote_ident};
+use pgferry::{Error, Result};
+use postgres::Transaction;
+
+pub fn create_stage(tx: &mut Transaction, qt: &str) -> Result<String> {
+    let stage = "pg_temp.pgferry_stage".to_string();
+    tx.batch_execute(&format!(
+        "CREATE TEMP TABLE pgferry_stage ON COMMIT DROP AS SELECT * FROM {qt} WITH NO DATA; \
+         ALTER TABLE {stage} ADD COLUMN _pgferry_seg integer NOT NULL, ADD COLUMN _pgferry_line bigint NOT NULL"
+    ))
+    .map_err(|e| pg_error("create the staging table", e))?;
+    Ok(stage)
+}
+
+/// Moves staged rows into the table by key; returns (inserted, already present, present after).
+#[allow(clippy::too_many_arguments)]
+pub fn merge_stage(
+    tx: &mut Transaction,
+    qt: &str,
+    stage: &str,
+    plan: &Columns,
+    segments: &[Signature],
+    key: &[String],
+    mode: Mode,
+    source_rows: i64,
+) -> Result<(i64, i64, i64)> {
+    if key.is_empty() {
+        // Staged only to learn the partitions the rows need, into a table with no key:
+        // a plain insert (the table was empty, or --mode append).
+        let mut inserted = 0i64;
+        for (seg, sig) in segments.iter().enumerate() {
+            let cols: Vec<String> = (0..plan.columns.len())
+                .filter(|i| !sig.contains(i))
+                .map(|i| quote_ident(&plan.columns[i].name))
+                .collect();
+            let list = cols.join(", ");
+            inserted += tx
+                .execute(
+                    &format!("INSERT INTO {qt} ({list}) SELECT {list} FROM {stage} WHERE _pgferry_seg = {seg}"),
+                    &[],
+                )
+                .map_err(|e| merge_error(qt, e))? as i64;
+        }
+        return Ok((inserted, 0, inserted));
+    }
+    let key_list: Vec<String> = key.iter().map(|k| quote_ident(k)).collect();
+    let key_sql = key_list.join(", ");
+    let distinct: i64 = tx
+        .query_one(&format!("SELECT count(*) FROM (SELECT DISTINCT {key_sql} FROM {stage}) d"), &[])
+        .map_err(|e| pg_error("count the stream's keys", e))?
+        .get(0);
+    if distinct < source_rows {
+        let first = tx
+            .query_one(
+                &format!(
+                    "SELECT min(_pgferry_line), max(_pgferry_line), ({key_sql})::text FROM {stage} \
+                     GROUP BY {key_sql} HAVING count(*) > 1 ORDER BY 2 LIMIT 1"
+                ),
+                &[],
+            )
+            .map_err(|e| pg_error("find the repeated key", e))?;
+        return Err(Error::Data(format!(
+            "line {}: key ({}) = {} repeats line {} ({} rows of the stream repeat an earlier row's key)",
+            first.get::<_, i64>(1),
+            key.join(", "),
+            first.get::<_, String>(2),
+            first.get::<_, i64>(0),
+            source_rows - distinct
+        )));
+    }
+    let oid = tx
+        .query_one(&format!("SELECT '{}'::regclass::oid", qt.replace('\'', "''")), &[])
+        .map_err(|e| pg_error("look up the table", e))?
+        .get::<_, u32>(0);
+    let on_conflict = has_unique_index(tx, oid, key)?;
+    let join = key.iter().map(|k| format!("t.{0} = s.{0}", quote_ident(k))).collect::<Vec<_>>().join(" AND ");
+    let mut inserted = 0i64;
+    for (seg, sig) in segments.iter().enumerate() {
+        let cols: Vec<String> =
+            (0..plan.columns.len()).filter(|i| !sig.contains(i)).map(|i| quote_ident(&plan.columns[i].name)).collect();
+        let list = cols.join(", ");
+        let select = format!(
+            "SELECT {} FROM {stage} s WHERE s._pgferry_seg = {seg}",
+            cols.iter().map(|c| format!("s.{c}")).collect::<Vec<_>>().join(", ")
+        );
+        let sql = match (mode, on_conflict) {
+            (Mode::Upsert, true) => {
+                let sets: Vec<String> =
+                    cols.iter().filter(|c| !key_list.contains(c)).map(|c| format!("{c} = EXCLUDED.{c}")).collect();
+                let action = if sets.is_empty() {
+                    "DO NOTHING".to_string()
+                } else {
+                    format!("DO UPDATE SET {}", sets.join(", "))
+                };
+                format!("INSERT INTO {qt} ({list}) {select} ON CONFLICT ({key_sql}) {action} RETURNING (xmax = 0)")
+            }
+            (Mode::Upsert, false) => {
+                return Err(Error::Usage(format!("--mode upsert needs a unique index on ({})", key.join(", "))));
+            }
+            (_, true) => {
+                format!("INSERT INTO {qt} ({list}) {select} ON CONFLICT ({key_sql}) DO NOTHING RETURNING true")
+            }
+            (_, false) => format!(
+                "INSERT INTO {qt} ({list}) {select} AND NOT EXISTS (SELECT 1 FROM {qt} t WHERE {join}) RETURNING true"
+            ),
+        };
+        let counted = format!("WITH ins AS ({sql}) SELECT count(*) FILTER (WHERE ins.x) FROM ins AS ins(x)");
+        let n: i64 = tx.query_one(&counted, &[]).map_err(|e| merge_error(qt, e))?.get(0);
+        inserted += n;
+    }
+    let present_after: i64 = tx
+        .query_one(
+            &format!("SELECT count(*) FROM (SELECT DISTINCT {key_sql} FROM {stage}) s WHERE EXISTS (SELECT 1 FROM {qt} t WHERE {join})"),
+            &[],
+        )
+        .map_err(|e| pg_error("verify the loaded keys", e))?
+        .get(0);
+    Ok((inserted, source_rows - inserted, present_after))
+}
+
+fn merge_error(table: &str, e: postgres::Error) -> Error {
+    let Some(db) = e.as_db_error() else { return pg_error("merge staged rows", e) };
+    let detail = db.detail().unwrap_or("");
+    match db.code().code() {
+        "23503" => Error::Data(format!("{detail}; load the parent table first, or pass --defer-fks")),
+        "23502" => Error::Data(format!("null value in NOT NULL column '{}'", db.column().unwrap_or("?"))),
+        "23505" => Error::Data(format!("duplicate key on another unique constraint: {detail}")),
+        "23514" if db.message().starts_with("no partition") => {
+            let (col, value) = parse_partition_detail(detail);
+            let month = value.get(..7).unwrap_or("YYYY-MM");
+            Error::Data(format!(
+                "no partition of {table} accepts {col} = {value} (the month {month} has no partition); \
+                 create it with: pg-partition ensure {} --from {month}, or load with --ensure-partitions",
+                table.replace("\"public\".", "").replace('"', "")
+            ))
+        }
+        _ => pg_error("merge staged rows", e),
+    }
+}
+
+/// A unique index (or constraint) on exactly these columns, usable by ON CONFLICT.
+fn has_unique_index(tx: &mut Transaction, oid: u32, key: &[String]) -> Result<bool> {
+    let rows = tx
+        .query(
+            "SELECT array_agg(a.attname::text ORDER BY a.attname) FROM pg_index i \
+             CROSS JOIN LATERAL unnest(i.indkey) k(attnum) JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
+             WHERE i.indrelid = $1 AND i.indisunique AND i.indpred IS NULL AND i.indexprs IS NULL GROUP BY i.indexrelid",
+            &[&oid],
+        )
+        .map_err(|e| pg_error("read unique indexes", e))?;
+    let mut want: Vec<String> = key.to_vec();
+    want.sort();
+    Ok(rows.iter().any(|r| r.get::<_, Vec<String>>(0) == want))
+}

@@ -1,0 +1,207 @@
+//! Rows from the stream into COPY: each row's keys matched to columns, values converted by
+//! column type, rows grouped by the defaulted columns they leave out.
+
+use crate::copy::CopySink;
+use crate::{Args, TOOL};
+use pgferry::convert::{self, Cell, ColumnInfo, Options};
+use pgferry::stream::RowReader;
+use pgferry::{Error, Result};
+use postgres::Transaction;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::time::Instant;
+
+/// Which columns a COPY carries, and whether each has a binary encoder.
+pub struct Columns {
+    pub columns: Vec<ColumnInfo>,
+    pub binary: bool,
+}
+
+impl Columns {
+    /// The column named `key`, looking first where the previous key's successor is: streams
+    /// usually list keys in column order, so this is one comparison per key.
+    fn find(&self, key: &str, hint: usize) -> Option<usize> {
+        if self.columns.get(hint).is_some_and(|c| c.name == key) {
+            return Some(hint);
+        }
+        self.columns.iter().position(|c| c.name == key)
+    }
+}
+
+/// The set of defaulted columns a row leaves out: rows with the same set share a COPY
+/// (direct path) or a merge statement (staged path).
+pub type Signature = Vec<usize>;
+
+/// Streams rows into COPY. Returns the distinct signatures seen, indexed by segment id.
+pub fn stream_rows<R: std::io::BufRead>(
+    tx: &mut Transaction,
+    reader: &mut RowReader<R>,
+    plan: &Columns,
+    generated: &[&str],
+    a: &Args,
+    sink: &mut CopySink,
+    stage: Option<&str>,
+) -> Result<Vec<Signature>> {
+    let n = plan.columns.len();
+    let mut rows = RowSource {
+        segments: vec![],
+        seg_ids: HashMap::new(),
+        cells: vec![None; n],
+        unknown: vec![],
+        sig: vec![],
+        last_seg: None,
+    };
+    let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let started = Instant::now();
+    // The row read but not yet sent: it opens the next COPY.
+    let mut pending = rows.next(reader, plan, generated, a)?;
+    while let Some((first_line, seg)) = pending.take() {
+        // Direct path: one COPY per run of rows with the same defaulted columns left out.
+        // Staged path: one COPY of every column plus the segment id.
+        let mut w = match stage {
+            None => {
+                let cols: Vec<usize> = (0..n).filter(|i| !rows.segments[seg].contains(i)).collect();
+                let target = sink.target_sql(&cols);
+                sink.begin(tx, &target, cols)?
+            }
+            Some(stage) => sink.begin_stage(tx, stage, (0..n).collect())?,
+        };
+        let mut line = first_line;
+        let mut cur = seg;
+        loop {
+            sink.encode_row(&mut rows.cells, line, stage.map(|_| cur as i32));
+            if let Err(e) = sink.maybe_flush(&mut w) {
+                return Err(sink.server_error(e, Some(w)));
+            }
+            if progress && reader.rows().is_multiple_of(100_000) {
+                eprint!(
+                    "\r{TOOL}: {} rows, {:.0} rows/s",
+                    reader.rows(),
+                    reader.rows() as f64 / started.elapsed().as_secs_f64()
+                );
+            }
+            match rows.next(reader, plan, generated, a) {
+                Ok(Some((l, s))) if stage.is_some() || s == seg => {
+                    line = l;
+                    cur = s;
+                }
+                Ok(Some(next)) => {
+                    pending = Some(next);
+                    break;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    drop(w);
+                    return Err(e);
+                }
+            }
+        }
+        sink.finish(w)?;
+    }
+    if progress && reader.rows() >= 100_000 {
+        eprintln!();
+    }
+    Ok(rows.segments)
+}
+
+/// Reads rows from the stream and converts them into `cells` (one slot per loadable column;
+/// `None` = key missing).
+struct RowSource {
+    segments: Vec<Signature>,
+    seg_ids: HashMap<Signature, usize>,
+    cells: Vec<Option<Cell>>,
+    unknown: Vec<String>,
+    /// The current row's signature (reused buffer) and the previous row's segment.
+    sig: Signature,
+    last_seg: Option<usize>,
+}
+
+impl RowSource {
+    /// The next row's line and segment id, its values converted into `self.cells`.
+    fn next<R: std::io::BufRead>(
+        &mut self,
+        reader: &mut RowReader<R>,
+        plan: &Columns,
+        generated: &[&str],
+        a: &Args,
+    ) -> Result<Option<(u64, usize)>> {
+        let Some((line, pairs)) = reader.next_fields()? else { return Ok(None) };
+        for c in self.cells.iter_mut() {
+            *c = None;
+        }
+        // Values are converted from their JSON text; only what that cannot read is parsed.
+        let mut hint = 0;
+        for (k, raw) in pairs {
+            let Some(i) = plan.find(&k, hint) else {
+                self.note_unknown(&k, a);
+                continue;
+            };
+            hint = i + 1;
+            let col = &plan.columns[i];
+            let cell = match convert::convert_raw(raw.get(), &col.kind, &a.opts) {
+                Some(c) => c,
+                None => {
+                    let v: Value = serde_json::from_str(raw.get())
+                        .map_err(|e| Error::Data(format!("line {line}: malformed JSON: {e}")))?;
+                    convert_value(&v, col, &a.opts, line)?
+                }
+            };
+            self.cells[i] = Some(cell);
+        }
+        if !self.unknown.is_empty() {
+            let gen: Vec<&String> = self.unknown.iter().filter(|k| generated.contains(&k.as_str())).collect();
+            let msg = if !gen.is_empty() {
+                format!("line {line}: key '{}' is a generated column, which cannot be loaded; drop it from the stream or pass --ignore-unknown", gen[0])
+            } else {
+                let cols: Vec<&str> = plan.columns.iter().map(|c| c.name.as_str()).collect();
+                format!(
+                    "line {line}: keys that match no column of '{}': {} (the table has: {}); pass --ignore-unknown to drop them",
+                    a.table,
+                    self.unknown.join(", "),
+                    cols.join(", ")
+                )
+            };
+            return Err(Error::Data(msg));
+        }
+        for (i, col) in plan.columns.iter().enumerate() {
+            // Checked here so the staged path, where the server sees NULLs only at the merge,
+            // still names the line. A missing key with a default is not a NULL.
+            let null_given = self.cells[i].as_ref().map_or(!col.has_default, |c| *c == Cell::Null);
+            if null_given && col.not_null {
+                return Err(Error::Data(format!(
+                    "line {line}, column '{}': null (or missing) in a NOT NULL column",
+                    col.name
+                )));
+            }
+        }
+        // Consecutive rows almost always leave out the same columns: compare with the last
+        // row's signature before hashing.
+        self.sig.clear();
+        self.sig.extend((0..self.cells.len()).filter(|&i| self.cells[i].is_none() && plan.columns[i].has_default));
+        let seg = match self.last_seg.filter(|&s| self.segments[s] == self.sig) {
+            Some(s) => s,
+            None => match self.seg_ids.get(&self.sig) {
+                Some(&s) => s,
+                None => {
+                    self.segments.push(self.sig.clone());
+                    self.seg_ids.insert(self.sig.clone(), self.segments.len() - 1);
+                    self.segments.len() - 1
+                }
+            },
+        };
+        self.last_seg = Some(seg);
+        Ok(Some((line, seg)))
+    }
+
+    fn note_unknown(&mut self, key: &str, a: &Args) {
+        if !a.ignore_unknown {
+            self.unknown.push(key.to_string());
+        }
+    }
+}
+
+fn convert_value(v: &Value, col: &ColumnInfo, opts: &Options, line: u64) -> Result<Cell> {
+    convert::convert(v, &col.kind, opts).map_err(|cause| {
+        convert::conversion_error(line, &col.name, v, &format!("{cause} (column type {})", col.type_name))
+    })
+}
