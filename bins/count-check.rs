@@ -202,6 +202,8 @@ fn parse_check_opts(args: &mut pico_args::Arguments, base: &CheckOpts) -> Result
         o.examples = n;
     }
     o.conv = Options::from_args(args, o.conv)?;
+    // pg-load's --rename is this check's --map: the key was loaded into that column.
+    o.map.append(&mut o.conv.rename);
     Ok(o)
 }
 
@@ -416,6 +418,11 @@ fn compare(c: &Check, source: Spec, dest: Spec) -> Result<Found> {
         types.extend(cols.iter().map(|c| (c.name.clone(), ColType::of(c))));
     } else if let Some(cols) = &smeta.pg_columns {
         types.extend(cols.iter().filter(|c| !ignore.contains(&c.name)).map(|c| (to_dest(&c.name), ColType::of(c))));
+    }
+    if c.ctx.opts.has_column_rules() {
+        for (name, ct) in types.iter_mut() {
+            ct.conv = Some(c.ctx.opts.for_column(name));
+        }
     }
     let key: Vec<String> = if !o.key.is_empty() {
         o.key.clone()

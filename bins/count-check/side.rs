@@ -595,6 +595,7 @@ fn text_of(v: &Norm) -> String {
 /// A SQLite value normalized for its column: the common cases directly, the rest through
 /// the stream value sqlite-dump would write and pg-load's conversion.
 fn sqlite_norm(v: ValueRef, ct: Option<&ColType>, opts: &Options) -> Norm {
+    let opts = ct.and_then(|c| c.conv.as_ref()).unwrap_or(opts);
     match (v, ct.map(|c| &c.kind)) {
         (ValueRef::Null, _) => Norm::Null,
         (ValueRef::Integer(i), Some(Kind::Int8)) => Norm::Int(i),

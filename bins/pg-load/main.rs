@@ -58,6 +58,8 @@ Options:
   --no-end-record       Accept a foreign stream without the end record.
   --dry-run             Do everything, report, then roll back.
   --no-analyze          Skip ANALYZE after the load.
+  --vacuum              VACUUM (ANALYZE) the table after the commit instead of ANALYZE
+                        (outside the load's transaction, as VACUUM must be).
   --source NAME         What to record as the source [default: from the stream].
   --runs-table NAME     Run log table [default: _migration_runs].
   --lock-timeout SECS   Wait this long for the table lock [default: 10].
@@ -113,6 +115,7 @@ struct Args {
     require_end: bool,
     dry_run: bool,
     analyze: bool,
+    vacuum: bool,
     source: Option<String>,
     runs_table: String,
     lock_timeout: u32,
@@ -151,6 +154,7 @@ fn parse(args: &mut pico_args::Arguments) -> Result<Args> {
         require_end: !args.contains("--no-end-record"),
         dry_run: args.contains("--dry-run"),
         analyze: !args.contains("--no-analyze"),
+        vacuum: args.contains("--vacuum"),
         source: cli::opt(args, "--source")?,
         runs_table: cli::opt(args, "--runs-table")?.unwrap_or_else(|| "_migration_runs".into()),
         lock_timeout,
@@ -185,9 +189,13 @@ fn run(a: Args) -> Result<Status> {
                     a.table, report.mismatch
                 )));
             }
-            if a.analyze && !a.dry_run {
-                if let Err(e) = client.batch_execute(&format!("ANALYZE {}", report.qualified)) {
-                    note!(TOOL, "warning: ANALYZE {}: {}", a.table, pg_cause(&e));
+            if (a.analyze || a.vacuum) && !a.dry_run {
+                // After the commit, on the load's own connection (no transaction is open).
+                let sql = if a.vacuum { "VACUUM (ANALYZE)" } else { "ANALYZE" };
+                match client.batch_execute(&format!("{sql} {}", report.qualified)) {
+                    Ok(()) if a.vacuum => note!(TOOL, "{}: {sql} done", a.table),
+                    Ok(()) => {}
+                    Err(e) => note!(TOOL, "warning: {sql} {}: {}", a.table, pg_cause(&e)),
                 }
             }
             let secs = started.elapsed().as_secs_f64();

@@ -51,6 +51,22 @@ pub fn merge_stage(
     }
     let key_list: Vec<String> = key.iter().map(|k| quote_ident(k)).collect();
     let key_sql = key_list.join(", ");
+    // A row without a key column cannot be matched with the rows already loaded (a serial
+    // id the source does not carry): name the column instead of merging by NULL.
+    for (k, q) in key.iter().zip(&key_list) {
+        let line: Option<i64> = tx
+            .query_one(&format!("SELECT min(_pgferry_line) FROM {stage} WHERE {q} IS NULL"), &[])
+            .map_err(|e| pg_error("check the stream's keys", e))?
+            .get(0);
+        if let Some(line) = line {
+            return Err(Error::Data(format!(
+                "line {line}: the row has no value for '{k}', a column of the key ({}) that tells its rows from \
+                 those already in the table; pass --key with columns the stream has (a UNIQUE constraint's), \
+                 or --mode append",
+                key.join(", ")
+            )));
+        }
+    }
     let distinct: i64 = tx
         .query_one(&format!("SELECT count(*) FROM (SELECT DISTINCT {key_sql} FROM {stage}) d"), &[])
         .map_err(|e| pg_error("count the stream's keys", e))?
@@ -69,7 +85,7 @@ pub fn merge_stage(
             "line {}: key ({}) = {} repeats line {} ({} rows of the stream repeat an earlier row's key)",
             first.get::<_, i64>(1),
             key.join(", "),
-            first.get::<_, String>(2),
+            first.get::<_, Option<String>>(2).unwrap_or_else(|| "NULL".into()),
             first.get::<_, i64>(0),
             source_rows - distinct
         )));
