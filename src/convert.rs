@@ -3,7 +3,6 @@
 //! here (the server then parses almost nothing), its text format otherwise.
 
 use crate::error::{Error, Result};
-use crate::pg::pg_error;
 use crate::stream::{as_bytes_form, as_float_form, kind_name, value_snippet};
 use crate::timefmt::{self, MICROS_PER_DAY};
 use serde_json::Value;
@@ -42,29 +41,6 @@ pub enum Kind {
 }
 
 impl Kind {
-    /// By built-in type oid; `None` for types that need a catalog look-up (enums, domains, arrays, others).
-    pub fn from_builtin_oid(oid: u32) -> Option<Kind> {
-        Some(match oid {
-            16 => Kind::Bool,
-            21 => Kind::Int2,
-            23 => Kind::Int4,
-            20 => Kind::Int8,
-            700 => Kind::Float4,
-            701 => Kind::Float8,
-            1700 => Kind::Numeric,
-            25 | 1043 | 1042 | 19 => Kind::Text,
-            17 => Kind::Bytea,
-            1082 => Kind::Date,
-            1083 => Kind::Time,
-            1114 => Kind::Timestamp,
-            1184 => Kind::Timestamptz,
-            114 => Kind::Json,
-            3802 => Kind::Jsonb,
-            2950 => Kind::Uuid,
-            _ => return None,
-        })
-    }
-
     /// Whether this pgferry has a binary COPY encoder for the kind.
     pub fn has_binary(&self) -> bool {
         match self {
@@ -1312,76 +1288,4 @@ mod tests {
         encode_text(&Cell::Timestamptz(-1), &mut out);
         assert_eq!(String::from_utf8(out).unwrap(), "1969-12-31 23:59:59.999999+00");
     }
-}
-
-// ---------------------------------------------------------------- catalog
-
-/// A target column as pg-load needs to know it.
-#[derive(Debug, Clone)]
-pub struct ColumnInfo {
-    pub name: String,
-    /// `format_type` text, for messages (`numeric(12,2)`, `text[]`).
-    pub type_name: String,
-    pub kind: Kind,
-    pub not_null: bool,
-    /// Has a default (or is an identity): a missing key means "use it".
-    pub has_default: bool,
-    /// Generated columns are never loaded.
-    pub generated: bool,
-    /// The sequence behind a serial or identity column, to move past loaded ids.
-    pub sequence: Option<String>,
-}
-
-/// The table's columns in order, with each type resolved to a `Kind` (domains to their base).
-pub fn table_columns(client: &mut impl postgres::GenericClient, oid: u32, qualified: &str) -> Result<Vec<ColumnInfo>> {
-    let rows = client
-        .query(
-            "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), a.atttypid, a.attnotnull, \
-                    (a.atthasdef OR a.attidentity <> ''), a.attgenerated <> '', \
-                    pg_get_serial_sequence($2, a.attname) \
-             FROM pg_attribute a WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
-            &[&oid, &qualified],
-        )
-        .map_err(|e| pg_error("read the table's columns", e))?;
-    let mut out = Vec::with_capacity(rows.len());
-    for r in rows {
-        let type_oid: u32 = r.get(2);
-        out.push(ColumnInfo {
-            name: r.get(0),
-            type_name: r.get(1),
-            kind: kind_of(client, type_oid)?,
-            not_null: r.get(3),
-            has_default: r.get(4),
-            generated: r.get(5),
-            sequence: r.get(6),
-        });
-    }
-    Ok(out)
-}
-
-/// Resolves a type oid: built-ins directly, domains to their base, arrays by element, enums.
-pub fn kind_of(client: &mut impl postgres::GenericClient, oid: u32) -> Result<Kind> {
-    if let Some(k) = Kind::from_builtin_oid(oid) {
-        return Ok(k);
-    }
-    let r = client
-        .query_one(
-            "SELECT typtype::text, typcategory::text, typelem, typbasetype, format_type(oid, NULL), typlen FROM pg_type WHERE oid = $1",
-            &[&oid],
-        )
-        .map_err(|e| pg_error("read a column type", e))?;
-    let typtype: String = r.get(0);
-    let category: String = r.get(1);
-    let elem: u32 = r.get(2);
-    let base: u32 = r.get(3);
-    let name: String = r.get(4);
-    let typlen: i16 = r.get(5);
-    Ok(match typtype.as_str() {
-        "d" => kind_of(client, base)?,
-        "e" => Kind::Enum,
-        _ if category == "A" && elem != 0 && typlen == -1 => {
-            Kind::Array { elem: Box::new(kind_of(client, elem)?), elem_oid: elem }
-        }
-        _ => Kind::Other(name),
-    })
 }

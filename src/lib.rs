@@ -1,5 +1,6 @@
 //! pgferry's shared library: what two or more tools need, split by concern.
 
+pub mod catalog;
 pub mod cli;
 pub mod convert;
 pub mod digest;

@@ -14,6 +14,8 @@
 //!   with a hash of the table name when they would pass PostgreSQL's 63-byte limit;
 //! - one transaction-scoped advisory lock per table ([`lock`]) keeps two runs apart.
 
+use crate::catalog::{self, ColumnInfo};
+use crate::convert::Kind;
 use crate::error::{Error, Result};
 use crate::pg::{pg_error, quote_ident, Table};
 use crate::timefmt::{self, civil_from_days, days_from_civil, days_in_month, MICROS_PER_DAY};
@@ -192,20 +194,6 @@ impl Partition {
     }
 }
 
-/// A column of the partitioned table.
-#[derive(Debug, Clone)]
-pub struct Column {
-    pub name: String,
-    /// `format_type` of the column's type.
-    pub type_name: String,
-    /// The type's oid, or its base type's for a domain.
-    pub base_type: Oid,
-    /// `pg_type.typcategory` of the base type (`A` array, `N` numeric, ...).
-    pub category: char,
-    /// A generated (stored) column: computed, never written.
-    pub generated: bool,
-}
-
 /// A table partitioned by range on one time column, as the catalog says now.
 #[derive(Debug, Clone)]
 pub struct Partitioned {
@@ -215,7 +203,7 @@ pub struct Partitioned {
     /// The non-default partitions, ordered by lower bound.
     pub partitions: Vec<Partition>,
     pub default: Option<Partition>,
-    pub columns: Vec<Column>,
+    pub columns: Vec<ColumnInfo>,
 }
 
 impl Partitioned {
@@ -368,10 +356,10 @@ fn inspect_utc(tx: &mut Transaction, table: &Table) -> Result<Partitioned> {
         return Err(refuse("the key is an expression; pg-partition needs a plain column".into()));
     }
     let key_name: String = key.get(4);
-    let key_type = match key.get::<_, Oid>(5) {
-        1184 => KeyType::TimestampTz,
-        1114 => KeyType::Timestamp,
-        1082 => KeyType::Date,
+    let key_type = match catalog::builtin_kind(key.get::<_, Oid>(5)) {
+        Some(Kind::Timestamptz) => KeyType::TimestampTz,
+        Some(Kind::Timestamp) => KeyType::Timestamp,
+        Some(Kind::Date) => KeyType::Date,
         _ => {
             let ty: String = key.get(6);
             return Err(refuse(format!(
@@ -416,26 +404,7 @@ fn inspect_utc(tx: &mut Transaction, table: &Table) -> Result<Partitioned> {
     }
     partitions.sort_by_key(|p| (p.from, p.to));
 
-    let cols = tx
-        .query(
-            "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), bt.oid, bt.typcategory::text, \
-             a.attgenerated::text \
-             FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
-             JOIN pg_type bt ON bt.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END \
-             WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
-            &[&table.oid],
-        )
-        .map_err(q)?;
-    let columns = cols
-        .iter()
-        .map(|r| Column {
-            name: r.get(0),
-            type_name: r.get(1),
-            base_type: r.get(2),
-            category: r.get::<_, String>(3).chars().next().unwrap_or('U'),
-            generated: !r.get::<_, String>(4).is_empty(),
-        })
-        .collect();
+    let columns = catalog::table_columns(tx, table.oid, &table.qualified())?;
     Ok(Partitioned { table: table.clone(), key: key_name, key_type, partitions, default, columns })
 }
 
@@ -770,14 +739,7 @@ fn refuse_if_referenced(
     plans: &[Plan],
     iv: Interval,
 ) -> Result<()> {
-    let fk = tx
-        .query_opt(
-            "SELECT conname::text, conrelid::regclass::text FROM pg_constraint \
-             WHERE contype = 'f' AND confrelid IN (SELECT relid FROM pg_partition_tree($1::oid)) LIMIT 1",
-            &[&info.table.oid],
-        )
-        .map_err(|e| pg_error("look up foreign keys", e))?;
-    if let Some(r) = fk {
+    if let Some(fk) = catalog::referencing_keys(tx, info.table.oid)?.first() {
         let p = plans.iter().find(|p| p.in_default > 0).expect("rows to move");
         return Err(Error::Data(format!(
             "table '{}': the default partition '{}' holds {} rows for {}, and foreign key '{}' on '{}' \
@@ -787,8 +749,8 @@ fn refuse_if_referenced(
             def.name,
             p.in_default,
             iv.label(p.from),
-            r.get::<_, String>(0),
-            r.get::<_, String>(1)
+            fk.name,
+            fk.table
         )));
     }
     Ok(())

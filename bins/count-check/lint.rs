@@ -1,7 +1,8 @@
 //! `--lint`: the seeds' end-of-phase checklist on one PostgreSQL table.
 
 use crate::side::{connect, Ctx};
-use pgferry::convert::{self, Kind};
+use pgferry::catalog;
+use pgferry::convert::Kind;
 use pgferry::pg::{pg_error, quote_ident, quote_literal, Table};
 use pgferry::Result;
 use serde_json::{json, Value};
@@ -31,7 +32,7 @@ pub fn lint(ctx: &Ctx, table: &str, runs_table: &str) -> Result<Vec<Finding>> {
     tx.batch_execute("SET TRANSACTION READ ONLY").map_err(|e| pg_error("begin a read-only transaction", e))?;
     let t = Table::resolve(&mut tx, table)?;
     let qt = t.qualified();
-    let cols = convert::table_columns(&mut tx, t.oid, &qt)?;
+    let cols = catalog::table_columns(&mut tx, t.oid, &qt)?;
     let mut findings = Vec::new();
 
     // Text columns that hold only timestamps, JSON columns with nulls among arrays: one scan.
@@ -112,23 +113,9 @@ pub fn lint(ctx: &Ctx, table: &str, runs_table: &str) -> Result<Vec<Finding>> {
     }
 
     // Foreign keys pointing nowhere (loads that deferred or suppressed FK checks).
-    let fks = tx
-        .query(
-            "SELECT c.conname::text, c.confrelid::regclass::text, c.convalidated, \
-               array(SELECT a.attname::text FROM unnest(c.conkey) WITH ORDINALITY k(n, i) \
-                     JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.n ORDER BY k.i), \
-               array(SELECT a.attname::text FROM unnest(c.confkey) WITH ORDINALITY k(n, i) \
-                     JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.n ORDER BY k.i) \
-             FROM pg_constraint c WHERE c.conrelid = $1 AND c.contype = 'f' ORDER BY c.conname",
-            &[&t.oid],
-        )
-        .map_err(|e| pg_error(format!("read the foreign keys of '{table}'"), e))?;
+    let fks = catalog::foreign_keys(&mut tx, t.oid).map_err(|e| e.context(format!("table '{table}'")))?;
     for fk in fks {
-        let name: String = fk.get(0);
-        let parent: String = fk.get(1);
-        let validated: bool = fk.get(2);
-        let child_cols: Vec<String> = fk.get(3);
-        let parent_cols: Vec<String> = fk.get(4);
+        let catalog::ForeignKey { name, parent, validated, columns: child_cols, parent_columns: parent_cols, .. } = fk;
         let not_null: Vec<String> = child_cols.iter().map(|c| format!("c.{} IS NOT NULL", quote_ident(c))).collect();
         let join: Vec<String> = child_cols
             .iter()

@@ -6,7 +6,8 @@
 //! through its binary COPY output. Without one, stream values are compared as they are, with
 //! the generic rules of `raw_eq`.
 
-use pgferry::convert::{self, Cell, ColumnInfo, Kind, Options};
+use pgferry::catalog::ColumnInfo;
+use pgferry::convert::{self, Cell, Kind, Options};
 use pgferry::stream::{as_bytes_form, as_float_form, float_value};
 use pgferry::timefmt::{self, MICROS_PER_DAY};
 use serde_json::Value;

@@ -13,11 +13,9 @@ const PG_EPOCH_MICROS: i64 = PG_EPOCH_DAYS * MICROS_PER_DAY;
 /// text (`col::text`, `col::text[]`) and decoded as such.
 pub fn decode_kind(k: &Kind) -> Kind {
     match k {
-        Kind::Other(_) => Kind::Text,
-        Kind::Array { elem, .. } if matches!(**elem, Kind::Other(_) | Kind::Array { .. }) => {
-            Kind::Array { elem: Box::new(Kind::Text), elem_oid: 25 }
-        }
-        other => other.clone(),
+        _ if k.has_binary() => k.clone(),
+        Kind::Array { .. } => Kind::Array { elem: Box::new(Kind::Text), elem_oid: pgferry::catalog::TEXT_OID },
+        _ => Kind::Text,
     }
 }
 
@@ -26,12 +24,12 @@ pub fn decode_kind(k: &Kind) -> Kind {
 /// `/32`), arrays of them element by element.
 pub fn select_expr(quoted: &str, k: &Kind) -> String {
     match k {
-        Kind::Other(_) => format!("format('%s', {quoted})"),
-        Kind::Array { elem, .. } if matches!(**elem, Kind::Other(_) | Kind::Array { .. }) => format!(
+        _ if k.has_binary() => quoted.to_string(),
+        Kind::Array { .. } => format!(
             "CASE WHEN {quoted} IS NULL THEN NULL ELSE coalesce((SELECT array_agg(CASE WHEN e IS NULL THEN NULL ELSE format('%s', e) END ORDER BY o) \
              FROM unnest({quoted}) WITH ORDINALITY u(e, o)), '{{}}'::text[]) END"
         ),
-        _ => quoted.to_string(),
+        _ => format!("format('%s', {quoted})"),
     }
 }
 

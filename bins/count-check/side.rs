@@ -4,7 +4,8 @@
 
 use crate::norm::{self, ColType, Norm};
 use crate::pgbin;
-use pgferry::convert::{ColumnInfo, Kind, Options};
+use pgferry::catalog::{self, ColumnInfo};
+use pgferry::convert::{Kind, Options};
 use pgferry::pg::{self, pg_error, quote_ident, quote_literal, Table};
 use pgferry::sqlite::{self as sq, TableInfo};
 use pgferry::stream::{bytes_value, float_value, RowReader};
@@ -189,18 +190,8 @@ pub fn meta(spec: &Spec, ctx: &Ctx) -> Result<Meta> {
         Spec::Pg { table } => {
             let mut c = connect(ctx)?;
             let t = pg_table(&mut c, table)?;
-            let cols = pgferry::convert::table_columns(&mut c, t.oid, &t.qualified())?;
-            let key: Vec<String> = c
-                .query(
-                    "SELECT a.attname::text FROM pg_index i JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, n) ON true \
-                     JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
-                     WHERE i.indrelid = $1 AND i.indisprimary ORDER BY k.n",
-                    &[&t.oid],
-                )
-                .map_err(|e| pg_error(format!("read the primary key of '{table}'"), e))?
-                .iter()
-                .map(|r| r.get(0))
-                .collect();
+            let cols = catalog::table_columns(&mut c, t.oid, &t.qualified())?;
+            let key = catalog::primary_key(&mut c, t.oid).map_err(|e| e.context(format!("table '{table}'")))?;
             keep(ctx, c);
             Ok(Meta {
                 columns: Some(cols.iter().map(|c| c.name.clone()).collect()),

@@ -6,8 +6,9 @@ mod rows;
 mod schema;
 
 use copy::CopySink;
+use pgferry::catalog::{self, ColumnInfo};
 use pgferry::cli::{self, Status};
-use pgferry::convert::{self, ColumnInfo, Options};
+use pgferry::convert::Options;
 use pgferry::pg::{self, pg_cause, pg_error, Table};
 use pgferry::runlog::{Outcome, RunLog};
 use pgferry::stream::{EndRecord, RowReader};
@@ -253,7 +254,7 @@ fn load(client: &mut postgres::Client, a: &Args, outcome: &mut Outcome) -> Resul
             other => other,
         }
     })?;
-    let columns = convert::table_columns(&mut tx, table.oid, &qt)?;
+    let columns = catalog::table_columns(&mut tx, table.oid, &qt)?;
     let key = match a.key.is_empty() {
         true => schema::primary_key(&mut tx, table.oid)?,
         false => {

@@ -3,7 +3,8 @@
 
 use crate::copy::CopySink;
 use crate::{Args, TOOL};
-use pgferry::convert::{self, Cell, ColumnInfo, Options};
+use pgferry::catalog::ColumnInfo;
+use pgferry::convert::{self, Cell, Options};
 use pgferry::stream::RowReader;
 use pgferry::{Error, Result};
 use postgres::Transaction;

@@ -16,7 +16,9 @@
 //!
 //! Generated columns are left out: PostgreSQL computes them again on reload.
 
-use pgferry::partition::{Column, Partition, Partitioned};
+use pgferry::catalog::ColumnInfo;
+use pgferry::convert::Kind as ColKind;
+use pgferry::partition::{Partition, Partitioned};
 use pgferry::pg::{pg_error, quote_ident};
 use pgferry::stream::{RowReader, RowWriter};
 use pgferry::{timefmt, Error, Result};
@@ -57,18 +59,20 @@ enum Kind {
 }
 
 /// The select expression and the reading of one column.
-fn column_plan(c: &Column) -> (String, Kind) {
+fn column_plan(c: &ColumnInfo) -> (String, Kind) {
     let q = quote_ident(&c.name);
-    match c.base_type {
-        20 | 21 | 23 | 26 => (format!("{q}::int8"), Kind::Int),
-        700 | 701 => (format!("{q}::float8"), Kind::Float),
-        16 => (format!("{q}::bool"), Kind::Bool),
-        1700 => (format!("{q}::text"), Kind::Numeric),
-        17 => (format!("{q}::bytea"), Kind::Bytea),
-        1184 => (format!("{q}::timestamptz"), Kind::Time),
-        1114 => (format!("{q}::timestamp"), Kind::Time),
-        114 | 3802 => (format!("{q}::text"), Kind::Json),
-        _ if c.category == 'A' => (format!("to_jsonb({q})::text"), Kind::Array),
+    match &c.kind {
+        ColKind::Int2 | ColKind::Int4 | ColKind::Int8 => (format!("{q}::int8"), Kind::Int),
+        // The catalog has no kind of its own for `oid`: a 32-bit unsigned integer.
+        ColKind::Other(name) if name == "oid" => (format!("{q}::int8"), Kind::Int),
+        ColKind::Float4 | ColKind::Float8 => (format!("{q}::float8"), Kind::Float),
+        ColKind::Bool => (format!("{q}::bool"), Kind::Bool),
+        ColKind::Numeric => (format!("{q}::text"), Kind::Numeric),
+        ColKind::Bytea => (format!("{q}::bytea"), Kind::Bytea),
+        ColKind::Timestamptz => (format!("{q}::timestamptz"), Kind::Time),
+        ColKind::Timestamp => (format!("{q}::timestamp"), Kind::Time),
+        ColKind::Json | ColKind::Jsonb => (format!("{q}::text"), Kind::Json),
+        ColKind::Array { .. } => (format!("to_jsonb({q})::text"), Kind::Array),
         _ => (format!("{q}::text"), Kind::Text),
     }
 }
@@ -218,7 +222,7 @@ fn write_verified(
     tmp: &Path,
     final_path: &Path,
 ) -> Result<(u64, String, u64)> {
-    let cols: Vec<&Column> = info.columns.iter().filter(|c| !c.generated).collect();
+    let cols: Vec<&ColumnInfo> = info.columns.iter().filter(|c| !c.generated).collect();
     let plans: Vec<(String, Kind)> = cols.iter().map(|c| column_plan(c)).collect();
     let sql = format!(
         "SELECT {} FROM {}",

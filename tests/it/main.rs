@@ -3,6 +3,7 @@
 //! PostgreSQL (and the Firestore emulator for fs-export).
 
 mod backup_verify;
+mod catalog;
 mod count_check;
 mod fs_export;
 mod fs_proxy;
