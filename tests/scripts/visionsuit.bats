@@ -55,6 +55,9 @@ same() {
   same 'SELECT count(*), sum(cfgScale IS NULL), sum(isPublic) FROM "ImageAsset"' \
     "SELECT count(*) || '|' || count(*) FILTER (WHERE \"cfgScale\" IS NULL) || '|' || count(*) FILTER (WHERE \"isPublic\") FROM \"ImageAsset\""
   [[ "$(pg -c 'SELECT count(*) FROM _prisma_migrations')" == 0 ]]
+  # The plan's --vacuum: every loaded table was vacuumed and analyzed after its commit.
+  [[ "$(pg -c "SELECT count(*) FROM pg_stat_user_tables WHERE relname IN ('User', 'Gallery', 'ModelAsset', 'ImageAsset',
+    'Tag', 'GalleryEntry', '_ImageAssetToTag') AND last_vacuum IS NOT NULL AND last_analyze IS NOT NULL")" == 7 ]]
 
   run -0 "${SCRIPTS}/cutover" --execute
   grep -qx "APP_STORE=postgres" "${W}/app/.env"
