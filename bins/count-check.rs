@@ -347,13 +347,7 @@ fn run(a: Args) -> Result<Status> {
 }
 
 fn plan_steps(path: &str, only: &[String]) -> Result<Vec<pgferry::plan::Step>> {
-    let steps = pgferry::plan::read(path)?;
-    for s in only {
-        if !steps.iter().any(|t| &t.step == s) {
-            return Err(Error::Usage(format!("plan '{path}' has no step '{s}'")));
-        }
-    }
-    Ok(steps.into_iter().filter(|s| only.is_empty() || only.contains(&s.step)).collect())
+    pgferry::plan::select(pgferry::plan::read(path)?, None, only).map_err(|e| e.context(format!("plan '{path}'")))
 }
 
 // ---------------------------------------------------------------- checks

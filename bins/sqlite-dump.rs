@@ -227,8 +227,8 @@ fn dump_table<W: Write>(conn: &Connection, info: &TableInfo, a: &Args, out: W, d
                 ValueRef::Integer(n) => w.int(n),
                 ValueRef::Real(f) => w.float(f),
                 ValueRef::Blob(b) => w.bytes(b),
-                ValueRef::Text(t) => match std::str::from_utf8(t) {
-                    Ok(s) => w.str(s),
+                ValueRef::Text(t) => match w.text(t) {
+                    Ok(()) => {}
                     Err(_) if a.invalid_text_as_bytes => w.bytes(t),
                     Err(e) => {
                         let ident = match row.get_ref(0).expect("ident column") {

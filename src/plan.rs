@@ -3,7 +3,8 @@
 //! read the same file through this parser.
 
 use crate::error::{Error, Result};
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
+use std::io::Write;
 
 /// The `partitioned` member: the target is partitioned by month.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,30 +17,283 @@ pub struct Partitioned {
     pub keep: Option<u32>,
 }
 
+/// Where a step's rows come from: the `source` member, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// `sqlite:PATH:TABLE` (the table after the last ':').
+    Sqlite { db: String, table: String },
+    /// `firestore:COLLECTION_PATH`.
+    Collection(String),
+    /// `firestore-group:ID`: every collection with that id (a collection group).
+    Group(String),
+    /// `firestore-doc:DOCUMENT_PATH`: one document as one row.
+    Document(String),
+    /// `ndjson:FILE`: a stream already on disk.
+    Ndjson(String),
+}
+
+impl Source {
+    /// Parses a `source` member; the message says what the syntax is.
+    pub fn parse(s: &str) -> std::result::Result<Source, String> {
+        let (kind, rest) = s.split_once(':').unwrap_or((s, ""));
+        let segments = |p: &str| p.trim_matches('/').split('/').filter(|x| !x.is_empty()).count();
+        let src = match kind {
+            "sqlite" => match rest.rsplit_once(':') {
+                Some((db, table)) if !db.is_empty() && !table.is_empty() => {
+                    Source::Sqlite { db: db.into(), table: table.into() }
+                }
+                _ => return Err(format!("source '{s}': a SQLite source is sqlite:PATH:TABLE")),
+            },
+            "firestore" if segments(rest) % 2 == 1 => Source::Collection(rest.trim_matches('/').into()),
+            "firestore" => {
+                return Err(format!(
+                    "source '{s}': a collection path has an odd number of segments (firestore-doc: for a document)"
+                ))
+            }
+            "firestore-doc" if segments(rest) >= 2 && segments(rest) % 2 == 0 => {
+                Source::Document(rest.trim_matches('/').into())
+            }
+            "firestore-doc" => {
+                return Err(format!(
+                    "source '{s}': a document path has an even number of segments (collection/document)"
+                ))
+            }
+            "firestore-group" if !rest.is_empty() && !rest.contains('/') => Source::Group(rest.into()),
+            "firestore-group" => return Err(format!("source '{s}': a collection group is one collection id, no '/'")),
+            "ndjson" if !rest.is_empty() => Source::Ndjson(rest.into()),
+            _ => return Err(format!("source '{s}' must be one of {}", SOURCE_SYNTAX.join(", "))),
+        };
+        Ok(src)
+    }
+
+    /// The kind's name in resolved steps: the source's prefix.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Source::Sqlite { .. } => "sqlite",
+            Source::Collection(_) => "firestore",
+            Source::Group(_) => "firestore-group",
+            Source::Document(_) => "firestore-doc",
+            Source::Ndjson(_) => "ndjson",
+        }
+    }
+}
+
 /// One step of a plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Step {
     /// The line of the plan file it came from (1-based), for messages.
     pub line: u64,
     pub step: String,
+    /// The `source` member as written (what `_migration_runs.source` records).
     pub source: String,
+    pub src: Source,
     pub target: String,
     pub dump: Vec<String>,
     pub export: Vec<String>,
+    /// The `load` member as written; [`Step::load_args`] is what pg-load runs with.
     pub load: Vec<String>,
     pub check: Vec<String>,
     pub partitioned: Option<Partitioned>,
 }
 
-/// The source kinds a plan may name (the same syntax as `count-check`).
-pub const SOURCE_KINDS: &[&str] = &["sqlite:", "firestore:", "firestore-group:", "firestore-doc:", "ndjson:"];
+impl Step {
+    /// The producer's argv: the command whose stdout is this step's stream.
+    pub fn producer(&self) -> Vec<String> {
+        let mut v: Vec<String> = Vec::new();
+        match &self.src {
+            Source::Sqlite { db, table } => {
+                v.push("sqlite-dump".into());
+                v.extend(self.dump.iter().cloned());
+                v.extend([db.clone(), table.clone()]);
+            }
+            Source::Collection(p) | Source::Document(p) => {
+                v.push("fs-export".into());
+                v.extend(self.export.iter().cloned());
+                v.push(p.clone());
+            }
+            Source::Group(id) => {
+                v.push("fs-export".into());
+                v.extend(self.export.iter().cloned());
+                v.extend(["--group".into(), id.clone()]);
+            }
+            Source::Ndjson(f) => v.extend(["cat".into(), "--".into(), f.clone()]),
+        }
+        v
+    }
+
+    /// pg-load's arguments for this step: the plan's `load`, plus `--ensure-partitions` on a
+    /// partitioned target, so that the load creates the partitions its rows need inside its
+    /// own transaction (an atomic run or a dry run leaves nothing behind when it rolls back).
+    pub fn load_args(&self) -> Vec<String> {
+        let mut v = self.load.clone();
+        if self.partitioned.is_some() && !v.iter().any(|a| a == "--ensure-partitions") {
+            v.push("--ensure-partitions".into());
+        }
+        v
+    }
+
+    /// A cheap command that fails unless the source can be read, for preflight: Firestore's
+    /// count aggregation. (SQLite tables and ndjson files are checked by `pg-load --preflight`.)
+    pub fn probe(&self) -> Vec<String> {
+        let v = |rest: &[&str]| ["fs-export", "--count"].iter().chain(rest).map(|s| s.to_string()).collect();
+        match &self.src {
+            Source::Collection(p) | Source::Document(p) => v(&[p]),
+            Source::Group(id) => v(&["--group", id]),
+            Source::Sqlite { .. } | Source::Ndjson(_) => vec![],
+        }
+    }
+
+    /// The whole pg-load command of a per-step run.
+    pub fn consumer(&self) -> Vec<String> {
+        let mut v = vec!["pg-load".to_string()];
+        v.extend(self.load_args());
+        v.extend(["--source".into(), self.source.clone(), self.target.clone()]);
+        v
+    }
+
+    /// The table record that starts this step's segment of a plan stream (docs/stream.md §7).
+    pub fn marker(&self) -> String {
+        marker(&self.step, &self.target)
+    }
+
+    /// The SQLite database this step reads, if any.
+    pub fn sqlite(&self) -> Option<&str> {
+        match &self.src {
+            Source::Sqlite { db, .. } => Some(db),
+            _ => None,
+        }
+    }
+
+    /// The files freeze watches for this step: the SQLite database (freeze adds its -wal).
+    /// An ndjson: file is written after the freeze (RUNBOOK section 4), so it is not watched.
+    pub fn watch(&self) -> Vec<String> {
+        self.sqlite().map(|d| vec![d.to_string()]).unwrap_or_default()
+    }
+
+    /// `pg-partition ensure` for the migration: from the first month to AHEAD months ahead.
+    pub fn ensure(&self) -> Vec<String> {
+        let Some(p) = &self.partitioned else { return vec![] };
+        let mut v: Vec<String> = vec!["pg-partition".into(), "ensure".into(), self.target.clone()];
+        v.extend(["--from".into(), p.from.clone()]);
+        if let Some(a) = p.ahead {
+            v.extend(["--ahead".into(), a.to_string()]);
+        }
+        v
+    }
+
+    /// `pg-partition ensure` for cron: the current month and AHEAD more [default: 1].
+    pub fn cron_ensure(&self) -> Vec<String> {
+        let Some(p) = &self.partitioned else { return vec![] };
+        let ahead = p.ahead.unwrap_or(1).to_string();
+        vec!["pg-partition".into(), "ensure".into(), self.target.clone(), "--ahead".into(), ahead]
+    }
+
+    /// `pg-partition retain` for cron, when the step says how many months to keep; the
+    /// script adds --detach or --drop (the operator's configuration).
+    pub fn retain(&self) -> Vec<String> {
+        match self.partitioned.as_ref().and_then(|p| p.keep) {
+            Some(k) => {
+                vec!["pg-partition".into(), "retain".into(), self.target.clone(), "--keep".into(), k.to_string()]
+            }
+            None => vec![],
+        }
+    }
+
+    /// The resolved step (docs/plan.md "Resolved steps"): what the scripts run, as JSON.
+    pub fn resolved(&self) -> Value {
+        json!({
+            "step": self.step,
+            "line": self.line,
+            "source": self.source,
+            "target": self.target,
+            "kind": self.src.kind(),
+            "producer": self.producer(),
+            "marker": self.marker(),
+            "load": self.load_args(),
+            "consumer": self.consumer(),
+            "check": self.check,
+            "probe": self.probe(),
+            "sqlite": self.sqlite(),
+            "watch": self.watch(),
+            "ensure": self.ensure(),
+            "cron_ensure": self.cron_ensure(),
+            "retain": self.retain(),
+        })
+    }
+}
+
+/// The table record `{"$table": {"step": STEP, "target": TARGET}}`, one compact line.
+pub fn marker(step: &str, target: &str) -> String {
+    json!({"$table": {"step": step, "target": target}}).to_string()
+}
+
+/// The source syntax, for messages.
+pub const SOURCE_SYNTAX: &[&str] = &[
+    "sqlite:PATH:TABLE",
+    "firestore:COLLECTION_PATH",
+    "firestore-group:ID",
+    "firestore-doc:DOCUMENT_PATH",
+    "ndjson:FILE",
+];
 
 const MEMBERS: &[&str] = &["step", "source", "target", "dump", "export", "load", "check", "partitioned"];
 
 /// Reads a plan file; a missing file is exit 66, a malformed one 65 naming the line.
 pub fn read(path: &str) -> Result<Vec<Step>> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(format!("read the plan '{path}'"), e))?;
-    parse(&text).map_err(|e| e.context(format!("plan '{path}'")))
+    let steps = parse(&text).map_err(|e| e.context(format!("plan '{path}'")))?;
+    if steps.is_empty() {
+        return Err(Error::Data(format!("plan '{path}': no steps")));
+    }
+    Ok(steps)
+}
+
+/// The steps a run selects: all, those from `from` on, or the named ones (in plan order).
+/// A name the plan does not have is a usage error.
+pub fn select(steps: Vec<Step>, from: Option<&str>, only: &[String]) -> Result<Vec<Step>> {
+    if from.is_some() && !only.is_empty() {
+        return Err(Error::Usage("give --from or --steps, not both".into()));
+    }
+    for name in from.into_iter().chain(only.iter().map(String::as_str)) {
+        if !steps.iter().any(|s| s.step == name) {
+            return Err(Error::Usage(format!("the plan has no step '{name}'")));
+        }
+    }
+    Ok(match from {
+        Some(f) => steps.into_iter().skip_while(|s| s.step != f).collect(),
+        None => steps.into_iter().filter(|s| only.is_empty() || only.contains(&s.step)).collect(),
+    })
+}
+
+/// Prints the selected steps of a plan, resolved, one JSON object per line (`pg-load --resolve`).
+pub fn print_resolved(path: &str, from: Option<&str>, only: &[String], out: &mut impl Write) -> Result<()> {
+    for s in select(read(path)?, from, only)? {
+        writeln!(out, "{}", s.resolved()).map_err(|e| Error::io("write the resolved plan", e))?;
+    }
+    out.flush().map_err(|e| Error::io("write the resolved plan", e))
+}
+
+/// What `pg-load --plan PLAN --resolve [--from STEP | --steps A,B]` asks for.
+pub struct ResolveArgs {
+    pub plan: String,
+    pub from: Option<String>,
+    pub only: Vec<String>,
+}
+
+/// Parses `--resolve` and its options (pg-load hands them over; its own options do not apply).
+pub fn parse_resolve(args: &mut pico_args::Arguments) -> Result<ResolveArgs> {
+    args.contains("--resolve");
+    Ok(ResolveArgs {
+        plan: crate::cli::opt(args, "--plan")?.ok_or_else(|| Error::Usage("--resolve needs --plan PLAN".into()))?,
+        from: crate::cli::opt(args, "--from")?,
+        only: crate::cli::list(args, "--steps")?,
+    })
+}
+
+/// Prints the resolved steps on stdout.
+pub fn resolve(a: ResolveArgs) -> Result<crate::cli::Status> {
+    print_resolved(&a.plan, a.from.as_deref(), &a.only, &mut std::io::stdout().lock())?;
+    Ok(crate::cli::Status::Ok)
 }
 
 /// Parses a plan's text. Steps come back in file order; step names must be unique.
@@ -84,12 +338,13 @@ pub fn parse(text: &str) -> Result<Vec<Step>> {
         };
         let step = string("step")?;
         let source = string("source")?;
-        if !SOURCE_KINDS.iter().any(|p| source.starts_with(p)) {
-            return Err(bad(format!("source '{source}' must start with one of {}", SOURCE_KINDS.join(" "))));
-        }
+        let src = Source::parse(&source).map_err(bad)?;
         let partitioned = match obj.get("partitioned") {
             None | Some(Value::Null) => None,
             Some(Value::Object(p)) => {
+                if let Some(k) = p.keys().find(|k| !["from", "ahead", "keep"].contains(&k.as_str())) {
+                    return Err(bad(format!("unknown member 'partitioned.{k}' (members: from, ahead, keep)")));
+                }
                 let from = p
                     .get("from")
                     .and_then(Value::as_str)
@@ -113,13 +368,21 @@ pub fn parse(text: &str) -> Result<Vec<Step>> {
         if let Some(prev) = steps.iter().find(|s| s.step == step) {
             return Err(bad(format!("step '{step}' is already used on line {}", prev.line)));
         }
+        let (dump, export) = (args("dump")?, args("export")?);
+        if !dump.is_empty() && src.kind() != "sqlite" {
+            return Err(bad(format!("'dump' is for sqlite: sources; this step reads {}", src.kind())));
+        }
+        if !export.is_empty() && !src.kind().starts_with("firestore") {
+            return Err(bad(format!("'export' is for firestore sources; this step reads {}", src.kind())));
+        }
         steps.push(Step {
             line,
             step,
             source,
+            src,
             target: string("target")?,
-            dump: args("dump")?,
-            export: args("export")?,
+            dump,
+            export,
             load: args("load")?,
             check: args("check")?,
             partitioned,
@@ -173,7 +436,17 @@ mod tests {
     fn mistakes_name_their_line() {
         let cases = [
             (r#"{"step": "1", "target": "t"}"#, "line 1: missing 'source'"),
-            (r#"{"step": "1", "source": "mysql:x", "target": "t"}"#, "must start with one of"),
+            (r#"{"step": "1", "source": "mysql:x", "target": "t"}"#, "must be one of sqlite:PATH:TABLE"),
+            (r#"{"step": "1", "source": "sqlite:app.db", "target": "t"}"#, "sqlite:PATH:TABLE"),
+            (r#"{"step": "1", "source": "firestore:a/b", "target": "t"}"#, "odd number of segments"),
+            (r#"{"step": "1", "source": "firestore-doc:settings", "target": "t"}"#, "even number of segments"),
+            (r#"{"step": "1", "source": "firestore-group:a/b", "target": "t"}"#, "one collection id"),
+            (r#"{"step": "1", "source": "ndjson:x", "target": "t", "dump": ["--x"]}"#, "'dump' is for sqlite:"),
+            (r#"{"step": "1", "source": "sqlite:a:b", "target": "t", "export": ["--x"]}"#, "'export' is for firestore"),
+            (
+                r#"{"step": "1", "source": "sqlite:a:b", "target": "t", "partitioned": {"from": "2024-01", "kep": 2}}"#,
+                "'partitioned.kep'",
+            ),
             (r#"{"step": "1", "source": "sqlite:a:b", "target": "t", "laod": []}"#, "unknown member 'laod'"),
             (r#"{"step": "1", "source": "sqlite:a:b", "target": "t", "check": "--key id"}"#, "array of strings"),
             ("[1]", "must be a JSON object"),
@@ -187,5 +460,57 @@ mod tests {
         }
         let dup = "{\"step\":\"a\",\"source\":\"ndjson:x\",\"target\":\"t\"}\n{\"step\":\"a\",\"source\":\"ndjson:y\",\"target\":\"u\"}";
         assert!(parse(dup).unwrap_err().message().contains("line 2: step 'a' is already used on line 1"));
+    }
+
+    #[test]
+    fn steps_resolve_to_the_commands_the_scripts_run() {
+        let steps = parse(EXAMPLE).unwrap();
+        let r: Vec<Value> = steps.iter().map(Step::resolved).collect();
+        assert_eq!(r[0]["producer"], json!(["sqlite-dump", "/srv/app/data/app.sqlite", "melody_drafts"]));
+        assert_eq!(r[0]["marker"], r#"{"$table":{"step":"1.1","target":"melody_drafts"}}"#);
+        assert_eq!(r[0]["sqlite"], "/srv/app/data/app.sqlite");
+        assert_eq!(r[0]["watch"], json!(["/srv/app/data/app.sqlite"]));
+        assert_eq!(r[0]["ensure"], json!([]));
+        assert_eq!(r[1]["consumer"], json!(["pg-load", "--defer-fks", "--source", steps[1].source, "crm_quotations"]));
+        assert_eq!(r[2]["load"], json!(["--ensure-partitions"]));
+        assert_eq!(
+            r[2]["ensure"],
+            json!(["pg-partition", "ensure", "device_logs", "--from", "2024-01", "--ahead", "2"])
+        );
+        assert_eq!(r[2]["cron_ensure"], json!(["pg-partition", "ensure", "device_logs", "--ahead", "2"]));
+        assert_eq!(r[2]["retain"], json!(["pg-partition", "retain", "device_logs", "--keep", "6"]));
+        assert_eq!(r[3]["kind"], "firestore-doc");
+        assert_eq!(r[3]["producer"], json!(["fs-export", "settings/console"]));
+        assert_eq!(r[3]["sqlite"], Value::Null);
+        assert_eq!(r[4]["producer"], json!(["fs-export", "--parent-field", "customer_id", "--group", "orders"]));
+        assert_eq!(r[4]["check"], json!(["--key", "id"]));
+        assert_eq!(r[4]["probe"], json!(["fs-export", "--count", "--group", "orders"]));
+        assert_eq!(r[3]["probe"], json!(["fs-export", "--count", "settings/console"]));
+        assert_eq!(r[0]["probe"], json!([]));
+        assert_eq!(r[4]["line"], 7);
+        let nd = parse(r#"{"step": "x", "source": "ndjson:/tmp/a b.ndjson", "target": "t"}"#).unwrap();
+        assert_eq!(nd[0].producer(), vec!["cat", "--", "/tmp/a b.ndjson"]);
+        assert!(nd[0].watch().is_empty());
+    }
+
+    #[test]
+    fn a_marker_is_one_line_whatever_the_names() {
+        let m = marker("a \"b\"\n", "crm.\"Orders\"");
+        assert!(!m.contains('\n'));
+        let v: Value = serde_json::from_str(&m).unwrap();
+        assert_eq!(v["$table"]["step"], "a \"b\"\n");
+        assert_eq!(v["$table"]["target"], "crm.\"Orders\"");
+    }
+
+    #[test]
+    fn select_takes_from_or_named_steps_in_plan_order() {
+        let names = |v: Vec<Step>| v.into_iter().map(|s| s.step).collect::<Vec<_>>();
+        let all = parse(EXAMPLE).unwrap();
+        assert_eq!(names(select(all.clone(), Some("1.12"), &[]).unwrap()), ["1.12", "2.1", "2.5"]);
+        assert_eq!(names(select(all.clone(), None, &["2.5".into(), "1.1".into()]).unwrap()), ["1.1", "2.5"]);
+        assert_eq!(select(all.clone(), None, &[]).unwrap().len(), 5);
+        let e = select(all.clone(), Some("9"), &[]).unwrap_err();
+        assert_eq!((e.exit_code(), e.message()), (64, "the plan has no step '9'"));
+        assert_eq!(select(all, Some("1.1"), &["2.1".into()]).unwrap_err().exit_code(), 64);
     }
 }

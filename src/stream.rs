@@ -75,6 +75,19 @@ impl<W: Write> RowWriter<W> {
         write_json_str(&mut self.buf, v);
     }
 
+    /// Text not yet known to be UTF-8 (SQLite's): written as a string when it is, else
+    /// nothing is written and the error says where it stops being UTF-8. One pass for ASCII.
+    pub fn text(&mut self, v: &[u8]) -> std::result::Result<(), std::str::Utf8Error> {
+        let start = self.buf.len();
+        if write_escaped(&mut self.buf, v) {
+            if let Err(e) = std::str::from_utf8(v) {
+                self.buf.truncate(start);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
     pub fn bytes(&mut self, v: &[u8]) {
         write_bytes_form(&mut self.buf, v);
     }
@@ -130,18 +143,31 @@ pub fn encode_key(key: &str) -> Vec<u8> {
     out
 }
 
-/// Decimal digits of an integer without going through `fmt`.
+/// "00" to "99": an integer is written two digits per division.
+const DIGIT_PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+2021222324252627282930313233343536373839\
+4041424344454647484950515253545556575859\
+6061626364656667686970717273747576777879\
+8081828384858687888990919293949596979899";
+
+/// Decimal digits of an integer without going through `fmt`, two per division.
 pub fn write_i64(buf: &mut Vec<u8>, v: i64) {
     let mut tmp = [0u8; 20];
     let mut i = tmp.len();
     let mut n = v.unsigned_abs();
-    loop {
+    while n >= 100 {
+        let d = (n % 100) as usize * 2;
+        n /= 100;
+        i -= 2;
+        tmp[i..i + 2].copy_from_slice(&DIGIT_PAIRS[d..d + 2]);
+    }
+    if n >= 10 {
+        let d = n as usize * 2;
+        i -= 2;
+        tmp[i..i + 2].copy_from_slice(&DIGIT_PAIRS[d..d + 2]);
+    } else {
         i -= 1;
-        tmp[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
+        tmp[i] = b'0' + n as u8;
     }
     if v < 0 {
         buf.push(b'-');
@@ -151,32 +177,87 @@ pub fn write_i64(buf: &mut Vec<u8>, v: i64) {
 
 /// A JSON string with the escapes JSON requires (and nothing else escaped).
 pub fn write_json_str(buf: &mut Vec<u8>, s: &str) {
-    buf.push(b'"');
-    let bytes = s.as_bytes();
-    let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let esc: &[u8] = match b {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0x08 => b"\\b",
-            0x0c => b"\\f",
-            0..=0x1f => {
-                buf.extend_from_slice(&bytes[start..i]);
-                let _ = write!(buf, "\\u{b:04x}");
-                start = i + 1;
-                continue;
-            }
-            _ => continue,
-        };
-        buf.extend_from_slice(&bytes[start..i]);
-        buf.extend_from_slice(esc);
-        start = i + 1;
+    write_escaped(buf, s.as_bytes());
+}
+
+/// What a byte becomes inside a JSON string: 0 itself, b'u' `\u00XX`, else `\` and this byte.
+const ESCAPE: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        t[b] = b'u';
+        b += 1;
     }
-    buf.extend_from_slice(&bytes[start..]);
+    t[b'\n' as usize] = b'n';
+    t[b'\r' as usize] = b'r';
+    t[b'\t' as usize] = b't';
+    t[0x08] = b'b';
+    t[0x0c] = b'f';
+    t[b'"' as usize] = b'"';
+    t[b'\\' as usize] = b'\\';
+    t
+};
+
+const LANES: u64 = 0x0101_0101_0101_0101;
+const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
+
+/// Whether any of the eight bytes in `w` is one JSON must escape: below 0x20, `"` or `\`
+/// (exact "has a byte less than / equal to" tests, as in Bit Twiddling Hacks).
+#[inline]
+fn word_needs_escape(w: u64) -> bool {
+    let quote = w ^ (LANES * b'"' as u64);
+    let backslash = w ^ (LANES * b'\\' as u64);
+    let hits = (w.wrapping_sub(LANES * 0x20) & !w)
+        | (quote.wrapping_sub(LANES) & !quote)
+        | (backslash.wrapping_sub(LANES) & !backslash);
+    hits & HIGH_BITS != 0
+}
+
+/// Writes `bytes` as a JSON string, eight bytes at a time where none needs an escape; returns
+/// whether any byte was not ASCII (so a caller holding unchecked text knows to validate it).
+fn write_escaped(buf: &mut Vec<u8>, bytes: &[u8]) -> bool {
+    buf.reserve(bytes.len() + 2);
     buf.push(b'"');
+    let mut seen = 0u64; // every byte ORed in: its high bit says "not ASCII"
+    let mut copied = 0; // bytes before this are in buf
+    let mut i = 0;
+    while i + 8 <= bytes.len() {
+        let w = u64::from_le_bytes(bytes[i..i + 8].try_into().expect("eight bytes"));
+        seen |= w;
+        if word_needs_escape(w) {
+            for j in i..i + 8 {
+                copied = escape_byte(buf, bytes, copied, j);
+            }
+        }
+        i += 8;
+    }
+    for j in i..bytes.len() {
+        seen |= bytes[j] as u64;
+        copied = escape_byte(buf, bytes, copied, j);
+    }
+    buf.extend_from_slice(&bytes[copied..]);
+    buf.push(b'"');
+    seen & HIGH_BITS != 0
+}
+
+/// If `bytes[j]` needs an escape: writes the pending bytes and the escape; returns the new
+/// start of the pending bytes.
+#[inline]
+fn escape_byte(buf: &mut Vec<u8>, bytes: &[u8], copied: usize, j: usize) -> usize {
+    let b = bytes[j];
+    match ESCAPE[b as usize] {
+        0 => copied,
+        e => {
+            buf.extend_from_slice(&bytes[copied..j]);
+            if e == b'u' {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                buf.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
+            } else {
+                buf.extend_from_slice(&[b'\\', e]);
+            }
+            j + 1
+        }
+    }
 }
 
 /// A float as the shortest text that reads back to the same bits; non-finite values tagged.
@@ -873,8 +954,62 @@ mod tests {
     }
 
     #[test]
+    fn strings_escape_exactly_as_serde_json_at_every_offset() {
+        // Every ASCII byte at every position of strings up to three words long (the word
+        // test and the byte-by-byte tail), and non-ASCII text around escapes.
+        for len in 1..=24 {
+            for at in 0..len {
+                for b in 0u8..0x80 {
+                    let mut s = vec![b'a'; len];
+                    s[at] = b;
+                    let s = String::from_utf8(s).unwrap();
+                    let mut out = Vec::new();
+                    write_json_str(&mut out, &s);
+                    assert_eq!(String::from_utf8(out).unwrap(), serde_json::to_string(&s).unwrap(), "{s:?}");
+                }
+            }
+        }
+        for s in ["é\"🙂\u{7f}\n", "\u{80}\u{7ff}\u{800}\u{ffff}\u{10000}\u{10ffff}", "ab\\cdefgh\"ijklmnop\u{1}"] {
+            let mut out = Vec::new();
+            write_json_str(&mut out, s);
+            assert_eq!(String::from_utf8(out).unwrap(), serde_json::to_string(s).unwrap());
+        }
+    }
+
+    #[test]
+    fn text_is_checked_for_utf8_and_nothing_written_when_it_is_not() {
+        let mut w = RowWriter::new(Vec::new());
+        w.begin_row();
+        w.key("a");
+        w.text("plain ascii, longer than a word".as_bytes()).unwrap();
+        w.key("b");
+        w.text("é in the middle of a long-enough string".as_bytes()).unwrap();
+        w.key("c");
+        let bad = b"sixteen bytes ok\xc3\x28 and then more";
+        let e = w.text(bad).unwrap_err();
+        assert_eq!(e.valid_up_to(), 16);
+        let e = w.text(b"\xff").unwrap_err();
+        assert_eq!(e.valid_up_to(), 0);
+        w.bytes(bad);
+        w.end_row().unwrap();
+        let out = String::from_utf8(w.finish(&[]).unwrap()).unwrap();
+        assert_eq!(
+            out,
+            "{\"a\":\"plain ascii, longer than a word\",\"b\":\"é in the middle of a long-enough string\",\
+             \"c\":{\"$base64\":true,\"encoded\":\"c2l4dGVlbiBieXRlcyBva8MoIGFuZCB0aGVuIG1vcmU=\"}}\n\
+             {\"$end\":{\"rows\":1}}\n"
+        );
+    }
+
+    #[test]
     fn integers_without_fmt() {
-        for v in [0, 7, -7, 10, i64::MAX, i64::MIN, 1234567890] {
+        let mut edges = vec![0, 7, -7, 10, i64::MAX, i64::MIN, i64::MIN + 1, 1234567890];
+        for k in 1..19 {
+            let p = 10i64.pow(k);
+            edges.extend([p - 1, p, p + 1, -p + 1, -p, -p - 1]);
+        }
+        edges.extend(-1000..=1000);
+        for v in edges {
             let mut b = Vec::new();
             write_i64(&mut b, v);
             assert_eq!(String::from_utf8(b).unwrap(), v.to_string());

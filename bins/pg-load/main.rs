@@ -2,6 +2,7 @@
 
 mod copy;
 mod merge;
+mod preflight;
 mod rows;
 mod schema;
 
@@ -33,6 +34,8 @@ changes nothing: rows already present are reported as such.
 
 Usage:
   pg-load [options] TABLE
+  pg-load --plan PLAN --resolve [--from STEP | --steps A,B]
+  pg-load --plan PLAN --preflight [--app-env FILE] [--app-url-var VAR]
 
 Options:
   --db URL              PostgreSQL connection URL or 'key=value' string
@@ -64,6 +67,17 @@ Options:
   --source NAME         What to record as the source [default: from the stream].
   --runs-table NAME     Run log table [default: _migration_runs].
   --lock-timeout SECS   Wait this long for the table lock [default: 10].
+  --resolve             With --plan: print the plan's steps resolved (the commands
+                        the runbook scripts run; docs/plan.md), one JSON object
+                        per line, and load nothing.
+  --preflight           With --plan: check, changing nothing, that every step can
+                        load as this role (sources, tables, the privileges its
+                        mode needs, RLS, sequences, partitions), one 'ok' or
+                        'MISSING' line each; exit 1 if one is missing. With
+                        --app-env FILE (a KEY=VALUE file) or --app-url-var VAR
+                        alone (this environment), also that the role in VAR
+                        [default: DATABASE_URL] can read and write every target
+                        and use its sequences (the app after cutover).
   -h, --help            Show this help.
   -V, --version         Show the version.
 
@@ -361,5 +375,12 @@ fn count(tx: &mut Transaction, qt: &str) -> Result<i64> {
 }
 
 fn main() {
+    // The plan's own commands (docs/plan.md): resolved steps, and preflight's checks.
+    if std::env::args().any(|a| a == "--resolve") {
+        cli::main(TOOL, USAGE, pgferry::plan::parse_resolve, pgferry::plan::resolve);
+    }
+    if std::env::args().any(|a| a == "--preflight") {
+        cli::main(TOOL, USAGE, preflight::parse, preflight::run);
+    }
     cli::main(TOOL, USAGE, parse, run)
 }

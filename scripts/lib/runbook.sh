@@ -79,58 +79,38 @@ rb_plan_arg() {
   printf '%s\n' "${ARGS[0]:-${PGFERRY_PLAN:-}}"
 }
 
-# rb_read_plan PLAN: checks the plan and puts its steps, one compact JSON object each,
-# in the array RB_STEPS.
+# rb_read_plan PLAN [--from STEP | --steps A,B]: puts the plan's (selected) steps, resolved
+# by pg-load --plan PLAN --resolve (docs/plan.md: the one plan reader, which names the line
+# of a mistake), one compact JSON object each, in the array RB_STEPS.
 rb_read_plan() {
-  local plan="$1" out err
+  local plan="$1" out rc=0
+  shift
   [[ -n "${plan}" ]] || rb_usage_error "no plan: give PLAN or set PGFERRY_PLAN in the configuration"
-  [[ -f "${plan}" ]] || die 66 "plan '${plan}' does not exist"
-  err="$(mktemp)"
-  trap_add "rm -f '${err}'"
-  # shellcheck disable=SC2016
-  if ! out="$(jq -Rc --arg plan "${plan}" '
-      input_line_number as $n | select(test("^\\s*(#.*)?$") | not)
-      | [fromjson?] as $parsed | $parsed[0] as $s
-      | if ($parsed | length) == 0 then error("\($plan):\($n): malformed JSON")
-        elif ($s | type) != "object" then error("\($plan):\($n): a step is a JSON object")
-        elif ($s | keys - ["step", "source", "target", "dump", "export", "load", "check", "partitioned"])[0]
-        then error("\($plan):\($n): unknown member \"\(($s | keys - ["step", "source", "target", "dump",
-          "export", "load", "check", "partitioned"])[0])\" (docs/plan.md)")
-        elif ([$s.step | if type == "number" then tostring else . end, $s.source, $s.target]
-              | all(type == "string" and length > 0) | not)
-        then error("\($plan):\($n): step, source and target are required strings")
-        elif any([$s.dump, $s.export, $s.load, $s.check][] | select(. != null);
-                 (type != "array") or (all(type == "string") | not))
-        then error("\($plan):\($n): dump, export, load and check are arrays of strings")
-        else $s | .step |= tostring end' "${plan}" 2>"${err}" | jq -sc '
-      (map(.step) | group_by(.) | map(select(length > 1)[0])) as $dup
-      | if ($dup | length) > 0 then error("step \($dup[0] | tojson) appears twice") else .[] end' 2>>"${err}")"; then
-    die 65 "plan $(sed -n 's/^jq: error (at [^)]*): //p' "${err}" | head -n 1)"
-  fi
+  need_cmd pg-load jq
+  out="$(pg-load --plan "${plan}" --resolve "$@")" || rc=$?
+  ((rc == 0)) || die "${rc}" "plan '${plan}': not usable (pg-load's message above)"
   mapfile -t RB_STEPS <<<"${out}"
-  [[ -n "${RB_STEPS[0]:-}" ]] || die 65 "plan '${plan}' has no steps"
 }
 
-# rb_field JSON NAME: a string member of a step ("" when absent).
+# rb_field JSON NAME: a member of a resolved step as text ("" when null).
 rb_field() {
   jq -r --arg f "$2" '.[$f] // "" | tostring' <<<"$1"
 }
 
-# rb_args JSON NAME ARRAY: an array member of a step into the bash array ARRAY.
+# rb_args JSON NAME ARRAY: an argv member of a resolved step into the bash array ARRAY.
 rb_args() {
   mapfile -d '' -t "$3" < <(jq -j --arg f "$2" '(.[$f] // [])[] | (., "\u0000")' <<<"$1")
 }
 
 # rb_sqlite_dbs: the SQLite files to freeze and back up: PGFERRY_SQLITE_DBS, else the
-# plan's sqlite: sources (needs RB_STEPS), one per line, in plan order.
+# resolved steps' sqlite members (needs RB_STEPS), one per line, in plan order.
 rb_sqlite_dbs() {
   if [[ -n "${PGFERRY_SQLITE_DBS:-}" ]]; then
     local dbs=()
     read -r -a dbs <<<"${PGFERRY_SQLITE_DBS}"
     printf '%s\n' "${dbs[@]}"
   elif ((${#RB_STEPS[@]})); then
-    printf '%s\n' "${RB_STEPS[@]}" |
-      jq -r '.source | select(startswith("sqlite:")) | ltrimstr("sqlite:") | sub(":[^:]*$"; "")' | awk '!seen[$0]++'
+    printf '%s\n' "${RB_STEPS[@]}" | jq -r '.sqlite // empty' | awk '!seen[$0]++'
   fi
 }
 

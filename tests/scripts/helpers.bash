@@ -113,3 +113,38 @@ config() {
   } >"${PGFERRY_CONFIG}"
   chmod 600 "${PGFERRY_CONFIG}"
 }
+
+# bellsystems_app: the BellSystems seed's fixture (twelve SQLite tables, device_logs into a
+# monthly-partitioned table, six Firestore sources in the emulator under a project of its
+# own), its schema in PostgreSQL, runbook/plans/bellsystems.ndjson pointed at it, and the
+# configuration. Sets APPDB and WRITER_SQL.
+bellsystems_app() {
+  [[ -n "${FIRESTORE_EMULATOR_HOST:-}" ]] || {
+    echo "FIRESTORE_EMULATOR_HOST is not set: source /tmp/devenv.sh or run tests/run" >&2
+    return 1
+  }
+  local fixture="${BATS_TEST_DIRNAME}/../../fixtures/bellsystems" project
+  APPDB="${W}/app/database.db"
+  WRITER_SQL="INSERT INTO heartbeats (device_serial, uptime_s, received_at) VALUES ('SN-0001', 1, datetime('now'))"
+  sqlite3 "${APPDB}" <"${fixture}/sqlite.sql" >/dev/null
+  pg -f "${fixture}/postgres.sql"
+  pg -c 'CREATE TABLE app_writes (id bigserial PRIMARY KEY, at timestamptz DEFAULT now())'
+  project="bs-$(date +%s%N | tail -c 12)-${RANDOM}"
+  (
+    # shellcheck source=/dev/null
+    source "${SCRIPTS}/lib/common.sh"
+    # shellcheck source=/dev/null
+    source "${SCRIPTS}/lib/firestore-emulator.sh"
+    firestore_seed "${fixture}/firestore.ndjson" "${project}"
+  )
+  sed "s|/srv/bellsystems/data/database.db|${APPDB}|" "${BATS_TEST_DIRNAME}/../../runbook/plans/bellsystems.ndjson" >"${W}/plan.ndjson"
+  config "GOOGLE_CLOUD_PROJECT=${project}" "PGFERRY_QUIET_SECONDS=3" \
+    "PGFERRY_WRITERS_START='WRITER_DELAY=3 WRITER_SQL=\"${WRITER_SQL}\" bash ${W}/app/writer.sh >/dev/null 2>&1 3>&- &'" "$@"
+}
+
+# counts TABLE...: "table=rows" for each table, space-separated.
+counts() {
+  local t out=()
+  for t in "$@"; do out+=("${t}=$(pg -c "SELECT count(*) FROM ${t}")"); done
+  echo "${out[*]}"
+}

@@ -6,7 +6,7 @@ load helpers
 @test "migrate without --execute prints the pipes and loads nothing" {
   app_db
   config
-  run -0 "${SCRIPTS}/migrate"
+  run -0 "${SCRIPTS}/migrate" --per-step
   [[ "${output}" == *"1: sqlite-dump ${APPDB} customers | pg-load --source sqlite:${APPDB}:customers customers"* ]]
   [[ "${output}" == *"2: sqlite-dump ${APPDB} notes | pg-load"*"dry run: nothing was done"* ]]
   [[ "$(pg -c 'SELECT count(*) FROM customers')" == 0 ]]
@@ -16,7 +16,7 @@ load helpers
 @test "migrate loads every step, a re-run changes nothing, status shows both" {
   app_db
   config
-  run -0 "${SCRIPTS}/migrate" --execute
+  run -0 "${SCRIPTS}/migrate" --per-step --execute
   [[ "${output}" == *"customers: Source: 20 rows → Postgres: 20 rows ✓"* ]]
   [[ "${output}" == *"notes: Source: 50 rows → Postgres: 50 rows ✓"*"migrated: every step loaded"* ]]
   [[ "$(pg -c 'SELECT count(*) FROM notes')" == 50 ]]
@@ -27,7 +27,7 @@ load helpers
 
   local before
   before="$(pg -c 'SELECT md5(array_agg(n ORDER BY id)::text) FROM notes n')"
-  run -0 "${SCRIPTS}/migrate" --execute
+  run -0 "${SCRIPTS}/migrate" --per-step --execute
   [[ "${output}" == *"notes: 0 rows inserted, 50 already present"* ]]
   [[ "$(pg -c 'SELECT md5(array_agg(n ORDER BY id)::text) FROM notes n')" == "${before}" ]]
   run -0 "${SCRIPTS}/migrate" status
@@ -38,9 +38,9 @@ load helpers
   app_db
   config
   sqlite3 "${APPDB}" "UPDATE notes SET tick = 'soon' WHERE id = 7"
-  run -65 "${SCRIPTS}/migrate" --execute
+  run -65 "${SCRIPTS}/migrate" --per-step --execute
   [[ "${output}" == *"error: step 2 failed (sqlite-dump exited 0, pg-load exited 65); nothing of this step was committed"* ]]
-  [[ "${output}" == *"resume with: ${SCRIPTS}/migrate --execute --from 2 ${W}/plan.ndjson"* ]]
+  [[ "${output}" == *"resume with: ${SCRIPTS}/migrate --execute --per-step --from 2 ${W}/plan.ndjson"* ]]
   [[ "$(pg -c 'SELECT count(*) FROM customers')" == 20 ]]
   [[ "$(pg -c 'SELECT count(*) FROM notes')" == 0 ]]
   [[ ! -e "${W}/state/migrated_at" ]]
@@ -49,8 +49,8 @@ load helpers
   [[ "${output}" =~ 2\ +notes\ +failed ]]
 
   sqlite3 "${APPDB}" "UPDATE notes SET tick = 7 WHERE id = 7"
-  run -0 "${SCRIPTS}/migrate" --execute --from 2
-  [[ "${output}" == *"(${W}/plan.ndjson, 1 of 2 steps)"* ]]
+  run -0 "${SCRIPTS}/migrate" --per-step --execute --from 2
+  [[ "${output}" == *"Per-step plan (${W}/plan.ndjson, 1 of 2 steps)"* ]]
   [[ "${output}" != *"customers: Source"* ]]
   [[ "${output}" == *"notes: Source: 50 rows → Postgres: 50 rows ✓"* ]]
   [[ "$(pg -c 'SELECT tick FROM notes WHERE id = 7')" == 7 ]]
@@ -68,7 +68,7 @@ load helpers
   mkfifo "${W}/fifo"
   ({ sqlite-dump "${APPDB}" notes | head -n 10; sleep 30; } >"${W}/fifo") 3>&- &
   local feeder=$!
-  "${SCRIPTS}/migrate" --execute >"${W}/out" 2>&1 3>&- &
+  "${SCRIPTS}/migrate" --per-step --execute >"${W}/out" 2>&1 3>&- &
   local migrate=$!
   local pid=''
   for _ in $(seq 1 100); do
@@ -88,7 +88,7 @@ load helpers
   [[ "$(pg -c 'SELECT count(*) FROM notes')" == 0 ]]
 
   sed -i "s|ndjson:${W}/fifo|sqlite:${APPDB}:notes|" "${W}/plan.ndjson"
-  run -0 "${SCRIPTS}/migrate" --execute --from 2
+  run -0 "${SCRIPTS}/migrate" --per-step --execute --from 2
   [[ "$(pg -c 'SELECT count(*) FROM notes')" == 50 ]]
   [[ "$(pg -c "SELECT string_agg(outcome, ',' ORDER BY id) FROM _migration_runs WHERE target = 'notes'")" == interrupted,success ]]
 }
@@ -96,11 +96,11 @@ load helpers
 @test "migrate refuses a bad plan and an unknown --from step" {
   app_db
   config
-  run -64 "${SCRIPTS}/migrate" --execute --from 9
-  [[ "${output}" == *"--from '9': no such step in ${W}/plan.ndjson"* ]]
+  run -64 "${SCRIPTS}/migrate" --per-step --execute --from 9
+  [[ "${output}" == *"the plan has no step '9'"* ]]
   echo '{"step": "1", "source": "sqlite:x:y", "target": "z", "lod": []}' >"${W}/bad.ndjson"
   run -65 "${SCRIPTS}/migrate" "${W}/bad.ndjson"
-  [[ "${output}" == *"plan ${W}/bad.ndjson:1: unknown member \"lod\""* ]]
+  [[ "${output}" == *"pg-load: plan '${W}/bad.ndjson': line 1: unknown member 'lod'"* ]]
   run -66 "${SCRIPTS}/migrate" "${W}/none.ndjson"
 }
 
@@ -114,8 +114,8 @@ SQL
           PRIMARY KEY (id, received_at)) PARTITION BY RANGE (received_at)'
   echo '{"step": "1.12", "source": "sqlite:'"${APPDB}"':device_logs", "target": "device_logs", "partitioned": {"from": "2024-01", "ahead": 1, "keep": 6}}' >"${W}/plan.ndjson"
   config
-  run -0 "${SCRIPTS}/migrate" --execute
-  [[ "${output}" == *"1.12: pg-partition ensure device_logs --from 2024-01 --ahead 1 && sqlite-dump"* ]]
+  run -0 "${SCRIPTS}/migrate" --per-step --execute
+  [[ "${output}" == *"1.12: sqlite-dump "*"(before: pg-partition ensure device_logs --from 2024-01 --ahead 1)"* ]]
   [[ "$(pg -c 'SELECT count(*) FROM device_logs')" == 300 ]]
   [[ "$(pg -c "SELECT count(*) FROM pg_inherits WHERE inhparent = 'device_logs'::regclass")" -ge 11 ]]
 }

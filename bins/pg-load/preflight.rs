@@ -1,0 +1,305 @@
+//! `pg-load --plan PLAN --preflight [--app-env FILE]`: before anything is stopped, checks that
+//! the plan can load as the migration role (through the same connection code as the load), and
+//! that the application's post-cutover role can use what was loaded. One line per check on
+//! stdout, `ok` or `MISSING`, for scripts/preflight; reads only.
+
+use pgferry::cli::Status;
+use pgferry::pg::{self, Table};
+use pgferry::plan::{Source, Step};
+use pgferry::{Error, Result};
+use postgres::Client;
+
+/// The options of a preflight run.
+pub struct Args {
+    pub plan: String,
+    pub db: Option<String>,
+    pub runs_table: String,
+    /// Where the application's post-cutover URL is: an env file (or, with `None`, this
+    /// process's environment), and the variable that holds it.
+    pub app: Option<(Option<String>, String)>,
+}
+
+pub fn parse(args: &mut pico_args::Arguments) -> Result<Args> {
+    args.contains("--preflight");
+    let plan =
+        pgferry::cli::opt(args, "--plan")?.ok_or_else(|| Error::Usage("--preflight needs --plan PLAN".into()))?;
+    let file = pgferry::cli::opt(args, "--app-env")?;
+    let var = pgferry::cli::opt(args, "--app-url-var")?;
+    let app = match (file, var) {
+        (None, None) => None,
+        (f, v) => Some((f, v.unwrap_or_else(|| "DATABASE_URL".into()))),
+    };
+    Ok(Args {
+        plan,
+        db: pgferry::cli::opt(args, "--db")?,
+        runs_table: pgferry::cli::opt(args, "--runs-table")?.unwrap_or_else(|| "_migration_runs".into()),
+        app,
+    })
+}
+
+/// Prints the checks; a check failed (exit 1) when any is missing.
+pub fn run(a: Args) -> Result<Status> {
+    let steps = pgferry::plan::read(&a.plan)?;
+    let mut out = Report::default();
+    for s in &steps {
+        source_check(&mut out, s);
+    }
+    match pg::Target::resolve(a.db.as_deref()).and_then(|t| t.connect().map(|c| (t, c))) {
+        Err(e) => out.missing(format!("PostgreSQL reachable (DATABASE_URL or PG* variables): {}", e.message())),
+        Ok((_, mut c)) => {
+            let who = describe(&mut c)?;
+            out.ok(format!("PostgreSQL {who}"));
+            runs_table_check(&mut out, &mut c, &a.runs_table)?;
+            for s in &steps {
+                table_checks(&mut out, &mut c, s, Role::Migration)?;
+            }
+        }
+    }
+    if let Some((file, var)) = &a.app {
+        let what = match file {
+            Some(f) => format!("the app's {var} in {f}"),
+            None => format!("the app's {var} (environment)"),
+        };
+        // A malformed string's parse error may quote it, password and all: say only that.
+        let target = app_url(file, var).and_then(|u| {
+            pg::Target::resolve(Some(&u))
+                .map_err(|_| Error::Usage("not a PostgreSQL connection string (postgres://… or key=value)".into()))
+        });
+        match target.and_then(|t| t.connect()) {
+            Err(e) => out.missing(format!("{what} connects: {}", e.message())),
+            Ok(mut c) => {
+                out.ok(format!("{what} connects: {}", describe(&mut c)?));
+                for s in &steps {
+                    table_checks(&mut out, &mut c, s, Role::App)?;
+                }
+            }
+        }
+    }
+    match out.missing {
+        0 => Ok(Status::Ok),
+        n => Err(Error::CheckFailed(format!("preflight: {n} check(s) missing"))),
+    }
+}
+
+#[derive(Default)]
+struct Report {
+    missing: usize,
+}
+
+impl Report {
+    fn ok(&mut self, what: String) {
+        println!("ok       {what}");
+    }
+    fn missing(&mut self, what: String) {
+        println!("MISSING  {what}");
+        self.missing += 1;
+    }
+    fn check(&mut self, held: bool, what: String) {
+        if held {
+            self.ok(what)
+        } else {
+            self.missing(what)
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// The role that runs pg-load: what the step's mode needs.
+    Migration,
+    /// The application's role after cutover: read, write, and its sequences.
+    App,
+}
+
+fn describe(c: &mut Client) -> Result<String> {
+    let r = c
+        .query_one(
+            "SELECT current_setting('server_version'), current_user::text, current_database()::text, \
+             coalesce((SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()), false)",
+            &[],
+        )
+        .map_err(|e| pg::pg_error("ask the server who we are", e))?;
+    let tls = if r.get::<_, bool>(3) { "on" } else { "off" };
+    Ok(format!(
+        "{} reachable as {} on database {}, TLS {tls}",
+        r.get::<_, String>(0),
+        r.get::<_, String>(1),
+        r.get::<_, String>(2)
+    ))
+}
+
+/// The source exists (SQLite table, ndjson file); Firestore is read for real by the dry run.
+fn source_check(out: &mut Report, s: &Step) {
+    let step = &s.step;
+    match &s.src {
+        Source::Sqlite { db, table } => {
+            let found = pgferry::sqlite::open_read_only(db)
+                .and_then(|c| pgferry::sqlite::list_tables(&c))
+                .map(|t| t.iter().any(|n| n == table));
+            match found {
+                Ok(held) => out.check(held, format!("step {step}: table {table} in {db}")),
+                Err(e) => out.missing(format!("step {step}: table {table} in {db}: {}", e.message())),
+            }
+        }
+        Source::Ndjson(f) => out.check(std::fs::File::open(f).is_ok(), format!("step {step}: file {f}")),
+        _ => {}
+    }
+}
+
+fn runs_table_check(out: &mut Report, c: &mut Client, runs: &str) -> Result<()> {
+    let r = c
+        .query_one(
+            "SELECT CASE WHEN to_regclass($1) IS NULL THEN has_schema_privilege(current_schema(), 'CREATE') \
+             ELSE has_table_privilege(to_regclass($1), 'INSERT') AND has_table_privilege(to_regclass($1), 'UPDATE') END",
+            &[&runs],
+        )
+        .map_err(|e| pg::pg_error(format!("look at the run log '{runs}'"), e))?;
+    out.check(r.get::<_, Option<bool>>(0).unwrap_or(false), format!("run log {runs} writable (or creatable)"));
+    Ok(())
+}
+
+/// The mode a step's load runs in, from its `load` arguments.
+fn mode(s: &Step) -> String {
+    let l = s.load_args();
+    let pos = l.iter().position(|a| a == "--mode");
+    let eq = l.iter().find_map(|a| a.strip_prefix("--mode=").map(str::to_string));
+    eq.or_else(|| pos.and_then(|i| l.get(i + 1).cloned())).unwrap_or_else(|| "insert".into())
+}
+
+fn table_checks(out: &mut Report, c: &mut Client, s: &Step, role: Role) -> Result<()> {
+    let step = &s.step;
+    let t = match Table::resolve(c, &s.target) {
+        Ok(t) => t,
+        Err(Error::NoInput(_)) => {
+            out.missing(format!("step {step}: table {} exists{}", s.target, for_app(role)));
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+    let r = c
+        .query_one(
+            "SELECT current_user::text, \
+               has_schema_privilege(c.relnamespace, 'USAGE'), has_schema_privilege(c.relnamespace, 'CREATE'), \
+               pg_has_role(c.relowner, 'USAGE'), \
+               has_table_privilege(c.oid, 'SELECT'), has_table_privilege(c.oid, 'INSERT'), \
+               has_table_privilege(c.oid, 'UPDATE'), has_table_privilege(c.oid, 'DELETE'), \
+               has_table_privilege(c.oid, 'TRUNCATE'), \
+               c.relrowsecurity AND (c.relforcerowsecurity OR NOT pg_has_role(c.relowner, 'USAGE')) \
+                 AND NOT (SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user), \
+               EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid), \
+               has_database_privilege(current_database(), 'TEMPORARY') \
+             FROM pg_class c WHERE c.oid = $1",
+            &[&t.oid],
+        )
+        .map_err(|e| pg::pg_error(format!("read the privileges on '{}'", s.target), e))?;
+    let b = |i: usize| r.get::<_, bool>(i);
+    let (user, usage, create, owner) = (r.get::<_, String>(0), b(1), b(2), b(3));
+    let (select, insert, update, delete, truncate, rls, policies, temp) =
+        (b(4), b(5), b(6), b(7), b(8), b(9), b(10), b(11));
+    let tn = &s.target;
+    let on = |what: &str| format!("step {step}: {what} on {tn} as {user}");
+    match role {
+        Role::Migration => {
+            out.check(usage && select && insert, on("SELECT and INSERT (COPY)"));
+            out.check(update || delete || truncate || owner, on("LOCK (needs UPDATE, DELETE or TRUNCATE)"));
+            match mode(s).as_str() {
+                "upsert" => out.check(update, on("UPDATE (--mode upsert)")),
+                "mirror" => out.check(update && delete, on("UPDATE and DELETE (--mode mirror)")),
+                "replace" => out.check(truncate, on("TRUNCATE (--mode replace)")),
+                _ => {}
+            }
+            out.check(temp, format!("step {step}: TEMPORARY on the database as {user} (a re-run stages rows)"));
+            if rls {
+                out.missing(format!(
+                    "step {step}: {tn} has row-level security enabled, which COPY cannot load as {user} \
+                     (load as its owner or a BYPASSRLS role, or enable RLS after the migration)"
+                ));
+            }
+            if s.partitioned.is_some() {
+                out.check(owner && create, format!("step {step}: create partitions of {tn} (owner, CREATE on schema)"));
+            }
+            if s.load_args().iter().any(|a| a == "--defer-fks") {
+                out.check(owner, format!("step {step}: drop and re-add foreign keys of {tn} (owner)"));
+            }
+        }
+        Role::App => {
+            out.check(
+                usage && select && insert && update && delete,
+                on("SELECT, INSERT, UPDATE and DELETE for the app"),
+            );
+            if rls && !policies {
+                out.missing(format!(
+                    "step {step}: {tn} has row-level security enabled and no policy: the app's role {user} sees no rows"
+                ));
+            }
+        }
+    }
+    sequence_checks(out, c, s, &t, role, &user)
+}
+
+/// The sequences behind the table's serial/identity columns: pg-load moves them (UPDATE),
+/// the app draws from them (USAGE).
+fn sequence_checks(out: &mut Report, c: &mut Client, s: &Step, t: &Table, role: Role, user: &str) -> Result<()> {
+    let rows = c
+        .query(
+            // The list form is true when any one is held: what nextval needs (USAGE or UPDATE);
+            // pg-load's setval reads the sequence too (SELECT and UPDATE).
+            "SELECT q.seq, CASE WHEN $2 THEN has_sequence_privilege(q.seq, 'USAGE, UPDATE') \
+               ELSE has_sequence_privilege(q.seq, 'SELECT') AND has_sequence_privilege(q.seq, 'UPDATE') END FROM ( \
+               SELECT pg_get_serial_sequence($1, a.attname) AS seq FROM pg_attribute a \
+               WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped) q \
+             WHERE q.seq IS NOT NULL ORDER BY 1",
+            &[&t.qualified(), &(role == Role::App)],
+        )
+        .map_err(|e| pg::pg_error(format!("read the sequences of '{}'", s.target), e))?;
+    for r in rows {
+        let (seq, held) = (r.get::<_, String>(0), r.get::<_, bool>(1));
+        let what = match role {
+            Role::Migration => "SELECT and UPDATE (pg-load moves it past the loaded ids)",
+            Role::App => "USAGE (the app draws new ids)",
+        };
+        out.check(held, format!("step {}: {what} on sequence {seq} as {user}", s.step));
+    }
+    Ok(())
+}
+
+fn for_app(role: Role) -> &'static str {
+    match role {
+        Role::App => " for the app",
+        Role::Migration => "",
+    }
+}
+
+/// The value of `var` in a KEY=VALUE env file (`export` and quotes allowed), or in the
+/// environment; never printed.
+fn app_url(file: &Option<String>, var: &str) -> Result<String> {
+    let Some(file) = file else {
+        return std::env::var(var).map_err(|_| Error::NoInput(format!("{var} is not set")));
+    };
+    let text = std::fs::read_to_string(file).map_err(|e| Error::io(format!("read '{file}'"), e))?;
+    env_value(&text, var).ok_or_else(|| Error::NoInput(format!("no {var}= line in '{file}'")))
+}
+
+fn env_value(text: &str, var: &str) -> Option<String> {
+    text.lines().rev().find_map(|l| {
+        let l = l.trim();
+        let l = l.strip_prefix("export ").map(str::trim_start).unwrap_or(l);
+        let v = l.strip_prefix(var)?.strip_prefix('=')?.trim();
+        let unq = |q: char| v.strip_prefix(q).and_then(|x| x.strip_suffix(q));
+        Some(unq('\'').or_else(|| unq('"')).unwrap_or(v).to_string())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_values_as_cutover_writes_them() {
+        let text = "# app\nAPP_STORE=postgres\nexport DATABASE_URL='postgres://a:b@h/d'\nDATABASE_URL_RO=x\n";
+        assert_eq!(env_value(text, "DATABASE_URL").as_deref(), Some("postgres://a:b@h/d"));
+        assert_eq!(env_value("DATABASE_URL=\"x y\"", "DATABASE_URL").as_deref(), Some("x y"));
+        assert_eq!(env_value("A=1\nA=2", "A").as_deref(), Some("2"));
+        assert_eq!(env_value("DATABASE_URL_RO=x", "DATABASE_URL"), None);
+    }
+}
