@@ -52,6 +52,7 @@ pub fn run(a: Args) -> Result<Status> {
             runs_table_check(&mut out, &mut c, &a.runs_table)?;
             for s in &steps {
                 table_checks(&mut out, &mut c, s, Role::Migration)?;
+                json_rows_check(&mut out, &mut c, s)?;
             }
         }
     }
@@ -142,8 +143,108 @@ fn source_check(out: &mut Report, s: &Step) {
             }
         }
         Source::Ndjson(f) => out.check(std::fs::File::open(f).is_ok(), format!("step {step}: file {f}")),
+        Source::Json(p) => match pgferry::jsonsrc::files(p) {
+            Ok(f) => out.ok(format!("step {step}: json {p} ({} file{})", f.len(), if f.len() == 1 { "" } else { "s" })),
+            Err(e) => out.missing(format!("step {step}: json {p}: {}", e.message())),
+        },
         _ => {}
     }
+}
+
+/// How many of a json: source's first rows preflight converts for their target.
+const JSON_SAMPLE: usize = 50;
+
+/// A json: step's program runs on the app's files (it compiles, and does not fail on the
+/// first files), and its first rows convert for the target's columns with the step's load
+/// options (keys that match no column, a US date without --date-format, '' in an integer).
+fn json_rows_check(out: &mut Report, c: &mut Client, s: &Step) -> Result<()> {
+    let (step, tn) = (&s.step, &s.target);
+    if pgferry::jsonsrc::files(match &s.src {
+        Source::Json(p) => p,
+        _ => return Ok(()),
+    })
+    .is_err()
+    {
+        return Ok(()); // already reported missing
+    }
+    let argv = s.producer();
+    let mut child = match std::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    {
+        Ok(ch) => ch,
+        Err(e) => {
+            out.missing(format!("step {step}: run jq for its json source: {e}"));
+            return Ok(());
+        }
+    };
+    let mut rows: Vec<serde_json::Map<String, serde_json::Value>> = Vec::new();
+    let reader = std::io::BufReader::new(child.stdout.take().expect("piped"));
+    let mut ended = false;
+    for line in std::io::BufRead::lines(reader) {
+        let Ok(line) = line else { break };
+        match serde_json::from_str::<serde_json::Value>(&line) {
+            Ok(serde_json::Value::Object(m)) if m.contains_key("$end") => ended = true,
+            Ok(serde_json::Value::Object(m)) if rows.len() < JSON_SAMPLE => rows.push(m),
+            Ok(serde_json::Value::Object(_)) => break,
+            _ => {
+                out.missing(format!("step {step}: its jq program yields something other than an object: {line:.80}"));
+                let _ = child.kill();
+                let _ = child.wait();
+                return Ok(());
+            }
+        }
+    }
+    let _ = child.kill();
+    let status = child.wait().ok();
+    if !ended && rows.len() < JSON_SAMPLE {
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut e, &mut err);
+        }
+        let why = err.lines().next().unwrap_or("").trim().to_string();
+        let code = status.and_then(|s| s.code()).map(|c| format!(" (jq exited {c})")).unwrap_or_default();
+        out.missing(format!("step {step}: its jq program fails on the files{code}: {why}"));
+        return Ok(());
+    }
+    let t = match Table::resolve(c, tn) {
+        Ok(t) => t,
+        Err(_) => return Ok(()), // reported by table_checks
+    };
+    let cols = pgferry::catalog::table_columns(c, t.oid, &t.qualified())?;
+    let mut load = pico_args::Arguments::from_vec(s.load_args().iter().map(Into::into).collect());
+    let opts = pgferry::convert::Options::from_args(&mut load, Default::default())?;
+    let ignore_unknown = s.load_args().iter().any(|a| a == "--ignore-unknown");
+    for (i, row) in rows.iter().enumerate() {
+        for (k, v) in row {
+            let name = opts.renamed(k);
+            let Some(col) = cols.iter().find(|c| c.name == name) else {
+                if ignore_unknown {
+                    continue;
+                }
+                out.missing(format!(
+                    "step {step}: row {} of its jq program: key '{k}' matches no column of {tn} (pass --rename {k}=COLUMN in its load)",
+                    i + 1
+                ));
+                return Ok(());
+            };
+            if let Err(cause) = pgferry::convert::convert(v, &col.kind, &opts.for_column(&col.name)) {
+                out.missing(format!(
+                    "step {step}: row {} of its jq program, column '{}': {}: {cause} (column type {})",
+                    i + 1,
+                    col.name,
+                    pgferry::stream::value_snippet(v),
+                    col.type_name
+                ));
+                return Ok(());
+            }
+        }
+    }
+    out.ok(format!("step {step}: its jq program runs; the first {} row(s) convert for {tn}", rows.len()));
+    Ok(())
 }
 
 fn runs_table_check(out: &mut Report, c: &mut Client, runs: &str) -> Result<()> {

@@ -118,7 +118,9 @@ rb_sqlite_dbs() {
 # RB_STEPS, resolved): each one's file, or the directory above its first wildcard.
 rb_json_roots() {
   ((${#RB_STEPS[@]})) || return 0
-  printf '%s\n' "${RB_STEPS[@]}" | jq -r 'select(.kind == "json") | .watch[]?' | awk '!seen[$0]++'
+  # A root inside another (users.json in data/users/) is kept by the outer one.
+  printf '%s\n' "${RB_STEPS[@]}" | jq -r 'select(.kind == "json") | .watch[]?' | sort -u |
+    awk '{ for (r in kept) if (index($0, r "/") == 1) next; kept[$0] = 1; print }'
 }
 
 # State: one small file per fact in PGFERRY_STATE_DIR.

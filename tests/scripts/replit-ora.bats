@@ -65,6 +65,7 @@ SH
     echo "PGFERRY_APP_ENV=${ORA}/.env"
     echo "PGFERRY_CUTOVER_ENV=${W}/cutover.env"
     echo "PGFERRY_APP_GIT=${ORA}"
+    echo "PGFERRY_APP_URL_FILE=env"
   } >"${PGFERRY_CONFIG}"
   chmod 600 "${PGFERRY_CONFIG}"
   RE="${re}"
