@@ -219,11 +219,7 @@ struct Args {
 
 fn parse(args: &mut pico_args::Arguments) -> Result<Args> {
     let opts = parse_check_opts(args, &CheckOpts::default())?;
-    let mut fs_opts = fs::FsOptions::default();
-    if let Some(f) = cli::opt(args, "--id-field")? {
-        fs_opts.id_field = f;
-    }
-    fs::parse_args(args, &mut fs_opts)?;
+    let fs_opts = fs::parse_args(args)?;
     let ctx = Ctx {
         db: cli::opt(args, "--db")?,
         require_end: !args.contains("--no-end-record"),

@@ -1,9 +1,7 @@
 //! fs-export: Firestore collections, collection groups and documents as NDJSON, read-only.
 
 use pgferry::cli::{self, Status};
-use pgferry::firestore::{
-    self as fs, Client, ConnectOptions, Doc, QueryOptions, QueryState, Scope, Sink, ValueOptions,
-};
+use pgferry::firestore::{self as fs, Client, ConnectOptions, Doc, QueryOptions, QueryState, RowShape, Scope, Sink};
 use pgferry::stream::RowWriter;
 use pgferry::{note, Error, Result};
 use serde_json::{json, Value};
@@ -98,12 +96,7 @@ const TOOL: &str = "fs-export";
 
 struct Args {
     scope: Scope,
-    id_field: String,
-    parent_field: Option<String>,
-    path_field: Option<String>,
-    fields: Vec<String>,
-    drop: Vec<String>,
-    values: ValueOptions,
+    shape: RowShape,
     read_time: Option<String>,
     resume_after: Option<String>,
     count: bool,
@@ -122,12 +115,11 @@ fn parse(args: &mut pico_args::Arguments) -> Result<Args> {
     };
     let mut a = Args {
         scope: Scope::Group(String::new()),
-        id_field: cli::opt(args, "--id-field")?.unwrap_or_else(|| "id".into()),
-        parent_field: cli::opt(args, "--parent-field")?,
-        path_field: cli::opt(args, "--path-field")?,
-        fields: cli::list(args, "--fields")?,
-        drop: cli::list(args, "--drop")?,
-        values: ValueOptions { ref_paths: args.contains("--ref-paths") },
+        shape: RowShape {
+            fields: cli::list(args, "--fields")?,
+            drop: cli::list(args, "--drop")?,
+            ..RowShape::from_args(args, RowShape::default())?
+        },
         read_time,
         resume_after: cli::opt(args, "--resume-after")?,
         count: args.contains("--count"),
@@ -143,18 +135,7 @@ fn parse(args: &mut pico_args::Arguments) -> Result<Args> {
         (Some(_), Some(_)) => return Err(Error::Usage("give PATH or --group ID, not both".into())),
         (None, None) => return Err(Error::Usage("missing argument PATH (or --group ID)".into())),
     };
-    let mut keys = vec![("--id-field", &a.id_field)];
-    keys.extend(a.parent_field.as_ref().map(|k| ("--parent-field", k)));
-    keys.extend(a.path_field.as_ref().map(|k| ("--path-field", k)));
-    for (i, (opt, k)) in keys.iter().enumerate() {
-        if k.is_empty() {
-            return Err(Error::Usage(format!("{opt} needs a name")));
-        }
-        if let Some((other, _)) = keys[..i].iter().find(|(_, k2)| k2 == k) {
-            return Err(Error::Usage(format!("{opt} and {other} both name '{k}'")));
-        }
-    }
-    if a.parent_field.is_some() {
+    if a.shape.parent_field.is_some() {
         let top = match &a.scope {
             Scope::Collection(p) => !p.contains('/'),
             Scope::Document(p) => p.matches('/').count() == 1,
@@ -218,29 +199,6 @@ impl<W: Write> Rows<'_, W> {
         }
     }
 
-    /// One field into `self.row`, converted; a field named like a key we add must agree with it.
-    fn field(&mut self, d: &Doc, k: &str, v: &Value, meta: &[(&str, &str, &Value)]) -> Result<()> {
-        if self.a.drop.iter().any(|x| x == k) {
-            return Ok(());
-        }
-        let conv = fs::stream_value(v, self.a.values)
-            .map_err(|e| Error::Data(format!("document '{}', field '{k}': {e}", d.path)))?;
-        if let Some((opt, _, m)) = meta.iter().find(|(_, key, _)| *key == k) {
-            if conv == **m {
-                return Ok(());
-            }
-            return Err(Error::Data(format!(
-                "document '{}': its field '{k}' holds {} but the {opt} key '{k}' is {}; name that key \
-                 otherwise ({opt} NAME) or leave the field out (--drop {k})",
-                d.path,
-                pgferry::stream::value_snippet(&conv),
-                pgferry::stream::value_snippet(m)
-            )));
-        }
-        self.row.push((k.to_string(), conv));
-        Ok(())
-    }
-
     fn show_progress(&mut self, done: bool) {
         let Some(last) = self.progress else { return };
         if !done && last.elapsed() < Duration::from_secs(1) {
@@ -259,36 +217,9 @@ impl<W: Write> Rows<'_, W> {
 impl<W: Write> Sink for Rows<'_, W> {
     fn document(&mut self, d: &Doc) -> Result<()> {
         self.announce(d.read_time);
-        let a = self.a;
-        let segs: Vec<&str> = d.path.split('/').collect();
-        let id = Value::from(segs[segs.len() - 1]);
-        let parent = if segs.len() >= 4 { Value::from(segs[segs.len() - 3]) } else { Value::Null };
-        let path = Value::from(d.path);
-        let mut meta: Vec<(&str, &str, &Value)> = vec![("--id-field", &a.id_field, &id)];
-        if let Some(k) = &a.parent_field {
-            meta.push(("--parent-field", k, &parent));
-        }
-        if let Some(k) = &a.path_field {
-            meta.push(("--path-field", k, &path));
-        }
         // Convert every value first, so a failure leaves no partial row behind.
-        self.row.clear();
-        if a.fields.is_empty() {
-            for (k, v) in d.fields {
-                self.field(d, k, v, &meta)?;
-            }
-        } else {
-            for k in &a.fields {
-                if let Some(v) = d.fields.get(k) {
-                    self.field(d, k, v, &meta)?;
-                }
-            }
-        }
+        self.a.shape.row(d, &mut self.row)?;
         self.w.begin_row();
-        for (_, k, v) in &meta {
-            self.w.key(k);
-            self.w.value(v);
-        }
         for (k, v) in &self.row {
             self.w.key(k);
             self.w.value(v);
@@ -322,7 +253,7 @@ fn export(client: &mut Client, a: &Args) -> Result<Status> {
         page_size: a.page_size,
         read_time: a.read_time.clone(),
         start_after: a.resume_after.clone(),
-        fields: if a.fields.is_empty() { None } else { Some(a.fields.clone()) },
+        fields: if a.shape.fields.is_empty() { None } else { Some(a.shape.fields.clone()) },
     };
     let mut st = QueryState::default();
     let what = format!("export {} '{}'", a.scope.kind(), a.scope.name());
@@ -397,22 +328,13 @@ fn resume_command(read_time: &str, last: Option<&str>) -> String {
         if arg.starts_with("--read-time=") || arg.starts_with("--resume-after=") {
             continue;
         }
-        words.push(shell_quote(&arg));
+        words.push(cli::shell_word(&arg));
     }
     words.push(format!("--read-time {read_time}"));
     if let Some(p) = last {
-        words.push(format!("--resume-after {}", shell_quote(p)));
+        words.push(format!("--resume-after {}", cli::shell_word(p)));
     }
     words.join(" ")
-}
-
-fn shell_quote(s: &str) -> String {
-    let plain = !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-./:=,@%+".contains(&b));
-    if plain {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', "'\\''"))
-    }
 }
 
 fn main() {

@@ -118,6 +118,16 @@ pub fn millis(args: &mut pico_args::Arguments, key: &'static str) -> Result<Opti
     Ok(number(args, key, "milliseconds", |_: &u64| true)?.map(Duration::from_millis))
 }
 
+/// A word for a shell command line we print (a resume or fix-up command), single-quoted
+/// when it needs to be.
+pub fn shell_word(s: &str) -> String {
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "_.-/:=@%+,".contains(c)) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
 /// Progress and summaries go to stderr, prefixed with the tool's name.
 #[macro_export]
 macro_rules! note {
@@ -163,6 +173,16 @@ mod tests {
         assert_eq!(usage(seconds(&mut a, "--neg")), "--neg takes seconds (0 or more), not '-1'");
         assert_eq!(usage(seconds(&mut a, "--nan")), "--nan takes seconds (0 or more), not 'NaN'");
         assert_eq!(seconds(&mut a, "--none").unwrap(), None);
+    }
+
+    #[test]
+    fn shell_words() {
+        assert_eq!(shell_word("crm_orders"), "crm_orders");
+        assert_eq!(shell_word("--read-time=2026-01-01T00:00:00Z"), "--read-time=2026-01-01T00:00:00Z");
+        assert_eq!(shell_word(""), "''");
+        assert_eq!(shell_word("a b"), "'a b'");
+        assert_eq!(shell_word("it's"), "'it'\\''s'");
+        assert_eq!(shell_word("$HOME"), "'$HOME'");
     }
 
     #[test]

@@ -1189,6 +1189,124 @@ pub fn normalize_read_time(s: &str) -> Option<String> {
     Some(timefmt::format_rfc3339_nanos(secs, nanos))
 }
 
+// ---------------------------------------------------------------- documents as rows
+
+/// How a document becomes a row (docs/stream.md section 3.1): fs-export writes it, and
+/// count-check compares it, so both see the same row.
+#[derive(Debug, Clone)]
+pub struct RowShape {
+    /// The key under which a document's id appears [default: id].
+    pub id_field: String,
+    /// The parent document's id (null for a top-level collection's documents).
+    pub parent_field: Option<String>,
+    /// The document's path relative to the database.
+    pub path_field: Option<String>,
+    /// Only these top-level fields, in this order; empty: every field, sorted by name.
+    pub fields: Vec<String>,
+    /// Fields left out.
+    pub drop: Vec<String>,
+    pub values: ValueOptions,
+}
+
+impl Default for RowShape {
+    fn default() -> Self {
+        RowShape {
+            id_field: "id".into(),
+            parent_field: None,
+            path_field: None,
+            fields: vec![],
+            drop: vec![],
+            values: ValueOptions::default(),
+        }
+    }
+}
+
+impl RowShape {
+    /// `--id-field`, `--parent-field`, `--path-field` and `--ref-paths` on top of `base`;
+    /// the keys must be named, and differently.
+    pub fn from_args(args: &mut pico_args::Arguments, base: RowShape) -> Result<RowShape> {
+        let mut o = base;
+        if let Some(f) = cli::opt(args, "--id-field")? {
+            o.id_field = f;
+        }
+        if let Some(f) = cli::opt(args, "--parent-field")? {
+            o.parent_field = Some(f);
+        }
+        if let Some(f) = cli::opt(args, "--path-field")? {
+            o.path_field = Some(f);
+        }
+        if args.contains("--ref-paths") {
+            o.values.ref_paths = true;
+        }
+        let mut keys = vec![("--id-field", &o.id_field)];
+        keys.extend(o.parent_field.as_ref().map(|k| ("--parent-field", k)));
+        keys.extend(o.path_field.as_ref().map(|k| ("--path-field", k)));
+        for (i, (opt, k)) in keys.iter().enumerate() {
+            if k.is_empty() {
+                return Err(Error::Usage(format!("{opt} needs a name")));
+            }
+            if let Some((other, _)) = keys[..i].iter().find(|(_, k2)| k2 == k) {
+                return Err(Error::Usage(format!("{opt} and {other} both name '{k}'")));
+            }
+        }
+        Ok(o)
+    }
+
+    /// The row of `d` into `row` (cleared first): the id, parent and path keys, then the
+    /// fields converted. A field named like one of those keys is written once when it holds
+    /// the key's value, and is otherwise refused (rule 2): the row never silently loses it.
+    pub fn row(&self, d: &Doc, row: &mut Vec<(String, Value)>) -> Result<()> {
+        row.clear();
+        let segs: Vec<&str> = d.path.split('/').collect();
+        row.push((self.id_field.clone(), Value::from(segs[segs.len() - 1])));
+        let mut keys = vec!["--id-field"];
+        if let Some(k) = &self.parent_field {
+            let parent = if segs.len() >= 4 { Value::from(segs[segs.len() - 3]) } else { Value::Null };
+            row.push((k.clone(), parent));
+            keys.push("--parent-field");
+        }
+        if let Some(k) = &self.path_field {
+            row.push((k.clone(), Value::from(d.path)));
+            keys.push("--path-field");
+        }
+        let meta = row.len();
+        let field = |row: &mut Vec<(String, Value)>, k: &String, v: &Value| -> Result<()> {
+            if self.drop.contains(k) {
+                return Ok(());
+            }
+            let conv = stream_value(v, self.values)
+                .map_err(|e| Error::Data(format!("document '{}', field '{k}': {e}", d.path)))?;
+            if let Some(i) = row[..meta].iter().position(|(key, _)| key == k) {
+                if conv == row[i].1 {
+                    return Ok(());
+                }
+                let opt = keys[i];
+                return Err(Error::Data(format!(
+                    "document '{}': its field '{k}' holds {} but the {opt} key '{k}' is {}; name that key \
+                     otherwise ({opt} NAME) or leave the field out (--drop {k})",
+                    d.path,
+                    stream::value_snippet(&conv),
+                    stream::value_snippet(&row[i].1)
+                )));
+            }
+            row.push((k.clone(), conv));
+            Ok(())
+        };
+        if self.fields.is_empty() {
+            for (k, v) in d.fields {
+                field(row, k, v)?;
+            }
+        } else {
+            for k in &self.fields {
+                if let Some(v) = d.fields.get(k) {
+                    field(row, k, v)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1338,5 +1456,77 @@ mod tests {
         assert!(v.verify(&dec(parts[2])).unwrap());
         let bad = ServiceAccountKey { private_key: "nope".into(), ..key };
         assert!(!sign_jwt(&bad, 0).unwrap_err().message().contains("nope"));
+    }
+
+    fn shaped(shape: &RowShape, path: &str, fields: Value) -> Result<Value> {
+        let fields = fields.as_object().unwrap().clone();
+        let d = Doc { path, fields: &fields, read_time: "" };
+        let mut row = vec![];
+        shape.row(&d, &mut row)?;
+        let keys: Vec<&str> = row.iter().map(|(k, _)| k.as_str()).collect();
+        Ok(json!({"keys": keys, "row": Value::Object(row.iter().cloned().collect())}))
+    }
+
+    #[test]
+    fn a_document_becomes_one_row_keys_first() {
+        let s = |v: &str| json!({"stringValue": v});
+        let shape = RowShape {
+            parent_field: Some("customer_id".into()),
+            path_field: Some("path".into()),
+            ..RowShape::default()
+        };
+        let got =
+            shaped(&shape, "customers/c1/orders/o9", json!({"z": s("last"), "a": {"integerValue": "7"}})).unwrap();
+        assert_eq!(got["keys"], json!(["id", "customer_id", "path", "a", "z"]));
+        assert_eq!(
+            got["row"],
+            json!({"id": "o9", "customer_id": "c1", "path": "customers/c1/orders/o9", "a": 7, "z": "last"})
+        );
+        // A top-level collection's documents have no parent.
+        let got = shaped(&shape, "customers/c1", json!({})).unwrap();
+        assert_eq!(got["row"], json!({"id": "c1", "customer_id": null, "path": "customers/c1"}));
+        // --fields: only these, in this order; --drop: left out.
+        let only = RowShape { fields: vec!["z".into(), "a".into(), "nope".into()], ..RowShape::default() };
+        let got = shaped(&only, "t/x", json!({"a": s("1"), "b": s("2"), "z": s("3")})).unwrap();
+        assert_eq!(got["keys"], json!(["id", "z", "a"]));
+        let drop = RowShape { drop: vec!["b".into()], ..RowShape::default() };
+        assert_eq!(shaped(&drop, "t/x", json!({"a": s("1"), "b": s("2")})).unwrap()["keys"], json!(["id", "a"]));
+    }
+
+    #[test]
+    fn a_field_named_like_a_key_must_agree_with_it() {
+        let s = |v: &str| json!({"stringValue": v});
+        let shape = RowShape { path_field: Some("p".into()), ..RowShape::default() };
+        // Agreeing: written once, as the key.
+        let got = shaped(&shape, "t/x", json!({"id": s("x"), "p": s("t/x"), "n": s("1")})).unwrap();
+        assert_eq!(got["keys"], json!(["id", "p", "n"]));
+        // Disagreeing: refused, naming the way out, whichever key it is.
+        for (fields, opt) in [(json!({"id": s("y")}), "--id-field"), (json!({"p": s("elsewhere")}), "--path-field")] {
+            let e = shaped(&shape, "t/x", fields).unwrap_err();
+            assert_eq!(e.exit_code(), 65);
+            assert!(e.message().starts_with("document 't/x': its field '"), "{}", e.message());
+            assert!(e.message().contains(&format!("the {opt} key")), "{}", e.message());
+            assert!(e.message().contains("or leave the field out (--drop "), "{}", e.message());
+        }
+        // Dropped, it does not clash.
+        let drop = RowShape { drop: vec!["id".into()], ..RowShape::default() };
+        assert_eq!(shaped(&drop, "t/x", json!({"id": s("y")})).unwrap()["row"], json!({"id": "x"}));
+        // A value that cannot be converted names the document and field.
+        let e = shaped(&RowShape::default(), "t/x", json!({"bad": {"what": 1}})).unwrap_err();
+        assert!(e.message().starts_with("document 't/x', field 'bad': "), "{}", e.message());
+    }
+
+    #[test]
+    fn row_shape_options() {
+        let mut a = pico_args::Arguments::from_vec(
+            ["--id-field", "doc", "--parent-field", "p", "--ref-paths"].iter().map(Into::into).collect(),
+        );
+        let o = RowShape::from_args(&mut a, RowShape::default()).unwrap();
+        assert_eq!((o.id_field.as_str(), o.parent_field.as_deref(), o.values.ref_paths), ("doc", Some("p"), true));
+        let mut a = pico_args::Arguments::from_vec(["--path-field", "id"].iter().map(Into::into).collect());
+        let e = RowShape::from_args(&mut a, RowShape::default()).unwrap_err();
+        assert_eq!(e.message(), "--path-field and --id-field both name 'id'");
+        let mut a = pico_args::Arguments::from_vec(["--id-field", ""].iter().map(Into::into).collect());
+        assert_eq!(RowShape::from_args(&mut a, RowShape::default()).unwrap_err().message(), "--id-field needs a name");
     }
 }

@@ -466,20 +466,11 @@ pub fn sql_name(table: &Table) -> String {
     }
 }
 
-/// A word for a shell command line, single-quoted when it needs to be.
-pub fn shell_word(s: &str) -> String {
-    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "_.-/:=@%+,".contains(c)) {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', "'\\''"))
-    }
-}
-
 /// The exact command that creates the partitions for `first..=last` (for pg-load's message).
 pub fn ensure_command(table: &Table, first: Date, last: Date, interval: Interval) -> String {
     let mut s = format!(
         "pg-partition ensure {} --from {} --to {}",
-        shell_word(&sql_name(table)),
+        crate::cli::shell_word(&sql_name(table)),
         interval.label(interval.align(first)),
         interval.label(interval.align(last))
     );

@@ -4,60 +4,30 @@
 
 use crate::side::{Ctx, FsKind, Job, Out, RowNorm, Spec, Stop};
 use pgferry::cli;
-use pgferry::firestore::{
-    self as fsx, Client, ConnectOptions, Doc, QueryOptions, QueryState, Scope, Sink, ValueOptions,
-};
+use pgferry::firestore::{Client, ConnectOptions, Doc, QueryOptions, QueryState, RowShape, Scope, Sink};
 use pgferry::{Error, Result};
 use serde_json::Value;
 
-/// How Firestore documents become records: fs-export's options that shape a row.
-#[derive(Debug, Clone)]
+/// How Firestore documents become records, and how to reach them: fs-export's options.
+#[derive(Debug, Clone, Default)]
 pub struct FsOptions {
-    /// The key under which a document's id appears in a row [default: id].
-    pub id_field: String,
-    pub parent_field: Option<String>,
-    pub path_field: Option<String>,
-    pub ref_paths: bool,
+    pub shape: RowShape,
     pub connect: ConnectOptions,
 }
 
-impl Default for FsOptions {
-    fn default() -> Self {
-        FsOptions {
-            id_field: "id".into(),
-            parent_field: None,
-            path_field: None,
-            ref_paths: false,
-            connect: ConnectOptions::default(),
-        }
-    }
+/// The Firestore options of the command line (as fs-export's).
+pub fn parse_args(args: &mut pico_args::Arguments) -> Result<FsOptions> {
+    Ok(FsOptions { shape: RowShape::from_args(args, RowShape::default())?, connect: ConnectOptions::from_args(args)? })
 }
 
-/// The Firestore connection options of the command line (as fs-export's).
-pub fn parse_args(args: &mut pico_args::Arguments, o: &mut FsOptions) -> Result<()> {
-    o.connect = ConnectOptions::from_args(args)?;
-    o.parent_field = cli::opt(args, "--parent-field")?;
-    o.path_field = cli::opt(args, "--path-field")?;
-    o.ref_paths = args.contains("--ref-paths");
-    Ok(())
-}
-
-/// A plan step's fs-export arguments that shape its rows; `--drop` fields are not compared.
+/// A plan step's fs-export arguments that shape its rows; `--drop` fields are left out as
+/// fs-export leaves them out, and not compared.
 pub fn step_args(export: &[String], o: &mut FsOptions, ignore: &mut Vec<String>) -> Result<()> {
     let mut args = pico_args::Arguments::from_vec(export.iter().map(Into::into).collect());
-    if let Some(f) = cli::opt(&mut args, "--id-field")? {
-        o.id_field = f;
-    }
-    if let Some(f) = cli::opt(&mut args, "--parent-field")? {
-        o.parent_field = Some(f);
-    }
-    if let Some(f) = cli::opt(&mut args, "--path-field")? {
-        o.path_field = Some(f);
-    }
-    if args.contains("--ref-paths") {
-        o.ref_paths = true;
-    }
-    ignore.extend(cli::list(&mut args, "--drop")?);
+    o.shape = RowShape::from_args(&mut args, o.shape.clone())?;
+    let drop = cli::list(&mut args, "--drop")?;
+    o.shape.drop.extend(drop.iter().cloned());
+    ignore.extend(drop);
     // The rest (--page-size, --retries, --fields …) does not change what a row holds, or
     // cannot be mirrored here; it is left alone.
     Ok(())
@@ -144,25 +114,8 @@ struct Docs<'a, 'b> {
 
 impl Sink for Docs<'_, '_> {
     fn document(&mut self, d: &Doc) -> Result<()> {
-        let o = &self.job.ctx.fs;
-        let segs: Vec<&str> = d.path.split('/').collect();
-        let mut row: Vec<(String, Value)> = Vec::with_capacity(d.fields.len() + 3);
-        row.push((o.id_field.clone(), Value::from(segs[segs.len() - 1])));
-        if let Some(k) = &o.parent_field {
-            row.push((k.clone(), if segs.len() >= 4 { Value::from(segs[segs.len() - 3]) } else { Value::Null }));
-        }
-        if let Some(k) = &o.path_field {
-            row.push((k.clone(), Value::from(d.path)));
-        }
-        let meta = row.len();
-        for (k, v) in d.fields {
-            if row[..meta].iter().any(|(m, _)| m == k) {
-                continue; // fs-export refuses a field that disagrees with its key; the key wins here
-            }
-            let conv = fsx::stream_value(v, ValueOptions { ref_paths: o.ref_paths })
-                .map_err(|e| Error::Data(format!("document '{}', field '{k}': {e}", d.path)))?;
-            row.push((k.clone(), conv));
-        }
+        let mut row = Vec::with_capacity(d.fields.len() + 3);
+        self.job.ctx.fs.shape.row(d, &mut row)?;
         let text = self.spool.as_ref().map(|_| Value::Object(row.iter().cloned().collect()).to_string());
         let rec = self.rows.rec(self.job, row, || format!("document '{}'", d.path))?;
         if let (Some(sp), Some(text)) = (self.spool.as_mut(), text) {

@@ -260,7 +260,7 @@ pub fn meta(spec: &Spec, ctx: &Ctx) -> Result<Meta> {
             })
         }
         Spec::Ndjson { .. } | Spec::Json { .. } => Ok(Meta::default()),
-        Spec::Firestore { .. } => Ok(Meta { key: vec![ctx.fs.id_field.clone()], ..Meta::default() }),
+        Spec::Firestore { .. } => Ok(Meta { key: vec![ctx.fs.shape.id_field.clone()], ..Meta::default() }),
     }
 }
 

@@ -202,7 +202,7 @@ pub fn write(tx: &mut Transaction, info: &Partitioned, p: &Partition, dir: &Path
 }
 
 fn part_sql_name(info: &Partitioned) -> String {
-    pgferry::partition::shell_word(&pgferry::partition::sql_name(&info.table))
+    pgferry::cli::shell_word(&pgferry::partition::sql_name(&info.table))
 }
 
 /// A small file written completely (temp name, fsync, rename), mode 0600.

@@ -580,3 +580,24 @@ fn firestore_differences_and_an_unreachable_emulator() {
         .expect(69);
     assert_eq!(report(&r)["exit"], 69);
 }
+
+/// count-check's Firestore rows are fs-export's (`firestore::RowShape`): a field that
+/// agrees with its key is compared once; one that disagrees is refused by both tools.
+#[test]
+fn firestore_a_field_clashing_with_its_key_is_refused_as_fs_export_refuses_it() {
+    let fs = Fs::new();
+    let pg = Pg::new();
+    pg.exec("CREATE TABLE crm (id text PRIMARY KEY, name text); INSERT INTO crm VALUES ('c1', 'Ann'), ('c2', 'Bob');");
+    fs.put1("crm/c1", json!({"name": fs_s("Ann"), "id": fs_s("c1")}));
+    let cc = |args: &[&str]| check(&pg, &["--project", &fs.project, "--full"]).args(args);
+    fs.put1("crm/c2", json!({"name": fs_s("Bob")}));
+    cc(&["firestore:crm", "pg:crm"]).ok();
+    fs.put1("crm/c2", json!({"name": fs_s("Bob"), "id": fs_s("other")}));
+    let clash = ["document 'crm/c2': its field 'id' holds", "but the --id-field key 'id' is", "--drop id"];
+    fs.export().arg("crm").expect(65).stderr_has(&clash);
+    cc(&["firestore:crm", "pg:crm"]).expect(65).stderr_has(&clash);
+    // Named otherwise, the field is a column of its own, compared like any other.
+    pg.exec("ALTER TABLE crm RENAME COLUMN id TO doc_id; ALTER TABLE crm ADD COLUMN id text;");
+    pg.exec("UPDATE crm SET id = CASE doc_id WHEN 'c1' THEN 'c1' ELSE 'other' END");
+    cc(&["--id-field", "doc_id", "firestore:crm", "pg:crm"]).ok();
+}
