@@ -35,7 +35,7 @@ changes nothing: rows already present are reported as such.
 Usage:
   pg-load [options] TABLE
   pg-load --plan PLAN --resolve [--from STEP | --steps A,B]
-  pg-load --plan PLAN --preflight [--app-env FILE] [--app-url-var VAR]
+  pg-load --plan PLAN --preflight [--app-env FILE] [--app-url-var VAR] [--require-rls TABLES]
 
 Options:
   --db URL              PostgreSQL connection URL or 'key=value' string
@@ -77,7 +77,10 @@ Options:
                         --app-env FILE (a KEY=VALUE file) or --app-url-var VAR
                         alone (this environment), also that the role in VAR
                         [default: DATABASE_URL] can read and write every target
-                        and use its sequences (the app after cutover).
+                        and use its sequences (the app after cutover). With
+                        --require-rls TABLES, also that these tables have
+                        row-level security enabled. SQLite tables no step
+                        copies are listed as 'note' lines.
   -h, --help            Show this help.
   -V, --version         Show the version.
 

@@ -17,6 +17,9 @@ pub struct Args {
     /// Where the application's post-cutover URL is: an env file (or, with `None`, this
     /// process's environment), and the variable that holds it.
     pub app: Option<(Option<String>, String)>,
+    /// `--require-rls TABLES`: tables that must have row-level security enabled (the
+    /// Supabase seed's required step for tables holding secrets).
+    pub require_rls: Vec<String>,
 }
 
 pub fn parse(args: &mut pico_args::Arguments) -> Result<Args> {
@@ -34,6 +37,7 @@ pub fn parse(args: &mut pico_args::Arguments) -> Result<Args> {
         db: pgferry::cli::opt(args, "--db")?,
         runs_table: pgferry::cli::opt(args, "--runs-table")?.unwrap_or_else(|| "_migration_runs".into()),
         app,
+        require_rls: pgferry::cli::list(args, "--require-rls")?,
     })
 }
 
@@ -44,6 +48,7 @@ pub fn run(a: Args) -> Result<Status> {
     for s in &steps {
         source_check(&mut out, s);
     }
+    uncovered_tables(&steps);
     match pg::Target::resolve(a.db.as_deref()).and_then(|t| t.connect().map(|c| (t, c))) {
         Err(e) => out.missing(format!("PostgreSQL reachable (DATABASE_URL or PG* variables): {}", e.message())),
         Ok((_, mut c)) => {
@@ -53,6 +58,9 @@ pub fn run(a: Args) -> Result<Status> {
             for s in &steps {
                 table_checks(&mut out, &mut c, s, Role::Migration)?;
                 json_rows_check(&mut out, &mut c, s)?;
+            }
+            for t in &a.require_rls {
+                rls_check(&mut out, &mut c, t)?;
             }
         }
     }
@@ -149,6 +157,50 @@ fn source_check(out: &mut Report, s: &Step) {
         },
         _ => {}
     }
+}
+
+/// Lists the tables of the plan's SQLite databases that no step copies (Prisma's join tables,
+/// a workflow's control table, a migration runner's own table): a `note` line each, not a
+/// failure, since leaving one out may be the plan's intent.
+fn uncovered_tables(steps: &[Step]) {
+    let mut dbs: Vec<&str> = steps.iter().filter_map(|s| s.sqlite()).collect();
+    dbs.dedup();
+    for db in dbs.iter().copied().collect::<std::collections::BTreeSet<_>>() {
+        let Ok(tables) = pgferry::sqlite::open_read_only(db).and_then(|c| pgferry::sqlite::list_tables(&c)) else {
+            continue; // reported by source_check
+        };
+        for t in tables {
+            let covered =
+                steps.iter().any(|s| matches!(&s.src, Source::Sqlite { db: d, table } if d == db && *table == t));
+            if !covered {
+                println!("note     table {t} in {db}: no step of the plan copies it");
+            }
+        }
+    }
+}
+
+/// Row-level security is enabled on `table` (`--require-rls`).
+fn rls_check(out: &mut Report, c: &mut Client, table: &str) -> Result<()> {
+    let t = match Table::resolve(c, table) {
+        Ok(t) => t,
+        Err(Error::NoInput(_)) => {
+            out.missing(format!("table {table} exists (--require-rls)"));
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+    let on: bool = c
+        .query_one("SELECT relrowsecurity FROM pg_class WHERE oid = $1", &[&t.oid])
+        .map_err(|e| pg::pg_error(format!("read the row-level security of '{table}'"), e))?
+        .get(0);
+    out.check(
+        on,
+        format!(
+            "row-level security enabled on {table}{}",
+            if on { "" } else { &" (ALTER TABLE … ENABLE ROW LEVEL SECURITY before the schema is exposed)" }
+        ),
+    );
+    Ok(())
 }
 
 /// How many of a json: source's first rows preflight converts for their target.

@@ -67,6 +67,33 @@ rb_load_config() {
     die 64 "${RB_CONFIG}: PGFERRY_QUIET_SECONDS and PGFERRY_STOP_TIMEOUT are whole seconds"
 }
 
+# rb_tunnel: when PGFERRY_SSH_TUNNEL is set (ssh's options, then the destination, e.g.
+# '-i /etc/pgferry/migration-ssh-key visionsuit-migrator@db.internal'), opens
+# ssh -N -L PGFERRY_SSH_FORWARD (LOCAL_PORT:HOST:PORT) in the background under a control
+# socket, once the forward is up, and closes it when the script exits (however it exits).
+# DATABASE_URL then points at 127.0.0.1:LOCAL_PORT.
+rb_tunnel() {
+  [[ -n "${PGFERRY_SSH_TUNNEL:-}" ]] || return 0
+  [[ "${PGFERRY_SSH_FORWARD:-}" =~ ^([0-9]+):[^:]+:[0-9]+$ ]] ||
+    die 64 "${RB_CONFIG}: PGFERRY_SSH_TUNNEL needs PGFERRY_SSH_FORWARD=LOCAL_PORT:HOST:PORT"
+  need_cmd ssh
+  local opts=() dir
+  read -r -a opts <<<"${PGFERRY_SSH_TUNNEL}"
+  # A script run by another (verify runs migrate status) uses its parent's tunnel.
+  if [[ -n "${PGFERRY_TUNNEL_SOCKET:-}" ]] && ssh -S "${PGFERRY_TUNNEL_SOCKET}" -O check "${opts[-1]}" 2>/dev/null; then
+    return 0
+  fi
+  dir="$(mktemp -d /tmp/pgferry-ssh.XXXXXX)"
+  RB_TUNNEL_SOCKET="${dir}/control"
+  export PGFERRY_TUNNEL_SOCKET="${RB_TUNNEL_SOCKET}"
+  # -f returns once the forward listens (ExitOnForwardFailure); BatchMode: never a prompt.
+  ssh -f -N -M -S "${RB_TUNNEL_SOCKET}" -o ExitOnForwardFailure=yes -o BatchMode=yes -o ConnectTimeout=15 \
+    -o ServerAliveInterval=15 -L "${PGFERRY_SSH_FORWARD}" "${opts[@]}" </dev/null ||
+    { rm -rf "${dir}"; die 69 "the SSH tunnel did not open: ssh -L ${PGFERRY_SSH_FORWARD} ${PGFERRY_SSH_TUNNEL}"; }
+  trap_add "ssh -S '${RB_TUNNEL_SOCKET}' -O exit '${opts[-1]}' >/dev/null 2>&1; rm -rf '${dir}'"
+  log "SSH tunnel open: 127.0.0.1:${PGFERRY_SSH_FORWARD%%:*} to ${PGFERRY_SSH_FORWARD#*:} through ${opts[-1]}"
+}
+
 # rb_state_init: creates the state directory (owner-only) if missing.
 rb_state_init() {
   [[ -d "${PGFERRY_STATE_DIR}" ]] || mkdir -m 700 "${PGFERRY_STATE_DIR}" ||

@@ -44,8 +44,15 @@ start_soc() {
 
 @test "Supabase identity: json: steps as written; freeze watches the app's state file; backup keeps it; values match jq" {
   supabase
+  # The seed's required step: RLS on the tables that hold password hashes and sessions.
+  echo "PGFERRY_RLS_TABLES='identity.users identity.sessions'" >>"${PGFERRY_CONFIG}"
+  run -1 "${SCRIPTS}/preflight"
+  [[ "${output}" == *"MISSING  row-level security enabled on identity.users (ALTER TABLE"* ]]
+  pg -c 'ALTER TABLE identity.users ENABLE ROW LEVEL SECURITY; ALTER TABLE identity.sessions ENABLE ROW LEVEL SECURITY'
   run -0 "${SCRIPTS}/preflight"
-  [[ "${output}" == *"ok       step 1.1: json ${STATE}"* ]]
+  [[ "${output}" == *"ok       step 1.1: json ${STATE} (1 file)"* ]]
+  [[ "${output}" == *"ok       step 1.2: its jq program runs; the first 45 row(s) convert for identity.sessions"* ]]
+  [[ "${output}" == *"ok       row-level security enabled on identity.sessions"* ]]
   start_soc
   run -0 "${SCRIPTS}/freeze" --execute
   [[ "${output}" == *"watch for 2s: "*"${STATE}"* ]]
@@ -92,6 +99,13 @@ start_soc() {
   run -1 "${SCRIPTS}/freeze" --execute
   [[ "${output}" == *"NOT frozen: data changed during 2s: ${STATE} (size or mtime changed)"* ]]
   run -1 "${SCRIPTS}/cutover" --execute
+}
+
+@test "Supabase identity: preflight converts the first rows: a plan without --rename is a NO-GO naming the key" {
+  supabase
+  sed -i 's/, "--rename", "[^"]*"//' "${W}/plan.ndjson"
+  run -1 "${SCRIPTS}/preflight"
+  [[ "${output}" == *"MISSING  step 1.1: row 1 of its jq program: key 'emailKey' matches no column of identity.users (pass --rename emailKey=COLUMN in its load)"* ]]
 }
 
 @test "Supabase identity: without --rename, pg-load names the columns the camelCase keys meant" {

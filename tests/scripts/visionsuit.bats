@@ -31,6 +31,8 @@ same() {
 @test "VisionSuit: the plan as written loads every Prisma table; values match the SQLite file; cutover sets both env files" {
   visionsuit
   run -0 "${SCRIPTS}/preflight"
+  [[ "${output}" == *"note     table _prisma_migrations in ${APPDB}: no step of the plan copies it"* ]]
+  [[ "${output}" == *"ok       the app's env file ${W}/app/frontend.env (PGFERRY_APP_ENV)"* ]]
   start_writer
   run -0 "${SCRIPTS}/freeze" --execute
   local frozen
@@ -96,4 +98,87 @@ same() {
   [[ "$(pg -c 'SELECT count(*) FROM "User"')" == 12 ]]
   sleep 3
   writer_running
+}
+
+# sshd_start: an sshd on loopback, on a free port, that lets this user in with a fresh key
+# (Debian's openssh-server; tests/run installs it). Sets SSHD_PORT.
+sshd_start() {
+  [[ -x /usr/sbin/sshd ]] || {
+    echo "/usr/sbin/sshd is missing: apt-get install openssh-server (tests/run does)" >&2
+    return 1
+  }
+  mkdir -m 700 "${W}/ssh"
+  ssh-keygen -q -t ed25519 -N '' -f "${W}/ssh/host_key"
+  ssh-keygen -q -t ed25519 -N '' -f "${W}/ssh/id"
+  cp "${W}/ssh/id.pub" "${W}/ssh/authorized_keys"
+  SSHD_PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+  cat >"${W}/ssh/sshd_config" <<CONF
+Port ${SSHD_PORT}
+ListenAddress 127.0.0.1
+HostKey ${W}/ssh/host_key
+AuthorizedKeysFile ${W}/ssh/authorized_keys
+PidFile ${W}/ssh/sshd.pid
+StrictModes no
+UsePAM no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin prohibit-password
+AllowTcpForwarding local
+CONF
+  if ((EUID == 0)); then mkdir -p /run/sshd; fi
+  /usr/sbin/sshd -f "${W}/ssh/sshd_config" -E "${W}/ssh/sshd.log"
+  local i
+  for i in $(seq 50); do
+    [[ -s "${W}/ssh/sshd.pid" ]] && (exec 3<>"/dev/tcp/127.0.0.1/${SSHD_PORT}") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  cat "${W}/ssh/sshd.log" >&2
+  return 1
+}
+
+sshd_stop() {
+  if [[ -s "${W}/ssh/sshd.pid" ]]; then
+    kill "$(<"${W}/ssh/sshd.pid")" 2>/dev/null || true
+    rm -f "${W}/ssh/sshd.pid"
+  fi
+}
+
+listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+@test "VisionSuit: preflight, migrate and verify reach PostgreSQL only through the SSH tunnel the configuration describes, closed on exit" {
+  visionsuit
+  sshd_start
+  local lp pgport
+  lp="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+  pgport="$(sed -E 's|.*@[^:/]+:([0-9]+)/.*|\1|' <<<"${DATABASE_URL}")"
+  {
+    echo "DATABASE_URL='${DATABASE_URL/:${pgport}\//:${lp}/}'"
+    echo "PGFERRY_SSH_TUNNEL='-p ${SSHD_PORT} -i ${W}/ssh/id -o StrictHostKeyChecking=no -o UserKnownHostsFile=${W}/ssh/known_hosts $(id -un)@127.0.0.1'"
+    echo "PGFERRY_SSH_FORWARD=${lp}:127.0.0.1:${pgport}"
+  } >>"${PGFERRY_CONFIG}"
+  run ! listening "${lp}"
+  run -0 "${SCRIPTS}/preflight"
+  [[ "${output}" == *"SSH tunnel open: 127.0.0.1:${lp} to 127.0.0.1:${pgport} through $(id -un)@127.0.0.1"* ]]
+  [[ "${output}" == *"preflight: every check held"* ]]
+  # Closed on exit: nothing listens on the tunnel's port, no ssh process is left.
+  run ! listening "${lp}"
+  run ! pgrep -f -- "-L ${lp}:127.0.0.1"
+  run -0 "${SCRIPTS}/freeze" --execute
+  run -0 "${SCRIPTS}/backup"
+  run -0 "${SCRIPTS}/migrate" --execute
+  [[ "${output}" == *"SSH tunnel open: 127.0.0.1:${lp}"*"migrated: every step loaded"* ]]
+  run -0 --separate-stderr "${SCRIPTS}/verify" --full
+  [[ "${lines[-1]}" == "GO: "* ]]
+  run ! pgrep -f -- "-L ${lp}:127.0.0.1"
+  [[ "$(pg -c 'SELECT count(*) FROM "_ImageAssetToTag"')" == 150 ]]
+  # The host is down: no tunnel, so preflight cannot reach PostgreSQL (69), and says why.
+  sshd_stop
+  run -69 "${SCRIPTS}/preflight"
+  [[ "${output}" == *"the SSH tunnel did not open: ssh -L ${lp}:127.0.0.1:${pgport}"* ]]
+}
+
+teardown() {
+  sshd_stop
+  stop_writer
+  psql -X -q --no-password "${PGFERRY_TEST_PG_URL}" -c "DROP DATABASE IF EXISTS ${DBNAME} WITH (FORCE)" || true
 }
