@@ -270,19 +270,27 @@ fn json_rows_check(out: &mut Report, c: &mut Client, s: &Step) -> Result<()> {
     let mut load = pico_args::Arguments::from_vec(s.load_args().iter().map(Into::into).collect());
     let opts = pgferry::convert::Options::from_args(&mut load, Default::default())?;
     let ignore_unknown = s.load_args().iter().any(|a| a == "--ignore-unknown");
+    let names: Vec<&str> = cols.iter().map(|c| c.name.as_str()).collect();
     for (i, row) in rows.iter().enumerate() {
+        let unknown: Vec<&String> =
+            row.keys().filter(|k| !ignore_unknown && !names.contains(&opts.renamed(k))).collect();
+        if !unknown.is_empty() {
+            let likely: Vec<String> = unknown
+                .iter()
+                .map(|k| format!("{k}={}", crate::rows::likely_column(k, &names).unwrap_or("COLUMN")))
+                .collect();
+            let keys: Vec<&str> = unknown.iter().map(|k| k.as_str()).collect();
+            out.missing(format!(
+                "step {step}: row {} of its jq program: keys that match no column of {tn}: {} (pass --rename {} in its load)",
+                i + 1,
+                keys.join(", "),
+                likely.join(",")
+            ));
+            return Ok(());
+        }
         for (k, v) in row {
             let name = opts.renamed(k);
-            let Some(col) = cols.iter().find(|c| c.name == name) else {
-                if ignore_unknown {
-                    continue;
-                }
-                out.missing(format!(
-                    "step {step}: row {} of its jq program: key '{k}' matches no column of {tn} (pass --rename {k}=COLUMN in its load)",
-                    i + 1
-                ));
-                return Ok(());
-            };
+            let Some(col) = cols.iter().find(|c| c.name == name) else { continue };
             if let Err(cause) = pgferry::convert::convert(v, &col.kind, &opts.for_column(&col.name)) {
                 out.missing(format!(
                     "step {step}: row {} of its jq program, column '{}': {}: {cause} (column type {})",

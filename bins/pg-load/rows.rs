@@ -224,7 +224,7 @@ impl RowSource {
 
 /// The column a key that matches none probably means: the same name but for case and
 /// underscores (`passwordHash` for `password_hash`, `userid` for an unquoted `userId`).
-fn likely_column<'a>(key: &str, cols: &[&'a str]) -> Option<&'a str> {
+pub fn likely_column<'a>(key: &str, cols: &[&'a str]) -> Option<&'a str> {
     let fold = |s: &str| s.chars().filter(|c| *c != '_').flat_map(char::to_lowercase).collect::<String>();
     let k = fold(key);
     let mut found = cols.iter().filter(|c| fold(c) == k);

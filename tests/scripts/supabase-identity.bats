@@ -58,6 +58,9 @@ start_soc() {
   [[ "${output}" == *"watch for 2s: "*"${STATE}"* ]]
   local frozen
   frozen="$(sha256sum <"${STATE}")"
+  # The state file is the rollback point: no cutover before it is backed up.
+  run -1 "${SCRIPTS}/cutover" --execute
+  [[ "${output}" == *"Refused: the freeze's backups were not made and checked (scripts/backup)"* ]]
   run -0 "${SCRIPTS}/backup"
   [[ "${output}" == *"1 files"*"backed up 0 database(s) and 1 JSON tree(s); every backup checked"* ]]
   run -0 "${SCRIPTS}/migrate" --execute
@@ -105,7 +108,8 @@ start_soc() {
   supabase
   sed -i 's/, "--rename", "[^"]*"//' "${W}/plan.ndjson"
   run -1 "${SCRIPTS}/preflight"
-  [[ "${output}" == *"MISSING  step 1.1: row 1 of its jq program: key 'emailKey' matches no column of identity.users (pass --rename emailKey=COLUMN in its load)"* ]]
+  [[ "${output}" == *"MISSING  step 1.1: row 1 of its jq program: keys that match no column of identity.users: createdAt, displayName, emailKey, emailVerifiedAt, oauthProvider, oauthSubject, passwordHash, updatedAt (pass --rename createdAt=created_at,displayName=display_name,emailKey=email_key,"* ]]
+  [[ "${output}" == *"MISSING  step 1.2: row 1 of its jq program: keys that match no column of identity.sessions: createdAt, expiresAt, userAgent, userId"* ]]
 }
 
 @test "Supabase identity: without --rename, pg-load names the columns the camelCase keys meant" {

@@ -32,7 +32,7 @@ same() {
   visionsuit
   run -0 "${SCRIPTS}/preflight"
   [[ "${output}" == *"note     table _prisma_migrations in ${APPDB}: no step of the plan copies it"* ]]
-  [[ "${output}" == *"ok       the app's env file ${W}/app/frontend.env (PGFERRY_APP_ENV)"* ]]
+  [[ "${output}" == *"ok       the app's env file PGFERRY_APP_ENV '${W}/app/frontend.env'"* ]]
   start_writer
   run -0 "${SCRIPTS}/freeze" --execute
   local frozen
