@@ -122,6 +122,7 @@ same() {
 @test "Replit ora: an integer column holding '' is refused without --empty-as-null, naming line, column and value" {
   ora
   run -65 --separate-stderr bash -c "sqlite-dump '${APPDB}' orders | pg-load orders"
+  # shellcheck disable=SC2154 # run --separate-stderr sets it
   [[ "${stderr}" == *"line 1, column 'shipstation_order_id'"*'""'* ]]
   [[ "$(pg -c 'SELECT count(*) FROM orders')" == 0 ]]
 }

@@ -115,6 +115,7 @@ start_soc() {
 @test "Supabase identity: without --rename, pg-load names the columns the camelCase keys meant" {
   supabase
   run -65 --separate-stderr bash -c "jq -c '.users[]' '${STATE}' | pg-load --no-end-record --epoch-unit ms identity.users"
+  # shellcheck disable=SC2154 # run --separate-stderr sets it
   [[ "${stderr}" == *"passwordHash"*"--rename "*"passwordHash=password_hash"* ]]
   [[ "${stderr}" == *"--ignore-unknown would drop their values"* ]]
   [[ "$(pg -c 'SELECT count(*) FROM identity.users')" == 0 ]]

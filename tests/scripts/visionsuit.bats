@@ -127,8 +127,7 @@ AllowTcpForwarding local
 CONF
   if ((EUID == 0)); then mkdir -p /run/sshd; fi
   /usr/sbin/sshd -f "${W}/ssh/sshd_config" -E "${W}/ssh/sshd.log"
-  local i
-  for i in $(seq 50); do
+  for _ in $(seq 50); do
     [[ -s "${W}/ssh/sshd.pid" ]] && (exec 3<>"/dev/tcp/127.0.0.1/${SSHD_PORT}") 2>/dev/null && return 0
     sleep 0.1
   done
