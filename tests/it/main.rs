@@ -10,5 +10,6 @@ mod fs_proxy;
 mod harness;
 mod pg_load;
 mod pg_partition;
+mod plan_load;
 mod seeds;
 mod sqlite_dump;
