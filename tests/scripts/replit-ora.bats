@@ -66,6 +66,7 @@ SH
     echo "PGFERRY_CUTOVER_ENV=${W}/cutover.env"
     echo "PGFERRY_APP_GIT=${ORA}"
     echo "PGFERRY_APP_URL_FILE=env"
+    echo "PGFERRY_MIGRATE=atomic"
   } >"${PGFERRY_CONFIG}"
   chmod 600 "${PGFERRY_CONFIG}"
   RE="${re}"
@@ -93,7 +94,7 @@ same() {
   [[ "$(workflows)" == 0 ]]
   run -0 "${SCRIPTS}/backup"
   run -0 "${SCRIPTS}/migrate" --execute
-  [[ "${output}" == *"orders: Source: 240 rows → Postgres: 240 rows ✓"* ]]
+  [[ "${output}" == *"step '1' (orders): Source: 240 rows → Postgres: 240 rows ✓"* ]]
   run -0 --separate-stderr "${SCRIPTS}/verify" --full
   [[ "${lines[-1]}" == "GO: every step ran, 6 step(s) match their sources (--full), lint clean; next: scripts/cutover" ]]
 
