@@ -32,9 +32,9 @@ fossawork() {
   run -0 "${SCRIPTS}/backup"
   [[ "${output}" == *"backed up 1 database(s) and 1 JSON tree(s); every backup checked"* ]]
   run -0 "${SCRIPTS}/migrate" --execute
-  [[ "${output}" == *"users: Source: 4 rows → Postgres: 4 rows ✓"* ]]
-  [[ "${output}" == *"user_credentials: Source: 4 rows → Postgres: 4 rows ✓"* ]]
-  [[ "${output}" == *"user_dispenser_data: Source: 21 rows → Postgres: 21 rows ✓"* ]]
+  [[ "${output}" == *"step 'v1.1' (users): Source: 4 rows → Postgres: 4 rows ✓"* ]]
+  [[ "${output}" == *"step 'v1.3' (user_credentials): Source: 4 rows → Postgres: 4 rows ✓"* ]]
+  [[ "${output}" == *"step 'v1.5' (user_dispenser_data): Source: 21 rows → Postgres: 21 rows ✓"* ]]
   run -0 --separate-stderr "${SCRIPTS}/verify" --full
   [[ "${lines[-1]}" == "GO: every step ran, 9 step(s) match their sources (--full), lint clean; next: scripts/cutover" ]]
 
@@ -59,7 +59,7 @@ fossawork() {
 
   # Its runner's "migrate" again: nothing loaded twice, no crash on the serial-keyed tables.
   run -0 "${SCRIPTS}/migrate" --execute
-  [[ "${output}" == *"user_activities: 0 rows inserted, 30 already present"* ]]
+  [[ "${output}" == *"step 'v1.6' (user_activities): 0 rows inserted, 30 already present"* ]]
   [[ "${output}" != *"panicked"* ]]
   run -0 "${SCRIPTS}/migrate" status
   run -0 "${SCRIPTS}/verify" --full

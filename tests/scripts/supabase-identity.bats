@@ -64,8 +64,8 @@ start_soc() {
   run -0 "${SCRIPTS}/backup"
   [[ "${output}" == *"1 files"*"backed up 0 database(s) and 1 JSON tree(s); every backup checked"* ]]
   run -0 "${SCRIPTS}/migrate" --execute
-  [[ "${output}" == *"identity.users: Source: 30 rows → Postgres: 30 rows ✓"* ]]
-  [[ "${output}" == *"identity.sessions: Source: 45 rows → Postgres: 45 rows ✓"* ]]
+  [[ "${output}" == *"step '1.1' (identity.users): Source: 30 rows → Postgres: 30 rows ✓"* ]]
+  [[ "${output}" == *"step '1.2' (identity.sessions): Source: 45 rows → Postgres: 45 rows ✓"* ]]
   run -0 --separate-stderr "${SCRIPTS}/verify" --full
   [[ "${lines[-1]}" == "GO: every step ran, 2 step(s) match their sources (--full), lint clean; next: scripts/cutover" ]]
 
