@@ -13,5 +13,6 @@ mod harness;
 mod pg_load;
 mod pg_partition;
 mod plan_load;
+mod seeds;
 mod sqlite_dump;
 mod zones;
