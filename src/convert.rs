@@ -87,8 +87,8 @@ impl EpochUnit {
 /// Per-column conversion options.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
-    /// Zone assumed for timestamps without an offset going into timestamptz (seconds east).
-    pub assume_offset: i32,
+    /// Zone assumed for timestamps without an offset going into timestamptz.
+    pub assume_tz: timefmt::Zone,
     /// Unit for epoch numbers; `None` refuses numbers in timestamp columns.
     pub epoch: Option<EpochUnit>,
     /// Remove NUL characters from text instead of refusing them.
@@ -119,9 +119,7 @@ impl Options {
             );
         }
         if let Some(z) = crate::cli::opt(args, "--assume-tz")? {
-            o.assume_offset = crate::timefmt::parse_offset(&z).ok_or_else(|| {
-                Error::Usage(format!("--assume-tz takes UTC or a fixed offset such as +02:00, not '{z}'"))
-            })?;
+            o.assume_tz = timefmt::Zone::parse(&z).map_err(|e| Error::Usage(format!("--assume-tz: {e}")))?;
         }
         if args.contains("--strip-nul") {
             o.strip_nul = true;
@@ -393,7 +391,7 @@ pub fn convert_raw(raw: &str, kind: &Kind, opts: &Options) -> Option<Cell> {
         Kind::Timestamptz | Kind::Timestamp => {
             let p = timefmt::parse_timestamp(plain_str()?)?;
             let tz = *kind == Kind::Timestamptz;
-            let micros = if tz { p.utc_micros(opts.assume_offset) } else { p.utc_micros(0) };
+            let micros = if tz { p.utc_micros_in(&opts.assume_tz)? } else { p.utc_micros(0) };
             Some(if tz { Cell::Timestamptz(micros) } else { Cell::Timestamp(micros) })
         }
         _ => None,
@@ -641,15 +639,26 @@ pub fn text_to_timestamp(s: &str, opts: &Options, tz: bool) -> std::result::Resu
     let Some(p) = timefmt::parse_timestamp(t) else {
         return match &opts.date_format {
             // The format's wall time is in the assumed zone (timestamptz) or as written.
-            Some(f) => parse_with_format(t, f)
-                .map(|m| if tz { m - opts.assume_offset as i64 * 1_000_000 } else { m })
-                .map_err(|e| format!("cannot read this text as a timestamp: it is not ISO 8601 and {e}")),
+            Some(f) => {
+                let m = parse_with_format(t, f)
+                    .map_err(|e| format!("cannot read this text as a timestamp: it is not ISO 8601 and {e}"))?;
+                if !tz {
+                    return Ok(m);
+                }
+                opts.assume_tz.to_utc(m).ok_or_else(|| {
+                    format!("this time is outside the years the rules of zone {} cover", opts.assume_tz.name())
+                })
+            }
             None => Err("cannot read this text as a timestamp (ISO 8601; --date-format FMT reads others)".to_string()),
         };
     };
     // timestamptz: no offset means the assumed zone. timestamp: a written offset is
     // converted to UTC; no offset is stored as written.
-    Ok(if tz { p.utc_micros(opts.assume_offset) } else { p.utc_micros(0) })
+    if !tz {
+        return Ok(p.utc_micros(0));
+    }
+    p.utc_micros_in(&opts.assume_tz)
+        .ok_or_else(|| format!("this time is outside the years the rules of zone {} cover", opts.assume_tz.name()))
 }
 
 fn to_timestamp(v: &Value, opts: &Options, tz: bool) -> std::result::Result<i64, String> {
@@ -693,7 +702,9 @@ fn to_date(v: &Value, opts: &Options) -> std::result::Result<i32, String> {
     let micros = match v {
         Value::String(s) => match (timefmt::parse_timestamp(s.trim()), &opts.date_format) {
             (Some(p), _) if p.date_only => p.micros,
-            (Some(p), _) => p.utc_micros(opts.assume_offset),
+            (Some(p), _) => p.utc_micros_in(&opts.assume_tz).ok_or_else(|| {
+                format!("this time is outside the years the rules of zone {} cover", opts.assume_tz.name())
+            })?,
             (None, Some(f)) => parse_with_format(s.trim(), f)
                 .map_err(|e| format!("cannot read this text as a date: it is not ISO 8601 and {e}"))?,
             (None, None) => {
@@ -1195,7 +1206,7 @@ mod tests {
         assert!(convert(&json!(1704448800), &Kind::Timestamptz, &Options::default())
             .unwrap_err()
             .contains("--epoch-unit"));
-        let athens = Options { assume_offset: 7200, ..Default::default() };
+        let athens = Options { assume_tz: timefmt::Zone::Fixed(7200), ..Default::default() };
         assert_eq!(convert(&json!("2024-01-05 12:00:00"), &Kind::Timestamptz, &athens), Ok(Cell::Timestamptz(base)));
         // timestamp without time zone keeps zoneless text as written
         assert_eq!(convert(&json!("2024-01-05 10:00:00"), &Kind::Timestamp, &athens), Ok(Cell::Timestamp(base)));
@@ -1224,7 +1235,7 @@ mod tests {
 
     #[test]
     fn the_fast_path_agrees_with_the_general_one() {
-        let opts = Options { assume_offset: 3600, ..Default::default() };
+        let opts = Options { assume_tz: timefmt::Zone::parse("Europe/Paris").unwrap(), ..Default::default() };
         let cases = [
             ("\"plain\"", Kind::Text),
             ("\"2024-01-05 10:00:00\"", Kind::Timestamptz),

@@ -81,8 +81,10 @@ Table options (on the command line, or in a plan step's \"load\" array):
   --key COLS            Key that identifies a row [default: the primary key].
   --epoch-unit UNIT     Numbers in timestamp/date columns are Unix epochs in
                         UNIT: s, ms, us or ns [default: numbers are refused].
-  --assume-tz OFFSET    Zone of timestamps without an offset going into
-                        timestamptz: UTC or ±HH:MM [default: UTC].
+  --assume-tz ZONE      Zone of timestamps without an offset going into
+                        timestamptz: UTC, ±HH:MM, or an IANA name such as
+                        Europe/Athens (daylight-saving rules from the system's
+                        zone database; docs/loading.md) [default: UTC].
   --ignore-unknown      Drop keys that match no column instead of failing.
   --strip-nul           Remove NUL characters from text (PostgreSQL cannot store
                         them) instead of failing.

@@ -181,9 +181,10 @@ rb_env_kept() {
   printf '%s/env-kept/%s\n' "${PGFERRY_STATE_DIR}" "${1//\//%}"
 }
 
-# rb_psql ARGS...: psql on the target: DATABASE_URL if set, else the PG* variables.
+# rb_psql ARGS...: psql on the target: DATABASE_URL if set, else the PG* variables; the
+# password never on psql's command line (pg_psql in common.sh).
 rb_psql() {
-  if [[ -n "${DATABASE_URL:-}" ]]; then pg_psql -d "${DATABASE_URL}" "$@"; else pg_psql "$@"; fi
+  pg_psql "$@"
 }
 
 # rb_writers_running: true when a writer still runs (the check command, or the PID file).
