@@ -45,7 +45,7 @@ Usage:
   pg-load [options] TABLE
   pg-load --plan PLAN [--from STEP | --steps A,B] [run options]
   pg-load --plan PLAN --resolve [--from STEP | --steps A,B] [--mode MODE]
-  pg-load --plan PLAN --preflight [--app-env FILE] [--app-url-var VAR]
+  pg-load --plan PLAN --preflight [--app-env FILE] [--app-url-var VAR] [--require-rls TABLES]
   pg-load --plan PLAN --status [--db URL] [--runs-table NAME]
 
 Run options:
@@ -75,7 +75,10 @@ Run options:
                         --app-env FILE (a KEY=VALUE file) or --app-url-var VAR
                         alone (this environment), also that the role in VAR
                         [default: DATABASE_URL] can read and write every target
-                        and use its sequences (the app after cutover).
+                        and use its sequences (the app after cutover). With
+                        --require-rls TABLES, also that these tables have
+                        row-level security enabled. SQLite tables no step
+                        copies are listed as 'note' lines.
   --status              With --plan: print each step's latest run (NDJSON on
                         stdout: step, target, source, outcome, finished_at,
                         counts); exit 0 iff every one succeeded, else 1.
@@ -91,8 +94,10 @@ Table options (on the command line, or in a plan step's \"load\" array):
   --key COLS            Key that identifies a row [default: the primary key].
   --epoch-unit UNIT     Numbers in timestamp/date columns are Unix epochs in
                         UNIT: s, ms, us or ns [default: numbers are refused].
-  --assume-tz OFFSET    Zone of timestamps without an offset going into
-                        timestamptz: UTC or ±HH:MM [default: UTC].
+  --assume-tz ZONE      Zone of timestamps without an offset going into
+                        timestamptz: UTC, ±HH:MM, or an IANA name such as
+                        Europe/Athens (daylight-saving rules from the system's
+                        zone database; docs/loading.md) [default: UTC].
   --ignore-unknown      Drop keys that match no column instead of failing.
   --strip-nul           Remove NUL characters from text (PostgreSQL cannot store
                         them) instead of failing.
@@ -112,6 +117,8 @@ Table options (on the command line, or in a plan step's \"load\" array):
   --no-end-record       Accept a foreign stream without the end record (in a
                         plan, its segment ends at the next table record).
   --no-analyze          Skip ANALYZE after the load.
+  --vacuum              VACUUM (ANALYZE) the table after the commit instead of ANALYZE
+                        (outside the load's transaction, as VACUUM must be).
   --source NAME         What to record as the source [default: from the stream;
                         in a plan run, the step's source].
   -h, --help            Show this help.
@@ -177,6 +184,7 @@ struct Args {
     require_end: bool,
     dry_run: bool,
     analyze: bool,
+    vacuum: bool,
     source: Option<String>,
     runs_table: String,
     lock_timeout: u32,
@@ -275,6 +283,7 @@ fn parse_load(args: &mut pico_args::Arguments, table: String, run: &RunOptions) 
         require_end: !args.contains("--no-end-record"),
         dry_run: run.dry_run,
         analyze: !args.contains("--no-analyze"),
+        vacuum: args.contains("--vacuum"),
         source: cli::opt(args, "--source")?,
         runs_table: run.runs_table.clone(),
         lock_timeout: run.lock_timeout,
@@ -444,11 +453,11 @@ fn run_table(a: Args) -> Result<Status> {
                 )));
             }
             s.report_commit(&report.committed, report.xid);
-            if a.analyze && !a.dry_run {
+            if (a.analyze || a.vacuum) && !a.dry_run {
                 if s.client.is_closed() {
                     note!(TOOL, "warning: ANALYZE {} skipped (the connection is gone): run it yourself", a.table);
                 } else {
-                    table::analyze(&mut s.client, &report.qualified, &a.table);
+                    table::analyze(&mut s.client, &report.qualified, &a.table, a.vacuum);
                 }
             }
             let secs = started.elapsed().as_secs_f64();

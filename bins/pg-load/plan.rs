@@ -81,8 +81,8 @@ pub fn run(p: PlanArgs) -> Result<Status> {
             session.report_commit(&committed, xid);
             let mut rows = 0;
             for ((s, o), ((qt, summary), id)) in steps.iter().zip(&outcomes).zip(tables.iter().zip(&runs)) {
-                if s.args.analyze && !p.run.dry_run && !session.client.is_closed() {
-                    table::analyze(&mut session.client, qt, &s.args.table);
+                if (s.args.analyze || s.args.vacuum) && !p.run.dry_run && !session.client.is_closed() {
+                    table::analyze(&mut session.client, qt, &s.args.table, s.args.vacuum);
                 }
                 rows += o.source_rows.unwrap_or(0);
                 note!(TOOL, "step '{}' ({}): {summary}; run {id} in {}", s.name, s.args.table, session.log.name());

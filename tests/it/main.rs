@@ -2,8 +2,10 @@
 //! pgferry's one integration-test binary: every tool against real SQLite files and a real
 //! PostgreSQL (and the Firestore emulator for fs-export).
 
+mod adc;
 mod backup_verify;
 mod catalog;
+mod connect;
 mod count_check;
 mod fs_export;
 mod fs_proxy;
@@ -13,4 +15,6 @@ mod pg_partition;
 mod pg_proxy;
 mod pg_truth;
 mod plan_load;
+mod seeds;
 mod sqlite_dump;
+mod zones;
