@@ -242,15 +242,8 @@ pub fn sign_jwt(key: &ServiceAccountKey, now: u64) -> Result<String> {
 
 /// Base64url without padding (RFC 7515).
 pub fn base64url(data: &[u8]) -> String {
-    stream::base64_encode(data)
-        .trim_end_matches('=')
-        .chars()
-        .map(|c| match c {
-            '+' => '-',
-            '/' => '_',
-            c => c,
-        })
-        .collect()
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(data)
 }
 
 /// A connection to one Firestore database.
@@ -1528,5 +1521,22 @@ mod tests {
         assert_eq!(e.message(), "--path-field and --id-field both name 'id'");
         let mut a = pico_args::Arguments::from_vec(["--id-field", ""].iter().map(Into::into).collect());
         assert_eq!(RowShape::from_args(&mut a, RowShape::default()).unwrap_err().message(), "--id-field needs a name");
+    }
+
+    #[test]
+    fn base64_forms() {
+        // JWT parts: URL-safe alphabet, no padding.
+        assert_eq!(base64url(&[0xfb, 0xff]), "-_8");
+        assert_eq!(base64url(b"hello"), "aGVsbG8");
+        // The stream's bytes form: standard alphabet, padded; decoding takes either padding.
+        assert_eq!(stream::base64_encode(&[0xfb, 0xff]), "+/8=");
+        assert_eq!(stream::base64_decode("aGVsbG8").unwrap(), b"hello");
+        assert_eq!(stream::base64_decode("aGVsbG8=").unwrap(), b"hello");
+        assert_eq!(stream::base64_decode("aGV$").unwrap_err(), "invalid base64 character '$' at offset 3");
+        assert_eq!(stream::base64_decode("aGVsb").unwrap_err(), "truncated base64");
+        assert_eq!(stream::base64_decode("-_8").unwrap_err(), "invalid base64 character '-' at offset 0");
+        // Firestore's bytesValue in either alphabet.
+        let v = stream_value(&json!({"bytesValue": "-_8="}), ValueOptions::default()).unwrap();
+        assert_eq!(v, stream::bytes_value(&[0xfb, 0xff]));
     }
 }
