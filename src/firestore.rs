@@ -246,6 +246,13 @@ pub fn base64url(data: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(data)
 }
 
+/// Base64 in either alphabet, standard or URL-safe, padding optional: how protobuf's JSON
+/// form writes bytes (Firestore's `bytesValue`), and JWT parts.
+pub fn base64_any_decode(s: &str) -> std::result::Result<Vec<u8>, String> {
+    let std = s.replace('-', "+").replace('_', "/");
+    stream::base64_decode(&std)
+}
+
 /// A connection to one Firestore database.
 pub struct Client {
     http: reqwest::blocking::Client,
@@ -1042,15 +1049,7 @@ pub fn stream_value(v: &Value, o: ValueOptions) -> std::result::Result<Value, St
         }
         "bytesValue" => {
             let s = x.as_str().ok_or("bytesValue is not a string")?;
-            let std: String = s
-                .chars()
-                .map(|c| match c {
-                    '-' => '+',
-                    '_' => '/',
-                    c => c,
-                })
-                .collect();
-            stream::bytes_value(&stream::base64_decode(&std).map_err(|e| format!("bytesValue: {e}"))?)
+            stream::bytes_value(&base64_any_decode(s).map_err(|e| format!("bytesValue: {e}"))?)
         }
         "referenceValue" => {
             let s = x.as_str().ok_or("referenceValue is not a string")?;
@@ -1427,17 +1426,7 @@ mod tests {
         let jwt = sign_jwt(&key, 1_700_000_000).unwrap();
         let parts: Vec<&str> = jwt.split('.').collect();
         assert_eq!(parts.len(), 3);
-        let dec = |s: &str| {
-            let std: String = s
-                .chars()
-                .map(|c| match c {
-                    '-' => '+',
-                    '_' => '/',
-                    c => c,
-                })
-                .collect();
-            stream::base64_decode(&std).unwrap()
-        };
+        let dec = |s: &str| base64_any_decode(s).unwrap();
         let claims: Value = serde_json::from_slice(&dec(parts[1])).unwrap();
         assert_eq!(claims["aud"], json!(JWT_AUDIENCE));
         assert_eq!(claims["exp"].as_u64(), Some(1_700_003_600));
