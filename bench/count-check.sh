@@ -21,6 +21,8 @@ source "$(dirname "$0")/../scripts/lib/common.sh"
 source "$(dirname "$0")/../scripts/lib/throwaway-pg.sh"
 # shellcheck source=bench/device-logs.sh
 source "$(dirname "$0")/device-logs.sh"
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 
 ROWS="${1:-2000000}"
 WORK=""
@@ -28,13 +30,13 @@ BIN=""
 
 # load TABLE DB: a fresh PostgreSQL table loaded from the SQLite one.
 load() {
-  pg_psql -q "${THROWAWAY_PG_URL}" <<SQL
+  pg_psql -q <<SQL
 DROP TABLE IF EXISTS $1;
 CREATE TABLE $1 (id bigint PRIMARY KEY, device_serial text NOT NULL, level text NOT NULL,
   message text NOT NULL, device_timestamp bigint, received_at timestamptz NOT NULL);
 SQL
-  "${BIN}/sqlite-dump" "$2" device_logs 2>/dev/null | "${BIN}/pg-load" --db "${THROWAWAY_PG_URL}" "$1" 2>/dev/null
-  pg_psql -q "${THROWAWAY_PG_URL}" -c "VACUUM ANALYZE $1" -c "CHECKPOINT"
+  "${BIN}/sqlite-dump" "$2" device_logs 2>/dev/null | "${BIN}/pg-load" "$1" 2>/dev/null
+  pg_psql -q -c "VACUUM ANALYZE $1" -c "CHECKPOINT"
 }
 
 # timed NAME CMD: runs CMD under bash, prints elapsed seconds into WORK/NAME.secs.
@@ -62,6 +64,7 @@ main() {
   chmod 755 "${WORK}"
   trap_add "rm -rf '${WORK}'"
   throwaway_pg_start "-c shared_buffers=256MB -c max_wal_size=4GB"
+  bench_pg_env
   local db="${WORK}/logs.sqlite" small="${WORK}/small.sqlite" small_rows=$((ROWS / 10))
   log "generating and loading ${ROWS} rows"
   gen_sqlite "${db}" "${ROWS}"
@@ -73,15 +76,15 @@ main() {
   log "reading SQLite: sqlite-dump > /dev/null"
   timed sqlite "'${BIN}/sqlite-dump' '${db}' device_logs >/dev/null 2>&1"
   log "reading PostgreSQL: psql \\copy (… ORDER BY id) to /dev/null"
-  timed pg "psql -X -q '${THROWAWAY_PG_URL}' -c '${copy}'"
+  timed pg "psql -X -q --no-password -c '${copy}'"
   log "reading both at once"
-  timed reads "'${BIN}/sqlite-dump' '${db}' device_logs >/dev/null 2>&1 & psql -X -q '${THROWAWAY_PG_URL}' -c '${copy}'; wait"
+  timed reads "'${BIN}/sqlite-dump' '${db}' device_logs >/dev/null 2>&1 & psql -X -q --no-password -c '${copy}'; wait"
   log "count-check --full"
-  timed full "/usr/bin/time -v -o '${WORK}/full.time' '${BIN}/count-check' --db '${THROWAWAY_PG_URL}' --full \
+  timed full "/usr/bin/time -v -o '${WORK}/full.time' '${BIN}/count-check' --full \
     'sqlite:${db}:device_logs' pg:device_logs >'${WORK}/full.json' 2>'${WORK}/full.err'" ||
     die 1 "count-check --full failed: $(tail -n 3 "${WORK}/full.err")"
   log "count-check --full at ${small_rows} rows (memory flatness)"
-  /usr/bin/time -v -o "${WORK}/small.time" "${BIN}/count-check" --db "${THROWAWAY_PG_URL}" --full \
+  /usr/bin/time -v -o "${WORK}/small.time" "${BIN}/count-check" --full \
     "sqlite:${small}:device_logs" pg:small_logs >/dev/null 2>&1 ||
     die 1 "count-check --full at ${small_rows} rows failed"
 

@@ -32,18 +32,25 @@ bench_setup() {
   BENCH_PY="${venv}/bin/python"
 }
 
-# bench_pg_start: a throwaway cluster tuned like a bulk-load server, and the libpq
-# variables every side connects with (psql, pg-load, pgloader, DuckDB). TLS is off for all
-# sides alike: the benchmark measures loaders, not ciphers.
+# bench_pg_start: a throwaway cluster tuned like a bulk-load server, its database 'bench',
+# and the libpq variables every side connects with (see bench_pg_env).
 bench_pg_start() {
   throwaway_pg_start "-c shared_buffers=256MB -c max_wal_size=4GB -c checkpoint_timeout=30min"
+  bench_pg_env
+  pg_psql -q -d postgres -c 'CREATE DATABASE bench'
+  export PGDATABASE=bench
+}
+
+# bench_pg_env: the throwaway cluster as libpq variables (psql, pg-load, pgloader and DuckDB
+# read them), the password in PGPASSWORD and never on a command line; THROWAWAY_PG_URL, which
+# holds it, is unset. TLS is off for all sides alike: the benchmarks measure loaders, not ciphers.
+bench_pg_env() {
   local rest="${THROWAWAY_PG_URL#postgres://}"
   export PGUSER="${rest%%:*}"
   rest="${rest#*:}"
   export PGPASSWORD="${rest%%@*}"
-  export PGHOST=127.0.0.1 PGPORT="${THROWAWAY_PG_PORT}" PGDATABASE=bench PGSSLMODE=disable
+  export PGHOST=127.0.0.1 PGPORT="${THROWAWAY_PG_PORT}" PGDATABASE=postgres PGSSLMODE=disable
   unset DATABASE_URL THROWAWAY_PG_URL
-  pg_psql -q -d postgres -c 'CREATE DATABASE bench'
 }
 
 # timed NAME CMD: runs the shell text CMD with pipefail and appends its wall seconds to

@@ -1,12 +1,13 @@
 """The table a load benchmark prints: median seconds per side, rows/s, ratios, peak RSS.
 
 Usage: report.py RUN_DIR --title TEXT --rows N --anchor NAME
-                 --side NAME=LABEL[=TARGET[=ROWS]] ... [--rss NAME=LABEL ...]
+                 --side NAME=LABEL[=TARGET[=ROWS]] ... [--rss NAME=LABEL[=PROCS] ...]
 
 RUN_DIR holds NAME.ms (one wall time per round, milliseconds) and NAME.time (one
 'peak-RSS-KB user-s sys-s' line per run, from /usr/bin/time). A side's ratio is its median
 over the anchor's: how many times faster the anchor (pgferry) is; TARGET is the ratio the
-issue asks for; ROWS, when the side loads only part of the rows. Medians resist a busy neighbour on a shared machine.
+issue asks for; ROWS, when the side loads only part of the rows. PROCS: how many runs of
+that process make one round (their CPU is added up per round). Medians resist a busy neighbour on a shared machine.
 """
 
 import argparse
@@ -58,17 +59,20 @@ def main():
     if met + missed:
         print(f"targets: {met} of {met + missed} met (pgferry is N x = the side takes N times pgferry's time)")
     if a.rss:
-        print("peak RSS and CPU of each process (max RSS over its runs, median CPU):")
+        print("peak RSS of each process (max over its runs) and its CPU seconds per round (median):")
+    rw = max((len(r.split("=")[1]) for r in a.rss), default=0)
     for r in a.rss:
-        name, label = r.split("=", 1)
+        name, label, *per = r.split("=")
+        per = int(per[0]) if per else 1
         path = os.path.join(a.run, f"{name}.time")
         if not os.path.exists(path):
             print(f"  {label}: (not run)")
             continue
         lines = [line.split() for line in open(path) if line.strip() and line.split()[0].isdigit()]
         kb = max(int(x[0]) for x in lines)
-        cpu = statistics.median(float(x[1]) + float(x[2]) for x in lines)
-        print(f"  {label:<{width + 2}} {kb / 1024:7.1f} MB  {cpu:6.2f} s CPU")
+        each = [float(x[1]) + float(x[2]) for x in lines]
+        cpu = statistics.median(sum(each[i : i + per]) for i in range(0, len(each), per))
+        print(f"  {label:<{rw}}  {kb / 1024:7.1f} MB  {cpu:6.2f} s CPU")
 
 
 if __name__ == "__main__":
