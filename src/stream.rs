@@ -471,10 +471,8 @@ impl<R: BufRead> RowReader<R> {
     /// After the last segment: only blank lines may be left.
     pub fn finish(&mut self) -> Result<()> {
         loop {
-            if !self.held {
-                if self.eof || !self.read_line()? {
-                    return Ok(());
-                }
+            if !self.held && (self.eof || !self.read_line()?) {
+                return Ok(());
             }
             self.held = false;
             if !self.buf.iter().all(|b| b.is_ascii_whitespace()) {

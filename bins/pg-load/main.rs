@@ -1,28 +1,26 @@
 //! pg-load: NDJSON on stdin into one PostgreSQL table, in one transaction.
 
 mod copy;
+mod indexes;
 mod merge;
+mod plan;
 mod preflight;
 mod rows;
 mod schema;
+mod table;
 
-use copy::CopySink;
-use pgferry::catalog::{self, ColumnInfo};
 use pgferry::cli::{self, Status};
 use pgferry::convert::Options;
-use pgferry::pg::{self, pg_cause, pg_error, Table};
+use pgferry::pg::{self, pg_error};
 use pgferry::runlog::{Outcome, RunLog};
-use pgferry::stream::{EndRecord, RowReader};
+use pgferry::stream::RowReader;
 use pgferry::{note, Error, Result};
-use postgres::Transaction;
-use rows::Columns;
-use serde_json::Value;
 use std::time::Instant;
 
 pub const TOOL: &str = "pg-load";
 
 const USAGE: &str = "\
-pg-load: load an NDJSON stream into one PostgreSQL table, all rows or none.
+pg-load: load an NDJSON stream into PostgreSQL tables, all rows or none.
 
 Reads the stream (docs/stream.md) on stdin and loads it into the existing table
 TABLE in one transaction, converting each value by its column's type (see
@@ -32,39 +30,31 @@ Fewer rows in PostgreSQL than in the source rolls everything back. Every run,
 success or failure, is recorded in _migration_runs. Re-running the same load
 changes nothing: rows already present are reported as such.
 
+With --plan, stdin is the concatenation of the selected steps' streams in plan
+order (docs/stream.md §7: each may start with its table record), and every
+step's table is loaded in ONE transaction with the step's own `load` options:
+each table's count is verified, foreign keys between the plan's tables may be
+loaded children first (they are set aside and validated before COMMIT), and
+all tables commit or none do. One run-log record per step.
+
 Usage:
   pg-load [options] TABLE
-  pg-load --plan PLAN --resolve [--from STEP | --steps A,B]
+  pg-load --plan PLAN [--from STEP | --steps A,B] [run options]
+  pg-load --plan PLAN --resolve [--from STEP | --steps A,B] [--mode MODE]
   pg-load --plan PLAN --preflight [--app-env FILE] [--app-url-var VAR]
 
-Options:
+Run options:
   --db URL              PostgreSQL connection URL or 'key=value' string
                         [default: $DATABASE_URL, else the PG* variables].
-  --mode MODE           insert: skip rows whose key is already present
-                        (ON CONFLICT DO NOTHING); upsert: update them;
-                        append: plain COPY, duplicates are errors;
-                        replace: empty the table first (TRUNCATE) [default: insert].
-  --key COLS            Key that identifies a row [default: the primary key].
-  --epoch-unit UNIT     Numbers in timestamp/date columns are Unix epochs in
-                        UNIT: s, ms, us or ns [default: numbers are refused].
-  --assume-tz OFFSET    Zone of timestamps without an offset going into
-                        timestamptz: UTC or ±HH:MM [default: UTC].
-  --ignore-unknown      Drop keys that match no column instead of failing.
-  --strip-nul           Remove NUL characters from text (PostgreSQL cannot store
-                        them) instead of failing.
-  --defer-fks           Load rows whose parents are not loaded yet: the table's
-                        foreign keys are dropped for the load and re-added NOT
-                        VALID; validate them later (the command is printed).
-  --ensure-partitions   The target is range-partitioned by time: create the
-                        partitions the rows need (as pg-partition ensure does,
-                        same names, same lock) in the load's transaction.
-  --partition-interval I  daily, monthly or yearly [default: monthly].
-  --no-end-record       Accept a foreign stream without the end record.
-  --dry-run             Do everything, report, then roll back.
-  --no-analyze          Skip ANALYZE after the load.
-  --source NAME         What to record as the source [default: from the stream].
+  --dry-run             Do everything (conversions, count checks, foreign key
+                        validation, privileges), report, then roll back.
   --runs-table NAME     Run log table [default: _migration_runs].
-  --lock-timeout SECS   Wait this long for the table lock [default: 10].
+  --lock-timeout SECS   Wait this long for each table's lock [default: 10].
+  --plan PLAN           Load the plan's steps (docs/plan.md) from one stream.
+  --from STEP           With --plan: start at this step.
+  --steps A,B           With --plan: only these steps (in plan order).
+  --mode MODE           With --plan: the mode of every step whose \"load\" names
+                        none (mirror, for a re-run after a rollback).
   --resolve             With --plan: print the plan's steps resolved (the commands
                         the runbook scripts run; docs/plan.md), one JSON object
                         per line, and load nothing.
@@ -76,6 +66,37 @@ Options:
                         alone (this environment), also that the role in VAR
                         [default: DATABASE_URL] can read and write every target
                         and use its sequences (the app after cutover).
+
+Table options (on the command line, or in a plan step's \"load\" array):
+  --mode MODE           insert: skip rows whose key is already present
+                        (ON CONFLICT DO NOTHING); upsert: update them;
+                        append: plain COPY, duplicates are errors;
+                        replace: empty the table first (TRUNCATE);
+                        mirror: make the table equal to the stream by key
+                        (insert new, update changed, delete rows the stream
+                        lacks; never TRUNCATE) [default: insert].
+  --key COLS            Key that identifies a row [default: the primary key].
+  --epoch-unit UNIT     Numbers in timestamp/date columns are Unix epochs in
+                        UNIT: s, ms, us or ns [default: numbers are refused].
+  --assume-tz OFFSET    Zone of timestamps without an offset going into
+                        timestamptz: UTC or ±HH:MM [default: UTC].
+  --ignore-unknown      Drop keys that match no column instead of failing.
+  --strip-nul           Remove NUL characters from text (PostgreSQL cannot store
+                        them) instead of failing.
+  --defer-fks           Load rows whose parents are not loaded yet: the table's
+                        foreign keys are dropped for the load and re-added NOT
+                        VALID; validate them later (the command is printed).
+                        In a plan run they are re-added and validated before
+                        COMMIT.
+  --ensure-partitions   The target is range-partitioned by time: create the
+                        partitions the rows need (as pg-partition ensure does,
+                        same names, same lock) in the load's transaction.
+  --partition-interval I  daily, monthly or yearly [default: monthly].
+  --no-end-record       Accept a foreign stream without the end record (in a
+                        plan, its segment ends at the next table record).
+  --no-analyze          Skip ANALYZE after the load.
+  --source NAME         What to record as the source [default: from the stream;
+                        in a plan run, the step's source].
   -h, --help            Show this help.
   -V, --version         Show the version.
 
@@ -84,7 +105,7 @@ Input:
   case as in SQL ('\"Orders\"').
 
 Output:
-  stderr: the count line and a summary. Nothing on stdout.
+  stderr: the count line (one per step) and a summary. Nothing on stdout.
 
 Exit status:
   0 loaded and verified; 1 count verification failed (rolled back);
@@ -95,6 +116,9 @@ Exit status:
 Examples:
   sqlite-dump app.sqlite melody_drafts | pg-load melody_drafts
   fs-export --group orders --parent-field customer_id | pg-load crm_orders
+  { echo '{\"$table\":{\"step\":\"1\",\"target\":\"orders\"}}'; sqlite-dump app.db orders;
+    echo '{\"$table\":{\"step\":\"2\",\"target\":\"items\"}}'; sqlite-dump app.db items; } |
+    pg-load --plan plan.ndjson
 ";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +127,7 @@ enum Mode {
     Upsert,
     Append,
     Replace,
+    Mirror,
 }
 
 impl Mode {
@@ -112,10 +137,13 @@ impl Mode {
             Mode::Upsert => "upsert",
             Mode::Append => "append",
             Mode::Replace => "replace",
+            Mode::Mirror => "mirror",
         }
     }
 }
 
+/// How one table is loaded: a single-table run's command line, or a plan step's `load` array
+/// plus the run's own options.
 struct Args {
     table: String,
     db: Option<String>,
@@ -133,21 +161,62 @@ struct Args {
     lock_timeout: u32,
 }
 
-fn parse(args: &mut pico_args::Arguments) -> Result<Args> {
+/// The options of a whole run (one table or a plan), not of one table.
+struct RunOptions {
+    db: Option<String>,
+    dry_run: bool,
+    runs_table: String,
+    lock_timeout: u32,
+}
+
+/// The run-level options, which a plan step's `load` array may not give.
+const RUN_OPTIONS: &[&str] = &["--db", "--dry-run", "--runs-table", "--lock-timeout", "--plan", "--from", "--steps"];
+
+enum Command {
+    Table(Args),
+    Plan(plan::PlanArgs),
+}
+
+fn parse(args: &mut pico_args::Arguments) -> Result<Command> {
+    let run = parse_run_options(args)?;
+    if let Some(path) = cli::opt(args, "--plan")? {
+        return plan::parse(args, path, run).map(Command::Plan);
+    }
+    let mut a = parse_load(args, String::new(), &run)?;
+    a.table = cli::positional(args, "TABLE")?;
+    Ok(Command::Table(a))
+}
+
+fn parse_run_options(args: &mut pico_args::Arguments) -> Result<RunOptions> {
+    let lock_timeout = match cli::opt(args, "--lock-timeout")? {
+        Some(s) => s.parse().map_err(|_| Error::Usage(format!("--lock-timeout takes seconds, not '{s}'")))?,
+        None => 10,
+    };
+    Ok(RunOptions {
+        db: cli::opt(args, "--db")?,
+        dry_run: args.contains("--dry-run"),
+        runs_table: cli::opt(args, "--runs-table")?.unwrap_or_else(|| "_migration_runs".into()),
+        lock_timeout,
+    })
+}
+
+/// One table's load options, the same for the command line and a plan step's `load`.
+fn parse_load(args: &mut pico_args::Arguments, table: String, run: &RunOptions) -> Result<Args> {
     let mode = match cli::opt(args, "--mode")?.as_deref().unwrap_or("insert") {
         "insert" => Mode::Insert,
         "upsert" => Mode::Upsert,
         "append" => Mode::Append,
         "replace" => Mode::Replace,
-        other => return Err(Error::Usage(format!("--mode must be insert, upsert, append or replace, not '{other}'"))),
+        "mirror" => Mode::Mirror,
+        other => {
+            return Err(Error::Usage(format!(
+                "--mode must be insert, upsert, append, replace or mirror, not '{other}'"
+            )))
+        }
     };
     let opts = Options::from_args(args, Options::default())?;
-    let lock_timeout = match cli::opt(args, "--lock-timeout")? {
-        Some(s) => s.parse().map_err(|_| Error::Usage(format!("--lock-timeout takes seconds, not '{s}'")))?,
-        None => 10,
-    };
     let a = Args {
-        db: cli::opt(args, "--db")?,
+        db: run.db.clone(),
         mode,
         key: cli::list(args, "--key")?,
         opts,
@@ -164,17 +233,24 @@ fn parse(args: &mut pico_args::Arguments) -> Result<Args> {
             }
         },
         require_end: !args.contains("--no-end-record"),
-        dry_run: args.contains("--dry-run"),
+        dry_run: run.dry_run,
         analyze: !args.contains("--no-analyze"),
         source: cli::opt(args, "--source")?,
-        runs_table: cli::opt(args, "--runs-table")?.unwrap_or_else(|| "_migration_runs".into()),
-        lock_timeout,
-        table: cli::positional(args, "TABLE")?,
+        runs_table: run.runs_table.clone(),
+        lock_timeout: run.lock_timeout,
+        table,
     };
     Ok(a)
 }
 
-fn run(a: Args) -> Result<Status> {
+fn run(c: Command) -> Result<Status> {
+    match c {
+        Command::Table(a) => run_table(a),
+        Command::Plan(p) => plan::run(p),
+    }
+}
+
+fn run_table(a: Args) -> Result<Status> {
     let target = pg::Target::resolve(a.db.as_deref())?;
     let mut client = target.connect()?;
     let pid: i32 =
@@ -201,19 +277,16 @@ fn run(a: Args) -> Result<Status> {
                 )));
             }
             if a.analyze && !a.dry_run {
-                if let Err(e) = client.batch_execute(&format!("ANALYZE {}", report.qualified)) {
-                    note!(TOOL, "warning: ANALYZE {}: {}", a.table, pg_cause(&e));
-                }
+                table::analyze(&mut client, &report.qualified, &a.table);
             }
             let secs = started.elapsed().as_secs_f64();
             let rate = outcome.source_rows.unwrap_or(0) as f64 / secs.max(1e-9);
             note!(
                 TOOL,
-                "{}{}: {} rows inserted, {} already present; {:.1}s, {:.0} rows/s; run {} in {}",
+                "{}{}: {}; {:.1}s, {:.0} rows/s; run {} in {}",
                 a.table,
                 if a.dry_run { " (dry run: rolled back)" } else { "" },
-                outcome.inserted_rows.unwrap_or(0),
-                outcome.present_rows.unwrap_or(0),
+                report.summary,
                 secs,
                 rate,
                 log.id(),
@@ -238,132 +311,36 @@ struct Report {
     mismatch: String,
     /// Further lines for the operator (partitions created, foreign keys to validate).
     notes: Vec<String>,
+    summary: String,
 }
 
+/// A single-table run: one transaction around one table's load.
 fn load(client: &mut postgres::Client, a: &Args, outcome: &mut Outcome) -> Result<Report> {
     let mut tx = client.transaction().map_err(|e| pg_error("begin", e))?;
-    tx.batch_execute(&format!("SET LOCAL lock_timeout = '{}s'; SET LOCAL TimeZone = 'UTC'", a.lock_timeout))
-        .map_err(|e| pg_error("set up the session", e))?;
-    let table = Table::resolve(&mut tx, &a.table)?;
-    if table.kind != 'r' && table.kind != 'p' {
-        return Err(Error::Usage(format!(
-            "'{}' is not a table (pg-load loads ordinary and partitioned tables)",
-            a.table
-        )));
-    }
-    let qt = table.qualified();
-    tx.batch_execute(&format!("LOCK TABLE {qt} IN SHARE ROW EXCLUSIVE MODE")).map_err(|e| {
-        match pg_error("lock", e) {
-            Error::TempFail(m) => {
-                Error::TempFail(format!("{m} (another session holds the table: another pg-load, or the application?)"))
-            }
-            other => other,
-        }
-    })?;
-    let columns = catalog::table_columns(&mut tx, table.oid, &qt)?;
-    let key = match a.key.is_empty() {
-        true => schema::primary_key(&mut tx, table.oid)?,
-        false => {
-            for k in &a.key {
-                if !columns.iter().any(|c| &c.name == k) {
-                    return Err(Error::Usage(format!("--key column '{k}' is not a column of '{}'", a.table)));
-                }
-            }
-            a.key.clone()
-        }
-    };
-    if a.mode == Mode::Replace {
-        tx.batch_execute(&format!("TRUNCATE {qt}")).map_err(|e| pg_error("empty the table (--mode replace)", e))?;
-    }
-    let empty = tx
-        .query_one(&format!("SELECT NOT EXISTS (SELECT 1 FROM {qt})"), &[])
-        .map_err(|e| pg_error("look at the table", e))?
-        .get::<_, bool>(0);
-    // Partitions the rows need are known only once every row is read: stage them first.
-    let ensure = a.ensure_partitions.filter(|_| table.kind == 'p');
-    if a.ensure_partitions.is_some() && table.kind != 'p' {
-        return Err(Error::Usage(format!("--ensure-partitions: '{}' is not a partitioned table", a.table)));
-    }
-    let staged = ensure.is_some() || (!empty && matches!(a.mode, Mode::Insert | Mode::Upsert));
-    if staged && key.is_empty() {
-        return Err(Error::Usage(format!(
-            "'{}' already has rows and no primary key, so a re-run could not tell loaded rows from new ones; \
-             pass --key COLS, or --mode append or --mode replace",
-            a.table
-        )));
-    }
-    if a.mode == Mode::Upsert && key.is_empty() {
-        return Err(Error::Usage("--mode upsert needs a primary key or --key".into()));
-    }
-    // Only the direct path into a table that has rows (--mode append) needs the count before.
-    let rows_before: i64 = if empty || staged { 0 } else { count(&mut tx, &qt)? };
-    let deferred = if a.defer_fks { schema::drop_foreign_keys(&mut tx, &table)? } else { vec![] };
-
-    let loadable: Vec<ColumnInfo> = columns.iter().filter(|c| !c.generated).cloned().collect();
-    let plan = Columns { binary: loadable.iter().all(|c| c.kind.has_binary()), columns: loadable };
-    let generated: Vec<&str> = columns.iter().filter(|c| c.generated).map(|c| c.name.as_str()).collect();
-
+    set_up(&mut tx, a.lock_timeout)?;
+    let table = table::lock(&mut tx, &a.table)?;
+    let p = table::prepare(&mut tx, a, table)?;
     let stdin = std::io::stdin();
     let mut reader = RowReader::new(std::io::BufReader::with_capacity(1 << 17, stdin.lock()), a.require_end);
-    let mut sink = CopySink::new(&plan, &table);
-    let stage = if staged { Some(merge::create_stage(&mut tx, &qt)?) } else { None };
-    // Recorded even when the load fails: the run log says what was attempted and how far it got.
-    outcome.source = a.source.clone();
-    let segments = match rows::stream_rows(&mut tx, &mut reader, &plan, &generated, a, &mut sink, stage.as_deref()) {
-        Ok(s) => s,
-        Err(e) => {
-            outcome.source_rows = Some(reader.rows() as i64);
-            return Err(e);
-        }
-    };
-    let source_rows = reader.rows() as i64;
-    outcome.source_rows = Some(source_rows);
-    outcome.source = a.source.clone().or_else(|| reader.end_record().map(describe_source));
-
-    let mut notes = vec![];
-    if let (Some(interval), Some(stage)) = (ensure, &stage) {
-        notes.extend(schema::ensure_partitions(&mut tx, &table, stage, interval, a.lock_timeout)?);
+    let loaded = table::load_rows(&mut tx, &p, a, &mut reader, outcome)?;
+    let mut notes = loaded.notes;
+    if !p.deferred.is_empty() {
+        notes.push(schema::restore_foreign_keys(&mut tx, &p.deferred)?);
     }
-    let (inserted, present, dest) = match &stage {
-        None => {
-            let after = count(&mut tx, &qt)?;
-            (after - rows_before, 0, after - rows_before)
-        }
-        Some(stage) => merge::merge_stage(&mut tx, &qt, stage, &plan, &segments, &key, a.mode, source_rows)?,
-    };
-    outcome.inserted_rows = Some(inserted);
-    outcome.present_rows = Some(present);
-    outcome.dest_rows = Some(dest);
-
-    schema::advance_sequences(&mut tx, &qt, &plan, &segments)?;
-    if !deferred.is_empty() {
-        notes.push(schema::restore_foreign_keys(&mut tx, &table, &deferred)?);
-    }
-    let verified = dest >= source_rows;
-    let line = format!("Source: {source_rows} rows → Postgres: {dest} rows {}", if verified { "✓" } else { "✗" });
-    note!(TOOL, "{}: {line}", a.table);
-    let mismatch = if verified { String::new() } else { format!("count mismatch: {line}") };
-    if a.dry_run || !verified {
+    note!(TOOL, "{}: {}", a.table, loaded.count_line);
+    let mismatch = if loaded.verified { String::new() } else { format!("count mismatch: {}", loaded.count_line) };
+    if a.dry_run || !loaded.verified {
         tx.rollback().map_err(|e| pg_error("roll back", e))?;
     } else {
         tx.commit().map_err(|e| pg_error("commit", e))?;
     }
-    Ok(Report { qualified: qt, verified, mismatch, notes })
+    Ok(Report { qualified: p.qt, verified: loaded.verified, mismatch, notes, summary: loaded.summary })
 }
 
-fn describe_source(end: &EndRecord) -> String {
-    let f = |k: &str| end.fields.get(k).and_then(Value::as_str).map(str::to_string);
-    let mut parts = vec![];
-    for k in ["source", "database", "table", "collection", "group", "document"] {
-        if let Some(v) = f(k) {
-            parts.push(v);
-        }
-    }
-    parts.join(":")
-}
-
-fn count(tx: &mut Transaction, qt: &str) -> Result<i64> {
-    Ok(tx.query_one(&format!("SELECT count(*) FROM {qt}"), &[]).map_err(|e| pg_error("count rows", e))?.get(0))
+/// The load transaction's settings: how long to wait for a lock; timestamps read in UTC.
+fn set_up(tx: &mut postgres::Transaction, lock_timeout: u32) -> Result<()> {
+    tx.batch_execute(&format!("SET LOCAL lock_timeout = '{lock_timeout}s'; SET LOCAL TimeZone = 'UTC'"))
+        .map_err(|e| pg_error("set up the session", e))
 }
 
 fn main() {

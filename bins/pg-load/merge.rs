@@ -18,6 +18,11 @@ pub fn create_stage(tx: &mut Transaction, qt: &str) -> Result<String> {
     Ok(stage)
 }
 
+/// Drops the staging table once merged, so the next table of a plan run can stage its own.
+pub fn drop_stage(tx: &mut Transaction, stage: &str) -> Result<()> {
+    tx.batch_execute(&format!("DROP TABLE {stage}")).map_err(|e| pg_error("drop the staging table", e))
+}
+
 /// Moves staged rows into the table by key; returns (inserted, already present, present after).
 #[allow(clippy::too_many_arguments)]
 pub fn merge_stage(
@@ -51,34 +56,12 @@ pub fn merge_stage(
     }
     let key_list: Vec<String> = key.iter().map(|k| quote_ident(k)).collect();
     let key_sql = key_list.join(", ");
-    let distinct: i64 = tx
-        .query_one(&format!("SELECT count(*) FROM (SELECT DISTINCT {key_sql} FROM {stage}) d"), &[])
-        .map_err(|e| pg_error("count the stream's keys", e))?
-        .get(0);
-    if distinct < source_rows {
-        let first = tx
-            .query_one(
-                &format!(
-                    "SELECT min(_pgferry_line), max(_pgferry_line), ({key_sql})::text FROM {stage} \
-                     GROUP BY {key_sql} HAVING count(*) > 1 ORDER BY 2 LIMIT 1"
-                ),
-                &[],
-            )
-            .map_err(|e| pg_error("find the repeated key", e))?;
-        return Err(Error::Data(format!(
-            "line {}: key ({}) = {} repeats line {} ({} rows of the stream repeat an earlier row's key)",
-            first.get::<_, i64>(1),
-            key.join(", "),
-            first.get::<_, String>(2),
-            first.get::<_, i64>(0),
-            source_rows - distinct
-        )));
-    }
+    check_repeats(tx, stage, key, source_rows)?;
     let oid = tx
         .query_one(&format!("SELECT '{}'::regclass::oid", qt.replace('\'', "''")), &[])
         .map_err(|e| pg_error("look up the table", e))?
         .get::<_, u32>(0);
-    let on_conflict = has_unique_index(tx, oid, key)?;
+    let on_conflict = pgferry::catalog::has_unique_key(tx, oid, key)?;
     let join = key.iter().map(|k| format!("t.{0} = s.{0}", quote_ident(k))).collect::<Vec<_>>().join(" AND ");
     let mut inserted = 0i64;
     for (seg, sig) in segments.iter().enumerate() {
@@ -144,17 +127,142 @@ fn merge_error(table: &str, e: postgres::Error) -> Error {
     }
 }
 
-/// A unique index (or constraint) on exactly these columns, usable by ON CONFLICT.
-fn has_unique_index(tx: &mut Transaction, oid: u32, key: &[String]) -> Result<bool> {
-    let rows = tx
-        .query(
-            "SELECT array_agg(a.attname::text ORDER BY a.attname) FROM pg_index i \
-             CROSS JOIN LATERAL unnest(i.indkey) k(attnum) JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
-             WHERE i.indrelid = $1 AND i.indisunique AND i.indpred IS NULL AND i.indexprs IS NULL GROUP BY i.indexrelid",
-            &[&oid],
+/// A key that repeats within the stream is bad data, named by its two lines.
+fn check_repeats(tx: &mut Transaction, stage: &str, key: &[String], source_rows: i64) -> Result<()> {
+    let key_sql = key.iter().map(|k| quote_ident(k)).collect::<Vec<_>>().join(", ");
+    let distinct: i64 = tx
+        .query_one(&format!("SELECT count(*) FROM (SELECT DISTINCT {key_sql} FROM {stage}) d"), &[])
+        .map_err(|e| pg_error("count the stream's keys", e))?
+        .get(0);
+    if distinct < source_rows {
+        let first = tx
+            .query_one(
+                &format!(
+                    "SELECT min(_pgferry_line), max(_pgferry_line), ({key_sql})::text FROM {stage} \
+                     GROUP BY {key_sql} HAVING count(*) > 1 ORDER BY 2 LIMIT 1"
+                ),
+                &[],
+            )
+            .map_err(|e| pg_error("find the repeated key", e))?;
+        return Err(Error::Data(format!(
+            "line {}: key ({}) = {} repeats line {} ({} rows of the stream repeat an earlier row's key)",
+            first.get::<_, i64>(1),
+            key.join(", "),
+            first.get::<_, String>(2),
+            first.get::<_, i64>(0),
+            source_rows - distinct
+        )));
+    }
+    Ok(())
+}
+
+/// What a mirror merge did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Mirrored {
+    pub inserted: i64,
+    pub updated: i64,
+    pub deleted: i64,
+    pub unchanged: i64,
+    /// Keys of the stream present in the table afterwards, and the table's rows.
+    pub present: i64,
+    pub rows_after: i64,
+}
+
+/// `--mode mirror`: makes the table equal to the staged stream by key. Rows whose key the
+/// stream lacks are deleted (a foreign key from another table that forbids it is an error
+/// naming the key), rows whose values differ are updated (only those: a column's value is
+/// compared by its text form, so types without an equality operator, json, compare too; a
+/// column the stream's row leaves out is left as it is), new keys are inserted.
+pub fn merge_mirror(
+    tx: &mut Transaction,
+    qt: &str,
+    stage: &str,
+    plan: &Columns,
+    segments: &[Signature],
+    key: &[String],
+    source_rows: i64,
+) -> Result<Mirrored> {
+    if key.is_empty() {
+        return Err(Error::Usage("--mode mirror needs a primary key or --key".into()));
+    }
+    let key_list: Vec<String> = key.iter().map(|k| quote_ident(k)).collect();
+    let nulls = key_list.iter().map(|k| format!("{k} IS NULL")).collect::<Vec<_>>().join(" OR ");
+    if let Some(r) = tx
+        .query_opt(&format!("SELECT min(_pgferry_line) FROM {stage} WHERE {nulls} HAVING count(*) > 0"), &[])
+        .map_err(|e| pg_error("look for rows without a key", e))?
+    {
+        return Err(Error::Data(format!(
+            "line {}: the key ({}) is null: --mode mirror needs every row's key",
+            r.get::<_, i64>(0),
+            key.join(", ")
+        )));
+    }
+    check_repeats(tx, stage, key, source_rows)?;
+    tx.batch_execute(&format!("ANALYZE {stage}")).map_err(|e| pg_error("analyze the staging table", e))?;
+    let join = key_list.iter().map(|k| format!("t.{k} = s.{k}")).collect::<Vec<_>>().join(" AND ");
+    // Deleted first, so that an update or insert cannot collide with a row about to go.
+    let deleted = tx
+        .execute(&format!("DELETE FROM {qt} t WHERE NOT EXISTS (SELECT 1 FROM {stage} s WHERE {join})"), &[])
+        .map_err(|e| mirror_delete_error(qt, e))? as i64;
+    let mut m = Mirrored { deleted, ..Mirrored::default() };
+    for (seg, sig) in segments.iter().enumerate() {
+        let cols: Vec<String> =
+            (0..plan.columns.len()).filter(|i| !sig.contains(i)).map(|i| quote_ident(&plan.columns[i].name)).collect();
+        let values: Vec<&String> = cols.iter().filter(|c| !key_list.contains(c)).collect();
+        if !values.is_empty() {
+            let sets = values.iter().map(|c| format!("{c} = s.{c}")).collect::<Vec<_>>().join(", ");
+            let differs = values
+                .iter()
+                .map(|c| format!("t.{c}::text IS DISTINCT FROM s.{c}::text"))
+                .collect::<Vec<_>>()
+                .join(" OR ");
+            m.updated += tx
+                .execute(
+                    &format!(
+                        "UPDATE {qt} t SET {sets} FROM {stage} s WHERE s._pgferry_seg = {seg} AND {join} AND ({differs})"
+                    ),
+                    &[],
+                )
+                .map_err(|e| merge_error(qt, e))? as i64;
+        }
+        let list = cols.join(", ");
+        let select = cols.iter().map(|c| format!("s.{c}")).collect::<Vec<_>>().join(", ");
+        m.inserted += tx
+            .execute(
+                &format!(
+                    "INSERT INTO {qt} ({list}) SELECT {select} FROM {stage} s WHERE s._pgferry_seg = {seg} \
+                     AND NOT EXISTS (SELECT 1 FROM {qt} t WHERE {join})"
+                ),
+                &[],
+            )
+            .map_err(|e| merge_error(qt, e))? as i64;
+    }
+    m.unchanged = source_rows - m.inserted - m.updated;
+    let row = tx
+        .query_one(
+            &format!(
+                "SELECT (SELECT count(*) FROM {stage} s WHERE EXISTS (SELECT 1 FROM {qt} t WHERE {join})), \
+                 (SELECT count(*) FROM {qt})"
+            ),
+            &[],
         )
-        .map_err(|e| pg_error("read unique indexes", e))?;
-    let mut want: Vec<String> = key.to_vec();
-    want.sort();
-    Ok(rows.iter().any(|r| r.get::<_, Vec<String>>(0) == want))
+        .map_err(|e| pg_error("verify the mirrored keys", e))?;
+    m.present = row.get(0);
+    m.rows_after = row.get(1);
+    Ok(m)
+}
+
+/// A row the stream no longer has is still referenced from another table.
+fn mirror_delete_error(table: &str, e: postgres::Error) -> Error {
+    match e.as_db_error() {
+        Some(db) if db.code().code() == "23503" => Error::Data(format!(
+            "--mode mirror: a row of {table} that the stream no longer has cannot be deleted: {} \
+             (foreign key {} of {}); nothing outside the load is changed: delete or re-point the referencing \
+             rows first, or keep the row in the source",
+            db.detail().unwrap_or(db.message()),
+            db.constraint().unwrap_or("?"),
+            db.table().unwrap_or("another table")
+        )),
+        _ => merge_error(table, e),
+    }
 }

@@ -1,22 +1,10 @@
-//! What a load does around its rows: the primary key, partitions the rows need, foreign keys
-//! set aside for --defer-fks, and sequences moved past the loaded ids.
+//! What a load does around its rows: partitions the rows need, foreign keys
+//! set aside for --defer-fks or a plan run, and sequences moved past the loaded ids.
 
 use crate::rows::{Columns, Signature};
-use pgferry::pg::{pg_error, quote_ident, Table};
-use pgferry::Result;
+use pgferry::pg::{pg_error, quote_ident, quote_literal, Table};
+use pgferry::{Error, Result};
 use postgres::Transaction;
-
-pub fn primary_key(tx: &mut Transaction, oid: u32) -> Result<Vec<String>> {
-    let rows = tx
-        .query(
-            "SELECT a.attname::text FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY k(attnum, ord) \
-             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
-             WHERE i.indrelid = $1 AND i.indisprimary ORDER BY k.ord",
-            &[&oid],
-        )
-        .map_err(|e| pg_error("read the primary key", e))?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
-}
 
 /// Creates the partitions the staged rows need (pg-partition's code path and lock).
 pub fn ensure_partitions(
@@ -58,12 +46,31 @@ pub fn ensure_partitions(
     )))
 }
 
-/// Moves serial/identity sequences past the highest loaded id, never backwards.
-pub fn advance_sequences(tx: &mut Transaction, qt: &str, plan: &Columns, segments: &[Signature]) -> Result<()> {
+/// Moves serial/identity sequences past the highest loaded id, never backwards. A sequence is
+/// not transactional (a rollback does not undo setval), so a dry run only proves it could:
+/// it reads the sequence and fails as setval would without UPDATE on it.
+pub fn advance_sequences(
+    tx: &mut Transaction,
+    qt: &str,
+    plan: &Columns,
+    segments: &[Signature],
+    dry_run: bool,
+) -> Result<()> {
     for (i, c) in plan.columns.iter().enumerate() {
         let Some(seq) = &c.sequence else { continue };
         // Only columns the stream supplied: where the sequence itself filled them, it is right.
         if segments.iter().all(|sig| sig.contains(&i)) {
+            continue;
+        }
+        if dry_run {
+            let lit = quote_literal(seq);
+            let sql = format!(
+                "DO $pgferry$ BEGIN PERFORM last_value FROM {seq}; \
+                 IF NOT has_sequence_privilege({lit}, 'UPDATE') THEN RAISE EXCEPTION USING \
+                 ERRCODE = 'insufficient_privilege', MESSAGE = 'permission denied for sequence ' || {lit}; \
+                 END IF; END $pgferry$"
+            );
+            tx.batch_execute(&sql).map_err(|e| pg_error(format!("advance sequence {seq}"), e))?;
             continue;
         }
         let col = quote_ident(&c.name);
@@ -77,40 +84,103 @@ pub fn advance_sequences(tx: &mut Transaction, qt: &str, plan: &Columns, segment
     Ok(())
 }
 
+/// A foreign key set aside for a load, with what it takes to put it back exactly (name,
+/// columns, referenced table, actions, MATCH, deferrability: `pg_get_constraintdef`).
 pub struct ForeignKey {
-    name: String,
+    /// The table it belongs to (the child), quoted.
+    pub table: String,
+    pub table_display: String,
+    pub name: String,
     definition: String,
+    /// Whether it was valid before the load (a NOT VALID key is put back NOT VALID).
+    valid: bool,
 }
 
-pub fn drop_foreign_keys(tx: &mut Transaction, table: &Table) -> Result<Vec<ForeignKey>> {
+/// Drops the table's foreign keys for the load: all of them (`all`, --defer-fks), else those
+/// that reference one of `referencing` (a plan's parents loaded after this child). Clones on
+/// partitions go with their parent key.
+pub fn drop_foreign_keys(
+    tx: &mut Transaction,
+    table: &Table,
+    all: bool,
+    referencing: &[u32],
+) -> Result<Vec<ForeignKey>> {
+    if !all && referencing.is_empty() {
+        return Ok(vec![]);
+    }
     let rows = tx
-        .query("SELECT conname::text, pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = $1 AND contype = 'f' ORDER BY conname", &[&table.oid])
+        .query(
+            "SELECT conname::text, pg_get_constraintdef(oid), convalidated FROM pg_constraint \
+             WHERE conrelid = $1 AND contype = 'f' AND conparentid = 0 AND ($2 OR confrelid = ANY($3)) ORDER BY conname",
+            &[&table.oid, &all, &referencing],
+        )
         .map_err(|e| pg_error("read foreign keys", e))?;
     let fks: Vec<ForeignKey> = rows
         .iter()
         .map(|r| ForeignKey {
+            table: table.qualified(),
+            table_display: table.display(),
             name: r.get(0),
             definition: r.get::<_, String>(1).trim_end_matches(" NOT VALID").to_string(),
+            valid: r.get(2),
         })
         .collect();
     for fk in &fks {
-        tx.batch_execute(&format!("ALTER TABLE {} DROP CONSTRAINT {}", table.qualified(), quote_ident(&fk.name)))
-            .map_err(|e| pg_error(format!("drop foreign key {} (--defer-fks)", fk.name), e))?;
+        tx.batch_execute(&format!("ALTER TABLE {} DROP CONSTRAINT {}", fk.table, quote_ident(&fk.name)))
+            .map_err(|e| pg_error(format!("drop foreign key {} for the load", fk.name), e))?;
     }
     Ok(fks)
 }
 
-pub fn restore_foreign_keys(tx: &mut Transaction, table: &Table, fks: &[ForeignKey]) -> Result<String> {
+/// --defer-fks of a single-table load: the keys come back NOT VALID (the parents may not be
+/// loaded yet); returns the line that says how to validate them.
+pub fn restore_foreign_keys(tx: &mut Transaction, fks: &[ForeignKey]) -> Result<String> {
     let mut later = vec![];
     for fk in fks {
         tx.batch_execute(&format!(
             "ALTER TABLE {} ADD CONSTRAINT {} {} NOT VALID",
-            table.qualified(),
+            fk.table,
             quote_ident(&fk.name),
             fk.definition
         ))
         .map_err(|e| pg_error(format!("re-add foreign key {} NOT VALID", fk.name), e))?;
-        later.push(format!("ALTER TABLE {} VALIDATE CONSTRAINT {};", table.qualified(), quote_ident(&fk.name)));
+        later.push(format!("ALTER TABLE {} VALIDATE CONSTRAINT {};", fk.table, quote_ident(&fk.name)));
     }
     Ok(format!("foreign keys re-added NOT VALID; once the parents are loaded, run: {}", later.join(" ")))
+}
+
+/// Runs the checks of deferred constraints now rather than at COMMIT, so that a violation is
+/// reported as bad data before anything is committed, and ALTER TABLE (putting keys back)
+/// finds no pending trigger events.
+pub fn check_deferred(tx: &mut Transaction) -> Result<()> {
+    tx.batch_execute("SET CONSTRAINTS ALL IMMEDIATE").map_err(|e| match e.as_db_error() {
+        Some(db) if db.code().code().starts_with("23") => {
+            Error::Data(format!("{}: {}", db.message(), db.detail().unwrap_or("")))
+        }
+        _ => pg_error("check deferred constraints", e),
+    })
+}
+
+/// A plan run, every table loaded: the keys come back as they were, validated (one scan per
+/// key, inside the transaction), so the run commits with every foreign key VALID.
+pub fn restore_foreign_keys_validated(tx: &mut Transaction, fks: &[ForeignKey]) -> Result<()> {
+    for fk in fks {
+        let sql = format!(
+            "ALTER TABLE {} ADD CONSTRAINT {} {}{}",
+            fk.table,
+            quote_ident(&fk.name),
+            fk.definition,
+            if fk.valid { "" } else { " NOT VALID" }
+        );
+        tx.batch_execute(&sql).map_err(|e| match e.as_db_error() {
+            Some(db) if db.code().code() == "23503" => Error::Data(format!(
+                "foreign key {} of '{}': {} (a row's parent is in no table of the plan)",
+                fk.name,
+                fk.table_display,
+                db.detail().unwrap_or(db.message()).trim_end_matches('.')
+            )),
+            _ => pg_error(format!("validate foreign key {} of '{}'", fk.name, fk.table_display), e),
+        })?;
+    }
+    Ok(())
 }

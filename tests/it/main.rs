@@ -10,4 +10,5 @@ mod fs_proxy;
 mod harness;
 mod pg_load;
 mod pg_partition;
+mod plan_load;
 mod sqlite_dump;

@@ -1,0 +1,204 @@
+//! A plan run: every selected step's table loaded from one multi-table stream
+//! (docs/stream.md §7) in ONE transaction, each with its own options, count check and run-log
+//! record; every foreign key valid before COMMIT; all tables committed or none.
+
+use crate::{parse_load, schema, set_up, table, Args, Mode, RunOptions, RUN_OPTIONS, TOOL};
+use pgferry::cli::{self, Status};
+use pgferry::pg::{self, pg_error, Table};
+use pgferry::runlog::{Outcome, RunLog};
+use pgferry::stream::RowReader;
+use pgferry::{note, Error, Result};
+use std::time::Instant;
+
+pub struct PlanArgs {
+    plan: String,
+    from: Option<String>,
+    only: Vec<String>,
+    /// `--mode` on the command line: the mode of every step whose `load` names none.
+    mode: Option<String>,
+    run: RunOptions,
+}
+
+pub fn parse(args: &mut pico_args::Arguments, plan: String, run: RunOptions) -> Result<PlanArgs> {
+    Ok(PlanArgs {
+        plan,
+        from: cli::opt(args, "--from")?,
+        only: cli::list(args, "--steps")?,
+        mode: cli::opt(args, "--mode")?,
+        run,
+    })
+}
+
+/// One selected step: its name and its table's load options.
+struct Step {
+    name: String,
+    args: Args,
+}
+
+/// The selected steps of the plan, each step's `load` array parsed as pg-load's command line
+/// would be (a run-level option there is a usage error naming the step).
+fn steps(p: &PlanArgs) -> Result<Vec<Step>> {
+    let ctx = |e: Error| e.context(format!("plan '{}'", p.plan));
+    let mut selected = pgferry::plan::select(pgferry::plan::read(&p.plan)?, p.from.as_deref(), &p.only).map_err(ctx)?;
+    if let Some(m) = &p.mode {
+        pgferry::plan::default_mode(&mut selected, m);
+    }
+    selected
+        .into_iter()
+        .map(|s| {
+            let ctx = |e: Error| e.context(format!("plan '{}', step '{}', load", p.plan, s.step));
+            // A partitioned target gets the partitions its rows need inside the run's transaction.
+            let load = s.load_args();
+            if let Some(bad) = load.iter().find(|a| RUN_OPTIONS.contains(&a.split('=').next().unwrap_or(""))) {
+                return Err(ctx(Error::Usage(format!("'{bad}' is an option of the whole run, not of a step"))));
+            }
+            let mut args = pico_args::Arguments::from_vec(load.iter().map(Into::into).collect());
+            let mut a = parse_load(&mut args, s.target.clone(), &p.run).map_err(ctx)?;
+            cli::finish(args).map_err(ctx)?;
+            a.source = a.source.or(Some(s.source.clone()));
+            Ok(Step { name: s.step, args: a })
+        })
+        .collect()
+}
+
+pub fn run(p: PlanArgs) -> Result<Status> {
+    let steps = steps(&p)?;
+    let target = pg::Target::resolve(p.run.db.as_deref())?;
+    let mut client = target.connect()?;
+    let pid: i32 =
+        client.query_one("SELECT pg_backend_pid()", &[]).map_err(|e| pg_error("ask the server for its pid", e))?.get(0);
+    let mut logs = vec![];
+    for s in &steps {
+        logs.push(RunLog::start(target.connect()?, &p.run.runs_table, TOOL, &s.args.table, s.args.mode.name(), pid)?);
+    }
+    let started = Instant::now();
+    let mut outcomes = vec![Outcome::default(); steps.len()];
+    let result = load(&mut client, &p, &steps, &mut outcomes);
+    match result {
+        Ok(tables) => {
+            let state = if p.run.dry_run { "dry-run" } else { "success" };
+            for (log, o) in logs.iter_mut().zip(&outcomes) {
+                log.finish(state, o, None)?;
+            }
+            let mut rows = 0;
+            for ((s, o), ((qt, summary), log)) in steps.iter().zip(&outcomes).zip(tables.iter().zip(&logs)) {
+                if s.args.analyze && !p.run.dry_run {
+                    table::analyze(&mut client, qt, &s.args.table);
+                }
+                rows += o.source_rows.unwrap_or(0);
+                note!(
+                    TOOL,
+                    "step '{}' ({}): {summary}; run {} in {}",
+                    s.name,
+                    s.args.table,
+                    log.id(),
+                    p.run.runs_table
+                );
+            }
+            let secs = started.elapsed().as_secs_f64();
+            note!(
+                TOOL,
+                "plan '{}': {} steps, {rows} rows, {}; {secs:.1}s, {:.0} rows/s",
+                p.plan,
+                steps.len(),
+                if p.run.dry_run { "dry run: rolled back" } else { "committed in one transaction" },
+                rows as f64 / secs.max(1e-9)
+            );
+            Ok(Status::Ok)
+        }
+        Err((failed, e)) => {
+            let e = match e {
+                Error::CheckFailed(m) => Error::CheckFailed(format!("{m}; rolled back, nothing was committed")),
+                e => e.append("; nothing was committed"),
+            };
+            let e = match failed {
+                Some(i) => e.context(format!("step '{}' ({})", steps[i].name, steps[i].args.table)),
+                None => e.context(format!("plan '{}'", p.plan)),
+            };
+            let others = match failed {
+                Some(i) => format!("not committed: step '{}' failed", steps[i].name),
+                None => "not committed: the plan run failed".to_string(),
+            };
+            for (i, (log, o)) in logs.iter_mut().zip(&outcomes).enumerate() {
+                let msg = if failed == Some(i) { e.message() } else { others.as_str() };
+                log.finish("failed", o, Some(msg))?;
+            }
+            Err(e)
+        }
+    }
+}
+
+/// An error and the index of the step it belongs to (`None`: the run as a whole).
+type StepError = (Option<usize>, Error);
+
+/// Loads every step in one transaction; returns each step's qualified table. An error comes
+/// with the index of the step it belongs to (`None`: the run as a whole).
+fn load(
+    client: &mut postgres::Client,
+    p: &PlanArgs,
+    steps: &[Step],
+    outcomes: &mut [Outcome],
+) -> std::result::Result<Vec<(String, String)>, StepError> {
+    let whole = |e: Error| (None, e);
+    let mut tx = client.transaction().map_err(|e| whole(pg_error("begin", e)))?;
+    set_up(&mut tx, p.run.lock_timeout).map_err(whole)?;
+    // Every table is locked before any row is read, so a busy table fails the run at once.
+    let mut tables: Vec<Table> = vec![];
+    for (i, s) in steps.iter().enumerate() {
+        tables.push(table::lock(&mut tx, &s.args.table).map_err(|e| (Some(i), e))?);
+    }
+    // Foreign keys between the plan's tables that the load order would trip over are set
+    // aside before any row: a child loaded before its parent, and any key into a table that
+    // is mirrored or replaced (its deletes would hit children the plan deletes later).
+    let mut deferred = vec![];
+    for i in 0..steps.len() {
+        if tables[..i].iter().any(|t| t.oid == tables[i].oid) {
+            continue;
+        }
+        let parents: Vec<u32> = steps
+            .iter()
+            .zip(&tables)
+            .enumerate()
+            .filter(|(j, (p, t))| {
+                t.oid != tables[i].oid && (*j > i || matches!(p.args.mode, Mode::Mirror | Mode::Replace))
+            })
+            .map(|(_, (_, t))| t.oid)
+            .collect();
+        let fks = schema::drop_foreign_keys(&mut tx, &tables[i], false, &parents).map_err(|e| (Some(i), e))?;
+        deferred.extend(fks.into_iter().map(|fk| (i, fk)));
+    }
+    let stdin = std::io::stdin();
+    let mut reader = RowReader::segmented(std::io::BufReader::with_capacity(1 << 17, stdin.lock()));
+    let mut summaries = vec![];
+    for (i, s) in steps.iter().enumerate() {
+        let at = |e: Error| (Some(i), e);
+        reader.begin_segment(&s.name, s.args.require_end);
+        let prepared = table::prepare(&mut tx, &s.args, tables[i].clone()).map_err(at)?;
+        let loaded = table::load_rows(&mut tx, &prepared, &s.args, &mut reader, &mut outcomes[i]).map_err(at)?;
+        note!(TOOL, "step '{}' ({}): {}", s.name, s.args.table, loaded.count_line);
+        for line in &loaded.notes {
+            note!(TOOL, "step '{}' ({}): {line}", s.name, s.args.table);
+        }
+        if !loaded.verified {
+            return Err((Some(i), Error::CheckFailed(format!("count mismatch: {}", loaded.count_line))));
+        }
+        deferred.extend(prepared.deferred.into_iter().map(|fk| (i, fk)));
+        summaries.push(loaded.summary);
+    }
+    reader.finish().map_err(whole)?;
+    // Every row of every table is in: deferred checks run now, and the keys set aside come
+    // back, validated, before COMMIT.
+    schema::check_deferred(&mut tx).map_err(whole)?;
+    for (i, fk) in &deferred {
+        schema::restore_foreign_keys_validated(&mut tx, std::slice::from_ref(fk)).map_err(|e| (Some(*i), e))?;
+    }
+    if !deferred.is_empty() {
+        note!(TOOL, "{} foreign keys set aside for the load are back and validated", deferred.len());
+    }
+    if p.run.dry_run {
+        tx.rollback().map_err(|e| whole(pg_error("roll back", e)))?;
+    } else {
+        tx.commit().map_err(|e| whole(pg_error("commit", e)))?;
+    }
+    Ok(tables.iter().map(Table::qualified).zip(summaries).collect())
+}

@@ -1,0 +1,226 @@
+//! One table's load inside a transaction the caller owns: look at the table, stream its rows
+//! into COPY, merge or count, move sequences. A single-table run and every step of a plan run
+//! go through here.
+
+use crate::copy::CopySink;
+use crate::indexes::{self, SetAside};
+use crate::rows::{self, Columns};
+use crate::schema::{self, ForeignKey};
+use crate::{merge, Args, Mode, TOOL};
+use pgferry::catalog::{self, ColumnInfo};
+use pgferry::pg::{pg_error, Table};
+use pgferry::runlog::Outcome;
+use pgferry::stream::{EndRecord, RowReader};
+use pgferry::{note, Error, Result};
+use postgres::Transaction;
+use serde_json::Value;
+
+/// A table looked at and locked, ready for its rows.
+pub struct Prepared {
+    pub table: Table,
+    pub qt: String,
+    columns: Columns,
+    generated: Vec<String>,
+    key: Vec<String>,
+    staged: bool,
+    ensure: Option<pgferry::partition::Interval>,
+    rows_before: i64,
+    /// Foreign keys of this table set aside for the load (--defer-fks, or a plan's children
+    /// loaded before their parents); the caller puts them back.
+    pub deferred: Vec<ForeignKey>,
+    /// Into an empty table: its indexes, dropped for the COPY and built after it.
+    indexes: Option<SetAside>,
+}
+
+/// What one table's load did.
+pub struct Loaded {
+    pub verified: bool,
+    /// `Source: N rows → Postgres: M rows ✓`
+    pub count_line: String,
+    /// Further lines for the operator (partitions created).
+    pub notes: Vec<String>,
+    /// What happened to the rows: `N rows inserted, M already present`, or mirror's four counts.
+    pub summary: String,
+}
+
+/// Resolves TABLE as SQL does and takes its lock (SHARE ROW EXCLUSIVE: no other writer, readers
+/// go on), waiting at most the transaction's lock_timeout.
+pub fn lock(tx: &mut Transaction, name: &str) -> Result<Table> {
+    let table = Table::resolve(tx, name)?;
+    if table.kind != 'r' && table.kind != 'p' {
+        return Err(Error::Usage(format!("'{name}' is not a table (pg-load loads ordinary and partitioned tables)")));
+    }
+    let qt = table.qualified();
+    tx.batch_execute(&format!("LOCK TABLE {qt} IN SHARE ROW EXCLUSIVE MODE")).map_err(|e| {
+        match pg_error("lock", e) {
+            Error::TempFail(m) => {
+                Error::TempFail(format!("{m} (another session holds the table: another pg-load, or the application?)"))
+            }
+            other => other,
+        }
+    })?;
+    Ok(table)
+}
+
+/// Looks at the table and decides the path (direct COPY or staged merge); sets its foreign
+/// keys aside with --defer-fks.
+pub fn prepare(tx: &mut Transaction, a: &Args, table: Table) -> Result<Prepared> {
+    let qt = table.qualified();
+    let columns = catalog::table_columns(tx, table.oid, &qt)?;
+    let key = match a.key.is_empty() {
+        true => catalog::primary_key(tx, table.oid)?,
+        false => {
+            for k in &a.key {
+                if !columns.iter().any(|c| &c.name == k) {
+                    return Err(Error::Usage(format!("--key column '{k}' is not a column of '{}'", a.table)));
+                }
+            }
+            a.key.clone()
+        }
+    };
+    if a.mode == Mode::Replace {
+        tx.batch_execute(&format!("TRUNCATE {qt}")).map_err(|e| pg_error("empty the table (--mode replace)", e))?;
+    }
+    let empty = tx
+        .query_one(&format!("SELECT NOT EXISTS (SELECT 1 FROM {qt})"), &[])
+        .map_err(|e| pg_error("look at the table", e))?
+        .get::<_, bool>(0);
+    // Partitions the rows need are known only once every row is read: stage them first.
+    let ensure = a.ensure_partitions.filter(|_| table.kind == 'p');
+    if a.ensure_partitions.is_some() && table.kind != 'p' {
+        return Err(Error::Usage(format!("--ensure-partitions: '{}' is not a partitioned table", a.table)));
+    }
+    let staged = ensure.is_some() || (!empty && matches!(a.mode, Mode::Insert | Mode::Upsert | Mode::Mirror));
+    if a.mode == Mode::Mirror && key.is_empty() {
+        return Err(Error::Usage(format!(
+            "--mode mirror needs a key to tell rows apart: '{}' has no primary key; pass --key COLS",
+            a.table
+        )));
+    }
+    if staged && key.is_empty() {
+        return Err(Error::Usage(format!(
+            "'{}' already has rows and no primary key, so a re-run could not tell loaded rows from new ones; \
+             pass --key COLS, or --mode append or --mode replace",
+            a.table
+        )));
+    }
+    if a.mode == Mode::Upsert && key.is_empty() {
+        return Err(Error::Usage("--mode upsert needs a primary key or --key".into()));
+    }
+    // Only the direct path into a table that has rows (--mode append) needs the count before.
+    let rows_before: i64 = if empty || staged { 0 } else { count(tx, &qt)? };
+    let deferred = schema::drop_foreign_keys(tx, &table, a.defer_fks, &[])?;
+    let indexes = if empty && !staged { indexes::set_aside(tx, &table)? } else { None };
+
+    let loadable: Vec<ColumnInfo> = columns.iter().filter(|c| !c.generated).cloned().collect();
+    let plan = Columns { binary: loadable.iter().all(|c| c.kind.has_binary()), columns: loadable };
+    let generated: Vec<String> = columns.iter().filter(|c| c.generated).map(|c| c.name.clone()).collect();
+    Ok(Prepared { table, qt, columns: plan, generated, key, staged, ensure, rows_before, deferred, indexes })
+}
+
+/// Streams the table's rows (up to its end record) and completes its load: partitions, merge
+/// or count, sequences, the count line. Nothing is committed here.
+pub fn load_rows<R: std::io::BufRead>(
+    tx: &mut Transaction,
+    p: &Prepared,
+    a: &Args,
+    reader: &mut RowReader<R>,
+    outcome: &mut Outcome,
+) -> Result<Loaded> {
+    let mut sink = CopySink::new(&p.columns, &p.table);
+    sink.freeze = p.indexes.is_some();
+    let stage = if p.staged { Some(merge::create_stage(tx, &p.qt)?) } else { None };
+    let generated: Vec<&str> = p.generated.iter().map(String::as_str).collect();
+    // Recorded even when the load fails: the run log says what was attempted and how far it got.
+    outcome.source = a.source.clone();
+    let segments = match rows::stream_rows(tx, reader, &p.columns, &generated, a, &mut sink, stage.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            outcome.source_rows = Some(reader.rows() as i64);
+            return Err(e);
+        }
+    };
+    let source_rows = reader.rows() as i64;
+    outcome.source_rows = Some(source_rows);
+    outcome.source = a.source.clone().or_else(|| reader.end_record().map(describe_source));
+    if let Some(t) = reader.table_record() {
+        // A table record naming another table than this step's: the stream is not what the plan says.
+        if let Some(name) = &t.target {
+            let named = Table::resolve(tx, name).map(|t| t.oid).unwrap_or(0);
+            if named != p.table.oid {
+                return Err(Error::Data(format!(
+                    "line {}: the table record of step '{}' names table '{name}', but this load is into '{}'",
+                    t.line,
+                    t.step,
+                    p.table.display()
+                )));
+            }
+        }
+    }
+
+    if let Some(set_aside) = &p.indexes {
+        set_aside.restore(tx, &sink.lines)?;
+    }
+    let mut notes = vec![];
+    if let (Some(interval), Some(stage)) = (p.ensure, &stage) {
+        notes.extend(schema::ensure_partitions(tx, &p.table, stage, interval, a.lock_timeout)?);
+    }
+    let mut summary = None;
+    let (inserted, present, dest, verified) = match &stage {
+        None => {
+            let after = count(tx, &p.qt)?;
+            let n = after - p.rows_before;
+            if a.mode == Mode::Mirror {
+                summary = Some(format!("{n} inserted, 0 updated, 0 deleted, 0 unchanged"));
+            }
+            (n, 0, n, n >= source_rows)
+        }
+        Some(stage) if a.mode == Mode::Mirror => {
+            let m = merge::merge_mirror(tx, &p.qt, stage, &p.columns, &segments, &p.key, source_rows)?;
+            merge::drop_stage(tx, stage)?;
+            summary = Some(format!(
+                "{} inserted, {} updated, {} deleted, {} unchanged",
+                m.inserted, m.updated, m.deleted, m.unchanged
+            ));
+            // Equal to the stream: every key of it present, and nothing else in the table.
+            let equal = m.present == source_rows && m.rows_after == source_rows;
+            (m.inserted, m.updated + m.unchanged, if equal { source_rows } else { m.present.min(m.rows_after) }, equal)
+        }
+        Some(stage) => {
+            let (i, pr, d) = merge::merge_stage(tx, &p.qt, stage, &p.columns, &segments, &p.key, a.mode, source_rows)?;
+            merge::drop_stage(tx, stage)?;
+            (i, pr, d, d >= source_rows)
+        }
+    };
+    outcome.inserted_rows = Some(inserted);
+    outcome.present_rows = Some(present);
+    outcome.dest_rows = Some(dest);
+
+    schema::advance_sequences(tx, &p.qt, &p.columns, &segments, a.dry_run)?;
+    let count_line = format!("Source: {source_rows} rows → Postgres: {dest} rows {}", if verified { "✓" } else { "✗" });
+    let summary = summary.unwrap_or_else(|| format!("{inserted} rows inserted, {present} already present"));
+    Ok(Loaded { verified, count_line, notes, summary })
+}
+
+/// The run log's `source` from the end record: `sqlite:app.db:orders` and the like.
+fn describe_source(end: &EndRecord) -> String {
+    let f = |k: &str| end.fields.get(k).and_then(Value::as_str).map(str::to_string);
+    let mut parts = vec![];
+    for k in ["source", "database", "table", "collection", "group", "document"] {
+        if let Some(v) = f(k) {
+            parts.push(v);
+        }
+    }
+    parts.join(":")
+}
+
+pub fn count(tx: &mut Transaction, qt: &str) -> Result<i64> {
+    Ok(tx.query_one(&format!("SELECT count(*) FROM {qt}"), &[]).map_err(|e| pg_error("count rows", e))?.get(0))
+}
+
+/// Runs ANALYZE after the commit; a failure is only a warning (the data is committed).
+pub fn analyze(client: &mut postgres::Client, qt: &str, name: &str) {
+    if let Err(e) = client.batch_execute(&format!("ANALYZE {qt}")) {
+        note!(TOOL, "warning: ANALYZE {name}: {}", pgferry::pg::pg_cause(&e));
+    }
+}
