@@ -9,6 +9,41 @@ use postgres::Transaction;
 use std::io::Write;
 
 /// Encodes rows into COPY data and sends it; maps server errors back to input lines.
+/// The stream line of every row sent, in order, kept as the runs of consecutive lines (one
+/// entry per blank line or record between rows), so memory stays small.
+#[derive(Default)]
+pub struct LineMap {
+    rows: u64,
+    marks: Vec<(u64, u64)>,
+}
+
+/// Beyond this many runs (a stream with blank lines everywhere) lines are no longer tracked.
+const MAX_MARKS: usize = 1 << 20;
+
+impl LineMap {
+    fn push(&mut self, line: u64) {
+        let continues = self.marks.last().is_some_and(|&(r, l)| l + (self.rows - r) == line);
+        if !continues && self.marks.len() < MAX_MARKS {
+            self.marks.push((self.rows, line));
+        }
+        self.rows += 1;
+    }
+
+    /// The line of the `row`-th row sent (0-based).
+    pub fn line(&self, row: u64) -> Option<u64> {
+        if row >= self.rows {
+            return None;
+        }
+        let i = self.marks.partition_point(|&(r, _)| r <= row);
+        let (r, l) = *self.marks.get(i.checked_sub(1)?)?;
+        // Past the last tracked run only if tracking stopped: then unknown.
+        if i == self.marks.len() && self.marks.len() == MAX_MARKS {
+            return None;
+        }
+        Some(l + (row - r))
+    }
+}
+
 pub struct CopySink {
     buf: Vec<u8>,
     binary: bool,
@@ -20,6 +55,10 @@ pub struct CopySink {
     recent_lines: std::collections::VecDeque<u64>,
     rows_in_copy: u64,
     staged: bool,
+    /// COPY … FREEZE (the table was emptied by TRUNCATE in this transaction).
+    pub freeze: bool,
+    /// Lines of every row sent to this table.
+    pub lines: LineMap,
 }
 
 const RECENT: usize = 1 << 16;
@@ -35,6 +74,8 @@ impl CopySink {
             recent_lines: std::collections::VecDeque::with_capacity(RECENT),
             rows_in_copy: 0,
             staged: false,
+            freeze: false,
+            lines: LineMap::default(),
         }
     }
 
@@ -69,7 +110,12 @@ impl CopySink {
     }
 
     fn open<'a>(&mut self, tx: &'a mut Transaction, target: &str) -> Result<postgres::CopyInWriter<'a>> {
-        let fmt = if self.binary { "(FORMAT binary)" } else { "(FORMAT text)" };
+        let fmt = match (self.binary, self.freeze) {
+            (true, false) => "(FORMAT binary)",
+            (true, true) => "(FORMAT binary, FREEZE)",
+            (false, false) => "(FORMAT text)",
+            (false, true) => "(FORMAT text, FREEZE)",
+        };
         let w = tx.copy_in(&format!("COPY {target} FROM STDIN {fmt}")).map_err(|e| pg_error("start COPY", e))?;
         self.buf.clear();
         self.recent_lines.clear();
@@ -112,6 +158,7 @@ impl CopySink {
         }
         self.recent_lines.push_back(line);
         self.rows_in_copy += 1;
+        self.lines.push(line);
     }
 
     pub fn maybe_flush(&mut self, w: &mut postgres::CopyInWriter) -> std::io::Result<()> {
@@ -204,6 +251,17 @@ pub fn parse_partition_detail(d: &str) -> (String, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn line_map_names_the_line_of_every_row_sent() {
+        let mut m = LineMap::default();
+        for l in [2, 3, 4, 7, 8, 10] {
+            m.push(l);
+        }
+        assert_eq!(m.marks.len(), 3);
+        let got: Vec<Option<u64>> = (0..7).map(|r| m.line(r)).collect();
+        assert_eq!(got, [Some(2), Some(3), Some(4), Some(7), Some(8), Some(10), None]);
+    }
 
     #[test]
     fn copy_context_and_partition_detail() {

@@ -3,6 +3,7 @@
 //! go through here.
 
 use crate::copy::CopySink;
+use crate::indexes::{self, SetAside};
 use crate::rows::{self, Columns};
 use crate::schema::{self, ForeignKey};
 use crate::{merge, Args, Mode, TOOL};
@@ -27,6 +28,8 @@ pub struct Prepared {
     /// Foreign keys of this table set aside for the load (--defer-fks, or a plan's children
     /// loaded before their parents); the caller puts them back.
     pub deferred: Vec<ForeignKey>,
+    /// Into an empty table: its indexes, dropped for the COPY and built after it.
+    indexes: Option<SetAside>,
 }
 
 /// What one table's load did.
@@ -107,11 +110,12 @@ pub fn prepare(tx: &mut Transaction, a: &Args, table: Table) -> Result<Prepared>
     // Only the direct path into a table that has rows (--mode append) needs the count before.
     let rows_before: i64 = if empty || staged { 0 } else { count(tx, &qt)? };
     let deferred = schema::drop_foreign_keys(tx, &table, a.defer_fks, &[])?;
+    let indexes = if empty && !staged { indexes::set_aside(tx, &table)? } else { None };
 
     let loadable: Vec<ColumnInfo> = columns.iter().filter(|c| !c.generated).cloned().collect();
     let plan = Columns { binary: loadable.iter().all(|c| c.kind.has_binary()), columns: loadable };
     let generated: Vec<String> = columns.iter().filter(|c| c.generated).map(|c| c.name.clone()).collect();
-    Ok(Prepared { table, qt, columns: plan, generated, key, staged, ensure, rows_before, deferred })
+    Ok(Prepared { table, qt, columns: plan, generated, key, staged, ensure, rows_before, deferred, indexes })
 }
 
 /// Streams the table's rows (up to its end record) and completes its load: partitions, merge
@@ -124,6 +128,7 @@ pub fn load_rows<R: std::io::BufRead>(
     outcome: &mut Outcome,
 ) -> Result<Loaded> {
     let mut sink = CopySink::new(&p.columns, &p.table);
+    sink.freeze = p.indexes.is_some();
     let stage = if p.staged { Some(merge::create_stage(tx, &p.qt)?) } else { None };
     let generated: Vec<&str> = p.generated.iter().map(String::as_str).collect();
     // Recorded even when the load fails: the run log says what was attempted and how far it got.
@@ -153,6 +158,9 @@ pub fn load_rows<R: std::io::BufRead>(
         }
     }
 
+    if let Some(set_aside) = &p.indexes {
+        set_aside.restore(tx, &sink.lines)?;
+    }
     let mut notes = vec![];
     if let (Some(interval), Some(stage)) = (p.ensure, &stage) {
         notes.extend(schema::ensure_partitions(tx, &p.table, stage, interval, a.lock_timeout)?);
@@ -188,7 +196,7 @@ pub fn load_rows<R: std::io::BufRead>(
     outcome.present_rows = Some(present);
     outcome.dest_rows = Some(dest);
 
-    schema::advance_sequences(tx, &p.qt, &p.columns, &segments)?;
+    schema::advance_sequences(tx, &p.qt, &p.columns, &segments, a.dry_run)?;
     let count_line = format!("Source: {source_rows} rows → Postgres: {dest} rows {}", if verified { "✓" } else { "✗" });
     let summary = summary.unwrap_or_else(|| format!("{inserted} rows inserted, {present} already present"));
     Ok(Loaded { verified, count_line, notes, summary })

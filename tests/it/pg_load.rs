@@ -561,3 +561,47 @@ fn kill_9_of_the_producer_mid_stream_is_a_truncated_stream() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(pg.count("logs"), 300000);
 }
+
+#[test]
+fn into_an_empty_table_indexes_are_built_after_copy_and_restored_exactly() {
+    let pg = Pg::new();
+    pg.exec(
+        "CREATE TABLE people (id bigint CONSTRAINT people_pk PRIMARY KEY, email text, team int, note text,
+             CONSTRAINT people_email UNIQUE (email) DEFERRABLE INITIALLY DEFERRED);
+         CREATE INDEX people_team ON people (team) INCLUDE (note) WHERE team > 0;
+         CREATE INDEX people_lower ON people (lower(email) DESC NULLS LAST) WITH (fillfactor = 70);",
+    );
+    let shape = "SELECT string_agg(d, '; ' ORDER BY d) FROM (
+        SELECT pg_get_indexdef(indexrelid) AS d FROM pg_index WHERE indrelid = 'people'::regclass
+        UNION ALL SELECT conname || ' ' || pg_get_constraintdef(oid) || ' ' || condeferrable || condeferred
+          FROM pg_constraint WHERE conrelid = 'people'::regclass) x";
+    let before = pg.one(shape);
+    let row = |id: u32, email: &str| format!(r#"{{"id":{id},"email":"{email}","team":{},"note":"n"}}"#, id % 3);
+    // A repeated primary key and a repeated unique value: both named by their two lines.
+    let rows = [row(1, "a@x"), row(2, "b@x"), row(3, "c@x"), row(1, "d@x")];
+    let refs: Vec<&str> = rows.iter().map(String::as_str).collect();
+    let r = load(&pg, "people", stream(&refs), &[]).expect(65);
+    r.stderr_has(&["line 4: key (id) = 1 repeats line 1", "nothing was committed"]);
+    let rows = [row(1, "a@x"), row(2, "b@x"), row(3, "a@x")];
+    let refs: Vec<&str> = rows.iter().map(String::as_str).collect();
+    let mut input = stream(&refs);
+    input.insert(0, '\n'); // a blank first line still counts
+    load(&pg, "people", input, &[]).expect(65).stderr_has(&["line 4: key (email) = a@x repeats line 2"]);
+    assert_eq!(pg.count("people"), 0);
+    assert_eq!(pg.one(shape), before, "a failed load changed the indexes");
+    // A good load: every index and constraint as it was, the rows there, the key enforced.
+    let rows: Vec<String> = (1..=500).map(|i| row(i, &format!("p{i}@x"))).collect();
+    let refs: Vec<&str> = rows.iter().map(String::as_str).collect();
+    load(&pg, "people", stream(&refs), &[]).ok().stderr_has(&["Source: 500 rows → Postgres: 500 rows ✓"]);
+    assert_eq!(pg.one(shape), before);
+    assert_eq!(pg.one("SELECT count(*) FROM pg_index WHERE indrelid = 'people'::regclass AND indisvalid"), "4");
+    load(&pg, "people", stream(&[&row(7, "new@x")]), &["--mode", "append"]).expect(65).stderr_has(&["duplicate key"]);
+    // A table that a foreign key references keeps its indexes (the key needs them) and loads as before.
+    pg.exec("CREATE TABLE teams (id int PRIMARY KEY); CREATE TABLE members (team int REFERENCES teams(id));");
+    load(&pg, "teams", stream(&[r#"{"id":1}"#, r#"{"id":1}"#]), &[]).expect(65).stderr_has(&[
+        "line 2",
+        "duplicate key",
+        "Key (id)=(1)",
+    ]);
+    load(&pg, "teams", stream(&[r#"{"id":1}"#, r#"{"id":2}"#]), &[]).ok();
+}
