@@ -204,6 +204,8 @@ fn parse_check_opts(args: &mut pico_args::Arguments, base: &CheckOpts) -> Result
         o.examples = n;
     }
     o.conv = Options::from_args(args, o.conv)?;
+    // pg-load's --rename is this check's --map: the key was loaded into that column.
+    o.map.append(&mut o.conv.rename);
     Ok(o)
 }
 
@@ -267,6 +269,8 @@ fn parse(args: &mut pico_args::Arguments) -> Result<Args> {
 /// One check to run.
 struct Check {
     step: Option<String>,
+    /// A source the text cannot describe alone (a json: step's files with its jq program).
+    source_spec: Option<Spec>,
     source_text: String,
     dest_text: String,
     opts: CheckOpts,
@@ -298,6 +302,7 @@ fn run(a: Args) -> Result<Status> {
     let checks: Vec<Check> = match &a.plan {
         None => vec![Check {
             step: None,
+            source_spec: None,
             source_text: a.sides[0].clone(),
             dest_text: a.sides[1].clone(),
             opts: a.opts.clone(),
@@ -321,8 +326,15 @@ fn run(a: Args) -> Result<Status> {
                 ctx.opts = opts.conv.clone();
                 fs::step_args(&s.export, &mut ctx.fs, &mut opts.ignore).map_err(bad)?;
                 cli::finish(check).map_err(bad)?;
+                let source_spec = match (&s.src, &s.jq) {
+                    (pgferry::plan::Source::Json(p), Some(program)) => {
+                        Some(Spec::Json { pattern: p.clone(), program: program.clone() })
+                    }
+                    _ => None,
+                };
                 out.push(Check {
                     step: Some(s.step.clone()),
+                    source_spec,
                     source_text: s.source.clone(),
                     dest_text: format!("pg:{}", s.target),
                     opts,

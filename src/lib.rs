@@ -7,6 +7,8 @@ pub mod digest;
 pub mod error;
 pub mod files;
 pub mod firestore;
+pub mod gauth;
+pub mod jsonsrc;
 pub mod partition;
 pub mod pg;
 pub mod plan;

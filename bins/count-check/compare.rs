@@ -31,7 +31,10 @@ pub struct Found {
 }
 
 pub fn run_check(c: &Check) -> Result<Found> {
-    let source = Spec::parse(&c.source_text)?;
+    let source = match &c.source_spec {
+        Some(s) => s.clone(),
+        None => Spec::parse(&c.source_text)?,
+    };
     let dest = Spec::parse(&c.dest_text)?;
     if matches!((&source, &dest), (Spec::Ndjson { file: a }, Spec::Ndjson { file: b }) if a == "-" && b == "-") {
         return Err(Error::Usage("only one side can read stdin".into()));
@@ -69,6 +72,11 @@ fn compare(c: &Check, source: Spec, dest: Spec) -> Result<Found> {
         types.extend(cols.iter().map(|c| (c.name.clone(), ColType::of(c))));
     } else if let Some(cols) = &smeta.pg_columns {
         types.extend(cols.iter().filter(|c| !ignore.contains(&c.name)).map(|c| (to_dest(&c.name), ColType::of(c))));
+    }
+    if c.ctx.opts.has_column_rules() {
+        for (name, ct) in types.iter_mut() {
+            ct.conv = Some(c.ctx.opts.for_column(name));
+        }
     }
     let key: Vec<String> = if !o.key.is_empty() {
         o.key.clone()
@@ -150,6 +158,7 @@ fn compare(c: &Check, source: Spec, dest: Spec) -> Result<Found> {
         for (job, text) in [(&mut sjob, &c.source_text), (&mut djob, &c.dest_text)] {
             let sortable = match &job.spec {
                 Spec::Ndjson { file } => file != "-",
+                Spec::Json { .. } => true,
                 Spec::Firestore { .. } => true,
                 _ => false,
             };

@@ -27,7 +27,8 @@ impl Report {
         line.insert("check".into(), json!(c.opts.mode.name()));
         line.insert("source".into(), json!(c.source_text));
         line.insert("dest".into(), json!(c.dest_text));
-        let (snoun, sunit, dnoun, dunit) = match (Spec::parse(&c.source_text), Spec::parse(&c.dest_text)) {
+        let source = c.source_spec.clone().map(Ok).unwrap_or_else(|| Spec::parse(&c.source_text));
+        let (snoun, sunit, dnoun, dunit) = match (source, Spec::parse(&c.dest_text)) {
             (Ok(s), Ok(d)) => (s.noun(), s.unit(), d.noun(), d.unit()),
             _ => ("Source", "rows", "Dest", "rows"),
         };

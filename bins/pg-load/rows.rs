@@ -45,6 +45,10 @@ pub fn stream_rows<R: std::io::BufRead>(
 ) -> Result<Vec<Signature>> {
     let n = plan.columns.len();
     let mut rows = RowSource {
+        col_opts: match a.opts.has_column_rules() {
+            true => plan.columns.iter().map(|c| a.opts.for_column(&c.name)).collect(),
+            false => vec![],
+        },
         segments: vec![],
         seg_ids: HashMap::new(),
         cells: vec![None; n],
@@ -108,6 +112,8 @@ pub fn stream_rows<R: std::io::BufRead>(
 /// Reads rows from the stream and converts them into `cells` (one slot per loadable column;
 /// `None` = key missing).
 struct RowSource {
+    /// Each column's conversion options, when some option names columns (else `a.opts`).
+    col_opts: Vec<Options>,
     segments: Vec<Signature>,
     seg_ids: HashMap<Signature, usize>,
     cells: Vec<Option<Cell>>,
@@ -133,18 +139,20 @@ impl RowSource {
         // Values are converted from their JSON text; only what that cannot read is parsed.
         let mut hint = 0;
         for (k, raw) in pairs {
-            let Some(i) = plan.find(&k, hint) else {
+            let name = if a.opts.rename.is_empty() { &*k } else { a.opts.renamed(&k) };
+            let Some(i) = plan.find(name, hint) else {
                 self.note_unknown(&k, a);
                 continue;
             };
             hint = i + 1;
             let col = &plan.columns[i];
-            let cell = match convert::convert_raw(raw.get(), &col.kind, &a.opts) {
+            let opts = self.col_opts.get(i).unwrap_or(&a.opts);
+            let cell = match convert::convert_raw(raw.get(), &col.kind, opts) {
                 Some(c) => c,
                 None => {
                     let v: Value = serde_json::from_str(raw.get())
                         .map_err(|e| Error::Data(format!("line {line}: malformed JSON: {e}")))?;
-                    convert_value(&v, col, &a.opts, line)?
+                    convert_value(&v, col, opts, line)?
                 }
             };
             self.cells[i] = Some(cell);
@@ -155,8 +163,21 @@ impl RowSource {
                 format!("line {line}: key '{}' is a generated column, which cannot be loaded; drop it from the stream or pass --ignore-unknown", gen[0])
             } else {
                 let cols: Vec<&str> = plan.columns.iter().map(|c| c.name.as_str()).collect();
+                let likely: Vec<String> =
+                    self.unknown.iter().filter_map(|k| likely_column(k, &cols).map(|c| format!("{k}={c}"))).collect();
+                let advice = if likely.is_empty() {
+                    "pass --rename KEY=COLUMN to load a key into a column, or --ignore-unknown to drop them \
+                     (their values are then not loaded)"
+                        .to_string()
+                } else {
+                    format!(
+                        "the names differ only in case or underscores: pass --rename {} to load them \
+                         (--ignore-unknown would drop their values)",
+                        likely.join(",")
+                    )
+                };
                 format!(
-                    "line {line}: keys that match no column of '{}': {} (the table has: {}); pass --ignore-unknown to drop them",
+                    "line {line}: keys that match no column of '{}': {} (the table has: {}); {advice}",
                     a.table,
                     self.unknown.join(", "),
                     cols.join(", ")
@@ -198,6 +219,18 @@ impl RowSource {
         if !a.ignore_unknown {
             self.unknown.push(key.to_string());
         }
+    }
+}
+
+/// The column a key that matches none probably means: the same name but for case and
+/// underscores (`passwordHash` for `password_hash`, `userid` for an unquoted `userId`).
+pub fn likely_column<'a>(key: &str, cols: &[&'a str]) -> Option<&'a str> {
+    let fold = |s: &str| s.chars().filter(|c| *c != '_').flat_map(char::to_lowercase).collect::<String>();
+    let k = fold(key);
+    let mut found = cols.iter().filter(|c| fold(c) == k);
+    match (found.next(), found.next()) {
+        (Some(c), None) => Some(c),
+        _ => None,
     }
 }
 
