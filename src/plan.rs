@@ -265,9 +265,23 @@ pub fn select(steps: Vec<Step>, from: Option<&str>, only: &[String]) -> Result<V
     })
 }
 
+/// Gives every step whose `load` names no `--mode` the mode `mode` (a run-level `--mode`, as
+/// `scripts/migrate --mode mirror` asks after a rollback); a step's own mode stays.
+pub fn default_mode(steps: &mut [Step], mode: &str) {
+    for s in steps {
+        if !s.load.iter().any(|a| a == "--mode" || a.starts_with("--mode=")) {
+            s.load.extend(["--mode".to_string(), mode.to_string()]);
+        }
+    }
+}
+
 /// Prints the selected steps of a plan, resolved, one JSON object per line (`pg-load --resolve`).
-pub fn print_resolved(path: &str, from: Option<&str>, only: &[String], out: &mut impl Write) -> Result<()> {
-    for s in select(read(path)?, from, only)? {
+pub fn print_resolved(a: &ResolveArgs, out: &mut impl Write) -> Result<()> {
+    let mut steps = select(read(&a.plan)?, a.from.as_deref(), &a.only)?;
+    if let Some(m) = &a.mode {
+        default_mode(&mut steps, m);
+    }
+    for s in steps {
         writeln!(out, "{}", s.resolved()).map_err(|e| Error::io("write the resolved plan", e))?;
     }
     out.flush().map_err(|e| Error::io("write the resolved plan", e))
@@ -278,6 +292,8 @@ pub struct ResolveArgs {
     pub plan: String,
     pub from: Option<String>,
     pub only: Vec<String>,
+    /// The mode of steps that do not name one.
+    pub mode: Option<String>,
 }
 
 /// Parses `--resolve` and its options (pg-load hands them over; its own options do not apply).
@@ -287,12 +303,13 @@ pub fn parse_resolve(args: &mut pico_args::Arguments) -> Result<ResolveArgs> {
         plan: crate::cli::opt(args, "--plan")?.ok_or_else(|| Error::Usage("--resolve needs --plan PLAN".into()))?,
         from: crate::cli::opt(args, "--from")?,
         only: crate::cli::list(args, "--steps")?,
+        mode: crate::cli::opt(args, "--mode")?,
     })
 }
 
 /// Prints the resolved steps on stdout.
 pub fn resolve(a: ResolveArgs) -> Result<crate::cli::Status> {
-    print_resolved(&a.plan, a.from.as_deref(), &a.only, &mut std::io::stdout().lock())?;
+    print_resolved(&a, &mut std::io::stdout().lock())?;
     Ok(crate::cli::Status::Ok)
 }
 
@@ -491,6 +508,16 @@ mod tests {
         let nd = parse(r#"{"step": "x", "source": "ndjson:/tmp/a b.ndjson", "target": "t"}"#).unwrap();
         assert_eq!(nd[0].producer(), vec!["cat", "--", "/tmp/a b.ndjson"]);
         assert!(nd[0].watch().is_empty());
+    }
+
+    #[test]
+    fn a_run_level_mode_applies_where_a_step_names_none() {
+        let mut steps = parse(EXAMPLE).unwrap();
+        steps[1].load = vec!["--mode=upsert".into()];
+        default_mode(&mut steps, "mirror");
+        assert_eq!(steps[0].consumer()[1..3], ["--mode", "mirror"]);
+        assert_eq!(steps[1].load, ["--mode=upsert"]);
+        assert_eq!(steps[2].load_args(), ["--mode", "mirror", "--ensure-partitions"]);
     }
 
     #[test]

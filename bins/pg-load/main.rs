@@ -40,7 +40,7 @@ all tables commit or none do. One run-log record per step.
 Usage:
   pg-load [options] TABLE
   pg-load --plan PLAN [--from STEP | --steps A,B] [run options]
-  pg-load --plan PLAN --resolve [--from STEP | --steps A,B]
+  pg-load --plan PLAN --resolve [--from STEP | --steps A,B] [--mode MODE]
   pg-load --plan PLAN --preflight [--app-env FILE] [--app-url-var VAR]
 
 Run options:
@@ -53,6 +53,19 @@ Run options:
   --plan PLAN           Load the plan's steps (docs/plan.md) from one stream.
   --from STEP           With --plan: start at this step.
   --steps A,B           With --plan: only these steps (in plan order).
+  --mode MODE           With --plan: the mode of every step whose \"load\" names
+                        none (mirror, for a re-run after a rollback).
+  --resolve             With --plan: print the plan's steps resolved (the commands
+                        the runbook scripts run; docs/plan.md), one JSON object
+                        per line, and load nothing.
+  --preflight           With --plan: check, changing nothing, that every step can
+                        load as this role (sources, tables, the privileges its
+                        mode needs, RLS, sequences, partitions), one 'ok' or
+                        'MISSING' line each; exit 1 if one is missing. With
+                        --app-env FILE (a KEY=VALUE file) or --app-url-var VAR
+                        alone (this environment), also that the role in VAR
+                        [default: DATABASE_URL] can read and write every target
+                        and use its sequences (the app after cutover).
 
 Table options (on the command line, or in a plan step's \"load\" array):
   --mode MODE           insert: skip rows whose key is already present
@@ -84,17 +97,6 @@ Table options (on the command line, or in a plan step's \"load\" array):
   --no-analyze          Skip ANALYZE after the load.
   --source NAME         What to record as the source [default: from the stream;
                         in a plan run, the step's source].
-  --resolve             With --plan: print the plan's steps resolved (the commands
-                        the runbook scripts run; docs/plan.md), one JSON object
-                        per line, and load nothing.
-  --preflight           With --plan: check, changing nothing, that every step can
-                        load as this role (sources, tables, the privileges its
-                        mode needs, RLS, sequences, partitions), one 'ok' or
-                        'MISSING' line each; exit 1 if one is missing. With
-                        --app-env FILE (a KEY=VALUE file) or --app-url-var VAR
-                        alone (this environment), also that the role in VAR
-                        [default: DATABASE_URL] can read and write every target
-                        and use its sequences (the app after cutover).
   -h, --help            Show this help.
   -V, --version         Show the version.
 

@@ -14,11 +14,19 @@ pub struct PlanArgs {
     plan: String,
     from: Option<String>,
     only: Vec<String>,
+    /// `--mode` on the command line: the mode of every step whose `load` names none.
+    mode: Option<String>,
     run: RunOptions,
 }
 
 pub fn parse(args: &mut pico_args::Arguments, plan: String, run: RunOptions) -> Result<PlanArgs> {
-    Ok(PlanArgs { plan, from: cli::opt(args, "--from")?, only: cli::list(args, "--steps")?, run })
+    Ok(PlanArgs {
+        plan,
+        from: cli::opt(args, "--from")?,
+        only: cli::list(args, "--steps")?,
+        mode: cli::opt(args, "--mode")?,
+        run,
+    })
 }
 
 /// One selected step: its name and its table's load options.
@@ -30,7 +38,11 @@ struct Step {
 /// The selected steps of the plan, each step's `load` array parsed as pg-load's command line
 /// would be (a run-level option there is a usage error naming the step).
 fn steps(p: &PlanArgs) -> Result<Vec<Step>> {
-    let selected = pgferry::plan::select(pgferry::plan::read(&p.plan)?, p.from.as_deref(), &p.only)?;
+    let ctx = |e: Error| e.context(format!("plan '{}'", p.plan));
+    let mut selected = pgferry::plan::select(pgferry::plan::read(&p.plan)?, p.from.as_deref(), &p.only).map_err(ctx)?;
+    if let Some(m) = &p.mode {
+        pgferry::plan::default_mode(&mut selected, m);
+    }
     selected
         .into_iter()
         .map(|s| {

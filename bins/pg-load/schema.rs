@@ -2,7 +2,7 @@
 //! set aside for --defer-fks or a plan run, and sequences moved past the loaded ids.
 
 use crate::rows::{Columns, Signature};
-use pgferry::pg::{pg_error, quote_ident, Table};
+use pgferry::pg::{pg_error, quote_ident, quote_literal, Table};
 use pgferry::{Error, Result};
 use postgres::Transaction;
 
@@ -46,12 +46,31 @@ pub fn ensure_partitions(
     )))
 }
 
-/// Moves serial/identity sequences past the highest loaded id, never backwards.
-pub fn advance_sequences(tx: &mut Transaction, qt: &str, plan: &Columns, segments: &[Signature]) -> Result<()> {
+/// Moves serial/identity sequences past the highest loaded id, never backwards. A sequence is
+/// not transactional (a rollback does not undo setval), so a dry run only proves it could:
+/// it reads the sequence and fails as setval would without UPDATE on it.
+pub fn advance_sequences(
+    tx: &mut Transaction,
+    qt: &str,
+    plan: &Columns,
+    segments: &[Signature],
+    dry_run: bool,
+) -> Result<()> {
     for (i, c) in plan.columns.iter().enumerate() {
         let Some(seq) = &c.sequence else { continue };
         // Only columns the stream supplied: where the sequence itself filled them, it is right.
         if segments.iter().all(|sig| sig.contains(&i)) {
+            continue;
+        }
+        if dry_run {
+            let lit = quote_literal(seq);
+            let sql = format!(
+                "DO $pgferry$ BEGIN PERFORM last_value FROM {seq}; \
+                 IF NOT has_sequence_privilege({lit}, 'UPDATE') THEN RAISE EXCEPTION USING \
+                 ERRCODE = 'insufficient_privilege', MESSAGE = 'permission denied for sequence ' || {lit}; \
+                 END IF; END $pgferry$"
+            );
+            tx.batch_execute(&sql).map_err(|e| pg_error(format!("advance sequence {seq}"), e))?;
             continue;
         }
         let col = quote_ident(&c.name);

@@ -196,7 +196,7 @@ pub fn load_rows<R: std::io::BufRead>(
     outcome.present_rows = Some(present);
     outcome.dest_rows = Some(dest);
 
-    schema::advance_sequences(tx, &p.qt, &p.columns, &segments)?;
+    schema::advance_sequences(tx, &p.qt, &p.columns, &segments, a.dry_run)?;
     let count_line = format!("Source: {source_rows} rows → Postgres: {dest} rows {}", if verified { "✓" } else { "✗" });
     let summary = summary.unwrap_or_else(|| format!("{inserted} rows inserted, {present} already present"));
     Ok(Loaded { verified, count_line, notes, summary })

@@ -27,7 +27,7 @@ bellsystems() {
     firestore_seed "${FIXTURE}/firestore.ndjson" "${project}"
   )
   sed "s|/srv/bellsystems/data/database.db|${APPDB}|" "${BATS_TEST_DIRNAME}/../../runbook/plans/bellsystems.ndjson" >"${W}/plan.ndjson"
-  config "GOOGLE_CLOUD_PROJECT=${project}" "PGFERRY_QUIET_SECONDS=3" \
+  config "GOOGLE_CLOUD_PROJECT=${project}" "PGFERRY_QUIET_SECONDS=3" "PGFERRY_MIGRATE=per-step" \
     "PGFERRY_WRITERS_START='WRITER_DELAY=3 WRITER_SQL=\"${WRITER_SQL}\" bash ${W}/app/writer.sh >/dev/null 2>&1 3>&- &'"
 }
 

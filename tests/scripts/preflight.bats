@@ -21,9 +21,26 @@ teardown() {
   [[ "${output}" == *"ok       plan ${W}/plan.ndjson: 2 steps"* ]]
   [[ "${output}" =~ ok\ +PostgreSQL\ [0-9]+.*\ reachable\ as\ .*TLS\ (on|off) ]]
   [[ "${output}" == *"ok       step 2: SELECT and INSERT (COPY) on notes"* ]]
+  [[ "${output}" == *"ok       dry run of the whole plan: every step loaded and count-verified, then rolled back"* ]]
   [[ "${output}" == *"preflight: every check held"* ]]
   [[ ! -e "${W}/state" && ! -e "${W}/backups" ]]
-  [[ "$(pg -c "SELECT to_regclass('_migration_runs') IS NULL")" == t ]]
+  # The dry run loaded both tables and rolled back; only the run log remembers it.
+  [[ "$(counts customers notes)" == "customers=0 notes=0" ]]
+  [[ "$(pg -c "SELECT string_agg(DISTINCT outcome, ',') FROM _migration_runs")" == dry-run ]]
+}
+
+@test "preflight's dry run finds what no privilege check can: a value that does not fit, before freeze" {
+  app_db
+  config
+  sqlite3 "${APPDB}" "UPDATE notes SET tick = 'soon' WHERE id = 7"
+  run -1 "${SCRIPTS}/preflight"
+  [[ "${output}" == *"ok       step 2: SELECT and INSERT (COPY) on notes"* ]]
+  [[ "${output}" == *"step '2' (notes): line "*", column 'tick': value \"soon\""* ]]
+  [[ "${output}" == *"MISSING  dry run of the whole plan (scripts/migrate --dry-run): exit 65"* ]]
+  [[ "${output}" == *"preflight: 1 check(s) failed: NO-GO"* ]]
+  [[ "$(counts customers notes)" == "customers=0 notes=0" ]]
+  run -0 "${SCRIPTS}/preflight" --no-dry-run
+  [[ "${output}" != *"dry run of the whole plan"* ]]
 }
 
 @test "preflight lists what is missing and exits 1" {
