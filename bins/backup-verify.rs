@@ -20,6 +20,8 @@ mod pgdump;
 mod restore;
 #[path = "backup-verify/rotate.rs"]
 mod rotate;
+#[path = "backup-verify/tree.rs"]
+mod tree;
 
 const USAGE: &str = "\
 backup-verify: SQLite backups with a manifest, checked before anyone relies on them.
@@ -177,6 +179,20 @@ fn run(c: Command) -> Result<Status> {
 
 fn run_create(o: create::Options, keep: rotate::Keep) -> Result<Status> {
     let started = std::time::Instant::now();
+    if tree::is_tree(&o.db) {
+        let s = tree::create(&o.db, &o.out, o.name.as_deref(), o.level)?;
+        print_line(&mut std::io::stdout().lock(), &Value::Object(s.clone()))?;
+        pgferry::note!(
+            TOOL,
+            "created {} ({} files, {} -> {}) in {:.1} s",
+            s["backup"].as_str().unwrap_or(""),
+            s["files"],
+            files::human_bytes(s["bytes"].as_u64().unwrap_or(0)),
+            files::human_bytes(s["compressed_bytes"].as_u64().unwrap_or(0)),
+            started.elapsed().as_secs_f64()
+        );
+        return Ok(Status::Ok);
+    }
     let c = create::create(&o)?;
     let mut summary = c.summary;
     let base = manifest::base_name(&c.manifest);
@@ -214,21 +230,26 @@ fn run_create(o: create::Options, keep: rotate::Keep) -> Result<Status> {
 }
 
 fn run_check(backup: &str, tmp: Option<&std::path::Path>) -> Result<Status> {
-    let report = check::verify(backup, tmp, false)?;
+    let is_tree = tree::is_tree_backup(backup);
+    let report = if is_tree { tree::verify(backup, None)? } else { check::verify(backup, tmp, false)? };
     let mut out = std::io::stdout().lock();
     for l in &report.lines {
         print_line(&mut out, l)?;
     }
     print_line(&mut out, &report.summary_line())?;
+    let human = if is_tree { tree::human(&report) } else { report.human() };
     if !report.ok() {
-        return Err(Error::CheckFailed(report.human()));
+        return Err(Error::CheckFailed(human));
     }
-    pgferry::note!(TOOL, "{}", report.human());
+    pgferry::note!(TOOL, "{}", human);
     Ok(Status::Ok)
 }
 
 fn run_restore(o: restore::Options) -> Result<Status> {
     let (backup, to) = (&o.backup, o.to.display());
+    if tree::is_tree_backup(backup) {
+        return restore_tree(backup, &o.to);
+    }
     let mpath = manifest::manifest_path(backup);
     if mpath.exists() && manifest::read_text(&mpath)?.contains(pgdump::FORMAT) {
         return Err(Error::Usage(format!(
@@ -268,6 +289,31 @@ fn run_restore(o: restore::Options) -> Result<Status> {
             Ok(Status::Ok)
         }
     }
+}
+
+fn restore_tree(backup: &str, to: &std::path::Path) -> Result<Status> {
+    let r = tree::restore(backup, to)?;
+    let mut out = std::io::stdout().lock();
+    for l in &r.report.lines {
+        print_line(&mut out, l)?;
+    }
+    let to = to.display();
+    if !r.report.ok() {
+        print_line(&mut out, &r.report.summary_line())?;
+        pgferry::note!(TOOL, "{}", tree::human(&r.report));
+        return Err(Error::CheckFailed(format!(
+            "refusing to restore '{}' to '{to}': the backup failed its check; nothing was changed",
+            r.report.base
+        )));
+    }
+    let previous = r.previous.as_deref().map(files::show);
+    let line =
+        serde_json::json!({"restored": to.to_string(), "backup": r.report.base, "previous": previous, "ok": true});
+    print_line(&mut out, &line)?;
+    let kept = previous.map(|p| format!("; the previous one is kept as '{p}'")).unwrap_or_default();
+    let (base, n) = (&r.report.base, r.report.tables);
+    pgferry::note!(TOOL, "restored '{to}' from '{base}': {n} files, every sha256 as in the manifest{kept}");
+    Ok(Status::Ok)
 }
 
 fn run_pg_create(o: pgdump::Options) -> Result<Status> {

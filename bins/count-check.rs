@@ -202,6 +202,8 @@ fn parse_check_opts(args: &mut pico_args::Arguments, base: &CheckOpts) -> Result
         o.examples = n;
     }
     o.conv = Options::from_args(args, o.conv)?;
+    // pg-load's --rename is this check's --map: the key was loaded into that column.
+    o.map.append(&mut o.conv.rename);
     Ok(o)
 }
 
@@ -265,6 +267,8 @@ fn parse(args: &mut pico_args::Arguments) -> Result<Args> {
 /// One check to run.
 struct Check {
     step: Option<String>,
+    /// A source the text cannot describe alone (a json: step's files with its jq program).
+    source_spec: Option<Spec>,
     source_text: String,
     dest_text: String,
     opts: CheckOpts,
@@ -296,6 +300,7 @@ fn run(a: Args) -> Result<Status> {
     let checks: Vec<Check> = match &a.plan {
         None => vec![Check {
             step: None,
+            source_spec: None,
             source_text: a.sides[0].clone(),
             dest_text: a.sides[1].clone(),
             opts: a.opts.clone(),
@@ -319,8 +324,15 @@ fn run(a: Args) -> Result<Status> {
                 ctx.opts = opts.conv.clone();
                 fs::step_args(&s.export, &mut ctx.fs, &mut opts.ignore).map_err(bad)?;
                 cli::finish(check).map_err(bad)?;
+                let source_spec = match (&s.src, &s.jq) {
+                    (pgferry::plan::Source::Json(p), Some(program)) => {
+                        Some(Spec::Json { pattern: p.clone(), program: program.clone() })
+                    }
+                    _ => None,
+                };
                 out.push(Check {
                     step: Some(s.step.clone()),
+                    source_spec,
                     source_text: s.source.clone(),
                     dest_text: format!("pg:{}", s.target),
                     opts,
@@ -368,7 +380,10 @@ struct Found {
 }
 
 fn run_check(c: &Check) -> Result<Found> {
-    let source = Spec::parse(&c.source_text)?;
+    let source = match &c.source_spec {
+        Some(s) => s.clone(),
+        None => Spec::parse(&c.source_text)?,
+    };
     let dest = Spec::parse(&c.dest_text)?;
     if matches!((&source, &dest), (Spec::Ndjson { file: a }, Spec::Ndjson { file: b }) if a == "-" && b == "-") {
         return Err(Error::Usage("only one side can read stdin".into()));
@@ -406,6 +421,11 @@ fn compare(c: &Check, source: Spec, dest: Spec) -> Result<Found> {
         types.extend(cols.iter().map(|c| (c.name.clone(), ColType::of(c))));
     } else if let Some(cols) = &smeta.pg_columns {
         types.extend(cols.iter().filter(|c| !ignore.contains(&c.name)).map(|c| (to_dest(&c.name), ColType::of(c))));
+    }
+    if c.ctx.opts.has_column_rules() {
+        for (name, ct) in types.iter_mut() {
+            ct.conv = Some(c.ctx.opts.for_column(name));
+        }
     }
     let key: Vec<String> = if !o.key.is_empty() {
         o.key.clone()
@@ -487,6 +507,7 @@ fn compare(c: &Check, source: Spec, dest: Spec) -> Result<Found> {
         for (job, text) in [(&mut sjob, &c.source_text), (&mut djob, &c.dest_text)] {
             let sortable = match &job.spec {
                 Spec::Ndjson { file } => file != "-",
+                Spec::Json { .. } => true,
                 Spec::Firestore { .. } => true,
                 _ => false,
             };
@@ -752,7 +773,8 @@ impl Report {
         line.insert("check".into(), json!(c.opts.mode.name()));
         line.insert("source".into(), json!(c.source_text));
         line.insert("dest".into(), json!(c.dest_text));
-        let (snoun, sunit, dnoun, dunit) = match (Spec::parse(&c.source_text), Spec::parse(&c.dest_text)) {
+        let source = c.source_spec.clone().map(Ok).unwrap_or_else(|| Spec::parse(&c.source_text));
+        let (snoun, sunit, dnoun, dunit) = match (source, Spec::parse(&c.dest_text)) {
             (Ok(s), Ok(d)) => (s.noun(), s.unit(), d.noun(), d.unit()),
             _ => ("Source", "rows", "Dest", "rows"),
         };

@@ -63,9 +63,12 @@ Connection:
                         or when the token is refused.
   --token-env VAR       Read the access token from the environment variable VAR
                         [default: $GOOGLE_OAUTH_ACCESS_TOKEN when set].
-  --credentials FILE    Service-account key file [default:
-                        $GOOGLE_APPLICATION_CREDENTIALS]; it signs a short-lived JWT
-                        locally (RS256); the key never leaves this machine.
+  --credentials FILE    Service-account key file, which signs a short-lived JWT
+                        locally (the key never leaves this machine), or a user's
+                        login (authorized_user, refreshed at its token_uri)
+                        [default: $GOOGLE_APPLICATION_CREDENTIALS, else gcloud's
+                        application_default_credentials.json, else the metadata
+                        server; docs/fs-export.md].
   --endpoint URL        API endpoint [default: https://firestore.googleapis.com];
                         plain http only to this machine.
   With FIRESTORE_EMULATOR_HOST=host:port set (and no --endpoint) the emulator is used

@@ -87,12 +87,24 @@ impl EpochUnit {
 /// Per-column conversion options.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
-    /// Zone assumed for timestamps without an offset going into timestamptz (seconds east).
-    pub assume_offset: i32,
+    /// Zone assumed for timestamps without an offset going into timestamptz.
+    pub assume_tz: timefmt::Zone,
     /// Unit for epoch numbers; `None` refuses numbers in timestamp columns.
     pub epoch: Option<EpochUnit>,
     /// Remove NUL characters from text instead of refusing them.
     pub strip_nul: bool,
+    /// `--empty-as-null COLS`: the columns ("*": every column) whose empty strings are NULL
+    /// (an app that wrote '' where it had no value). `empty_null` is the answer for the one
+    /// column these options were resolved for (`for_column`).
+    pub empty_null_cols: Vec<String>,
+    pub empty_null: bool,
+    /// `--date-format [COL=]FMT` (repeatable): how text that is not ISO 8601 reads in a date
+    /// or timestamp column (`%m/%d/%Y` for 01/16/2025); `date_format` is the resolved one.
+    pub date_formats: Vec<(Option<String>, String)>,
+    pub date_format: Option<String>,
+    /// `--rename SRC=DST` (repeatable, or comma-separated): stream keys renamed to columns
+    /// before they are matched (count-check pairs them the same way, as its `--map`).
+    pub rename: Vec<(String, String)>,
 }
 
 impl Options {
@@ -107,15 +119,160 @@ impl Options {
             );
         }
         if let Some(z) = crate::cli::opt(args, "--assume-tz")? {
-            o.assume_offset = crate::timefmt::parse_offset(&z).ok_or_else(|| {
-                Error::Usage(format!("--assume-tz takes UTC or a fixed offset such as +02:00, not '{z}'"))
-            })?;
+            o.assume_tz = timefmt::Zone::parse(&z).map_err(|e| Error::Usage(format!("--assume-tz: {e}")))?;
         }
         if args.contains("--strip-nul") {
             o.strip_nul = true;
         }
+        for cols in args.values_from_str::<_, String>("--empty-as-null").map_err(crate::cli::usage_err)? {
+            o.empty_null_cols.extend(cols.split(',').map(|c| c.trim().to_string()).filter(|c| !c.is_empty()));
+        }
+        for f in args.values_from_str::<_, String>("--date-format").map_err(crate::cli::usage_err)? {
+            // COL=FMT, or FMT alone for every date and timestamp column (a format has no '=').
+            let (col, fmt) = match f.split_once('=') {
+                Some((c, f)) => (Some(c.trim().to_string()), f.to_string()),
+                None => (None, f),
+            };
+            check_format(&fmt).map_err(|e| Error::Usage(format!("--date-format '{fmt}': {e}")))?;
+            o.date_formats.push((col, fmt));
+        }
+        for pairs in args.values_from_str::<_, String>("--rename").map_err(crate::cli::usage_err)? {
+            for pair in pairs.split(',').filter(|p| !p.trim().is_empty()) {
+                let (from, to) = pair
+                    .split_once('=')
+                    .filter(|(a, b)| !a.trim().is_empty() && !b.trim().is_empty())
+                    .ok_or_else(|| {
+                        Error::Usage(format!("--rename takes SRC=DST (a stream key, then its column), not '{pair}'"))
+                    })?;
+                o.rename.push((from.trim().to_string(), to.trim().to_string()));
+            }
+        }
         Ok(o)
     }
+
+    /// Whether some option depends on the column (`for_column` gives a different answer).
+    pub fn has_column_rules(&self) -> bool {
+        !self.empty_null_cols.is_empty() || !self.date_formats.is_empty()
+    }
+
+    /// These options for the column `name`: `empty_null` and `date_format` resolved.
+    pub fn for_column(&self, name: &str) -> Options {
+        let mut o = self.clone();
+        o.empty_null = self.empty_null_cols.iter().any(|c| c == "*" || c == name);
+        o.date_format = self
+            .date_formats
+            .iter()
+            .rev()
+            .find(|(c, _)| c.as_deref() == Some(name))
+            .or_else(|| self.date_formats.iter().rev().find(|(c, _)| c.is_none()))
+            .map(|(_, f)| f.clone());
+        o
+    }
+
+    /// The column a stream key names after `--rename`.
+    pub fn renamed<'a>(&'a self, key: &'a str) -> &'a str {
+        self.rename.iter().find(|(from, _)| from == key).map_or(key, |(_, to)| to.as_str())
+    }
+}
+
+/// A date format's mistakes, before any value is read.
+fn check_format(fmt: &str) -> std::result::Result<(), String> {
+    let mut f = fmt.chars();
+    let mut year = false;
+    while let Some(c) = f.next() {
+        if c == '%' {
+            match f.next() {
+                Some('Y') => year = true,
+                Some('m' | 'd' | 'H' | 'I' | 'M' | 'S' | 'f' | 'p' | '%') => {}
+                Some(o) => return Err(format!("'%{o}' is not supported (%Y %m %d %H %I %M %S %f %p %%)")),
+                None => return Err("ends with a lone '%'".into()),
+            }
+        }
+    }
+    if year {
+        Ok(())
+    } else {
+        Err("needs %Y (the year)".into())
+    }
+}
+
+/// Reads `s` with a strftime-style format: `%Y` `%m` `%d` `%H` `%M` `%S` (one or two digits
+/// where padding is optional, four for the year), `%f` (a fraction), `%p` (AM/PM with `%I`),
+/// `%%`; every other character stands for itself. The wall time in microseconds since the
+/// epoch, without a zone.
+pub fn parse_with_format(s: &str, fmt: &str) -> std::result::Result<i64, String> {
+    let (mut y, mut mo, mut d, mut h, mut mi, mut sec, mut frac) = (None, 1u32, 1u32, 0u32, 0u32, 0u32, 0i64);
+    let mut pm: Option<bool> = None;
+    let b = s.as_bytes();
+    let mut i = 0usize;
+    let digits = |i: &mut usize, max: usize| -> Option<u32> {
+        let start = *i;
+        while *i < b.len() && *i - start < max && b[*i].is_ascii_digit() {
+            *i += 1;
+        }
+        (start < *i).then(|| s[start..*i].parse().ok()).flatten()
+    };
+    let mut f = fmt.chars();
+    let mut seen = false;
+    while let Some(c) = f.next() {
+        if c != '%' {
+            if !s[i..].starts_with(c) {
+                return Err(format!("does not match the date format '{fmt}'"));
+            }
+            i += c.len_utf8();
+            continue;
+        }
+        seen = true;
+        let bad = || format!("does not match the date format '{fmt}'");
+        match f.next() {
+            Some('Y') => y = Some(digits(&mut i, 4).ok_or_else(bad)? as i64),
+            Some('m') => mo = digits(&mut i, 2).ok_or_else(bad)?,
+            Some('d') => d = digits(&mut i, 2).ok_or_else(bad)?,
+            Some('H') | Some('I') => h = digits(&mut i, 2).ok_or_else(bad)?,
+            Some('M') => mi = digits(&mut i, 2).ok_or_else(bad)?,
+            Some('S') => sec = digits(&mut i, 2).ok_or_else(bad)?,
+            Some('f') => {
+                let start = i;
+                while i < b.len() && b[i].is_ascii_digit() {
+                    i += 1;
+                }
+                let t = &s[start..i];
+                if t.is_empty() || t.len() > 9 {
+                    return Err(bad());
+                }
+                frac = format!("{t:0<6}")[..6].parse().map_err(|_| bad())?;
+            }
+            Some('p') => {
+                let t = s.get(i..i + 2).map(str::to_ascii_uppercase);
+                pm = match t.as_deref() {
+                    Some("AM") => Some(false),
+                    Some("PM") => Some(true),
+                    _ => return Err(bad()),
+                };
+                i += 2;
+            }
+            Some('%') if s[i..].starts_with('%') => i += 1,
+            _ => return Err(check_format(fmt).err().unwrap_or_else(bad)),
+        }
+    }
+    if !seen || y.is_none() {
+        return Err(check_format(fmt).err().unwrap_or_else(|| format!("does not match the date format '{fmt}'")));
+    }
+    if i != s.len() {
+        return Err(format!("does not match the date format '{fmt}' (text left over)"));
+    }
+    if let Some(pm) = pm {
+        if !(1..=12).contains(&h) {
+            return Err("hour out of range for %I".into());
+        }
+        h = h % 12 + if pm { 12 } else { 0 };
+    }
+    let y = y.expect("checked");
+    if !(1..=12).contains(&mo) || d == 0 || d > timefmt::days_in_month(y, mo) || h > 23 || mi > 59 || sec > 59 {
+        return Err(format!("is not a valid date or time (read with '{fmt}')"));
+    }
+    let days = timefmt::days_from_civil(y, mo, d);
+    Ok(days * MICROS_PER_DAY + ((h as i64 * 60 + mi as i64) * 60 + sec as i64) * 1_000_000 + frac)
 }
 
 /// A value converted for its column: what the COPY encoders write.
@@ -148,7 +305,7 @@ pub enum Cell {
 /// Converts one stream value for a column of `kind`. The error text says what could not be
 /// read as what; the caller adds line, column and value.
 pub fn convert(v: &Value, kind: &Kind, opts: &Options) -> std::result::Result<Cell, String> {
-    if v.is_null() {
+    if v.is_null() || (opts.empty_null && v.as_str() == Some("")) {
         return Ok(Cell::Null);
     }
     match kind {
@@ -210,8 +367,11 @@ pub fn convert(v: &Value, kind: &Kind, opts: &Options) -> std::result::Result<Ce
 /// `None` means "take the general path" (which also produces the error messages).
 pub fn convert_raw(raw: &str, kind: &Kind, opts: &Options) -> Option<Cell> {
     let b = raw.as_bytes();
-    if raw == "null" {
+    if raw == "null" || (opts.empty_null && raw == "\"\"") {
         return Some(Cell::Null);
+    }
+    if opts.date_format.is_some() && matches!(kind, Kind::Date | Kind::Timestamp | Kind::Timestamptz) {
+        return None;
     }
     // A string without escapes is its own text.
     let plain_str = || (b.len() >= 2 && b[0] == b'"' && !b.contains(&b'\\')).then(|| &raw[1..raw.len() - 1]);
@@ -231,7 +391,7 @@ pub fn convert_raw(raw: &str, kind: &Kind, opts: &Options) -> Option<Cell> {
         Kind::Timestamptz | Kind::Timestamp => {
             let p = timefmt::parse_timestamp(plain_str()?)?;
             let tz = *kind == Kind::Timestamptz;
-            let micros = if tz { p.utc_micros(opts.assume_offset) } else { p.utc_micros(0) };
+            let micros = if tz { p.utc_micros_in(&opts.assume_tz)? } else { p.utc_micros(0) };
             Some(if tz { Cell::Timestamptz(micros) } else { Cell::Timestamp(micros) })
         }
         _ => None,
@@ -476,10 +636,29 @@ pub fn text_to_timestamp(s: &str, opts: &Options, tz: bool) -> std::result::Resu
             _ => {}
         }
     }
-    let p = timefmt::parse_timestamp(t).ok_or_else(|| "cannot read this text as a timestamp".to_string())?;
+    let Some(p) = timefmt::parse_timestamp(t) else {
+        return match &opts.date_format {
+            // The format's wall time is in the assumed zone (timestamptz) or as written.
+            Some(f) => {
+                let m = parse_with_format(t, f)
+                    .map_err(|e| format!("cannot read this text as a timestamp: it is not ISO 8601 and {e}"))?;
+                if !tz {
+                    return Ok(m);
+                }
+                opts.assume_tz.to_utc(m).ok_or_else(|| {
+                    format!("this time is outside the years the rules of zone {} cover", opts.assume_tz.name())
+                })
+            }
+            None => Err("cannot read this text as a timestamp (ISO 8601; --date-format FMT reads others)".to_string()),
+        };
+    };
     // timestamptz: no offset means the assumed zone. timestamp: a written offset is
     // converted to UTC; no offset is stored as written.
-    Ok(if tz { p.utc_micros(opts.assume_offset) } else { p.utc_micros(0) })
+    if !tz {
+        return Ok(p.utc_micros(0));
+    }
+    p.utc_micros_in(&opts.assume_tz)
+        .ok_or_else(|| format!("this time is outside the years the rules of zone {} cover", opts.assume_tz.name()))
 }
 
 fn to_timestamp(v: &Value, opts: &Options, tz: bool) -> std::result::Result<i64, String> {
@@ -521,14 +700,17 @@ fn epoch_to_micros(text: &str, unit: EpochUnit) -> std::result::Result<i64, Stri
 
 fn to_date(v: &Value, opts: &Options) -> std::result::Result<i32, String> {
     let micros = match v {
-        Value::String(s) => {
-            let p = timefmt::parse_timestamp(s.trim()).ok_or_else(|| "cannot read this text as a date".to_string())?;
-            if p.date_only {
-                p.micros
-            } else {
-                p.utc_micros(opts.assume_offset)
+        Value::String(s) => match (timefmt::parse_timestamp(s.trim()), &opts.date_format) {
+            (Some(p), _) if p.date_only => p.micros,
+            (Some(p), _) => p.utc_micros_in(&opts.assume_tz).ok_or_else(|| {
+                format!("this time is outside the years the rules of zone {} cover", opts.assume_tz.name())
+            })?,
+            (None, Some(f)) => parse_with_format(s.trim(), f)
+                .map_err(|e| format!("cannot read this text as a date: it is not ISO 8601 and {e}"))?,
+            (None, None) => {
+                return Err("cannot read this text as a date (ISO 8601; --date-format FMT reads others)".into())
             }
-        }
+        },
         Value::Number(_) => to_timestamp(v, opts, true)?,
         other => return Err(format!("cannot read {} as a date", kind_name(other))),
     };
@@ -941,6 +1123,53 @@ mod tests {
     }
 
     #[test]
+    fn per_column_options_empty_strings_and_date_formats() {
+        let mut args = pico_args::Arguments::from_vec(
+            [
+                "--empty-as-null",
+                "shipstation_order_id,qty",
+                "--date-format",
+                "%m/%d/%Y",
+                "--date-format",
+                "seen_at=%m/%d/%Y %I:%M %p",
+                "--rename",
+                "passwordHash=password_hash,userId=user_id",
+            ]
+            .iter()
+            .map(Into::into)
+            .collect(),
+        );
+        let o = Options::from_args(&mut args, Options::default()).unwrap();
+        assert!(o.has_column_rules());
+        assert_eq!(o.renamed("passwordHash"), "password_hash");
+        assert_eq!(o.renamed("email"), "email");
+        let ship = o.for_column("shipstation_order_id");
+        assert_eq!(convert(&json!(""), &Kind::Int8, &ship), Ok(Cell::Null));
+        assert_eq!(convert_raw("\"\"", &Kind::Text, &ship), Some(Cell::Null));
+        assert_eq!(convert(&json!(7), &Kind::Int8, &ship), Ok(Cell::Int8(7)));
+        // Elsewhere '' is still refused in an integer column, and kept in a text one.
+        let other = o.for_column("status");
+        assert!(convert(&json!(""), &Kind::Int8, &other).is_err());
+        assert_eq!(convert(&json!(""), &Kind::Text, &other), Ok(Cell::Text(String::new())));
+        // A US date; ISO text still reads; the column's own format wins over the table's.
+        let day = timefmt::days_from_civil(2025, 1, 16) as i32;
+        assert_eq!(convert(&json!("01/16/2025"), &Kind::Date, &other), Ok(Cell::Date(day)));
+        assert_eq!(convert(&json!("1/6/2025"), &Kind::Date, &other), Ok(Cell::Date(day - 10)));
+        assert_eq!(convert(&json!("2025-01-16"), &Kind::Date, &other), Ok(Cell::Date(day)));
+        assert_eq!(convert_raw("\"01/16/2025\"", &Kind::Date, &other), None);
+        let seen = o.for_column("seen_at");
+        let at = day as i64 * MICROS_PER_DAY + (13 * 60 + 5) * 60_000_000;
+        assert_eq!(convert(&json!("01/16/2025 01:05 PM"), &Kind::Timestamptz, &seen), Ok(Cell::Timestamptz(at)));
+        let e = convert(&json!("16.01.2025"), &Kind::Date, &other).unwrap_err();
+        assert!(e.contains("not ISO 8601") && e.contains("'%m/%d/%Y'"), "{e}");
+        assert!(convert(&json!("02/30/2025"), &Kind::Date, &other).unwrap_err().contains("not a valid date"));
+        for bad in [["--date-format", "%d.%m"], ["--date-format", "%Y-%q"], ["--rename", "nope"]] {
+            let mut args = pico_args::Arguments::from_vec(bad.iter().map(Into::into).collect());
+            assert_eq!(Options::from_args(&mut args, Options::default()).unwrap_err().exit_code(), 64, "{bad:?}");
+        }
+    }
+
+    #[test]
     fn integers_are_exact_and_range_checked() {
         assert_eq!(conv(json!(9007199254740993i64), Kind::Int8), Ok(Cell::Int8(9007199254740993)));
         assert_eq!(conv(json!("42"), Kind::Int4), Ok(Cell::Int4(42)));
@@ -977,7 +1206,7 @@ mod tests {
         assert!(convert(&json!(1704448800), &Kind::Timestamptz, &Options::default())
             .unwrap_err()
             .contains("--epoch-unit"));
-        let athens = Options { assume_offset: 7200, ..Default::default() };
+        let athens = Options { assume_tz: timefmt::Zone::Fixed(7200), ..Default::default() };
         assert_eq!(convert(&json!("2024-01-05 12:00:00"), &Kind::Timestamptz, &athens), Ok(Cell::Timestamptz(base)));
         // timestamp without time zone keeps zoneless text as written
         assert_eq!(convert(&json!("2024-01-05 10:00:00"), &Kind::Timestamp, &athens), Ok(Cell::Timestamp(base)));
@@ -1006,7 +1235,7 @@ mod tests {
 
     #[test]
     fn the_fast_path_agrees_with_the_general_one() {
-        let opts = Options { assume_offset: 3600, ..Default::default() };
+        let opts = Options { assume_tz: timefmt::Zone::parse("Europe/Paris").unwrap(), ..Default::default() };
         let cases = [
             ("\"plain\"", Kind::Text),
             ("\"2024-01-05 10:00:00\"", Kind::Timestamptz),

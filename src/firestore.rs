@@ -6,6 +6,7 @@
 
 use crate::cli;
 use crate::error::{Error, Result};
+use crate::gauth;
 use crate::stream;
 use crate::timefmt;
 use serde_json::{json, Map, Value};
@@ -100,6 +101,8 @@ enum Auth {
     Command { command: String, cached: Option<(String, Instant)> },
     /// A service-account key, signing its own short-lived JWT.
     ServiceAccount { key: ServiceAccountKey, file: String, cached: Option<(String, Instant)> },
+    /// Application Default Credentials: a user's login or the metadata server (src/gauth.rs).
+    Google { source: gauth::Source, cached: Option<(String, Instant, Duration)> },
 }
 
 /// The parts of a service-account key file we use.
@@ -136,6 +139,16 @@ impl Auth {
                 *cached = Some((t.clone(), Instant::now()));
                 Ok(format!("Bearer {t}"))
             }
+            Auth::Google { source, cached } => {
+                if let Some((t, at, life)) = cached {
+                    if at.elapsed() < *life {
+                        return Ok(format!("Bearer {t}"));
+                    }
+                }
+                let t = source.token()?;
+                *cached = Some((t.token.clone(), Instant::now(), t.lifetime));
+                Ok(format!("Bearer {}", t.token))
+            }
         }
     }
 
@@ -143,6 +156,7 @@ impl Auth {
     fn renew(&mut self) -> bool {
         match self {
             Auth::Command { cached, .. } | Auth::ServiceAccount { cached, .. } => cached.take().is_some(),
+            Auth::Google { cached, .. } => cached.take().is_some(),
             _ => false,
         }
     }
@@ -155,6 +169,7 @@ impl Auth {
             Auth::ServiceAccount { key, file, .. } => {
                 format!("service account {} (key file '{file}')", key.client_email)
             }
+            Auth::Google { source, .. } => source.describe(),
         }
     }
 }
@@ -217,6 +232,19 @@ pub fn read_service_account(path: &str) -> Result<ServiceAccountKey> {
     })
 }
 
+/// A credentials file by its type: a service-account key (signing its own tokens) or a
+/// user's login (Application Default Credentials, refreshed at its token endpoint).
+fn credentials_file(file: String, key_project: &mut Option<String>) -> Result<Auth> {
+    Ok(match gauth::read_file(&file)? {
+        gauth::FileKind::ServiceAccount => {
+            let key = read_service_account(&file)?;
+            *key_project = key.project_id.clone();
+            Auth::ServiceAccount { key, file, cached: None }
+        }
+        gauth::FileKind::User(login) => Auth::Google { source: gauth::Source::User(login), cached: None },
+    })
+}
+
 /// A self-signed JWT (RS256) that Google APIs accept as an access token.
 pub fn sign_jwt(key: &ServiceAccountKey, now: u64) -> Result<String> {
     use openssl::hash::MessageDigest;
@@ -262,6 +290,8 @@ pub struct Client {
     pub database: String,
     auth: Auth,
     pub retry: Retry,
+    /// `x-goog-user-project`: the project billed for user credentials' calls.
+    user_project: Option<String>,
 }
 
 fn env(k: &str) -> Option<String> {
@@ -271,7 +301,8 @@ fn env(k: &str) -> Option<String> {
 impl Client {
     /// `--endpoint` (with credentials), else `FIRESTORE_EMULATOR_HOST`, else Google's
     /// endpoint with credentials: `--token-command`, `--token-env`, `--credentials`, then
-    /// `$GOOGLE_OAUTH_ACCESS_TOKEN`, then `$GOOGLE_APPLICATION_CREDENTIALS`.
+    /// `$GOOGLE_APPLICATION_CREDENTIALS` (unless `$GOOGLE_OAUTH_ACCESS_TOKEN` is set), then
+    /// gcloud's well-known file, then the metadata server (src/gauth.rs).
     pub fn connect(o: &ConnectOptions) -> Result<Client> {
         let emulator = if o.endpoint.is_none() { env("FIRESTORE_EMULATOR_HOST") } else { None };
         let mut key_project = None;
@@ -298,16 +329,23 @@ impl Client {
                         env("GOOGLE_APPLICATION_CREDENTIALS")
                     }
                 }) {
-                    let key = read_service_account(&file)?;
-                    key_project = key.project_id.clone();
-                    Auth::ServiceAccount { key, file, cached: None }
+                    credentials_file(file, &mut key_project)?
                 } else if let Some(token) = env(TOKEN_ENV) {
                     Auth::Static { token: token.trim().to_string(), source: TOKEN_ENV.into() }
+                } else if let Some(file) = gauth::well_known_file().filter(|f| f.is_file()) {
+                    credentials_file(file.display().to_string(), &mut key_project)?
+                } else if gauth::metadata_available(&gauth::metadata_host()) {
+                    let host = gauth::metadata_host();
+                    key_project = gauth::metadata_project(&host);
+                    Auth::Google { source: gauth::Source::Metadata(host), cached: None }
                 } else {
                     return Err(Error::Usage(format!(
                         "no Firestore credentials: give --token-command 'gcloud auth print-access-token', \
-                         --token-env VAR, --credentials KEY.json (or set ${TOKEN_ENV} or \
-                         $GOOGLE_APPLICATION_CREDENTIALS); set FIRESTORE_EMULATOR_HOST for the emulator"
+                         --token-env VAR, --credentials KEY.json, or set ${TOKEN_ENV} or \
+                         $GOOGLE_APPLICATION_CREDENTIALS; run 'gcloud auth application-default login' \
+                         (no {} and no metadata server at {}); set FIRESTORE_EMULATOR_HOST for the emulator",
+                        gauth::well_known_file().map(|f| f.display().to_string()).unwrap_or("ADC file".into()),
+                        gauth::metadata_host()
                     )));
                 };
                 (endpoint, auth)
@@ -333,7 +371,11 @@ impl Client {
             .timeout(Duration::from_secs(300))
             .build()
             .map_err(|e| Error::Unavailable(format!("start the HTTP client: {}", cause(&e))))?;
-        Ok(Client { http, endpoint, project, database, auth, retry: o.retry })
+        let user_project = match &auth {
+            Auth::Google { source, .. } => source.quota_project(),
+            _ => None,
+        };
+        Ok(Client { http, endpoint, project, database, auth, retry: o.retry, user_project })
     }
 
     /// For messages: where we read from, never a secret.
@@ -372,9 +414,11 @@ impl Client {
     /// One POST; the response when it is 200, else a classified failure.
     fn post(&mut self, parent: &str, method: &str, body: &Value) -> Result<reqwest::blocking::Response, Fail> {
         let auth = self.auth.header().map_err(Fail::Fatal)?;
-        let resp = self
-            .http
-            .post(self.url(parent, method))
+        let mut req = self.http.post(self.url(parent, method));
+        if let Some(p) = &self.user_project {
+            req = req.header("x-goog-user-project", p);
+        }
+        let resp = req
             .header("Content-Type", "application/json")
             .header("Authorization", auth)
             .body(body.to_string())

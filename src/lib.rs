@@ -6,6 +6,8 @@ pub mod convert;
 pub mod digest;
 pub mod error;
 pub mod firestore;
+pub mod gauth;
+pub mod jsonsrc;
 pub mod partition;
 pub mod pg;
 pub mod plan;

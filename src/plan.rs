@@ -30,6 +30,9 @@ pub enum Source {
     Document(String),
     /// `ndjson:FILE`: a stream already on disk.
     Ndjson(String),
+    /// `json:PATH` with the step's `jq` program: the app's own JSON files (a file, or a
+    /// pattern with `*`), turned into rows by jq (src/jsonsrc.rs).
+    Json(String),
 }
 
 impl Source {
@@ -61,6 +64,7 @@ impl Source {
             "firestore-group" if !rest.is_empty() && !rest.contains('/') => Source::Group(rest.into()),
             "firestore-group" => return Err(format!("source '{s}': a collection group is one collection id, no '/'")),
             "ndjson" if !rest.is_empty() => Source::Ndjson(rest.into()),
+            "json" if !rest.is_empty() => Source::Json(rest.into()),
             _ => return Err(format!("source '{s}' must be one of {}", SOURCE_SYNTAX.join(", "))),
         };
         Ok(src)
@@ -74,6 +78,7 @@ impl Source {
             Source::Group(_) => "firestore-group",
             Source::Document(_) => "firestore-doc",
             Source::Ndjson(_) => "ndjson",
+            Source::Json(_) => "json",
         }
     }
 }
@@ -94,6 +99,8 @@ pub struct Step {
     pub load: Vec<String>,
     pub check: Vec<String>,
     pub partitioned: Option<Partitioned>,
+    /// The `jq` member: a json: source's program (each file's document is `.`).
+    pub jq: Option<String>,
 }
 
 impl Step {
@@ -117,6 +124,14 @@ impl Step {
                 v.extend(["--group".into(), id.clone()]);
             }
             Source::Ndjson(f) => v.extend(["cat".into(), "--".into(), f.clone()]),
+            // No file matching yet: jq is given the pattern itself, fails on it, and writes
+            // no end record (preflight reports the missing file first).
+            Source::Json(p) => {
+                let prog = self.jq.as_deref().unwrap_or(".");
+                v = crate::jsonsrc::producer(p, prog).unwrap_or_else(|_| {
+                    vec!["jq".into(), "-n".into(), "-c".into(), crate::jsonsrc::wrap(prog), p.clone()]
+                });
+            }
         }
         v
     }
@@ -139,7 +154,7 @@ impl Step {
         match &self.src {
             Source::Collection(p) | Source::Document(p) => v(&[p]),
             Source::Group(id) => v(&["--group", id]),
-            Source::Sqlite { .. } | Source::Ndjson(_) => vec![],
+            Source::Sqlite { .. } | Source::Ndjson(_) | Source::Json(_) => vec![],
         }
     }
 
@@ -164,10 +179,14 @@ impl Step {
         }
     }
 
-    /// The files freeze watches for this step: the SQLite database (freeze adds its -wal).
-    /// An ndjson: file is written after the freeze (RUNBOOK section 4), so it is not watched.
+    /// The files freeze watches for this step: the SQLite database (freeze adds its -wal),
+    /// or a json: source's file or the directory above its first wildcard (what backup keeps).
+    /// An ndjson: file is a stream made elsewhere, so it is not watched.
     pub fn watch(&self) -> Vec<String> {
-        self.sqlite().map(|d| vec![d.to_string()]).unwrap_or_default()
+        match &self.src {
+            Source::Json(p) => vec![crate::jsonsrc::root(p)],
+            _ => self.sqlite().map(|d| vec![d.to_string()]).unwrap_or_default(),
+        }
     }
 
     /// `pg-partition ensure` for the migration: from the first month to AHEAD months ahead.
@@ -234,9 +253,10 @@ pub const SOURCE_SYNTAX: &[&str] = &[
     "firestore-group:ID",
     "firestore-doc:DOCUMENT_PATH",
     "ndjson:FILE",
+    "json:PATH (with \"jq\")",
 ];
 
-const MEMBERS: &[&str] = &["step", "source", "target", "dump", "export", "load", "check", "partitioned"];
+const MEMBERS: &[&str] = &["step", "source", "target", "dump", "export", "load", "check", "partitioned", "jq"];
 
 /// Reads a plan file; a missing file is exit 66, a malformed one 65 naming the line.
 pub fn read(path: &str) -> Result<Vec<Step>> {
@@ -392,7 +412,20 @@ pub fn parse(text: &str) -> Result<Vec<Step>> {
         if !export.is_empty() && !src.kind().starts_with("firestore") {
             return Err(bad(format!("'export' is for firestore sources; this step reads {}", src.kind())));
         }
+        let jq = match obj.get("jq") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(p)) if !p.trim().is_empty() => Some(p.clone()),
+            Some(_) => return Err(bad("'jq' must be a non-empty string (a jq program)".into())),
+        };
+        match (&src, &jq) {
+            (Source::Json(_), None) => {
+                return Err(bad("a json: source needs 'jq': the program that turns each file into rows".into()))
+            }
+            (Source::Json(_), Some(_)) | (_, None) => {}
+            (_, Some(_)) => return Err(bad(format!("'jq' is for json: sources; this step reads {}", src.kind()))),
+        }
         steps.push(Step {
+            jq,
             line,
             step,
             source,
@@ -508,6 +541,28 @@ mod tests {
         let nd = parse(r#"{"step": "x", "source": "ndjson:/tmp/a b.ndjson", "target": "t"}"#).unwrap();
         assert_eq!(nd[0].producer(), vec!["cat", "--", "/tmp/a b.ndjson"]);
         assert!(nd[0].watch().is_empty());
+    }
+
+    #[test]
+    fn json_sources_need_their_program_and_watch_the_app_files() {
+        let steps = parse(
+            r#"{"step": "v1.6", "source": "json:/srv/fw/data/users/*/activity_log.json", "jq": ".[] | {user_id: $dir} + .", "target": "user_activities"}"#,
+        )
+        .unwrap();
+        let r = steps[0].resolved();
+        assert_eq!(r["kind"], "json");
+        assert_eq!(r["watch"], json!(["/srv/fw/data/users"]));
+        assert_eq!(r["sqlite"], Value::Null);
+        assert_eq!(r["producer"][0], "jq");
+        assert!(r["producer"][3].as_str().unwrap().contains("{user_id: $dir} + ."), "{}", r["producer"]);
+        for (text, want) in [
+            (r#"{"step": "1", "source": "json:/a.json", "target": "t"}"#, "a json: source needs 'jq'"),
+            (r#"{"step": "1", "source": "sqlite:a:b", "target": "t", "jq": "."}"#, "'jq' is for json: sources"),
+            (r#"{"step": "1", "source": "json:/a.json", "target": "t", "jq": 3}"#, "'jq' must be a non-empty string"),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert!(e.message().contains(want), "{text}: {}", e.message());
+        }
     }
 
     #[test]

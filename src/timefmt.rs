@@ -1,6 +1,8 @@
 //! Timestamps: the text forms users' data really holds, parsed to microseconds since the
-//! Unix epoch, and formatted back as RFC 3339. Calendar math is Howard Hinnant's
-//! days-from-civil (proleptic Gregorian), so no date crate is needed.
+//! Unix epoch, and formatted back as RFC 3339. Time zones (offsets and DST rules) come from
+//! the system's IANA database through jiff. Day numbers are Howard Hinnant's days-from-civil
+//! (proleptic Gregorian), kept because PostgreSQL's dates run from 4713 BC to 5874897 AD and
+//! jiff's civil dates stop at ±9999.
 
 /// Days since 1970-01-01 of a proleptic Gregorian date.
 pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
@@ -55,6 +57,92 @@ impl Parsed {
     /// Microseconds since the Unix epoch in UTC, assuming `assume` (seconds east) if the text had no offset.
     pub fn utc_micros(&self, assume: i32) -> i64 {
         self.micros - self.offset.unwrap_or(assume) as i64 * 1_000_000
+    }
+
+    /// Microseconds since the Unix epoch in UTC, placing a time without an offset in `zone`
+    /// (`None` when the zone's rules do not reach that year).
+    pub fn utc_micros_in(&self, zone: &Zone) -> Option<i64> {
+        match self.offset {
+            Some(o) => Some(self.micros - o as i64 * 1_000_000),
+            None => zone.to_utc(self.micros),
+        }
+    }
+}
+
+/// A zone assumed for local times (text without an offset): a fixed offset, or an IANA
+/// zone whose offset depends on the date (daylight-saving time).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Zone {
+    /// Seconds east of UTC.
+    Fixed(i32),
+    /// An IANA zone from the system database, with its name as given.
+    Named(String, jiff::tz::TimeZone),
+}
+
+impl Default for Zone {
+    fn default() -> Zone {
+        Zone::Fixed(0)
+    }
+}
+
+impl Zone {
+    /// `UTC`, `Z`, `+02:00`, `-0530`, or an IANA name such as `Europe/Athens` looked up in the
+    /// system's zone database (/usr/share/zoneinfo, Debian's tzdata).
+    pub fn parse(s: &str) -> Result<Zone, String> {
+        if let Some(o) = parse_offset(s) {
+            return Ok(Zone::Fixed(o));
+        }
+        let name = s.trim();
+        match jiff::tz::TimeZone::get(name) {
+            Ok(tz) => Ok(Zone::Named(name.to_string(), tz)),
+            Err(_) => Err(format!(
+                "'{name}' is neither UTC, an offset such as +02:00, nor a time zone of the system's \
+                 zone database (an IANA name such as Europe/Athens; Debian package tzdata)"
+            )),
+        }
+    }
+
+    /// Microseconds since the Unix epoch of a local time (microseconds since 1970-01-01T00:00
+    /// on the local clock). PostgreSQL's rule for the hours DST makes odd: a time that does not
+    /// exist (skipped when clocks go forward) takes the offset in force before the change; a
+    /// time that happens twice (clocks go back) takes the offset in force after it. `None`
+    /// outside the years the zone rules cover (±9999).
+    pub fn to_utc(&self, local_micros: i64) -> Option<i64> {
+        use jiff::tz::AmbiguousOffset;
+        let tz = match self {
+            Zone::Fixed(o) => return Some(local_micros - *o as i64 * 1_000_000),
+            Zone::Named(_, tz) => tz,
+        };
+        let secs = local_micros.div_euclid(1_000_000);
+        let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
+        let rem = secs.rem_euclid(86_400);
+        let dt = jiff::civil::DateTime::new(
+            i16::try_from(y).ok()?,
+            m as i8,
+            d as i8,
+            (rem / 3600) as i8,
+            (rem / 60 % 60) as i8,
+            (rem % 60) as i8,
+            0,
+        )
+        .ok()?;
+        let offset = match tz.to_ambiguous_timestamp(dt).offset() {
+            AmbiguousOffset::Unambiguous { offset } => offset,
+            AmbiguousOffset::Gap { before, .. } => before,
+            AmbiguousOffset::Fold { after, .. } => after,
+        };
+        Some(local_micros - offset.seconds() as i64 * 1_000_000)
+    }
+
+    pub fn name(&self) -> String {
+        match self {
+            Zone::Fixed(0) => "UTC".into(),
+            Zone::Fixed(o) => {
+                let a = o.abs();
+                format!("{}{:02}:{:02}", if *o < 0 { '-' } else { '+' }, a / 3600, a / 60 % 60)
+            }
+            Zone::Named(n, _) => n.clone(),
+        }
     }
 }
 
@@ -327,6 +415,33 @@ mod tests {
         for s in ["2024-01-05T10:00:00.000001Z", "0001-01-01T00:00:00Z", "9999-12-31T23:59:59.999999Z"] {
             assert_eq!(format_rfc3339_micros(utc(s)), s);
         }
+    }
+
+    #[test]
+    fn zones_with_daylight_saving_time() {
+        let athens = Zone::parse("Europe/Athens").unwrap();
+        let local = |s: &str| parse_timestamp(s).unwrap().micros;
+        let at = |s: &str| athens.to_utc(local(s)).map(format_rfc3339_micros);
+        // Winter +02:00, summer +03:00 (EU rules: last Sunday of March and of October, 01:00 UTC).
+        assert_eq!(at("2024-03-31 02:59:59").as_deref(), Some("2024-03-31T00:59:59Z"));
+        assert_eq!(at("2024-03-31 04:00:00").as_deref(), Some("2024-03-31T01:00:00Z"));
+        assert_eq!(at("2024-07-01 12:00:00").as_deref(), Some("2024-07-01T09:00:00Z"));
+        // 03:30 does not exist that night: the offset before the change (+02:00), as PostgreSQL does.
+        assert_eq!(at("2024-03-31 03:30:00").as_deref(), Some("2024-03-31T01:30:00Z"));
+        // 03:30 happens twice in October: the offset after the change (+02:00), as PostgreSQL does.
+        assert_eq!(at("2024-10-27 03:30:00").as_deref(), Some("2024-10-27T01:30:00Z"));
+        assert_eq!(at("2024-10-27 02:59:00").as_deref(), Some("2024-10-26T23:59:00Z"));
+        // Fixed offsets and names.
+        assert_eq!(Zone::parse("+05:30").unwrap(), Zone::Fixed(19800));
+        assert_eq!(Zone::parse("UTC").unwrap().name(), "UTC");
+        assert_eq!(Zone::parse("-04:30").unwrap().name(), "-04:30");
+        assert_eq!(athens.name(), "Europe/Athens");
+        assert!(Zone::parse("Europe/Atlantis").unwrap_err().contains("'Europe/Atlantis'"));
+        // A written offset wins over the zone.
+        let p = parse_timestamp("2024-07-01 12:00:00+00:00").unwrap();
+        assert_eq!(p.utc_micros_in(&athens), Some(local("2024-07-01 12:00:00")));
+        // Beyond the years the rules cover: None, never a wrong answer.
+        assert_eq!(athens.to_utc(local("9999-12-31 23:00:00") + 2 * 3_600_000_000), None);
     }
 
     #[test]

@@ -4,10 +4,9 @@
 use crate::check::Report;
 use crate::files::{self, show, HashingReader, TempPath};
 use crate::manifest;
-use pgferry::pg::{Target, TlsMode};
+use pgferry::pg::Target;
 use pgferry::timefmt;
 use pgferry::{Error, Result};
-use postgres::config::Host;
 use serde_json::{json, Map, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -25,54 +24,9 @@ pub struct Options {
 /// (where `ps` would show a password).
 fn pg_command(prog: &str, target: Option<&Target>) -> Command {
     let mut c = Command::new(prog);
-    for k in [
-        "PGHOST",
-        "PGHOSTADDR",
-        "PGPORT",
-        "PGUSER",
-        "PGPASSWORD",
-        "PGDATABASE",
-        "PGSSLMODE",
-        "PGSSLROOTCERT",
-        "PGSERVICE",
-    ] {
-        c.env_remove(k);
-    }
-    if let Some(t) = target {
-        let cfg = &t.config;
-        match cfg.get_hosts().first() {
-            Some(Host::Tcp(h)) => {
-                c.env("PGHOST", h);
-            }
-            Some(Host::Unix(p)) => {
-                c.env("PGHOST", p);
-            }
-            None => {}
-        }
-        if let Some(p) = cfg.get_ports().first() {
-            c.env("PGPORT", p.to_string());
-        }
-        if let Some(u) = cfg.get_user() {
-            c.env("PGUSER", u);
-        }
-        if let Some(p) = cfg.get_password() {
-            c.env("PGPASSWORD", String::from_utf8_lossy(p).into_owned());
-        }
-        if let Some(d) = cfg.get_dbname() {
-            c.env("PGDATABASE", d);
-        }
-        let mode = match t.tls {
-            TlsMode::Disable => "disable",
-            TlsMode::Prefer => "prefer",
-            TlsMode::Require => "require",
-            TlsMode::VerifyCa => "verify-ca",
-            TlsMode::VerifyFull => "verify-full",
-        };
-        c.env("PGSSLMODE", mode);
-        if let Some(r) = &t.root_cert {
-            c.env("PGSSLROOTCERT", r);
-        }
-        c.env("PGAPPNAME", "pgferry-backup-verify");
+    match target {
+        Some(t) => t.child_env(&mut c),
+        None => pgferry::pg::clear_libpq_env(&mut c),
     }
     c
 }

@@ -30,6 +30,9 @@ pub struct ColType {
     pub bpchar: bool,
     /// For messages: `numeric(12,2)`.
     pub type_name: String,
+    /// pg-load's options for this column, when some option names columns
+    /// (`--empty-as-null`, `--date-format COL=FMT`); else the check's own.
+    pub conv: Option<Options>,
 }
 
 impl ColType {
@@ -53,6 +56,7 @@ impl ColType {
             time_precision,
             bpchar: t.starts_with("character(") || t == "character" || t == "bpchar",
             type_name: c.type_name.clone(),
+            conv: None,
         }
     }
 
@@ -97,7 +101,7 @@ pub fn from_value(v: Value, ct: Option<&ColType>, opts: &Options) -> Norm {
     let Some(ct) = ct else {
         return if v.is_null() { Norm::Null } else { Norm::Raw(v) };
     };
-    match convert::convert(&v, &ct.kind, opts) {
+    match convert::convert(&v, &ct.kind, ct.conv.as_ref().unwrap_or(opts)) {
         Ok(c) => from_cell(c, ct),
         Err(e) => Norm::Bad(v, format!("{e} (column type {})", ct.type_name)),
     }

@@ -20,10 +20,25 @@ use std::sync::Arc;
 /// One side as given on the command line.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Spec {
-    Sqlite { path: String, table: String },
-    Pg { table: String },
-    Ndjson { file: String },
-    Firestore { scope: String, kind: FsKind },
+    Sqlite {
+        path: String,
+        table: String,
+    },
+    Pg {
+        table: String,
+    },
+    Ndjson {
+        file: String,
+    },
+    /// A plan's `json:` source: the app's JSON files through the step's jq program.
+    Json {
+        pattern: String,
+        program: String,
+    },
+    Firestore {
+        scope: String,
+        kind: FsKind,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -56,6 +71,11 @@ impl Spec {
             }
             "pg" | "postgres" | "postgresql" => Spec::Pg { table: rest.into() },
             "ndjson" => Spec::Ndjson { file: rest.into() },
+            "json" => {
+                return Err(Error::Usage(format!(
+                    "'{s}': a json: source needs its jq program, so it is checked through its plan (--plan)"
+                )))
+            }
             "firestore" => Spec::Firestore { scope: rest.trim_matches('/').into(), kind: FsKind::Collection },
             "firestore-group" => Spec::Firestore { scope: rest.into(), kind: FsKind::Group },
             "firestore-doc" => Spec::Firestore { scope: rest.trim_matches('/').into(), kind: FsKind::Document },
@@ -69,6 +89,7 @@ impl Spec {
             Spec::Sqlite { .. } => "SQLite",
             Spec::Pg { .. } => "Postgres",
             Spec::Ndjson { .. } => "NDJSON",
+            Spec::Json { .. } => "JSON",
             Spec::Firestore { .. } => "Firestore",
         }
     }
@@ -162,7 +183,44 @@ pub fn count(spec: &Spec, ctx: &Ctx) -> Result<u64> {
             while r.next_row().map_err(|e| e.context(format!("ndjson '{file}'")))?.is_some() {}
             Ok(r.rows())
         }
+        Spec::Json { pattern, program } => {
+            let mut r = RowReader::new(json_stream(pattern, program)?, ctx.require_end);
+            while r.next_row().map_err(|e| e.context(format!("json '{pattern}'")))?.is_some() {}
+            Ok(r.rows())
+        }
         Spec::Firestore { .. } => crate::fs::count(spec, ctx),
+    }
+}
+
+/// The stream of a `json:` source: jq's stdout (src/jsonsrc.rs), read as it is written.
+fn json_stream(pattern: &str, program: &str) -> Result<Box<dyn BufRead + Send>> {
+    let argv = pgferry::jsonsrc::producer(pattern, program)?;
+    let mut child = std::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::Unavailable(format!("run jq for the json source '{pattern}': {e}")))?;
+    let out = child.stdout.take().expect("piped");
+    Ok(Box::new(std::io::BufReader::with_capacity(1 << 16, Producer { child, out })))
+}
+
+/// A producer's stdout; the process is reaped (killed first if unread) when dropped.
+struct Producer {
+    child: std::process::Child,
+    out: std::process::ChildStdout,
+}
+
+impl std::io::Read for Producer {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.out.read(buf)
+    }
+}
+
+impl Drop for Producer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -201,7 +259,7 @@ pub fn meta(spec: &Spec, ctx: &Ctx) -> Result<Meta> {
                 ..Meta::default()
             })
         }
-        Spec::Ndjson { .. } => Ok(Meta::default()),
+        Spec::Ndjson { .. } | Spec::Json { .. } => Ok(Meta::default()),
         Spec::Firestore { .. } => Ok(Meta { key: vec![ctx.fs.shape.id_field.clone()], ..Meta::default() }),
     }
 }
@@ -365,7 +423,7 @@ pub fn spawn(job: Job, label: String) -> Feed {
         let r = match &job.spec {
             Spec::Sqlite { .. } => read_sqlite(&job, &mut out),
             Spec::Pg { .. } => read_pg(&job, &mut out),
-            Spec::Ndjson { .. } => read_ndjson(&job, &mut out),
+            Spec::Ndjson { .. } | Spec::Json { .. } => read_ndjson(&job, &mut out),
             Spec::Firestore { .. } => crate::fs::read(&job, &mut out),
         };
         if r.is_ok() {
@@ -586,6 +644,7 @@ fn text_of(v: &Norm) -> String {
 /// A SQLite value normalized for its column: the common cases directly, the rest through
 /// the stream value sqlite-dump would write and pg-load's conversion.
 fn sqlite_norm(v: ValueRef, ct: Option<&ColType>, opts: &Options) -> Norm {
+    let opts = ct.and_then(|c| c.conv.as_ref()).unwrap_or(opts);
     match (v, ct.map(|c| &c.kind)) {
         (ValueRef::Null, _) => Norm::Null,
         (ValueRef::Integer(i), Some(Kind::Int8)) => Norm::Int(i),
@@ -776,8 +835,12 @@ pub fn drain_spool(job: &Job, out: &mut Out, spool: crate::spool::Spool, what: &
 }
 
 fn read_ndjson(job: &Job, out: &mut Out) -> std::result::Result<(), Stop> {
-    let Spec::Ndjson { file } = &job.spec else { unreachable!() };
-    let input = guard(out, open_stream(file))?;
+    let (input, file) = match &job.spec {
+        Spec::Ndjson { file } => (guard(out, open_stream(file))?, file.clone()),
+        Spec::Json { pattern, program } => (guard(out, json_stream(pattern, program))?, pattern.clone()),
+        _ => unreachable!(),
+    };
+    let file = &file;
     let mut r = RowReader::new(input, job.ctx.require_end);
     let mut rn = RowNorm::default();
     let mut spool = if job.sort { Some(guard(out, crate::spool::Spool::new())?) } else { None };

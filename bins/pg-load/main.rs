@@ -41,7 +41,7 @@ Usage:
   pg-load [options] TABLE
   pg-load --plan PLAN [--from STEP | --steps A,B] [run options]
   pg-load --plan PLAN --resolve [--from STEP | --steps A,B] [--mode MODE]
-  pg-load --plan PLAN --preflight [--app-env FILE] [--app-url-var VAR]
+  pg-load --plan PLAN --preflight [--app-env FILE] [--app-url-var VAR] [--require-rls TABLES]
 
 Run options:
   --db URL              PostgreSQL connection URL or 'key=value' string
@@ -65,7 +65,10 @@ Run options:
                         --app-env FILE (a KEY=VALUE file) or --app-url-var VAR
                         alone (this environment), also that the role in VAR
                         [default: DATABASE_URL] can read and write every target
-                        and use its sequences (the app after cutover).
+                        and use its sequences (the app after cutover). With
+                        --require-rls TABLES, also that these tables have
+                        row-level security enabled. SQLite tables no step
+                        copies are listed as 'note' lines.
 
 Table options (on the command line, or in a plan step's \"load\" array):
   --mode MODE           insert: skip rows whose key is already present
@@ -78,8 +81,10 @@ Table options (on the command line, or in a plan step's \"load\" array):
   --key COLS            Key that identifies a row [default: the primary key].
   --epoch-unit UNIT     Numbers in timestamp/date columns are Unix epochs in
                         UNIT: s, ms, us or ns [default: numbers are refused].
-  --assume-tz OFFSET    Zone of timestamps without an offset going into
-                        timestamptz: UTC or ±HH:MM [default: UTC].
+  --assume-tz ZONE      Zone of timestamps without an offset going into
+                        timestamptz: UTC, ±HH:MM, or an IANA name such as
+                        Europe/Athens (daylight-saving rules from the system's
+                        zone database; docs/loading.md) [default: UTC].
   --ignore-unknown      Drop keys that match no column instead of failing.
   --strip-nul           Remove NUL characters from text (PostgreSQL cannot store
                         them) instead of failing.
@@ -95,6 +100,8 @@ Table options (on the command line, or in a plan step's \"load\" array):
   --no-end-record       Accept a foreign stream without the end record (in a
                         plan, its segment ends at the next table record).
   --no-analyze          Skip ANALYZE after the load.
+  --vacuum              VACUUM (ANALYZE) the table after the commit instead of ANALYZE
+                        (outside the load's transaction, as VACUUM must be).
   --source NAME         What to record as the source [default: from the stream;
                         in a plan run, the step's source].
   -h, --help            Show this help.
@@ -156,6 +163,7 @@ struct Args {
     require_end: bool,
     dry_run: bool,
     analyze: bool,
+    vacuum: bool,
     source: Option<String>,
     runs_table: String,
     lock_timeout: u32,
@@ -235,6 +243,7 @@ fn parse_load(args: &mut pico_args::Arguments, table: String, run: &RunOptions) 
         require_end: !args.contains("--no-end-record"),
         dry_run: run.dry_run,
         analyze: !args.contains("--no-analyze"),
+        vacuum: args.contains("--vacuum"),
         source: cli::opt(args, "--source")?,
         runs_table: run.runs_table.clone(),
         lock_timeout: run.lock_timeout,
@@ -276,8 +285,8 @@ fn run_table(a: Args) -> Result<Status> {
                     a.table, report.mismatch
                 )));
             }
-            if a.analyze && !a.dry_run {
-                table::analyze(&mut client, &report.qualified, &a.table);
+            if (a.analyze || a.vacuum) && !a.dry_run {
+                table::analyze(&mut client, &report.qualified, &a.table, a.vacuum);
             }
             let secs = started.elapsed().as_secs_f64();
             let rate = outcome.source_rows.unwrap_or(0) as f64 / secs.max(1e-9);

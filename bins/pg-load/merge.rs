@@ -129,6 +129,22 @@ fn merge_error(table: &str, e: postgres::Error) -> Error {
 
 /// A key that repeats within the stream is bad data, named by its two lines.
 fn check_repeats(tx: &mut Transaction, stage: &str, key: &[String], source_rows: i64) -> Result<()> {
+    // A row without a key column cannot be matched with the rows already loaded (a serial
+    // id the source does not carry): name the column instead of merging by NULL.
+    for k in key {
+        let line: Option<i64> = tx
+            .query_one(&format!("SELECT min(_pgferry_line) FROM {stage} WHERE {} IS NULL", quote_ident(k)), &[])
+            .map_err(|e| pg_error("check the stream's keys", e))?
+            .get(0);
+        if let Some(line) = line {
+            return Err(Error::Data(format!(
+                "line {line}: the row has no value for '{k}', a column of the key ({}) that tells its rows from \
+                 those already in the table; pass --key with columns the stream has (a UNIQUE constraint's), \
+                 or --mode append",
+                key.join(", ")
+            )));
+        }
+    }
     let key_sql = key.iter().map(|k| quote_ident(k)).collect::<Vec<_>>().join(", ");
     let distinct: i64 = tx
         .query_one(&format!("SELECT count(*) FROM (SELECT DISTINCT {key_sql} FROM {stage}) d"), &[])
@@ -148,7 +164,7 @@ fn check_repeats(tx: &mut Transaction, stage: &str, key: &[String], source_rows:
             "line {}: key ({}) = {} repeats line {} ({} rows of the stream repeat an earlier row's key)",
             first.get::<_, i64>(1),
             key.join(", "),
-            first.get::<_, String>(2),
+            first.get::<_, Option<String>>(2).unwrap_or_else(|| "NULL".into()),
             first.get::<_, i64>(0),
             source_rows - distinct
         )));

@@ -82,8 +82,8 @@ pub fn run(p: PlanArgs) -> Result<Status> {
             }
             let mut rows = 0;
             for ((s, o), ((qt, summary), log)) in steps.iter().zip(&outcomes).zip(tables.iter().zip(&logs)) {
-                if s.args.analyze && !p.run.dry_run {
-                    table::analyze(&mut client, qt, &s.args.table);
+                if (s.args.analyze || s.args.vacuum) && !p.run.dry_run {
+                    table::analyze(&mut client, qt, &s.args.table, s.args.vacuum);
                 }
                 rows += o.source_rows.unwrap_or(0);
                 note!(

@@ -17,6 +17,9 @@ pub struct Args {
     /// Where the application's post-cutover URL is: an env file (or, with `None`, this
     /// process's environment), and the variable that holds it.
     pub app: Option<(Option<String>, String)>,
+    /// `--require-rls TABLES`: tables that must have row-level security enabled (the
+    /// Supabase seed's required step for tables holding secrets).
+    pub require_rls: Vec<String>,
 }
 
 pub fn parse(args: &mut pico_args::Arguments) -> Result<Args> {
@@ -34,6 +37,7 @@ pub fn parse(args: &mut pico_args::Arguments) -> Result<Args> {
         db: pgferry::cli::opt(args, "--db")?,
         runs_table: pgferry::cli::opt(args, "--runs-table")?.unwrap_or_else(|| "_migration_runs".into()),
         app,
+        require_rls: pgferry::cli::list(args, "--require-rls")?,
     })
 }
 
@@ -44,6 +48,7 @@ pub fn run(a: Args) -> Result<Status> {
     for s in &steps {
         source_check(&mut out, s);
     }
+    uncovered_tables(&steps);
     match pg::Target::resolve(a.db.as_deref()).and_then(|t| t.connect().map(|c| (t, c))) {
         Err(e) => out.missing(format!("PostgreSQL reachable (DATABASE_URL or PG* variables): {}", e.message())),
         Ok((_, mut c)) => {
@@ -52,6 +57,10 @@ pub fn run(a: Args) -> Result<Status> {
             runs_table_check(&mut out, &mut c, &a.runs_table)?;
             for s in &steps {
                 table_checks(&mut out, &mut c, s, Role::Migration)?;
+                json_rows_check(&mut out, &mut c, s)?;
+            }
+            for t in &a.require_rls {
+                rls_check(&mut out, &mut c, t)?;
             }
         }
     }
@@ -142,8 +151,160 @@ fn source_check(out: &mut Report, s: &Step) {
             }
         }
         Source::Ndjson(f) => out.check(std::fs::File::open(f).is_ok(), format!("step {step}: file {f}")),
+        Source::Json(p) => match pgferry::jsonsrc::files(p) {
+            Ok(f) => out.ok(format!("step {step}: json {p} ({} file{})", f.len(), if f.len() == 1 { "" } else { "s" })),
+            Err(e) => out.missing(format!("step {step}: json {p}: {}", e.message())),
+        },
         _ => {}
     }
+}
+
+/// Lists the tables of the plan's SQLite databases that no step copies (Prisma's join tables,
+/// a workflow's control table, a migration runner's own table): a `note` line each, not a
+/// failure, since leaving one out may be the plan's intent.
+fn uncovered_tables(steps: &[Step]) {
+    let mut dbs: Vec<&str> = steps.iter().filter_map(|s| s.sqlite()).collect();
+    dbs.dedup();
+    for db in dbs.iter().copied().collect::<std::collections::BTreeSet<_>>() {
+        let Ok(tables) = pgferry::sqlite::open_read_only(db).and_then(|c| pgferry::sqlite::list_tables(&c)) else {
+            continue; // reported by source_check
+        };
+        for t in tables {
+            let covered =
+                steps.iter().any(|s| matches!(&s.src, Source::Sqlite { db: d, table } if d == db && *table == t));
+            if !covered {
+                println!("note     table {t} in {db}: no step of the plan copies it");
+            }
+        }
+    }
+}
+
+/// Row-level security is enabled on `table` (`--require-rls`).
+fn rls_check(out: &mut Report, c: &mut Client, table: &str) -> Result<()> {
+    let t = match Table::resolve(c, table) {
+        Ok(t) => t,
+        Err(Error::NoInput(_)) => {
+            out.missing(format!("table {table} exists (--require-rls)"));
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+    let on: bool = c
+        .query_one("SELECT relrowsecurity FROM pg_class WHERE oid = $1", &[&t.oid])
+        .map_err(|e| pg::pg_error(format!("read the row-level security of '{table}'"), e))?
+        .get(0);
+    out.check(
+        on,
+        format!(
+            "row-level security enabled on {table}{}",
+            if on { "" } else { &" (ALTER TABLE … ENABLE ROW LEVEL SECURITY before the schema is exposed)" }
+        ),
+    );
+    Ok(())
+}
+
+/// How many of a json: source's first rows preflight converts for their target.
+const JSON_SAMPLE: usize = 50;
+
+/// A json: step's program runs on the app's files (it compiles, and does not fail on the
+/// first files), and its first rows convert for the target's columns with the step's load
+/// options (keys that match no column, a US date without --date-format, '' in an integer).
+fn json_rows_check(out: &mut Report, c: &mut Client, s: &Step) -> Result<()> {
+    let (step, tn) = (&s.step, &s.target);
+    if pgferry::jsonsrc::files(match &s.src {
+        Source::Json(p) => p,
+        _ => return Ok(()),
+    })
+    .is_err()
+    {
+        return Ok(()); // already reported missing
+    }
+    let argv = s.producer();
+    let mut child = match std::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    {
+        Ok(ch) => ch,
+        Err(e) => {
+            out.missing(format!("step {step}: run jq for its json source: {e}"));
+            return Ok(());
+        }
+    };
+    let mut rows: Vec<serde_json::Map<String, serde_json::Value>> = Vec::new();
+    let reader = std::io::BufReader::new(child.stdout.take().expect("piped"));
+    let mut ended = false;
+    for line in std::io::BufRead::lines(reader) {
+        let Ok(line) = line else { break };
+        match serde_json::from_str::<serde_json::Value>(&line) {
+            Ok(serde_json::Value::Object(m)) if m.contains_key("$end") => ended = true,
+            Ok(serde_json::Value::Object(m)) if rows.len() < JSON_SAMPLE => rows.push(m),
+            Ok(serde_json::Value::Object(_)) => break,
+            _ => {
+                out.missing(format!("step {step}: its jq program yields something other than an object: {line:.80}"));
+                let _ = child.kill();
+                let _ = child.wait();
+                return Ok(());
+            }
+        }
+    }
+    let _ = child.kill();
+    let status = child.wait().ok();
+    if !ended && rows.len() < JSON_SAMPLE {
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut e, &mut err);
+        }
+        let why = err.lines().next().unwrap_or("").trim().to_string();
+        let code = status.and_then(|s| s.code()).map(|c| format!(" (jq exited {c})")).unwrap_or_default();
+        out.missing(format!("step {step}: its jq program fails on the files{code}: {why}"));
+        return Ok(());
+    }
+    let t = match Table::resolve(c, tn) {
+        Ok(t) => t,
+        Err(_) => return Ok(()), // reported by table_checks
+    };
+    let cols = pgferry::catalog::table_columns(c, t.oid, &t.qualified())?;
+    let mut load = pico_args::Arguments::from_vec(s.load_args().iter().map(Into::into).collect());
+    let opts = pgferry::convert::Options::from_args(&mut load, Default::default())?;
+    let ignore_unknown = s.load_args().iter().any(|a| a == "--ignore-unknown");
+    let names: Vec<&str> = cols.iter().map(|c| c.name.as_str()).collect();
+    for (i, row) in rows.iter().enumerate() {
+        let unknown: Vec<&String> =
+            row.keys().filter(|k| !ignore_unknown && !names.contains(&opts.renamed(k))).collect();
+        if !unknown.is_empty() {
+            let likely: Vec<String> = unknown
+                .iter()
+                .map(|k| format!("{k}={}", crate::rows::likely_column(k, &names).unwrap_or("COLUMN")))
+                .collect();
+            let keys: Vec<&str> = unknown.iter().map(|k| k.as_str()).collect();
+            out.missing(format!(
+                "step {step}: row {} of its jq program: keys that match no column of {tn}: {} (pass --rename {} in its load)",
+                i + 1,
+                keys.join(", "),
+                likely.join(",")
+            ));
+            return Ok(());
+        }
+        for (k, v) in row {
+            let name = opts.renamed(k);
+            let Some(col) = cols.iter().find(|c| c.name == name) else { continue };
+            if let Err(cause) = pgferry::convert::convert(v, &col.kind, &opts.for_column(&col.name)) {
+                out.missing(format!(
+                    "step {step}: row {} of its jq program, column '{}': {}: {cause} (column type {})",
+                    i + 1,
+                    col.name,
+                    pgferry::stream::value_snippet(v),
+                    col.type_name
+                ));
+                return Ok(());
+            }
+        }
+    }
+    out.ok(format!("step {step}: its jq program runs; the first {} row(s) convert for {tn}", rows.len()));
+    Ok(())
 }
 
 fn runs_table_check(out: &mut Report, c: &mut Client, runs: &str) -> Result<()> {

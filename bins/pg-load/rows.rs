@@ -45,6 +45,10 @@ pub fn stream_rows<R: std::io::BufRead>(
 ) -> Result<Vec<Signature>> {
     let n = plan.columns.len();
     let mut rows = RowSource {
+        col_opts: match a.opts.has_column_rules() {
+            true => plan.columns.iter().map(|c| a.opts.for_column(&c.name)).collect(),
+            false => vec![],
+        },
         segments: vec![],
         seg_ids: HashMap::new(),
         cells: vec![None; n],
@@ -110,6 +114,8 @@ pub fn stream_rows<R: std::io::BufRead>(
 /// Reads rows from the stream and converts them into `cells` (one slot per loadable column;
 /// `None` = key missing).
 struct RowSource {
+    /// Each column's conversion options, when some option names columns (else `a.opts`).
+    col_opts: Vec<Options>,
     segments: Vec<Signature>,
     seg_ids: HashMap<Signature, usize>,
     cells: Vec<Option<Cell>>,
@@ -140,7 +146,8 @@ impl RowSource {
         // Values are converted from their JSON text; only what that cannot read is parsed.
         let mut hint = 0;
         for (k, raw) in pairs {
-            let Some(i) = plan.find(&k, hint) else {
+            let name = if a.opts.rename.is_empty() { &*k } else { a.opts.renamed(&k) };
+            let Some(i) = plan.find(name, hint) else {
                 // Ignored keys are checked for repeats too (docs/stream.md §2.3).
                 if self.ignored.iter().any(|x| *x == *k) {
                     return Err(stream::repeated_key(line, &k));
@@ -155,7 +162,8 @@ impl RowSource {
             }
             hint = i + 1;
             let col = &plan.columns[i];
-            let cell = match plain_text(raw.get(), &col.kind) {
+            let opts = self.col_opts.get(i).unwrap_or(&a.opts);
+            let cell = match plain_text(raw.get(), &col.kind, opts) {
                 // A string without escapes into a text column is its own text: copied into a
                 // string the previous rows used, rather than a new one per value.
                 Some(t) => {
@@ -164,12 +172,12 @@ impl RowSource {
                     buf.push_str(t);
                     Cell::Text(buf)
                 }
-                None => match convert::convert_raw(raw.get(), &col.kind, &a.opts) {
+                None => match convert::convert_raw(raw.get(), &col.kind, opts) {
                     Some(c) => c,
                     None => {
                         let v: Value = serde_json::from_str(raw.get())
                             .map_err(|e| Error::Data(format!("line {line}: malformed JSON: {e}")))?;
-                        convert_value(&v, col, &a.opts, line)?
+                        convert_value(&v, col, opts, line)?
                     }
                 },
             };
@@ -181,8 +189,21 @@ impl RowSource {
                 format!("line {line}: key '{}' is a generated column, which cannot be loaded; drop it from the stream or pass --ignore-unknown", gen[0])
             } else {
                 let cols: Vec<&str> = plan.columns.iter().map(|c| c.name.as_str()).collect();
+                let likely: Vec<String> =
+                    self.unknown.iter().filter_map(|k| likely_column(k, &cols).map(|c| format!("{k}={c}"))).collect();
+                let advice = if likely.is_empty() {
+                    "pass --rename KEY=COLUMN to load a key into a column, or --ignore-unknown to drop them \
+                     (their values are then not loaded)"
+                        .to_string()
+                } else {
+                    format!(
+                        "the names differ only in case or underscores: pass --rename {} to load them \
+                         (--ignore-unknown would drop their values)",
+                        likely.join(",")
+                    )
+                };
                 format!(
-                    "line {line}: keys that match no column of '{}': {} (the table has: {}); pass --ignore-unknown to drop them",
+                    "line {line}: keys that match no column of '{}': {} (the table has: {}); {advice}",
                     a.table,
                     self.unknown.join(", "),
                     cols.join(", ")
@@ -228,11 +249,27 @@ impl RowSource {
 }
 
 /// The text of a JSON string without escapes, for a column whose values are text
-/// (`convert::convert_raw` reads it the same way: no escape means no NUL).
-fn plain_text<'a>(raw: &'a str, kind: &Kind) -> Option<&'a str> {
+/// (`convert::convert_raw` reads it the same way: no escape means no NUL), unless the column's
+/// options make an empty string NULL.
+fn plain_text<'a>(raw: &'a str, kind: &Kind, opts: &Options) -> Option<&'a str> {
     let b = raw.as_bytes();
+    if opts.empty_null && raw == "\"\"" {
+        return None;
+    }
     let plain = b.len() >= 2 && b[0] == b'"' && !b.contains(&b'\\');
     (plain && matches!(kind, Kind::Text | Kind::Enum | Kind::Other(_))).then(|| &raw[1..raw.len() - 1])
+}
+
+/// The column a key that matches none probably means: the same name but for case and
+/// underscores (`passwordHash` for `password_hash`, `userid` for an unquoted `userId`).
+pub fn likely_column<'a>(key: &str, cols: &[&'a str]) -> Option<&'a str> {
+    let fold = |s: &str| s.chars().filter(|c| *c != '_').flat_map(char::to_lowercase).collect::<String>();
+    let k = fold(key);
+    let mut found = cols.iter().filter(|c| fold(c) == k);
+    match (found.next(), found.next()) {
+        (Some(c), None) => Some(c),
+        _ => None,
+    }
 }
 
 fn convert_value(v: &Value, col: &ColumnInfo, opts: &Options, line: u64) -> Result<Cell> {

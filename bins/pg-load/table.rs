@@ -219,8 +219,12 @@ pub fn count(tx: &mut Transaction, qt: &str) -> Result<i64> {
 }
 
 /// Runs ANALYZE after the commit; a failure is only a warning (the data is committed).
-pub fn analyze(client: &mut postgres::Client, qt: &str, name: &str) {
-    if let Err(e) = client.batch_execute(&format!("ANALYZE {qt}")) {
-        note!(TOOL, "warning: ANALYZE {name}: {}", pgferry::pg::pg_cause(&e));
+pub fn analyze(client: &mut postgres::Client, qt: &str, name: &str, vacuum: bool) {
+    // After the commit, on the load's own connection: VACUUM cannot run in a transaction.
+    let sql = if vacuum { "VACUUM (ANALYZE)" } else { "ANALYZE" };
+    match client.batch_execute(&format!("{sql} {qt}")) {
+        Ok(()) if vacuum => note!(TOOL, "{name}: {sql} done"),
+        Ok(()) => {}
+        Err(e) => note!(TOOL, "warning: {sql} {name}: {}", pgferry::pg::pg_cause(&e)),
     }
 }

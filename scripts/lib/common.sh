@@ -54,9 +54,46 @@ need_cmd() {
   done
 }
 
-# pg_psql ARGS...: the one way scripts call psql.
+# pg_psql ARGS...: the one way scripts call psql, on DATABASE_URL if set, else on the PG*
+# variables (psql's libpq then reads ~/.pgpass, service files and client certificates as
+# every pgferry tool does, docs/connections.md). A password in DATABASE_URL is taken out of
+# the connection string and handed to psql as PGPASSWORD in its environment, which only its
+# owner can read, never on its command line, which `ps` shows every user of the machine.
 pg_psql() {
-  psql -X -v ON_ERROR_STOP=1 --no-password "$@"
+  local conn="${DATABASE_URL:-}" pw="${PGPASSWORD:-}"
+  if [[ -z "${conn}" ]]; then
+    psql -X -v ON_ERROR_STOP=1 --no-password "$@"
+    return
+  fi
+  pgferry::split_password
+  PGPASSWORD="${pw}" psql -X -v ON_ERROR_STOP=1 --no-password -d "${conn}" "$@"
+}
+
+# pgferry::split_password: moves the password out of the caller's ${conn} (a URL, or a
+# key=value string) into its ${pw}, decoded, as libpq would read it.
+pgferry::split_password() {
+  local user_re='^(postgres(ql)?://)([^@/]*)@(.*)$'
+  local kv_re="(^|[[:space:]])password[[:space:]]*=[[:space:]]*('([^'\\\\]|\\\\.)*'|([^[:space:]'\\\\]|\\\\.)+)"
+  local info raw out c i
+  if [[ "${conn}" =~ ${user_re} ]]; then
+    info="${BASH_REMATCH[3]}"
+    [[ "${info}" == *:* ]] || return 0
+    raw="${info#*:}"
+    conn="${BASH_REMATCH[1]}${info%%:*}@${BASH_REMATCH[4]}"
+    raw="${raw//\\/\\\\}"
+    printf -v pw '%b' "${raw//%/\\x}"
+  elif [[ "${conn}" =~ ${kv_re} ]]; then
+    raw="${BASH_REMATCH[2]}"
+    conn="${conn/"${BASH_REMATCH[0]}"/${BASH_REMATCH[1]}}"
+    [[ "${raw}" == \'*\' ]] && raw="${raw:1:${#raw}-2}"
+    out=""
+    for ((i = 0; i < ${#raw}; i++)); do
+      c="${raw:i:1}"
+      [[ "${c}" == \\ ]] && ((i += 1)) && c="${raw:i:1}"
+      out+="${c}"
+    done
+    pw="${out}"
+  fi
 }
 
 # repo_root: the checkout this script belongs to.

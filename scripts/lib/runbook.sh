@@ -67,6 +67,33 @@ rb_load_config() {
     die 64 "${RB_CONFIG}: PGFERRY_QUIET_SECONDS and PGFERRY_STOP_TIMEOUT are whole seconds"
 }
 
+# rb_tunnel: when PGFERRY_SSH_TUNNEL is set (ssh's options, then the destination, e.g.
+# '-i /etc/pgferry/migration-ssh-key visionsuit-migrator@db.internal'), opens
+# ssh -N -L PGFERRY_SSH_FORWARD (LOCAL_PORT:HOST:PORT) in the background under a control
+# socket, once the forward is up, and closes it when the script exits (however it exits).
+# DATABASE_URL then points at 127.0.0.1:LOCAL_PORT.
+rb_tunnel() {
+  [[ -n "${PGFERRY_SSH_TUNNEL:-}" ]] || return 0
+  [[ "${PGFERRY_SSH_FORWARD:-}" =~ ^([0-9]+):[^:]+:[0-9]+$ ]] ||
+    die 64 "${RB_CONFIG}: PGFERRY_SSH_TUNNEL needs PGFERRY_SSH_FORWARD=LOCAL_PORT:HOST:PORT"
+  need_cmd ssh
+  local opts=() dir
+  read -r -a opts <<<"${PGFERRY_SSH_TUNNEL}"
+  # A script run by another (verify runs migrate status) uses its parent's tunnel.
+  if [[ -n "${PGFERRY_TUNNEL_SOCKET:-}" ]] && ssh -S "${PGFERRY_TUNNEL_SOCKET}" -O check "${opts[-1]}" 2>/dev/null; then
+    return 0
+  fi
+  dir="$(mktemp -d /tmp/pgferry-ssh.XXXXXX)"
+  RB_TUNNEL_SOCKET="${dir}/control"
+  export PGFERRY_TUNNEL_SOCKET="${RB_TUNNEL_SOCKET}"
+  # -f returns once the forward listens (ExitOnForwardFailure); BatchMode: never a prompt.
+  ssh -f -N -M -S "${RB_TUNNEL_SOCKET}" -o ExitOnForwardFailure=yes -o BatchMode=yes -o ConnectTimeout=15 \
+    -o ServerAliveInterval=15 -L "${PGFERRY_SSH_FORWARD}" "${opts[@]}" </dev/null ||
+    { rm -rf "${dir}"; die 69 "the SSH tunnel did not open: ssh -L ${PGFERRY_SSH_FORWARD} ${PGFERRY_SSH_TUNNEL}"; }
+  trap_add "ssh -S '${RB_TUNNEL_SOCKET}' -O exit '${opts[-1]}' >/dev/null 2>&1; rm -rf '${dir}'"
+  log "SSH tunnel open: 127.0.0.1:${PGFERRY_SSH_FORWARD%%:*} to ${PGFERRY_SSH_FORWARD#*:} through ${opts[-1]}"
+}
+
 # rb_state_init: creates the state directory (owner-only) if missing.
 rb_state_init() {
   [[ -d "${PGFERRY_STATE_DIR}" ]] || mkdir -m 700 "${PGFERRY_STATE_DIR}" ||
@@ -114,6 +141,15 @@ rb_sqlite_dbs() {
   fi
 }
 
+# rb_json_roots: what freeze watches and backup keeps for the plan's json: sources (needs
+# RB_STEPS, resolved): each one's file, or the directory above its first wildcard.
+rb_json_roots() {
+  ((${#RB_STEPS[@]})) || return 0
+  # A root inside another (users.json in data/users/) is kept by the outer one.
+  printf '%s\n' "${RB_STEPS[@]}" | jq -r 'select(.kind == "json") | .watch[]?' | sort -u |
+    awk '{ for (r in kept) if (index($0, r "/") == 1) next; kept[$0] = 1; print }'
+}
+
 # State: one small file per fact in PGFERRY_STATE_DIR.
 rb_state() { printf '%s/%s\n' "${PGFERRY_STATE_DIR}" "$1"; }
 rb_state_get() { cat "$(rb_state "$1")" 2>/dev/null || true; }
@@ -145,9 +181,10 @@ rb_env_kept() {
   printf '%s/env-kept/%s\n' "${PGFERRY_STATE_DIR}" "${1//\//%}"
 }
 
-# rb_psql ARGS...: psql on the target: DATABASE_URL if set, else the PG* variables.
+# rb_psql ARGS...: psql on the target: DATABASE_URL if set, else the PG* variables; the
+# password never on psql's command line (pg_psql in common.sh).
 rb_psql() {
-  if [[ -n "${DATABASE_URL:-}" ]]; then pg_psql -d "${DATABASE_URL}" "$@"; else pg_psql "$@"; fi
+  pg_psql "$@"
 }
 
 # rb_writers_running: true when a writer still runs (the check command, or the PID file).
@@ -162,9 +199,17 @@ rb_writers_running() {
 # rb_writers_stop: the stop command, then TERM to the PID file's process; dies unless
 # every writer is gone within PGFERRY_STOP_TIMEOUT seconds.
 rb_writers_stop() {
+  local rc=0
   if [[ -n "${PGFERRY_WRITERS_STOP:-}" ]]; then
     log "stopping the writers: ${PGFERRY_WRITERS_STOP}"
-    bash -c "${PGFERRY_WRITERS_STOP}" || die 1 "the stop command failed (status $?): ${PGFERRY_WRITERS_STOP}"
+    bash -c "${PGFERRY_WRITERS_STOP}" || rc=$?
+    # pkill, kill $(cat pid) and the like fail when there is nothing left to stop: what
+    # counts is whether a writer still runs, which only the check or the PID file can tell.
+    if ((rc != 0)); then
+      [[ -n "${PGFERRY_WRITERS_CHECK:-}${PGFERRY_WRITERS_PIDFILE:-}" ]] ||
+        die 1 "the stop command failed (status ${rc}) and nothing tells whether a writer still runs (set PGFERRY_WRITERS_CHECK): ${PGFERRY_WRITERS_STOP}"
+      log "the stop command exited ${rc} (nothing left to stop?); checking that no writer runs"
+    fi
   fi
   if [[ -n "${PGFERRY_WRITERS_PIDFILE:-}" && -s "${PGFERRY_WRITERS_PIDFILE}" ]]; then
     kill -TERM "$(<"${PGFERRY_WRITERS_PIDFILE}")" 2>/dev/null || true

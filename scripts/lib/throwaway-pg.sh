@@ -1,7 +1,9 @@
 # shellcheck shell=bash
 # A throwaway PostgreSQL cluster in a temp dir on loopback, for tests, the demo and benchmarks.
 # Sourced after common.sh. throwaway_pg_start sets THROWAWAY_PG_URL and THROWAWAY_PG_CA
-# and registers its own cleanup on the EXIT trap.
+# and registers its own cleanup on the EXIT trap. Beside THROWAWAY_PG_CA (server.crt) lie a
+# client certificate for the role pgferry_cert (client.crt, client.key, signed by the test CA
+# client-ca.crt): pg_hba.conf lets that role in over TLS by certificate only (`cert`).
 
 # The server binaries of Debian's newest installed PostgreSQL.
 throwaway_pg_bindir() {
@@ -30,16 +32,26 @@ throwaway_pg_start() {
   openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=localhost" \
     -addext "subjectAltName=DNS:localhost" \
     -keyout "${dir}/server.key" -out "${dir}/server.crt" >/dev/null 2>&1
-  chmod 600 "${dir}/server.key"
-  chmod 644 "${dir}/server.crt"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=pgferry test client CA" \
+    -keyout "${dir}/client-ca.key" -out "${dir}/client-ca.crt" >/dev/null 2>&1
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=pgferry_cert" \
+    -keyout "${dir}/client.key" -out "${dir}/client.csr" >/dev/null 2>&1
+  openssl x509 -req -in "${dir}/client.csr" -CA "${dir}/client-ca.crt" -CAkey "${dir}/client-ca.key" \
+    -CAcreateserial -days 2 -out "${dir}/client.crt" >/dev/null 2>&1
+  chmod 600 "${dir}/server.key" "${dir}/client.key" "${dir}/client-ca.key"
+  chmod 644 "${dir}/server.crt" "${dir}/client-ca.crt" "${dir}/client.crt"
   if ((EUID == 0)); then chown "$(stat -c %U "${dir}")" "${dir}"/*; fi
   "${run_as[@]}" "${bindir}/initdb" -D "${dir}/data" -U pgferry --pwfile="${dir}/pwfile" \
     --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 >"${dir}/initdb.log" 2>&1 ||
     die 69 "initdb failed: see ${dir}/initdb.log"
   rm -f "${dir}/pwfile"
+  # The certificate-only role first: pg_hba.conf takes the first line that matches.
+  printf 'hostssl all pgferry_cert %s cert\n' 127.0.0.1/32 ::1/128 >"${dir}/hba.head"
+  cat "${dir}/hba.head" "${dir}/data/pg_hba.conf" >"${dir}/hba.new"
+  "${run_as[@]}" cp "${dir}/hba.new" "${dir}/data/pg_hba.conf"
   "${run_as[@]}" "${bindir}/pg_ctl" -D "${dir}/data" -l "${dir}/server.log" -w -t 60 start \
     -o "-c listen_addresses=localhost -p ${port} -c unix_socket_directories=${dir} -c ssl=on \
-        -c ssl_cert_file=${dir}/server.crt -c ssl_key_file=${dir}/server.key \
+        -c ssl_cert_file=${dir}/server.crt -c ssl_key_file=${dir}/server.key -c ssl_ca_file=${dir}/client-ca.crt \
         -c max_connections=200 ${extra}" >/dev/null ||
     die 69 "PostgreSQL did not start: see ${dir}/server.log"
   THROWAWAY_PG_DIR="${dir}"

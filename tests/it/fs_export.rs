@@ -516,9 +516,10 @@ fn credentials_tokens_and_keys_never_printed() {
         .args(["c", "--endpoint", "http://example.com", "--token-command", "echo x"])
         .expect(64)
         .stderr_has(&["https only"]);
+    // A user's login without its client: named, never echoed (src/gauth.rs; tests/it/adc.rs).
     std::fs::write(t.path("user.json"), r#"{"type": "authorized_user", "refresh_token": "s3cr3t"}"#).unwrap();
-    let run = fs.export().args(["c", "--endpoint", &endpoint, "--credentials", &t.str("user.json")]).expect(64);
-    run.stderr_has(&["--token-command 'gcloud auth print-access-token'"]);
+    let run = fs.export().args(["c", "--endpoint", &endpoint, "--credentials", &t.str("user.json")]).expect(65);
+    run.stderr_has(&["user.json': no \"client_id\""]);
     assert!(!run.stderr().contains("s3cr3t"));
 }
 

@@ -22,6 +22,7 @@ pub enum Fault {
 pub struct Seen {
     pub line: String,
     pub authorization: String,
+    pub user_project: String,
     pub body: String,
 }
 
@@ -108,7 +109,13 @@ fn handle(
     r.read_exact(&mut body)?;
     let authorization = header(&head, "authorization").unwrap_or("").to_string();
     let body_text = String::from_utf8_lossy(&body).into_owned();
-    seen.lock().unwrap().push(Seen { line: head[0].clone(), authorization: authorization.clone(), body: body_text });
+    let user_project = header(&head, "x-goog-user-project").unwrap_or("").to_string();
+    seen.lock().unwrap().push(Seen {
+        line: head[0].clone(),
+        authorization: authorization.clone(),
+        user_project,
+        body: body_text,
+    });
     let n = counter.fetch_add(1, Ordering::SeqCst);
     let fault = plan(n);
     if let Fault::Status(code, grpc) = fault {

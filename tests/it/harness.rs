@@ -145,9 +145,12 @@ pub struct Cmd {
 pub fn cmd(name: &str) -> Cmd {
     let mut c = Command::new(bin(name));
     // Tests never inherit the developer's connection settings.
-    for k in ["DATABASE_URL", "PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE", "PGSSLMODE", "PGSSLROOTCERT"] {
+    for k in pgferry::pg::libpq_env_vars().chain(["DATABASE_URL"]) {
         c.env_remove(k);
     }
+    // Nor the files libpq finds in a home directory (~/.pgpass, ~/.postgresql/…): a test that
+    // wants them gives its own HOME.
+    c.env("HOME", "/nonexistent/pgferry-test-home");
     // Nor their Google credentials or project (FIRESTORE_EMULATOR_HOST is the test's own).
     for k in [
         "GOOGLE_APPLICATION_CREDENTIALS",
@@ -155,6 +158,9 @@ pub fn cmd(name: &str) -> Cmd {
         "GOOGLE_CLOUD_PROJECT",
         "GCLOUD_PROJECT",
         "CLOUDSDK_CORE_PROJECT",
+        "CLOUDSDK_CONFIG",
+        "GCE_METADATA_HOST",
+        "GOOGLE_CLOUD_QUOTA_PROJECT",
     ] {
         c.env_remove(k);
     }

@@ -2,8 +2,10 @@
 //! pgferry's one integration-test binary: every tool against real SQLite files and a real
 //! PostgreSQL (and the Firestore emulator for fs-export).
 
+mod adc;
 mod backup_verify;
 mod catalog;
+mod connect;
 mod count_check;
 mod fs_export;
 mod fs_proxy;
@@ -11,4 +13,6 @@ mod harness;
 mod pg_load;
 mod pg_partition;
 mod plan_load;
+mod seeds;
 mod sqlite_dump;
+mod zones;

@@ -548,7 +548,7 @@ fn wait_for_sleeping_backend(pg: &Pg) -> i32 {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let pids = pg.rows(&format!(
-            "SELECT pid FROM pg_stat_activity WHERE datname = '{}' AND application_name = 'pgferry' AND wait_event = 'PgSleep'",
+            "SELECT pid FROM pg_stat_activity WHERE datname = '{}' AND application_name = 'pg-partition' AND wait_event = 'PgSleep'",
             pg.name
         ));
         if let Some(p) = pids.first() {
