@@ -519,6 +519,16 @@ impl<R: BufRead> RowReader<R> {
         }
     }
 
+    /// The next row's keys and raw values, keys NOT yet checked for repeats: for a caller that
+    /// checks them more cheaply itself (pg-load, by the column each key fills), reporting a
+    /// repeat with [`repeated_key`].
+    pub fn next_fields_unchecked(&mut self) -> Result<Option<(u64, Fields<'_>)>> {
+        match self.next_raw()? {
+            None => Ok(None),
+            Some((line, text)) => Ok(Some((line, parse_pairs(text, line)?))),
+        }
+    }
+
     /// Reads one line into `buf`; false at EOF.
     fn read_line(&mut self) -> Result<bool> {
         self.buf.clear();
@@ -676,8 +686,12 @@ fn invalid_utf8(line_no: u64, e: &std::str::Utf8Error) -> Error {
     Error::Data(format!("line {line_no}: invalid UTF-8 at byte {} of the line", e.valid_up_to() + 1))
 }
 
-/// A key that repeats within one object: always an error (docs/stream.md §2.3), never "the
-/// last one wins".
+/// A key that repeats within a row: always an error (docs/stream.md §2.3), never "the last
+/// one wins".
+pub fn repeated_key(line: u64, key: &str) -> Error {
+    duplicate_key(line, key, "the row")
+}
+
 fn duplicate_key(line: u64, key: &str, what: &str) -> Error {
     let mut k = Vec::new();
     write_json_str(&mut k, key);
@@ -716,6 +730,17 @@ pub fn parse_fields<'a>(text: &'a str, line: u64) -> Result<Fields<'a>> {
 }
 
 fn parse_fields_of<'a>(text: &'a str, line: u64, what: &str) -> Result<Fields<'a>> {
+    let pairs = parse_pairs(text, line)?;
+    for (i, (k, _)) in pairs.iter().enumerate().skip(1) {
+        if pairs[..i].iter().any(|(k2, _)| k2 == k) {
+            return Err(duplicate_key(line, k, what));
+        }
+    }
+    Ok(pairs)
+}
+
+/// A line's keys and raw values, repeats not checked.
+fn parse_pairs<'a>(text: &'a str, line: u64) -> Result<Fields<'a>> {
     struct Pairs;
     impl<'de> serde::de::Visitor<'de> for Pairs {
         type Value = Fields<'de>;
@@ -732,22 +757,14 @@ fn parse_fields_of<'a>(text: &'a str, line: u64, what: &str) -> Result<Fields<'a
     }
     let mut de = serde_json::Deserializer::from_str(text);
     let parsed = serde::Deserializer::deserialize_map(&mut de, Pairs).and_then(|p| de.end().map(|_| p));
-    let pairs = match parsed {
-        Ok(p) => p,
+    match parsed {
+        Ok(p) => Ok(p),
         // The general parser words the error (malformed JSON at column …, not an object).
-        Err(_) => {
-            return Err(match parse_row(text, line) {
-                Err(e) => e,
-                Ok(_) => Error::Data(format!("line {line}: malformed JSON; the line starts {}", snippet(text, 40))),
-            })
-        }
-    };
-    for (i, (k, _)) in pairs.iter().enumerate().skip(1) {
-        if pairs[..i].iter().any(|(k2, _)| k2 == k) {
-            return Err(duplicate_key(line, k, what));
-        }
+        Err(_) => Err(match parse_row(text, line) {
+            Err(e) => e,
+            Ok(_) => Error::Data(format!("line {line}: malformed JSON; the line starts {}", snippet(text, 40))),
+        }),
     }
-    Ok(pairs)
 }
 
 /// Parses one line's text as a JSON object, with a line-numbered error; a key that repeats
