@@ -5,6 +5,7 @@ pub mod cli;
 pub mod convert;
 pub mod digest;
 pub mod error;
+pub mod files;
 pub mod firestore;
 pub mod gauth;
 pub mod jsonsrc;

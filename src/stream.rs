@@ -341,18 +341,12 @@ pub fn as_float_form(v: &Value) -> Option<std::result::Result<f64, String>> {
     })
 }
 
-const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
 /// Standard base64 with padding (RFC 4648 section 4), the alphabet sqlite-utils uses.
 pub fn base64_encode_into(out: &mut Vec<u8>, data: &[u8]) {
-    for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
-        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
-        out.push(B64[(n >> 18) as usize & 63]);
-        out.push(B64[(n >> 12) as usize & 63]);
-        out.push(if chunk.len() > 1 { B64[(n >> 6) as usize & 63] } else { b'=' });
-        out.push(if chunk.len() > 2 { B64[n as usize & 63] } else { b'=' });
-    }
+    use base64::Engine;
+    let start = out.len();
+    out.resize(start + base64::encoded_len(data.len(), true).expect("a length that fits in memory"), 0);
+    base64::engine::general_purpose::STANDARD.encode_slice(data, &mut out[start..]).expect("sized for it");
 }
 
 pub fn base64_encode(data: &[u8]) -> String {
@@ -363,30 +357,19 @@ pub fn base64_encode(data: &[u8]) -> String {
 
 /// Decodes standard base64; padding optional, whitespace and other alphabets refused.
 pub fn base64_decode(s: &str) -> std::result::Result<Vec<u8>, String> {
-    let s = s.trim_end_matches('=');
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let mut acc: u32 = 0;
-    let mut bits = 0;
-    for (i, c) in s.bytes().enumerate() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return Err(format!("invalid base64 character {:?} at offset {i}", c as char)),
-        };
-        acc = acc << 6 | v as u32;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    if bits >= 6 {
-        return Err("truncated base64".into());
-    }
-    Ok(out)
+    use base64::engine::{general_purpose::GeneralPurpose, DecodePaddingMode, GeneralPurposeConfig};
+    use base64::{DecodeError, Engine};
+    const LENIENT: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new()
+            .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+            .with_decode_allow_trailing_bits(true),
+    );
+    LENIENT.decode(s.trim_end_matches('=')).map_err(|e| match e {
+        DecodeError::InvalidByte(i, c) => format!("invalid base64 character {:?} at offset {i}", c as char),
+        DecodeError::InvalidLength(_) => "truncated base64".to_string(),
+        other => format!("invalid base64: {other}"),
+    })
 }
 
 // ---------------------------------------------------------------- reading
