@@ -270,15 +270,15 @@ pub fn sign_jwt(key: &ServiceAccountKey, now: u64) -> Result<String> {
 
 /// Base64url without padding (RFC 7515).
 pub fn base64url(data: &[u8]) -> String {
-    stream::base64_encode(data)
-        .trim_end_matches('=')
-        .chars()
-        .map(|c| match c {
-            '+' => '-',
-            '/' => '_',
-            c => c,
-        })
-        .collect()
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(data)
+}
+
+/// Base64 in either alphabet, standard or URL-safe, padding optional: how protobuf's JSON
+/// form writes bytes (Firestore's `bytesValue`), and JWT parts.
+pub fn base64_any_decode(s: &str) -> std::result::Result<Vec<u8>, String> {
+    let std = s.replace('-', "+").replace('_', "/");
+    stream::base64_decode(&std)
 }
 
 /// A connection to one Firestore database.
@@ -1093,15 +1093,7 @@ pub fn stream_value(v: &Value, o: ValueOptions) -> std::result::Result<Value, St
         }
         "bytesValue" => {
             let s = x.as_str().ok_or("bytesValue is not a string")?;
-            let std: String = s
-                .chars()
-                .map(|c| match c {
-                    '-' => '+',
-                    '_' => '/',
-                    c => c,
-                })
-                .collect();
-            stream::bytes_value(&stream::base64_decode(&std).map_err(|e| format!("bytesValue: {e}"))?)
+            stream::bytes_value(&base64_any_decode(s).map_err(|e| format!("bytesValue: {e}"))?)
         }
         "referenceValue" => {
             let s = x.as_str().ok_or("referenceValue is not a string")?;
@@ -1478,17 +1470,7 @@ mod tests {
         let jwt = sign_jwt(&key, 1_700_000_000).unwrap();
         let parts: Vec<&str> = jwt.split('.').collect();
         assert_eq!(parts.len(), 3);
-        let dec = |s: &str| {
-            let std: String = s
-                .chars()
-                .map(|c| match c {
-                    '-' => '+',
-                    '_' => '/',
-                    c => c,
-                })
-                .collect();
-            stream::base64_decode(&std).unwrap()
-        };
+        let dec = |s: &str| base64_any_decode(s).unwrap();
         let claims: Value = serde_json::from_slice(&dec(parts[1])).unwrap();
         assert_eq!(claims["aud"], json!(JWT_AUDIENCE));
         assert_eq!(claims["exp"].as_u64(), Some(1_700_003_600));
@@ -1572,5 +1554,22 @@ mod tests {
         assert_eq!(e.message(), "--path-field and --id-field both name 'id'");
         let mut a = pico_args::Arguments::from_vec(["--id-field", ""].iter().map(Into::into).collect());
         assert_eq!(RowShape::from_args(&mut a, RowShape::default()).unwrap_err().message(), "--id-field needs a name");
+    }
+
+    #[test]
+    fn base64_forms() {
+        // JWT parts: URL-safe alphabet, no padding.
+        assert_eq!(base64url(&[0xfb, 0xff]), "-_8");
+        assert_eq!(base64url(b"hello"), "aGVsbG8");
+        // The stream's bytes form: standard alphabet, padded; decoding takes either padding.
+        assert_eq!(stream::base64_encode(&[0xfb, 0xff]), "+/8=");
+        assert_eq!(stream::base64_decode("aGVsbG8").unwrap(), b"hello");
+        assert_eq!(stream::base64_decode("aGVsbG8=").unwrap(), b"hello");
+        assert_eq!(stream::base64_decode("aGV$").unwrap_err(), "invalid base64 character '$' at offset 3");
+        assert_eq!(stream::base64_decode("aGVsb").unwrap_err(), "truncated base64");
+        assert_eq!(stream::base64_decode("-_8").unwrap_err(), "invalid base64 character '-' at offset 0");
+        // Firestore's bytesValue in either alphabet.
+        let v = stream_value(&json!({"bytesValue": "-_8="}), ValueOptions::default()).unwrap();
+        assert_eq!(v, stream::bytes_value(&[0xfb, 0xff]));
     }
 }

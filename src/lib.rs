@@ -6,6 +6,7 @@ pub mod commit;
 pub mod convert;
 pub mod digest;
 pub mod error;
+pub mod files;
 pub mod firestore;
 pub mod gauth;
 pub mod jsonsrc;

@@ -341,18 +341,12 @@ pub fn as_float_form(v: &Value) -> Option<std::result::Result<f64, String>> {
     })
 }
 
-const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
 /// Standard base64 with padding (RFC 4648 section 4), the alphabet sqlite-utils uses.
 pub fn base64_encode_into(out: &mut Vec<u8>, data: &[u8]) {
-    for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
-        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
-        out.push(B64[(n >> 18) as usize & 63]);
-        out.push(B64[(n >> 12) as usize & 63]);
-        out.push(if chunk.len() > 1 { B64[(n >> 6) as usize & 63] } else { b'=' });
-        out.push(if chunk.len() > 2 { B64[n as usize & 63] } else { b'=' });
-    }
+    use base64::Engine;
+    let start = out.len();
+    out.resize(start + base64::encoded_len(data.len(), true).expect("a length that fits in memory"), 0);
+    base64::engine::general_purpose::STANDARD.encode_slice(data, &mut out[start..]).expect("sized for it");
 }
 
 pub fn base64_encode(data: &[u8]) -> String {
@@ -363,30 +357,19 @@ pub fn base64_encode(data: &[u8]) -> String {
 
 /// Decodes standard base64; padding optional, whitespace and other alphabets refused.
 pub fn base64_decode(s: &str) -> std::result::Result<Vec<u8>, String> {
-    let s = s.trim_end_matches('=');
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let mut acc: u32 = 0;
-    let mut bits = 0;
-    for (i, c) in s.bytes().enumerate() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return Err(format!("invalid base64 character {:?} at offset {i}", c as char)),
-        };
-        acc = acc << 6 | v as u32;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    if bits >= 6 {
-        return Err("truncated base64".into());
-    }
-    Ok(out)
+    use base64::engine::{general_purpose::GeneralPurpose, DecodePaddingMode, GeneralPurposeConfig};
+    use base64::{DecodeError, Engine};
+    const LENIENT: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new()
+            .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+            .with_decode_allow_trailing_bits(true),
+    );
+    LENIENT.decode(s.trim_end_matches('=')).map_err(|e| match e {
+        DecodeError::InvalidByte(i, c) => format!("invalid base64 character {:?} at offset {i}", c as char),
+        DecodeError::InvalidLength(_) => "truncated base64".to_string(),
+        other => format!("invalid base64: {other}"),
+    })
 }
 
 // ---------------------------------------------------------------- reading
@@ -533,6 +516,16 @@ impl<R: BufRead> RowReader<R> {
         match self.next_raw()? {
             None => Ok(None),
             Some((line, text)) => Ok(Some((line, parse_fields(text, line)?))),
+        }
+    }
+
+    /// The next row's keys and raw values, keys NOT yet checked for repeats: for a caller that
+    /// checks them more cheaply itself (pg-load, by the column each key fills), reporting a
+    /// repeat with [`repeated_key`].
+    pub fn next_fields_unchecked(&mut self) -> Result<Option<(u64, Fields<'_>)>> {
+        match self.next_raw()? {
+            None => Ok(None),
+            Some((line, text)) => Ok(Some((line, parse_pairs(text, line)?))),
         }
     }
 
@@ -693,8 +686,12 @@ fn invalid_utf8(line_no: u64, e: &std::str::Utf8Error) -> Error {
     Error::Data(format!("line {line_no}: invalid UTF-8 at byte {} of the line", e.valid_up_to() + 1))
 }
 
-/// A key that repeats within one object: always an error (docs/stream.md §2.3), never "the
-/// last one wins".
+/// A key that repeats within a row: always an error (docs/stream.md §2.3), never "the last
+/// one wins".
+pub fn repeated_key(line: u64, key: &str) -> Error {
+    duplicate_key(line, key, "the row")
+}
+
 fn duplicate_key(line: u64, key: &str, what: &str) -> Error {
     let mut k = Vec::new();
     write_json_str(&mut k, key);
@@ -733,6 +730,17 @@ pub fn parse_fields<'a>(text: &'a str, line: u64) -> Result<Fields<'a>> {
 }
 
 fn parse_fields_of<'a>(text: &'a str, line: u64, what: &str) -> Result<Fields<'a>> {
+    let pairs = parse_pairs(text, line)?;
+    for (i, (k, _)) in pairs.iter().enumerate().skip(1) {
+        if pairs[..i].iter().any(|(k2, _)| k2 == k) {
+            return Err(duplicate_key(line, k, what));
+        }
+    }
+    Ok(pairs)
+}
+
+/// A line's keys and raw values, repeats not checked.
+fn parse_pairs<'a>(text: &'a str, line: u64) -> Result<Fields<'a>> {
     struct Pairs;
     impl<'de> serde::de::Visitor<'de> for Pairs {
         type Value = Fields<'de>;
@@ -749,22 +757,14 @@ fn parse_fields_of<'a>(text: &'a str, line: u64, what: &str) -> Result<Fields<'a
     }
     let mut de = serde_json::Deserializer::from_str(text);
     let parsed = serde::Deserializer::deserialize_map(&mut de, Pairs).and_then(|p| de.end().map(|_| p));
-    let pairs = match parsed {
-        Ok(p) => p,
+    match parsed {
+        Ok(p) => Ok(p),
         // The general parser words the error (malformed JSON at column …, not an object).
-        Err(_) => {
-            return Err(match parse_row(text, line) {
-                Err(e) => e,
-                Ok(_) => Error::Data(format!("line {line}: malformed JSON; the line starts {}", snippet(text, 40))),
-            })
-        }
-    };
-    for (i, (k, _)) in pairs.iter().enumerate().skip(1) {
-        if pairs[..i].iter().any(|(k2, _)| k2 == k) {
-            return Err(duplicate_key(line, k, what));
-        }
+        Err(_) => Err(match parse_row(text, line) {
+            Err(e) => e,
+            Ok(_) => Error::Data(format!("line {line}: malformed JSON; the line starts {}", snippet(text, 40))),
+        }),
     }
-    Ok(pairs)
 }
 
 /// Parses one line's text as a JSON object, with a line-numbered error; a key that repeats

@@ -2,9 +2,10 @@
 //! decompression into a temporary file (the database's sha256 and size), `integrity_check`,
 //! and every table recounted against the manifest. Each finding is one NDJSON line.
 
-use crate::files::{self, show, HashingReader, HashingWriter, TempPath};
+use crate::files::{self, show, TempPath};
 use crate::manifest;
 use pgferry::digest;
+use pgferry::files::{HashingReader, HashingWriter};
 use pgferry::{Error, Result};
 use serde_json::{json, Map, Value};
 use std::fs::File;
@@ -165,7 +166,7 @@ pub fn verify(backup: &str, tmp_dir: Option<&Path>, durable: bool) -> Result<Rep
         }
     };
     r.manifest = Some(m);
-    let dir = files::parent_dir(&mpath);
+    let dir = pgferry::files::parent_dir(&mpath);
     let data = dir.join(&file);
     if !data.exists() {
         return Err(Error::NoInput(format!("check '{}': the backup file '{}' is missing", r.base, show(&data))));
@@ -258,7 +259,7 @@ fn decompress(data: &Path, out: &Path, durable: bool) -> Result<Decoded> {
     let input = File::open(data).map_err(what_r)?;
     let reader = BufReader::with_capacity(1 << 20, HashingReader::new(input));
     let mut gz = flate2::bufread::MultiGzDecoder::new(reader);
-    let file = files::create_private(out).map_err(|e| {
+    let file = pgferry::files::create_private(out).map_err(|e| {
         what_w(e).append(" (check decompresses the database there; pass --tmp DIR to use another directory)")
     })?;
     let mut w = HashingWriter::new(std::io::BufWriter::with_capacity(1 << 20, file));

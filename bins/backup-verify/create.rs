@@ -2,9 +2,10 @@
 //! (WAL content included), compressed and checksummed in one pass while a second thread checks
 //! the snapshot's integrity and hashes its content; then the manifest, then rotation.
 
-use crate::files::{self, show, HashingWriter, TempPath};
+use crate::files::{self, show, TempPath};
 use crate::manifest;
 use pgferry::digest::{self, Sha256Hex};
+use pgferry::files::HashingWriter;
 use pgferry::sqlite::{self as sq, sqlite_error};
 use pgferry::timefmt;
 use pgferry::{Error, Result};
@@ -63,8 +64,8 @@ pub fn create(o: &Options) -> Result<Created> {
     // 1. The snapshot: one backup step copies every page under one read transaction, so the
     //    copy is the database as of one instant, WAL frames included; writers go on meanwhile.
     let snap_path = o.out.join(format!(".{base}.snapshot"));
-    let snap_file =
-        files::create_private(&snap_path).map_err(|e| Error::io(format!("create '{}'", show(&snap_path)), e))?;
+    let snap_file = pgferry::files::create_private(&snap_path)
+        .map_err(|e| Error::io(format!("create '{}'", show(&snap_path)), e))?;
     drop(snap_file);
     let snap_guard = TempPath::new(snap_path.clone());
     snapshot(&src, &snap_path, &o.db)?;
@@ -85,7 +86,7 @@ pub fn create(o: &Options) -> Result<Created> {
     let compressed = compressed?;
     let inspection = inspection?;
     drop(snap_guard);
-    files::fsync_dir(&o.out)?;
+    pgferry::files::fsync_dir(&o.out)?;
 
     let integrity_ok = inspection.integrity == ["ok"] && inspection.digest.is_some();
     let journal_mode = inspection.journal_mode;
@@ -164,7 +165,7 @@ fn reserve_name(dir: &Path, stem: &str, now: i64) -> Result<(String, PathBuf, Fi
         if dir.join(format!("{base}{}", manifest::MANIFEST_SUFFIX)).exists() {
             continue;
         }
-        match files::create_private(&data) {
+        match pgferry::files::create_private(&data) {
             Ok(f) => return Ok((base, data, f)),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(Error::io(format!("create '{}'", show(&data)), e)),

@@ -1,23 +1,12 @@
-//! Files that only their owner may read, temp files that clean up after themselves,
-//! hashing readers and writers, fsync of directories.
+//! backup-verify's own file helpers: owner-only directories, temp files that clean up after
+//! themselves, immutable SQLite opens, sizes, interrupts (the shared ones are `pgferry::files`).
 
-use pgferry::digest::Sha256Hex;
 use pgferry::{Error, Result};
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 pub fn show(p: &Path) -> String {
     p.display().to_string()
-}
-
-/// Creates `path` for writing, owner-only (0600), failing if it exists.
-pub fn create_private(path: &Path) -> std::io::Result<File> {
-    let f = OpenOptions::new().write(true).read(true).create_new(true).mode(0o600).open(path)?;
-    // The umask can only remove bits; make sure nothing else is set either.
-    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    Ok(f)
 }
 
 /// Creates `dir` (and missing parents) owner-only (0700) if it does not exist yet.
@@ -31,19 +20,6 @@ pub fn make_private_dir(dir: &Path) -> Result<()> {
         .create(dir)
         .and_then(|_| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)))
         .map_err(|e| Error::io(format!("create directory '{}'", show(dir)), e))
-}
-
-/// Makes renames and creations inside `dir` durable.
-pub fn fsync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(format!("fsync directory '{}'", show(dir)), e))
-}
-
-/// The directory a file lives in ("." for a bare name).
-pub fn parent_dir(p: &Path) -> PathBuf {
-    match p.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
 }
 
 /// A file removed when dropped, unless `keep` was called.
@@ -77,53 +53,6 @@ impl Drop for TempPath {
                 let _ = std::fs::remove_file(PathBuf::from(side));
             }
         }
-    }
-}
-
-/// Counts and hashes what passes through to `inner`.
-pub struct HashingWriter<W> {
-    pub inner: W,
-    pub sha: Sha256Hex,
-    pub bytes: u64,
-}
-
-impl<W: Write> HashingWriter<W> {
-    pub fn new(inner: W) -> Self {
-        HashingWriter { inner, sha: Sha256Hex::new(), bytes: 0 }
-    }
-}
-
-impl<W: Write> Write for HashingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.sha.update(&buf[..n]);
-        self.bytes += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-/// Counts and hashes what is read from `inner`.
-pub struct HashingReader<R> {
-    pub inner: R,
-    pub sha: Sha256Hex,
-    pub bytes: u64,
-}
-
-impl<R: Read> HashingReader<R> {
-    pub fn new(inner: R) -> Self {
-        HashingReader { inner, sha: Sha256Hex::new(), bytes: 0 }
-    }
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.sha.update(&buf[..n]);
-        self.bytes += n as u64;
-        Ok(n)
     }
 }
 

@@ -2,7 +2,7 @@
 //! `NAME.sqlite.gz` is the backup, `NAME.manifest.json` its manifest; a backup exists once its
 //! manifest does (the manifest is written last, atomically).
 
-use crate::files::{show, HashingWriter};
+use crate::files::show;
 use pgferry::digest::sha256_hex;
 use pgferry::{Error, Result};
 use serde_json::{Map, Value};
@@ -98,25 +98,14 @@ pub fn tables(m: &Map<String, Value>) -> std::result::Result<Vec<(String, u64)>,
         .collect()
 }
 
-/// Writes the manifest beside its backup: checksummed, owner-only, to a temporary name,
-/// fsynced, then renamed into place.
+/// Writes the manifest beside its backup: checksummed, owner-only, atomically.
 pub fn write(dir: &Path, base: &str, mut m: Map<String, Value>) -> Result<PathBuf> {
     let sum = self_sum(&m);
     m.insert(SELF_SUM.into(), Value::from(sum));
     let mut text = serde_json::to_string_pretty(&Value::Object(m)).expect("JSON values serialize");
     text.push('\n');
-    let path = dir.join(format!("{base}{MANIFEST_SUFFIX}"));
-    let tmp = dir.join(format!(".{base}{MANIFEST_SUFFIX}.partial"));
-    let what = |p: &Path| format!("write manifest '{}'", show(p));
-    let f = crate::files::create_private(&tmp).map_err(|e| Error::io(what(&tmp), e))?;
-    let guard = crate::files::TempPath::new(tmp.clone());
-    let mut w = HashingWriter::new(f);
-    std::io::Write::write_all(&mut w, text.as_bytes()).map_err(|e| Error::io(what(&tmp), e))?;
-    w.inner.sync_all().map_err(|e| Error::io(what(&tmp), e))?;
-    std::fs::rename(&tmp, &path).map_err(|e| Error::io(what(&path), e))?;
-    guard.keep();
-    crate::files::fsync_dir(dir)?;
-    Ok(path)
+    pgferry::files::write_atomic(dir, &format!("{base}{MANIFEST_SUFFIX}"), text.as_bytes())
+        .map_err(|e| e.context("write manifest"))
 }
 
 #[cfg(test)]

@@ -2,8 +2,9 @@
 //! (so the manifest's row counts are the dump's), sha256, and `pg_restore` as the check.
 
 use crate::check::Report;
-use crate::files::{self, show, HashingReader, TempPath};
+use crate::files::{self, show, TempPath};
 use crate::manifest;
+use pgferry::files::HashingReader;
 use pgferry::pg::Target;
 use pgferry::timefmt;
 use pgferry::{Error, Result};
@@ -162,7 +163,7 @@ fn reserve(dir: &Path, stem: &str, now: i64) -> Result<(String, PathBuf)> {
         if dir.join(format!("{base}{}", manifest::MANIFEST_SUFFIX)).exists() {
             continue;
         }
-        match files::create_private(&data) {
+        match pgferry::files::create_private(&data) {
             Ok(_) => return Ok((base, data)),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(Error::io(format!("create '{}'", show(&data)), e)),
@@ -188,7 +189,7 @@ pub fn verify(r: &mut Report, m: &Map<String, Value>) -> Result<()> {
             return Ok(());
         }
     };
-    let data = files::parent_dir(&r.manifest_path).join(&file);
+    let data = pgferry::files::parent_dir(&r.manifest_path).join(&file);
     if !data.exists() {
         return Err(Error::NoInput(format!("check '{}': the dump file '{}' is missing", r.base, show(&data))));
     }

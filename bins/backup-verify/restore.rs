@@ -3,7 +3,7 @@
 //! rename the verified copy into place, and compare the result's content digest with the manifest's.
 
 use crate::check;
-use crate::files::{self, show};
+use crate::files::show;
 use pgferry::digest;
 use pgferry::timefmt;
 use pgferry::{Error, Result};
@@ -49,7 +49,7 @@ pub fn restore(o: &Options, tool: &str) -> Result<Outcome> {
             show(target)
         )));
     }
-    let dir = files::parent_dir(target);
+    let dir = pgferry::files::parent_dir(target);
     if !dir.is_dir() {
         return Err(Error::NoInput(format!(
             "restore to '{}': directory '{}' does not exist",
@@ -92,7 +92,7 @@ pub fn restore(o: &Options, tool: &str) -> Result<Outcome> {
         return Err(Error::io(format!("rename into '{}'", show(target)), e));
     }
     tmp.keep();
-    files::fsync_dir(&dir)?;
+    pgferry::files::fsync_dir(&dir)?;
 
     // The result's content, read back from the target path, must be the backup's.
     let actual = content_of(target)?;
@@ -175,7 +175,7 @@ fn keep_aside(target: &Path) -> Result<PathBuf> {
         }
     }
     // The old name (when linked) is replaced by the rename that follows.
-    files::fsync_dir(&files::parent_dir(target))?;
+    pgferry::files::fsync_dir(&pgferry::files::parent_dir(target))?;
     Ok(aside)
 }
 

@@ -153,7 +153,7 @@ pub fn rotate(dir: &Path, source: &str, current: &str, keep: Keep) -> Result<Vec
         std::fs::remove_file(&e.manifest_path)
             .map_err(|err| Error::io(format!("remove '{}'", show(&e.manifest_path)), err))?;
         if !file.is_empty() && !file.contains('/') {
-            let data = crate::files::parent_dir(&e.manifest_path).join(file);
+            let data = pgferry::files::parent_dir(&e.manifest_path).join(file);
             match std::fs::remove_file(&data) {
                 Ok(()) => {}
                 Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
@@ -163,7 +163,7 @@ pub fn rotate(dir: &Path, source: &str, current: &str, keep: Keep) -> Result<Vec
         removed.push(e.base.clone());
     }
     if !removed.is_empty() {
-        crate::files::fsync_dir(dir)?;
+        pgferry::files::fsync_dir(dir)?;
     }
     Ok(removed)
 }

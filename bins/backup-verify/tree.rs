@@ -8,9 +8,10 @@
 //! relative to the tree's root (the file's own name when the root is one file).
 
 use crate::check::Report;
-use crate::files::{self, show, HashingReader, HashingWriter, TempPath};
+use crate::files::{self, show, TempPath};
 use crate::manifest;
 use pgferry::digest::Sha256Hex;
+use pgferry::files::{HashingReader, HashingWriter};
 use pgferry::timefmt;
 use pgferry::{Error, Result};
 use serde_json::{json, Map, Value};
@@ -164,7 +165,7 @@ fn reserve(dir: &Path, stem: &str, ts: &str) -> Result<(String, PathBuf, File)> 
             continue;
         }
         let data = dir.join(format!("{base}{DATA_SUFFIX}"));
-        match files::create_private(&data) {
+        match pgferry::files::create_private(&data) {
             Ok(f) => return Ok((base, data, f)),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(Error::io(format!("create '{}'", show(&data)), e)),
@@ -198,7 +199,7 @@ pub fn verify(backup: &str, extract_to: Option<&Path>) -> Result<Report> {
         }
     };
     r.record("manifest", true, Map::new());
-    let dir = files::parent_dir(&mpath);
+    let dir = pgferry::files::parent_dir(&mpath);
     let (archive, want_bytes, want_sha) = match (
         manifest::str_at(&m, "/archive/file"),
         manifest::u64_at(&m, "/archive/bytes"),
@@ -346,7 +347,7 @@ pub struct Restored {
 /// staging copy into place. A failed check changes nothing (`previous` is then `None` and
 /// the report says why).
 pub fn restore(backup: &str, to: &Path) -> Result<Restored> {
-    let parent = files::parent_dir(to);
+    let parent = pgferry::files::parent_dir(to);
     let leaf = to.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "tree".into());
     let staging = parent.join(format!(".{leaf}.pgferry-restore-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&staging);
@@ -381,7 +382,7 @@ pub fn restore(backup: &str, to: &Path) -> Result<Restored> {
         staging.clone()
     };
     std::fs::rename(&new, to).map_err(|e| Error::io(format!("put '{}' in place", show(to)), e))?;
-    files::fsync_dir(&parent)?;
+    pgferry::files::fsync_dir(&parent)?;
     drop(cleanup);
     Ok(Restored { report, previous })
 }

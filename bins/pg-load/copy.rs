@@ -126,7 +126,8 @@ impl CopySink {
         Ok(w)
     }
 
-    pub fn encode_row(&mut self, cells: &mut [Option<Cell>], line: u64, seg: Option<i32>) {
+    /// Encodes one row; the strings of text cells go back to `pool` for the next rows to reuse.
+    pub fn encode_row(&mut self, cells: &mut [Option<Cell>], line: u64, seg: Option<i32>, pool: &mut Vec<String>) {
         let nfields = self.cols.len() + 2 * seg.is_some() as usize;
         if self.binary {
             self.buf.extend_from_slice(&(nfields as i16).to_be_bytes());
@@ -140,6 +141,12 @@ impl CopySink {
                     self.buf.push(b'\t');
                 }
                 convert::encode_text(&cell, &mut self.buf);
+            }
+            // Bounded: rows whose text needed unescaping add strings the pool need not keep.
+            if let Cell::Text(t) = cell {
+                if pool.len() < 64 {
+                    pool.push(t);
+                }
             }
         }
         if let Some(s) = seg {

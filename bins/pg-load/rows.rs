@@ -4,8 +4,8 @@
 use crate::copy::CopySink;
 use crate::{Args, TOOL};
 use pgferry::catalog::ColumnInfo;
-use pgferry::convert::{self, Cell, Options};
-use pgferry::stream::RowReader;
+use pgferry::convert::{self, Cell, Kind, Options};
+use pgferry::stream::{self, RowReader};
 use pgferry::{Error, Result};
 use postgres::Transaction;
 use serde_json::Value;
@@ -58,6 +58,8 @@ pub fn stream_rows<R: std::io::BufRead>(
         seg_ids: HashMap::new(),
         cells: vec![None; n],
         unknown: vec![],
+        ignored: vec![],
+        pool: vec![],
         sig: vec![],
         last_seg: None,
     };
@@ -79,7 +81,7 @@ pub fn stream_rows<R: std::io::BufRead>(
         let mut line = first_line;
         let mut cur = seg;
         loop {
-            sink.encode_row(&mut rows.cells, line, stage.map(|_| cur as i32));
+            sink.encode_row(&mut rows.cells, line, stage.map(|_| cur as i32), &mut rows.pool);
             if let Err(e) = sink.maybe_flush(&mut w) {
                 return Err(sink.server_error(e, Some(w)));
             }
@@ -127,6 +129,10 @@ struct RowSource {
     seg_ids: HashMap<Signature, usize>,
     cells: Vec<Option<Cell>>,
     unknown: Vec<String>,
+    /// The current row's keys that match no column (to find a repeat among them).
+    ignored: Vec<String>,
+    /// Strings of text cells already sent, for the next rows' text values.
+    pool: Vec<String>,
     /// The current row's signature (reused buffer) and the previous row's segment.
     sig: Signature,
     last_seg: Option<usize>,
@@ -141,15 +147,21 @@ impl RowSource {
         generated: &[&str],
         a: &Args,
     ) -> Result<Option<(u64, usize)>> {
-        let Some((line, pairs)) = reader.next_fields()? else { return Ok(None) };
+        let Some((line, pairs)) = reader.next_fields_unchecked()? else { return Ok(None) };
         for c in self.cells.iter_mut() {
             *c = None;
         }
+        self.ignored.clear();
         // Values are converted from their JSON text; only what that cannot read is parsed.
         let mut hint = 0;
         for (k, raw) in pairs {
             let name = if a.opts.rename.is_empty() { &*k } else { a.opts.renamed(&k) };
             let Some(i) = plan.find(name, hint) else {
+                // Ignored keys are checked for repeats too (docs/stream.md §2.3).
+                if self.ignored.iter().any(|x| *x == *k) {
+                    return Err(stream::repeated_key(line, &k));
+                }
+                self.ignored.push(k.to_string());
                 // A generated column's key (sqlite-dump --include-generated, or another
                 // producer): PostgreSQL computes the column; the stream's value is not loaded.
                 if !generated.contains(&name) {
@@ -157,16 +169,30 @@ impl RowSource {
                 }
                 continue;
             };
+            // A key repeats exactly when its column is already filled.
+            if self.cells[i].is_some() {
+                return Err(stream::repeated_key(line, &k));
+            }
             hint = i + 1;
             let col = &plan.columns[i];
             let opts = self.col_opts.get(i).unwrap_or(&a.opts);
-            let cell = match convert::convert_raw(raw.get(), &col.kind, opts) {
-                Some(c) => c,
-                None => {
-                    let v: Value = serde_json::from_str(raw.get())
-                        .map_err(|e| Error::Data(format!("line {line}: malformed JSON: {e}")))?;
-                    convert_value(&v, col, opts, line)?
+            let cell = match plain_text(raw.get(), &col.kind, opts) {
+                // A string without escapes into a text column is its own text: copied into a
+                // string the previous rows used, rather than a new one per value.
+                Some(t) => {
+                    let mut buf = self.pool.pop().unwrap_or_default();
+                    buf.clear();
+                    buf.push_str(t);
+                    Cell::Text(buf)
                 }
+                None => match convert::convert_raw(raw.get(), &col.kind, opts) {
+                    Some(c) => c,
+                    None => {
+                        let v: Value = serde_json::from_str(raw.get())
+                            .map_err(|e| Error::Data(format!("line {line}: malformed JSON: {e}")))?;
+                        convert_value(&v, col, opts, line)?
+                    }
+                },
             };
             if self.watch[i] {
                 if let Some(change) = convert::silent_change(raw.get(), col, &a.opts) {
@@ -235,6 +261,18 @@ impl RowSource {
             self.unknown.push(key.to_string());
         }
     }
+}
+
+/// The text of a JSON string without escapes, for a column whose values are text
+/// (`convert::convert_raw` reads it the same way: no escape means no NUL), unless the column's
+/// options make an empty string NULL.
+fn plain_text<'a>(raw: &'a str, kind: &Kind, opts: &Options) -> Option<&'a str> {
+    let b = raw.as_bytes();
+    if opts.empty_null && raw == "\"\"" {
+        return None;
+    }
+    let plain = b.len() >= 2 && b[0] == b'"' && !b.contains(&b'\\');
+    (plain && matches!(kind, Kind::Text | Kind::Enum | Kind::Other(_))).then(|| &raw[1..raw.len() - 1])
 }
 
 /// The column a key that matches none probably means: the same name but for case and

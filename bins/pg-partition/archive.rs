@@ -18,6 +18,7 @@
 
 use pgferry::catalog::ColumnInfo;
 use pgferry::convert::Kind as ColKind;
+use pgferry::files::{self, HashingReader, HashingWriter};
 use pgferry::partition::{Partition, Partitioned};
 use pgferry::pg::{pg_error, quote_ident};
 use pgferry::stream::{RowReader, RowWriter};
@@ -25,10 +26,8 @@ use pgferry::{timefmt, Error, Result};
 use postgres::types::{FromSql, Type};
 use postgres::Transaction;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
-use std::fs::{File, OpenOptions};
-use std::io::{BufReader, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs::File;
+use std::io::{BufReader, Write};
 use std::path::{Path, PathBuf};
 
 /// An archive written and verified.
@@ -93,42 +92,6 @@ impl<'a> FromSql<'a> for PgMicros {
     }
 }
 
-/// Counts and hashes what passes through.
-struct Hashing<W> {
-    inner: W,
-    hash: Sha256,
-    bytes: u64,
-}
-
-impl<W: Write> Write for Hashing<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hash.update(&buf[..n]);
-        self.bytes += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-impl<R: Read> Read for Hashing<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hash.update(&buf[..n]);
-        self.bytes += n as u64;
-        Ok(n)
-    }
-}
-
-fn hashing<T>(inner: T) -> Hashing<T> {
-    Hashing { inner, hash: Sha256::new(), bytes: 0 }
-}
-
-fn hex(d: impl AsRef<[u8]>) -> String {
-    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// A name in `dir` not yet used by an archive: `stem`, else `stem.1`, `stem.2`...
 fn free_stem(dir: &Path, stem: &str) -> String {
     (0..)
@@ -139,12 +102,7 @@ fn free_stem(dir: &Path, stem: &str) -> String {
 
 fn create_private(path: &Path) -> Result<File> {
     let _ = std::fs::remove_file(path); // a leftover of a killed run
-    OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| Error::io(format!("create '{}'", path.display()), e))
+    files::create_private(path).map_err(|e| Error::io(format!("create '{}'", path.display()), e))
 }
 
 fn write_failed(path: &Path, e: Error) -> Error {
@@ -193,25 +151,14 @@ pub fn write(tx: &mut Transaction, info: &Partitioned, p: &Partition, dir: &Path
     });
     std::fs::rename(&tmp_path, &final_path)
         .map_err(|e| Error::io(format!("rename to '{}'", final_path.display()), e))?;
-    put_file(dir, &format!("{stem}.manifest.json"), format!("{:#}\n", manifest).as_bytes())?;
-    put_file(dir, &format!("{stem}.ndjson.gz.sha256"), format!("{file_sha}  {file_name}\n").as_bytes())?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(format!("sync directory '{}'", dir.display()), e))?;
+    // Each write fsyncs the directory, the archive's rename above included.
+    files::write_atomic(dir, &format!("{stem}.manifest.json"), format!("{:#}\n", manifest).as_bytes())?;
+    files::write_atomic(dir, &format!("{stem}.ndjson.gz.sha256"), format!("{file_sha}  {file_name}\n").as_bytes())?;
     Ok(Archived { file: final_path, rows, sha256: file_sha })
 }
 
 fn part_sql_name(info: &Partitioned) -> String {
     pgferry::cli::shell_word(&pgferry::partition::sql_name(&info.table))
-}
-
-/// A small file written completely (temp name, fsync, rename), mode 0600.
-fn put_file(dir: &Path, name: &str, data: &[u8]) -> Result<()> {
-    let tmp = dir.join(format!(".{name}.partial"));
-    let path = dir.join(name);
-    let mut f = create_private(&tmp)?;
-    f.write_all(data).and_then(|_| f.sync_all()).map_err(|e| Error::io(format!("write '{}'", tmp.display()), e))?;
-    std::fs::rename(&tmp, &path).map_err(|e| Error::io(format!("rename to '{}'", path.display()), e))
 }
 
 /// Writes, fsyncs and verifies; returns (rows, sha256 of the file, its size).
@@ -231,8 +178,8 @@ fn write_verified(
     );
     let what = format!("read partition '{}'", p.name);
     let file = create_private(tmp)?;
-    let gz = flate2::write::GzEncoder::new(hashing(file), flate2::Compression::default());
-    let mut w = RowWriter::new(hashing(gz));
+    let gz = flate2::write::GzEncoder::new(HashingWriter::new(file), flate2::Compression::default());
+    let mut w = RowWriter::new(HashingWriter::new(gz));
     let portal = tx.bind(sql.as_str(), &[]).map_err(|e| pg_error(&what, e))?;
     loop {
         let rows = tx.query_portal(&portal, 2000).map_err(|e| pg_error(&what, e))?;
@@ -299,9 +246,9 @@ fn write_verified(
         ("partition", Value::from(format!("{}.{}", p.schema, p.name))),
     ];
     let content = w.finish(&end).map_err(|e| write_failed(final_path, e))?;
-    let content_sha = hex(content.hash.finalize());
+    let content_sha = content.sha.finish();
     let file = content.inner.finish().map_err(|e| Error::io(format!("write archive '{}'", tmp.display()), e))?;
-    let file_sha = hex(file.hash.finalize());
+    let file_sha = file.sha.finish();
     let bytes = file.bytes;
     file.inner.sync_all().map_err(|e| Error::io(format!("sync archive '{}'", tmp.display()), e))?;
     drop(file.inner);
@@ -333,12 +280,12 @@ fn opt<W: Write, T>(w: &mut RowWriter<W>, v: Option<T>, f: impl FnOnce(&mut RowW
 /// end record included), its row count and its content hash.
 fn verify(path: &Path, rows: u64, file_sha: &str, bytes: u64, content_sha: &str) -> std::result::Result<(), String> {
     let open = || File::open(path).map_err(|e| format!("reopen '{}': {e}", path.display()));
-    let mut raw = hashing(open()?);
+    let mut raw = HashingReader::new(open()?);
     std::io::copy(&mut raw, &mut std::io::sink()).map_err(|e| format!("read '{}': {e}", path.display()))?;
-    if raw.bytes != bytes || hex(raw.hash.finalize()) != file_sha {
+    if raw.bytes != bytes || raw.sha.finish() != file_sha {
         return Err("the file on disk differs from what was written (sha256)".into());
     }
-    let mut content = hashing(flate2::read::GzDecoder::new(BufReader::new(open()?)));
+    let mut content = HashingReader::new(flate2::read::GzDecoder::new(BufReader::new(open()?)));
     let mut reader = RowReader::new(BufReader::new(&mut content), true);
     loop {
         match reader.next_row() {
@@ -352,7 +299,7 @@ fn verify(path: &Path, rows: u64, file_sha: &str, bytes: u64, content_sha: &str)
     }
     drop(reader);
     std::io::copy(&mut content, &mut std::io::sink()).map_err(|e| format!("read '{}': {e}", path.display()))?;
-    if hex(content.hash.finalize()) != content_sha {
+    if content.sha.finish() != content_sha {
         return Err("its decompressed content differs from what was written (sha256)".into());
     }
     Ok(())

@@ -478,17 +478,7 @@ fn credentials_tokens_and_keys_never_printed() {
         move |h| {
             let jwt = h.strip_prefix("Bearer ")?;
             let parts: Vec<&str> = jwt.split('.').collect();
-            let dec = |s: &str| {
-                let std: String = s
-                    .chars()
-                    .map(|c| match c {
-                        '-' => '+',
-                        '_' => '/',
-                        c => c,
-                    })
-                    .collect();
-                pgferry::stream::base64_decode(&std).ok()
-            };
+            let dec = |s: &str| pgferry::firestore::base64_any_decode(s).ok();
             let claims: Value = serde_json::from_slice(&dec(parts.get(1)?)?).ok()?;
             let mut v = Verifier::new(MessageDigest::sha256(), &public).ok()?;
             v.update(format!("{}.{}", parts[0], parts[1]).as_bytes()).ok()?;
