@@ -636,7 +636,8 @@ fn a_second_run_waits_then_exits_75_having_changed_nothing() {
 fn two_concurrent_runs_never_both_change() {
     let pg = Pg::new();
     device_logs(&pg, "device_logs");
-    slow_ddl(&pg, "device_logs", 0, 0.5);
+    // Long enough that the impatient run still finds the lock held on a loaded machine.
+    slow_ddl(&pg, "device_logs", 0, 2.0);
     let args = ["ensure", "device_logs", "--from", "2025-01", "--to", "2025-03", "--verbose"];
     let first = spawn(&pg, &args);
     wait_for_sleeping_backend(&pg);
