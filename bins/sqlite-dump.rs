@@ -28,6 +28,8 @@ Usage:
 
 Options:
   --columns A,B         Dump only these columns, in this order.
+  --include-generated   Also dump generated columns (GENERATED ALWAYS AS ...),
+                        which are left out by default as .dump does.
   --where EXPR          SQL condition on the rows (SQLite syntax).
   --order-by EXPR       Row order [default: the primary key, else rowid].
   --invalid-text MODE   Text that is not valid UTF-8: 'error' names table, rowid
@@ -71,6 +73,7 @@ struct Args {
     all: bool,
     out_dir: Option<String>,
     ddl: bool,
+    include_generated: bool,
 }
 
 fn parse(args: &mut pico_args::Arguments) -> Result<Args> {
@@ -89,6 +92,7 @@ fn parse(args: &mut pico_args::Arguments) -> Result<Args> {
         all: args.contains("--all"),
         out_dir: cli::opt(args, "--out-dir")?,
         ddl: args.contains("--ddl"),
+        include_generated: args.contains("--include-generated"),
         db: String::new(),
         tables: vec![],
     };
@@ -177,7 +181,8 @@ fn dump_all(conn: &Connection, a: &Args) -> Result<Status> {
 fn dump_table<W: Write>(conn: &Connection, info: &TableInfo, a: &Args, out: W, db: &str) -> Result<u64> {
     let table = &info.name;
     let columns: Vec<String> = if a.columns.is_empty() {
-        info.columns.iter().map(|c| c.name.clone()).collect()
+        // Generated columns are derived data, left out as SQLite's own .dump does.
+        info.columns.iter().filter(|c| a.include_generated || !c.generated).map(|c| c.name.clone()).collect()
     } else {
         for c in &a.columns {
             if !info.columns.iter().any(|k| &k.name == c) {

@@ -25,6 +25,8 @@ pub struct ColumnInfo {
     pub generated: bool,
     /// The sequence behind a serial or identity column, to move past loaded ids.
     pub sequence: Option<String>,
+    /// A numeric column's scale (`numeric(12,2)`: 2), where it has one.
+    pub scale: Option<i32>,
 }
 
 /// The table's columns in order (`qualified` is its `"schema"."name"`).
@@ -33,7 +35,8 @@ pub fn table_columns(client: &mut impl GenericClient, oid: u32, qualified: &str)
         .query(
             "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), a.atttypid, a.attnotnull, \
                     (a.atthasdef OR a.attidentity <> ''), a.attgenerated <> '', \
-                    pg_get_serial_sequence($2, a.attname) \
+                    pg_get_serial_sequence($2, a.attname), \
+                    coalesce(nullif(a.atttypmod, -1), (SELECT t.typtypmod FROM pg_type t WHERE t.oid = a.atttypid)) \
              FROM pg_attribute a WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
             &[&oid, &qualified],
         )
@@ -41,14 +44,19 @@ pub fn table_columns(client: &mut impl GenericClient, oid: u32, qualified: &str)
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
         let type_oid: u32 = r.get(2);
+        let kind = kind_of(client, type_oid)?;
+        let typmod: i32 = r.get(7);
+        // numeric's typmod: ((precision << 16) | scale) + 4, the scale in 11 signed bits.
+        let scale = (kind == Kind::Numeric && typmod >= 4).then(|| (((typmod - 4) & 0x7ff) ^ 1024) - 1024);
         out.push(ColumnInfo {
             name: r.get(0),
             type_name: r.get(1),
-            kind: kind_of(client, type_oid)?,
+            kind,
             not_null: r.get(3),
             has_default: r.get(4),
             generated: r.get(5),
             sequence: r.get(6),
+            scale,
         });
     }
     Ok(out)

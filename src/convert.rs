@@ -2,6 +2,7 @@
 //! encoding for COPY: PostgreSQL's binary format when every column has a binary encoder
 //! here (the server then parses almost nothing), its text format otherwise.
 
+use crate::catalog::ColumnInfo;
 use crate::error::{Error, Result};
 use crate::stream::{as_bytes_form, as_float_form, kind_name, value_snippet};
 use crate::timefmt::{self, MICROS_PER_DAY};
@@ -93,6 +94,9 @@ pub struct Options {
     pub epoch: Option<EpochUnit>,
     /// Remove NUL characters from text instead of refusing them.
     pub strip_nul: bool,
+    /// Refuse values PostgreSQL would change without an error (see [`Change`]) instead of
+    /// counting them.
+    pub strict: bool,
     /// `--empty-as-null COLS`: the columns ("*": every column) whose empty strings are NULL
     /// (an app that wrote '' where it had no value). `empty_null` is the answer for the one
     /// column these options were resolved for (`for_column`).
@@ -123,6 +127,9 @@ impl Options {
         }
         if args.contains("--strip-nul") {
             o.strip_nul = true;
+        }
+        if args.contains("--strict") {
+            o.strict = true;
         }
         for cols in args.values_from_str::<_, String>("--empty-as-null").map_err(crate::cli::usage_err)? {
             o.empty_null_cols.extend(cols.split(',').map(|c| c.trim().to_string()).filter(|c| !c.is_empty()));
@@ -321,7 +328,8 @@ pub fn convert(v: &Value, kind: &Kind, opts: &Options) -> std::result::Result<Ce
         Kind::Float8 => to_float(v).map(Cell::Float8),
         Kind::Float4 => to_float(v).and_then(|f| {
             let g = f as f32;
-            if f.is_finite() && !g.is_finite() {
+            // As PostgreSQL's float4in: overflow and underflow to zero are errors, denormals are not.
+            if (f.is_finite() && !g.is_finite()) || (f != 0.0 && g == 0.0) {
                 Err("out of range for real".into())
             } else {
                 Ok(Cell::Float4(g))
@@ -386,7 +394,8 @@ pub fn convert_raw(raw: &str, kind: &Kind, opts: &Options) -> Option<Cell> {
             _ => None,
         },
         Kind::Float8 if b.first().is_some_and(|c| c.is_ascii_digit() || *c == b'-') => {
-            raw.parse::<f64>().ok().filter(|f| f.is_finite()).map(Cell::Float8)
+            // Zero may be an underflow: the general path decides.
+            raw.parse::<f64>().ok().filter(|f| f.is_finite() && (*f != 0.0 || is_zero_text(raw))).map(Cell::Float8)
         }
         Kind::Timestamptz | Kind::Timestamp => {
             let p = timefmt::parse_timestamp(plain_str()?)?;
@@ -505,8 +514,9 @@ fn int_from_text(s: &str) -> std::result::Result<i64, String> {
 fn to_float(v: &Value) -> std::result::Result<f64, String> {
     match v {
         Value::Number(n) => {
-            let f: f64 = n.to_string().parse().map_err(|_| "cannot read this number as a float".to_string())?;
-            if f.is_infinite() {
+            let text = n.to_string();
+            let f: f64 = text.parse().map_err(|_| "cannot read this number as a float".to_string())?;
+            if f.is_infinite() || (f == 0.0 && !is_zero_text(&text)) {
                 return Err("out of range for double precision".into());
             }
             Ok(f)
@@ -522,7 +532,11 @@ fn to_float(v: &Value) -> std::result::Result<f64, String> {
             if parse_decimal(t).is_none() {
                 return Err("cannot read this text as a number".into());
             }
-            t.parse::<f64>().map_err(|_| "cannot read this text as a number".into())
+            let f = t.parse::<f64>().map_err(|_| "cannot read this text as a number".to_string())?;
+            if f.is_infinite() || (f == 0.0 && !is_zero_text(t)) {
+                return Err("out of range for double precision".into());
+            }
+            Ok(f)
         }
         Value::Object(_) => match as_float_form(v) {
             Some(Ok(f)) => Ok(f),
@@ -553,6 +567,11 @@ fn to_numeric(v: &Value) -> std::result::Result<String, String> {
         other => return Err(format!("cannot read {} as a number", kind_name(other))),
     };
     parse_decimal(&text).map(|d| d.to_string()).ok_or_else(|| "cannot read this as a decimal number".into())
+}
+
+/// Whether a number's text is zero (so that a zero result is not an underflow).
+fn is_zero_text(t: &str) -> bool {
+    parse_decimal(t).is_some_and(|d| d.digits.is_empty())
 }
 
 fn float_text(f: f64) -> String {
@@ -702,6 +721,11 @@ fn to_date(v: &Value, opts: &Options) -> std::result::Result<i32, String> {
     let micros = match v {
         Value::String(s) => match (timefmt::parse_timestamp(s.trim()), &opts.date_format) {
             (Some(p), _) if p.date_only => p.micros,
+            // PostgreSQL reads '2024-01-05 24:00:00' as the date 2024-01-05, the timestamp as
+            // 2024-01-06: which day is meant cannot be known.
+            (Some(p), _) if p.end_of_day => {
+                return Err("24:00:00 into a date column: is it this day or the next? write the date".into())
+            }
             (Some(p), _) => p.utc_micros_in(&opts.assume_tz).ok_or_else(|| {
                 format!("this time is outside the years the rules of zone {} cover", opts.assume_tz.name())
             })?,
@@ -726,6 +750,241 @@ fn to_time(v: &Value) -> std::result::Result<i64, String> {
         .filter(|p| p.offset.is_none())
         .ok_or_else(|| "cannot read this text as a time of day (HH:MM[:SS[.ffffff]])".to_string())?;
     Ok(p.micros)
+}
+
+// ---------------------------------------------------------------- silent changes
+
+/// A change PostgreSQL makes to a value on the way in without an error. pg-load counts each
+/// per column (summary, run log) or, with `--strict`, refuses the value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Change {
+    /// More fraction digits than a `numeric(p,s)` column's scale: rounded to s.
+    Scale,
+    /// More than 6 fraction digits of a second (text or epoch): rounded to microseconds.
+    Microseconds,
+    /// More precision than `real` (float4) holds: rounded.
+    Real,
+    /// More precision than `double precision` holds: rounded.
+    Double,
+    /// A JSON object repeats a key: PostgreSQL's jsonb keeps the last value (and pg-load's
+    /// JSON reading does the same for json).
+    DuplicateKeys,
+}
+
+impl Change {
+    pub const ALL: [Change; 5] =
+        [Change::Scale, Change::Microseconds, Change::Real, Change::Double, Change::DuplicateKeys];
+
+    /// The key in the run log's `changes` and in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Change::Scale => "rounded-to-scale",
+            Change::Microseconds => "rounded-to-microseconds",
+            Change::Real => "rounded-to-real",
+            Change::Double => "rounded-to-double",
+            Change::DuplicateKeys => "duplicate-keys-collapsed",
+        }
+    }
+
+    pub fn describe(self, col: &ColumnInfo) -> String {
+        match self {
+            Change::Scale => format!("PostgreSQL would round it to {} fraction digits", col.scale.unwrap_or(0)),
+            Change::Microseconds => "PostgreSQL would round it to microseconds".into(),
+            Change::Real => "real would round it (about 7 significant digits)".into(),
+            Change::Double => "double precision would round it (about 16 significant digits)".into(),
+            Change::DuplicateKeys => "a JSON object repeats a key: all but the last value would be lost".into(),
+        }
+    }
+}
+
+/// Whether `col`'s type can change values silently (so values are looked at).
+pub fn may_change(col: &ColumnInfo) -> bool {
+    match &col.kind {
+        Kind::Numeric => col.scale.is_some(),
+        Kind::Timestamp | Kind::Timestamptz | Kind::Time | Kind::Float4 | Kind::Float8 | Kind::Json | Kind::Jsonb => {
+            true
+        }
+        _ => false,
+    }
+}
+
+/// The silent change the value with JSON text `raw` undergoes going into `col`, if any.
+/// Only asked of values that converted; looks at nothing for other types.
+pub fn silent_change(raw: &str, col: &ColumnInfo, opts: &Options) -> Option<Change> {
+    let string =
+        || -> Option<String> { raw.starts_with('"').then(|| serde_json::from_str::<String>(raw).ok()).flatten() };
+    let number_text = || -> Option<String> {
+        if raw.starts_with('"') {
+            string().map(|s| s.trim().to_string())
+        } else {
+            raw.bytes().next().filter(|c| c.is_ascii_digit() || *c == b'-').map(|_| raw.to_string())
+        }
+    };
+    match &col.kind {
+        Kind::Numeric => {
+            let d = parse_decimal(&number_text()?)?;
+            (excess_digits_nonzero(&d, col.scale? as i64)).then_some(Change::Scale)
+        }
+        Kind::Timestamp | Kind::Timestamptz | Kind::Time => {
+            if raw.starts_with('"') {
+                let s = string()?;
+                let frac = s.split_once(['.', ','])?.1;
+                let digits: String = frac.chars().take_while(|c| c.is_ascii_digit()).collect();
+                (digits.len() > 6 && digits[6..].bytes().any(|c| c != b'0')).then_some(Change::Microseconds)
+            } else {
+                // An epoch: its unit leaves this many fraction digits of microseconds.
+                let allowed = match opts.epoch? {
+                    EpochUnit::Seconds => 6,
+                    EpochUnit::Millis => 3,
+                    EpochUnit::Micros => 0,
+                    EpochUnit::Nanos => -3,
+                };
+                (excess_digits_nonzero(&parse_decimal(raw)?, allowed)).then_some(Change::Microseconds)
+            }
+        }
+        Kind::Float4 => {
+            let t = number_text()?;
+            let input = parse_decimal(&t)?;
+            let stored = t.parse::<f64>().ok()? as f32;
+            (stored.is_finite() && !same_decimal(&input, &format!("{stored:e}"))).then_some(Change::Real)
+        }
+        Kind::Float8 => {
+            let t = number_text()?;
+            let input = parse_decimal(&t)?;
+            let stored = t.parse::<f64>().ok()?;
+            (stored.is_finite() && !same_decimal(&input, &format!("{stored:e}"))).then_some(Change::Double)
+        }
+        Kind::Json | Kind::Jsonb => {
+            let has = match string() {
+                Some(s) => json_repeats_a_key(&s),
+                None => json_repeats_a_key(raw),
+            };
+            has.then_some(Change::DuplicateKeys)
+        }
+        _ => None,
+    }
+}
+
+/// Whether `d` has nonzero digits beyond `keep` fraction digits.
+fn excess_digits_nonzero(d: &Decimal, keep: i64) -> bool {
+    let excess = d.scale - keep;
+    if excess <= 0 {
+        return false;
+    }
+    let n = d.digits.len();
+    let from = n.saturating_sub(excess as usize);
+    d.digits[from..].bytes().any(|c| c != b'0')
+}
+
+/// Whether decimal `a` equals the number written `b` (trailing zeros aside).
+fn same_decimal(a: &Decimal, b: &str) -> bool {
+    let Some(b) = parse_decimal(b) else { return false };
+    let norm = |d: &Decimal| {
+        let t = d.digits.trim_end_matches('0');
+        let scale = d.scale - (d.digits.len() - t.len()) as i64;
+        (d.negative && !t.is_empty(), t.to_string(), if t.is_empty() { 0 } else { scale })
+    };
+    norm(a) == norm(&b)
+}
+
+/// Whether any object in the JSON text `s` repeats a key (at any depth).
+pub fn json_repeats_a_key(s: &str) -> bool {
+    use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+    struct V<'a>(&'a mut bool);
+    impl<'de> Visitor<'de> for V<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("JSON")
+        }
+        fn visit_map<M: MapAccess<'de>>(self, mut m: M) -> std::result::Result<(), M::Error> {
+            let mut keys: Vec<String> = vec![];
+            while let Some(k) = m.next_key::<std::borrow::Cow<'de, str>>()? {
+                if keys.iter().any(|x| *x == *k) {
+                    *self.0 = true;
+                }
+                keys.push(k.into_owned());
+                m.next_value_seed(Seed(self.0))?;
+            }
+            Ok(())
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> std::result::Result<(), A::Error> {
+            while a.next_element_seed(Seed(self.0))?.is_some() {}
+            Ok(())
+        }
+        fn visit_bool<E>(self, _: bool) -> std::result::Result<(), E> {
+            Ok(())
+        }
+        fn visit_i64<E>(self, _: i64) -> std::result::Result<(), E> {
+            Ok(())
+        }
+        fn visit_u64<E>(self, _: u64) -> std::result::Result<(), E> {
+            Ok(())
+        }
+        fn visit_f64<E>(self, _: f64) -> std::result::Result<(), E> {
+            Ok(())
+        }
+        fn visit_str<E>(self, _: &str) -> std::result::Result<(), E> {
+            Ok(())
+        }
+        fn visit_unit<E>(self) -> std::result::Result<(), E> {
+            Ok(())
+        }
+    }
+    struct Seed<'a>(&'a mut bool);
+    impl<'de> serde::de::DeserializeSeed<'de> for Seed<'_> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<(), D::Error> {
+            d.deserialize_any(V(self.0))
+        }
+    }
+    let _ = IgnoredAny;
+    let mut found = false;
+    let mut de = serde_json::Deserializer::from_str(s);
+    let _ = serde::de::DeserializeSeed::deserialize(Seed(&mut found), &mut de);
+    found
+}
+
+/// The silent changes of one load, per column.
+#[derive(Debug, Default, Clone)]
+pub struct Changes {
+    counts: Vec<[u64; 5]>,
+}
+
+impl Changes {
+    pub fn record(&mut self, column: usize, c: Change) {
+        if self.counts.len() <= column {
+            self.counts.resize(column + 1, [0; 5]);
+        }
+        self.counts[column][c as usize] += 1;
+    }
+
+    /// (column name, change name, count), in column order.
+    pub fn list(&self, columns: &[ColumnInfo]) -> Vec<(String, String, u64)> {
+        let mut out = vec![];
+        for (i, counts) in self.counts.iter().enumerate() {
+            for c in Change::ALL {
+                if counts[c as usize] > 0 {
+                    out.push((columns[i].name.clone(), c.name().to_string(), counts[c as usize]));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// `--strict`: the error for a value PostgreSQL would change.
+pub fn strict_error(line: u64, col: &ColumnInfo, raw: &str, c: Change) -> Error {
+    let v: Value = serde_json::from_str(raw).unwrap_or(Value::Null);
+    conversion_error(
+        line,
+        &col.name,
+        &v,
+        &format!(
+            "{} (column type {}); --strict refuses values PostgreSQL would change",
+            c.describe(col),
+            col.type_name
+        ),
+    )
 }
 
 // ---------------------------------------------------------------- decimals
@@ -1257,6 +1516,57 @@ mod tests {
         {
             assert_eq!(convert_raw(raw, &kind, &opts), None, "{raw}");
         }
+    }
+
+    fn col(kind: Kind, scale: Option<i32>) -> ColumnInfo {
+        ColumnInfo {
+            name: "c".into(),
+            type_name: "t".into(),
+            kind,
+            not_null: false,
+            has_default: false,
+            generated: false,
+            sequence: None,
+            scale,
+        }
+    }
+
+    #[test]
+    fn silent_changes_by_kind() {
+        let o = Options::default();
+        let num = col(Kind::Numeric, Some(2));
+        let table: &[(&str, &ColumnInfo, Option<Change>)] = &[
+            ("1.234", &num, Some(Change::Scale)),
+            ("\"1.230\"", &num, None),
+            ("12", &num, None),
+            ("1.2e-3", &num, Some(Change::Scale)),
+            ("\"2024-01-05T10:00:00.1234567Z\"", &col(Kind::Timestamptz, None), Some(Change::Microseconds)),
+            ("\"2024-01-05T10:00:00.1234560Z\"", &col(Kind::Timestamptz, None), None),
+            ("3.14159265", &col(Kind::Float4, None), Some(Change::Real)),
+            ("0.1", &col(Kind::Float4, None), None),
+            ("-0.0", &col(Kind::Float4, None), None),
+            ("0.1", &col(Kind::Float8, None), None),
+            ("3.141592653589793238", &col(Kind::Float8, None), Some(Change::Double)),
+            ("\"NaN\"", &col(Kind::Float8, None), None),
+            (r#"{"a":1,"b":{"a":2}}"#, &col(Kind::Jsonb, None), None),
+            (r#"[{"a":1,"a":2}]"#, &col(Kind::Jsonb, None), Some(Change::DuplicateKeys)),
+            (r#""{\"k\":1,\"k\":1}""#, &col(Kind::Json, None), Some(Change::DuplicateKeys)),
+        ];
+        for (raw, c, want) in table {
+            assert_eq!(silent_change(raw, c, &o), *want, "{raw}");
+        }
+        let ms = Options { epoch: Some(EpochUnit::Millis), ..Options::default() };
+        assert_eq!(silent_change("1704448800123.0004", &col(Kind::Timestamptz, None), &ms), Some(Change::Microseconds));
+        assert_eq!(silent_change("1704448800123.001", &col(Kind::Timestamptz, None), &ms), None);
+    }
+
+    #[test]
+    fn underflow_is_refused_as_postgresql_does() {
+        assert!(conv(json!(1e-50), Kind::Float4).is_err());
+        assert!(conv(json!("1e-400"), Kind::Float8).is_err());
+        assert_eq!(conv(json!(0.0), Kind::Float4), Ok(Cell::Float4(0.0)));
+        assert_eq!(conv(json!("0e5"), Kind::Float8), Ok(Cell::Float8(0.0)));
+        assert!(conv(json!("0000-01-01"), Kind::Date).is_err());
     }
 
     #[test]

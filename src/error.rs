@@ -18,6 +18,10 @@ pub enum Error {
     Io(String),
     /// 75: a temporary failure; retrying may succeed (lock timeout, serialization failure).
     TempFail(String),
+    /// 76: COMMIT was sent and its outcome could not be learnt: find out before retrying.
+    CommitUnknown(String),
+    /// 77: permission denied (the role lacks a privilege, SQLSTATE 42501; a file's mode).
+    NoPermission(String),
     /// 1: the run finished but a check failed (count mismatch, checksum mismatch).
     CheckFailed(String),
     /// 130: interrupted.
@@ -37,6 +41,8 @@ impl Error {
             Error::Unavailable(_) => 69,
             Error::Io(_) => 74,
             Error::TempFail(_) => 75,
+            Error::CommitUnknown(_) => 76,
+            Error::NoPermission(_) => 77,
             Error::Interrupted(_) => 130,
             Error::BrokenPipe => 0,
         }
@@ -50,6 +56,8 @@ impl Error {
             | Error::Unavailable(m)
             | Error::Io(m)
             | Error::TempFail(m)
+            | Error::CommitUnknown(m)
+            | Error::NoPermission(m)
             | Error::CheckFailed(m)
             | Error::Interrupted(m) => m,
             Error::BrokenPipe => "broken pipe",
@@ -59,6 +67,12 @@ impl Error {
     /// Same kind, with `context: ` put in front of the message (uucore's `map_err_context`).
     pub fn context(self, context: impl fmt::Display) -> Error {
         self.map_message(|m| format!("{context}: {m}"))
+    }
+
+    /// Whether "nothing was committed" may be said of a load that failed with this error:
+    /// not when its COMMIT was sent and the outcome is unknown (the message says so itself).
+    pub fn commit_outcome_unknown(&self) -> bool {
+        matches!(self, Error::CommitUnknown(_))
     }
 
     /// Same kind, with `suffix` appended (e.g. "; nothing was committed"), once.
@@ -75,6 +89,8 @@ impl Error {
             Error::Unavailable(m) => Error::Unavailable(f(m)),
             Error::Io(m) => Error::Io(f(m)),
             Error::TempFail(m) => Error::TempFail(f(m)),
+            Error::CommitUnknown(m) => Error::CommitUnknown(f(m)),
+            Error::NoPermission(m) => Error::NoPermission(f(m)),
             Error::CheckFailed(m) => Error::CheckFailed(f(m)),
             Error::Interrupted(m) => Error::Interrupted(f(m)),
             Error::BrokenPipe => Error::BrokenPipe,
@@ -86,6 +102,11 @@ impl Error {
         match e.kind() {
             std::io::ErrorKind::BrokenPipe => Error::BrokenPipe,
             std::io::ErrorKind::NotFound => Error::NoInput(format!("{what}: {}", io_cause(&e))),
+            std::io::ErrorKind::PermissionDenied => Error::NoPermission(format!("{what}: {}", io_cause(&e))),
+            // ENOSPC/EDQUOT: retrying does not help until space is made, so 74 with the cause said.
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
+                Error::Io(format!("{what}: the disk is full (no space left on the device)"))
+            }
             _ => Error::Io(format!("{what}: {}", io_cause(&e))),
         }
     }
@@ -124,6 +145,8 @@ mod tests {
             (Error::Unavailable(String::new()), 69),
             (Error::Io(String::new()), 74),
             (Error::TempFail(String::new()), 75),
+            (Error::CommitUnknown(String::new()), 76),
+            (Error::NoPermission(String::new()), 77),
             (Error::Interrupted(String::new()), 130),
             (Error::BrokenPipe, 0),
         ];
@@ -140,6 +163,12 @@ mod tests {
         let e = Error::io("open 'x.db'", missing);
         assert_eq!(e.exit_code(), 66);
         assert_eq!(e.message(), "open 'x.db': No such file or directory");
+        let denied = std::io::Error::from_raw_os_error(libc::EACCES);
+        assert_eq!(Error::io("open 'x.db'", denied).exit_code(), 77);
+        let full = std::io::Error::from_raw_os_error(libc::ENOSPC);
+        let e = Error::io("write 'backup.gz'", full);
+        assert_eq!(e.exit_code(), 74);
+        assert_eq!(e.message(), "write 'backup.gz': the disk is full (no space left on the device)");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 pub mod catalog;
 pub mod cli;
+pub mod commit;
 pub mod convert;
 pub mod digest;
 pub mod error;
@@ -13,7 +14,9 @@ pub mod partition;
 pub mod pg;
 pub mod plan;
 pub mod runlog;
+pub mod signals;
 pub mod sqlite;
+pub mod stall;
 pub mod stream;
 pub mod timefmt;
 

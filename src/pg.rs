@@ -42,6 +42,7 @@ pub const DEFAULT_CONNECT_TIMEOUT: u64 = 10;
 const DEFAULT_SOCKET_DIR: &str = "/var/run/postgresql";
 
 /// A resolved connection target: what to connect to, and how to name it without secrets.
+#[derive(Clone)]
 pub struct Target {
     pub config: Config,
     pub tls: TlsMode,
@@ -553,7 +554,10 @@ pub fn pg_error(what: impl std::fmt::Display, e: postgres::Error) -> Error {
     let code = db.code().code();
     match &code[..2] {
         "08" | "57" | "28" => Error::Unavailable(msg),
+        // The server's disk is full: retrying will not help until space is made.
+        "53" if code == "53100" => Error::Io(format!("{msg} (the PostgreSQL server's disk is full)")),
         "40" | "53" => Error::TempFail(msg),
+        "42" if code == "42501" => Error::NoPermission(msg),
         "55" if code == "55P03" => Error::TempFail(msg),
         "22" | "23" => Error::Data(msg),
         "42" if code == "42P01" || code == "42704" => Error::NoInput(msg),

@@ -79,6 +79,10 @@ fn open_error(path: &str, e: rusqlite::Error) -> Error {
 /// A rusqlite error in one line without Debug noise.
 pub fn sqlite_cause(e: &rusqlite::Error) -> String {
     match e {
+        // The backup API reports a full disk with the other connection's message ("not an error").
+        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DiskFull => {
+            "the disk is full (no space left to write; SQLite's SQLITE_FULL)".to_string()
+        }
         rusqlite::Error::SqliteFailure(f, Some(m)) => format!("{m} ({})", code_name(f.code)),
         rusqlite::Error::SqliteFailure(f, None) => code_name(f.code).to_string(),
         other => other.to_string(),
@@ -93,6 +97,8 @@ fn code_name(c: rusqlite::ErrorCode) -> &'static str {
         DatabaseBusy => "database is busy",
         DatabaseLocked => "database is locked",
         ReadOnly => "read-only",
+        DiskFull => "the disk is full",
+        PermissionDenied => "permission denied",
         CannotOpen => "cannot open",
         _ => "SQLite error",
     }
@@ -104,6 +110,7 @@ pub fn sqlite_error(what: impl std::fmt::Display, e: rusqlite::Error) -> Error {
     match e.sqlite_error_code() {
         Some(rusqlite::ErrorCode::DatabaseCorrupt) | Some(rusqlite::ErrorCode::NotADatabase) => Error::Data(msg),
         Some(rusqlite::ErrorCode::DatabaseBusy) | Some(rusqlite::ErrorCode::DatabaseLocked) => Error::TempFail(msg),
+        Some(rusqlite::ErrorCode::PermissionDenied) => Error::NoPermission(msg),
         _ => Error::Io(msg),
     }
 }
@@ -221,4 +228,16 @@ pub fn count_rows(conn: &Connection, table: &str) -> Result<u64> {
     conn.query_row(&format!("SELECT count(*) FROM {}", quote_ident(table)), [], |r| r.get::<_, i64>(0))
         .map(|n| n as u64)
         .map_err(|e| sqlite_error(format!("count rows of '{table}'"), e))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_full_disk_says_what_happened() {
+        // What the backup API returns on SQLITE_FULL: the code, and another connection's message.
+        let e = rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(13), Some("not an error".into()));
+        let err = super::sqlite_error("snapshot 'app.db'", e);
+        assert_eq!(err.exit_code(), 74);
+        assert_eq!(err.message(), "snapshot 'app.db': the disk is full (no space left to write; SQLite's SQLITE_FULL)");
+    }
 }

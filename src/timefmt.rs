@@ -51,6 +51,8 @@ pub struct Parsed {
     pub date_only: bool,
     /// Fraction digits beyond microseconds were rounded (PostgreSQL keeps microseconds).
     pub rounded: bool,
+    /// The time was 24:00:00 (the end of the day, which is the next day's start).
+    pub end_of_day: bool,
 }
 
 impl Parsed {
@@ -154,6 +156,10 @@ pub fn parse_timestamp(s: &str) -> Option<Parsed> {
     let neg_year = p.eat(b'-');
     let year = p.digits_exact(4)? as i64;
     let year = if neg_year { -year } else { year };
+    // PostgreSQL has no year 0 (1 BC comes before 1 AD) and refuses it.
+    if year == 0 {
+        return None;
+    }
     if !p.eat(b'-') {
         return None;
     }
@@ -167,7 +173,13 @@ pub fn parse_timestamp(s: &str) -> Option<Parsed> {
     }
     let days = days_from_civil(year, month, day);
     if p.done() {
-        return Some(Parsed { micros: days * MICROS_PER_DAY, offset: None, date_only: true, rounded: false });
+        return Some(Parsed {
+            micros: days * MICROS_PER_DAY,
+            offset: None,
+            date_only: true,
+            rounded: false,
+            end_of_day: false,
+        });
     }
     if !(p.eat(b'T') || p.eat(b't') || p.eat(b' ')) {
         return None;
@@ -192,7 +204,7 @@ pub fn parse_timestamp(s: &str) -> Option<Parsed> {
                     frac = frac * 10 + d as i64;
                 } else if n == 6 {
                     round_up = d >= 5;
-                    rounded = true;
+                    rounded |= d != 0;
                 } else if d != 0 {
                     rounded = true;
                 }
@@ -218,7 +230,7 @@ pub fn parse_timestamp(s: &str) -> Option<Parsed> {
         return None;
     }
     let micros = days * MICROS_PER_DAY + ((hour * 60 + minute) * 60 + second) * 1_000_000 + micros;
-    Some(Parsed { micros, offset, date_only: false, rounded })
+    Some(Parsed { micros, offset, date_only: false, rounded, end_of_day: hour == 24 })
 }
 
 /// `Z`, `±HH[[:]MM]`, ` UTC`, ` GMT`, or nothing: `Some(None)`; malformed: `None`.

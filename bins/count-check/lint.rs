@@ -155,35 +155,23 @@ pub fn lint(ctx: &Ctx, table: &str, runs_table: &str) -> Result<Vec<Finding>> {
     }
 
     // Loads that failed and were never followed by a success.
-    let runs: Option<String> = tx
-        .query_one("SELECT to_regclass($1)::text", &[&runs_table])
-        .map_err(|e| pg_error(format!("look up the run log '{runs_table}'"), e))?
-        .get(0);
-    if let Some(runs) = runs {
+    // Through the one run-log reader: the user's own table or pgferry's, orphans settled from the server.
+    if let Some(reader) = pgferry::runlog::Reader::open(&mut tx, runs_table)? {
         let names = vec![table.to_string(), t.display(), format!("{}.{}", t.schema, t.name)];
-        let sql = format!(
-            "SELECT r.id, r.outcome, r.started_at::text, coalesce(r.error, '') FROM {runs} r \
-             WHERE r.target = ANY($1) \
-               AND (r.outcome IN ('failed', 'interrupted') \
-                    OR (r.outcome = 'running' AND r.backend_pid IS DISTINCT FROM pg_backend_pid() \
-                        AND r.backend_pid NOT IN (SELECT pid FROM pg_stat_activity WHERE pid IS NOT NULL))) \
-               AND NOT EXISTS (SELECT 1 FROM {runs} s WHERE s.target = r.target AND s.outcome = 'success' AND s.id > r.id) \
-             ORDER BY r.id"
-        );
-        let rows = tx.query(&sql, &[&names]).map_err(|e| pg_error(format!("read the run log '{runs_table}'"), e))?;
-        if !rows.is_empty() {
-            let examples: Vec<Value> = rows
+        let runs = reader.unresolved_failures(&mut tx, &names)?;
+        if !runs.is_empty() {
+            let examples: Vec<Value> = runs
                 .iter()
-                .map(|r| json!({"id": r.get::<_, i64>(0), "outcome": r.get::<_, String>(1), "started_at": r.get::<_, String>(2), "error": r.get::<_, String>(3)}))
+                .map(|r| json!({"id": r.id, "outcome": r.outcome, "started_at": r.started_at, "error": r.error.clone().or(r.note.clone()).unwrap_or_default()}))
                 .collect();
             let last = &examples[examples.len() - 1];
             findings.push(Finding {
                 rule: "failed-runs",
                 column: None,
-                count: rows.len() as i64,
+                count: runs.len() as i64,
                 message: format!(
                     "{runs_table}: {} run(s) of '{table}' ended {} and no successful run followed (last: id {}, {}{})",
-                    rows.len(),
+                    runs.len(),
                     last["outcome"].as_str().unwrap_or("failed"),
                     last["id"],
                     last["started_at"].as_str().unwrap_or(""),

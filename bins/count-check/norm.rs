@@ -458,6 +458,7 @@ mod tests {
             has_default: false,
             generated: false,
             sequence: None,
+            scale: None,
         })
     }
 

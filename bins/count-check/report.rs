@@ -306,6 +306,8 @@ fn same_kind(e: &Error, m: String) -> Error {
         Error::Unavailable(_) => Error::Unavailable(m),
         Error::Io(_) => Error::Io(m),
         Error::TempFail(_) => Error::TempFail(m),
+        Error::CommitUnknown(_) => Error::CommitUnknown(m),
+        Error::NoPermission(_) => Error::NoPermission(m),
         Error::CheckFailed(_) => Error::CheckFailed(m),
         Error::Interrupted(_) => Error::Interrupted(m),
         Error::BrokenPipe => Error::BrokenPipe,

@@ -115,7 +115,7 @@ pub struct Ctx {
 /// A side's schema, when it has one.
 #[derive(Debug, Clone, Default)]
 pub struct Meta {
-    /// Column names (SQLite: generated columns left out); `None` for streams and Firestore.
+    /// Column names (generated columns included); `None` for streams and Firestore.
     pub columns: Option<Vec<String>>,
     /// PostgreSQL only: the columns as the catalog describes them.
     pub pg_columns: Option<Vec<ColumnInfo>>,
@@ -239,7 +239,8 @@ pub fn meta(spec: &Spec, ctx: &Ctx) -> Result<Meta> {
             let conn = sq::open_read_only(path)?;
             let info = sq::table_info(&conn, table)?;
             Ok(Meta {
-                columns: Some(info.columns.iter().filter(|c| !c.generated).map(|c| c.name.clone()).collect()),
+                // Generated columns included: --full compares what each side computes.
+                columns: Some(info.columns.iter().map(|c| c.name.clone()).collect()),
                 key: info.primary_key().iter().map(|c| c.name.clone()).collect(),
                 sqlite: Some(info),
                 ..Meta::default()
@@ -552,7 +553,7 @@ fn read_sqlite(job: &Job, out: &mut Out) -> std::result::Result<(), Stop> {
     let conn = guard(out, sq::open_read_only(path))?;
     guard(out, sq::begin_snapshot(&conn))?;
     let info = job.meta.sqlite.as_ref().expect("meta read");
-    let cols: Vec<&sq::Column> = info.columns.iter().filter(|c| !c.generated).collect();
+    let cols: Vec<&sq::Column> = info.columns.iter().collect();
     let names: Vec<Option<Arc<str>>> = cols.iter().map(|c| job.dest_name(&c.name).map(Arc::from)).collect();
     let cts: Vec<Option<ColType>> =
         names.iter().map(|n| n.as_ref().and_then(|n| job.types.get(&**n).cloned())).collect();

@@ -7,17 +7,21 @@ mod plan;
 mod preflight;
 mod rows;
 mod schema;
+mod status;
 mod table;
 
 use pgferry::cli::{self, Status};
+use pgferry::commit::{self, Committed, TxId};
 use pgferry::convert::Options;
 use pgferry::pg::{self, pg_error};
-use pgferry::runlog::{Outcome, RunLog};
+use pgferry::runlog::{Begin, Outcome, RunId, RunLog};
 use pgferry::stream::RowReader;
-use pgferry::{note, Error, Result};
-use std::time::Instant;
+use pgferry::{note, signals, stall, Error, Result};
+use std::time::{Duration, Instant};
 
 pub const TOOL: &str = "pg-load";
+/// The largest `--lock-timeout` PostgreSQL can express (INT_MAX ms), in seconds.
+const MAX_LOCK_TIMEOUT: u32 = 2_147_483;
 
 const USAGE: &str = "\
 pg-load: load an NDJSON stream into PostgreSQL tables, all rows or none.
@@ -42,6 +46,7 @@ Usage:
   pg-load --plan PLAN [--from STEP | --steps A,B] [run options]
   pg-load --plan PLAN --resolve [--from STEP | --steps A,B] [--mode MODE]
   pg-load --plan PLAN --preflight [--app-env FILE] [--app-url-var VAR] [--require-rls TABLES]
+  pg-load --plan PLAN --status [--db URL] [--runs-table NAME]
 
 Run options:
   --db URL              PostgreSQL connection URL or 'key=value' string
@@ -49,7 +54,12 @@ Run options:
   --dry-run             Do everything (conversions, count checks, foreign key
                         validation, privileges), report, then roll back.
   --runs-table NAME     Run log table [default: _migration_runs].
-  --lock-timeout SECS   Wait this long for each table's lock [default: 10].
+  --lock-timeout SECS   Wait this long for each table's lock; 0: do not wait
+                        (NOWAIT) [default: 10].
+  --stall-timeout SECS  End the load when its connection carries nothing for
+                        this long while the server waits for pg-load (the
+                        session is ended on the server, so its locks go)
+                        [default: 60].
   --plan PLAN           Load the plan's steps (docs/plan.md) from one stream.
   --from STEP           With --plan: start at this step.
   --steps A,B           With --plan: only these steps (in plan order).
@@ -69,6 +79,9 @@ Run options:
                         --require-rls TABLES, also that these tables have
                         row-level security enabled. SQLite tables no step
                         copies are listed as 'note' lines.
+  --status              With --plan: print each step's latest run (NDJSON on
+                        stdout: step, target, source, outcome, finished_at,
+                        counts); exit 0 iff every one succeeded, else 1.
 
 Table options (on the command line, or in a plan step's \"load\" array):
   --mode MODE           insert: skip rows whose key is already present
@@ -88,6 +101,10 @@ Table options (on the command line, or in a plan step's \"load\" array):
   --ignore-unknown      Drop keys that match no column instead of failing.
   --strip-nul           Remove NUL characters from text (PostgreSQL cannot store
                         them) instead of failing.
+  --strict              Refuse values PostgreSQL would change without an error
+                        (rounded to a numeric scale, to microseconds, to real or
+                        double precision; JSON objects repeating a key) instead
+                        of counting them in the summary and the run log.
   --defer-fks           Load rows whose parents are not loaded yet: the table's
                         foreign keys are dropped for the load and re-added NOT
                         VALID; validate them later (the command is printed).
@@ -117,8 +134,12 @@ Output:
 Exit status:
   0 loaded and verified; 1 count verification failed (rolled back);
   64 usage error; 65 bad input data (nothing committed); 66 table missing;
-  69 PostgreSQL unavailable; 74 I/O error; 75 temporary failure (lock
-  timeout, serialization failure): retrying may succeed.
+  69 PostgreSQL unavailable; 74 I/O error (also: the server's disk is
+  full); 75 temporary failure (lock timeout, serialization failure):
+  retrying may succeed; 76 commit outcome unknown (the connection broke
+  during COMMIT and the server could not be asked): run the printed query
+  before retrying; 77 permission denied; 130 interrupted (SIGINT, SIGTERM,
+  SIGHUP: rolled back). See docs/loading.md, \"What pg-load reports\".
 
 Examples:
   sqlite-dump app.sqlite melody_drafts | pg-load melody_drafts
@@ -167,6 +188,7 @@ struct Args {
     source: Option<String>,
     runs_table: String,
     lock_timeout: u32,
+    stall_timeout: u64,
 }
 
 /// The options of a whole run (one table or a plan), not of one table.
@@ -175,10 +197,12 @@ struct RunOptions {
     dry_run: bool,
     runs_table: String,
     lock_timeout: u32,
+    stall_timeout: u64,
 }
 
 /// The run-level options, which a plan step's `load` array may not give.
-const RUN_OPTIONS: &[&str] = &["--db", "--dry-run", "--runs-table", "--lock-timeout", "--plan", "--from", "--steps"];
+const RUN_OPTIONS: &[&str] =
+    &["--db", "--dry-run", "--runs-table", "--lock-timeout", "--stall-timeout", "--plan", "--from", "--steps"];
 
 enum Command {
     Table(Args),
@@ -197,14 +221,30 @@ fn parse(args: &mut pico_args::Arguments) -> Result<Command> {
 
 fn parse_run_options(args: &mut pico_args::Arguments) -> Result<RunOptions> {
     let lock_timeout = match cli::opt(args, "--lock-timeout")? {
-        Some(s) => s.parse().map_err(|_| Error::Usage(format!("--lock-timeout takes seconds, not '{s}'")))?,
+        // PostgreSQL's lock_timeout holds at most INT_MAX milliseconds.
+        Some(s) => match s.parse::<u32>() {
+            Ok(n) if n <= MAX_LOCK_TIMEOUT => n,
+            _ => {
+                return Err(Error::Usage(format!(
+                    "--lock-timeout takes whole seconds from 0 (do not wait) to {MAX_LOCK_TIMEOUT}, not '{s}'"
+                )))
+            }
+        },
         None => 10,
+    };
+    let stall_timeout = match cli::opt(args, "--stall-timeout")? {
+        Some(s) => match s.parse::<u64>() {
+            Ok(n) if (1..=86_400).contains(&n) => n,
+            _ => return Err(Error::Usage(format!("--stall-timeout takes whole seconds from 1 to 86400, not '{s}'"))),
+        },
+        None => 60,
     };
     Ok(RunOptions {
         db: cli::opt(args, "--db")?,
         dry_run: args.contains("--dry-run"),
         runs_table: cli::opt(args, "--runs-table")?.unwrap_or_else(|| "_migration_runs".into()),
         lock_timeout,
+        stall_timeout,
     })
 }
 
@@ -247,6 +287,7 @@ fn parse_load(args: &mut pico_args::Arguments, table: String, run: &RunOptions) 
         source: cli::opt(args, "--source")?,
         runs_table: run.runs_table.clone(),
         lock_timeout: run.lock_timeout,
+        stall_timeout: run.stall_timeout,
         table,
     };
     Ok(a)
@@ -259,15 +300,141 @@ fn run(c: Command) -> Result<Status> {
     }
 }
 
-fn run_table(a: Args) -> Result<Status> {
-    let target = pg::Target::resolve(a.db.as_deref())?;
-    let mut client = target.connect()?;
+/// What every load run holds besides its transaction: the run log (its rows, one per table),
+/// the load's connection and backend, and the watchers for signals and stalls.
+pub struct Session {
+    pub target: pg::Target,
+    pub client: postgres::Client,
+    pub pid: i32,
+    pub log: RunLog,
+    pub runs: Vec<RunId>,
+}
+
+/// Opens the run log (first: the load's connection then idles only for the INSERTs before
+/// BEGIN, where an idle_session_timeout or a pooler might end it), connects the load with
+/// keepalives, records one `running` row per (step, table, mode), and starts the watchers.
+pub fn open_session(
+    db: Option<&str>,
+    runs_table: &str,
+    stall_timeout: u64,
+    tables: &[(Option<&str>, &str, &str)],
+) -> Result<Session> {
+    signals::install();
+    let target = pg::Target::resolve(db)?;
+    let mut log = RunLog::open(&target, runs_table)?;
+    let mut load_target = target.clone();
+    pgferry::runlog::keepalive(&mut load_target);
+    // Data the server does not acknowledge for longer ends the connection (the kernel); the
+    // stall watcher, which can also end the session on the server, comes first.
+    let stall = Duration::from_secs(stall_timeout);
+    load_target.config.tcp_user_timeout(stall + Duration::from_secs(30));
+    let mut client = load_target.connect()?;
     let pid: i32 =
         client.query_one("SELECT pg_backend_pid()", &[]).map_err(|e| pg_error("ask the server for its pid", e))?.get(0);
-    let mut log = RunLog::start(target.connect()?, &a.runs_table, TOOL, &a.table, a.mode.name(), pid)?;
+    let mut runs = vec![];
+    for (step, table, mode) in tables {
+        runs.push(log.begin(&Begin { tool: TOOL, step: *step, target: table, mode, backend_pid: pid })?);
+    }
+    signals::watch(TOOL, &target, pid);
+    let (t, name, ids) = (target.clone(), runs_table.to_string(), runs.clone());
+    let finish: stall::Finish = Box::new(move |state, message, _code| {
+        for id in &ids {
+            if let Err(e) = pgferry::runlog::mark(&t, &name, *id, state, message) {
+                note!(TOOL, "warning: {}", e.message());
+                break;
+            }
+        }
+        note!(TOOL, "{message}");
+    });
+    stall::watch(&target, pid, stall, finish);
+    Ok(Session { target, client, pid, log, runs })
+}
+
+impl Session {
+    /// Records run `id`'s end; a run-log failure is a warning (the load's own outcome is what
+    /// the operator must learn, and the next run settles the row from the server).
+    pub fn record(&mut self, id: RunId, state: &str, o: &Outcome, err: Option<&str>) {
+        if let Err(e) = self.log.finish(id, state, o, err) {
+            note!(
+                TOOL,
+                "warning: {}; run {id} stays 'running' there until the next run resolves it from the server",
+                e.message()
+            );
+        }
+    }
+
+    /// A load that failed: its run-log state and its error, saying only what is known
+    /// ("nothing was committed" only when COMMIT was not sent or the server said so).
+    pub fn failure(&self, e: Error) -> (&'static str, Error) {
+        let (state, e) = match (e.commit_outcome_unknown(), signals::received()) {
+            (true, _) => ("unknown", e),
+            (false, Some(sig)) => ("interrupted", signals::interrupted(sig)),
+            (false, _) => (
+                "failed",
+                match e {
+                    Error::CheckFailed(m) => Error::CheckFailed(format!("{m}; rolled back, nothing was committed")),
+                    e => e.append("; nothing was committed"),
+                },
+            ),
+        };
+        // A connection that broke may have left the session open on the server (a stalled
+        // proxy holds it): end it there, so that its locks go now.
+        let e = match &e {
+            Error::Unavailable(_) if !signals::commit_was_sent() && commit::end_session(&self.target, self.pid) => {
+                e.append("; the load's session was still open on the server and was ended there (locks released)")
+            }
+            _ => e,
+        };
+        (state, e)
+    }
+
+    /// Notes a COMMIT that needed a second connection to learn its outcome, or a signal that
+    /// came while it was under way.
+    pub fn report_commit(&self, committed: &Option<Committed>, xid: i64) {
+        if let Some(Committed::ConfirmedAfter(cause)) = committed {
+            note!(TOOL, "the connection broke during COMMIT ({cause}); the server reports transaction {xid} committed");
+        }
+        if let (Some(sig), Some(_)) = (signals::received(), committed) {
+            note!(TOOL, "{} arrived while COMMIT was under way; the load had committed", signals::name(sig));
+        }
+    }
+}
+
+/// The start of a load's transaction: its id noted (in the run log, before any row) so that
+/// its outcome can be learnt whatever happens to this process.
+pub fn begin(tx: &mut postgres::Transaction, log: &mut RunLog) -> Result<TxId> {
+    signals::check()?;
+    let id = TxId::of(tx)?;
+    stall::set_xid(id.xid);
+    log.attach(id.xid)?;
+    Ok(id)
+}
+
+/// Ends a load's transaction: rolls back (`None`), or commits and learns the outcome even
+/// across a broken connection.
+pub fn end(tx: postgres::Transaction, id: TxId, target: &pg::Target, roll_back: bool) -> Result<Option<Committed>> {
+    signals::check()?;
+    if roll_back {
+        tx.rollback().map_err(|e| pg_error("roll back", e))?;
+        return Ok(None);
+    }
+    signals::commit_sent();
+    commit::commit(tx, id, target).map(Some)
+}
+
+/// The load's input: stdin, read so that waiting for a slow producer is not taken for a stall.
+pub fn input() -> std::io::BufReader<stall::Watched<std::io::StdinLock<'static>>> {
+    std::io::BufReader::with_capacity(1 << 17, stall::Watched(std::io::stdin().lock()))
+}
+
+fn run_table(a: Args) -> Result<Status> {
+    let mut s =
+        open_session(a.db.as_deref(), &a.runs_table, a.stall_timeout, &[(None, a.table.as_str(), a.mode.name())])?;
+    let run_id = s.runs[0];
     let started = Instant::now();
     let mut outcome = Outcome::default();
-    let result = load(&mut client, &a, &mut outcome);
+    let result = load(&mut s, &a, &mut outcome);
+    stall::done();
     match result {
         Ok(report) => {
             let state = if a.dry_run {
@@ -278,15 +445,20 @@ fn run_table(a: Args) -> Result<Status> {
                 "failed"
             };
             let err = (!report.verified).then(|| report.mismatch.clone());
-            log.finish(state, &outcome, err.as_deref())?;
+            s.record(run_id, state, &outcome, err.as_deref());
             if !report.verified {
                 return Err(Error::CheckFailed(format!(
                     "{}: {}; rolled back, nothing was committed",
                     a.table, report.mismatch
                 )));
             }
+            s.report_commit(&report.committed, report.xid);
             if (a.analyze || a.vacuum) && !a.dry_run {
-                table::analyze(&mut client, &report.qualified, &a.table, a.vacuum);
+                if s.client.is_closed() {
+                    note!(TOOL, "warning: ANALYZE {} skipped (the connection is gone): run it yourself", a.table);
+                } else {
+                    table::analyze(&mut s.client, &report.qualified, &a.table, a.vacuum);
+                }
             }
             let secs = started.elapsed().as_secs_f64();
             let rate = outcome.source_rows.unwrap_or(0) as f64 / secs.max(1e-9);
@@ -298,8 +470,8 @@ fn run_table(a: Args) -> Result<Status> {
                 report.summary,
                 secs,
                 rate,
-                log.id(),
-                a.runs_table
+                run_id,
+                s.log.name()
             );
             for line in &report.notes {
                 note!(TOOL, "{}: {line}", a.table);
@@ -307,8 +479,8 @@ fn run_table(a: Args) -> Result<Status> {
             Ok(Status::Ok)
         }
         Err(e) => {
-            let e = e.append("; nothing was committed");
-            log.finish("failed", &outcome, Some(e.message()))?;
+            let (state, e) = s.failure(e);
+            s.record(run_id, state, &outcome, Some(e.message()));
             Err(e.context(&a.table))
         }
     }
@@ -316,6 +488,9 @@ fn run_table(a: Args) -> Result<Status> {
 
 struct Report {
     qualified: String,
+    /// The COMMIT's outcome (`None`: rolled back) and the transaction's id.
+    committed: Option<Committed>,
+    xid: i64,
     verified: bool,
     mismatch: String,
     /// Further lines for the operator (partitions created, foreign keys to validate).
@@ -324,13 +499,13 @@ struct Report {
 }
 
 /// A single-table run: one transaction around one table's load.
-fn load(client: &mut postgres::Client, a: &Args, outcome: &mut Outcome) -> Result<Report> {
-    let mut tx = client.transaction().map_err(|e| pg_error("begin", e))?;
+fn load(s: &mut Session, a: &Args, outcome: &mut Outcome) -> Result<Report> {
+    let mut tx = s.client.transaction().map_err(|e| pg_error("begin", e))?;
+    let id = begin(&mut tx, &mut s.log)?;
     set_up(&mut tx, a.lock_timeout)?;
-    let table = table::lock(&mut tx, &a.table)?;
+    let table = table::lock(&mut tx, &a.table, a.lock_timeout == 0)?;
     let p = table::prepare(&mut tx, a, table)?;
-    let stdin = std::io::stdin();
-    let mut reader = RowReader::new(std::io::BufReader::with_capacity(1 << 17, stdin.lock()), a.require_end);
+    let mut reader = RowReader::new(input(), a.require_end);
     let loaded = table::load_rows(&mut tx, &p, a, &mut reader, outcome)?;
     let mut notes = loaded.notes;
     if !p.deferred.is_empty() {
@@ -338,18 +513,30 @@ fn load(client: &mut postgres::Client, a: &Args, outcome: &mut Outcome) -> Resul
     }
     note!(TOOL, "{}: {}", a.table, loaded.count_line);
     let mismatch = if loaded.verified { String::new() } else { format!("count mismatch: {}", loaded.count_line) };
-    if a.dry_run || !loaded.verified {
-        tx.rollback().map_err(|e| pg_error("roll back", e))?;
-    } else {
-        tx.commit().map_err(|e| pg_error("commit", e))?;
-    }
-    Ok(Report { qualified: p.qt, verified: loaded.verified, mismatch, notes, summary: loaded.summary })
+    let committed = end(tx, id, &s.target, a.dry_run || !loaded.verified)?;
+    Ok(Report {
+        qualified: p.qt,
+        committed,
+        xid: id.xid,
+        verified: loaded.verified,
+        mismatch,
+        notes,
+        summary: loaded.summary,
+    })
 }
 
-/// The load transaction's settings: how long to wait for a lock; timestamps read in UTC.
+/// The load transaction's settings: how long to wait for a lock (0: the table locks are taken
+/// NOWAIT, since PostgreSQL reads lock_timeout = 0 as "no limit"; other locks wait 1 ms);
+/// timestamps read in UTC; the server's side of a dead client (its keepalives, and a check
+/// during long statements) ends the session, which rolls back and releases the locks.
 fn set_up(tx: &mut postgres::Transaction, lock_timeout: u32) -> Result<()> {
-    tx.batch_execute(&format!("SET LOCAL lock_timeout = '{lock_timeout}s'; SET LOCAL TimeZone = 'UTC'"))
-        .map_err(|e| pg_error("set up the session", e))
+    let lock_wait = if lock_timeout == 0 { "1ms".to_string() } else { format!("{lock_timeout}s") };
+    tx.batch_execute(&format!(
+        "SET LOCAL lock_timeout = '{lock_wait}'; SET LOCAL TimeZone = 'UTC'; SET LOCAL tcp_keepalives_idle = 30; \
+         SET LOCAL tcp_keepalives_interval = 10; SET LOCAL tcp_keepalives_count = 6; \
+         SET LOCAL client_connection_check_interval = '10s'"
+    ))
+    .map_err(|e| pg_error("set up the session", e))
 }
 
 fn main() {
@@ -359,6 +546,9 @@ fn main() {
     }
     if std::env::args().any(|a| a == "--preflight") {
         cli::main(TOOL, USAGE, preflight::parse, preflight::run);
+    }
+    if std::env::args().any(|a| a == "--status") {
+        cli::main(TOOL, USAGE, status::parse, status::run);
     }
     cli::main(TOOL, USAGE, parse, run)
 }

@@ -2,10 +2,11 @@
 //! (docs/stream.md §7) in ONE transaction, each with its own options, count check and run-log
 //! record; every foreign key valid before COMMIT; all tables committed or none.
 
-use crate::{parse_load, schema, set_up, table, Args, Mode, RunOptions, RUN_OPTIONS, TOOL};
+use crate::{parse_load, schema, set_up, table, Args, Mode, RunOptions, Session, RUN_OPTIONS, TOOL};
 use pgferry::cli::{self, Status};
-use pgferry::pg::{self, pg_error, Table};
-use pgferry::runlog::{Outcome, RunLog};
+use pgferry::commit::Committed;
+use pgferry::pg::{pg_error, Table};
+use pgferry::runlog::Outcome;
 use pgferry::stream::RowReader;
 use pgferry::{note, Error, Result};
 use std::time::Instant;
@@ -63,37 +64,28 @@ fn steps(p: &PlanArgs) -> Result<Vec<Step>> {
 
 pub fn run(p: PlanArgs) -> Result<Status> {
     let steps = steps(&p)?;
-    let target = pg::Target::resolve(p.run.db.as_deref())?;
-    let mut client = target.connect()?;
-    let pid: i32 =
-        client.query_one("SELECT pg_backend_pid()", &[]).map_err(|e| pg_error("ask the server for its pid", e))?.get(0);
-    let mut logs = vec![];
-    for s in &steps {
-        logs.push(RunLog::start(target.connect()?, &p.run.runs_table, TOOL, &s.args.table, s.args.mode.name(), pid)?);
-    }
+    let tables: Vec<(Option<&str>, &str, &str)> =
+        steps.iter().map(|s| (Some(s.name.as_str()), s.args.table.as_str(), s.args.mode.name())).collect();
+    let mut session = open_plan_session(&p, &tables)?;
     let started = Instant::now();
     let mut outcomes = vec![Outcome::default(); steps.len()];
-    let result = load(&mut client, &p, &steps, &mut outcomes);
+    let result = load(&mut session, &p, &steps, &mut outcomes);
+    pgferry::stall::done();
     match result {
-        Ok(tables) => {
+        Ok((tables, committed, xid)) => {
             let state = if p.run.dry_run { "dry-run" } else { "success" };
-            for (log, o) in logs.iter_mut().zip(&outcomes) {
-                log.finish(state, o, None)?;
+            let runs = session.runs.clone();
+            for (id, o) in runs.iter().zip(&outcomes) {
+                session.record(*id, state, o, None);
             }
+            session.report_commit(&committed, xid);
             let mut rows = 0;
-            for ((s, o), ((qt, summary), log)) in steps.iter().zip(&outcomes).zip(tables.iter().zip(&logs)) {
-                if (s.args.analyze || s.args.vacuum) && !p.run.dry_run {
-                    table::analyze(&mut client, qt, &s.args.table, s.args.vacuum);
+            for ((s, o), ((qt, summary), id)) in steps.iter().zip(&outcomes).zip(tables.iter().zip(&runs)) {
+                if (s.args.analyze || s.args.vacuum) && !p.run.dry_run && !session.client.is_closed() {
+                    table::analyze(&mut session.client, qt, &s.args.table, s.args.vacuum);
                 }
                 rows += o.source_rows.unwrap_or(0);
-                note!(
-                    TOOL,
-                    "step '{}' ({}): {summary}; run {} in {}",
-                    s.name,
-                    s.args.table,
-                    log.id(),
-                    p.run.runs_table
-                );
+                note!(TOOL, "step '{}' ({}): {summary}; run {id} in {}", s.name, s.args.table, session.log.name());
             }
             let secs = started.elapsed().as_secs_f64();
             note!(
@@ -107,10 +99,7 @@ pub fn run(p: PlanArgs) -> Result<Status> {
             Ok(Status::Ok)
         }
         Err((failed, e)) => {
-            let e = match e {
-                Error::CheckFailed(m) => Error::CheckFailed(format!("{m}; rolled back, nothing was committed")),
-                e => e.append("; nothing was committed"),
-            };
+            let (state, e) = session.failure(e);
             let e = match failed {
                 Some(i) => e.context(format!("step '{}' ({})", steps[i].name, steps[i].args.table)),
                 None => e.context(format!("plan '{}'", p.plan)),
@@ -119,13 +108,18 @@ pub fn run(p: PlanArgs) -> Result<Status> {
                 Some(i) => format!("not committed: step '{}' failed", steps[i].name),
                 None => "not committed: the plan run failed".to_string(),
             };
-            for (i, (log, o)) in logs.iter_mut().zip(&outcomes).enumerate() {
-                let msg = if failed == Some(i) { e.message() } else { others.as_str() };
-                log.finish("failed", o, Some(msg))?;
+            let runs = session.runs.clone();
+            for (i, (id, o)) in runs.iter().zip(&outcomes).enumerate() {
+                let msg = if failed == Some(i) || state == "unknown" { e.message() } else { others.as_str() };
+                session.record(*id, state, o, Some(msg));
             }
             Err(e)
         }
     }
+}
+
+fn open_plan_session(p: &PlanArgs, tables: &[(Option<&str>, &str, &str)]) -> Result<Session> {
+    crate::open_session(p.run.db.as_deref(), &p.run.runs_table, p.run.stall_timeout, tables)
 }
 
 /// An error and the index of the step it belongs to (`None`: the run as a whole).
@@ -133,19 +127,21 @@ type StepError = (Option<usize>, Error);
 
 /// Loads every step in one transaction; returns each step's qualified table. An error comes
 /// with the index of the step it belongs to (`None`: the run as a whole).
+#[allow(clippy::type_complexity)]
 fn load(
-    client: &mut postgres::Client,
+    session: &mut Session,
     p: &PlanArgs,
     steps: &[Step],
     outcomes: &mut [Outcome],
-) -> std::result::Result<Vec<(String, String)>, StepError> {
+) -> std::result::Result<(Vec<(String, String)>, Option<Committed>, i64), StepError> {
     let whole = |e: Error| (None, e);
-    let mut tx = client.transaction().map_err(|e| whole(pg_error("begin", e)))?;
+    let mut tx = session.client.transaction().map_err(|e| whole(pg_error("begin", e)))?;
+    let id = crate::begin(&mut tx, &mut session.log).map_err(whole)?;
     set_up(&mut tx, p.run.lock_timeout).map_err(whole)?;
     // Every table is locked before any row is read, so a busy table fails the run at once.
     let mut tables: Vec<Table> = vec![];
     for (i, s) in steps.iter().enumerate() {
-        tables.push(table::lock(&mut tx, &s.args.table).map_err(|e| (Some(i), e))?);
+        tables.push(table::lock(&mut tx, &s.args.table, p.run.lock_timeout == 0).map_err(|e| (Some(i), e))?);
     }
     // Foreign keys between the plan's tables that the load order would trip over are set
     // aside before any row: a child loaded before its parent, and any key into a table that
@@ -167,8 +163,7 @@ fn load(
         let fks = schema::drop_foreign_keys(&mut tx, &tables[i], false, &parents).map_err(|e| (Some(i), e))?;
         deferred.extend(fks.into_iter().map(|fk| (i, fk)));
     }
-    let stdin = std::io::stdin();
-    let mut reader = RowReader::segmented(std::io::BufReader::with_capacity(1 << 17, stdin.lock()));
+    let mut reader = RowReader::segmented(crate::input());
     let mut summaries = vec![];
     for (i, s) in steps.iter().enumerate() {
         let at = |e: Error| (Some(i), e);
@@ -195,10 +190,6 @@ fn load(
     if !deferred.is_empty() {
         note!(TOOL, "{} foreign keys set aside for the load are back and validated", deferred.len());
     }
-    if p.run.dry_run {
-        tx.rollback().map_err(|e| whole(pg_error("roll back", e)))?;
-    } else {
-        tx.commit().map_err(|e| whole(pg_error("commit", e)))?;
-    }
-    Ok(tables.iter().map(Table::qualified).zip(summaries).collect())
+    let committed = crate::end(tx, id, &session.target, p.run.dry_run).map_err(whole)?;
+    Ok((tables.iter().map(Table::qualified).zip(summaries).collect(), committed, id.xid))
 }

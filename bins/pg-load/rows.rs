@@ -33,7 +33,9 @@ impl Columns {
 /// (direct path) or a merge statement (staged path).
 pub type Signature = Vec<usize>;
 
-/// Streams rows into COPY. Returns the distinct signatures seen, indexed by segment id.
+/// Streams rows into COPY. Returns the distinct signatures seen, indexed by segment id;
+/// counts into `changes` the values PostgreSQL will change silently (refused with --strict).
+#[allow(clippy::too_many_arguments)]
 pub fn stream_rows<R: std::io::BufRead>(
     tx: &mut Transaction,
     reader: &mut RowReader<R>,
@@ -42,9 +44,12 @@ pub fn stream_rows<R: std::io::BufRead>(
     a: &Args,
     sink: &mut CopySink,
     stage: Option<&str>,
+    changes: &mut convert::Changes,
 ) -> Result<Vec<Signature>> {
     let n = plan.columns.len();
     let mut rows = RowSource {
+        watch: plan.columns.iter().map(convert::may_change).collect(),
+        changes: std::mem::take(changes),
         col_opts: match a.opts.has_column_rules() {
             true => plan.columns.iter().map(|c| a.opts.for_column(&c.name)).collect(),
             false => vec![],
@@ -108,12 +113,16 @@ pub fn stream_rows<R: std::io::BufRead>(
     if progress && reader.rows() >= 100_000 {
         eprintln!();
     }
+    *changes = rows.changes;
     Ok(rows.segments)
 }
 
 /// Reads rows from the stream and converts them into `cells` (one slot per loadable column;
 /// `None` = key missing).
 struct RowSource {
+    /// Per column: whether its type can change values silently; and the changes counted.
+    watch: Vec<bool>,
+    changes: convert::Changes,
     /// Each column's conversion options, when some option names columns (else `a.opts`).
     col_opts: Vec<Options>,
     segments: Vec<Signature>,
@@ -153,7 +162,11 @@ impl RowSource {
                     return Err(stream::repeated_key(line, &k));
                 }
                 self.ignored.push(k.to_string());
-                self.note_unknown(&k, a);
+                // A generated column's key (sqlite-dump --include-generated, or another
+                // producer): PostgreSQL computes the column; the stream's value is not loaded.
+                if !generated.contains(&name) {
+                    self.note_unknown(&k, a);
+                }
                 continue;
             };
             // A key repeats exactly when its column is already filled.
@@ -181,35 +194,37 @@ impl RowSource {
                     }
                 },
             };
+            if self.watch[i] {
+                if let Some(change) = convert::silent_change(raw.get(), col, &a.opts) {
+                    if a.opts.strict {
+                        return Err(convert::strict_error(line, col, raw.get(), change));
+                    }
+                    self.changes.record(i, change);
+                }
+            }
             self.cells[i] = Some(cell);
         }
         if !self.unknown.is_empty() {
-            let gen: Vec<&String> = self.unknown.iter().filter(|k| generated.contains(&k.as_str())).collect();
-            let msg = if !gen.is_empty() {
-                format!("line {line}: key '{}' is a generated column, which cannot be loaded; drop it from the stream or pass --ignore-unknown", gen[0])
+            let cols: Vec<&str> = plan.columns.iter().map(|c| c.name.as_str()).collect();
+            let likely: Vec<String> =
+                self.unknown.iter().filter_map(|k| likely_column(k, &cols).map(|c| format!("{k}={c}"))).collect();
+            let advice = if likely.is_empty() {
+                "pass --rename KEY=COLUMN to load a key into a column, or --ignore-unknown to drop them \
+                 (their values are then not loaded)"
+                    .to_string()
             } else {
-                let cols: Vec<&str> = plan.columns.iter().map(|c| c.name.as_str()).collect();
-                let likely: Vec<String> =
-                    self.unknown.iter().filter_map(|k| likely_column(k, &cols).map(|c| format!("{k}={c}"))).collect();
-                let advice = if likely.is_empty() {
-                    "pass --rename KEY=COLUMN to load a key into a column, or --ignore-unknown to drop them \
-                     (their values are then not loaded)"
-                        .to_string()
-                } else {
-                    format!(
-                        "the names differ only in case or underscores: pass --rename {} to load them \
-                         (--ignore-unknown would drop their values)",
-                        likely.join(",")
-                    )
-                };
                 format!(
-                    "line {line}: keys that match no column of '{}': {} (the table has: {}); {advice}",
-                    a.table,
-                    self.unknown.join(", "),
-                    cols.join(", ")
+                    "the names differ only in case or underscores: pass --rename {} to load them \
+                     (--ignore-unknown would drop their values)",
+                    likely.join(",")
                 )
             };
-            return Err(Error::Data(msg));
+            return Err(Error::Data(format!(
+                "line {line}: keys that match no column of '{}': {} (the table has: {}); {advice}",
+                a.table,
+                self.unknown.join(", "),
+                cols.join(", ")
+            )));
         }
         for (i, col) in plan.columns.iter().enumerate() {
             // Checked here so the staged path, where the server sees NULLs only at the merge,

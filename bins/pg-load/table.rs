@@ -44,14 +44,15 @@ pub struct Loaded {
 }
 
 /// Resolves TABLE as SQL does and takes its lock (SHARE ROW EXCLUSIVE: no other writer, readers
-/// go on), waiting at most the transaction's lock_timeout.
-pub fn lock(tx: &mut Transaction, name: &str) -> Result<Table> {
+/// go on), waiting at most the transaction's lock_timeout, or not at all (`nowait`).
+pub fn lock(tx: &mut Transaction, name: &str, nowait: bool) -> Result<Table> {
     let table = Table::resolve(tx, name)?;
     if table.kind != 'r' && table.kind != 'p' {
         return Err(Error::Usage(format!("'{name}' is not a table (pg-load loads ordinary and partitioned tables)")));
     }
     let qt = table.qualified();
-    tx.batch_execute(&format!("LOCK TABLE {qt} IN SHARE ROW EXCLUSIVE MODE")).map_err(|e| {
+    let nowait = if nowait { " NOWAIT" } else { "" };
+    tx.batch_execute(&format!("LOCK TABLE {qt} IN SHARE ROW EXCLUSIVE MODE{nowait}")).map_err(|e| {
         match pg_error("lock", e) {
             Error::TempFail(m) => {
                 Error::TempFail(format!("{m} (another session holds the table: another pg-load, or the application?)"))
@@ -133,7 +134,10 @@ pub fn load_rows<R: std::io::BufRead>(
     let generated: Vec<&str> = p.generated.iter().map(String::as_str).collect();
     // Recorded even when the load fails: the run log says what was attempted and how far it got.
     outcome.source = a.source.clone();
-    let segments = match rows::stream_rows(tx, reader, &p.columns, &generated, a, &mut sink, stage.as_deref()) {
+    let mut changes = pgferry::convert::Changes::default();
+    let streamed = rows::stream_rows(tx, reader, &p.columns, &generated, a, &mut sink, stage.as_deref(), &mut changes);
+    outcome.changes = changes.list(&p.columns.columns);
+    let segments = match streamed {
         Ok(s) => s,
         Err(e) => {
             outcome.source_rows = Some(reader.rows() as i64);
@@ -162,6 +166,14 @@ pub fn load_rows<R: std::io::BufRead>(
         set_aside.restore(tx, &sink.lines)?;
     }
     let mut notes = vec![];
+    if !outcome.changes.is_empty() {
+        let parts: Vec<String> =
+            outcome.changes.iter().map(|(col, kind, n)| format!("column '{col}': {n} {kind}")).collect();
+        notes.push(format!(
+            "values PostgreSQL changes on the way in (counted in the run log; --strict refuses them): {}",
+            parts.join(", ")
+        ));
+    }
     if let (Some(interval), Some(stage)) = (p.ensure, &stage) {
         notes.extend(schema::ensure_partitions(tx, &p.table, stage, interval, a.lock_timeout)?);
     }

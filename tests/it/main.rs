@@ -12,6 +12,8 @@ mod fs_proxy;
 mod harness;
 mod pg_load;
 mod pg_partition;
+mod pg_proxy;
+mod pg_truth;
 mod plan_load;
 mod seeds;
 mod sqlite_dump;
