@@ -119,3 +119,14 @@ SQL
   [[ "$(pg -c 'SELECT count(*) FROM device_logs')" == 300 ]]
   [[ "$(pg -c "SELECT count(*) FROM pg_inherits WHERE inhparent = 'device_logs'::regclass")" -ge 11 ]]
 }
+
+@test "migrate status and verify read the run log PGFERRY_RUNS_TABLE names" {
+  app_db
+  config "PGFERRY_RUNS_TABLE=ops_runs"
+  run -0 "${SCRIPTS}/migrate" --execute
+  [[ "$(pg -c "SELECT to_regclass('_migration_runs') IS NULL")" == t ]]
+  run -0 "${SCRIPTS}/migrate" status
+  [[ "${output}" =~ 2\ +notes\ +success\ +[0-9T:-]+Z\ +50/50/0 ]]
+  run -0 --separate-stderr "${SCRIPTS}/verify"
+  [[ "${lines[-1]}" == "GO: "* ]]
+}
