@@ -43,7 +43,7 @@ deb() {
   app_db
   config
   run -0 env PATH="${cron_path}" pgferry-migrate --execute
-  [[ "${output}" == *"notes: Source: 50 rows → Postgres: 50 rows ✓"*"migrated: every step loaded"* ]]
+  [[ "${output}" == *"Source: 50 rows → Postgres: 50 rows ✓"*"migrated: every step loaded"* ]]
   run -0 env PATH="${cron_path}" pgferry-verify
   [[ "$(pg -c 'SELECT count(*) FROM notes')" == 50 ]]
 }

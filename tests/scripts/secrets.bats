@@ -74,6 +74,5 @@ watch_stop() {
   # It saw the short-lived programs the scripts ran.
   grep -qx psql "${W}/leaks.seen"
   grep -qx pg-load "${W}/leaks.seen"
-  grep -qx sqlite-dump "${W}/leaks.seen"
   grep -qx count-check "${W}/leaks.seen"
 }
