@@ -285,7 +285,8 @@ fn split_kv(s: &str) -> Result<Vec<(String, String)>> {
         let key: String = chars[start..i].iter().collect();
         skip_ws(&mut i);
         if i == chars.len() || chars[i] != '=' {
-            return Err(Error::Usage(format!("connection string: '{key}' has no value")));
+            // Not echoed: a word without '=' may be a password pasted in the wrong place.
+            return Err(Error::Usage("connection string: a word without '=' (expected key=value pairs)".into()));
         }
         i += 1;
         skip_ws(&mut i);
