@@ -202,17 +202,7 @@ impl Source {
 
 /// reqwest's error with its causes in one line (the URLs it quotes hold no secret).
 fn cause(e: &reqwest::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = std::error::Error::source(e);
-    while let Some(inner) = src {
-        let t = inner.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        src = inner.source();
-    }
-    s
+    crate::error::chain(e)
 }
 
 /// application/x-www-form-urlencoded value encoding.

@@ -531,17 +531,7 @@ pub fn pg_cause(e: &postgres::Error) -> String {
         }
         return s.replace('\n', " ");
     }
-    let mut s = e.to_string();
-    let mut src = std::error::Error::source(e);
-    while let Some(inner) = src {
-        let t = inner.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        src = inner.source();
-    }
-    s.replace('\n', " ")
+    crate::error::chain(e).replace('\n', " ")
 }
 
 /// Classifies a postgres error by SQLSTATE into our exit classes, with `what` as context.

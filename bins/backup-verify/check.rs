@@ -30,6 +30,23 @@ pub struct Report {
 }
 
 impl Report {
+    /// An empty report for the backup whose manifest is `mpath`.
+    pub fn new(mpath: &std::path::Path) -> Report {
+        Report {
+            base: manifest::base_name(mpath),
+            manifest_path: mpath.to_path_buf(),
+            manifest: None,
+            lines: vec![],
+            failed: vec![],
+            database: None,
+            tables: 0,
+            rows: 0,
+            raw_bytes: 0,
+        }
+    }
+}
+
+impl Report {
     pub fn ok(&self) -> bool {
         self.failed.is_empty()
     }
@@ -115,17 +132,7 @@ impl Report {
 /// (exit 66); everything wrong with their content is a failed check in the report.
 pub fn verify(backup: &str, tmp_dir: Option<&Path>, durable: bool) -> Result<Report> {
     let mpath = manifest::manifest_path(backup);
-    let mut r = Report {
-        base: manifest::base_name(&mpath),
-        manifest_path: mpath.clone(),
-        manifest: None,
-        lines: vec![],
-        failed: vec![],
-        database: None,
-        tables: 0,
-        rows: 0,
-        raw_bytes: 0,
-    };
+    let mut r = Report::new(&mpath);
     if !mpath.exists() {
         return Err(Error::NoInput(format!("check '{backup}': no manifest '{}'", show(&mpath))));
     }

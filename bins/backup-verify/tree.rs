@@ -179,17 +179,7 @@ fn reserve(dir: &Path, stem: &str, ts: &str) -> Result<(String, PathBuf, File)> 
 /// are also written under that directory (restore's staging copy).
 pub fn verify(backup: &str, extract_to: Option<&Path>) -> Result<Report> {
     let mpath = manifest_path(backup);
-    let mut r = Report {
-        base: manifest::base_name(&mpath),
-        manifest_path: mpath.clone(),
-        manifest: None,
-        lines: vec![],
-        failed: vec![],
-        database: None,
-        tables: 0,
-        rows: 0,
-        raw_bytes: 0,
-    };
+    let mut r = Report::new(&mpath);
     let text = manifest::read_text(&mpath)?;
     let m = match parse(&text) {
         Ok(m) => m,
