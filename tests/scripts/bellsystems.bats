@@ -5,31 +5,7 @@
 
 load helpers
 
-FIXTURE="${BATS_TEST_DIRNAME}/../../fixtures/bellsystems"
-
-bellsystems() {
-  [[ -n "${FIRESTORE_EMULATOR_HOST:-}" ]] || {
-    echo "FIRESTORE_EMULATOR_HOST is not set: source /tmp/devenv.sh or run tests/run" >&2
-    return 1
-  }
-  APPDB="${W}/app/database.db"
-  WRITER_SQL="INSERT INTO heartbeats (device_serial, uptime_s, received_at) VALUES ('SN-0001', 1, datetime('now'))"
-  sqlite3 "${APPDB}" <"${FIXTURE}/sqlite.sql" >/dev/null
-  pg -f "${FIXTURE}/postgres.sql"
-  pg -c 'CREATE TABLE app_writes (id bigserial PRIMARY KEY, at timestamptz DEFAULT now())'
-  local project
-  project="bs-$(date +%s%N | tail -c 12)-${RANDOM}"
-  (
-    # shellcheck source=/dev/null
-    source "${SCRIPTS}/lib/common.sh"
-    # shellcheck source=/dev/null
-    source "${SCRIPTS}/lib/firestore-emulator.sh"
-    firestore_seed "${FIXTURE}/firestore.ndjson" "${project}"
-  )
-  sed "s|/srv/bellsystems/data/database.db|${APPDB}|" "${BATS_TEST_DIRNAME}/../../runbook/plans/bellsystems.ndjson" >"${W}/plan.ndjson"
-  config "GOOGLE_CLOUD_PROJECT=${project}" "PGFERRY_QUIET_SECONDS=3" "PGFERRY_MIGRATE=per-step" \
-    "PGFERRY_WRITERS_START='WRITER_DELAY=3 WRITER_SQL=\"${WRITER_SQL}\" bash ${W}/app/writer.sh >/dev/null 2>&1 3>&- &'"
-}
+bellsystems() { bellsystems_app "PGFERRY_MIGRATE=per-step"; }
 
 @test "BellSystems: preflight, freeze, backup, migrate, verify --full, cutover; then a NO-GO and a rollback to the freeze" {
   bellsystems

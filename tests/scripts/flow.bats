@@ -7,7 +7,7 @@ load helpers
 frozen_and_migrated() {
   [[ -e "${APPDB}" ]] || app_db
   pg -c 'CREATE TABLE IF NOT EXISTS app_writes (id bigserial PRIMARY KEY, at timestamptz DEFAULT now())'
-  config "PGFERRY_WRITERS_START='WRITER_DELAY=3 bash ${W}/app/writer.sh >/dev/null 2>&1 3>&- &'" "$@"
+  config "$(writers_start 3)" "$@"
   start_writer
   run -0 "${SCRIPTS}/freeze" --execute
   FROZEN="$(content "${APPDB}")"
