@@ -13,7 +13,9 @@ use std::ops::Range;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RawKind {
     /// A string; `escaped` when it holds a backslash (its text is not its raw bytes).
-    Str { escaped: bool },
+    Str {
+        escaped: bool,
+    },
     Number,
     True,
     False,
