@@ -12,10 +12,7 @@ bellsystems() { bellsystems_app "PGFERRY_MIGRATE=per-step"; }
   run -0 "${SCRIPTS}/preflight"
   [[ "${output}" == *"ok       step 2.5: Firestore firestore-group:orders"* ]]
   [[ "${output}" == *"ok       step 1.12: create partitions of device_logs"*"preflight: every check held"* ]]
-  start_writer
-  run -0 "${SCRIPTS}/freeze" --execute
-  local frozen
-  frozen="$(content "${APPDB}")"
+  freeze_app
   run -0 "${SCRIPTS}/backup"
   run -0 "${SCRIPTS}/migrate" --execute
   [[ "${output}" == *"device_logs: Source: 200000 rows → Postgres: 200000 rows ✓"* ]]
@@ -42,7 +39,7 @@ bellsystems() { bellsystems_app "PGFERRY_MIGRATE=per-step"; }
   run -1 --separate-stderr "${SCRIPTS}/verify" --full
   [[ "${lines[-1]}" == "NO-GO: failed: count-check --full; do not cut over"* ]]
   run -0 "${SCRIPTS}/rollback" --execute
-  [[ "$(content "${APPDB}")" == "${frozen}" ]]
+  [[ "$(content "${APPDB}")" == "${FROZEN}" ]]
   grep -q "^APP_STORE=sqlite$" "${W}/app/.env"
   run ! grep -q "postgres" "${W}/app/.env"
   sleep 4

@@ -107,6 +107,15 @@ writers_start() {
   echo "PGFERRY_WRITERS_START='WRITER_DELAY=$1${sql} bash ${W}/app/writer.sh >/dev/null 2>&1 3>&- &'"
 }
 
+# freeze_app: the app runs (the fake writer), then the freeze; FROZEN is the hash of the
+# frozen database's content.
+freeze_app() {
+  start_writer
+  run -0 "${SCRIPTS}/freeze" --execute
+  # shellcheck disable=SC2034 # read by the tests
+  FROZEN="$(content "${APPDB}")"
+}
+
 # to_cutover: backup, migrate, verify and cutover of a frozen app, each required to succeed.
 to_cutover() {
   run -0 "${SCRIPTS}/backup"

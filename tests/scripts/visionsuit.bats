@@ -32,10 +32,7 @@ same() {
   run -0 "${SCRIPTS}/preflight"
   [[ "${output}" == *"note     table _prisma_migrations in ${APPDB}: no step of the plan copies it"* ]]
   [[ "${output}" == *"ok       the app's env file PGFERRY_APP_ENV '${W}/app/frontend.env'"* ]]
-  start_writer
-  run -0 "${SCRIPTS}/freeze" --execute
-  local frozen
-  frozen="$(content "${APPDB}")"
+  freeze_app
   run -0 "${SCRIPTS}/backup"
   run -0 "${SCRIPTS}/migrate" --execute
   [[ "${output}" == *'"_ImageAssetToTag": Source: 150 rows → Postgres: 150 rows ✓'* || "${output}" == *'_ImageAssetToTag'*'150 rows ✓'* ]]
@@ -66,7 +63,7 @@ same() {
   grep -qx "NEXT_PUBLIC_API=/api" "${W}/app/frontend.env"
   sleep 4
   (($(pg -c 'SELECT count(*) FROM app_writes') > 0))
-  [[ "$(content "${APPDB}")" == "${frozen}" ]]
+  [[ "$(content "${APPDB}")" == "${FROZEN}" ]]
 }
 
 @test "VisionSuit: rollback --truncate-targets empties the plan's tables although a table outside the plan references them" {
