@@ -59,6 +59,8 @@ pub struct CopySink {
     pub freeze: bool,
     /// Lines of every row sent to this table.
     pub lines: LineMap,
+    /// Each row's unique keys, for a partitioned table whose indexes are built after COPY.
+    pub trail: Option<crate::indexes::Trail>,
 }
 
 const RECENT: usize = 1 << 16;
@@ -76,6 +78,7 @@ impl CopySink {
             staged: false,
             freeze: false,
             lines: LineMap::default(),
+            trail: None,
         }
     }
 
@@ -128,6 +131,9 @@ impl CopySink {
 
     /// Encodes one row; the strings of text cells go back to `pool` for the next rows to reuse.
     pub fn encode_row(&mut self, cells: &mut [Option<Cell>], line: u64, seg: Option<i32>, pool: &mut Vec<String>) {
+        if let Some(t) = &mut self.trail {
+            t.push(cells, &self.cols);
+        }
         let nfields = self.cols.len() + 2 * seg.is_some() as usize;
         if self.binary {
             self.buf.extend_from_slice(&(nfields as i16).to_be_bytes());
