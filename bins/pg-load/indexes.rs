@@ -33,6 +33,7 @@ use crate::schema::{self, ForeignKey};
 use pgferry::convert::{Cell, Kind};
 use pgferry::pg::{pg_error, quote_ident, Table};
 use pgferry::{Error, Result};
+use postgres::types::Type;
 use postgres::Transaction;
 use std::collections::HashMap;
 use std::io::{BufWriter, Read, Seek, Write};
@@ -77,7 +78,7 @@ pub fn set_aside(tx: &mut Transaction, table: &Table, plan: &[Table], columns: &
     let plan_oids: Vec<u32> = plan.iter().map(|t| t.oid).collect();
     // One round trip: whether it applies, then the indexes (parent's and attached partitions').
     let rows = tx
-        .query(
+        .query_typed(
             "WITH rels AS (SELECT $1::oid AS oid UNION ALL SELECT inhrelid FROM pg_inherits WHERE inhparent = $1), \
              ok AS (SELECT NOT c.relispartition \
                AND (c.relkind = 'p' OR has_table_privilege(c.oid, 'TRUNCATE')) \
@@ -118,7 +119,7 @@ pub fn set_aside(tx: &mut Transaction, table: &Table, plan: &[Table], columns: &
              LEFT JOIN pg_constraint k ON k.conindid = i.indexrelid AND k.conrelid = i.indrelid AND k.contype IN ('p', 'u', 'x') \
              WHERE ok.ok AND ih.inhparent IN (SELECT indexrelid FROM pg_index WHERE indrelid = $1) \
              ORDER BY 1 NULLS FIRST, 9 DESC, 2",
-            &[&table.oid, &plan_oids],
+            &[(&table.oid, Type::OID), (&plan_oids, Type::OID_ARRAY)],
         )
         .map_err(|e| pg_error("look at the table's indexes", e))?;
     let parents: Vec<_> = rows.iter().filter(|r| r.get::<_, Option<u32>>(0).is_none()).collect();

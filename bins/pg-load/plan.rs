@@ -160,10 +160,10 @@ fn load(
     // One look for the tables that have keys into the plan's tables: only they are asked which.
     let oids: Vec<u32> = tables.iter().map(|t| t.oid).collect();
     let children: Vec<u32> = tx
-        .query(
+        .query_typed(
             "SELECT DISTINCT conrelid FROM pg_constraint WHERE contype = 'f' AND conparentid = 0 \
              AND conrelid = ANY($1) AND confrelid = ANY($1)",
-            &[&oids],
+            &[(&oids, postgres::types::Type::OID_ARRAY)],
         )
         .map_err(|e| whole(pg_error("look up foreign keys between the plan's tables", e)))?
         .iter()

@@ -84,8 +84,8 @@ pub fn prepare(tx: &mut Transaction, a: &Args, table: Table, plan: &[Table]) -> 
         tx.batch_execute(&format!("TRUNCATE {qt}")).map_err(|e| pg_error("empty the table (--mode replace)", e))?;
     }
     let empty = tx
-        .query_one(&format!("SELECT NOT EXISTS (SELECT 1 FROM {qt})"), &[])
-        .map_err(|e| pg_error("look at the table", e))?
+        .query_typed(&format!("SELECT NOT EXISTS (SELECT 1 FROM {qt})"), &[])
+        .map_err(|e| pg_error("look at the table", e))?[0]
         .get::<_, bool>(0);
     // Partitions the rows need are known only once every row is read: stage them first.
     let ensure = a.ensure_partitions.filter(|_| table.kind == 'p');
@@ -238,7 +238,8 @@ fn describe_source(end: &EndRecord) -> String {
 }
 
 pub fn count(tx: &mut Transaction, qt: &str) -> Result<i64> {
-    Ok(tx.query_one(&format!("SELECT count(*) FROM {qt}"), &[]).map_err(|e| pg_error("count rows", e))?.get(0))
+    // One round trip (no statement to prepare first).
+    Ok(tx.query_typed(&format!("SELECT count(*) FROM {qt}"), &[]).map_err(|e| pg_error("count rows", e))?[0].get(0))
 }
 
 /// Runs ANALYZE after the commit; a failure is only a warning (the data is committed).
