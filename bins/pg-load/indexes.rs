@@ -27,10 +27,10 @@
 //! way pg_dump restores them (the parent ONLY, each partition's index, ATTACH PARTITION);
 //! partition indexes of their own stay in place during the load.
 
-use crate::copy::LineMap;
+use crate::copy::{EncodedRow, LineMap};
 use crate::rows::Columns;
 use crate::schema::{self, ForeignKey};
-use pgferry::convert::{Cell, Kind};
+use pgferry::convert::Kind;
 use pgferry::pg::{pg_error, quote_ident, Table};
 use pgferry::{Error, Result};
 use postgres::types::Type;
@@ -146,9 +146,13 @@ pub fn set_aside(tx: &mut Transaction, table: &Table, plan: &[Table], columns: &
         // can compare.
         let mut key_exprs = vec![];
         if partitioned && unique {
+            // The trail hashes binary COPY fields.
+            if !columns.binary {
+                return Ok(None);
+            }
             for c in &cols {
-                match trail_kind(columns, c) {
-                    Some(kind) => key_exprs.push(key_expr(c, kind)),
+                match send_function(columns, c) {
+                    Some(f) => key_exprs.push(format!("{f}({})", quote_ident(c))),
                     None => return Ok(None),
                 }
             }
@@ -195,18 +199,24 @@ pub fn set_aside(tx: &mut Transaction, table: &Table, plan: &[Table], columns: &
     Ok(Some(SetAside { table: qt, partitioned, dropped, referencing }))
 }
 
-/// The kind of column `name` when the key trail can compare its values.
-fn trail_kind<'a>(columns: &'a Columns, name: &str) -> Option<&'a Kind> {
+/// For column `name`, the function that gives back its stored value as binary COPY sent
+/// it, for types whose stored value is exactly the value received (`None`: the key trail
+/// cannot compare its values).
+fn send_function(columns: &Columns, name: &str) -> Option<&'static str> {
     let c = columns.columns.iter().find(|c| c.name == name)?;
-    let plain_text = c.type_name == "text" || c.type_name.starts_with("character varying");
-    match &c.kind {
-        Kind::Bool | Kind::Int2 | Kind::Int4 | Kind::Int8 | Kind::Date | Kind::Timestamp | Kind::Timestamptz => {
-            Some(&c.kind)
-        }
-        Kind::Uuid => Some(&c.kind),
-        Kind::Text if plain_text => Some(&c.kind),
-        _ => None,
-    }
+    Some(match &c.kind {
+        Kind::Bool => "boolsend",
+        Kind::Int2 => "int2send",
+        Kind::Int4 => "int4send",
+        Kind::Int8 => "int8send",
+        Kind::Date => "date_send",
+        Kind::Timestamp => "timestamp_send",
+        Kind::Timestamptz => "timestamptz_send",
+        Kind::Uuid => "uuid_send",
+        Kind::Text if c.type_name == "text" => "textsend",
+        Kind::Text if c.type_name.starts_with("character varying") => "varcharsend",
+        _ => return None,
+    })
 }
 
 impl SetAside {
@@ -343,11 +353,9 @@ impl SetAside {
         for (k, r) in rows.iter().enumerate() {
             let mut h = Fnv::new();
             for i in 0..cols.len() {
-                match (r.try_get::<_, i64>(i + 1), r.try_get::<_, Vec<u8>>(i + 1), r.try_get::<_, bool>(i + 1)) {
-                    (Ok(v), _, _) => h.int(v),
-                    (_, Ok(b), _) => h.bytes(&b),
-                    (_, _, Ok(b)) => h.bool(b),
-                    _ => return unknown("a key value could not be read back"),
+                match r.try_get::<_, Vec<u8>>(i + 1) {
+                    Ok(b) => h.bytes(&b),
+                    Err(_) => return unknown("a key value could not be read back"),
                 }
             }
             wanted.insert(h.0, k);
@@ -363,23 +371,6 @@ impl SetAside {
             Ok(None) => unknown("the rows' keys differ from what the server stored"),
             Err(e) => unknown(&format!("reading the key trail: {e}")),
         }
-    }
-}
-
-/// A key column read back as the trail hashed it: integers and times as int8 (days or
-/// microseconds since 1970, ±infinity as i64::MAX/MIN), text and uuid as bytes.
-fn key_expr(col: &str, kind: &Kind) -> String {
-    let c = quote_ident(col);
-    match kind {
-        Kind::Bool => c,
-        Kind::Date => format!("CASE WHEN isfinite({c}) THEN ({c} - DATE '1970-01-01')::int8 END"),
-        Kind::Timestamp | Kind::Timestamptz => format!(
-            "CASE WHEN isfinite({c}) THEN (extract(epoch FROM {c}) * 1000000)::int8 \
-             WHEN {c} > 'epoch' THEN 9223372036854775807 ELSE -9223372036854775808 END"
-        ),
-        Kind::Uuid => format!("uuid_send({c})"),
-        Kind::Text => format!("convert_to({c}::text, 'UTF8')"),
-        _ => format!("{c}::int8"),
     }
 }
 
@@ -409,27 +400,18 @@ impl Trail {
         Ok(Trail { keys, out: BufWriter::with_capacity(1 << 16, file), broken: None })
     }
 
-    /// One row sent: `cells` by plan position, `copied` the positions this COPY carries (a key
-    /// column it leaves out takes the server's default, which the trail cannot know).
-    pub fn push(&mut self, cells: &[Option<Cell>], copied: &[usize]) {
+    /// One row sent: `row` its binary COPY fields by plan position, `copied` the positions
+    /// this COPY carries (a key column it leaves out takes the server's default, which the
+    /// trail cannot know).
+    pub fn push(&mut self, row: &EncodedRow, copied: &[usize]) {
         for key in &self.keys {
             let mut h = Fnv::new();
             for &i in key {
-                if !copied.contains(&i) {
-                    h.byte(0xff);
-                    continue;
-                }
-                match &cells[i] {
-                    None | Some(Cell::Null) => h.byte(0),
-                    Some(Cell::Bool(b)) => h.bool(*b),
-                    Some(Cell::Int2(v)) => h.int(*v as i64),
-                    Some(Cell::Int4(v)) => h.int(*v as i64),
-                    Some(Cell::Int8(v)) => h.int(*v),
-                    Some(Cell::Date(v)) => h.int(*v as i64),
-                    Some(Cell::Timestamp(v) | Cell::Timestamptz(v)) => h.int(*v),
-                    Some(Cell::Text(s)) => h.bytes(s.as_bytes()),
-                    Some(Cell::Uuid(u)) => h.bytes(u),
-                    Some(_) => h.byte(0xfe),
+                match row.field(i) {
+                    _ if !copied.contains(&i) => h.byte(0xff),
+                    // A field is its length word, then the bytes; -1: NULL.
+                    Some(f) if f.len() >= 4 && f[..4] != [0xff; 4] => h.bytes(&f[4..]),
+                    _ => h.byte(0),
                 }
             }
             if let Err(e) = self.out.write_all(&h.0.to_le_bytes()) {
@@ -482,16 +464,6 @@ impl Fnv {
     }
     fn byte(&mut self, b: u8) {
         self.0 = (self.0 ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    fn int(&mut self, v: i64) {
-        self.byte(1);
-        for b in v.to_le_bytes() {
-            self.byte(b);
-        }
-    }
-    fn bool(&mut self, v: bool) {
-        self.byte(3);
-        self.byte(v as u8);
     }
     fn bytes(&mut self, v: &[u8]) {
         self.byte(2);
