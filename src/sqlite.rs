@@ -242,6 +242,8 @@ pub struct Scan<'c> {
     stmt: NonNull<ffi::sqlite3_stmt>,
     db: *mut ffi::sqlite3,
     columns: usize,
+    /// Past the last row (stepping again would start the query over).
+    done: bool,
     _conn: PhantomData<&'c Connection>,
 }
 
@@ -269,16 +271,22 @@ impl<'c> Scan<'c> {
         };
         // SAFETY: `stmt` was just prepared.
         let columns = unsafe { ffi::sqlite3_column_count(stmt.as_ptr()) } as usize;
-        Ok(Scan { stmt, db, columns, _conn: PhantomData })
+        Ok(Scan { stmt, db, columns, done: false, _conn: PhantomData })
     }
 
     /// Moves to the next row; `false` after the last one.
     pub fn step(&mut self) -> rusqlite::Result<bool> {
+        if self.done {
+            return Ok(false);
+        }
         // SAFETY: `stmt` is prepared and not finalized; no value of the last row outlives this
         // (they borrow `self`).
         match unsafe { ffi::sqlite3_step(self.stmt.as_ptr()) } {
             ffi::SQLITE_ROW => Ok(true),
-            ffi::SQLITE_DONE => Ok(false),
+            ffi::SQLITE_DONE => {
+                self.done = true;
+                Ok(false)
+            }
             // SAFETY: `db` is the connection `stmt` belongs to.
             rc => Err(unsafe { last_error(self.db, rc, None) }),
         }
@@ -287,6 +295,7 @@ impl<'c> Scan<'c> {
     /// Column `i` of the current row (call after `step` returned `true`), as stored.
     pub fn get(&self, i: usize) -> rusqlite::Result<ValueRef<'_>> {
         assert!(i < self.columns, "column {i} of a query of {} columns", self.columns);
+        assert!(!self.done, "no row after the last");
         let out_of_memory = || rusqlite::Error::SqliteFailure(ffi::Error::new(ffi::SQLITE_NOMEM), None);
         // SAFETY: `i` is in range and the statement is on a row. The value is read at once and
         // the text or blob borrowed until the next `step` (which needs `&mut self`); reading it
@@ -344,6 +353,34 @@ unsafe fn last_error(db: *mut ffi::sqlite3, rc: c_int, sql: Option<&str>) -> rus
 
 #[cfg(test)]
 mod tests {
+    use super::Scan;
+    use rusqlite::types::ValueRef;
+
+    #[test]
+    fn scan_reads_every_storage_class_and_fails_as_rusqlite_does() {
+        let c = rusqlite::Connection::open_in_memory().unwrap();
+        c.execute_batch(
+            "CREATE TABLE t (v); INSERT INTO t VALUES (NULL), (-7), (2.5), (CAST(x'c3a90078' AS TEXT)), (x''), (x'00ff');",
+        )
+        .unwrap();
+        let mut scan = Scan::prepare(&c, "SELECT v, typeof(v) FROM t ORDER BY rowid").unwrap();
+        let mut got = vec![];
+        while scan.step().unwrap() {
+            got.push(format!("{:?}", scan.get(0).unwrap()));
+            assert!(matches!(scan.get(1).unwrap(), ValueRef::Text(_)));
+        }
+        assert_eq!(got, ["Null", "Integer(-7)", "Real(2.5)", "Text([195, 169, 0, 120])", "Blob([])", "Blob([0, 255])"]);
+        assert!(!scan.step().unwrap(), "stays at the end");
+        // The errors rusqlite's prepare gives: a syntax error with its offset; a runtime error.
+        let sql = "SELECT v FROM t WHERE nonsense = ORDER BY v";
+        let e = Scan::prepare(&c, sql).err().unwrap();
+        assert_eq!(e.to_string(), c.prepare(sql).err().unwrap().to_string());
+        assert!(matches!(e, rusqlite::Error::SqlInputError { offset: 33, .. }), "{e:?}");
+        assert!(Scan::prepare(&c, "-- nothing").is_err());
+        let mut scan = Scan::prepare(&c, "SELECT abs(-9223372036854775808)").unwrap();
+        assert_eq!(scan.step().unwrap_err().to_string(), "integer overflow");
+    }
+
     #[test]
     fn a_full_disk_says_what_happened() {
         // What the backup API returns on SQLITE_FULL: the code, and another connection's message.
