@@ -217,16 +217,15 @@ fn dump_table<W: Write>(conn: &Connection, info: &TableInfo, a: &Args, out: W, d
     if !order.is_empty() {
         sql.push_str(&format!(" ORDER BY {order}"));
     }
-    let mut st = conn.prepare(&sql).map_err(|e| query_error(table, a, e))?;
-    let mut rows = st.query([]).map_err(|e| query_error(table, a, e))?;
+    let mut scan = sq::Scan::prepare(conn, &sql).map_err(|e| query_error(table, a, e))?;
     let keys: Vec<_> = columns.iter().map(|c| pgferry::stream::encode_key(c)).collect();
     let mut w = RowWriter::new(out);
-    while let Some(row) = rows.next().map_err(|e| sq::sqlite_error(format!("read table '{table}'"), e))? {
+    let read_error = |e| sq::sqlite_error(format!("read table '{table}'"), e);
+    while scan.step().map_err(read_error)? {
         w.begin_row();
         for (i, col) in columns.iter().enumerate() {
             w.encoded_key(&keys[i]);
-            let v = row.get_ref(i + 1).expect("column index in range");
-            match v {
+            match scan.get(i + 1).map_err(read_error)? {
                 ValueRef::Null => w.null(),
                 ValueRef::Integer(n) => w.int(n),
                 ValueRef::Real(f) => w.float(f),
@@ -235,7 +234,7 @@ fn dump_table<W: Write>(conn: &Connection, info: &TableInfo, a: &Args, out: W, d
                     Ok(()) => {}
                     Err(_) if a.invalid_text_as_bytes => w.bytes(t),
                     Err(e) => {
-                        let ident = match row.get_ref(0).expect("ident column") {
+                        let ident = match scan.get(0).map_err(read_error)? {
                             ValueRef::Integer(n) => format!("rowid {n}"),
                             ValueRef::Text(k) => format!("key {}", String::from_utf8_lossy(k)),
                             ValueRef::Real(f) => format!("key {f}"),

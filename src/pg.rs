@@ -363,6 +363,23 @@ impl Target {
             config.ssl_mode(SslMode::Disable);
             return self.within_timeout(move || config.connect(postgres::NoTls));
         }
+        let connector = self.tls_connector()?;
+        config.ssl_mode(if self.tls == TlsMode::Prefer { SslMode::Prefer } else { SslMode::Require });
+        let tls = postgres_native_tls::MakeTlsConnector::new(connector);
+        self.within_timeout(move || config.connect(tls))
+    }
+
+    /// The TLS connector for these settings, built once per process and shared by its
+    /// connections: native-tls loads the system's CA bundle for every connector it builds
+    /// (~60 ms here), even when the roots are then replaced.
+    fn tls_connector(&self) -> Result<native_tls::TlsConnector> {
+        type Built = Vec<(String, native_tls::TlsConnector)>;
+        static BUILT: std::sync::Mutex<Built> = std::sync::Mutex::new(Vec::new());
+        let key = format!("{:?}", (self.tls, self.sni, &self.root_cert, &self.client_cert, &self.ssl_password));
+        let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, c)) = built.iter().find(|(k, _)| *k == key) {
+            return Ok(c.clone());
+        }
         let mut b = native_tls::TlsConnector::builder();
         // libpq's default ssl_min_protocol_version.
         b.min_protocol_version(Some(native_tls::Protocol::Tlsv12));
@@ -397,9 +414,8 @@ impl Target {
             b.identity(client_identity(cert, key, self.ssl_password.as_deref())?);
         }
         let connector = b.build().map_err(|e| Error::Unavailable(format!("TLS setup: {e}")))?;
-        config.ssl_mode(if self.tls == TlsMode::Prefer { SslMode::Prefer } else { SslMode::Require });
-        let tls = postgres_native_tls::MakeTlsConnector::new(connector);
-        self.within_timeout(move || config.connect(tls))
+        built.push((key, connector.clone()));
+        Ok(connector)
     }
 
     /// libpq's connect_timeout bounds the whole start of a session (TCP, TLS, authentication)

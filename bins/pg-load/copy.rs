@@ -83,6 +83,11 @@ impl EncodedRow {
         self.in_order && self.last == Some(self.slots.len().wrapping_sub(1))
     }
 
+    /// Column `i`'s field as encoded (`None`: the row leaves the column out).
+    pub fn field(&self, i: usize) -> Option<&[u8]> {
+        self.slots[i].as_ref().map(|r| &self.bytes[r.start as usize..r.end as usize])
+    }
+
     /// Whether the row already has a value for column `i`.
     pub fn has(&self, i: usize) -> bool {
         self.slots[i].is_some()
@@ -140,6 +145,8 @@ pub struct CopySink {
     pub freeze: bool,
     /// Lines of every row sent to this table.
     pub lines: LineMap,
+    /// Each row's unique keys, for a partitioned table whose indexes are built after COPY.
+    pub trail: Option<crate::indexes::Trail>,
 }
 
 const RECENT: usize = 1 << 16;
@@ -157,6 +164,7 @@ impl CopySink {
             staged: false,
             freeze: false,
             lines: LineMap::default(),
+            trail: None,
         }
     }
 
@@ -210,6 +218,9 @@ impl CopySink {
     /// Appends one row: its fields in the order of this COPY's columns (a column the row
     /// leaves out is NULL), then for the staged path the segment id and the line.
     pub fn encode_row(&mut self, row: &EncodedRow, line: u64, seg: Option<i32>) {
+        if let Some(t) = &mut self.trail {
+            t.push(row, &self.cols);
+        }
         let nfields = self.cols.len() + 2 * seg.is_some() as usize;
         if self.binary {
             self.buf.extend_from_slice(&(nfields as i16).to_be_bytes());

@@ -504,7 +504,7 @@ fn load(s: &mut Session, a: &Args, outcome: &mut Outcome) -> Result<Report> {
     let id = begin(&mut tx, &mut s.log)?;
     set_up(&mut tx, a.lock_timeout)?;
     let table = table::lock(&mut tx, &a.table, a.lock_timeout == 0)?;
-    let p = table::prepare(&mut tx, a, table)?;
+    let p = table::prepare(&mut tx, a, table, &[])?;
     let mut reader = RowReader::new(input(), a.require_end);
     let loaded = table::load_rows(&mut tx, &p, a, &mut reader, outcome)?;
     let mut notes = loaded.notes;
