@@ -223,7 +223,7 @@ fn run_create(o: create::Options, keep: rotate::Keep) -> Result<Status> {
     }
     let fk = summary["foreign_key_violations"].as_u64().unwrap_or(0);
     if fk > 0 {
-        pgferry::note!(TOOL, "warning: the database has {fk} foreign key violations (recorded in the manifest)");
+        pgferry::warn!(TOOL, "the database has {fk} foreign key violations (recorded in the manifest)");
     }
     pgferry::note!(TOOL, "created {human}; integrity ok");
     Ok(Status::Ok)

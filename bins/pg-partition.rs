@@ -402,7 +402,7 @@ fn retain(mut tx: postgres::Transaction, table: &Table, a: &Args) -> Result<Stat
         }
         write_out(&mut out, "COMMIT;\n")?;
         for w in &warnings {
-            note!(TOOL, "{w}");
+            pgferry::warn!(TOOL, "{w}");
         }
         return Ok(Status::Ok);
     }
@@ -420,7 +420,7 @@ fn retain(mut tx: postgres::Transaction, table: &Table, a: &Args) -> Result<Stat
     }
     tx.commit().map_err(|e| pg_error(format!("commit the retention of '{shown}'"), e))?;
     for w in &warnings {
-        note!(TOOL, "{w}");
+        pgferry::warn!(TOOL, "{w}");
     }
     if a.verbose {
         report_retain(&info, &retire, &archived, a, &shown, iv.label(cut_date));

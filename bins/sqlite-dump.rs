@@ -1,6 +1,7 @@
 //! sqlite-dump: SQLite tables to NDJSON, from one consistent snapshot, read-only.
 
 use pgferry::cli::{self, Status};
+use pgferry::progress::{self, Progress, Unit};
 use pgferry::sqlite::{self as sq, TableInfo};
 use pgferry::stream::RowWriter;
 use pgferry::{Error, Result};
@@ -222,6 +223,15 @@ fn dump_table<W: Write>(conn: &Connection, info: &TableInfo, a: &Args, out: W, d
     let mut rows = st.query([]).map_err(|e| query_error(table, a, e))?;
     let keys: Vec<Vec<u8>> = columns.iter().map(|c| pgferry::stream::encode_key(c)).collect();
     let mut w = RowWriter::new(out);
+    // With --all the rows go to files; otherwise stdout must be a file for the line to show.
+    let draw = if a.all { progress::terminal() } else { progress::terminal_for_producer() };
+    // The total for the ETA: SQLite counts a table's rows from its smallest b-tree, a fraction
+    // of the dump's own reading, and only when the line is drawn (not under --where).
+    let total = match draw && a.where_clause.is_none() {
+        true => Some(sq::count_rows(conn, table)?),
+        false => None,
+    };
+    let mut progress = Progress::new(TOOL, table.as_str(), Unit::Count("rows"), total, draw);
     while let Some(row) = rows.next().map_err(|e| sq::sqlite_error(format!("read table '{table}'"), e))? {
         w.begin_row();
         for (i, col) in columns.iter().enumerate() {
@@ -253,6 +263,7 @@ fn dump_table<W: Write>(conn: &Connection, info: &TableInfo, a: &Args, out: W, d
             }
         }
         w.end_row()?;
+        progress.update(w.rows());
     }
     let n = w.rows();
     let file = std::path::Path::new(db).file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
