@@ -51,6 +51,8 @@ Options:
                         [default: 6].
   --backoff MS          First retry delay in milliseconds; doubled per attempt (at most
                         30 s) and jittered [default: 500].
+  -q, --quiet           No progress line and no informational notes on stderr
+                        (errors, warnings and the data on stdout stay).
   -h, --help            Show this help.
   -V, --version         Show the version.
 
@@ -80,8 +82,10 @@ Output:
   and --path-field when asked, then the fields (sorted by name, or in --fields order);
   then the end record {\"$end\":{\"rows\":N,\"source\":\"firestore\",\"project\":...,
   \"collection\"|\"group\"|\"document\":...,\"read_time\":...}}.
-  stderr: the read time, progress when stderr is a terminal, a summary line; after a
-  failure, the exact command that fetches the remaining documents.
+  stderr: the read time, a summary line; after a failure, the exact command that
+  fetches the remaining documents (also with --quiet). When stderr is a terminal
+  and stdout a file (not a pipe: in `fs-export … | pg-load …` pg-load shows
+  progress), a progress line (documents, documents/s; no total), cleared at the end.
 
 Exit status:
   0 done; 64 usage error (also: a --read-time Firestore no longer keeps); 65 a value

@@ -41,6 +41,8 @@ Options:
   --out-dir DIR         Directory for --all; files appear complete or not at all.
   --ddl                 Print PostgreSQL CREATE TABLE statements for the tables
                         (all of them when none are named); see docs/ddl.md.
+  -q, --quiet           No progress line and no informational notes on stderr
+                        (errors, warnings and the data on stdout stay).
   -h, --help            Show this help.
   -V, --version         Show the version.
 
@@ -50,7 +52,10 @@ Input:
 Output:
   stdout: one JSON object per row, keys in column order, then the end record
   {\"$end\":{\"rows\":N,\"source\":\"sqlite\",\"table\":...}}. With --list and --all,
-  one line per table. Progress and errors go to stderr.
+  one line per table. stderr: errors, and a summary line per table; when stderr
+  is a terminal and stdout a file (not a pipe: in `sqlite-dump … | pg-load …`
+  pg-load shows progress), a progress line with the table's row count (counted
+  first, unless --where) and an ETA, cleared at the end.
 
 Exit status:
   0 done; 64 usage error; 65 bad data (invalid UTF-8 text, corrupt file);

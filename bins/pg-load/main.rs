@@ -61,6 +61,13 @@ Run options:
                         this long while the server waits for pg-load (the
                         session is ended on the server, so its locks go)
                         [default: 60].
+  --report FILE         At the end, write FILE (atomically): one JSON object per
+                        table with its counts, seconds, stream bytes and outcome
+                        (docs/loading.md, \"The report\"); written also when the
+                        load fails or is a dry run.
+  -q, --quiet           No progress line, count lines or summary on stderr:
+                        errors and warnings only (the exit status, the run log
+                        and --report say how it went).
   --plan PLAN           Load the plan's steps (docs/plan.md) from one stream.
   --from STEP           With --plan: start at this step.
   --steps A,B           With --plan: only these steps (in plan order).
@@ -130,7 +137,8 @@ Input:
   case as in SQL ('\"Orders\"').
 
 Output:
-  stderr: the count line (one per step) and a summary. Nothing on stdout.
+  stderr: the count line (one per step) and a summary; on a terminal, a progress
+  line (rows, rows/s) while rows stream in, cleared at the end. Nothing on stdout.
 
 Exit status:
   0 loaded and verified; 1 count verification failed (rolled back);
