@@ -5,6 +5,7 @@
 use crate::convert::Kind;
 use crate::error::Result;
 use crate::pg::pg_error;
+use postgres::types::ToSql;
 use postgres::GenericClient;
 
 /// `text`'s type oid: what a column without a binary decoder is read as.
@@ -178,9 +179,14 @@ const FOREIGN_KEY_SELECT: &str = "SELECT c.conname::text, c.conrelid::regclass::
        c.convalidated, pg_get_constraintdef(c.oid) \
      FROM pg_constraint c";
 
-fn foreign_keys_where(client: &mut impl GenericClient, cond: &str, oid: u32, what: &str) -> Result<Vec<ForeignKey>> {
+fn foreign_keys_where(
+    client: &mut impl GenericClient,
+    cond: &str,
+    params: &[&(dyn ToSql + Sync)],
+    what: &str,
+) -> Result<Vec<ForeignKey>> {
     let rows = client
-        .query(&format!("{FOREIGN_KEY_SELECT} WHERE c.contype = 'f' AND {cond} ORDER BY c.conname"), &[&oid])
+        .query(&format!("{FOREIGN_KEY_SELECT} WHERE c.contype = 'f' AND {cond} ORDER BY c.conname"), params)
         .map_err(|e| pg_error(what, e))?;
     Ok(rows
         .iter()
@@ -196,9 +202,38 @@ fn foreign_keys_where(client: &mut impl GenericClient, cond: &str, oid: u32, wha
         .collect())
 }
 
-/// The table's own foreign keys (out), by name.
+/// The foreign keys that constrain the table's rows (out), by name: a partition's clones of
+/// its parent's keys included, each key once. The server's per-partition rows of a key to a
+/// partitioned table (the referenced partitions as `confrelid`) are not keys of their own.
 pub fn foreign_keys(client: &mut impl GenericClient, oid: u32) -> Result<Vec<ForeignKey>> {
-    foreign_keys_where(client, "c.conrelid = $1", oid, "read foreign keys")
+    foreign_keys_where(
+        client,
+        "c.conrelid = $1 AND NOT EXISTS \
+         (SELECT FROM pg_constraint p WHERE p.oid = c.conparentid AND p.confrelid <> c.confrelid)",
+        &[&oid],
+        "read foreign keys",
+    )
+}
+
+/// The foreign keys declared on the table itself, which a load can drop and re-add: those
+/// referencing one of `parents`, or all of them (`None`). By name. A partition's clones of
+/// its parent's keys are left out (they go with the parent's key), as are the server's
+/// per-partition rows of a key to a partitioned table.
+pub fn declared_foreign_keys(
+    client: &mut impl GenericClient,
+    oid: u32,
+    parents: Option<&[u32]>,
+) -> Result<Vec<ForeignKey>> {
+    match parents {
+        Some([]) => Ok(vec![]),
+        None => foreign_keys_where(client, "c.conrelid = $1 AND c.conparentid = 0", &[&oid], "read foreign keys"),
+        Some(parents) => foreign_keys_where(
+            client,
+            "c.conrelid = $1 AND c.conparentid = 0 AND c.confrelid = ANY($2)",
+            &[&oid, &parents],
+            "read foreign keys",
+        ),
+    }
 }
 
 /// The foreign keys of other tables that reference this one or one of its partitions (in),
@@ -207,7 +242,7 @@ pub fn referencing_keys(client: &mut impl GenericClient, oid: u32) -> Result<Vec
     foreign_keys_where(
         client,
         "c.conparentid = 0 AND (c.confrelid = $1 OR c.confrelid IN (SELECT relid FROM pg_partition_tree($1::oid)))",
-        oid,
+        &[&oid],
         "look up foreign keys",
     )
 }

@@ -2,6 +2,7 @@
 //! set aside for --defer-fks or a plan run, and sequences moved past the loaded ids.
 
 use crate::rows::{Columns, Signature};
+use pgferry::catalog;
 use pgferry::pg::{pg_error, quote_ident, quote_literal, Table};
 use pgferry::{Error, Result};
 use postgres::Transaction;
@@ -84,16 +85,13 @@ pub fn advance_sequences(
     Ok(())
 }
 
-/// A foreign key set aside for a load, with what it takes to put it back exactly (name,
-/// columns, referenced table, actions, MATCH, deferrability: `pg_get_constraintdef`).
+/// A foreign key set aside for a load, with what it takes to put it back exactly (the
+/// catalog's definition: columns, referenced table, actions, MATCH, deferrability).
 pub struct ForeignKey {
     /// The table it belongs to (the child), quoted.
     pub table: String,
     pub table_display: String,
-    pub name: String,
-    definition: String,
-    /// Whether it was valid before the load (a NOT VALID key is put back NOT VALID).
-    valid: bool,
+    pub key: catalog::ForeignKey,
 }
 
 /// Drops the table's foreign keys for the load: all of them (`all`, --defer-fks), else those
@@ -105,29 +103,14 @@ pub fn drop_foreign_keys(
     all: bool,
     referencing: &[u32],
 ) -> Result<Vec<ForeignKey>> {
-    if !all && referencing.is_empty() {
-        return Ok(vec![]);
-    }
-    let rows = tx
-        .query(
-            "SELECT conname::text, pg_get_constraintdef(oid), convalidated FROM pg_constraint \
-             WHERE conrelid = $1 AND contype = 'f' AND conparentid = 0 AND ($2 OR confrelid = ANY($3)) ORDER BY conname",
-            &[&table.oid, &all, &referencing],
-        )
-        .map_err(|e| pg_error("read foreign keys", e))?;
-    let fks: Vec<ForeignKey> = rows
-        .iter()
-        .map(|r| ForeignKey {
-            table: table.qualified(),
-            table_display: table.display(),
-            name: r.get(0),
-            definition: r.get::<_, String>(1).trim_end_matches(" NOT VALID").to_string(),
-            valid: r.get(2),
-        })
+    let keys = catalog::declared_foreign_keys(tx, table.oid, (!all).then_some(referencing))?;
+    let fks: Vec<ForeignKey> = keys
+        .into_iter()
+        .map(|key| ForeignKey { table: table.qualified(), table_display: table.display(), key })
         .collect();
     for fk in &fks {
-        tx.batch_execute(&format!("ALTER TABLE {} DROP CONSTRAINT {}", fk.table, quote_ident(&fk.name)))
-            .map_err(|e| pg_error(format!("drop foreign key {} for the load", fk.name), e))?;
+        tx.batch_execute(&format!("ALTER TABLE {} DROP CONSTRAINT {}", fk.table, quote_ident(&fk.key.name)))
+            .map_err(|e| pg_error(format!("drop foreign key {} for the load", fk.key.name), e))?;
     }
     Ok(fks)
 }
@@ -140,11 +123,11 @@ pub fn restore_foreign_keys(tx: &mut Transaction, fks: &[ForeignKey]) -> Result<
         tx.batch_execute(&format!(
             "ALTER TABLE {} ADD CONSTRAINT {} {} NOT VALID",
             fk.table,
-            quote_ident(&fk.name),
-            fk.definition
+            quote_ident(&fk.key.name),
+            fk.key.definition
         ))
-        .map_err(|e| pg_error(format!("re-add foreign key {} NOT VALID", fk.name), e))?;
-        later.push(format!("ALTER TABLE {} VALIDATE CONSTRAINT {};", fk.table, quote_ident(&fk.name)));
+        .map_err(|e| pg_error(format!("re-add foreign key {} NOT VALID", fk.key.name), e))?;
+        later.push(format!("ALTER TABLE {} VALIDATE CONSTRAINT {};", fk.table, quote_ident(&fk.key.name)));
     }
     Ok(format!("foreign keys re-added NOT VALID; once the parents are loaded, run: {}", later.join(" ")))
 }
@@ -168,18 +151,18 @@ pub fn restore_foreign_keys_validated(tx: &mut Transaction, fks: &[ForeignKey]) 
         let sql = format!(
             "ALTER TABLE {} ADD CONSTRAINT {} {}{}",
             fk.table,
-            quote_ident(&fk.name),
-            fk.definition,
-            if fk.valid { "" } else { " NOT VALID" }
+            quote_ident(&fk.key.name),
+            fk.key.definition,
+            if fk.key.validated { "" } else { " NOT VALID" }
         );
         tx.batch_execute(&sql).map_err(|e| match e.as_db_error() {
             Some(db) if db.code().code() == "23503" => Error::Data(format!(
                 "foreign key {} of '{}': {} (a row's parent is in no table of the plan)",
-                fk.name,
+                fk.key.name,
                 fk.table_display,
                 db.detail().unwrap_or(db.message()).trim_end_matches('.')
             )),
-            _ => pg_error(format!("validate foreign key {} of '{}'", fk.name, fk.table_display), e),
+            _ => pg_error(format!("validate foreign key {} of '{}'", fk.key.name, fk.table_display), e),
         })?;
     }
     Ok(())

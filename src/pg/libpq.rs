@@ -243,24 +243,18 @@ fn parse_url(s: &str) -> Result<Vec<(String, String)>> {
     Ok(out)
 }
 
+/// Decodes as libpq does: a '%' not followed by two hex digits is refused (the crate would
+/// keep it as is), and the bytes must be UTF-8.
 fn percent_decode(s: &str) -> Result<String> {
     let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let v = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok());
-            let Some(v) = v else {
-                return Err(Error::Usage("connection string: invalid percent-encoding in the URL".into()));
-            };
-            out.push(v);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
+    let hex = |i: usize| b.get(i).is_some_and(u8::is_ascii_hexdigit);
+    if (0..b.len()).any(|i| b[i] == b'%' && !(hex(i + 1) && hex(i + 2))) {
+        return Err(Error::Usage("connection string: invalid percent-encoding in the URL".into()));
     }
-    String::from_utf8(out).map_err(|_| Error::Usage("connection string: percent-encoding is not UTF-8".into()))
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8()
+        .map(|d| d.into_owned())
+        .map_err(|_| Error::Usage("connection string: percent-encoding is not UTF-8".into()))
 }
 
 /// Splits `k=v k2='v 2'` into (key, unquoted value); backslash escapes as in libpq.
@@ -533,6 +527,19 @@ mod tests {
         );
         assert!(parse_conninfo("postgres://h/d?nosuch=1").is_err());
         assert!(parse_conninfo("postgres://u:pw%zz@h/d").is_err());
+    }
+
+    #[test]
+    fn percent_decoding_is_as_strict_as_libpq() {
+        assert_eq!(kv("postgres://u%3a%C3%A9%2541@h/d")[0], ("user", "u:é%41".into()));
+        assert_eq!(kv("postgres://h/d?application_name=a%20b")[2], ("application_name", "a b".into()));
+        // A '%' without two hex digits after it, anywhere: libpq refuses the URL.
+        for bad in ["%", "%4", "pw%", "pw%4", "%+f", "%-1", "%g0", "%%41", "%41%"] {
+            let e = parse_conninfo(&format!("postgres://u:{bad}@h/d")).unwrap_err();
+            assert_eq!(e.message(), "connection string: invalid percent-encoding in the URL", "{bad}");
+        }
+        let e = parse_conninfo("postgres://h/%C3%28").unwrap_err();
+        assert_eq!(e.message(), "connection string: percent-encoding is not UTF-8");
     }
 
     #[test]

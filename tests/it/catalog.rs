@@ -86,6 +86,12 @@ fn a_key_referencing_a_partitioned_table_is_listed_once() {
     let into: Vec<(String, String)> =
         catalog::referencing_keys(&mut c, ev).unwrap().into_iter().map(|k| (k.name, k.table)).collect();
     assert_eq!(into, [("seen_ev".to_string(), "seen".to_string())]);
+    // Out, too: the server's per-partition rows of the key (conrelid seen, confrelid ev_2026…)
+    // are not keys of their own; checked against one partition, rows of the others are orphans.
+    let seen = oid(&mut c, "seen");
+    let out: Vec<(String, String)> =
+        catalog::foreign_keys(&mut c, seen).unwrap().into_iter().map(|k| (k.name, k.parent)).collect();
+    assert_eq!(out, [("seen_ev".to_string(), "ev".to_string())]);
     let nokey = oid(&mut c, "nokey");
     assert!(catalog::primary_key(&mut c, nokey).unwrap().is_empty());
     let part = oid(&mut c, "ev_2026");
@@ -94,4 +100,48 @@ fn a_key_referencing_a_partitioned_table_is_listed_once() {
         0,
         "the clone on a partition is not a key of its own"
     );
+}
+
+#[test]
+fn the_keys_a_load_sets_aside_are_declared_on_the_table_and_filtered_by_parent() {
+    let pg = Pg::new();
+    pg.exec(
+        "CREATE TABLE a (id int PRIMARY KEY);
+         CREATE TABLE b (id int, x int, PRIMARY KEY (id, x));
+         CREATE TABLE ev (id bigint, at date, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
+         CREATE TABLE ev_2026 PARTITION OF ev FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
+         CREATE TABLE kid (id int, at date, a int CONSTRAINT kid_a REFERENCES a DEFERRABLE INITIALLY DEFERRED,
+             b int, x int, CONSTRAINT kid_b FOREIGN KEY (b, x) REFERENCES b (id, x) MATCH FULL ON DELETE CASCADE,
+             CONSTRAINT kid_ev FOREIGN KEY (id, at) REFERENCES ev) PARTITION BY RANGE (at);
+         CREATE TABLE kid_2026 PARTITION OF kid FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
+         ALTER TABLE kid_2026 ADD CONSTRAINT kid_2026_a FOREIGN KEY (a) REFERENCES a ON UPDATE RESTRICT NOT VALID;",
+    );
+    let mut c = pg.client();
+    let (a, b, ev, kid, part) =
+        (oid(&mut c, "a"), oid(&mut c, "b"), oid(&mut c, "ev"), oid(&mut c, "kid"), oid(&mut c, "kid_2026"));
+    let keys = |c: &mut postgres::Client, table: u32, parents: Option<&[u32]>| -> Vec<(String, String, bool)> {
+        catalog::declared_foreign_keys(c, table, parents)
+            .unwrap()
+            .into_iter()
+            .map(|k| (k.name, k.definition, k.validated))
+            .collect()
+    };
+    let kid_a =
+        ("kid_a".to_string(), "FOREIGN KEY (a) REFERENCES a(id) DEFERRABLE INITIALLY DEFERRED".to_string(), true);
+    let kid_b =
+        ("kid_b".to_string(), "FOREIGN KEY (b, x) REFERENCES b(id, x) MATCH FULL ON DELETE CASCADE".to_string(), true);
+    let kid_ev = ("kid_ev".to_string(), "FOREIGN KEY (id, at) REFERENCES ev(id, at)".to_string(), true);
+    // Exactly what re-adds each one, once each (not once per partition of ev).
+    assert_eq!(keys(&mut c, kid, None), [kid_a.clone(), kid_b.clone(), kid_ev.clone()]);
+    assert_eq!(keys(&mut c, kid, Some(&[b])), [kid_b]);
+    assert_eq!(keys(&mut c, kid, Some(&[ev, a])), [kid_a, kid_ev]);
+    assert!(keys(&mut c, kid, Some(&[])).is_empty());
+    assert!(keys(&mut c, kid, Some(&[part])).is_empty());
+    // The partition's clones of kid's keys go with kid's; its own key comes back NOT VALID.
+    let own = ("kid_2026_a".to_string(), "FOREIGN KEY (a) REFERENCES a(id) ON UPDATE RESTRICT".to_string(), false);
+    assert_eq!(keys(&mut c, part, None), std::slice::from_ref(&own));
+    assert_eq!(keys(&mut c, part, Some(&[a])), [own]);
+    // What constrains the partition's rows (count-check's lint): the clones too.
+    let names: Vec<String> = catalog::foreign_keys(&mut c, part).unwrap().into_iter().map(|k| k.name).collect();
+    assert_eq!(names, ["kid_2026_a", "kid_a", "kid_b", "kid_ev"]);
 }

@@ -456,6 +456,30 @@ fn lint_finds_the_seeds_checklist() {
     check(&pg, &["--lint", "sqlite:x:y"]).expect(64);
 }
 
+#[test]
+fn lint_checks_a_key_to_a_partitioned_table_against_the_whole_table() {
+    let pg = Pg::new();
+    pg.exec(
+        "CREATE TABLE ev (id bigint, at date, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
+         CREATE TABLE ev_2026 PARTITION OF ev FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
+         CREATE TABLE ev_2027 PARTITION OF ev FOR VALUES FROM ('2027-01-01') TO ('2028-01-01');
+         INSERT INTO ev VALUES (1, '2026-05-01'), (2, '2027-05-01');
+         CREATE TABLE seen (id bigint, at date, CONSTRAINT seen_ev FOREIGN KEY (id, at) REFERENCES ev);
+         INSERT INTO seen VALUES (1, '2026-05-01'), (2, '2027-05-01');",
+    );
+    check(&pg, &["--lint", "pg:seen"]).ok();
+    pg.exec(
+        "ALTER TABLE seen DROP CONSTRAINT seen_ev; INSERT INTO seen VALUES (3, '2027-06-01');
+             ALTER TABLE seen ADD CONSTRAINT seen_ev FOREIGN KEY (id, at) REFERENCES ev NOT VALID;",
+    );
+    let r = check(&pg, &["--lint", "pg:seen"]).expect(1);
+    let findings = r.json_lines()[0]["findings"].clone();
+    assert_eq!(findings.as_array().unwrap().len(), 1, "{findings}");
+    assert_eq!(findings[0]["rule"], "foreign-key-orphans");
+    assert_eq!(findings[0]["count"], 1);
+    assert_eq!(findings[0]["examples"], serde_json::json!([{"id": 3, "at": "2027-06-01"}]));
+}
+
 // ---------------------------------------------------------------- Firestore (emulator)
 
 use crate::fs_export::Fs;

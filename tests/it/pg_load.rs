@@ -343,6 +343,39 @@ fn children_before_parents_with_defer_fks() {
 }
 
 #[test]
+fn defer_fks_into_a_partition_sets_aside_its_own_keys_not_the_ones_it_inherits() {
+    let pg = Pg::new();
+    pg.exec(
+        "CREATE TABLE customers (id text PRIMARY KEY);
+         CREATE TABLE ev (id bigint, at date, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
+         CREATE TABLE ev_2026 PARTITION OF ev FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
+         INSERT INTO ev VALUES (1, '2026-05-01');
+         CREATE TABLE kid (id bigint, at date, customer text, CONSTRAINT kid_ev FOREIGN KEY (id, at) REFERENCES ev)
+             PARTITION BY RANGE (at);
+         CREATE TABLE kid_2026 PARTITION OF kid FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
+         ALTER TABLE kid_2026 ADD CONSTRAINT kid_customer FOREIGN KEY (customer) REFERENCES customers ON DELETE CASCADE;",
+    );
+    let defs = "SELECT conrelid::regclass || ' ' || conname || ' ' || pg_get_constraintdef(oid) FROM pg_constraint \
+                WHERE contype = 'f' ORDER BY 1";
+    let before = pg.rows(defs);
+    // The customer is not there yet; the inherited kid_ev (and its rows per partition of ev) stays and holds.
+    load(&pg, "kid_2026", stream(&[r#"{"id":1,"at":"2026-05-01","customer":"c1"}"#]), &["--defer-fks"])
+        .ok()
+        .stderr_has(&["NOT VALID", "VALIDATE CONSTRAINT \"kid_customer\";"]);
+    assert_eq!(pg.one("SELECT convalidated::text FROM pg_constraint WHERE conname = 'kid_customer'"), "false");
+    assert_eq!(pg.rows(defs), before.iter().map(|d| d.replace("CASCADE", "CASCADE NOT VALID")).collect::<Vec<_>>());
+    load(
+        &pg,
+        "kid_2026",
+        stream(&[r#"{"id":2,"at":"2026-05-01","customer":"c1"}"#]),
+        &["--defer-fks", "--mode", "append"],
+    )
+    .expect(65)
+    .stderr_has(&["(id, at)=(2, 2026-05-01)"]);
+    assert_eq!(pg.count("kid"), 1);
+}
+
+#[test]
 fn a_missing_partition_is_named_nothing_commits_and_ensure_partitions_creates_it() {
     let pg = Pg::new();
     pg.exec("CREATE TABLE device_logs (id bigint, received_at timestamptz NOT NULL, PRIMARY KEY (id, received_at)) PARTITION BY RANGE (received_at);
