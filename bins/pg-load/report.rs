@@ -90,6 +90,14 @@ impl Report {
         if !dir.is_dir() {
             return Err(Error::NoInput(format!("--report '{path}': directory '{}' does not exist", dir.display())));
         }
+        // A report left from an earlier run goes now: one that a run which never got to its end
+        // (kill -9) did not replace must not pass for that run's.
+        match std::fs::remove_file(p) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(Error::io(format!("--report '{path}': remove the earlier report"), e))
+            }
+            _ => {}
+        }
         Ok(Report { dir, name, shown: path.to_string() })
     }
 

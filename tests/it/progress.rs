@@ -238,6 +238,24 @@ fn report_says_per_table_what_was_loaded_and_how_it_ended() {
     );
     assert!(e.stderr().contains(r[0]["error"].as_str().unwrap()), "{}\n{}", r[0], e.describe());
 
+    // A run that never gets to its end (kill -9) leaves no report, not the earlier one.
+    assert!(file.exists());
+    let mut child = std::process::Command::new(bin("pg-load"))
+        .args(["--db", &pg.url, "--report", &rep, "t"])
+        .env("HOME", "/nonexistent/pgferry-test-home")
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let gone = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        !file.exists()
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(gone, "the earlier report is still there while the run is under way");
+    assert!(!file.exists());
+
     // A report that cannot be written is found before anything is loaded.
     let runs = pg.one("SELECT count(*) FROM _migration_runs");
     let e =
