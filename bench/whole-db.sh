@@ -16,12 +16,17 @@
 # reference already there (phase 2's table, loaded from Firestore). Every side starts
 # from that empty schema:
 #   pgferry-steps  one sqlite-dump | pg-load per table, as scripts/migrate runs a plan
-#   pgferry-plan   pg-load --plan: every table in one transaction (when pg-load has --plan)
+#   pgferry-plan   pg-load --plan: every table in one transaction (when pg-load has --plan),
+#                  ANALYZE of the twelve tables after the commit included (pg-load's default)
+#   pgferry-plan-noanalyze  the same plan with --no-analyze in every step's load: the load alone,
+#                  as the peers do it (they leave no statistics)
 #   duckdb         DuckDB: BEGIN; twelve INSERT ... SELECT (bench/whole-db-duckdb.sql); COMMIT
 #                  (timed from ATTACH to COMMIT)
 #   pgloader       Debian's pgloader, WITH data only (it loads tables in parallel)
 #   server         COPY device_logs FROM 'file' (FORMAT binary) into the indexed partitions
 #   server-bare    the same into bare partitions, then the key and index built, one transaction
+# Each round starts with the machine's load average (uptime), printed after the report:
+# on a shared machine, a ratio means little without it.
 # Connections go through the libpq variables (PGPASSWORD in the environment), never a
 # password on a command line. Not a test: run it on demand, on a quiet machine.
 # Exit status: 0 when every run completed and loaded every row (targets are reported, not
@@ -124,15 +129,17 @@ main() {
     steps+="; $(rss steps-dump) '${BENCH_BIN}/sqlite-dump' '${db}' ${t} | $(rss steps-load) '${BENCH_BIN}/pg-load' --source 'sqlite:${db}:${t}' ${t}"
   done
   # The atomic plan load (contracts 2 and 3 of the brief): one stream, a $table record per step.
-  local plan="" stream="" has_plan=0
+  local plan="" plan_na="" stream="" has_plan=0
   printf '{"step": "probe", "source": "sqlite:%s:crm_sync_state", "target": "crm_sync_state"}\n' "${db}" >"${run}/probe.ndjson"
   # shellcheck disable=SC2016 # a literal $table record
   if { printf '%s\n' '{"$table":{"step":"probe","target":"crm_sync_state"}}' && "${BENCH_BIN}/sqlite-dump" "${db}" crm_sync_state; } 2>/dev/null |
     "${BENCH_BIN}/pg-load" --plan "${run}/probe.ndjson" --dry-run >/dev/null 2>&1; then
     has_plan=1
-    plan="${run}/plan.ndjson"
+    plan="${run}/plan.ndjson" plan_na="${run}/plan-noanalyze.ndjson"
     for t in "${TABLES[@]}"; do
       printf '{"step": "%s", "source": "sqlite:%s:%s", "target": "%s"}\n' "${t}" "${db}" "${t}" "${t}" >>"${plan}"
+      printf '{"step": "%s", "source": "sqlite:%s:%s", "target": "%s", "load": ["--no-analyze"]}\n' \
+        "${t}" "${db}" "${t}" "${t}" >>"${plan_na}"
       stream+="printf '%s\\n' '{\"\$table\":{\"step\":\"${t}\",\"target\":\"${t}\"}}'; $(rss plan-dump) '${BENCH_BIN}/sqlite-dump' '${db}' ${t}; "
     done
   else
@@ -145,6 +152,7 @@ PGL
 
   local round copy="COPY device_logs FROM '${run}/logs.bin' (FORMAT binary)"
   for round in $(seq 1 "${rounds}"); do
+    printf 'round %s: load average %s\n' "${round}" "$(cut -d' ' -f1-3 /proc/loadavg)" >>"${run}/load.txt"
     log "round ${round} of ${rounds}: pgferry, one pipe per table"
     reset_db && timed pgferry-steps "${steps}" && check_counts "${want}" pgferry-steps
     if ((has_plan)); then
@@ -152,6 +160,10 @@ PGL
       reset_db
       timed pgferry-plan "{ ${stream}} | $(rss plan-load) '${BENCH_BIN}/pg-load' --plan '${plan}'"
       check_counts "${want}" pgferry-plan
+      log "round ${round} of ${rounds}: pgferry, pg-load --plan, steps --no-analyze"
+      reset_db
+      timed pgferry-plan-noanalyze "{ ${stream//plan-dump/plan-dump-na}} | $(rss plan-load-na) '${BENCH_BIN}/pg-load' --plan '${plan_na}'"
+      check_counts "${want}" pgferry-plan-noanalyze
     fi
     log "round ${round} of ${rounds}: duckdb"
     reset_db
@@ -175,6 +187,7 @@ PGL
   bench_report --title "Whole database, BellSystems' 12 SQLite tables (device_logs partitioned)" \
     --rows "$(awk -F'|' '{n += $2} END {print n}' <<<"${want}")" --anchor "$( ((has_plan)) && echo pgferry-plan || echo pgferry-steps)" \
     --side "pgferry-plan=pgferry pg-load --plan, one transaction" \
+    --side "pgferry-plan-noanalyze=pgferry pg-load --plan, --no-analyze" \
     --side "pgferry-steps=pgferry, one sqlite-dump | pg-load per table" \
     --side "duckdb=DuckDB ${DUCKDB_VERSION}, 12 INSERT ... SELECT, one transaction=1.5" \
     --side "duckdb-process=DuckDB, the whole python process" \
@@ -182,8 +195,10 @@ PGL
     --side "server=server COPY of device_logs, indexed partitions==${rows}" \
     --side "server-bare=server COPY, bare partitions, then key and index==${rows}" \
     --rss "plan-dump=sqlite-dump (plan, 12 runs)=12" --rss "plan-load=pg-load --plan" \
+    --rss "plan-load-na=pg-load --plan, --no-analyze" \
     --rss "steps-dump=sqlite-dump (per table, 12 runs)=12" --rss "steps-load=pg-load (per table, 12 runs)=12" \
     --rss "duckdb=DuckDB (python)" --rss "pgloader=pgloader"
+  cat "${run}/load.txt"
 }
 
 main "$@"

@@ -149,8 +149,8 @@ fn run(a: Args) -> Result<Status> {
         return dump_all(&conn, &a);
     }
     let info = sq::table_info(&conn, &a.tables[0])?;
-    let out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
-    let rows = dump_table(&conn, &info, &a, out, &a.db)?;
+    pgferry::stream::widen_stdout_pipe();
+    let rows = dump_table(&conn, &info, &a, std::io::stdout().lock(), &a.db)?;
     pgferry::note!(TOOL, "{}: {} rows", info.name, rows);
     Ok(Status::Ok)
 }
@@ -167,8 +167,7 @@ fn dump_all(conn: &Connection, a: &Args) -> Result<Status> {
         let tmp_path = dir.join(format!(".{file_name}.partial"));
         let file =
             std::fs::File::create(&tmp_path).map_err(|e| Error::io(format!("create '{}'", tmp_path.display()), e))?;
-        let w = std::io::BufWriter::with_capacity(1 << 16, file);
-        let rows = match dump_table(conn, &info, a, w, &a.db) {
+        let rows = match dump_table(conn, &info, a, file, &a.db) {
             Ok(n) => n,
             Err(e) => {
                 let _ = std::fs::remove_file(&tmp_path);
@@ -224,9 +223,8 @@ fn dump_table<W: Write>(conn: &Connection, info: &TableInfo, a: &Args, out: W, d
     if !order.is_empty() {
         sql.push_str(&format!(" ORDER BY {order}"));
     }
-    let mut st = conn.prepare(&sql).map_err(|e| query_error(table, a, e))?;
-    let mut rows = st.query([]).map_err(|e| query_error(table, a, e))?;
-    let keys: Vec<Vec<u8>> = columns.iter().map(|c| pgferry::stream::encode_key(c)).collect();
+    let mut scan = sq::Scan::prepare(conn, &sql).map_err(|e| query_error(table, a, e))?;
+    let keys: Vec<_> = columns.iter().map(|c| pgferry::stream::encode_key(c)).collect();
     let mut w = RowWriter::new(out);
     // With --all the rows go to files; otherwise stdout must be a file for the line to show.
     let draw = if a.all { progress::terminal() } else { progress::terminal_for_producer() };
@@ -237,12 +235,12 @@ fn dump_table<W: Write>(conn: &Connection, info: &TableInfo, a: &Args, out: W, d
         false => None,
     };
     let mut progress = Progress::new(TOOL, table.as_str(), Unit::Count("rows"), total, draw);
-    while let Some(row) = rows.next().map_err(|e| sq::sqlite_error(format!("read table '{table}'"), e))? {
+    let read_error = |e| sq::sqlite_error(format!("read table '{table}'"), e);
+    while scan.step().map_err(read_error)? {
         w.begin_row();
         for (i, col) in columns.iter().enumerate() {
             w.encoded_key(&keys[i]);
-            let v = row.get_ref(i + 1).expect("column index in range");
-            match v {
+            match scan.get(i + 1).map_err(read_error)? {
                 ValueRef::Null => w.null(),
                 ValueRef::Integer(n) => w.int(n),
                 ValueRef::Real(f) => w.float(f),
@@ -251,7 +249,7 @@ fn dump_table<W: Write>(conn: &Connection, info: &TableInfo, a: &Args, out: W, d
                     Ok(()) => {}
                     Err(_) if a.invalid_text_as_bytes => w.bytes(t),
                     Err(e) => {
-                        let ident = match row.get_ref(0).expect("ident column") {
+                        let ident = match scan.get(0).map_err(read_error)? {
                             ValueRef::Integer(n) => format!("rowid {n}"),
                             ValueRef::Text(k) => format!("key {}", String::from_utf8_lossy(k)),
                             ValueRef::Real(f) => format!("key {f}"),

@@ -827,10 +827,18 @@ pub fn silent_change(raw: &str, col: &ColumnInfo, opts: &Options) -> Option<Chan
         }
         Kind::Timestamp | Kind::Timestamptz | Kind::Time => {
             if raw.starts_with('"') {
-                let s = string()?;
-                let frac = s.split_once(['.', ','])?.1;
-                let digits: String = frac.chars().take_while(|c| c.is_ascii_digit()).collect();
-                (digits.len() > 6 && digits[6..].bytes().any(|c| c != b'0')).then_some(Change::Microseconds)
+                // A string without escapes is its own text: looked at in place.
+                let owned;
+                let s = match raw.contains('\\') {
+                    false => &raw[1..raw.len() - 1],
+                    true => {
+                        owned = string()?;
+                        owned.as_str()
+                    }
+                };
+                let frac = s.split_once(['.', ','])?.1.as_bytes();
+                let digits = frac.iter().take_while(|c| c.is_ascii_digit()).count();
+                (digits > 6 && frac[6..digits].iter().any(|&c| c != b'0')).then_some(Change::Microseconds)
             } else {
                 // An epoch: its unit leaves this many fraction digits of microseconds.
                 let allowed = match opts.epoch? {

@@ -9,6 +9,7 @@ pub mod error;
 pub mod files;
 pub mod firestore;
 pub mod gauth;
+pub mod jsonscan;
 pub mod jsonsrc;
 pub mod partition;
 pub mod pg;

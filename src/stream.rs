@@ -14,74 +14,88 @@ pub const END_KEY: &str = "$end";
 
 // ---------------------------------------------------------------- writing
 
+/// Bytes a [`RowWriter`] hands its output at once: few system calls, and a consumer at the
+/// other end of a pipe woken a few times per megabyte rather than once per 64 KiB.
+const BLOCK: usize = 1 << 18;
+
+/// A [`RowWriter`]'s buffer: a block plus room for the row that crosses it.
+const BUF_LEN: usize = BLOCK + BLOCK / 4;
+
 /// Writes rows as NDJSON, then the end record. Counts the rows it wrote.
 pub struct RowWriter<W: Write> {
     out: W,
-    buf: Vec<u8>,
+    buf: Buf,
     first_field: bool,
     rows: u64,
 }
 
 impl<W: Write> RowWriter<W> {
     pub fn new(out: W) -> Self {
-        RowWriter { out, buf: Vec::with_capacity(1 << 16), first_field: true, rows: 0 }
+        RowWriter { out, buf: Buf { bytes: vec![0; BUF_LEN], pos: 0 }, first_field: true, rows: 0 }
     }
 
     pub fn rows(&self) -> u64 {
         self.rows
     }
 
+    #[inline]
     pub fn begin_row(&mut self) {
-        self.buf.push(b'{');
+        self.buf.put(b"{");
         self.first_field = true;
+    }
+
+    #[inline]
+    fn separate(&mut self) {
+        if !self.first_field {
+            self.buf.put(b",");
+        }
+        self.first_field = false;
     }
 
     /// Starts a field: writes the key and the colon; the caller writes the value next.
     pub fn key(&mut self, key: &str) {
-        if !self.first_field {
-            self.buf.push(b',');
-        }
-        self.first_field = false;
-        write_json_str(&mut self.buf, key);
-        self.buf.push(b':');
+        self.separate();
+        self.buf.string(key.as_bytes());
+        self.buf.put(b":");
     }
 
     /// Starts a field whose key was encoded once with [`encode_key`] (hot loops).
-    pub fn encoded_key(&mut self, key: &[u8]) {
-        if !self.first_field {
-            self.buf.push(b',');
-        }
-        self.first_field = false;
-        self.buf.extend_from_slice(key);
+    #[inline]
+    pub fn encoded_key(&mut self, key: &EncodedKey) {
+        self.separate();
+        self.buf.key(key);
     }
 
+    #[inline]
     pub fn null(&mut self) {
-        self.buf.extend_from_slice(b"null");
+        self.buf.put(b"null");
     }
 
     pub fn bool(&mut self, v: bool) {
-        self.buf.extend_from_slice(if v { b"true" } else { b"false" });
+        self.buf.put(if v { b"true" } else { b"false" });
     }
 
+    #[inline]
     pub fn int(&mut self, v: i64) {
-        write_i64(&mut self.buf, v);
+        self.buf.int(v);
     }
 
     pub fn float(&mut self, v: f64) {
-        write_json_f64(&mut self.buf, v);
+        self.buf.float(v);
     }
 
     pub fn str(&mut self, v: &str) {
-        write_json_str(&mut self.buf, v);
+        self.buf.string(v.as_bytes());
     }
 
     /// Text not yet known to be UTF-8 (SQLite's): written as a string when it is, else
     /// nothing is written and the error says where it stops being UTF-8. One pass for ASCII.
+    #[inline]
     pub fn text(&mut self, v: &[u8]) -> std::result::Result<(), std::str::Utf8Error> {
-        let start = self.buf.len();
-        if write_escaped(&mut self.buf, v) {
+        let start = self.buf.pos;
+        if self.buf.string(v) {
             if let Err(e) = std::str::from_utf8(v) {
-                self.buf.truncate(start);
+                self.buf.pos = start;
                 return Err(e);
             }
         }
@@ -89,18 +103,19 @@ impl<W: Write> RowWriter<W> {
     }
 
     pub fn bytes(&mut self, v: &[u8]) {
-        write_bytes_form(&mut self.buf, v);
+        self.buf.bytes_form(v);
     }
 
     /// A value that is already JSON (a nested map or array built by the caller).
     pub fn value(&mut self, v: &Value) {
-        write_json_value(&mut self.buf, v);
+        self.buf.value(v);
     }
 
+    #[inline]
     pub fn end_row(&mut self) -> Result<()> {
-        self.buf.extend_from_slice(b"}\n");
+        self.buf.put(b"}\n");
         self.rows += 1;
-        if self.buf.len() >= 1 << 16 {
+        if self.buf.pos >= BLOCK {
             self.flush_buf()?;
         }
         Ok(())
@@ -114,8 +129,12 @@ impl<W: Write> RowWriter<W> {
     }
 
     fn flush_buf(&mut self) -> Result<()> {
-        self.out.write_all(&self.buf).map_err(|e| Error::io("write to stdout", e))?;
-        self.buf.clear();
+        self.out.write_all(&self.buf.bytes[..self.buf.pos]).map_err(|e| Error::io("write to stdout", e))?;
+        self.buf.pos = 0;
+        if self.buf.bytes.len() > 4 * BUF_LEN {
+            // A huge row grew the buffer: give the memory back.
+            self.buf.bytes = vec![0; BUF_LEN];
+        }
         Ok(())
     }
 
@@ -123,24 +142,54 @@ impl<W: Write> RowWriter<W> {
     pub fn finish(mut self, extra: &[(&str, Value)]) -> Result<W> {
         let _ = write!(self.buf, "{{\"{END_KEY}\":{{\"rows\":{}", self.rows);
         for (k, v) in extra {
-            self.buf.push(b',');
-            write_json_str(&mut self.buf, k);
-            self.buf.push(b':');
-            write_json_value(&mut self.buf, v);
+            self.buf.put(b",");
+            self.buf.string(k.as_bytes());
+            self.buf.put(b":");
+            self.buf.value(v);
         }
-        self.buf.extend_from_slice(b"}}\n");
+        self.buf.put(b"}}\n");
         self.flush_buf()?;
         self.out.flush().map_err(|e| Error::io("write to stdout", e))?;
         Ok(self.out)
     }
 }
 
+/// Asks for a 1 MiB pipe when stdout is a pipe (Linux's default is 64 KiB), so that producer
+/// and consumer each wake up once per [`BLOCK`] or more, not per 64 KiB. Best effort: where
+/// it is refused (stdout not a pipe, a user over the pipe quota) the output is the same.
+pub fn widen_stdout_pipe() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: fcntl on a descriptor number has no memory effects; a bad one is an error return.
+    unsafe {
+        libc::fcntl(libc::STDOUT_FILENO, libc::F_SETPIPE_SZ, 1 << 20);
+    }
+}
+
+/// A key encoded once for a hot loop ([`RowWriter::encoded_key`]): its JSON text and colon,
+/// the first 32 bytes zero-padded and copied whole, the rest (of a long key) after them.
+pub struct EncodedKey {
+    head: [u8; 32],
+    rest: Vec<u8>,
+    len: usize,
+}
+
 /// A key as JSON text followed by its colon, for [`RowWriter::encoded_key`].
-pub fn encode_key(key: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(key.len() + 3);
-    write_json_str(&mut out, key);
-    out.push(b':');
-    out
+pub fn encode_key(key: &str) -> EncodedKey {
+    let mut text = Vec::with_capacity(key.len() + 3);
+    write_json_str(&mut text, key);
+    text.push(b':');
+    let mut head = [0u8; 32];
+    let n = text.len().min(32);
+    head[..n].copy_from_slice(&text[..n]);
+    EncodedKey { head, rest: text[n..].to_vec(), len: text.len() }
+}
+
+/// Output bytes kept zero-filled to their full length, `pos` marking where the bytes written
+/// end. Each write first makes room, so a copy of fixed size (a word of text, a key's 16-byte
+/// chunks) may store past what it means to keep: cheaper than a copy of exact, varying length.
+struct Buf {
+    bytes: Vec<u8>,
+    pos: usize,
 }
 
 /// "00" to "99": an integer is written two digits per division.
@@ -150,34 +199,250 @@ const DIGIT_PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
 6061626364656667686970717273747576777879\
 8081828384858687888990919293949596979899";
 
-/// Decimal digits of an integer without going through `fmt`, two per division.
+impl Buf {
+    /// Runs `f` appending to `v` (the free functions' `Vec` interface).
+    fn append_to(v: &mut Vec<u8>, f: impl FnOnce(&mut Buf)) {
+        let mut b = Buf { pos: v.len(), bytes: std::mem::take(v) };
+        f(&mut b);
+        b.bytes.truncate(b.pos);
+        *v = b.bytes;
+    }
+
+    #[inline]
+    fn room(&mut self, n: usize) {
+        self.room_at(self.pos, n);
+    }
+
+    /// Makes `n` bytes of room from `at` on (the buffer holds a whole row, however long).
+    #[inline]
+    fn room_at(&mut self, at: usize, n: usize) {
+        if self.bytes.len() - at < n {
+            self.grow(at + n);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn grow(&mut self, len: usize) {
+        self.bytes.resize(len, 0);
+    }
+
+    #[inline]
+    fn put(&mut self, s: &[u8]) {
+        self.room(s.len());
+        self.bytes[self.pos..self.pos + s.len()].copy_from_slice(s);
+        self.pos += s.len();
+    }
+
+    #[inline]
+    fn key(&mut self, k: &EncodedKey) {
+        self.room(32 + k.rest.len());
+        self.bytes[self.pos..self.pos + 32].copy_from_slice(&k.head);
+        if !k.rest.is_empty() {
+            self.bytes[self.pos + 32..self.pos + 32 + k.rest.len()].copy_from_slice(&k.rest);
+        }
+        self.pos += k.len;
+    }
+
+    /// Decimal digits without going through `fmt`: the length first, then stored in place from
+    /// the last digit, eight at a time (four pairs that do not wait on each other), then pairs.
+    #[inline]
+    fn int(&mut self, v: i64) {
+        let mut n = v.unsigned_abs();
+        let len = (v < 0) as usize + n.checked_ilog10().map_or(1, |d| d as usize + 1);
+        self.room(len);
+        let out = &mut self.bytes[self.pos..self.pos + len];
+        out[0] = b'-'; // a digit overwrites it when `v` is not negative
+        let mut i = len;
+        while n >= 100_000_000 {
+            let r = (n % 100_000_000) as u32;
+            n /= 100_000_000;
+            let (hi, lo) = (r / 10_000, r % 10_000);
+            for (k, p) in [lo % 100, lo / 100, hi % 100, hi / 100].into_iter().enumerate() {
+                let d = p as usize * 2;
+                out[i - 2 * k - 2..i - 2 * k].copy_from_slice(&DIGIT_PAIRS[d..d + 2]);
+            }
+            i -= 8;
+        }
+        let mut n = n as u32;
+        while n >= 100 {
+            let d = (n % 100) as usize * 2;
+            n /= 100;
+            i -= 2;
+            out[i..i + 2].copy_from_slice(&DIGIT_PAIRS[d..d + 2]);
+        }
+        if n >= 10 {
+            let d = n as usize * 2;
+            out[i - 2..i].copy_from_slice(&DIGIT_PAIRS[d..d + 2]);
+        } else {
+            out[i - 1] = b'0' + n as u8;
+        }
+        self.pos += len;
+    }
+
+    /// A float as the shortest text that reads back to the same bits; non-finite values tagged.
+    fn float(&mut self, v: f64) {
+        if v.is_nan() {
+            self.put(br#"{"$float":"NaN"}"#);
+        } else if v.is_infinite() {
+            self.put(if v > 0.0 { br#"{"$float":"Infinity"}"# } else { br#"{"$float":"-Infinity"}"# });
+        } else {
+            // Rust's Display for f64 is the shortest round-trip form but never uses an
+            // exponent; Debug uses one when it is shorter (1e300) and always keeps a ".0".
+            let _ = write!(self, "{v:?}");
+        }
+    }
+
+    /// `s` as a JSON string with the escapes JSON requires (and nothing else escaped); returns
+    /// whether any byte was not ASCII (so a caller holding unchecked text knows to validate it).
+    #[inline]
+    fn string(&mut self, s: &[u8]) -> bool {
+        // Room for `s` unescaped and its quotes; escape_byte makes more as it needs.
+        self.room(s.len() + 2);
+        self.bytes[self.pos] = b'"';
+        let (at, seen) = self.string_body(self.pos + 1, s);
+        self.bytes[at] = b'"';
+        self.pos = at + 1;
+        seen & HIGH_BITS != 0
+    }
+
+    /// Stores `s` escaped at `at`; returns the next position and every byte ORed (its high
+    /// bit says "not ASCII"). Whole words at a time where none needs an escape: below 16
+    /// bytes, two words that overlap; above, 16 bytes a time and the last 16 overlapping what
+    /// went before (when none of those needs an escape, the overlap went out verbatim just
+    /// before `at`, so storing it again is exact).
+    #[inline]
+    fn string_body(&mut self, at: usize, s: &[u8]) -> (usize, u64) {
+        let n = s.len();
+        if n < 4 {
+            return (self.escape_run(at, s, n), s.iter().fold(0, |seen, &c| seen | c as u64));
+        }
+        if n < 8 {
+            let (a, b) = (half(&s[..4]), half(&s[n - 4..]));
+            let w = a as u64 | (b as u64) << 32;
+            if hits(w) != 0 {
+                return (self.escape_run(at, s, n), w);
+            }
+            self.bytes[at..at + 4].copy_from_slice(&s[..4]);
+            self.bytes[at + n - 4..at + n].copy_from_slice(&s[n - 4..]);
+            return (at + n, w);
+        }
+        if n < 16 {
+            let (a, b) = (word(&s[..8]), word(&s[n - 8..]));
+            if hits(a) | hits(b) != 0 {
+                return (self.escape_run(at, s, n), a | b);
+            }
+            self.bytes[at..at + 8].copy_from_slice(&s[..8]);
+            self.bytes[at + n - 8..at + n].copy_from_slice(&s[n - 8..]);
+            return (at + n, a | b);
+        }
+        let mut at = at;
+        let mut seen = 0;
+        let mut chunks = s.chunks_exact(16);
+        for (k, chunk) in chunks.by_ref().enumerate() {
+            let (a, b) = (word(&chunk[..8]), word(&chunk[8..]));
+            seen |= a | b;
+            if hits(a) | hits(b) != 0 {
+                at = self.escape_run(at, chunk, n - 16 * k);
+            } else {
+                self.bytes[at..at + 16].copy_from_slice(chunk);
+                at += 16;
+            }
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let last = &s[n - 16..];
+            let (a, b) = (word(&last[..8]), word(&last[8..]));
+            seen |= a | b;
+            if hits(a) | hits(b) != 0 {
+                at = self.escape_run(at, rest, rest.len());
+            } else {
+                let back = 16 - rest.len();
+                self.bytes[at - back..at - back + 16].copy_from_slice(last);
+                at += rest.len();
+            }
+        }
+        (at, seen)
+    }
+
+    /// Stores `run` byte by byte, escaping what JSON requires; `left` (at least the bytes of
+    /// the string still to come, from the run's start) keeps room for them and the quote.
+    #[inline(never)]
+    fn escape_run(&mut self, mut at: usize, run: &[u8], left: usize) -> usize {
+        for (j, &c) in run.iter().enumerate() {
+            at = self.escape_byte(at, c, left - j);
+        }
+        at
+    }
+
+    /// Stores byte `c` at `at`, escaped if JSON requires; `left` counts it and the bytes after
+    /// it. Returns the next position.
+    #[inline]
+    fn escape_byte(&mut self, at: usize, c: u8, left: usize) -> usize {
+        match ESCAPE[c as usize] {
+            0 => {
+                self.bytes[at] = c;
+                at + 1
+            }
+            e => {
+                self.room_at(at, left + 6);
+                if e == b'u' {
+                    const HEX: &[u8; 16] = b"0123456789abcdef";
+                    let esc = [b'\\', b'u', b'0', b'0', HEX[(c >> 4) as usize], HEX[(c & 15) as usize]];
+                    self.bytes[at..at + 6].copy_from_slice(&esc);
+                    at + 6
+                } else {
+                    self.bytes[at..at + 2].copy_from_slice(&[b'\\', e]);
+                    at + 2
+                }
+            }
+        }
+    }
+
+    /// The bytes form: `{"$base64":true,"encoded":"..."}`.
+    fn bytes_form(&mut self, v: &[u8]) {
+        self.put(br#"{"$base64":true,"encoded":""#);
+        self.base64(v);
+        self.put(b"\"}");
+    }
+
+    /// Standard base64 with padding (RFC 4648 section 4), the alphabet sqlite-utils uses.
+    fn base64(&mut self, v: &[u8]) {
+        use base64::Engine;
+        let n = base64::encoded_len(v.len(), true).expect("a length that fits in memory");
+        self.room(n);
+        base64::engine::general_purpose::STANDARD
+            .encode_slice(v, &mut self.bytes[self.pos..self.pos + n])
+            .expect("sized for it");
+        self.pos += n;
+    }
+
+    fn value(&mut self, v: &Value) {
+        serde_json::to_writer(&mut *self, v).expect("writing JSON to memory cannot fail");
+    }
+}
+
+impl Write for Buf {
+    fn write(&mut self, s: &[u8]) -> std::io::Result<usize> {
+        self.put(s);
+        Ok(s.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Decimal digits of an integer without going through `fmt`.
 pub fn write_i64(buf: &mut Vec<u8>, v: i64) {
-    let mut tmp = [0u8; 20];
-    let mut i = tmp.len();
-    let mut n = v.unsigned_abs();
-    while n >= 100 {
-        let d = (n % 100) as usize * 2;
-        n /= 100;
-        i -= 2;
-        tmp[i..i + 2].copy_from_slice(&DIGIT_PAIRS[d..d + 2]);
-    }
-    if n >= 10 {
-        let d = n as usize * 2;
-        i -= 2;
-        tmp[i..i + 2].copy_from_slice(&DIGIT_PAIRS[d..d + 2]);
-    } else {
-        i -= 1;
-        tmp[i] = b'0' + n as u8;
-    }
-    if v < 0 {
-        buf.push(b'-');
-    }
-    buf.extend_from_slice(&tmp[i..]);
+    Buf::append_to(buf, |b| b.int(v));
 }
 
 /// A JSON string with the escapes JSON requires (and nothing else escaped).
 pub fn write_json_str(buf: &mut Vec<u8>, s: &str) {
-    write_escaped(buf, s.as_bytes());
+    Buf::append_to(buf, |b| {
+        b.string(s.as_bytes());
+    });
 }
 
 /// What a byte becomes inside a JSON string: 0 itself, b'u' `\u00XX`, else `\` and this byte.
@@ -201,92 +466,43 @@ const ESCAPE: [u8; 256] = {
 const LANES: u64 = 0x0101_0101_0101_0101;
 const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
 
-/// Whether any of the eight bytes in `w` is one JSON must escape: below 0x20, `"` or `\`
-/// (exact "has a byte less than / equal to" tests, as in Bit Twiddling Hacks).
 #[inline]
-fn word_needs_escape(w: u64) -> bool {
+fn word(b: &[u8]) -> u64 {
+    u64::from_le_bytes(b.try_into().expect("eight bytes"))
+}
+
+#[inline]
+fn half(b: &[u8]) -> u32 {
+    u32::from_le_bytes(b.try_into().expect("four bytes"))
+}
+
+/// Non-zero when any of the eight bytes in `w` is one JSON must escape: below 0x20, `"` or
+/// `\` (exact "has a byte less than / equal to" tests, as in Bit Twiddling Hacks).
+#[inline]
+fn hits(w: u64) -> u64 {
     let quote = w ^ (LANES * b'"' as u64);
     let backslash = w ^ (LANES * b'\\' as u64);
-    let hits = (w.wrapping_sub(LANES * 0x20) & !w)
+    ((w.wrapping_sub(LANES * 0x20) & !w)
         | (quote.wrapping_sub(LANES) & !quote)
-        | (backslash.wrapping_sub(LANES) & !backslash);
-    hits & HIGH_BITS != 0
-}
-
-/// Writes `bytes` as a JSON string, eight bytes at a time where none needs an escape; returns
-/// whether any byte was not ASCII (so a caller holding unchecked text knows to validate it).
-fn write_escaped(buf: &mut Vec<u8>, bytes: &[u8]) -> bool {
-    buf.reserve(bytes.len() + 2);
-    buf.push(b'"');
-    let mut seen = 0u64; // every byte ORed in: its high bit says "not ASCII"
-    let mut copied = 0; // bytes before this are in buf
-    let mut i = 0;
-    while i + 8 <= bytes.len() {
-        let w = u64::from_le_bytes(bytes[i..i + 8].try_into().expect("eight bytes"));
-        seen |= w;
-        if word_needs_escape(w) {
-            for j in i..i + 8 {
-                copied = escape_byte(buf, bytes, copied, j);
-            }
-        }
-        i += 8;
-    }
-    for j in i..bytes.len() {
-        seen |= bytes[j] as u64;
-        copied = escape_byte(buf, bytes, copied, j);
-    }
-    buf.extend_from_slice(&bytes[copied..]);
-    buf.push(b'"');
-    seen & HIGH_BITS != 0
-}
-
-/// If `bytes[j]` needs an escape: writes the pending bytes and the escape; returns the new
-/// start of the pending bytes.
-#[inline]
-fn escape_byte(buf: &mut Vec<u8>, bytes: &[u8], copied: usize, j: usize) -> usize {
-    let b = bytes[j];
-    match ESCAPE[b as usize] {
-        0 => copied,
-        e => {
-            buf.extend_from_slice(&bytes[copied..j]);
-            if e == b'u' {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                buf.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
-            } else {
-                buf.extend_from_slice(&[b'\\', e]);
-            }
-            j + 1
-        }
-    }
+        | (backslash.wrapping_sub(LANES) & !backslash))
+        & HIGH_BITS
 }
 
 /// A float as the shortest text that reads back to the same bits; non-finite values tagged.
 pub fn write_json_f64(buf: &mut Vec<u8>, v: f64) {
-    if v.is_nan() {
-        buf.extend_from_slice(br#"{"$float":"NaN"}"#);
-    } else if v.is_infinite() {
-        buf.extend_from_slice(if v > 0.0 { br#"{"$float":"Infinity"}"# } else { br#"{"$float":"-Infinity"}"# });
-    } else {
-        // Rust's Display for f64 is the shortest round-trip form but never uses an
-        // exponent; Debug uses one when it is shorter (1e300) and always keeps a ".0".
-        let _ = write!(buf, "{v:?}");
-    }
+    Buf::append_to(buf, |b| b.float(v));
 }
 
 /// The bytes form: `{"$base64":true,"encoded":"..."}`.
 pub fn write_bytes_form(buf: &mut Vec<u8>, v: &[u8]) {
-    buf.extend_from_slice(br#"{"$base64":true,"encoded":""#);
-    base64_encode_into(buf, v);
-    buf.extend_from_slice(b"\"}");
+    Buf::append_to(buf, |b| b.bytes_form(v));
 }
 
 /// The bytes form as a `Value` (for producers that build nested values).
 pub fn bytes_value(v: &[u8]) -> Value {
-    let mut enc = Vec::new();
-    base64_encode_into(&mut enc, v);
     let mut m = Map::new();
     m.insert("$base64".into(), Value::Bool(true));
-    m.insert("encoded".into(), Value::String(String::from_utf8(enc).expect("base64 is ascii")));
+    m.insert("encoded".into(), Value::String(base64_encode(v)));
     Value::Object(m)
 }
 
@@ -308,10 +524,6 @@ pub fn float_value(v: f64) -> Value {
         m.insert("$float".into(), Value::String(tag.into()));
         Value::Object(m)
     }
-}
-
-fn write_json_value(buf: &mut Vec<u8>, v: &Value) {
-    serde_json::to_writer(&mut *buf, v).expect("writing JSON to a Vec cannot fail");
 }
 
 // ---------------------------------------------------------------- tagged forms
@@ -343,14 +555,11 @@ pub fn as_float_form(v: &Value) -> Option<std::result::Result<f64, String>> {
 
 /// Standard base64 with padding (RFC 4648 section 4), the alphabet sqlite-utils uses.
 pub fn base64_encode_into(out: &mut Vec<u8>, data: &[u8]) {
-    use base64::Engine;
-    let start = out.len();
-    out.resize(start + base64::encoded_len(data.len(), true).expect("a length that fits in memory"), 0);
-    base64::engine::general_purpose::STANDARD.encode_slice(data, &mut out[start..]).expect("sized for it");
+    Buf::append_to(out, |b| b.base64(data));
 }
 
 pub fn base64_encode(data: &[u8]) -> String {
-    let mut out = Vec::with_capacity(data.len() * 4 / 3 + 4);
+    let mut out = Vec::new();
     base64_encode_into(&mut out, data);
     String::from_utf8(out).expect("base64 is ascii")
 }
@@ -953,9 +1162,10 @@ mod tests {
 
     #[test]
     fn strings_escape_exactly_as_serde_json_at_every_offset() {
-        // Every ASCII byte at every position of strings up to three words long (the word
-        // test and the byte-by-byte tail), and non-ASCII text around escapes.
-        for len in 1..=24 {
+        // Every ASCII byte at every position of strings up to five words long (each length
+        // class: bytes, overlapping halves, overlapping words, 16-byte chunks and the
+        // overlapping last chunk), and non-ASCII text around escapes.
+        for len in 1..=40 {
             for at in 0..len {
                 for b in 0u8..0x80 {
                     let mut s = vec![b'a'; len];
@@ -967,10 +1177,70 @@ mod tests {
                 }
             }
         }
+        // Strings of mixed escapes, ASCII and multi-byte characters, of random lengths.
+        let pool = ['a', 'b', '"', '\\', '\n', '\u{1}', '\u{1f}', ' ', '~', '\u{7f}', 'é', '€', '🙂', '\u{2028}'];
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..20_000 {
+            let len = next() % 70;
+            // Mostly plain text, so that long clean runs meet escapes at every distance.
+            let s: String = (0..len)
+                .map(|_| if next() % 4 == 0 { pool[(next() % pool.len() as u64) as usize] } else { 'x' })
+                .collect();
+            let mut out = Vec::new();
+            write_json_str(&mut out, &s);
+            assert_eq!(String::from_utf8(out).unwrap(), serde_json::to_string(&s).unwrap());
+        }
         for s in ["é\"🙂\u{7f}\n", "\u{80}\u{7ff}\u{800}\u{ffff}\u{10000}\u{10ffff}", "ab\\cdefgh\"ijklmnop\u{1}"] {
             let mut out = Vec::new();
             write_json_str(&mut out, s);
             assert_eq!(String::from_utf8(out).unwrap(), serde_json::to_string(s).unwrap());
+        }
+    }
+
+    #[test]
+    fn rows_larger_than_the_buffer_are_written_whole() {
+        // Every byte escaped six-fold, a row several times the writer's buffer, then a small
+        // row: the buffer grows for the row and the output is exactly serde_json's.
+        let big: String = (0..BUF_LEN).map(|i| char::from((i % 32) as u8)).collect();
+        let mut w = RowWriter::new(Vec::new());
+        for v in [big.as_str(), "after"] {
+            w.begin_row();
+            w.key("k\u{1}");
+            w.str(v);
+            w.key("n");
+            w.int(-1);
+            w.end_row().unwrap();
+        }
+        let out = w.finish(&[]).unwrap();
+        let want = [big.as_str(), "after"]
+            .iter()
+            .map(|v| format!("{{\"k\\u0001\":{},\"n\":-1}}\n", serde_json::to_string(v).unwrap()))
+            .collect::<String>()
+            + "{\"$end\":{\"rows\":2}}\n";
+        assert!(out == want.as_bytes(), "output differs from serde_json's");
+    }
+
+    #[test]
+    fn encoded_keys_of_every_length() {
+        for len in 0..80 {
+            let key: String = (0..len).map(|i| if i % 7 == 3 { '"' } else { 'k' }).collect();
+            let mut w = RowWriter::new(Vec::new());
+            w.begin_row();
+            w.encoded_key(&encode_key(&key));
+            w.null();
+            w.encoded_key(&encode_key("b"));
+            w.bool(true);
+            w.end_row().unwrap();
+            let out = String::from_utf8(w.finish(&[]).unwrap()).unwrap();
+            let want =
+                format!("{{{}:null,\"b\":true}}\n{{\"$end\":{{\"rows\":1}}}}\n", serde_json::to_string(&key).unwrap());
+            assert_eq!(out, want);
         }
     }
 
@@ -1007,6 +1277,14 @@ mod tests {
             edges.extend([p - 1, p, p + 1, -p + 1, -p, -p - 1]);
         }
         edges.extend(-1000..=1000);
+        // Digits of every kind in every position (the eight-digit groups and the pairs).
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..10_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            edges.push((x >> (x % 64)) as i64);
+        }
         for v in edges {
             let mut b = Vec::new();
             write_i64(&mut b, v);

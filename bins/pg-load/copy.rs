@@ -44,6 +44,92 @@ impl LineMap {
     }
 }
 
+/// One row's values, each already encoded as its COPY field (binary: length word and
+/// bytes; text: the field's text), by column of the load.
+pub struct EncodedRow {
+    binary: bool,
+    bytes: Vec<u8>,
+    /// Per column: where its field lies in `bytes`; `None` while the row has no value for it.
+    slots: Vec<Option<std::ops::Range<u32>>>,
+    /// Per column: the value given is NULL.
+    nulls: Vec<bool>,
+    /// Every column filled so far was filled after the previous one, in column order.
+    in_order: bool,
+    last: Option<usize>,
+}
+
+impl EncodedRow {
+    pub fn new(columns: usize, binary: bool) -> EncodedRow {
+        EncodedRow {
+            binary,
+            bytes: Vec::with_capacity(1024),
+            slots: vec![None; columns],
+            nulls: vec![false; columns],
+            in_order: true,
+            last: None,
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.slots.iter_mut().for_each(|s| *s = None);
+        self.nulls.iter_mut().for_each(|n| *n = false);
+        self.in_order = true;
+        self.last = None;
+    }
+
+    /// Every column filled, in column order: `bytes` is the row's fields as COPY wants them.
+    fn complete_in_order(&self) -> bool {
+        self.in_order && self.last == Some(self.slots.len().wrapping_sub(1))
+    }
+
+    /// Column `i`'s field as encoded (`None`: the row leaves the column out).
+    pub fn field(&self, i: usize) -> Option<&[u8]> {
+        self.slots[i].as_ref().map(|r| &self.bytes[r.start as usize..r.end as usize])
+    }
+
+    /// Whether the row already has a value for column `i`.
+    pub fn has(&self, i: usize) -> bool {
+        self.slots[i].is_some()
+    }
+
+    /// Whether the row gives NULL for column `i` (`None`: the row leaves the column out).
+    pub fn is_null(&self, i: usize) -> Option<bool> {
+        self.slots[i].as_ref().map(|_| self.nulls[i])
+    }
+
+    /// Column `i`'s value, converted.
+    pub fn put_cell(&mut self, i: usize, cell: &Cell) {
+        let start = self.bytes.len();
+        match self.binary {
+            true => convert::encode_binary(cell, &mut self.bytes),
+            false => convert::encode_text(cell, &mut self.bytes),
+        }
+        self.nulls[i] = *cell == Cell::Null;
+        self.fill(i, start);
+    }
+
+    /// Column `i`'s value: text needing no escape in either COPY format (a JSON string
+    /// without escapes has no backslash and no control character).
+    pub fn put_plain_text(&mut self, i: usize, text: &str) {
+        let start = self.bytes.len();
+        if self.binary {
+            self.bytes.extend_from_slice(&(text.len() as i32).to_be_bytes());
+        }
+        self.bytes.extend_from_slice(text.as_bytes());
+        self.fill(i, start);
+    }
+
+    #[inline]
+    fn fill(&mut self, i: usize, start: usize) {
+        self.slots[i] = Some(start as u32..self.bytes.len() as u32);
+        if self.last.is_some_and(|l| l + 1 != i) || (self.last.is_none() && i != 0) {
+            self.in_order = false;
+        }
+        self.last = Some(i);
+    }
+}
+
 pub struct CopySink {
     buf: Vec<u8>,
     binary: bool,
@@ -59,6 +145,8 @@ pub struct CopySink {
     pub freeze: bool,
     /// Lines of every row sent to this table.
     pub lines: LineMap,
+    /// Each row's unique keys, for a partitioned table whose indexes are built after COPY.
+    pub trail: Option<crate::indexes::Trail>,
 }
 
 const RECENT: usize = 1 << 16;
@@ -76,6 +164,7 @@ impl CopySink {
             staged: false,
             freeze: false,
             lines: LineMap::default(),
+            trail: None,
         }
     }
 
@@ -126,26 +215,34 @@ impl CopySink {
         Ok(w)
     }
 
-    /// Encodes one row; the strings of text cells go back to `pool` for the next rows to reuse.
-    pub fn encode_row(&mut self, cells: &mut [Option<Cell>], line: u64, seg: Option<i32>, pool: &mut Vec<String>) {
+    /// Appends one row: its fields in the order of this COPY's columns (a column the row
+    /// leaves out is NULL), then for the staged path the segment id and the line.
+    pub fn encode_row(&mut self, row: &EncodedRow, line: u64, seg: Option<i32>) {
+        if let Some(t) = &mut self.trail {
+            t.push(row, &self.cols);
+        }
         let nfields = self.cols.len() + 2 * seg.is_some() as usize;
         if self.binary {
             self.buf.extend_from_slice(&(nfields as i16).to_be_bytes());
-        }
-        for (pos, &i) in self.cols.iter().enumerate() {
-            let cell = cells[i].take().unwrap_or(Cell::Null);
-            if self.binary {
-                convert::encode_binary(&cell, &mut self.buf);
+            // Fields usually arrive in column order, every one given: then the row is one copy.
+            if row.complete_in_order() && self.cols.len() == row.slots.len() {
+                self.buf.extend_from_slice(&row.bytes);
             } else {
+                for &i in &self.cols {
+                    match &row.slots[i] {
+                        Some(r) => self.buf.extend_from_slice(&row.bytes[r.start as usize..r.end as usize]),
+                        None => self.buf.extend_from_slice(&(-1i32).to_be_bytes()),
+                    }
+                }
+            }
+        } else {
+            for (pos, &i) in self.cols.iter().enumerate() {
                 if pos > 0 {
                     self.buf.push(b'\t');
                 }
-                convert::encode_text(&cell, &mut self.buf);
-            }
-            // Bounded: rows whose text needed unescaping add strings the pool need not keep.
-            if let Cell::Text(t) = cell {
-                if pool.len() < 64 {
-                    pool.push(t);
+                match &row.slots[i] {
+                    Some(r) => self.buf.extend_from_slice(&row.bytes[r.start as usize..r.end as usize]),
+                    None => self.buf.extend_from_slice(b"\\N"),
                 }
             }
         }

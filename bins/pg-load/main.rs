@@ -540,7 +540,7 @@ fn load(s: &mut Session, a: &Args, outcome: &mut Outcome, measured: &mut report:
     set_up(&mut tx, a.lock_timeout)?;
     let measure = report::Measure::start();
     let table = table::lock(&mut tx, &a.table, a.lock_timeout == 0)?;
-    let p = table::prepare(&mut tx, a, table)?;
+    let p = table::prepare(&mut tx, a, table, &[])?;
     let mut reader = RowReader::new(input(), a.require_end);
     let loaded = table::load_rows(&mut tx, &p, a, &mut reader, outcome);
     *measured = measure.end();

@@ -96,11 +96,21 @@ fn run_steps(p: &PlanArgs, steps: &[Step], done: &mut [report::Done]) -> Result<
                 d.recorded(*id, state, o, None);
             }
             session.report_commit(&committed, xid);
-            let mut rows = 0;
-            for ((s, o), ((qt, summary), id)) in steps.iter().zip(&outcomes).zip(tables.iter().zip(&runs)) {
-                if (s.args.analyze || s.args.vacuum) && !p.run.dry_run && !session.client.is_closed() {
-                    table::analyze(&mut session.client, qt, &s.args.table, s.args.vacuum);
+            if !p.run.dry_run && !session.client.is_closed() {
+                // One statement for every table that wants ANALYZE, one for VACUUM (ANALYZE).
+                for vacuum in [false, true] {
+                    let mut these: Vec<(&str, &str)> = vec![];
+                    for (s, (qt, _)) in steps.iter().zip(&tables) {
+                        let wanted = if vacuum { s.args.vacuum } else { s.args.analyze && !s.args.vacuum };
+                        if wanted && !these.iter().any(|(q, _)| q == qt) {
+                            these.push((qt, &s.args.table));
+                        }
+                    }
+                    table::analyze_all(&mut session.client, &these, vacuum);
                 }
+            }
+            let mut rows = 0;
+            for ((s, o), ((_, summary), id)) in steps.iter().zip(&outcomes).zip(tables.iter().zip(&runs)) {
                 rows += o.source_rows.unwrap_or(0);
                 note!(TOOL, "step '{}' ({}): {summary}; run {id} in {}", s.name, s.args.table, session.log.name());
             }
@@ -166,8 +176,20 @@ fn load(
     // aside before any row: a child loaded before its parent, and any key into a table that
     // is mirrored or replaced (its deletes would hit children the plan deletes later).
     let mut deferred = vec![];
+    // One look for the tables that have keys into the plan's tables: only they are asked which.
+    let oids: Vec<u32> = tables.iter().map(|t| t.oid).collect();
+    let children: Vec<u32> = tx
+        .query_typed(
+            "SELECT DISTINCT conrelid FROM pg_constraint WHERE contype = 'f' AND conparentid = 0 \
+             AND conrelid = ANY($1) AND confrelid = ANY($1)",
+            &[(&oids, postgres::types::Type::OID_ARRAY)],
+        )
+        .map_err(|e| whole(pg_error("look up foreign keys between the plan's tables", e)))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
     for i in 0..steps.len() {
-        if tables[..i].iter().any(|t| t.oid == tables[i].oid) {
+        if tables[..i].iter().any(|t| t.oid == tables[i].oid) || !children.contains(&tables[i].oid) {
             continue;
         }
         let parents: Vec<u32> = steps
@@ -188,7 +210,7 @@ fn load(
         let at = |e: Error| (Some(i), e);
         reader.begin_segment(&s.name, s.args.require_end);
         let measure = report::Measure::start();
-        let loaded = table::prepare(&mut tx, &s.args, tables[i].clone()).and_then(|prepared| {
+        let loaded = table::prepare(&mut tx, &s.args, tables[i].clone(), &tables).and_then(|prepared| {
             table::load_rows(&mut tx, &prepared, &s.args, &mut reader, &mut outcomes[i]).map(|l| (prepared, l))
         });
         measured[i] = measure.end();

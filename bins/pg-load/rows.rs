@@ -1,15 +1,17 @@
 //! Rows from the stream into COPY: each row's keys matched to columns, values converted by
 //! column type, rows grouped by the defaulted columns they leave out.
 
-use crate::copy::CopySink;
+use crate::copy::{CopySink, EncodedRow};
 use crate::{Args, TOOL};
 use pgferry::catalog::ColumnInfo;
 use pgferry::convert::{self, Cell, Kind, Options};
+use pgferry::jsonscan::{self, RawKind};
 use pgferry::progress::{self, Progress, Unit};
 use pgferry::stream::{self, RowReader};
 use pgferry::{Error, Result};
 use postgres::Transaction;
 use serde_json::Value;
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 /// Which columns a COPY carries, and whether each has a binary encoder.
@@ -56,10 +58,10 @@ pub fn stream_rows<R: std::io::BufRead>(
         },
         segments: vec![],
         seg_ids: HashMap::new(),
-        cells: vec![None; n],
+        row: EncodedRow::new(n, plan.binary),
+        members: Vec::with_capacity(n + 4),
         unknown: vec![],
         ignored: vec![],
-        pool: vec![],
         sig: vec![],
         last_seg: None,
     };
@@ -81,7 +83,7 @@ pub fn stream_rows<R: std::io::BufRead>(
         let mut line = first_line;
         let mut cur = seg;
         loop {
-            sink.encode_row(&mut rows.cells, line, stage.map(|_| cur as i32), &mut rows.pool);
+            sink.encode_row(&rows.row, line, stage.map(|_| cur as i32));
             if let Err(e) = sink.maybe_flush(&mut w) {
                 return Err(sink.server_error(e, Some(w)));
             }
@@ -118,12 +120,13 @@ struct RowSource {
     col_opts: Vec<Options>,
     segments: Vec<Signature>,
     seg_ids: HashMap<Signature, usize>,
-    cells: Vec<Option<Cell>>,
+    /// The current row, encoded for COPY.
+    row: EncodedRow,
+    /// The current line's members (reused).
+    members: Vec<jsonscan::Member>,
     unknown: Vec<String>,
     /// The current row's keys that match no column (to find a repeat among them).
     ignored: Vec<String>,
-    /// Strings of text cells already sent, for the next rows' text values.
-    pool: Vec<String>,
     /// The current row's signature (reused buffer) and the previous row's segment.
     sig: Signature,
     last_seg: Option<usize>,
@@ -138,63 +141,75 @@ impl RowSource {
         generated: &[&str],
         a: &Args,
     ) -> Result<Option<(u64, usize)>> {
-        let Some((line, pairs)) = reader.next_fields_unchecked()? else { return Ok(None) };
-        for c in self.cells.iter_mut() {
-            *c = None;
+        let Some((line, text)) = reader.next_raw()? else { return Ok(None) };
+        if jsonscan::scan_object(text, &mut self.members).is_err() {
+            // The general parser words the error (malformed JSON at column …, not an object).
+            stream::parse_row(text, line)?;
+            return Err(Error::Data(format!(
+                "line {line}: malformed JSON; the line starts {}",
+                stream::snippet(text, 40)
+            )));
         }
+        self.row.clear();
         self.ignored.clear();
-        // Values are converted from their JSON text; only what that cannot read is parsed.
         let mut hint = 0;
-        for (k, raw) in pairs {
-            let name = if a.opts.rename.is_empty() { &*k } else { a.opts.renamed(&k) };
+        // Taken for the loop (put back after it; an error ends the load anyway).
+        let members = std::mem::take(&mut self.members);
+        for m in &members {
+            let key: Cow<str> = match m.key_escaped {
+                false => Cow::Borrowed(&text[m.key.clone()]),
+                true => Cow::Owned(unescape_key(text, m, line)?),
+            };
+            let name = if a.opts.rename.is_empty() { &*key } else { a.opts.renamed(&key) };
             let Some(i) = plan.find(name, hint) else {
                 // Ignored keys are checked for repeats too (docs/stream.md §2.3).
-                if self.ignored.iter().any(|x| *x == *k) {
-                    return Err(stream::repeated_key(line, &k));
+                if self.ignored.iter().any(|x| *x == *key) {
+                    return Err(stream::repeated_key(line, &key));
                 }
-                self.ignored.push(k.to_string());
+                self.ignored.push(key.to_string());
                 // A generated column's key (sqlite-dump --include-generated, or another
                 // producer): PostgreSQL computes the column; the stream's value is not loaded.
                 if !generated.contains(&name) {
-                    self.note_unknown(&k, a);
+                    self.note_unknown(&key, a);
                 }
                 continue;
             };
             // A key repeats exactly when its column is already filled.
-            if self.cells[i].is_some() {
-                return Err(stream::repeated_key(line, &k));
+            if self.row.has(i) {
+                return Err(stream::repeated_key(line, &key));
             }
             hint = i + 1;
             let col = &plan.columns[i];
             let opts = self.col_opts.get(i).unwrap_or(&a.opts);
-            let cell = match plain_text(raw.get(), &col.kind, opts) {
-                // A string without escapes into a text column is its own text: copied into a
-                // string the previous rows used, rather than a new one per value.
-                Some(t) => {
-                    let mut buf = self.pool.pop().unwrap_or_default();
-                    buf.clear();
-                    buf.push_str(t);
-                    Cell::Text(buf)
-                }
-                None => match convert::convert_raw(raw.get(), &col.kind, opts) {
+            let raw = &text[m.value.clone()];
+            // Values are converted from their JSON text; only what that cannot read is parsed.
+            if m.kind == (RawKind::Str { escaped: false })
+                && matches!(col.kind, Kind::Text | Kind::Enum | Kind::Other(_))
+                && !(opts.empty_null && raw.len() == 2)
+            {
+                // A string without escapes into a text column is its own text.
+                self.row.put_plain_text(i, &raw[1..raw.len() - 1]);
+            } else {
+                let cell = match convert::convert_raw(raw, &col.kind, opts) {
                     Some(c) => c,
                     None => {
-                        let v: Value = serde_json::from_str(raw.get())
+                        let v: Value = serde_json::from_str(raw)
                             .map_err(|e| Error::Data(format!("line {line}: malformed JSON: {e}")))?;
                         convert_value(&v, col, opts, line)?
                     }
-                },
-            };
+                };
+                self.row.put_cell(i, &cell);
+            }
             if self.watch[i] {
-                if let Some(change) = convert::silent_change(raw.get(), col, &a.opts) {
+                if let Some(change) = convert::silent_change(raw, col, &a.opts) {
                     if a.opts.strict {
-                        return Err(convert::strict_error(line, col, raw.get(), change));
+                        return Err(convert::strict_error(line, col, raw, change));
                     }
                     self.changes.record(i, change);
                 }
             }
-            self.cells[i] = Some(cell);
         }
+        self.members = members;
         if !self.unknown.is_empty() {
             let cols: Vec<&str> = plan.columns.iter().map(|c| c.name.as_str()).collect();
             let likely: Vec<String> =
@@ -220,7 +235,7 @@ impl RowSource {
         for (i, col) in plan.columns.iter().enumerate() {
             // Checked here so the staged path, where the server sees NULLs only at the merge,
             // still names the line. A missing key with a default is not a NULL.
-            let null_given = self.cells[i].as_ref().map_or(!col.has_default, |c| *c == Cell::Null);
+            let null_given = self.row.is_null(i).unwrap_or(!col.has_default);
             if null_given && col.not_null {
                 return Err(Error::Data(format!(
                     "line {line}, column '{}': null (or missing) in a NOT NULL column",
@@ -231,8 +246,10 @@ impl RowSource {
         // Consecutive rows almost always leave out the same columns: compare with the last
         // row's signature before hashing.
         self.sig.clear();
-        self.sig.extend((0..self.cells.len()).filter(|&i| self.cells[i].is_none() && plan.columns[i].has_default));
-        let seg = match self.last_seg.filter(|&s| self.segments[s] == self.sig) {
+        self.sig.extend((0..plan.columns.len()).filter(|&i| !self.row.has(i) && plan.columns[i].has_default));
+        // (Compared by hand: slice equality calls memcmp even for empty signatures.)
+        let same = |a: &[usize], b: &[usize]| a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y);
+        let seg = match self.last_seg.filter(|&s| same(&self.segments[s], &self.sig)) {
             Some(s) => s,
             None => match self.seg_ids.get(&self.sig) {
                 Some(&s) => s,
@@ -254,18 +271,6 @@ impl RowSource {
     }
 }
 
-/// The text of a JSON string without escapes, for a column whose values are text
-/// (`convert::convert_raw` reads it the same way: no escape means no NUL), unless the column's
-/// options make an empty string NULL.
-fn plain_text<'a>(raw: &'a str, kind: &Kind, opts: &Options) -> Option<&'a str> {
-    let b = raw.as_bytes();
-    if opts.empty_null && raw == "\"\"" {
-        return None;
-    }
-    let plain = b.len() >= 2 && b[0] == b'"' && !b.contains(&b'\\');
-    (plain && matches!(kind, Kind::Text | Kind::Enum | Kind::Other(_))).then(|| &raw[1..raw.len() - 1])
-}
-
 /// The column a key that matches none probably means: the same name but for case and
 /// underscores (`passwordHash` for `password_hash`, `userid` for an unquoted `userId`).
 pub fn likely_column<'a>(key: &str, cols: &[&'a str]) -> Option<&'a str> {
@@ -276,6 +281,12 @@ pub fn likely_column<'a>(key: &str, cols: &[&'a str]) -> Option<&'a str> {
         (Some(c), None) => Some(c),
         _ => None,
     }
+}
+
+/// A key with escapes, unescaped (a bad escape is malformed JSON).
+fn unescape_key(text: &str, m: &jsonscan::Member, line: u64) -> Result<String> {
+    let quoted = &text[m.key.start - 1..m.key.end + 1];
+    serde_json::from_str(quoted).map_err(|e| Error::Data(format!("line {line}: malformed JSON: {e}")))
 }
 
 fn convert_value(v: &Value, col: &ColumnInfo, opts: &Options, line: u64) -> Result<Cell> {

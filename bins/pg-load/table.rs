@@ -64,8 +64,9 @@ pub fn lock(tx: &mut Transaction, name: &str, nowait: bool) -> Result<Table> {
 }
 
 /// Looks at the table and decides the path (direct COPY or staged merge); sets its foreign
-/// keys aside with --defer-fks.
-pub fn prepare(tx: &mut Transaction, a: &Args, table: Table) -> Result<Prepared> {
+/// keys aside with --defer-fks. `plan`: a plan run's tables (foreign keys from them into this
+/// table may be set aside so that its indexes can be built after COPY); empty otherwise.
+pub fn prepare(tx: &mut Transaction, a: &Args, table: Table, plan: &[Table]) -> Result<Prepared> {
     let qt = table.qualified();
     let columns = catalog::table_columns(tx, table.oid, &qt)?;
     let key = match a.key.is_empty() {
@@ -83,8 +84,8 @@ pub fn prepare(tx: &mut Transaction, a: &Args, table: Table) -> Result<Prepared>
         tx.batch_execute(&format!("TRUNCATE {qt}")).map_err(|e| pg_error("empty the table (--mode replace)", e))?;
     }
     let empty = tx
-        .query_one(&format!("SELECT NOT EXISTS (SELECT 1 FROM {qt})"), &[])
-        .map_err(|e| pg_error("look at the table", e))?
+        .query_typed(&format!("SELECT NOT EXISTS (SELECT 1 FROM {qt})"), &[])
+        .map_err(|e| pg_error("look at the table", e))?[0]
         .get::<_, bool>(0);
     // Partitions the rows need are known only once every row is read: stage them first.
     let ensure = a.ensure_partitions.filter(|_| table.kind == 'p');
@@ -110,13 +111,15 @@ pub fn prepare(tx: &mut Transaction, a: &Args, table: Table) -> Result<Prepared>
     }
     // Only the direct path into a table that has rows (--mode append) needs the count before.
     let rows_before: i64 = if empty || staged { 0 } else { count(tx, &qt)? };
-    let deferred = schema::drop_foreign_keys(tx, &table, a.defer_fks, &[])?;
-    let indexes = if empty && !staged { indexes::set_aside(tx, &table)? } else { None };
-
+    let mut deferred = schema::drop_foreign_keys(tx, &table, a.defer_fks, &[])?;
     let loadable: Vec<ColumnInfo> = columns.iter().filter(|c| !c.generated).cloned().collect();
-    let plan = Columns { binary: loadable.iter().all(|c| c.kind.has_binary()), columns: loadable };
+    let cols = Columns { binary: loadable.iter().all(|c| c.kind.has_binary()), columns: loadable };
+    let mut indexes = if empty && !staged { indexes::set_aside(tx, &table, plan, &cols)? } else { None };
+    if let Some(s) = &mut indexes {
+        deferred.append(&mut s.referencing);
+    }
     let generated: Vec<String> = columns.iter().filter(|c| c.generated).map(|c| c.name.clone()).collect();
-    Ok(Prepared { table, qt, columns: plan, generated, key, staged, ensure, rows_before, deferred, indexes })
+    Ok(Prepared { table, qt, columns: cols, generated, key, staged, ensure, rows_before, deferred, indexes })
 }
 
 /// Streams the table's rows (up to its end record) and completes its load: partitions, merge
@@ -129,7 +132,13 @@ pub fn load_rows<R: std::io::BufRead>(
     outcome: &mut Outcome,
 ) -> Result<Loaded> {
     let mut sink = CopySink::new(&p.columns, &p.table);
-    sink.freeze = p.indexes.is_some();
+    sink.freeze = p.indexes.as_ref().is_some_and(SetAside::freeze);
+    let mut trail_error = None;
+    match p.indexes.as_ref().and_then(|s| s.trail(&p.columns)) {
+        Some(Ok(t)) => sink.trail = Some(t),
+        Some(Err(e)) => trail_error = Some(e),
+        None => {}
+    }
     let stage = if p.staged { Some(merge::create_stage(tx, &p.qt)?) } else { None };
     let generated: Vec<&str> = p.generated.iter().map(String::as_str).collect();
     // Recorded even when the load fails: the run log says what was attempted and how far it got.
@@ -149,7 +158,8 @@ pub fn load_rows<R: std::io::BufRead>(
     outcome.source = a.source.clone().or_else(|| reader.end_record().map(describe_source));
     if let Some(t) = reader.table_record() {
         // A table record naming another table than this step's: the stream is not what the plan says.
-        if let Some(name) = &t.target {
+        // The same name as the step's needs no look-up.
+        if let Some(name) = t.target.as_ref().filter(|n| **n != a.table) {
             let named = Table::resolve(tx, name).map(|t| t.oid).unwrap_or(0);
             if named != p.table.oid {
                 return Err(Error::Data(format!(
@@ -163,7 +173,8 @@ pub fn load_rows<R: std::io::BufRead>(
     }
 
     if let Some(set_aside) = &p.indexes {
-        set_aside.restore(tx, &sink.lines)?;
+        let trail = sink.trail.take().map(Ok).or(trail_error.map(Err));
+        set_aside.restore(tx, &sink.lines, trail)?;
     }
     let mut notes = vec![];
     if !outcome.changes.is_empty() {
@@ -229,7 +240,8 @@ fn describe_source(end: &EndRecord) -> String {
 }
 
 pub fn count(tx: &mut Transaction, qt: &str) -> Result<i64> {
-    Ok(tx.query_one(&format!("SELECT count(*) FROM {qt}"), &[]).map_err(|e| pg_error("count rows", e))?.get(0))
+    // One round trip (no statement to prepare first).
+    Ok(tx.query_typed(&format!("SELECT count(*) FROM {qt}"), &[]).map_err(|e| pg_error("count rows", e))?[0].get(0))
 }
 
 /// Runs ANALYZE after the commit; a failure is only a warning (the data is committed).
@@ -240,5 +252,30 @@ pub fn analyze(client: &mut postgres::Client, qt: &str, name: &str, vacuum: bool
         Ok(()) if vacuum => note!(TOOL, "{name}: {sql} done"),
         Ok(()) => {}
         Err(e) => pgferry::warn!(TOOL, "{sql} {name}: {}", pgferry::pg::pg_cause(&e)),
+    }
+}
+
+/// ANALYZE (or VACUUM (ANALYZE)) of several tables after the commit, in one statement; if it
+/// fails, table by table, so that each failure is its own warning.
+pub fn analyze_all(client: &mut postgres::Client, tables: &[(&str, &str)], vacuum: bool) {
+    match tables {
+        [] => return,
+        [(qt, name)] => return analyze(client, qt, name, vacuum),
+        _ => {}
+    }
+    let sql = if vacuum { "VACUUM (ANALYZE)" } else { "ANALYZE" };
+    let list: Vec<&str> = tables.iter().map(|(qt, _)| *qt).collect();
+    match client.batch_execute(&format!("{sql} {}", list.join(", "))) {
+        Ok(()) if vacuum => {
+            for (_, name) in tables {
+                note!(TOOL, "{name}: {sql} done");
+            }
+        }
+        Ok(()) => {}
+        Err(_) => {
+            for (qt, name) in tables {
+                analyze(client, qt, name, vacuum);
+            }
+        }
     }
 }

@@ -96,6 +96,28 @@ impl Pg {
     pub fn count(&self, table: &str) -> i64 {
         self.one(&format!("SELECT count(*) FROM {table}")).parse().unwrap()
     }
+
+    /// `pg_dump --schema-only` of the database without the run log (the password through
+    /// PGPASSWORD, never on the command line), for before/after comparisons.
+    pub fn schema_dump(&self) -> String {
+        let rest = self.url.strip_prefix("postgres://").expect("a postgres:// URL");
+        let (userinfo, host) = rest.split_once('@').expect("user:password@host");
+        let (user, password) = userinfo.split_once(':').expect("user:password");
+        let out = Command::new("pg_dump")
+            .args(["--schema-only", "--no-owner", "-T", "_migration_runs*"])
+            .arg(format!("postgres://{user}@{host}"))
+            .env("PGPASSWORD", password)
+            .output()
+            .expect("run pg_dump");
+        assert!(out.status.success(), "pg_dump: {}", String::from_utf8_lossy(&out.stderr));
+        // pg_dump 15.14+ brackets the dump with a random \restrict key.
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .filter(|l| !l.starts_with("\\restrict ") && !l.starts_with("\\unrestrict "))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
 }
 
 impl Drop for Pg {

@@ -501,3 +501,64 @@ fn mirror_makes_tables_equal_to_their_source_by_key_single_and_per_plan_step() {
     full_check("customers");
     full_check("orders");
 }
+
+#[test]
+fn a_parent_that_the_plans_tables_reference_gets_its_key_built_after_copy_and_every_constraint_back_exactly() {
+    let pg = Pg::new();
+    pg.exec(
+        "CREATE TABLE teams (id int CONSTRAINT teams_pk PRIMARY KEY, code text CONSTRAINT teams_code UNIQUE,
+             lead int CONSTRAINT teams_lead REFERENCES teams(id) DEFERRABLE INITIALLY DEFERRED,
+             CONSTRAINT teams_pair UNIQUE (id, code) DEFERRABLE INITIALLY DEFERRED);
+         CREATE TABLE members (id int PRIMARY KEY,
+             team int CONSTRAINT m_team REFERENCES teams(id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED, code text);
+         ALTER TABLE members ADD CONSTRAINT m_code FOREIGN KEY (code) REFERENCES teams(code) MATCH FULL NOT VALID;",
+    );
+    let before = pg.schema_dump();
+    let valid = "SELECT string_agg(conname || '=' || convalidated, ' ' ORDER BY conname) FROM pg_constraint WHERE contype = 'f'";
+    let valid_before = pg.one(valid);
+    let key_oid = "SELECT 'teams_pk'::regclass::oid";
+    let oid_before = pg.one(key_oid);
+    let t = TempDir::new();
+    let plan = t.path("plan.ndjson");
+    let steps = [
+        Step { name: "teams", source: "ndjson:teams".into(), target: "teams", load: &[] },
+        Step { name: "members", source: "ndjson:members".into(), target: "members", load: &[] },
+    ];
+    write_plan(&plan, &steps);
+    let stream = |teams: &[&str]| {
+        let mut s = marker("teams", "teams");
+        for r in teams {
+            s += r;
+            s += "\n";
+        }
+        s + &format!("{{\"$end\":{{\"rows\":{}}}}}\n", teams.len())
+            + &marker("members", "members")
+            + "{\"id\":1,\"team\":2,\"code\":\"b\"}\n{\"id\":2,\"team\":1,\"code\":null}\n{\"$end\":{\"rows\":2}}\n"
+    };
+    let good = [r#"{"id":1,"code":"a","lead":2}"#, r#"{"id":2,"code":"b","lead":null}"#];
+    // A repeated key of the parent: named by its two lines of the plan's stream, nothing commits.
+    let r = plan_load(&pg, &plan, stream(&[good[0], good[1], r#"{"id":1,"code":"c"}"#]), &[]).expect(65);
+    r.stderr_has(&["step 'teams' (teams): line 4: key (id) = 1 repeats line 2", "nothing was committed"]);
+    assert_eq!(pg.schema_dump(), before, "a failed run changed the schema");
+    // A child row without its parent: the key re-added before COMMIT names it.
+    let r = plan_load(&pg, &plan, stream(&[good[0]]), &[]).expect(65);
+    r.stderr_has(&["foreign key", "nothing was committed"]);
+    assert_eq!(pg.schema_dump(), before);
+    assert_eq!(pg.count("teams") + pg.count("members"), 0);
+
+    let r = plan_load(&pg, &plan, stream(&good), &[]).ok();
+    r.stderr_has(&["foreign keys set aside for the load are back and validated"]);
+    assert_eq!(pg.count("teams") + pg.count("members"), 4);
+    // The key was built after COPY (a new index), and every constraint is as it was: names,
+    // definitions, deferrability, and m_code still NOT VALID.
+    assert_ne!(pg.one(key_oid), oid_before, "the parent's key was not built after COPY");
+    assert_eq!(pg.schema_dump(), before);
+    assert_eq!(pg.one(valid), valid_before);
+    assert_eq!(valid_before, "m_code=false m_team=true teams_lead=true");
+
+    // A key from a table outside the plan: the parent keeps its indexes (and loads as before).
+    pg.exec("TRUNCATE teams, members; CREATE TABLE audit (team int REFERENCES teams(id));");
+    let oid_before = pg.one(key_oid);
+    plan_load(&pg, &plan, stream(&good), &[]).ok();
+    assert_eq!(pg.one(key_oid), oid_before);
+}

@@ -40,6 +40,89 @@ fn values_are_written_as_stored_per_value() {
     assert!(first.starts_with("{\"id\":1,\"n\":"), "{first}");
 }
 
+/// Pins sqlite-dump's exact bytes for hostile values (docs/stream.md §3): every control
+/// character, NUL inside text, U+2028/U+2029/BOM left raw, quotes and backslashes in keys and
+/// values, the integer limits and digit-count boundaries, float extremes (SQLite turns NaN into
+/// NULL and -0.0 into 0.0), the shortest round-trip float forms, blobs of every padding, text
+/// that is not UTF-8 (a lone surrogate, 0xff) in the bytes form, a WITHOUT ROWID table.
+#[test]
+fn hostile_values_are_written_byte_for_byte() {
+    let t = TempDir::new();
+    let db = t.str("g.sqlite");
+    sqlite_db(
+        &t.path("g.sqlite"),
+        "CREATE TABLE \"odd \"\"name\"\" é\" (id INTEGER PRIMARY KEY, \"we\"\"ird\" TEXT, \"tab\tkey\" INTEGER,
+           \"é💥\" REAL, b BLOB, u);
+         INSERT INTO \"odd \"\"name\"\" é\" VALUES
+         (1, CAST(x'000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f7f' AS TEXT), 0, 0.0, x'', NULL),
+         (2, 'quote \" backslash \\ slash / end', -1, -0.0, x'00', 'untyped text'),
+         (3, CAST(x'61006200' AS TEXT), 9223372036854775807, 1e300, x'00ff', 42),
+         (4, 'héllo 💥 ' || char(8232) || char(8233) || char(65279), -9223372036854775808, -1e300, x'000102', 1.5),
+         (5, '', 9, 5e-324, x'fffefd', x'deadbeef'),
+         (6, '12345678', 10, 2.2250738585072014e-308, x'00010203', 1e308 * 10),
+         (7, '1234567\"', 99, 0.1, x'cecece', -1e308 * 10),
+         (8, '\"2345678\\', 100, 1.0, zeroblob(5), 0.30000000000000004),
+         (9, 'abcdefgh' || char(10) || 'ijklmnopq' || char(13) || char(9), 999999999999999999, 1e16, NULL,
+             123456789012345680000.0),
+         (10, NULL, 1000000000000000000, 1e15, NULL, -123456789),
+         (11, 'x', NULL, 123.456, NULL, 1e-7),
+         (12, CAST(x'c3a9e282acf09f92a5' AS TEXT), -10, NULL, NULL, 100.0),
+         (13, 'nan→null', 7, 0.0/0.0, NULL, -0.5),
+         (14, CAST(x'eda080' AS TEXT), 1, 1.0, NULL, CAST(x'41ff42' AS TEXT));
+         CREATE TABLE nokey (a, b TEXT);
+         INSERT INTO nokey VALUES (1, 'a'), (2.5, NULL), ('t', 'b'), (x'01', 'c');
+         CREATE TABLE wr (k TEXT, j INTEGER, v, PRIMARY KEY (k, j)) WITHOUT ROWID;
+         INSERT INTO wr VALUES ('b', 2, 'two'), ('a', 1, 'one'), ('a', -3, CAST(x'ff' AS TEXT));",
+    );
+    let mut got = String::new();
+    for table in ["odd \"name\" é", "nokey", "wr"] {
+        got += &cmd("sqlite-dump").args(["--invalid-text", "bytes", &db, table]).ok().stdout();
+    }
+    let want = [
+        concat!(
+            r#"{"id":1,"we\"ird":"\u0000\u0001\u0002\u0003\u0004\u0005\u0006\u0007\b\t\n\u000b\f\r\u000e\u000f\u0010\u0011\u0012\u0013\u0014\u0015\u0016\u0017\u0018\u0019\u001a\u001b\u001c\u001d\u001e\u001f"#,
+            "\u{7f}",
+            r#"","tab\tkey":0,"é💥":0.0,"b":{"$base64":true,"encoded":""},"u":null}"#
+        ),
+        r#"{"id":2,"we\"ird":"quote \" backslash \\ slash / end","tab\tkey":-1,"é💥":0.0,"b":{"$base64":true,"encoded":"AA=="},"u":"untyped text"}"#,
+        r#"{"id":3,"we\"ird":"a\u0000b\u0000","tab\tkey":9223372036854775807,"é💥":1e300,"b":{"$base64":true,"encoded":"AP8="},"u":42}"#,
+        concat!(
+            r#"{"id":4,"we\"ird":"héllo 💥 "#,
+            "\u{2028}",
+            "\u{2029}",
+            "\u{feff}",
+            r#"","tab\tkey":-9223372036854775808,"é💥":-1e300,"b":{"$base64":true,"encoded":"AAEC"},"u":1.5}"#
+        ),
+        r#"{"id":5,"we\"ird":"","tab\tkey":9,"é💥":5e-324,"b":{"$base64":true,"encoded":"//79"},"u":{"$base64":true,"encoded":"3q2+7w=="}}"#,
+        r#"{"id":6,"we\"ird":"12345678","tab\tkey":10,"é💥":2.2250738585072014e-308,"b":{"$base64":true,"encoded":"AAECAw=="},"u":{"$float":"Infinity"}}"#,
+        r#"{"id":7,"we\"ird":"1234567\"","tab\tkey":99,"é💥":0.1,"b":{"$base64":true,"encoded":"zs7O"},"u":{"$float":"-Infinity"}}"#,
+        r#"{"id":8,"we\"ird":"\"2345678\\","tab\tkey":100,"é💥":1.0,"b":{"$base64":true,"encoded":"AAAAAAA="},"u":0.30000000000000004}"#,
+        r#"{"id":9,"we\"ird":"abcdefgh\nijklmnopq\r\t","tab\tkey":999999999999999999,"é💥":1e16,"b":null,"u":1.2345678901234568e20}"#,
+        r#"{"id":10,"we\"ird":null,"tab\tkey":1000000000000000000,"é💥":1000000000000000.0,"b":null,"u":-123456789}"#,
+        r#"{"id":11,"we\"ird":"x","tab\tkey":null,"é💥":123.456,"b":null,"u":1e-7}"#,
+        r#"{"id":12,"we\"ird":"é€💥","tab\tkey":-10,"é💥":null,"b":null,"u":100.0}"#,
+        r#"{"id":13,"we\"ird":"nan→null","tab\tkey":7,"é💥":null,"b":null,"u":-0.5}"#,
+        r#"{"id":14,"we\"ird":{"$base64":true,"encoded":"7aCA"},"tab\tkey":1,"é💥":1.0,"b":null,"u":{"$base64":true,"encoded":"Qf9C"}}"#,
+        r#"{"$end":{"rows":14,"source":"sqlite","database":"g.sqlite","table":"odd \"name\" é"}}"#,
+        r#"{"a":1,"b":"a"}"#,
+        r#"{"a":2.5,"b":null}"#,
+        r#"{"a":"t","b":"b"}"#,
+        r#"{"a":{"$base64":true,"encoded":"AQ=="},"b":"c"}"#,
+        r#"{"$end":{"rows":4,"source":"sqlite","database":"g.sqlite","table":"nokey"}}"#,
+        r#"{"k":"a","j":-3,"v":{"$base64":true,"encoded":"/w=="}}"#,
+        r#"{"k":"a","j":1,"v":"one"}"#,
+        r#"{"k":"b","j":2,"v":"two"}"#,
+        r#"{"$end":{"rows":3,"source":"sqlite","database":"g.sqlite","table":"wr"}}"#,
+    ];
+    let got: Vec<&str> = got.split_inclusive('\n').collect();
+    let want: Vec<String> = want.iter().map(|l| format!("{l}\n")).collect();
+    assert_eq!(got, want);
+    // Without --invalid-text bytes, the lone surrogate (CESU-8, not UTF-8) is refused.
+    cmd("sqlite-dump").args([&db, "odd \"name\" é"]).expect(65).stderr_has(&[
+        "table 'odd \"name\" é', rowid 14, column 'we\"ird': text is not valid UTF-8 (byte 0xed at offset 0)",
+    ]);
+}
+
 #[test]
 fn invalid_utf8_names_table_rowid_and_column() {
     let t = TempDir::new();
