@@ -246,12 +246,7 @@ impl SetAside {
     /// Re-creates every index and constraint as it was. A duplicate key is reported with the
     /// two stream lines that hold it (`lines`: the rows sent, in order; `trail`: their keys,
     /// for a partitioned table).
-    pub fn restore(
-        &self,
-        tx: &mut Transaction,
-        lines: &LineMap,
-        trail: Option<std::result::Result<Trail, String>>,
-    ) -> Result<()> {
+    pub fn restore(&self, tx: &mut Transaction, lines: Lines) -> Result<()> {
         // One round trip: the builds' sort memory (unless the server is set higher), a
         // savepoint to look for a duplicate from, every index and constraint.
         let mut sql = vec![
@@ -273,13 +268,14 @@ impl SetAside {
         }
         // The rows are in, without indexes: the first unique key (in re-creation order) that
         // repeats is the one that failed.
-        let mut trail = trail;
+        let mut lines = lines;
         let mut key_no = 0;
         for d in &self.dropped {
             let Some(cols) = &d.unique_columns else { continue };
-            let found = match &mut trail {
-                None => self.duplicate(tx, cols, lines),
-                Some(t) => self.duplicate_by_trail(tx, cols, &d.key_exprs, key_no, lines, t),
+            let found = match &mut lines {
+                Lines::Physical(map) => self.duplicate(tx, cols, map),
+                Lines::Trail(map, t) => self.duplicate_by_trail(tx, cols, &d.key_exprs, key_no, map, t),
+                Lines::Stage(stage) => duplicate_in_stage(tx, stage, cols),
             };
             if let Some(e) = found {
                 return Err(e);
@@ -372,6 +368,38 @@ impl SetAside {
             Err(e) => unknown(&format!("reading the key trail: {e}")),
         }
     }
+}
+
+/// A repeat among staged rows, by the stage's line column (its second row first in the stream).
+fn duplicate_in_stage(tx: &mut Transaction, stage: &str, cols: &[String]) -> Option<Error> {
+    let list = cols.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ");
+    let not_null = cols.iter().map(|c| format!("{} IS NOT NULL", quote_ident(c))).collect::<Vec<_>>().join(" AND ");
+    let r = tx
+        .query_opt(
+            &format!(
+                "SELECT min(_pgferry_line), max(_pgferry_line), ({list})::text FROM {stage} \
+                 WHERE {not_null} GROUP BY {list} HAVING count(*) > 1 ORDER BY 2 LIMIT 1"
+            ),
+            &[],
+        )
+        .ok()??;
+    Some(Error::Data(format!(
+        "line {}: key ({}) = {} repeats line {}",
+        r.get::<_, i64>(1),
+        cols.join(", "),
+        r.get::<_, String>(2),
+        r.get::<_, i64>(0)
+    )))
+}
+
+/// Where a repeated key's lines come from.
+pub enum Lines<'a> {
+    /// An ordinary table filled by COPY FREEZE: physical order is stream order.
+    Physical(&'a LineMap),
+    /// A partitioned table: the key trail of the rows sent (or why there is none).
+    Trail(&'a LineMap, std::result::Result<Trail, String>),
+    /// Rows moved in from a staging table that holds each row's line.
+    Stage(&'a str),
 }
 
 /// Each row's unique keys, hashed, in the order the rows were sent (8 bytes per key and row,

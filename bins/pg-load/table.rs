@@ -3,13 +3,13 @@
 //! go through here.
 
 use crate::copy::CopySink;
-use crate::indexes::{self, SetAside};
+use crate::indexes::{self, Lines, SetAside};
 use crate::rows::{self, Columns};
 use crate::schema::{self, ForeignKey};
 use crate::{merge, Args, Mode, TOOL};
 use pgferry::catalog::{self, ColumnInfo};
 use pgferry::pg::{pg_error, Table};
-use pgferry::runlog::Outcome;
+use pgferry::runlog::{MirrorCounts, Outcome};
 use pgferry::stream::{EndRecord, RowReader};
 use pgferry::{note, Error, Result};
 use postgres::Transaction;
@@ -25,6 +25,8 @@ pub struct Prepared {
     staged: bool,
     ensure: Option<pgferry::partition::Interval>,
     rows_before: i64,
+    /// The table was empty before the load.
+    empty: bool,
     /// Foreign keys of this table set aside for the load (--defer-fks, or a plan's children
     /// loaded before their parents); the caller puts them back.
     pub deferred: Vec<ForeignKey>,
@@ -119,7 +121,7 @@ pub fn prepare(tx: &mut Transaction, a: &Args, table: Table, plan: &[Table]) -> 
         deferred.append(&mut s.referencing);
     }
     let generated: Vec<String> = columns.iter().filter(|c| c.generated).map(|c| c.name.clone()).collect();
-    Ok(Prepared { table, qt, columns: cols, generated, key, staged, ensure, rows_before, deferred, indexes })
+    Ok(Prepared { table, qt, columns: cols, generated, key, staged, ensure, rows_before, empty, deferred, indexes })
 }
 
 /// Streams the table's rows (up to its end record) and completes its load: partitions, merge
@@ -173,8 +175,12 @@ pub fn load_rows<R: std::io::BufRead>(
     }
 
     if let Some(set_aside) = &p.indexes {
-        let trail = sink.trail.take().map(Ok).or(trail_error.map(Err));
-        set_aside.restore(tx, &sink.lines, trail)?;
+        let lines = match (sink.trail.take(), trail_error) {
+            (Some(t), _) => Lines::Trail(&sink.lines, Ok(t)),
+            (None, Some(e)) => Lines::Trail(&sink.lines, Err(e)),
+            (None, None) => Lines::Physical(&sink.lines),
+        };
+        set_aside.restore(tx, lines)?;
     }
     let mut notes = vec![];
     if !outcome.changes.is_empty() {
@@ -189,12 +195,26 @@ pub fn load_rows<R: std::io::BufRead>(
         notes.extend(schema::ensure_partitions(tx, &p.table, stage, interval, a.lock_timeout)?);
     }
     let mut summary = None;
+    // Into an empty table, staged only to learn the partitions its rows need: the rows move in
+    // with the indexes set aside (looked at now that every partition is there), and a repeat
+    // is named by the stage's lines.
+    let mut stage = stage;
+    if let (Some(st), true, true) = (&stage, p.empty, a.mode != Mode::Mirror) {
+        if let Some(set_aside) = indexes::set_aside(tx, &p.table, &[], &p.columns)? {
+            check_key_nulls(tx, st, &p.key)?;
+            merge::merge_stage(tx, &p.qt, st, &p.columns, &segments, &[], a.mode, source_rows)?;
+            set_aside.restore(tx, Lines::Stage(st))?;
+            merge::drop_stage(tx, st)?;
+            stage = None;
+        }
+    }
     let (inserted, present, dest, verified) = match &stage {
         None => {
             let after = count(tx, &p.qt)?;
             let n = after - p.rows_before;
             if a.mode == Mode::Mirror {
                 summary = Some(format!("{n} inserted, 0 updated, 0 deleted, 0 unchanged"));
+                outcome.mirror = Some(Default::default());
             }
             (n, 0, n, n >= source_rows)
         }
@@ -205,6 +225,7 @@ pub fn load_rows<R: std::io::BufRead>(
                 "{} inserted, {} updated, {} deleted, {} unchanged",
                 m.inserted, m.updated, m.deleted, m.unchanged
             ));
+            outcome.mirror = Some(MirrorCounts { updated: m.updated, deleted: m.deleted, unchanged: m.unchanged });
             // Equal to the stream: every key of it present, and nothing else in the table.
             let equal = m.present == source_rows && m.rows_after == source_rows;
             (m.inserted, m.updated + m.unchanged, if equal { source_rows } else { m.present.min(m.rows_after) }, equal)
@@ -249,7 +270,7 @@ pub fn analyze(client: &mut postgres::Client, qt: &str, name: &str, vacuum: bool
     match client.batch_execute(&format!("{sql} {qt}")) {
         Ok(()) if vacuum => note!(TOOL, "{name}: {sql} done"),
         Ok(()) => {}
-        Err(e) => note!(TOOL, "warning: {sql} {name}: {}", pgferry::pg::pg_cause(&e)),
+        Err(e) => pgferry::warn!(TOOL, "{sql} {name}: {}", pgferry::pg::pg_cause(&e)),
     }
 }
 
@@ -276,4 +297,28 @@ pub fn analyze_all(client: &mut postgres::Client, tables: &[(&str, &str)], vacuu
             }
         }
     }
+}
+
+/// A staged row without a value for a column of the key, by its line (the merge by key, or
+/// the key's NOT NULL, would refuse it without one).
+fn check_key_nulls(tx: &mut Transaction, stage: &str, key: &[String]) -> Result<()> {
+    if key.is_empty() {
+        return Ok(());
+    }
+    let firsts: Vec<String> = key
+        .iter()
+        .map(|k| format!("min(_pgferry_line) FILTER (WHERE {} IS NULL)", pgferry::pg::quote_ident(k)))
+        .collect();
+    let row = tx
+        .query_typed(&format!("SELECT {} FROM {stage}", firsts.join(", ")), &[])
+        .map_err(|e| pg_error("check the stream's keys", e))?;
+    for (i, k) in key.iter().enumerate() {
+        if let Some(line) = row[0].get::<_, Option<i64>>(i) {
+            return Err(Error::Data(format!(
+                "line {line}: the row has no value for '{k}', a column of the key ({})",
+                key.join(", ")
+            )));
+        }
+    }
+    Ok(())
 }

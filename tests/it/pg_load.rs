@@ -756,3 +756,36 @@ fn into_an_empty_partitioned_table_indexes_are_built_after_copy_under_their_name
     // Into the loaded table the indexes stay: a repeat is COPY's error, by its line.
     load(&pg, "logs", stream(&[&row(5, 1)]), &["--mode", "append"]).expect(65).stderr_has(&["line 1", "duplicate key"]);
 }
+
+#[test]
+fn ensure_partitions_into_an_empty_table_builds_the_indexes_after_the_rows_and_names_a_repeat_by_line() {
+    let schema = "CREATE TABLE logs (id bigint, at timestamptz NOT NULL, serial text,
+             CONSTRAINT logs_pk PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
+         CREATE INDEX logs_serial_time ON logs (serial, at DESC);
+         CREATE TABLE logs_2024_01 PARTITION OF logs FOR VALUES FROM ('2024-01-01 00:00:00+00') TO ('2024-02-01 00:00:00+00');
+         ALTER INDEX logs_2024_01_pkey RENAME TO logs_jan_key;";
+    let pg = Pg::new();
+    pg.exec(schema);
+    let row = |i: u32, month: u32| format!(r#"{{"id":{i},"at":"2024-{month:02}-05T10:00:00Z","serial":"s{i}"}}"#);
+    let mut rows: Vec<String> = (1..=400).map(|i| row(i, 1 + i % 3)).collect();
+    rows.insert(300, row(30, 1));
+    let refs: Vec<&str> = rows.iter().map(String::as_str).collect();
+    let r = load(&pg, "logs", stream(&refs), &["--ensure-partitions"]).expect(65);
+    r.stderr_has(&[
+        "line 301: key (id, at) = (30,\"2024-01-05 10:00:00+00\") repeats line 30",
+        "nothing was committed",
+    ]);
+    let oid = "SELECT 'logs_jan_key'::regclass::oid";
+    let oid_before = pg.one(oid);
+    let rows: Vec<String> = (1..=400).map(|i| row(i, 1 + i % 3)).collect();
+    let refs: Vec<&str> = rows.iter().map(String::as_str).collect();
+    let r = load(&pg, "logs", stream(&refs), &["--ensure-partitions"]).ok();
+    r.stderr_has(&["Source: 400 rows → Postgres: 400 rows ✓", "created partitions logs_2024_02, logs_2024_03"]);
+    assert_ne!(pg.one(oid), oid_before, "the indexes were not built after the rows");
+    assert_eq!(pg.one("SELECT count(*) FROM pg_index WHERE NOT indisvalid"), "0");
+    // The schema is what pg-partition alone makes of it: every index and name as it would be.
+    let twin = Pg::new();
+    twin.exec(schema);
+    cmd("pg-partition").args(["ensure", "logs", "--from", "2024-02", "--to", "2024-03", "--db", &twin.url]).ok();
+    assert_eq!(pg.schema_dump(), twin.schema_dump());
+}
