@@ -64,6 +64,8 @@ Options for restore:
   --to DB               The database file to replace (or create).
   --force               Restore even though another process has DB open (its writes
                         after the restore go to the kept-aside copy, and are lost to DB).
+  -q, --quiet           No progress line and no informational notes on stderr
+                        (errors, warnings and the data on stdout stay).
   -h, --help            Show this help.
   -V, --version         Show the version.
 
@@ -79,7 +81,9 @@ Output:
   stdout (NDJSON): create, one line describing the backup; check, one line per check
   ({\"check\":...,\"ok\":...}) then {\"backup\":...,\"ok\":...,\"failed\":[...]};
   restore, check's lines then {\"restored\":...,\"previous\":...,\"ok\":...};
-  list, one line per backup, newest first. stderr: a human summary.
+  list, one line per backup, newest first. stderr: a human summary; on a terminal,
+  create's compression and check's decompression show a progress line (bytes,
+  bytes/s, share done and ETA), cleared at the end.
 
 Exit status:
   0 done, every check held; 1 a check failed (checksum, size, decompression,
@@ -223,7 +227,7 @@ fn run_create(o: create::Options, keep: rotate::Keep) -> Result<Status> {
     }
     let fk = summary["foreign_key_violations"].as_u64().unwrap_or(0);
     if fk > 0 {
-        pgferry::note!(TOOL, "warning: the database has {fk} foreign key violations (recorded in the manifest)");
+        pgferry::warn!(TOOL, "the database has {fk} foreign key violations (recorded in the manifest)");
     }
     pgferry::note!(TOOL, "created {human}; integrity ok");
     Ok(Status::Ok)

@@ -101,13 +101,18 @@ Firestore sides (as fs-export; rows are shaped as fs-export writes them):
   --endpoint URL        API endpoint. FIRESTORE_EMULATOR_HOST selects the emulator.
   --retries N           Attempts per request before giving up [default: 6].
   --backoff MS          First retry delay, doubled per attempt [default: 500].
+  -q, --quiet           No progress line, no per-check lines and no table on
+                        stderr: the verdict line, errors, warnings and the
+                        stdout records stay.
   -h, --help            Show this help.
   -V, --version         Show the version.
 
 Output:
   stdout: one JSON object per check (NDJSON, no end record): the sides, counts,
   differences with the first --examples of each kind, and \"ok\".
-  stderr: the count lines, the differences, and a table of all checks.
+  stderr: the count lines, the differences, a table of all checks and the verdict
+  line; with --full on a terminal, a progress line (source records compared,
+  records/s; no total: counting first would read each side twice).
 
 Exit status:
   0 every check held; 1 a check found a difference; 64 usage error;

@@ -2,10 +2,11 @@
 
 use pgferry::cli::{self, Status};
 use pgferry::firestore::{self as fs, Client, ConnectOptions, Doc, QueryOptions, QueryState, RowShape, Scope, Sink};
+use pgferry::progress::{self, Progress, Unit};
 use pgferry::stream::RowWriter;
 use pgferry::{note, Error, Result};
 use serde_json::{json, Value};
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 const USAGE: &str = "\
@@ -50,6 +51,8 @@ Options:
                         [default: 6].
   --backoff MS          First retry delay in milliseconds; doubled per attempt (at most
                         30 s) and jittered [default: 500].
+  -q, --quiet           No progress line and no informational notes on stderr
+                        (errors, warnings and the data on stdout stay).
   -h, --help            Show this help.
   -V, --version         Show the version.
 
@@ -79,8 +82,10 @@ Output:
   and --path-field when asked, then the fields (sorted by name, or in --fields order);
   then the end record {\"$end\":{\"rows\":N,\"source\":\"firestore\",\"project\":...,
   \"collection\"|\"group\"|\"document\":...,\"read_time\":...}}.
-  stderr: the read time, progress when stderr is a terminal, a summary line; after a
-  failure, the exact command that fetches the remaining documents.
+  stderr: the read time, a summary line; after a failure, the exact command that
+  fetches the remaining documents (also with --quiet). When stderr is a terminal
+  and stdout a file (not a pipe: in `fs-export … | pg-load …` pg-load shows
+  progress), a progress line (documents, documents/s; no total), cleared at the end.
 
 Exit status:
   0 done; 64 usage error (also: a --read-time Firestore no longer keeps); 65 a value
@@ -184,8 +189,8 @@ struct Rows<'a, W: Write> {
     w: RowWriter<W>,
     started: Instant,
     announced: bool,
-    /// When progress was last shown (only when stderr is a terminal).
-    progress: Option<Instant>,
+    /// No total: counting first would cost a Firestore aggregation query per run.
+    progress: Progress,
     row: Vec<(String, Value)>,
 }
 
@@ -201,20 +206,6 @@ impl<W: Write> Rows<'_, W> {
             );
         }
     }
-
-    fn show_progress(&mut self, done: bool) {
-        let Some(last) = self.progress else { return };
-        if !done && last.elapsed() < Duration::from_secs(1) {
-            return;
-        }
-        let n = self.w.rows();
-        let secs = self.started.elapsed().as_secs_f64().max(1e-3);
-        eprint!("\r{TOOL}: {n} documents, {:.0}/s\x1b[K", n as f64 / secs);
-        if done {
-            eprintln!();
-        }
-        self.progress = Some(Instant::now());
-    }
 }
 
 impl<W: Write> Sink for Rows<'_, W> {
@@ -228,16 +219,12 @@ impl<W: Write> Sink for Rows<'_, W> {
             self.w.value(v);
         }
         self.w.end_row()?;
-        if self.progress.is_some() && self.w.rows().is_multiple_of(64) {
-            self.show_progress(false);
-        }
+        self.progress.update(self.w.rows());
         Ok(())
     }
 
     fn retrying(&mut self, cause: &str, attempt: u32, wait: Duration) {
-        if self.progress.is_some() {
-            eprintln!();
-        }
+        self.progress.clear();
         note!(TOOL, "{cause}; retry {attempt} in {:.1} s", wait.as_secs_f64());
     }
 }
@@ -249,7 +236,13 @@ fn export(client: &mut Client, a: &Args) -> Result<Status> {
         w: RowWriter::new(out),
         started: Instant::now(),
         announced: false,
-        progress: if std::io::stderr().is_terminal() { Some(Instant::now()) } else { None },
+        progress: Progress::new(
+            TOOL,
+            a.scope.name(),
+            Unit::Count("documents"),
+            None,
+            progress::terminal_for_producer(),
+        ),
         row: Vec::new(),
     };
     let q = QueryOptions {
@@ -261,15 +254,15 @@ fn export(client: &mut Client, a: &Args) -> Result<Status> {
     let mut st = QueryState::default();
     let what = format!("export {} '{}'", a.scope.kind(), a.scope.name());
     if let Err(e) = client.export(&a.scope, &q, &mut st, &mut rows) {
-        rows.show_progress(true);
+        rows.progress.clear();
         // Every row received so far goes out, so the resume command continues exactly after it.
         let flushed = rows.w.flush();
         let e = e.context(&what);
         if matches!(e, Error::TempFail(_) | Error::Unavailable(_)) && flushed.is_ok() && !st.read_time_expired {
             if let Some(t) = &st.read_time {
-                note!(
-                    TOOL,
-                    "{} documents were written; to fetch the rest of this snapshot, run: {}",
+                // Part of the error's report: --quiet keeps it.
+                eprintln!(
+                    "{TOOL}: {} documents were written; to fetch the rest of this snapshot, run: {}",
                     st.documents,
                     resume_command(t, st.last_path.as_deref())
                 );
@@ -277,7 +270,7 @@ fn export(client: &mut Client, a: &Args) -> Result<Status> {
         }
         return Err(e);
     }
-    rows.show_progress(true);
+    rows.progress.clear();
     let read_time = st.read_time.clone().unwrap_or_default();
     let n = rows.w.rows();
     if let Scope::Document(p) = &a.scope {
@@ -308,9 +301,9 @@ fn export(client: &mut Client, a: &Args) -> Result<Status> {
         n as f64 / secs.max(1e-3)
     );
     if n == 0 && a.resume_after.is_none() {
-        note!(
+        pgferry::warn!(
             TOOL,
-            "warning: no documents in {} '{}' of project '{}' (Firestore has no empty collections: check the name, --project and --database)",
+            "no documents in {} '{}' of project '{}' (Firestore has no empty collections: check the name, --project and --database)",
             a.scope.kind(),
             a.scope.name(),
             client.project

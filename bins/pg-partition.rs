@@ -66,13 +66,18 @@ Options:
   --wait SECS           How long to wait for another run's lock [default: 5].
   --lock-timeout SECS   How long to wait for table locks held by queries [default: 30].
   -v, --verbose         Say what was done (otherwise silent on success, for cron).
+  -q, --quiet           No progress line and no informational notes on stderr
+                        (errors, warnings, rows moved out of the DEFAULT
+                        partition and the data on stdout stay).
   -h, --help            Show this help.
   -V, --version         Show the version.
 
 Output:
   list: NDJSON on stdout. --dry-run: a SQL script on stdout. Otherwise nothing on
   success; --verbose reports on stderr. Rows moved out of the DEFAULT partition,
-  and a partition kept because it is the last one, are always reported on stderr.
+  and a partition kept because it is the last one, are always reported on stderr
+  (--quiet too). On a terminal, --archive shows each partition's rows as they are
+  written.
 
 Exit status:
   0 done; 1 an archive did not verify (nothing was dropped); 64 usage error;
@@ -329,13 +334,13 @@ fn ensure(mut tx: postgres::Transaction, table: &Table, a: &Args) -> Result<Stat
         }
         write_out(&mut out, "COMMIT;\n")?;
         for c in report.created.iter().filter(|c| c.moved > 0) {
-            note!(TOOL, "{shown}: would move {} rows out of the default partition into '{}'", c.moved, c.name);
+            eprintln!("{TOOL}: {shown}: would move {} rows out of the default partition into '{}'", c.moved, c.name);
         }
         return Ok(Status::Ok);
     }
     tx.commit().map_err(|e| pg_error(format!("commit the partitions of '{shown}'"), e))?;
     for c in report.created.iter().filter(|c| c.moved > 0) {
-        note!(TOOL, "{shown}: moved {} rows out of the default partition into '{}'", c.moved, c.name);
+        eprintln!("{TOOL}: {shown}: moved {} rows out of the default partition into '{}'", c.moved, c.name);
     }
     if a.verbose {
         for c in &report.created {
@@ -402,7 +407,7 @@ fn retain(mut tx: postgres::Transaction, table: &Table, a: &Args) -> Result<Stat
         }
         write_out(&mut out, "COMMIT;\n")?;
         for w in &warnings {
-            note!(TOOL, "{w}");
+            pgferry::warn!(TOOL, "{w}");
         }
         return Ok(Status::Ok);
     }
@@ -420,7 +425,7 @@ fn retain(mut tx: postgres::Transaction, table: &Table, a: &Args) -> Result<Stat
     }
     tx.commit().map_err(|e| pg_error(format!("commit the retention of '{shown}'"), e))?;
     for w in &warnings {
-        note!(TOOL, "{w}");
+        pgferry::warn!(TOOL, "{w}");
     }
     if a.verbose {
         report_retain(&info, &retire, &archived, a, &shown, iv.label(cut_date));

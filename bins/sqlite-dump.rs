@@ -1,6 +1,7 @@
 //! sqlite-dump: SQLite tables to NDJSON, from one consistent snapshot, read-only.
 
 use pgferry::cli::{self, Status};
+use pgferry::progress::{self, Progress, Unit};
 use pgferry::sqlite::{self as sq, TableInfo};
 use pgferry::stream::RowWriter;
 use pgferry::{Error, Result};
@@ -40,6 +41,8 @@ Options:
   --out-dir DIR         Directory for --all; files appear complete or not at all.
   --ddl                 Print PostgreSQL CREATE TABLE statements for the tables
                         (all of them when none are named); see docs/ddl.md.
+  -q, --quiet           No progress line and no informational notes on stderr
+                        (errors, warnings and the data on stdout stay).
   -h, --help            Show this help.
   -V, --version         Show the version.
 
@@ -49,7 +52,10 @@ Input:
 Output:
   stdout: one JSON object per row, keys in column order, then the end record
   {\"$end\":{\"rows\":N,\"source\":\"sqlite\",\"table\":...}}. With --list and --all,
-  one line per table. Progress and errors go to stderr.
+  one line per table. stderr: errors, and a summary line per table; when stderr
+  is a terminal and stdout a file (not a pipe: in `sqlite-dump … | pg-load …`
+  pg-load shows progress), a progress line with the table's row count (counted
+  first, unless --where) and an ETA, cleared at the end.
 
 Exit status:
   0 done; 64 usage error; 65 bad data (invalid UTF-8 text, corrupt file);
@@ -220,6 +226,15 @@ fn dump_table<W: Write>(conn: &Connection, info: &TableInfo, a: &Args, out: W, d
     let mut scan = sq::Scan::prepare(conn, &sql).map_err(|e| query_error(table, a, e))?;
     let keys: Vec<_> = columns.iter().map(|c| pgferry::stream::encode_key(c)).collect();
     let mut w = RowWriter::new(out);
+    // With --all the rows go to files; otherwise stdout must be a file for the line to show.
+    let draw = if a.all { progress::terminal() } else { progress::terminal_for_producer() };
+    // The total for the ETA: SQLite counts a table's rows from its smallest b-tree, a fraction
+    // of the dump's own reading, and only when the line is drawn (not under --where).
+    let total = match draw && a.where_clause.is_none() {
+        true => Some(sq::count_rows(conn, table)?),
+        false => None,
+    };
+    let mut progress = Progress::new(TOOL, table.as_str(), Unit::Count("rows"), total, draw);
     let read_error = |e| sq::sqlite_error(format!("read table '{table}'"), e);
     while scan.step().map_err(read_error)? {
         w.begin_row();
@@ -251,6 +266,7 @@ fn dump_table<W: Write>(conn: &Connection, info: &TableInfo, a: &Args, out: W, d
             }
         }
         w.end_row()?;
+        progress.update(w.rows());
     }
     let n = w.rows();
     let file = std::path::Path::new(db).file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();

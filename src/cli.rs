@@ -33,6 +33,10 @@ pub fn main<A>(
         println!("{tool} {}", env!("CARGO_PKG_VERSION"));
         std::process::exit(0);
     }
+    // Every tool takes it: no progress line, no informational notes (errors and warnings stay).
+    if args.contains(["-q", "--quiet"]) {
+        crate::progress::set_quiet(true);
+    }
     let result = parse(&mut args).and_then(|a| finish(args).map(|()| a)).and_then(run);
     std::process::exit(exit_code(tool, result))
 }
@@ -128,11 +132,22 @@ pub fn shell_word(s: &str) -> String {
     }
 }
 
-/// Progress and summaries go to stderr, prefixed with the tool's name.
+/// Informational notes and summaries go to stderr, prefixed with the tool's name; `--quiet`
+/// silences them.
 #[macro_export]
 macro_rules! note {
     ($tool:expr, $($arg:tt)*) => {
-        eprintln!("{}: {}", $tool, format_args!($($arg)*))
+        if !$crate::progress::quiet() {
+            eprintln!("{}: {}", $tool, format_args!($($arg)*))
+        }
+    };
+}
+
+/// A warning: something the operator must act on although the run went on; `--quiet` keeps it.
+#[macro_export]
+macro_rules! warn {
+    ($tool:expr, $($arg:tt)*) => {
+        eprintln!("{}: warning: {}", $tool, format_args!($($arg)*))
     };
 }
 

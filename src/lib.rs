@@ -14,6 +14,7 @@ pub mod jsonsrc;
 pub mod partition;
 pub mod pg;
 pub mod plan;
+pub mod progress;
 pub mod runlog;
 pub mod signals;
 pub mod sqlite;

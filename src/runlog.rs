@@ -77,6 +77,16 @@ pub struct Outcome {
     pub dest_rows: Option<i64>,
     /// Silent changes PostgreSQL made, per column: (column, kind, count).
     pub changes: Vec<(String, String, u64)>,
+    /// Mirror mode's counts (pg-load --report; not columns of the run log).
+    pub mirror: Option<MirrorCounts>,
+}
+
+/// What a mirror load did to the table's rows.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct MirrorCounts {
+    pub updated: i64,
+    pub deleted: i64,
+    pub unchanged: i64,
 }
 
 /// A run's row in the log.

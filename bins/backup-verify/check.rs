@@ -6,6 +6,7 @@ use crate::files::{self, show, TempPath};
 use crate::manifest;
 use pgferry::digest;
 use pgferry::files::{HashingReader, HashingWriter};
+use pgferry::progress::{Progress, Unit};
 use pgferry::{Error, Result};
 use serde_json::{json, Map, Value};
 use std::fs::File;
@@ -182,7 +183,7 @@ pub fn verify(backup: &str, tmp_dir: Option<&Path>, durable: bool) -> Result<Rep
     // Decompress, hashing both sides.
     let tmp_dir = tmp_dir.map(Path::to_path_buf).unwrap_or(dir);
     let tmp = TempPath::new(tmp_dir.join(format!(".{}.check-{}", r.base, std::process::id())));
-    let decoded = decompress(&data, tmp.path(), durable)?;
+    let decoded = decompress(&data, tmp.path(), durable, db_bytes)?;
     r.compare("compressed_sha256", gz_sha.into(), decoded.gz_sha.into());
     r.compare("compressed_bytes", gz_bytes.into(), decoded.gz_bytes.into());
     if let Some(e) = decoded.error {
@@ -260,7 +261,7 @@ struct Decoded {
 
 /// gunzip `data` into a new owner-only file at `out`. The compressed side is hashed to the
 /// file's last byte even when the stream is damaged or has trailing bytes.
-fn decompress(data: &Path, out: &Path, durable: bool) -> Result<Decoded> {
+fn decompress(data: &Path, out: &Path, durable: bool, expect_bytes: u64) -> Result<Decoded> {
     let what_r = |e| Error::io(format!("read '{}'", show(data)), e);
     let what_w = |e| Error::io(format!("write '{}'", show(out)), e);
     let input = File::open(data).map_err(what_r)?;
@@ -272,7 +273,10 @@ fn decompress(data: &Path, out: &Path, durable: bool) -> Result<Decoded> {
     let mut w = HashingWriter::new(std::io::BufWriter::with_capacity(1 << 20, file));
     let mut buf = vec![0u8; 1 << 20];
     let mut error = None;
+    let draw = pgferry::progress::terminal();
+    let mut progress = Progress::new(crate::TOOL, "decompress", Unit::Bytes, Some(expect_bytes), draw);
     loop {
+        progress.update(w.bytes);
         files::check_interrupt("check")?;
         match gz.read(&mut buf) {
             Ok(0) => break,

@@ -6,6 +6,7 @@ use crate::files::{self, show, TempPath};
 use crate::manifest;
 use pgferry::digest::{self, Sha256Hex};
 use pgferry::files::HashingWriter;
+use pgferry::progress::{Progress, Unit};
 use pgferry::sqlite::{self as sq, sqlite_error};
 use pgferry::timefmt;
 use pgferry::{Error, Result};
@@ -214,7 +215,10 @@ fn compress(snap: &Path, out: File, out_path: &Path, level: u32) -> Result<Compr
     let mut raw_bytes = 0u64;
     let (mut a, mut b) = (Vec::with_capacity(BLOCK), Vec::with_capacity(BLOCK));
     let mut members = 0u64;
+    let total = input.metadata().ok().map(|m| m.len());
+    let mut progress = Progress::new(crate::TOOL, "compress", Unit::Bytes, total, pgferry::progress::terminal());
     loop {
+        progress.update(raw_bytes);
         files::check_interrupt("create")?;
         fill(&mut input, &mut a).map_err(what_r)?;
         fill(&mut input, &mut b).map_err(what_r)?;

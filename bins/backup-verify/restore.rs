@@ -251,7 +251,7 @@ fn refuse_if_open(target: &Path, force: bool, tool: &str) -> Result<()> {
     }
     let t = show(target);
     if force {
-        pgferry::note!(tool, "warning: '{t}' is in use ({}); restoring anyway (--force)", who.join(", "));
+        pgferry::warn!(tool, "'{t}' is in use ({}); restoring anyway (--force)", who.join(", "));
         return Ok(());
     }
     Err(Error::TempFail(format!(

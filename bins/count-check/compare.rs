@@ -4,6 +4,7 @@
 use crate::norm::{self, ColType, Norm};
 use crate::side::{self, Feed, Job, Rec, Spec};
 use crate::{Check, Mode, TOOL};
+use pgferry::progress::{Progress, Unit};
 use pgferry::{note, Error, Result};
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -181,7 +182,10 @@ fn attempt(c: &Check, sjob: &Job, djob: &Job, cmp: &Compare, found: &mut Found) 
         Mode::Full => {
             let mut s = side::spawn(sjob.clone(), c.source_text.clone());
             let mut d = side::spawn(djob.clone(), c.dest_text.clone());
-            merge(&mut s, &mut d, cmp, found, true)?;
+            // No total: counting first would read each side twice.
+            let draw = pgferry::progress::terminal();
+            let mut progress = Progress::new(TOOL, c.source_text.as_str(), Unit::Count("records"), None, draw);
+            merge(&mut s, &mut d, cmp, found, true, &mut progress)?;
             found.source_rows = s.rows;
             found.dest_rows = d.rows;
         }
@@ -210,7 +214,7 @@ fn attempt(c: &Check, sjob: &Job, djob: &Job, cmp: &Compare, found: &mut Found) 
             let djob = Job { only: Some(Arc::new(keys)), ..djob.clone() };
             let mut d = side::spawn(djob, c.dest_text.clone());
             let mut s = side::feed_of(pick, c.source_text.clone());
-            merge(&mut s, &mut d, cmp, found, false)?;
+            merge(&mut s, &mut d, cmp, found, false, &mut Progress::silent())?;
             found.dest_rows = d.rows;
         }
         Mode::Count => unreachable!("counts do not compare records"),
@@ -226,11 +230,12 @@ struct Compare<'a> {
 }
 
 /// Sort-merge of two key-ordered feeds.
-fn merge(s: &mut Feed, d: &mut Feed, cmp: &Compare, f: &mut Found, extras: bool) -> Result<()> {
+fn merge(s: &mut Feed, d: &mut Feed, cmp: &Compare, f: &mut Found, extras: bool, p: &mut Progress) -> Result<()> {
     let mut cache = FieldCache::default();
     let mut a = s.next()?;
     let mut b = d.next()?;
     loop {
+        p.update(s.rows);
         match (a.take(), b.take()) {
             (None, None) => return Ok(()),
             (Some(x), None) => {

@@ -276,10 +276,13 @@ pub fn finish(reports: &[Report]) -> Result<Status> {
         }
         s
     };
-    eprintln!();
-    eprintln!("{}", fmt(head.to_vec()));
-    for r in reports {
-        eprintln!("{}", fmt(r.row.iter().map(String::as_str).collect()));
+    // --quiet leaves the verdict (the stdout records hold every check's detail).
+    if !pgferry::progress::quiet() {
+        eprintln!();
+        eprintln!("{}", fmt(head.to_vec()));
+        for r in reports {
+            eprintln!("{}", fmt(r.row.iter().map(String::as_str).collect()));
+        }
     }
     let failed = reports.iter().filter(|r| !r.ok && r.error.is_none()).count();
     let errors: Vec<&Error> = reports.iter().filter_map(|r| r.error.as_ref()).collect();

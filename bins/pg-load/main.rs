@@ -5,6 +5,7 @@ mod indexes;
 mod merge;
 mod plan;
 mod preflight;
+mod report;
 mod rows;
 mod schema;
 mod status;
@@ -60,6 +61,13 @@ Run options:
                         this long while the server waits for pg-load (the
                         session is ended on the server, so its locks go)
                         [default: 60].
+  --report FILE         At the end, write FILE (atomically): one JSON object per
+                        table with its counts, seconds, stream bytes and outcome
+                        (docs/loading.md, \"The report\"); written also when the
+                        load fails or is a dry run.
+  -q, --quiet           No progress line, count lines or summary on stderr:
+                        errors and warnings only (the exit status, the run log
+                        and --report say how it went).
   --plan PLAN           Load the plan's steps (docs/plan.md) from one stream.
   --from STEP           With --plan: start at this step.
   --steps A,B           With --plan: only these steps (in plan order).
@@ -129,7 +137,8 @@ Input:
   case as in SQL ('\"Orders\"').
 
 Output:
-  stderr: the count line (one per step) and a summary. Nothing on stdout.
+  stderr: the count line (one per step) and a summary; on a terminal, a progress
+  line (rows, rows/s) while rows stream in, cleared at the end. Nothing on stdout.
 
 Exit status:
   0 loaded and verified; 1 count verification failed (rolled back);
@@ -198,14 +207,27 @@ struct RunOptions {
     runs_table: String,
     lock_timeout: u32,
     stall_timeout: u64,
+    /// `--report FILE`.
+    report: Option<String>,
 }
 
 /// The run-level options, which a plan step's `load` array may not give.
-const RUN_OPTIONS: &[&str] =
-    &["--db", "--dry-run", "--runs-table", "--lock-timeout", "--stall-timeout", "--plan", "--from", "--steps"];
+const RUN_OPTIONS: &[&str] = &[
+    "--db",
+    "--dry-run",
+    "--runs-table",
+    "--lock-timeout",
+    "--stall-timeout",
+    "--report",
+    "--plan",
+    "--from",
+    "--steps",
+    "-q",
+    "--quiet",
+];
 
 enum Command {
-    Table(Args),
+    Table(Args, Option<String>),
     Plan(plan::PlanArgs),
 }
 
@@ -216,7 +238,7 @@ fn parse(args: &mut pico_args::Arguments) -> Result<Command> {
     }
     let mut a = parse_load(args, String::new(), &run)?;
     a.table = cli::positional(args, "TABLE")?;
-    Ok(Command::Table(a))
+    Ok(Command::Table(a, run.report))
 }
 
 fn parse_run_options(args: &mut pico_args::Arguments) -> Result<RunOptions> {
@@ -245,6 +267,7 @@ fn parse_run_options(args: &mut pico_args::Arguments) -> Result<RunOptions> {
         runs_table: cli::opt(args, "--runs-table")?.unwrap_or_else(|| "_migration_runs".into()),
         lock_timeout,
         stall_timeout,
+        report: cli::opt(args, "--report")?,
     })
 }
 
@@ -295,7 +318,7 @@ fn parse_load(args: &mut pico_args::Arguments, table: String, run: &RunOptions) 
 
 fn run(c: Command) -> Result<Status> {
     match c {
-        Command::Table(a) => run_table(a),
+        Command::Table(a, report) => run_table(a, report),
         Command::Plan(p) => plan::run(p),
     }
 }
@@ -340,11 +363,12 @@ pub fn open_session(
     let finish: stall::Finish = Box::new(move |state, message, _code| {
         for id in &ids {
             if let Err(e) = pgferry::runlog::mark(&t, &name, *id, state, message) {
-                note!(TOOL, "warning: {}", e.message());
+                pgferry::warn!(TOOL, "{}", e.message());
                 break;
             }
         }
-        note!(TOOL, "{message}");
+        // The load's end, as an error would be said: --quiet keeps it.
+        eprintln!("{TOOL}: {message}");
     });
     stall::watch(&target, pid, stall, finish);
     Ok(Session { target, client, pid, log, runs })
@@ -355,9 +379,9 @@ impl Session {
     /// the operator must learn, and the next run settles the row from the server).
     pub fn record(&mut self, id: RunId, state: &str, o: &Outcome, err: Option<&str>) {
         if let Err(e) = self.log.finish(id, state, o, err) {
-            note!(
+            pgferry::warn!(
                 TOOL,
-                "warning: {}; run {id} stays 'running' there until the next run resolves it from the server",
+                "{}; run {id} stays 'running' there until the next run resolves it from the server",
                 e.message()
             );
         }
@@ -423,17 +447,26 @@ pub fn end(tx: postgres::Transaction, id: TxId, target: &pg::Target, roll_back: 
 }
 
 /// The load's input: stdin, read so that waiting for a slow producer is not taken for a stall.
-pub fn input() -> std::io::BufReader<stall::Watched<std::io::StdinLock<'static>>> {
-    std::io::BufReader::with_capacity(1 << 17, stall::Watched(std::io::stdin().lock()))
+/// Its bytes are counted for the report.
+pub fn input() -> report::Counted<std::io::BufReader<stall::Watched<std::io::StdinLock<'static>>>> {
+    report::Counted(std::io::BufReader::with_capacity(1 << 17, stall::Watched(std::io::stdin().lock())))
 }
 
-fn run_table(a: Args) -> Result<Status> {
+fn run_table(a: Args, report: Option<String>) -> Result<Status> {
+    let report = report.as_deref().map(report::Report::at).transpose()?;
+    let mut done = report::Done::default();
+    let result = load_table(&a, &mut done);
+    let table = report::Table { step: None, table: &a.table, mode: a.mode, done: &done };
+    report::finish(report.as_ref(), &[table], result)
+}
+
+fn load_table(a: &Args, done: &mut report::Done) -> Result<Status> {
     let mut s =
         open_session(a.db.as_deref(), &a.runs_table, a.stall_timeout, &[(None, a.table.as_str(), a.mode.name())])?;
     let run_id = s.runs[0];
     let started = Instant::now();
     let mut outcome = Outcome::default();
-    let result = load(&mut s, &a, &mut outcome);
+    let result = load(&mut s, a, &mut outcome, &mut done.measured);
     stall::done();
     match result {
         Ok(report) => {
@@ -446,6 +479,7 @@ fn run_table(a: Args) -> Result<Status> {
             };
             let err = (!report.verified).then(|| report.mismatch.clone());
             s.record(run_id, state, &outcome, err.as_deref());
+            done.recorded(run_id, state, &outcome, err.as_deref());
             if !report.verified {
                 return Err(Error::CheckFailed(format!(
                     "{}: {}; rolled back, nothing was committed",
@@ -455,7 +489,7 @@ fn run_table(a: Args) -> Result<Status> {
             s.report_commit(&report.committed, report.xid);
             if (a.analyze || a.vacuum) && !a.dry_run {
                 if s.client.is_closed() {
-                    note!(TOOL, "warning: ANALYZE {} skipped (the connection is gone): run it yourself", a.table);
+                    pgferry::warn!(TOOL, "ANALYZE {} skipped (the connection is gone): run it yourself", a.table);
                 } else {
                     table::analyze(&mut s.client, &report.qualified, &a.table, a.vacuum);
                 }
@@ -481,6 +515,7 @@ fn run_table(a: Args) -> Result<Status> {
         Err(e) => {
             let (state, e) = s.failure(e);
             s.record(run_id, state, &outcome, Some(e.message()));
+            done.recorded(run_id, state, &outcome, Some(e.message()));
             Err(e.context(&a.table))
         }
     }
@@ -499,14 +534,17 @@ struct Report {
 }
 
 /// A single-table run: one transaction around one table's load.
-fn load(s: &mut Session, a: &Args, outcome: &mut Outcome) -> Result<Report> {
+fn load(s: &mut Session, a: &Args, outcome: &mut Outcome, measured: &mut report::Measured) -> Result<Report> {
     let mut tx = s.client.transaction().map_err(|e| pg_error("begin", e))?;
     let id = begin(&mut tx, &mut s.log)?;
     set_up(&mut tx, a.lock_timeout)?;
+    let measure = report::Measure::start();
     let table = table::lock(&mut tx, &a.table, a.lock_timeout == 0)?;
     let p = table::prepare(&mut tx, a, table, &[])?;
     let mut reader = RowReader::new(input(), a.require_end);
-    let loaded = table::load_rows(&mut tx, &p, a, &mut reader, outcome)?;
+    let loaded = table::load_rows(&mut tx, &p, a, &mut reader, outcome);
+    *measured = measure.end();
+    let loaded = loaded?;
     let mut notes = loaded.notes;
     if !p.deferred.is_empty() {
         notes.push(schema::restore_foreign_keys(&mut tx, &p.deferred)?);

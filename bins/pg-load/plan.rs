@@ -2,7 +2,7 @@
 //! (docs/stream.md §7) in ONE transaction, each with its own options, count check and run-log
 //! record; every foreign key valid before COMMIT; all tables committed or none.
 
-use crate::{parse_load, schema, set_up, table, Args, Mode, RunOptions, Session, RUN_OPTIONS, TOOL};
+use crate::{parse_load, report, schema, set_up, table, Args, Mode, RunOptions, Session, RUN_OPTIONS, TOOL};
 use pgferry::cli::{self, Status};
 use pgferry::commit::Committed;
 use pgferry::pg::{pg_error, Table};
@@ -63,20 +63,37 @@ fn steps(p: &PlanArgs) -> Result<Vec<Step>> {
 }
 
 pub fn run(p: PlanArgs) -> Result<Status> {
+    let report = p.run.report.as_deref().map(report::Report::at).transpose()?;
     let steps = steps(&p)?;
+    let mut done = vec![report::Done::default(); steps.len()];
+    let result = run_steps(&p, &steps, &mut done);
+    let lines: Vec<report::Table> = steps
+        .iter()
+        .zip(&done)
+        .map(|(s, d)| report::Table { step: Some(&s.name), table: &s.args.table, mode: s.args.mode, done: d })
+        .collect();
+    report::finish(report.as_ref(), &lines, result)
+}
+
+fn run_steps(p: &PlanArgs, steps: &[Step], done: &mut [report::Done]) -> Result<Status> {
     let tables: Vec<(Option<&str>, &str, &str)> =
         steps.iter().map(|s| (Some(s.name.as_str()), s.args.table.as_str(), s.args.mode.name())).collect();
-    let mut session = open_plan_session(&p, &tables)?;
+    let mut session = open_plan_session(p, &tables)?;
     let started = Instant::now();
     let mut outcomes = vec![Outcome::default(); steps.len()];
-    let result = load(&mut session, &p, &steps, &mut outcomes);
+    let mut measured = vec![report::Measured::default(); steps.len()];
+    let result = load(&mut session, p, steps, &mut outcomes, &mut measured);
+    for (d, m) in done.iter_mut().zip(measured) {
+        d.measured = m;
+    }
     pgferry::stall::done();
     match result {
         Ok((tables, committed, xid)) => {
             let state = if p.run.dry_run { "dry-run" } else { "success" };
             let runs = session.runs.clone();
-            for (id, o) in runs.iter().zip(&outcomes) {
+            for ((id, o), d) in runs.iter().zip(&outcomes).zip(done.iter_mut()) {
                 session.record(*id, state, o, None);
+                d.recorded(*id, state, o, None);
             }
             session.report_commit(&committed, xid);
             if !p.run.dry_run && !session.client.is_closed() {
@@ -122,6 +139,7 @@ pub fn run(p: PlanArgs) -> Result<Status> {
             for (i, (id, o)) in runs.iter().zip(&outcomes).enumerate() {
                 let msg = if failed == Some(i) || state == "unknown" { e.message() } else { others.as_str() };
                 session.record(*id, state, o, Some(msg));
+                done[i].recorded(*id, state, o, Some(msg));
             }
             Err(e)
         }
@@ -143,6 +161,7 @@ fn load(
     p: &PlanArgs,
     steps: &[Step],
     outcomes: &mut [Outcome],
+    measured: &mut [report::Measured],
 ) -> std::result::Result<(Vec<(String, String)>, Option<Committed>, i64), StepError> {
     let whole = |e: Error| (None, e);
     let mut tx = session.client.transaction().map_err(|e| whole(pg_error("begin", e)))?;
@@ -190,8 +209,12 @@ fn load(
     for (i, s) in steps.iter().enumerate() {
         let at = |e: Error| (Some(i), e);
         reader.begin_segment(&s.name, s.args.require_end);
-        let prepared = table::prepare(&mut tx, &s.args, tables[i].clone(), &tables).map_err(at)?;
-        let loaded = table::load_rows(&mut tx, &prepared, &s.args, &mut reader, &mut outcomes[i]).map_err(at)?;
+        let measure = report::Measure::start();
+        let loaded = table::prepare(&mut tx, &s.args, tables[i].clone(), &tables).and_then(|prepared| {
+            table::load_rows(&mut tx, &prepared, &s.args, &mut reader, &mut outcomes[i]).map(|l| (prepared, l))
+        });
+        measured[i] = measure.end();
+        let (prepared, loaded) = loaded.map_err(at)?;
         note!(TOOL, "step '{}' ({}): {}", s.name, s.args.table, loaded.count_line);
         for line in &loaded.notes {
             note!(TOOL, "step '{}' ({}): {line}", s.name, s.args.table);

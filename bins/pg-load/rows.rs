@@ -6,13 +6,13 @@ use crate::{Args, TOOL};
 use pgferry::catalog::ColumnInfo;
 use pgferry::convert::{self, Cell, Kind, Options};
 use pgferry::jsonscan::{self, RawKind};
+use pgferry::progress::{self, Progress, Unit};
 use pgferry::stream::{self, RowReader};
 use pgferry::{Error, Result};
 use postgres::Transaction;
 use serde_json::Value;
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::time::Instant;
 
 /// Which columns a COPY carries, and whether each has a binary encoder.
 pub struct Columns {
@@ -65,8 +65,8 @@ pub fn stream_rows<R: std::io::BufRead>(
         sig: vec![],
         last_seg: None,
     };
-    let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let started = Instant::now();
+    // Dropped at the end (or on an error): the line is cleared; the summary follows.
+    let mut progress = Progress::new(TOOL, &a.table, Unit::Count("rows"), None, progress::terminal());
     // The row read but not yet sent: it opens the next COPY.
     let mut pending = rows.next(reader, plan, generated, a)?;
     while let Some((first_line, seg)) = pending.take() {
@@ -87,13 +87,7 @@ pub fn stream_rows<R: std::io::BufRead>(
             if let Err(e) = sink.maybe_flush(&mut w) {
                 return Err(sink.server_error(e, Some(w)));
             }
-            if progress && reader.rows().is_multiple_of(100_000) {
-                eprint!(
-                    "\r{TOOL}: {} rows, {:.0} rows/s",
-                    reader.rows(),
-                    reader.rows() as f64 / started.elapsed().as_secs_f64()
-                );
-            }
+            progress.update(reader.rows());
             match rows.next(reader, plan, generated, a) {
                 Ok(Some((l, s))) if stage.is_some() || s == seg => {
                     line = l;
@@ -111,9 +105,6 @@ pub fn stream_rows<R: std::io::BufRead>(
             }
         }
         sink.finish(w)?;
-    }
-    if progress && reader.rows() >= 100_000 {
-        eprintln!();
     }
     *changes = rows.changes;
     Ok(rows.segments)

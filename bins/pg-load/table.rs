@@ -9,7 +9,7 @@ use crate::schema::{self, ForeignKey};
 use crate::{merge, Args, Mode, TOOL};
 use pgferry::catalog::{self, ColumnInfo};
 use pgferry::pg::{pg_error, Table};
-use pgferry::runlog::Outcome;
+use pgferry::runlog::{MirrorCounts, Outcome};
 use pgferry::stream::{EndRecord, RowReader};
 use pgferry::{note, Error, Result};
 use postgres::Transaction;
@@ -214,6 +214,7 @@ pub fn load_rows<R: std::io::BufRead>(
             let n = after - p.rows_before;
             if a.mode == Mode::Mirror {
                 summary = Some(format!("{n} inserted, 0 updated, 0 deleted, 0 unchanged"));
+                outcome.mirror = Some(Default::default());
             }
             (n, 0, n, n >= source_rows)
         }
@@ -224,6 +225,7 @@ pub fn load_rows<R: std::io::BufRead>(
                 "{} inserted, {} updated, {} deleted, {} unchanged",
                 m.inserted, m.updated, m.deleted, m.unchanged
             ));
+            outcome.mirror = Some(MirrorCounts { updated: m.updated, deleted: m.deleted, unchanged: m.unchanged });
             // Equal to the stream: every key of it present, and nothing else in the table.
             let equal = m.present == source_rows && m.rows_after == source_rows;
             (m.inserted, m.updated + m.unchanged, if equal { source_rows } else { m.present.min(m.rows_after) }, equal)
@@ -268,7 +270,7 @@ pub fn analyze(client: &mut postgres::Client, qt: &str, name: &str, vacuum: bool
     match client.batch_execute(&format!("{sql} {qt}")) {
         Ok(()) if vacuum => note!(TOOL, "{name}: {sql} done"),
         Ok(()) => {}
-        Err(e) => note!(TOOL, "warning: {sql} {name}: {}", pgferry::pg::pg_cause(&e)),
+        Err(e) => pgferry::warn!(TOOL, "{sql} {name}: {}", pgferry::pg::pg_cause(&e)),
     }
 }
 

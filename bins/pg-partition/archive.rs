@@ -21,6 +21,7 @@ use pgferry::convert::Kind as ColKind;
 use pgferry::files::{self, HashingReader, HashingWriter};
 use pgferry::partition::{Partition, Partitioned};
 use pgferry::pg::{pg_error, quote_ident};
+use pgferry::progress::{Progress, Unit};
 use pgferry::stream::{RowReader, RowWriter};
 use pgferry::{timefmt, Error, Result};
 use postgres::types::{FromSql, Type};
@@ -181,7 +182,10 @@ fn write_verified(
     let gz = flate2::write::GzEncoder::new(HashingWriter::new(file), flate2::Compression::default());
     let mut w = RowWriter::new(HashingWriter::new(gz));
     let portal = tx.bind(sql.as_str(), &[]).map_err(|e| pg_error(&what, e))?;
+    let draw = pgferry::progress::terminal();
+    let mut progress = Progress::new(crate::TOOL, format!("archive {}", p.name), Unit::Count("rows"), None, draw);
     loop {
+        progress.update(w.rows());
         let rows = tx.query_portal(&portal, 2000).map_err(|e| pg_error(&what, e))?;
         if rows.is_empty() {
             break;

@@ -15,6 +15,7 @@ mod pg_partition;
 mod pg_proxy;
 mod pg_truth;
 mod plan_load;
+mod progress;
 mod seeds;
 mod sqlite_dump;
 mod zones;

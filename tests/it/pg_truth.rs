@@ -228,6 +228,12 @@ fn sigterm_mid_load_rolls_back_records_interrupted_and_exits_130() {
 }
 
 #[test]
+fn sighup_mid_load_rolls_back_records_interrupted_and_exits_130() {
+    // The terminal of an ssh session closing under a load.
+    signal_mid_load("HUP");
+}
+
+#[test]
 fn sigint_stops_a_background_job_of_a_script() {
     let pg = Pg::new();
     table(&pg);

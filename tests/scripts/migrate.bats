@@ -130,3 +130,17 @@ SQL
   run -0 --separate-stderr "${SCRIPTS}/verify"
   [[ "${lines[-1]}" == "GO: "* ]]
 }
+
+@test "migrate --report writes one line per step, atomic and per-step, also for a failed step" {
+  app_db
+  config
+  run -0 "${SCRIPTS}/migrate" --execute --report "${W}/report.ndjson"
+  [[ "$(jq -sc 'map([.step, .table, .source_rows, .inserted, .outcome, .committed])' "${W}/report.ndjson")" == \
+    '[["1","customers",20,20,"success",true],["2","notes",50,50,"success",true]]' ]]
+  pg -c 'TRUNCATE customers, notes'
+  sqlite3 "${APPDB}" "UPDATE notes SET tick = 'soon' WHERE id = 7"
+  run -65 "${SCRIPTS}/migrate" --per-step --execute --report "${W}/report.ndjson"
+  [[ "$(jq -sc 'map([.table, .source_rows, .outcome, .committed])' "${W}/report.ndjson")" == \
+    '[["customers",20,"success",true],["notes",7,"failed",false]]' ]]
+  [[ "$(jq -r 'select(.table == "notes") | .error' "${W}/report.ndjson")" == *"line 7"* ]]
+}
