@@ -26,6 +26,9 @@
 //! Partition indexes attached to a dropped parent index come back under their own names, the
 //! way pg_dump restores them (the parent ONLY, each partition's index, ATTACH PARTITION);
 //! partition indexes of their own stay in place during the load.
+//!
+//! Rows moved in from a staging table (--ensure-partitions into an empty table) need no
+//! trail: the stage holds each row's line.
 
 use crate::copy::{EncodedRow, LineMap};
 use crate::rows::Columns;
