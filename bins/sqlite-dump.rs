@@ -197,10 +197,20 @@ fn dump_table<W: Write>(conn: &Connection, info: &TableInfo, a: &Args, out: W, d
         }
         a.columns.clone()
     };
-    // The row's identity for error messages: rowid when there is one, else the key.
-    let ident_sql = if info.has_rowid { "rowid".to_string() } else { key_expr(info) };
+    // The row's identity for error messages: rowid when there is one, else the key. A rowid
+    // alias among the columns is the rowid: no column of its own (a few percent of the time).
+    let alias = info.rowid_alias().and_then(|k| columns.iter().position(|c| *c == k.name));
+    let (ident, first) = match alias {
+        Some(k) => (k, 0),
+        None => (0, 1),
+    };
     let mut sql = format!(
-        "SELECT {ident_sql}, {} FROM {}",
+        "SELECT {}{} FROM {}",
+        match (alias, info.has_rowid) {
+            (Some(_), _) => String::new(),
+            (None, true) => "rowid, ".to_string(),
+            (None, false) => format!("{}, ", key_expr(info)),
+        },
         columns.iter().map(|c| sq::quote_ident(c)).collect::<Vec<_>>().join(", "),
         sq::quote_ident(table)
     );
@@ -240,7 +250,7 @@ fn dump_table<W: Write>(conn: &Connection, info: &TableInfo, a: &Args, out: W, d
         w.begin_row();
         for (i, col) in columns.iter().enumerate() {
             w.encoded_key(&keys[i]);
-            match scan.get(i + 1).map_err(read_error)? {
+            match scan.get(first + i).map_err(read_error)? {
                 ValueRef::Null => w.null(),
                 ValueRef::Integer(n) => w.int(n),
                 ValueRef::Real(f) => w.float(f),
@@ -249,7 +259,7 @@ fn dump_table<W: Write>(conn: &Connection, info: &TableInfo, a: &Args, out: W, d
                     Ok(()) => {}
                     Err(_) if a.invalid_text_as_bytes => w.bytes(t),
                     Err(e) => {
-                        let ident = match scan.get(0).map_err(read_error)? {
+                        let ident = match scan.get(ident).map_err(read_error)? {
                             ValueRef::Integer(n) => format!("rowid {n}"),
                             ValueRef::Text(k) => format!("key {}", String::from_utf8_lossy(k)),
                             ValueRef::Real(f) => format!("key {f}"),

@@ -168,6 +168,9 @@ pub struct TableInfo {
     pub name: String,
     pub columns: Vec<Column>,
     pub has_rowid: bool,
+    /// The primary key has an index of its own, so it is not the rowid (which an `INTEGER
+    /// PRIMARY KEY` is, except when declared `DESC` on the column: SQLite's documented quirk).
+    pub pk_index: bool,
 }
 
 impl TableInfo {
@@ -181,7 +184,7 @@ impl TableInfo {
     /// The column that is an alias of the rowid (`INTEGER PRIMARY KEY`), if any.
     pub fn rowid_alias(&self) -> Option<&Column> {
         let pk = self.primary_key();
-        if self.has_rowid && pk.len() == 1 && pk[0].decl_type.eq_ignore_ascii_case("INTEGER") {
+        if self.has_rowid && !self.pk_index && pk.len() == 1 && pk[0].decl_type.eq_ignore_ascii_case("INTEGER") {
             Some(pk[0])
         } else {
             None
@@ -224,7 +227,13 @@ pub fn table_info(conn: &Connection, table: &str) -> Result<TableInfo> {
         .map(|(c, _)| c)
         .collect();
     let has_rowid = !sql.to_ascii_uppercase().replace(char::is_whitespace, "").contains("WITHOUTROWID");
-    Ok(TableInfo { name: table.to_string(), columns, has_rowid })
+    let pk_index = conn
+        .prepare(&format!("PRAGMA index_list({})", quote_ident(table)))
+        .and_then(|mut st| st.query_map([], |r| r.get::<_, String>(3))?.collect::<rusqlite::Result<Vec<_>>>())
+        .map_err(|e| sqlite_error(format!("describe table '{table}'"), e))?
+        .iter()
+        .any(|origin| origin == "pk");
+    Ok(TableInfo { name: table.to_string(), columns, has_rowid, pk_index })
 }
 
 /// `count(*)` of a table.

@@ -72,7 +72,9 @@ fn hostile_values_are_written_byte_for_byte() {
          CREATE TABLE nokey (a, b TEXT);
          INSERT INTO nokey VALUES (1, 'a'), (2.5, NULL), ('t', 'b'), (x'01', 'c');
          CREATE TABLE wr (k TEXT, j INTEGER, v, PRIMARY KEY (k, j)) WITHOUT ROWID;
-         INSERT INTO wr VALUES ('b', 2, 'two'), ('a', 1, 'one'), ('a', -3, CAST(x'ff' AS TEXT));",
+         INSERT INTO wr VALUES ('b', 2, 'two'), ('a', 1, 'one'), ('a', -3, CAST(x'ff' AS TEXT));
+         CREATE TABLE q (id INTEGER PRIMARY KEY DESC, t TEXT);
+         INSERT INTO q VALUES (5, 'fine'), (9, CAST(x'ff' AS TEXT));",
     );
     let mut got = String::new();
     for table in ["odd \"name\" é", "nokey", "wr"] {
@@ -121,6 +123,11 @@ fn hostile_values_are_written_byte_for_byte() {
     cmd("sqlite-dump").args([&db, "odd \"name\" é"]).expect(65).stderr_has(&[
         "table 'odd \"name\" é', rowid 14, column 'we\"ird': text is not valid UTF-8 (byte 0xed at offset 0)",
     ]);
+    // The row named by its key where there is no rowid, by its rowid where there is one (an
+    // INTEGER PRIMARY KEY DESC is not the rowid: SQLite's quirk).
+    cmd("sqlite-dump").args([&db, "wr"]).expect(65).stderr_has(&["table 'wr', key 'a',-3, column 'v'"]);
+    cmd("sqlite-dump").args([&db, "q"]).expect(65).stderr_has(&["table 'q', rowid 2, column 't'"]);
+    cmd("sqlite-dump").args([&db, "q", "--columns", "t"]).expect(65).stderr_has(&["table 'q', rowid 2, column 't'"]);
 }
 
 #[test]
