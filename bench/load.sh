@@ -76,16 +76,7 @@ pgferry() {
 
 main() {
   local rows=2000000 rounds=3 small=200000 work=/tmp/pgferry-bench
-  while (($#)); do
-    case "$1" in
-      --rows) rows="$2" && shift 2 ;;
-      --rounds) rounds="$2" && shift 2 ;;
-      --small-rows) small="$2" && shift 2 ;;
-      --work) work="$2" && shift 2 ;;
-      -h | --help) sed -n '2,/^set /p' "$0" | sed '$d; s/^# \{0,1\}//' && return 0 ;;
-      *) die 64 "unknown argument '$1' (see --help)" ;;
-    esac
-  done
+  bench_options "$0" rows=--rows rounds=--rounds small=--small-rows work=--work -- "$@"
   [[ "${rows}${rounds}${small}" =~ ^[0-9]+$ ]] || die 64 "--rows, --rounds and --small-rows take numbers"
   bench_setup "${work}"
   bench_pg_start
@@ -102,11 +93,8 @@ main() {
   chmod 644 "${run}/logs.bin"
   printf 'INSERT INTO pg.public.device_logs SELECT id, device_serial, level, message, device_timestamp,
   received_at::TIMESTAMPTZ FROM s.device_logs;\n' >"${run}/duckdb.sql"
-  cat >"${run}/load.pgl" <<PGL
-LOAD DATABASE FROM sqlite://${db} INTO postgresql://${PGUSER}@${PGHOST}:${PGPORT}/${PGDATABASE}?sslmode=disable
-WITH data only, create no tables, create no indexes, reset no sequences
-INCLUDING ONLY TABLE NAMES LIKE 'device_logs';
-PGL
+  bench_pgloader_file "${db}" "WITH data only, create no tables, create no indexes, reset no sequences" \
+    "INCLUDING ONLY TABLE NAMES LIKE 'device_logs';"
 
   local round
   for round in $(seq 1 "${rounds}"); do
@@ -114,26 +102,26 @@ PGL
     reset_table && pgferry pgferry "${db}" && check_count "${rows}" pgferry
     log "round ${round} of ${rounds}: duckdb"
     reset_table
-    timed duckdb-process "$(rss duckdb) '${BENCH_PY}' '${BENCH_DIR}/duckdb-load.py' '${db}' '${run}/duckdb.sql' '${run}/duckdb.ms'"
+    bench_duckdb "${db}" "${run}/duckdb.sql"
     check_count "${rows}" duckdb
     log "round ${round} of ${rounds}: naive"
     reset_table
     timed naive "sqlite3 -csv '${db}' 'SELECT ${COLS} FROM device_logs' |
-      psql -X -q -v ON_ERROR_STOP=1 --no-password -c '\\copy device_logs (${COLS}) from stdin csv'"
+      ${BENCH_PSQL} -c '\\copy device_logs (${COLS}) from stdin csv'"
     check_count "${rows}" naive
     log "round ${round} of ${rounds}: pgloader"
     reset_table
-    timed pgloader "$(rss pgloader) pgloader --quiet '${run}/load.pgl' >>'${run}/pgloader.log' 2>&1"
+    bench_pgloader
     check_count "${rows}" pgloader
     log "round ${round} of ${rounds}: server COPY"
     reset_table
-    timed server "psql -X -q -v ON_ERROR_STOP=1 --no-password -c \"COPY device_logs FROM '${run}/logs.bin' (FORMAT binary)\""
+    timed server "${BENCH_PSQL} -c \"COPY device_logs FROM '${run}/logs.bin' (FORMAT binary)\""
     check_count "${rows}" server
     reset_table nopk
-    timed server-nopk "psql -X -q -v ON_ERROR_STOP=1 --no-password -c \"COPY device_logs FROM '${run}/logs.bin' (FORMAT binary)\""
+    timed server-nopk "${BENCH_PSQL} -c \"COPY device_logs FROM '${run}/logs.bin' (FORMAT binary)\""
     check_count "${rows}" server-nopk
     reset_table nopk
-    timed server-pk "psql -X -q -v ON_ERROR_STOP=1 --no-password -1 -c \"COPY device_logs FROM '${run}/logs.bin' (FORMAT binary)\" \
+    timed server-pk "${BENCH_PSQL} -1 -c \"COPY device_logs FROM '${run}/logs.bin' (FORMAT binary)\" \
       -c 'ALTER TABLE device_logs ADD PRIMARY KEY (id)'"
     check_count "${rows}" server-pk
   done

@@ -27,16 +27,7 @@ side() {
 
 main() {
   local rows=2000000 rounds=5 work=/tmp/pgferry-bench baseline=""
-  while (($#)); do
-    case "$1" in
-      --rows) rows="$2" && shift 2 ;;
-      --rounds) rounds="$2" && shift 2 ;;
-      --work) work="$2" && shift 2 ;;
-      --baseline) baseline="$2" && shift 2 ;;
-      -h | --help) sed -n '2,/^set /p' "$0" | sed '$d; s/^# \{0,1\}//' && return 0 ;;
-      *) die 64 "unknown argument '$1' (see --help)" ;;
-    esac
-  done
+  bench_options "$0" rows=--rows rounds=--rounds work=--work baseline=--baseline -- "$@"
   [[ "${rows}${rounds}" =~ ^[0-9]+$ ]] || die 64 "--rows and --rounds take numbers"
   apt_install sqlite3 time
   need_cmd sqlite3 /usr/bin/time cargo python3

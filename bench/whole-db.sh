@@ -102,15 +102,7 @@ check_counts() {
 
 main() {
   local rows=1000000 rounds=3 work=/tmp/pgferry-bench
-  while (($#)); do
-    case "$1" in
-      --rows) rows="$2" && shift 2 ;;
-      --rounds) rounds="$2" && shift 2 ;;
-      --work) work="$2" && shift 2 ;;
-      -h | --help) sed -n '2,/^set /p' "$0" | sed '$d; s/^# \{0,1\}//' && return 0 ;;
-      *) die 64 "unknown argument '$1' (see --help)" ;;
-    esac
-  done
+  bench_options "$0" rows=--rows rounds=--rounds work=--work -- "$@"
   [[ "${rows}${rounds}" =~ ^[0-9]+$ ]] || die 64 "--rows and --rounds take numbers"
   bench_setup "${work}"
   bench_pg_start
@@ -153,10 +145,7 @@ main() {
   else
     warn "pg-load cannot load a plan yet (a one-step --plan --dry-run failed): the atomic plan load is not measured"
   fi
-  cat >"${run}/load.pgl" <<PGL
-LOAD DATABASE FROM sqlite://${db} INTO postgresql://${PGUSER}@${PGHOST}:${PGPORT}/${PGDATABASE}?sslmode=disable
-WITH data only, create no tables, create no indexes, reset no sequences;
-PGL
+  bench_pgloader_file "${db}" "WITH data only, create no tables, create no indexes, reset no sequences;"
 
   local round copy="COPY device_logs FROM '${run}/logs.bin' (FORMAT binary)"
   for round in $(seq 1 "${rounds}"); do
@@ -179,18 +168,18 @@ PGL
     fi
     log "round ${round} of ${rounds}: duckdb"
     reset_db
-    timed duckdb-process "$(rss duckdb) '${BENCH_PY}' '${BENCH_DIR}/duckdb-load.py' '${db}' '${BENCH_DIR}/whole-db-duckdb.sql' '${run}/duckdb.ms'"
+    bench_duckdb "${db}" "${BENCH_DIR}/whole-db-duckdb.sql"
     check_counts "${want}" duckdb
     log "round ${round} of ${rounds}: pgloader"
     reset_db
-    timed pgloader "$(rss pgloader) pgloader --quiet '${run}/load.pgl' >>'${run}/pgloader.log' 2>&1"
+    bench_pgloader
     check_counts "${want}" pgloader
     log "round ${round} of ${rounds}: server COPY of device_logs"
     reset_db
-    timed server "psql -X -q -v ON_ERROR_STOP=1 --no-password -c \"${copy}\""
+    timed server "${BENCH_PSQL} -c \"${copy}\""
     check_counts "${want}" server device_logs
     reset_db bare
-    timed server-bare "psql -X -q -v ON_ERROR_STOP=1 --no-password -1 -c \"${copy}\" \
+    timed server-bare "${BENCH_PSQL} -1 -c \"${copy}\" \
       -c 'ALTER TABLE device_logs ADD PRIMARY KEY (id, received_at)' \
       -c 'CREATE INDEX idx_device_logs_serial_time ON device_logs (device_serial, received_at DESC)'"
     check_counts "${want}" server-bare device_logs

@@ -161,7 +161,7 @@ fn number_end(b: &[u8], mut i: usize) -> Result<usize, Malformed> {
 }
 
 const LANES: u64 = 0x0101_0101_0101_0101;
-const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
+pub(crate) const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
 
 /// The bytes of eight that end a run of plain string bytes: below 0x20, `"` or `\` (exact
 /// "has a byte less than / equal to" tests, as in Bit Twiddling Hacks), as a high-bit mask.

@@ -463,8 +463,8 @@ const ESCAPE: [u8; 256] = {
     t
 };
 
-const LANES: u64 = 0x0101_0101_0101_0101;
-const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
+// The bytes a JSON string must escape, as the reader finds them (one definition for both halves).
+use crate::jsonscan::{special_bytes as hits, HIGH_BITS};
 
 #[inline]
 fn word(b: &[u8]) -> u64 {
@@ -474,18 +474,6 @@ fn word(b: &[u8]) -> u64 {
 #[inline]
 fn half(b: &[u8]) -> u32 {
     u32::from_le_bytes(b.try_into().expect("four bytes"))
-}
-
-/// Non-zero when any of the eight bytes in `w` is one JSON must escape: below 0x20, `"` or
-/// `\` (exact "has a byte less than / equal to" tests, as in Bit Twiddling Hacks).
-#[inline]
-fn hits(w: u64) -> u64 {
-    let quote = w ^ (LANES * b'"' as u64);
-    let backslash = w ^ (LANES * b'\\' as u64);
-    ((w.wrapping_sub(LANES * 0x20) & !w)
-        | (quote.wrapping_sub(LANES) & !quote)
-        | (backslash.wrapping_sub(LANES) & !backslash))
-        & HIGH_BITS
 }
 
 /// A float as the shortest text that reads back to the same bits; non-finite values tagged.

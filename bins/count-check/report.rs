@@ -19,6 +19,24 @@ pub struct Report {
 }
 
 impl Report {
+    /// A check that could not run: its line gives the error and its exit code, its row the
+    /// code as the result (`row`'s last column is replaced).
+    fn could_not_check(
+        mut line: Map<String, Value>,
+        title: &str,
+        mut row: [String; 10],
+        e: Error,
+        started: Instant,
+    ) -> Report {
+        line.insert("ok".into(), json!(false));
+        line.insert("error".into(), json!(e.message()));
+        line.insert("exit".into(), json!(e.exit_code()));
+        line.insert("seconds".into(), json!(secs(started)));
+        let human = vec![format!("{title}: could not check: {}", e.message())];
+        row[9] = format!("error ({})", e.exit_code());
+        Report { line: Value::Object(line), ok: false, error: Some(e), human, row }
+    }
+
     pub fn from_check(c: &Check, r: Result<Found>, started: Instant) -> Report {
         let mut line = Map::new();
         if let Some(s) = &c.step {
@@ -42,24 +60,20 @@ impl Report {
         let step = c.step.clone().unwrap_or_else(|| "-".into());
         let f = match r {
             Err(e) => {
-                line.insert("ok".into(), json!(false));
-                line.insert("error".into(), json!(e.message()));
-                line.insert("exit".into(), json!(e.exit_code()));
-                line.insert("seconds".into(), json!(secs(started)));
-                human.push(format!("{title}: could not check: {}", e.message()));
+                let dash = || "-".to_string();
                 let row = [
                     step,
                     c.opts.mode.name().into(),
                     c.source_text.clone(),
                     c.dest_text.clone(),
-                    "-".into(),
-                    "-".into(),
-                    "-".into(),
-                    "-".into(),
-                    "-".into(),
-                    format!("error ({})", e.exit_code()),
+                    dash(),
+                    dash(),
+                    dash(),
+                    dash(),
+                    dash(),
+                    dash(),
                 ];
-                return Report { line: Value::Object(line), ok: false, error: Some(e), human, row };
+                return Report::could_not_check(line, &title, row, e, started);
             }
             Ok(f) => f,
         };
@@ -207,13 +221,7 @@ impl Report {
         let mut human = vec![];
         match r {
             Err(e) => {
-                line.insert("ok".into(), json!(false));
-                line.insert("error".into(), json!(e.message()));
-                line.insert("exit".into(), json!(e.exit_code()));
-                line.insert("seconds".into(), json!(secs(started)));
-                human.push(format!("lint pg:{table}: could not check: {}", e.message()));
-                let row = row("-".into(), format!("error ({})", e.exit_code()));
-                Report { line: Value::Object(line), ok: false, error: Some(e), human, row }
+                Report::could_not_check(line, &format!("lint pg:{table}"), row("-".into(), "-".into()), e, started)
             }
             Ok(findings) => {
                 let ok = findings.is_empty();

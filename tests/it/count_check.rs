@@ -402,7 +402,12 @@ fn a_plan_checks_every_step_one_line_each() {
     let lines = r.json_lines();
     assert_eq!(lines.len(), 3);
     assert_eq!(lines[2]["exit"], 66);
-    r.stderr_has(&["1 of 3 checks could not run"]);
+    r.stderr_has(&[
+        "1 of 3 checks could not run",
+        "step 3: ",
+        " → pg:gone: could not check: pg:gone: table",
+        "error (66)",
+    ]);
     std::fs::write(t.dir.path("bad.ndjson"), "{\"step\": 1}\n").unwrap();
     check(&t.pg, &["--plan", &t.dir.str("bad.ndjson")]).expect(65).stderr_has(&["line 1: missing 'source'"]);
 }
@@ -452,7 +457,7 @@ fn lint_finds_the_seeds_checklist() {
         "NOT VALID",
     ]);
     check(&pg, &["--lint", "pg:clean"]).ok();
-    check(&pg, &["--lint", "pg:missing"]).expect(66);
+    check(&pg, &["--lint", "pg:missing"]).expect(66).stderr_has(&["lint pg:missing: could not check: ", "error (66)"]);
     check(&pg, &["--lint", "sqlite:x:y"]).expect(64);
 }
 

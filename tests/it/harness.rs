@@ -298,3 +298,56 @@ pub fn sqlite_db(path: &Path, sql: &str) {
     let c = rusqlite::Connection::open(path).unwrap();
     c.execute_batch(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
 }
+
+/// The table of the large-stream tests (crash mid-load, plan runs).
+pub const LOGS_TABLE: &str =
+    "CREATE TABLE logs (id bigint PRIMARY KEY, level text NOT NULL, received_at timestamptz NOT NULL, n integer)";
+
+/// Writes `head` (a plan's earlier steps) then `n` rows of [`LOGS_TABLE`], with the end
+/// record when `end`.
+pub fn write_log_stream(path: &Path, head: &str, n: u64, end: bool) {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    f.write_all(head.as_bytes()).unwrap();
+    for i in 1..=n {
+        writeln!(f, r#"{{"id":{i},"level":"info","received_at":"2024-01-05T10:00:00Z","n":{}}}"#, i % 1000).unwrap();
+    }
+    if end {
+        writeln!(f, r#"{{"$end":{{"rows":{n}}}}}"#).unwrap();
+    }
+}
+
+/// `pg-load --db URL ARGS` fed the first `lines` lines of `file`, then nothing for 30 s, so
+/// that it is surely mid-load; once its COPY into `logs` runs and has had data, pg-load
+/// itself (not its feeder) is killed with SIGKILL.
+pub fn kill_9_pg_load_mid_copy(pg: &Pg, file: &Path, lines: u64, args: &[&str]) {
+    let feeder = format!("head -n {lines} '{}'; sleep 30", file.display());
+    let quoted: Vec<String> = args.iter().map(|a| format!("'{a}'")).collect();
+    let mut child = Command::new("bash")
+        .arg("-c")
+        .arg(format!("({feeder}) | exec '{}' --db '{}' {}", bin("pg-load").display(), pg.url, quoted.join(" ")))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut pid = None;
+    for _ in 0..100 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        if pg
+            .one("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'COPY%logs%'")
+            == "1"
+        {
+            let out = Command::new("pgrep")
+                .args(["-f", &format!("pg-load --db {} {}", pg.url, args.join(" "))])
+                .output()
+                .unwrap();
+            pid = String::from_utf8_lossy(&out.stdout).lines().next().map(|s| s.to_string());
+            if pid.is_some() {
+                break;
+            }
+        }
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let pid = pid.expect("pg-load started its COPY into logs");
+    Command::new("kill").args(["-9", &pid]).status().unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -508,57 +508,14 @@ fn connections_by_env_libpq_variables_and_tls() {
     let _ = json!(null);
 }
 
-/// Writes a large stream file of `n` log rows.
-fn big_stream(path: &std::path::Path, n: u64, end: bool) {
-    use std::io::Write;
-    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
-    for i in 1..=n {
-        writeln!(f, r#"{{"id":{i},"level":"info","received_at":"2024-01-05T10:00:00Z","n":{}}}"#, i % 1000).unwrap();
-    }
-    if end {
-        writeln!(f, r#"{{"$end":{{"rows":{n}}}}}"#).unwrap();
-    }
-}
-
 #[test]
 fn kill_9_of_pg_load_mid_load_commits_nothing_and_a_rerun_completes() {
     let pg = Pg::new();
-    pg.exec(
-        "CREATE TABLE logs (id bigint PRIMARY KEY, level text NOT NULL, received_at timestamptz NOT NULL, n integer)",
-    );
+    pg.exec(LOGS_TABLE);
     let t = TempDir::new();
     let file = t.path("big.ndjson");
-    big_stream(&file, 400_000, true);
-    // Feed it slowly so the load is surely in the middle when killed.
-    let feeder = format!("head -n 200000 '{}'; sleep 30", file.display());
-    let mut child = std::process::Command::new("bash")
-        .arg("-c")
-        .arg(format!("({feeder}) | exec '{}' --db '{}' logs", bin("pg-load").display(), pg.url))
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    // Wait until the load is running and has sent data, then kill -9 pg-load itself.
-    let mut pid = None;
-    for _ in 0..100 {
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        if pg.one("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'COPY%'")
-            == "1"
-        {
-            let out = std::process::Command::new("pgrep")
-                .args(["-f", &format!("pg-load --db {} logs", pg.url)])
-                .output()
-                .unwrap();
-            pid = String::from_utf8_lossy(&out.stdout).lines().next().map(|s| s.to_string());
-            if pid.is_some() {
-                break;
-            }
-        }
-    }
-    std::thread::sleep(std::time::Duration::from_millis(1500));
-    let pid = pid.expect("pg-load started");
-    std::process::Command::new("kill").args(["-9", &pid]).status().unwrap();
-    let _ = child.kill();
-    let _ = child.wait();
+    write_log_stream(&file, "", 400_000, true);
+    kill_9_pg_load_mid_copy(&pg, &file, 200_000, &["logs"]);
     std::thread::sleep(std::time::Duration::from_millis(500));
     assert_eq!(pg.count("logs"), 0, "a killed load committed rows");
     assert_eq!(pg.one("SELECT outcome FROM _migration_runs"), "running");
@@ -573,9 +530,7 @@ fn kill_9_of_pg_load_mid_load_commits_nothing_and_a_rerun_completes() {
 #[test]
 fn kill_9_of_the_producer_mid_stream_is_a_truncated_stream() {
     let pg = Pg::new();
-    pg.exec(
-        "CREATE TABLE logs (id bigint PRIMARY KEY, level text NOT NULL, received_at timestamptz NOT NULL, n integer)",
-    );
+    pg.exec(LOGS_TABLE);
     let t = TempDir::new();
     let db = t.path("src.sqlite");
     sqlite_db(

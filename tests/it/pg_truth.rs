@@ -41,6 +41,26 @@ fn spawn_load(url: &str, args: &[&str]) -> Child {
         .unwrap()
 }
 
+/// The latest run in `_migration_runs` failed, its error saying `why`.
+fn assert_failed_run(pg: &Pg, why: &str) {
+    let (outcome, error) = last_run(pg, "_migration_runs");
+    assert_eq!(outcome, "failed");
+    assert!(error.contains(why), "{error}");
+}
+
+/// pg-load fed `input` with a 3 s pause before `at` (a producer that stops to think); its
+/// exit code and stderr.
+fn load_with_a_pause(url: &str, args: &[&str], input: &str, at: &str) -> (i32, String) {
+    let mut child = spawn_load(url, args);
+    let mut stdin = child.stdin.take().unwrap();
+    let (head, tail) = input.split_at(input.find(at).unwrap());
+    stdin.write_all(head.as_bytes()).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    stdin.write_all(tail.as_bytes()).unwrap();
+    drop(stdin);
+    finish(child)
+}
+
 fn finish(mut child: Child) -> (i32, String) {
     drop(child.stdin.take());
     let out = child.wait_with_output().unwrap();
@@ -81,9 +101,7 @@ fn a_commit_that_never_arrives_is_reported_aborted_by_the_server() {
     let r = cmd("pg-load").args(["--db", &proxy.url(&pg.url), "t"]).stdin(rows_stream(500)).expect(69);
     r.stderr_has(&["the server reports transaction", "aborted: nothing was committed"]);
     assert_eq!(pg.count("t"), 0);
-    let (outcome, error) = last_run(&pg, "_migration_runs");
-    assert_eq!(outcome, "failed");
-    assert!(error.contains("aborted"), "{error}");
+    assert_failed_run(&pg, "aborted");
 }
 
 #[test]
@@ -112,15 +130,7 @@ fn the_run_log_survives_an_idle_session_timeout_and_the_loads_error_wins() {
     // Every session of this URL ends after 1 s idle: the run log's connection sits idle for
     // the whole load (3 s here), the load's never is.
     let url = format!("{}?options=-c%20idle_session_timeout%3D1000", pg.url);
-    let mut child = spawn_load(&url, &["t"]);
-    let mut stdin = child.stdin.take().unwrap();
-    let all = rows_stream(1000);
-    let (head, tail) = all.split_at(all.find("{\"id\":501,").unwrap());
-    stdin.write_all(head.as_bytes()).unwrap();
-    std::thread::sleep(Duration::from_secs(3));
-    stdin.write_all(tail.as_bytes()).unwrap();
-    drop(stdin);
-    let (code, err) = finish(child);
+    let (code, err) = load_with_a_pause(&url, &["t"], &rows_stream(1000), "{\"id\":501,");
     assert_eq!(code, 0, "{err}");
     assert!(!err.contains("warning"), "{err}");
     assert_eq!(pg.count("t"), 1000);
@@ -129,18 +139,11 @@ fn the_run_log_survives_an_idle_session_timeout_and_the_loads_error_wins() {
 
     // The same with a bad value after the pause: the load's own error is what is reported.
     pg.exec("TRUNCATE t");
-    let mut child = spawn_load(&url, &["t"]);
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(b"{\"id\":1,\"v\":\"a\"}\n").unwrap();
-    std::thread::sleep(Duration::from_secs(3));
-    stdin.write_all(b"{\"id\":\"two\",\"v\":\"b\"}\n{\"$end\":{\"rows\":2}}\n").unwrap();
-    drop(stdin);
-    let (code, err) = finish(child);
+    let input = "{\"id\":1,\"v\":\"a\"}\n{\"id\":\"two\",\"v\":\"b\"}\n{\"$end\":{\"rows\":2}}\n";
+    let (code, err) = load_with_a_pause(&url, &["t"], input, "{\"id\":\"two\"");
     assert_eq!(code, 65, "{err}");
     assert!(err.contains("line 2, column 'id'") && err.contains("nothing was committed"), "{err}");
-    let (outcome, error) = last_run(&pg, "_migration_runs");
-    assert_eq!(outcome, "failed");
-    assert!(error.contains("line 2, column 'id'"), "{error}");
+    assert_failed_run(&pg, "line 2, column 'id'");
 }
 
 #[test]
@@ -408,20 +411,10 @@ fn a_connection_that_stalls_without_closing_ends_the_load_and_releases_the_lock(
         pg.one("SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation WHERE c.relname = 't'"),
         "0"
     );
-    let (outcome, error) = last_run(&pg, "_migration_runs");
-    assert_eq!(outcome, "failed");
-    assert!(error.contains("stalled"), "{error}");
+    assert_failed_run(&pg, "stalled");
 
     // A producer that pauses longer than the timeout is not a stall.
-    let mut child = spawn_load(&pg.url, &["t", "--stall-timeout", "1"]);
-    let mut stdin = child.stdin.take().unwrap();
-    let all = rows_stream(1000);
-    let (head, tail) = all.split_at(all.find("{\"id\":501,").unwrap());
-    stdin.write_all(head.as_bytes()).unwrap();
-    std::thread::sleep(Duration::from_secs(3));
-    stdin.write_all(tail.as_bytes()).unwrap();
-    drop(stdin);
-    let (code, err) = finish(child);
+    let (code, err) = load_with_a_pause(&pg.url, &["t", "--stall-timeout", "1"], &rows_stream(1000), "{\"id\":501,");
     assert_eq!(code, 0, "{err}");
     assert_eq!(pg.count("t"), 1000);
     for bad in ["0", "86401", "x"] {

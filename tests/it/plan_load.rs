@@ -328,10 +328,8 @@ fn plan_stream_and_options_errors_and_a_dry_run_that_leaves_nothing() {
 #[test]
 fn kill_9_of_a_plan_run_commits_nothing_and_leaves_no_transaction_behind() {
     let pg = Pg::new();
-    pg.exec(
-        "CREATE TABLE small (id int PRIMARY KEY, v text);
-         CREATE TABLE logs (id bigint PRIMARY KEY, level text NOT NULL, received_at timestamptz NOT NULL, n integer);",
-    );
+    pg.exec("CREATE TABLE small (id int PRIMARY KEY, v text)");
+    pg.exec(LOGS_TABLE);
     let t = TempDir::new();
     let plan = t.path("plan.ndjson");
     let steps = [
@@ -340,51 +338,13 @@ fn kill_9_of_a_plan_run_commits_nothing_and_leaves_no_transaction_behind() {
     ];
     write_plan(&plan, &steps);
     let file = t.path("stream.ndjson");
-    {
-        use std::io::Write;
-        let mut f = std::io::BufWriter::new(std::fs::File::create(&file).unwrap());
-        write!(
-            f,
-            "{}{{\"id\":1,\"v\":\"x\"}}\n{{\"$end\":{{\"rows\":1}}}}\n{}",
-            marker("small", "small"),
-            marker("logs", "logs")
-        )
-        .unwrap();
-        for i in 1..=300_000 {
-            writeln!(f, r#"{{"id":{i},"level":"info","received_at":"2024-01-05T10:00:00Z","n":{}}}"#, i % 1000)
-                .unwrap();
-        }
-        writeln!(f, r#"{{"$end":{{"rows":300000}}}}"#).unwrap();
-    }
-    let feeder = format!("head -n 150000 '{}'; sleep 30", file.display());
-    let mut child = std::process::Command::new("bash")
-        .arg("-c")
-        .arg(format!("({feeder}) | exec '{}' --db '{}' --plan '{}'", bin("pg-load").display(), pg.url, plan.display()))
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut pid = None;
-    for _ in 0..100 {
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        if pg
-            .one("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'COPY%logs%'")
-            == "1"
-        {
-            let out = std::process::Command::new("pgrep")
-                .args(["-f", &format!("pg-load --db {} --plan", pg.url)])
-                .output()
-                .unwrap();
-            pid = String::from_utf8_lossy(&out.stdout).lines().next().map(|s| s.to_string());
-            if pid.is_some() {
-                break;
-            }
-        }
-    }
-    std::thread::sleep(std::time::Duration::from_millis(1000));
-    let pid = pid.expect("pg-load started and reached the second step");
-    std::process::Command::new("kill").args(["-9", &pid]).status().unwrap();
-    let _ = child.kill();
-    let _ = child.wait();
+    let head = format!(
+        "{}{{\"id\":1,\"v\":\"x\"}}\n{{\"$end\":{{\"rows\":1}}}}\n{}",
+        marker("small", "small"),
+        marker("logs", "logs")
+    );
+    write_log_stream(&file, &head, 300_000, true);
+    kill_9_pg_load_mid_copy(&pg, &file, 150_000, &["--plan", &plan.display().to_string()]);
     // The server ends the killed client's session and rolls its transaction back.
     let mut left = String::new();
     for _ in 0..50 {

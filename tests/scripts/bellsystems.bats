@@ -5,41 +5,14 @@
 
 load helpers
 
-FIXTURE="${BATS_TEST_DIRNAME}/../../fixtures/bellsystems"
-
-bellsystems() {
-  [[ -n "${FIRESTORE_EMULATOR_HOST:-}" ]] || {
-    echo "FIRESTORE_EMULATOR_HOST is not set: source /tmp/devenv.sh or run tests/run" >&2
-    return 1
-  }
-  APPDB="${W}/app/database.db"
-  WRITER_SQL="INSERT INTO heartbeats (device_serial, uptime_s, received_at) VALUES ('SN-0001', 1, datetime('now'))"
-  sqlite3 "${APPDB}" <"${FIXTURE}/sqlite.sql" >/dev/null
-  pg -f "${FIXTURE}/postgres.sql"
-  pg -c 'CREATE TABLE app_writes (id bigserial PRIMARY KEY, at timestamptz DEFAULT now())'
-  local project
-  project="bs-$(date +%s%N | tail -c 12)-${RANDOM}"
-  (
-    # shellcheck source=/dev/null
-    source "${SCRIPTS}/lib/common.sh"
-    # shellcheck source=/dev/null
-    source "${SCRIPTS}/lib/firestore-emulator.sh"
-    firestore_seed "${FIXTURE}/firestore.ndjson" "${project}"
-  )
-  sed "s|/srv/bellsystems/data/database.db|${APPDB}|" "${BATS_TEST_DIRNAME}/../../runbook/plans/bellsystems.ndjson" >"${W}/plan.ndjson"
-  config "GOOGLE_CLOUD_PROJECT=${project}" "PGFERRY_QUIET_SECONDS=3" "PGFERRY_MIGRATE=per-step" \
-    "PGFERRY_WRITERS_START='WRITER_DELAY=3 WRITER_SQL=\"${WRITER_SQL}\" bash ${W}/app/writer.sh >/dev/null 2>&1 3>&- &'"
-}
+bellsystems() { bellsystems_app "PGFERRY_MIGRATE=per-step"; }
 
 @test "BellSystems: preflight, freeze, backup, migrate, verify --full, cutover; then a NO-GO and a rollback to the freeze" {
   bellsystems
   run -0 "${SCRIPTS}/preflight"
   [[ "${output}" == *"ok       step 2.5: Firestore firestore-group:orders"* ]]
   [[ "${output}" == *"ok       step 1.12: create partitions of device_logs"*"preflight: every check held"* ]]
-  start_writer
-  run -0 "${SCRIPTS}/freeze" --execute
-  local frozen
-  frozen="$(content "${APPDB}")"
+  freeze_app
   run -0 "${SCRIPTS}/backup"
   run -0 "${SCRIPTS}/migrate" --execute
   [[ "${output}" == *"device_logs: Source: 200000 rows → Postgres: 200000 rows ✓"* ]]
@@ -66,7 +39,7 @@ bellsystems() {
   run -1 --separate-stderr "${SCRIPTS}/verify" --full
   [[ "${lines[-1]}" == "NO-GO: failed: count-check --full; do not cut over"* ]]
   run -0 "${SCRIPTS}/rollback" --execute
-  [[ "$(content "${APPDB}")" == "${frozen}" ]]
+  [[ "$(content "${APPDB}")" == "${FROZEN}" ]]
   grep -q "^APP_STORE=sqlite$" "${W}/app/.env"
   run ! grep -q "postgres" "${W}/app/.env"
   sleep 4

@@ -3,14 +3,12 @@
 
 load helpers
 
-# frozen_and_migrated: the app runs, then freeze, backup, migrate. Sets FROZEN (content hash).
+# frozen_and_migrated: the app runs, then freeze (FROZEN: the content hash), backup, migrate.
 frozen_and_migrated() {
   [[ -e "${APPDB}" ]] || app_db
   pg -c 'CREATE TABLE IF NOT EXISTS app_writes (id bigserial PRIMARY KEY, at timestamptz DEFAULT now())'
-  config "PGFERRY_WRITERS_START='WRITER_DELAY=3 bash ${W}/app/writer.sh >/dev/null 2>&1 3>&- &'" "$@"
-  start_writer
-  run -0 "${SCRIPTS}/freeze" --execute
-  FROZEN="$(content "${APPDB}")"
+  config "$(writers_start 3)" "$@"
+  freeze_app
   run -0 "${SCRIPTS}/backup"
   [[ "${output}" == *"backed up 1 database(s); every backup checked"* ]]
   run -0 "${SCRIPTS}/migrate" --execute

@@ -15,11 +15,10 @@ fossawork() {
   "${FIXTURE}/make-v1" "${DATA}"
   mkdir -p "$(dirname "${APPDB}")"
   sqlite3 "${APPDB}" <"${FIXTURE}/sqlite.sql" >/dev/null
-  pg -f "${FIXTURE}/postgres.sql"
-  pg -c 'CREATE TABLE app_writes (id bigserial PRIMARY KEY, at timestamptz DEFAULT now())'
+  app_target "${FIXTURE}/postgres.sql"
   sed "s|/srv/fossawork/|${W}/srv/fossawork/|g" "${PLAN}" >"${W}/plan.ndjson"
   WRITER_SQL="INSERT INTO audit_trail (table_name, action, created_at) VALUES ('users', 'UPDATE', datetime('now'))"
-  config "PGFERRY_WRITERS_START='WRITER_DELAY=2 WRITER_SQL=\"${WRITER_SQL//\"/\\\"}\" bash ${W}/app/writer.sh >/dev/null 2>&1 3>&- &'"
+  config "$(writers_start 2 "${WRITER_SQL}")"
 }
 
 @test "FossaWork: the six V1 mappings and V2's tables as written; verify --full GO; values match jq and sqlite3" {
@@ -75,10 +74,7 @@ fossawork() {
   local files db
   files="$(cd "${DATA}" && find . -type f -exec sha256sum {} + | sort)"
   db="$(content "${APPDB}")"
-  run -0 "${SCRIPTS}/backup"
-  run -0 "${SCRIPTS}/migrate" --execute
-  run -0 "${SCRIPTS}/verify"
-  run -0 "${SCRIPTS}/cutover" --execute
+  to_cutover
   # Something edits V1's files after cutover.
   echo '[]' >"${DATA}/users/7bd2a4e0c1/activity_log.json"
   rm "${DATA}/users/a90f3b6d22/email_settings.json"

@@ -92,6 +92,38 @@ stop_writer() {
   fi
 }
 
+# app_target SCHEMA: the app's PostgreSQL schema (an SQL file), and app_writes, the table the
+# fake writer fills once the app runs on PostgreSQL.
+app_target() {
+  pg -f "$1"
+  pg -c 'CREATE TABLE IF NOT EXISTS app_writes (id bigserial PRIMARY KEY, at timestamptz DEFAULT now())'
+}
+
+# writers_start DELAY [SQL]: the configuration line that starts the fake writer after DELAY
+# seconds (its boot), writing SQL into SQLite (its own insert when none).
+writers_start() {
+  local sql=""
+  [[ -z "${2:-}" ]] || sql=" WRITER_SQL=\"${2//\"/\\\"}\""
+  echo "PGFERRY_WRITERS_START='WRITER_DELAY=$1${sql} bash ${W}/app/writer.sh >/dev/null 2>&1 3>&- &'"
+}
+
+# freeze_app: the app runs (the fake writer), then the freeze; FROZEN is the hash of the
+# frozen database's content.
+freeze_app() {
+  start_writer
+  run -0 "${SCRIPTS}/freeze" --execute
+  # shellcheck disable=SC2034 # read by the tests
+  FROZEN="$(content "${APPDB}")"
+}
+
+# to_cutover: backup, migrate, verify and cutover of a frozen app, each required to succeed.
+to_cutover() {
+  run -0 "${SCRIPTS}/backup"
+  run -0 "${SCRIPTS}/migrate" --execute
+  run -0 "${SCRIPTS}/verify"
+  run -0 "${SCRIPTS}/cutover" --execute
+}
+
 # config [LINE...]: the runbook configuration for this test, plus extra lines.
 config() {
   write_writer
@@ -127,8 +159,7 @@ bellsystems_app() {
   APPDB="${W}/app/database.db"
   WRITER_SQL="INSERT INTO heartbeats (device_serial, uptime_s, received_at) VALUES ('SN-0001', 1, datetime('now'))"
   sqlite3 "${APPDB}" <"${fixture}/sqlite.sql" >/dev/null
-  pg -f "${fixture}/postgres.sql"
-  pg -c 'CREATE TABLE app_writes (id bigserial PRIMARY KEY, at timestamptz DEFAULT now())'
+  app_target "${fixture}/postgres.sql"
   project="bs-$(date +%s%N | tail -c 12)-${RANDOM}"
   (
     # shellcheck source=/dev/null
@@ -138,8 +169,7 @@ bellsystems_app() {
     firestore_seed "${fixture}/firestore.ndjson" "${project}"
   )
   sed "s|/srv/bellsystems/data/database.db|${APPDB}|" "${BATS_TEST_DIRNAME}/../../runbook/plans/bellsystems.ndjson" >"${W}/plan.ndjson"
-  config "GOOGLE_CLOUD_PROJECT=${project}" "PGFERRY_QUIET_SECONDS=3" \
-    "PGFERRY_WRITERS_START='WRITER_DELAY=3 WRITER_SQL=\"${WRITER_SQL}\" bash ${W}/app/writer.sh >/dev/null 2>&1 3>&- &'" "$@"
+  config "GOOGLE_CLOUD_PROJECT=${project}" "PGFERRY_QUIET_SECONDS=3" "$(writers_start 3 "${WRITER_SQL}")" "$@"
 }
 
 # counts TABLE...: "table=rows" for each table, space-separated.

@@ -19,8 +19,7 @@ ora() {
   APPDB="${ORA}/ora.db"
   mkdir -p "${ORA}/migration"
   sqlite3 "${APPDB}" <"${FIXTURE}/sqlite.sql" >/dev/null
-  pg -f "${FIXTURE}/postgres.sql"
-  pg -c 'CREATE TABLE app_writes (id bigserial PRIMARY KEY, at timestamptz DEFAULT now())'
+  app_target "${FIXTURE}/postgres.sql"
   local w
   for w in "${WORKFLOWS[@]}"; do
     cat >"${ORA}/${w}.py" <<PY
@@ -136,10 +135,7 @@ same() {
   local frozen frozen_head
   frozen="$(content "${APPDB}")"
   frozen_head="$(git -C "${ORA}" rev-parse HEAD)"
-  run -0 "${SCRIPTS}/backup"
-  run -0 "${SCRIPTS}/migrate" --execute
-  run -0 "${SCRIPTS}/verify"
-  run -0 "${SCRIPTS}/cutover" --execute
+  to_cutover
   sleep 2.5
   # After cutover: a hotfix committed, an edit not committed, a new file, a write to ora.db
   # that should not have happened; then someone stops the workflows by hand.

@@ -15,8 +15,7 @@ supabase() {
   STATE="${W}/srv/soc/state/app-state.json"
   mkdir -p "$(dirname "${STATE}")"
   "${FIXTURE}/make-state" "${STATE}"
-  pg -f "${FIXTURE}/postgres.sql"
-  pg -c 'CREATE TABLE app_writes (id bigserial PRIMARY KEY, at timestamptz DEFAULT now())'
+  app_target "${FIXTURE}/postgres.sql"
   sed "s|/srv/soc/|${W}/srv/soc/|g" "${PLAN}" >"${W}/plan.ndjson"
   cat >"${W}/app/soc.sh" <<SH
 echo \$\$ >"${W}/app/writer.pid"

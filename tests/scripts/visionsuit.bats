@@ -14,12 +14,11 @@ visionsuit() {
   APPDB="${W}/srv/visionsuit/backend/prisma/dev.db"
   mkdir -p "$(dirname "${APPDB}")"
   sqlite3 "${APPDB}" <"${FIXTURE}/sqlite.sql" >/dev/null
-  pg -f "${FIXTURE}/postgres.sql"
-  pg -c 'CREATE TABLE app_writes (id bigserial PRIMARY KEY, at timestamptz DEFAULT now())'
+  app_target "${FIXTURE}/postgres.sql"
   sed "s|/srv/visionsuit/|${W}/srv/visionsuit/|g" "${PLAN}" >"${W}/plan.ndjson"
   WRITER_SQL="INSERT INTO \"Tag\" (id, label, createdAt) VALUES ('w' || hex(randomblob(12)), hex(randomblob(8)), 1720000000000)"
   config "PGFERRY_APP_ENV='${W}/app/.env ${W}/app/frontend.env'" \
-    "PGFERRY_WRITERS_START='WRITER_DELAY=2 WRITER_SQL=\"${WRITER_SQL//\"/\\\"}\" bash ${W}/app/writer.sh >/dev/null 2>&1 3>&- &'"
+    "$(writers_start 2 "${WRITER_SQL}")"
   printf 'NEXT_PUBLIC_API=/api\nDATABASE_URL=file:./dev.db\n' >"${W}/app/frontend.env"
 }
 
@@ -33,10 +32,7 @@ same() {
   run -0 "${SCRIPTS}/preflight"
   [[ "${output}" == *"note     table _prisma_migrations in ${APPDB}: no step of the plan copies it"* ]]
   [[ "${output}" == *"ok       the app's env file PGFERRY_APP_ENV '${W}/app/frontend.env'"* ]]
-  start_writer
-  run -0 "${SCRIPTS}/freeze" --execute
-  local frozen
-  frozen="$(content "${APPDB}")"
+  freeze_app
   run -0 "${SCRIPTS}/backup"
   run -0 "${SCRIPTS}/migrate" --execute
   [[ "${output}" == *'"_ImageAssetToTag": Source: 150 rows → Postgres: 150 rows ✓'* || "${output}" == *'_ImageAssetToTag'*'150 rows ✓'* ]]
@@ -67,17 +63,14 @@ same() {
   grep -qx "NEXT_PUBLIC_API=/api" "${W}/app/frontend.env"
   sleep 4
   (($(pg -c 'SELECT count(*) FROM app_writes') > 0))
-  [[ "$(content "${APPDB}")" == "${frozen}" ]]
+  [[ "$(content "${APPDB}")" == "${FROZEN}" ]]
 }
 
 @test "VisionSuit: rollback --truncate-targets empties the plan's tables although a table outside the plan references them" {
   visionsuit
   start_writer
   run -0 "${SCRIPTS}/freeze" --execute
-  run -0 "${SCRIPTS}/backup"
-  run -0 "${SCRIPTS}/migrate" --execute
-  run -0 "${SCRIPTS}/verify"
-  run -0 "${SCRIPTS}/cutover" --execute
+  to_cutover
   # A later Prisma migration added a table the plan does not know, referencing "User".
   pg -c 'CREATE TABLE "Session" (id text PRIMARY KEY, "userId" text NOT NULL REFERENCES "User"(id))'
   run -0 "${SCRIPTS}/rollback" --execute --truncate-targets "${W}/plan.ndjson"
