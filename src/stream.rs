@@ -708,24 +708,6 @@ impl<R: BufRead> RowReader<R> {
         }
     }
 
-    /// The next row's keys and raw values (see [`parse_fields`]).
-    pub fn next_fields(&mut self) -> Result<Option<(u64, Fields<'_>)>> {
-        match self.next_raw()? {
-            None => Ok(None),
-            Some((line, text)) => Ok(Some((line, parse_fields(text, line)?))),
-        }
-    }
-
-    /// The next row's keys and raw values, keys NOT yet checked for repeats: for a caller that
-    /// checks them more cheaply itself (pg-load, by the column each key fills), reporting a
-    /// repeat with [`repeated_key`].
-    pub fn next_fields_unchecked(&mut self) -> Result<Option<(u64, Fields<'_>)>> {
-        match self.next_raw()? {
-            None => Ok(None),
-            Some((line, text)) => Ok(Some((line, parse_pairs(text, line)?))),
-        }
-    }
-
     /// Reads one line into `buf`; false at EOF.
     fn read_line(&mut self) -> Result<bool> {
         self.buf.clear();
@@ -920,12 +902,8 @@ impl<'de> serde::Deserialize<'de> for Key<'de> {
     }
 }
 
-/// A row's keys and raw JSON values, borrowed from its line (values are converted later, from
-/// their text). A key that repeats is an error naming the line; so is anything but an object.
-pub fn parse_fields<'a>(text: &'a str, line: u64) -> Result<Fields<'a>> {
-    parse_fields_of(text, line, "the row")
-}
-
+/// A line's keys and raw JSON values, borrowed from it (`what`: the row, the record). A key
+/// that repeats is an error naming the line; so is anything but an object.
 fn parse_fields_of<'a>(text: &'a str, line: u64, what: &str) -> Result<Fields<'a>> {
     let pairs = parse_pairs(text, line)?;
     for (i, (k, _)) in pairs.iter().enumerate().skip(1) {
@@ -957,10 +935,16 @@ fn parse_pairs<'a>(text: &'a str, line: u64) -> Result<Fields<'a>> {
     match parsed {
         Ok(p) => Ok(p),
         // The general parser words the error (malformed JSON at column …, not an object).
-        Err(_) => Err(match parse_row(text, line) {
-            Err(e) => e,
-            Ok(_) => Error::Data(format!("line {line}: malformed JSON; the line starts {}", snippet(text, 40))),
-        }),
+        Err(_) => Err(malformed(text, line)),
+    }
+}
+
+/// The error for a line a fast reader refused: the general parser words it (malformed JSON at
+/// column …, not an object).
+pub fn malformed(text: &str, line: u64) -> Error {
+    match parse_row(text, line) {
+        Err(e) => e,
+        Ok(_) => Error::Data(format!("line {line}: malformed JSON; the line starts {}", snippet(text, 40))),
     }
 }
 
@@ -1337,16 +1321,19 @@ mod tests {
         assert!(err("{\"$end\":{\"rows\":0,\"version\":\"1\"}}\n").contains("version \"1\""));
         assert_eq!(read_all("{\"$end\":{\"rows\":0,\"version\":1}}\n", true).unwrap(), Vec::<u64>::new());
         // The borrowed parser: escaped keys unescaped, a repeat found through escapes.
-        let f = parse_fields(r#"{"a\u0062":1,"c":"x"}"#, 3).unwrap();
+        let f = parse_fields_of(r#"{"a\u0062":1,"c":"x"}"#, 3, "the row").unwrap();
         assert_eq!(f.iter().map(|(k, v)| format!("{k}={}", v.get())).collect::<Vec<_>>(), ["ab=1", "c=\"x\""]);
         assert!(matches!(f[0].0, Cow::Owned(_)) && matches!(f[1].0, Cow::Borrowed(_)));
-        let e = parse_fields(r#"{"ab":1,"a\u0062":2}"#, 3).unwrap_err();
+        let e = parse_fields_of(r#"{"ab":1,"a\u0062":2}"#, 3, "the row").unwrap_err();
         assert!(e.message().starts_with("line 3: key \"ab\" appears twice"), "{}", e.message());
-        assert!(parse_fields("[1]", 4)
+        assert!(parse_fields_of("[1]", 4, "the row")
             .unwrap_err()
             .message()
             .contains("line 4: expected a JSON object, found an array"));
-        assert!(parse_fields("{\"a\" 1}", 5).unwrap_err().message().starts_with("line 5: malformed JSON at column"));
+        assert!(parse_fields_of("{\"a\" 1}", 5, "the row")
+            .unwrap_err()
+            .message()
+            .starts_with("line 5: malformed JSON at column"));
     }
 
     #[test]

@@ -143,12 +143,7 @@ impl RowSource {
     ) -> Result<Option<(u64, usize)>> {
         let Some((line, text)) = reader.next_raw()? else { return Ok(None) };
         if jsonscan::scan_object(text, &mut self.members).is_err() {
-            // The general parser words the error (malformed JSON at column …, not an object).
-            stream::parse_row(text, line)?;
-            return Err(Error::Data(format!(
-                "line {line}: malformed JSON; the line starts {}",
-                stream::snippet(text, 40)
-            )));
+            return Err(stream::malformed(text, line));
         }
         self.row.clear();
         self.ignored.clear();
