@@ -494,6 +494,11 @@ fn ensure_partitions_on_the_direct_path_fills_gaps_moves_default_rows_and_follow
     load(&pg, "logs", stream(&[r#"{"id":3}"#]), &["--ensure-partitions", "--mode", "append"]).ok();
     assert_eq!(pg.one("SELECT tableoid::regclass::text FROM logs WHERE id = 3"), format!("logs_{month}"));
 
+    // A key in no period: only a DEFAULT partition could take it.
+    load(&pg, "logs", stream(&[r#"{"id":4,"at":"infinity"}"#]), &["--ensure-partitions", "--mode", "append"])
+        .expect(65)
+        .stderr_has(&["line 1", "accepts at = infinity: it is in no period, so only a DEFAULT partition"]);
+
     // Rows of the DEFAULT partition move into the partitions created for the stream, twice in
     // one load (a row for June, then one for August, each ending a COPY).
     pg.exec(
