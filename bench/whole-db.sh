@@ -16,12 +16,12 @@
 # reference already there (phase 2's table, loaded from Firestore). Every side starts
 # from that empty schema:
 #   pgferry-steps  one sqlite-dump | pg-load per table, as scripts/migrate runs a plan
-#   pgferry-plan   pg-load --plan: every table in one transaction (when pg-load has --plan),
-#                  ANALYZE of the twelve tables after the commit included (pg-load's default)
+#   pgferry-plan   pg-load --plan: every table in one transaction, the plan as
+#                  runbook/plans/bellsystems-phase1.ndjson has it (device_logs a `partitioned`
+#                  step: --ensure-partitions, each row checked against the partitions), ANALYZE
+#                  of the twelve tables after the commit included (pg-load's default)
 #   pgferry-plan-noanalyze  the same plan with --no-analyze in every step's load: the load alone,
 #                  as the peers do it (they leave no statistics)
-#   pgferry-plan-ensure  the plan as a runbook's plan has it: device_logs a partitioned step
-#                  (--ensure-partitions: its rows staged, the partitions they need created)
 #   duckdb         DuckDB: BEGIN; twelve INSERT ... SELECT (bench/whole-db-duckdb.sql); COMMIT
 #                  (timed from ATTACH to COMMIT)
 #   pgloader       Debian's pgloader, WITH data only (it loads tables in parallel)
@@ -123,23 +123,21 @@ main() {
     steps+="; $(rss steps-dump) '${BENCH_BIN}/sqlite-dump' '${db}' ${t} | $(rss steps-load) '${BENCH_BIN}/pg-load' --source 'sqlite:${db}:${t}' ${t}"
   done
   # The atomic plan load (contracts 2 and 3 of the brief): one stream, a $table record per step.
-  local plan="" plan_na="" plan_ens="" stream="" has_plan=0
+  local plan="" plan_na="" stream="" has_plan=0 part
   printf '{"step": "probe", "source": "sqlite:%s:crm_sync_state", "target": "crm_sync_state"}\n' "${db}" >"${run}/probe.ndjson"
   # shellcheck disable=SC2016 # a literal $table record
   if { printf '%s\n' '{"$table":{"step":"probe","target":"crm_sync_state"}}' && "${BENCH_BIN}/sqlite-dump" "${db}" crm_sync_state; } 2>/dev/null |
     "${BENCH_BIN}/pg-load" --plan "${run}/probe.ndjson" --dry-run >/dev/null 2>&1; then
     has_plan=1
-    plan="${run}/plan.ndjson" plan_na="${run}/plan-noanalyze.ndjson" plan_ens="${run}/plan-ensure.ndjson"
+    plan="${run}/plan.ndjson" plan_na="${run}/plan-noanalyze.ndjson"
     for t in "${TABLES[@]}"; do
-      if [[ "${t}" == device_logs ]]; then
-        printf '{"step": "%s", "source": "sqlite:%s:%s", "target": "%s", "load": ["--ensure-partitions"]}\n' \
-          "${t}" "${db}" "${t}" "${t}" >>"${plan_ens}"
-      else
-        printf '{"step": "%s", "source": "sqlite:%s:%s", "target": "%s"}\n' "${t}" "${db}" "${t}" "${t}" >>"${plan_ens}"
-      fi
-      printf '{"step": "%s", "source": "sqlite:%s:%s", "target": "%s"}\n' "${t}" "${db}" "${t}" "${t}" >>"${plan}"
-      printf '{"step": "%s", "source": "sqlite:%s:%s", "target": "%s", "load": ["--no-analyze"]}\n' \
-        "${t}" "${db}" "${t}" "${t}" >>"${plan_na}"
+      # As the runbook's plan has it (the partitions themselves are made by reset_db, as
+      # scripts/migrate makes them with the step's pg-partition ensure before the load).
+      part=""
+      [[ "${t}" == device_logs ]] && part=', "partitioned": {"from": "2024-01", "ahead": 2, "keep": 6}'
+      printf '{"step": "%s", "source": "sqlite:%s:%s", "target": "%s"%s}\n' "${t}" "${db}" "${t}" "${t}" "${part}" >>"${plan}"
+      printf '{"step": "%s", "source": "sqlite:%s:%s", "target": "%s"%s, "load": ["--no-analyze"]}\n' \
+        "${t}" "${db}" "${t}" "${t}" "${part}" >>"${plan_na}"
       stream+="printf '%s\\n' '{\"\$table\":{\"step\":\"${t}\",\"target\":\"${t}\"}}'; $(rss plan-dump) '${BENCH_BIN}/sqlite-dump' '${db}' ${t}; "
     done
   else
@@ -161,10 +159,6 @@ main() {
       reset_db
       timed pgferry-plan-noanalyze "{ ${stream//plan-dump/plan-dump-na}} | $(rss plan-load-na) '${BENCH_BIN}/pg-load' --plan '${plan_na}'"
       check_counts "${want}" pgferry-plan-noanalyze
-      log "round ${round} of ${rounds}: pgferry, pg-load --plan, device_logs a partitioned step"
-      reset_db
-      timed pgferry-plan-ensure "{ ${stream//plan-dump/plan-dump-ens}} | $(rss plan-load-ens) '${BENCH_BIN}/pg-load' --plan '${plan_ens}'"
-      check_counts "${want}" pgferry-plan-ensure
     fi
     log "round ${round} of ${rounds}: duckdb"
     reset_db
@@ -187,9 +181,8 @@ main() {
 
   bench_report --title "Whole database, BellSystems' 12 SQLite tables (device_logs partitioned)" \
     --rows "$(awk -F'|' '{n += $2} END {print n}' <<<"${want}")" --anchor "$( ((has_plan)) && echo pgferry-plan || echo pgferry-steps)" \
-    --side "pgferry-plan=pgferry pg-load --plan, one transaction" \
+    --side "pgferry-plan=pgferry pg-load --plan (the runbook's plan)" \
     --side "pgferry-plan-noanalyze=pgferry pg-load --plan, --no-analyze" \
-    --side "pgferry-plan-ensure=pgferry pg-load --plan, device_logs --ensure-partitions" \
     --side "pgferry-steps=pgferry, one sqlite-dump | pg-load per table" \
     --side "duckdb=DuckDB ${DUCKDB_VERSION}, 12 INSERT ... SELECT, one transaction=1.5" \
     --side "duckdb-process=DuckDB, the whole python process" \
@@ -197,7 +190,7 @@ main() {
     --side "server=server COPY of device_logs, indexed partitions==${rows}" \
     --side "server-bare=server COPY, bare partitions, then key and index==${rows}" \
     --rss "plan-dump=sqlite-dump (plan, 12 runs)=12" --rss "plan-load=pg-load --plan" \
-    --rss "plan-load-na=pg-load --plan, --no-analyze" --rss "plan-load-ens=pg-load --plan, --ensure-partitions" \
+    --rss "plan-load-na=pg-load --plan, --no-analyze" \
     --rss "steps-dump=sqlite-dump (per table, 12 runs)=12" --rss "steps-load=pg-load (per table, 12 runs)=12" \
     --rss "duckdb=DuckDB (python)" --rss "pgloader=pgloader"
   cat "${run}/load.txt"

@@ -214,8 +214,10 @@ fn dump_table<W: Write>(conn: &Connection, info: &TableInfo, a: &Args, out: W, d
         columns.iter().map(|c| sq::quote_ident(c)).collect::<Vec<_>>().join(", "),
         sq::quote_ident(table)
     );
+    // The user's SQL in parentheses and on lines of its own: a `--` comment in it cannot
+    // swallow the ORDER BY, and a `;` cannot end the statement early.
     if let Some(w) = &a.where_clause {
-        sql.push_str(&format!(" WHERE {w}"));
+        sql.push_str(&format!(" WHERE (\n{w}\n)"));
     }
     let order = match &a.order_by {
         Some(o) => o.clone(),
@@ -231,7 +233,7 @@ fn dump_table<W: Write>(conn: &Connection, info: &TableInfo, a: &Args, out: W, d
         }
     };
     if !order.is_empty() {
-        sql.push_str(&format!(" ORDER BY {order}"));
+        sql.push_str(&format!(" ORDER BY {order}\n"));
     }
     let mut scan = sq::Scan::prepare(conn, &sql).map_err(|e| query_error(table, a, e))?;
     let keys: Vec<_> = columns.iter().map(|c| pgferry::stream::encode_key(c)).collect();

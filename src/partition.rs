@@ -634,6 +634,7 @@ fn ensure_utc(
     let parent = table.qualified();
     let range = |from: Date, to: Date| format!("{key} >= {} AND {key} < {}", kt.literal(from), kt.literal(to));
     let mut sql: Vec<String> = vec![];
+    let mut moved_rows_table = false;
 
     if let Some(def) = &info.default {
         let dq = def.qualified();
@@ -657,6 +658,7 @@ fn ensure_utc(
             ));
             if !opts.dry_run {
                 exec(tx, &sql[sql.len() - 1], "create a temporary table for the moved rows")?;
+                moved_rows_table = true;
             }
         }
     }
@@ -706,6 +708,10 @@ fn ensure_utc(
             sql.push(create);
         }
         report.created.push(Created { name: p.name.clone(), from: p.from, to: p.to, moved });
+    }
+    // Dropped now, not at COMMIT: pg-load may ensure again in the same transaction.
+    if moved_rows_table {
+        exec(tx, "DROP TABLE pgferry_moved_rows", "drop the temporary table for the moved rows")?;
     }
     report.sql = sql;
     Ok(report)

@@ -262,15 +262,28 @@ impl<'c> Scan<'c> {
         let len = c_int::try_from(sql.len())
             .map_err(|_| rusqlite::Error::SqliteFailure(ffi::Error::new(ffi::SQLITE_TOOBIG), None))?;
         let mut stmt = std::ptr::null_mut();
+        let mut tail: *const std::os::raw::c_char = std::ptr::null();
         // SAFETY: the handle stays valid while `conn` is borrowed, which 'c holds; `sql` is
-        // read up to `len` bytes (no terminator needed).
+        // read up to `len` bytes (no terminator needed); `tail` points into `sql`.
         let (db, rc) = unsafe {
             let db = conn.handle();
-            (db, ffi::sqlite3_prepare_v2(db, sql.as_ptr().cast(), len, &mut stmt, std::ptr::null_mut()))
+            (db, ffi::sqlite3_prepare_v2(db, sql.as_ptr().cast(), len, &mut stmt, &mut tail))
         };
         if rc != ffi::SQLITE_OK {
             // SAFETY: `db` is the live connection that just failed.
             return Err(unsafe { last_error(db, rc, Some(sql)) });
+        }
+        // SQLite compiles the first statement only: more after it would be silently ignored.
+        let used = if tail.is_null() { sql.len() } else { (tail as usize).saturating_sub(sql.as_ptr() as usize) };
+        if !sql.get(used..).unwrap_or("").trim_matches(|c: char| c.is_whitespace() || c == ';').is_empty() {
+            if let Some(s) = NonNull::new(stmt) {
+                // SAFETY: `s` was just prepared and is not used again.
+                unsafe { ffi::sqlite3_finalize(s.as_ptr()) };
+            }
+            return Err(rusqlite::Error::SqliteFailure(
+                ffi::Error::new(ffi::SQLITE_ERROR),
+                Some(format!("more than one SQL statement in: {sql}")),
+            ));
         }
         let Some(stmt) = NonNull::new(stmt) else {
             return Err(rusqlite::Error::SqliteFailure(

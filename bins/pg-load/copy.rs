@@ -315,12 +315,7 @@ impl CopySink {
         let table = self.table.display();
         match code {
             "23514" if msg.starts_with("no partition of relation") => {
-                let (col, value) = parse_partition_detail(detail);
-                let month = value.get(..7).unwrap_or("YYYY-MM");
-                Error::Data(format!(
-                    "{at}: no partition of '{table}' accepts {col} = {value} (the month {month} has no partition); \
-                     create it with: pg-partition ensure {table} --from {month}, or load with --ensure-partitions"
-                ))
+                Error::Data(format!("{at}: {}", no_partition(&table, detail)))
             }
             "23505" => {
                 Error::Data(format!("{at}: duplicate key: {detail} (the stream or the table already holds this key)"))
@@ -332,6 +327,25 @@ impl CopySink {
             _ if self.staged && code.starts_with("23") => Error::Data(format!("{msg} ({detail})")),
             _ => pg_error(at, e),
         }
+    }
+}
+
+/// A row no partition accepts (from the server's detail): which month to create, or, for a
+/// key in no month (NULL, ±infinity), that only a DEFAULT partition takes it.
+pub fn no_partition(table: &str, detail: &str) -> String {
+    let (col, value) = parse_partition_detail(detail);
+    let month = value
+        .get(..7)
+        .filter(|m| m.len() == 7 && m.as_bytes()[4] == b'-' && m[..4].bytes().all(|b| b.is_ascii_digit()));
+    match month {
+        Some(month) => format!(
+            "no partition of '{table}' accepts {col} = {value} (the month {month} has no partition); \
+             create it with: pg-partition ensure {table} --from {month}, or load with --ensure-partitions"
+        ),
+        None => format!(
+            "no partition of '{table}' accepts {col} = {value}: it is in no period, so only a DEFAULT \
+             partition could hold it (CREATE TABLE … PARTITION OF {table} DEFAULT), or fix the value"
+        ),
     }
 }
 

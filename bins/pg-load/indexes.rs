@@ -31,6 +31,7 @@
 //! trail: the stage holds each row's line.
 
 use crate::copy::{EncodedRow, LineMap};
+use crate::route::NewPartition;
 use crate::rows::Columns;
 use crate::schema::{self, ForeignKey};
 use pgferry::convert::Kind;
@@ -249,7 +250,8 @@ impl SetAside {
     /// Re-creates every index and constraint as it was. A duplicate key is reported with the
     /// two stream lines that hold it (`lines`: the rows sent, in order; `trail`: their keys,
     /// for a partitioned table).
-    pub fn restore(&self, tx: &mut Transaction, lines: Lines) -> Result<()> {
+    /// `created`: partitions made during the load, while the indexes were set aside.
+    pub fn restore(&self, tx: &mut Transaction, lines: Lines, created: &[NewPartition]) -> Result<()> {
         // One round trip: the builds' sort memory (unless the server is set higher), a
         // savepoint to look for a duplicate from, every index and constraint.
         let mut sql = vec![
@@ -259,7 +261,15 @@ impl SetAside {
             ),
             "SAVEPOINT pgferry_indexes".to_string(),
         ];
+        // Partitions made during the load are out while the parent's indexes come back (an
+        // index is valid once every partition attached then has its own), then attached again,
+        // which gives each the parent's indexes as PostgreSQL gives a new partition.
+        let created = if self.partitioned { created } else { &[] };
+        sql.extend(created.iter().map(|p| format!("ALTER TABLE {} DETACH PARTITION {}", self.table, p.qualified)));
         sql.extend(self.dropped.iter().flat_map(|d| d.sql.iter().cloned()));
+        sql.extend(
+            created.iter().map(|p| format!("ALTER TABLE {} ATTACH PARTITION {} {}", self.table, p.qualified, p.bound)),
+        );
         sql.push("RELEASE SAVEPOINT pgferry_indexes".into());
         let Err(e) = tx.batch_execute(&sql.join(";\n")) else {
             return Ok(());

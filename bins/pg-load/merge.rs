@@ -1,7 +1,7 @@
 //! The staged path: rows COPYed into a temporary table, then merged into the target by key
 //! (insert skips keys already present, upsert updates them).
 
-use crate::copy::parse_partition_detail;
+use crate::copy::no_partition;
 use crate::rows::{Columns, Signature};
 use crate::Mode;
 use pgferry::pg::{pg_error, quote_ident};
@@ -115,13 +115,7 @@ fn merge_error(table: &str, e: postgres::Error) -> Error {
         "23502" => Error::Data(format!("null value in NOT NULL column '{}'", db.column().unwrap_or("?"))),
         "23505" => Error::Data(format!("duplicate key on another unique constraint: {detail}")),
         "23514" if db.message().starts_with("no partition") => {
-            let (col, value) = parse_partition_detail(detail);
-            let month = value.get(..7).unwrap_or("YYYY-MM");
-            Error::Data(format!(
-                "no partition of {table} accepts {col} = {value} (the month {month} has no partition); \
-                 create it with: pg-partition ensure {} --from {month}, or load with --ensure-partitions",
-                table.replace("\"public\".", "").replace('"', "")
-            ))
+            Error::Data(no_partition(&table.replace("\"public\".", "").replace('"', ""), detail))
         }
         _ => pg_error("merge staged rows", e),
     }

@@ -210,8 +210,8 @@ fn load(
         let at = |e: Error| (Some(i), e);
         reader.begin_segment(&s.name, s.args.require_end);
         let measure = report::Measure::start();
-        let loaded = table::prepare(&mut tx, &s.args, tables[i].clone(), &tables).and_then(|prepared| {
-            table::load_rows(&mut tx, &prepared, &s.args, &mut reader, &mut outcomes[i]).map(|l| (prepared, l))
+        let loaded = table::prepare(&mut tx, &s.args, tables[i].clone(), &tables).and_then(|mut prepared| {
+            table::load_rows(&mut tx, &mut prepared, &s.args, &mut reader, &mut outcomes[i]).map(|l| (prepared, l))
         });
         measured[i] = measure.end();
         let (prepared, loaded) = loaded.map_err(at)?;

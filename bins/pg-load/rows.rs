@@ -2,6 +2,7 @@
 //! column type, rows grouped by the defaulted columns they leave out.
 
 use crate::copy::{CopySink, EncodedRow};
+use crate::route::Router;
 use crate::{Args, TOOL};
 use pgferry::catalog::ColumnInfo;
 use pgferry::convert::{self, Cell, Kind, Options};
@@ -46,6 +47,7 @@ pub fn stream_rows<R: std::io::BufRead>(
     a: &Args,
     sink: &mut CopySink,
     stage: Option<&str>,
+    mut route: Option<&mut Router>,
     changes: &mut convert::Changes,
 ) -> Result<Vec<Signature>> {
     let n = plan.columns.len();
@@ -72,6 +74,10 @@ pub fn stream_rows<R: std::io::BufRead>(
     while let Some((first_line, seg)) = pending.take() {
         // Direct path: one COPY per run of rows with the same defaulted columns left out.
         // Staged path: one COPY of every column plus the segment id.
+        // A row that needs a partition opens the COPY after it is created (none is open now).
+        if let Some(r) = route.as_deref_mut() {
+            r.prepare(tx, &rows.row, rows.segments[seg].contains(&r.key_column()))?;
+        }
         let mut w = match stage {
             None => {
                 let cols: Vec<usize> = (0..n).filter(|i| !rows.segments[seg].contains(i)).collect();
@@ -89,7 +95,10 @@ pub fn stream_rows<R: std::io::BufRead>(
             }
             progress.update(reader.rows());
             match rows.next(reader, plan, generated, a) {
-                Ok(Some((l, s))) if stage.is_some() || s == seg => {
+                Ok(Some((l, s)))
+                    if (stage.is_some() || s == seg)
+                        && !route.as_deref_mut().is_some_and(|r| r.needs_partition(&rows.row)) =>
+                {
                     line = l;
                     cur = s;
                 }
@@ -105,6 +114,9 @@ pub fn stream_rows<R: std::io::BufRead>(
             }
         }
         sink.finish(w)?;
+    }
+    if let Some(r) = route {
+        r.finish(tx)?;
     }
     *changes = rows.changes;
     Ok(rows.segments)

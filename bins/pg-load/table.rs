@@ -4,6 +4,7 @@
 
 use crate::copy::CopySink;
 use crate::indexes::{self, Lines, SetAside};
+use crate::route::Router;
 use crate::rows::{self, Columns};
 use crate::schema::{self, ForeignKey};
 use crate::{merge, Args, Mode};
@@ -32,6 +33,8 @@ pub struct Prepared {
     pub deferred: Vec<ForeignKey>,
     /// Into an empty table: its indexes, dropped for the COPY and built after it.
     indexes: Option<SetAside>,
+    /// --ensure-partitions on the direct path: each row checked against the partitions.
+    route: Option<Router>,
 }
 
 /// What one table's load did.
@@ -89,12 +92,21 @@ pub fn prepare(tx: &mut Transaction, a: &Args, table: Table, plan: &[Table]) -> 
         .query_typed(&format!("SELECT NOT EXISTS (SELECT 1 FROM {qt})"), &[])
         .map_err(|e| pg_error("look at the table", e))?[0]
         .get::<_, bool>(0);
-    // Partitions the rows need are known only once every row is read: stage them first.
     let ensure = a.ensure_partitions.filter(|_| table.kind == 'p');
     if a.ensure_partitions.is_some() && table.kind != 'p' {
         return Err(Error::Usage(format!("--ensure-partitions: '{}' is not a partitioned table", a.table)));
     }
-    let staged = ensure.is_some() || (!empty && matches!(a.mode, Mode::Insert | Mode::Upsert | Mode::Mirror));
+    let loadable: Vec<ColumnInfo> = columns.iter().filter(|c| !c.generated).cloned().collect();
+    let cols = Columns { binary: loadable.iter().all(|c| c.kind.has_binary()), columns: loadable };
+    let merged = !empty && matches!(a.mode, Mode::Insert | Mode::Upsert | Mode::Mirror);
+    // The partitions rows need are found row by row where each row's key can be read from its
+    // binary field; otherwise only once every row is read, from a staging table.
+    let route = match ensure {
+        Some(interval) if !merged => Router::new(tx, &table, &cols, interval, a.lock_timeout)?,
+        _ => None,
+    };
+    let ensure = ensure.filter(|_| route.is_none());
+    let staged = ensure.is_some() || merged;
     if a.mode == Mode::Mirror && key.is_empty() {
         return Err(Error::Usage(format!(
             "--mode mirror needs a key to tell rows apart: '{}' has no primary key; pass --key COLS",
@@ -114,21 +126,32 @@ pub fn prepare(tx: &mut Transaction, a: &Args, table: Table, plan: &[Table]) -> 
     // Only the direct path into a table that has rows (--mode append) needs the count before.
     let rows_before: i64 = if empty || staged { 0 } else { count(tx, &qt)? };
     let mut deferred = schema::drop_foreign_keys(tx, &table, a.defer_fks, &[])?;
-    let loadable: Vec<ColumnInfo> = columns.iter().filter(|c| !c.generated).cloned().collect();
-    let cols = Columns { binary: loadable.iter().all(|c| c.kind.has_binary()), columns: loadable };
     let mut indexes = if empty && !staged { indexes::set_aside(tx, &table, plan, &cols)? } else { None };
     if let Some(s) = &mut indexes {
         deferred.append(&mut s.referencing);
     }
     let generated: Vec<String> = columns.iter().filter(|c| c.generated).map(|c| c.name.clone()).collect();
-    Ok(Prepared { table, qt, columns: cols, generated, key, staged, ensure, rows_before, empty, deferred, indexes })
+    Ok(Prepared {
+        table,
+        qt,
+        columns: cols,
+        generated,
+        key,
+        staged,
+        ensure,
+        rows_before,
+        empty,
+        deferred,
+        indexes,
+        route,
+    })
 }
 
 /// Streams the table's rows (up to its end record) and completes its load: partitions, merge
 /// or count, sequences, the count line. Nothing is committed here.
 pub fn load_rows<R: std::io::BufRead>(
     tx: &mut Transaction,
-    p: &Prepared,
+    p: &mut Prepared,
     a: &Args,
     reader: &mut RowReader<R>,
     outcome: &mut Outcome,
@@ -146,7 +169,17 @@ pub fn load_rows<R: std::io::BufRead>(
     // Recorded even when the load fails: the run log says what was attempted and how far it got.
     outcome.source = a.source.clone();
     let mut changes = pgferry::convert::Changes::default();
-    let streamed = rows::stream_rows(tx, reader, &p.columns, &generated, a, &mut sink, stage.as_deref(), &mut changes);
+    let streamed = rows::stream_rows(
+        tx,
+        reader,
+        &p.columns,
+        &generated,
+        a,
+        &mut sink,
+        stage.as_deref(),
+        p.route.as_mut(),
+        &mut changes,
+    );
     outcome.changes = changes.list(&p.columns.columns);
     let segments = match streamed {
         Ok(s) => s,
@@ -180,9 +213,10 @@ pub fn load_rows<R: std::io::BufRead>(
             (None, Some(e)) => Lines::Trail(&sink.lines, Err(e)),
             (None, None) => Lines::Physical(&sink.lines),
         };
-        set_aside.restore(tx, lines)?;
+        let created = p.route.as_ref().map_or(&[][..], |r| &r.created[..]);
+        set_aside.restore(tx, lines, created)?;
     }
-    let mut notes = vec![];
+    let mut notes: Vec<String> = p.route.as_ref().and_then(Router::note).into_iter().collect();
     if !outcome.changes.is_empty() {
         let parts: Vec<String> =
             outcome.changes.iter().map(|(col, kind, n)| format!("column '{col}': {n} {kind}")).collect();
@@ -203,7 +237,7 @@ pub fn load_rows<R: std::io::BufRead>(
         if let Some(set_aside) = indexes::set_aside(tx, &p.table, &[], &p.columns)? {
             check_key_nulls(tx, st, &p.key)?;
             merge::merge_stage(tx, &p.qt, st, &p.columns, &segments, &[], a.mode, source_rows)?;
-            set_aside.restore(tx, Lines::Stage(st))?;
+            set_aside.restore(tx, Lines::Stage(st), &[])?;
             merge::drop_stage(tx, st)?;
             stage = None;
         }

@@ -251,6 +251,10 @@ fn percent_decode(s: &str) -> Result<String> {
     if (0..b.len()).any(|i| b[i] == b'%' && !(hex(i + 1) && hex(i + 2))) {
         return Err(Error::Usage("connection string: invalid percent-encoding in the URL".into()));
     }
+    // libpq refuses an encoded NUL: no C string could carry it.
+    if (0..b.len()).any(|i| b[i] == b'%' && b.get(i + 1) == Some(&b'0') && b.get(i + 2) == Some(&b'0')) {
+        return Err(Error::Usage("connection string: forbidden value %00 in the URL".into()));
+    }
     percent_encoding::percent_decode_str(s)
         .decode_utf8()
         .map(|d| d.into_owned())
@@ -540,6 +544,8 @@ mod tests {
         }
         let e = parse_conninfo("postgres://h/%C3%28").unwrap_err();
         assert_eq!(e.message(), "connection string: percent-encoding is not UTF-8");
+        let e = parse_conninfo("postgres://u:p%00w@h/d").unwrap_err();
+        assert_eq!(e.message(), "connection string: forbidden value %00 in the URL");
     }
 
     #[test]

@@ -469,6 +469,61 @@ fn a_missing_partition_is_named_nothing_commits_and_ensure_partitions_creates_it
     assert_eq!(pg.one("SELECT count(*) FROM pg_inherits WHERE inhparent = 'device_logs'::regclass"), "4");
 }
 
+/// Rows routed as they stream (no staging table): the partitions created are the ones the
+/// staged path created, gaps between the earliest and the latest key included.
+#[test]
+fn ensure_partitions_on_the_direct_path_fills_gaps_moves_default_rows_and_follows_the_key_default() {
+    let pg = Pg::new();
+    let parts = "SELECT string_agg(c.relname, ',' ORDER BY c.relname) FROM pg_inherits i \
+                 JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'logs'::regclass";
+    pg.exec(
+        "CREATE TABLE logs (id bigint, at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
+         CREATE TABLE logs_2024_01 PARTITION OF logs FOR VALUES FROM ('2024-01-01 00:00:00+00') TO ('2024-02-01 00:00:00+00');
+         CREATE TABLE logs_2024_03 PARTITION OF logs FOR VALUES FROM ('2024-03-01 00:00:00+00') TO ('2024-04-01 00:00:00+00');",
+    );
+    // Every row has a partition, but February, between them, has none: created as before.
+    let rows = stream(&[r#"{"id":1,"at":"2024-01-05T00:00:00Z"}"#, r#"{"id":2,"at":"2024-03-05T00:00:00Z"}"#]);
+    load(&pg, "logs", rows.clone(), &["--ensure-partitions", "--dry-run"]).ok();
+    assert_eq!(pg.one(parts), "logs_2024_01,logs_2024_03");
+    load(&pg, "logs", rows, &["--ensure-partitions"]).ok().stderr_has(&["created partitions logs_2024_02"]);
+    assert_eq!(pg.one(parts), "logs_2024_01,logs_2024_02,logs_2024_03");
+
+    // A row that leaves the key out gets the default (now(), the transaction's time): its
+    // month's partition is made for it.
+    let month = pg.one("SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY_MM')");
+    load(&pg, "logs", stream(&[r#"{"id":3}"#]), &["--ensure-partitions", "--mode", "append"]).ok();
+    assert_eq!(pg.one("SELECT tableoid::regclass::text FROM logs WHERE id = 3"), format!("logs_{month}"));
+
+    // A key in no period: only a DEFAULT partition could take it.
+    load(&pg, "logs", stream(&[r#"{"id":4,"at":"infinity"}"#]), &["--ensure-partitions", "--mode", "append"])
+        .expect(65)
+        .stderr_has(&["line 1", "accepts at = infinity: it is in no period, so only a DEFAULT partition"]);
+
+    // Rows of the DEFAULT partition move into the partitions created for the stream, twice in
+    // one load (a row for June, then one for August, each ending a COPY).
+    pg.exec(
+        "CREATE TABLE logs_default PARTITION OF logs DEFAULT;
+         INSERT INTO logs VALUES (10, '2024-06-10'), (11, '2024-08-10');",
+    );
+    let r = load(
+        &pg,
+        "logs",
+        stream(&[
+            r#"{"id":20,"at":"2024-06-01T00:00:00Z"}"#,
+            r#"{"id":21,"at":"2024-06-02T00:00:00Z"}"#,
+            r#"{"id":22,"at":"2024-08-01T00:00:00Z"}"#,
+        ]),
+        &["--ensure-partitions", "--mode", "append"],
+    )
+    .ok();
+    r.stderr_has(&["Source: 3 rows → Postgres: 3 rows ✓", "(2 rows moved out of the default partition)"]);
+    assert_eq!(
+        pg.rows("SELECT tableoid::regclass::text, id FROM logs WHERE id >= 10 ORDER BY id"),
+        vec!["logs_2024_06|10", "logs_2024_08|11", "logs_2024_06|20", "logs_2024_06|21", "logs_2024_08|22"]
+    );
+    assert_eq!(pg.one("SELECT count(*) FROM logs_default"), "0");
+}
+
 #[test]
 fn connections_by_env_libpq_variables_and_tls() {
     let pg = Pg::new();

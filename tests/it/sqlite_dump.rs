@@ -168,6 +168,21 @@ fn list_where_columns_order_and_all() {
         rows.stdout()
     );
     cmd("sqlite-dump").args([&db, "b", "--where", "nonsense ="]).expect(64);
+    // The user's condition cannot end the statement or comment out the order (here SQLite
+    // would read through the index on v, in v's order, without the ORDER BY).
+    let c = t.str("c.sqlite");
+    sqlite_db(
+        &t.path("c.sqlite"),
+        "CREATE TABLE c (id INTEGER PRIMARY KEY, v INT); CREATE INDEX c_v ON c (v);
+         INSERT INTO c VALUES (1, 3), (2, 1), (3, 2);",
+    );
+    let ids = |r: Run| -> Vec<Value> { r.json_lines().iter().filter_map(|r| r.get("id").cloned()).collect() };
+    assert_eq!(ids(cmd("sqlite-dump").args([&c, "c", "--where", "v >= 1 -- all of them"]).ok()), [1, 2, 3]);
+    cmd("sqlite-dump").args([&db, "b", "--where", "v >= 2; SELECT 1"]).expect(64);
+    cmd("sqlite-dump")
+        .args([&db, "b", "--order-by", "v; SELECT 1"])
+        .expect(64)
+        .stderr_has(&["more than one SQL statement"]);
     cmd("sqlite-dump").args([&db, "b", "--columns", "nope"]).expect(64).stderr_has(&["no column 'nope'"]);
     cmd("sqlite-dump").args([&db, "missing"]).expect(66).stderr_has(&["table 'missing' does not exist"]);
     cmd("sqlite-dump").args([&t.str("nope.sqlite"), "a"]).expect(66);
