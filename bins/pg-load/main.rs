@@ -1,5 +1,6 @@
 //! pg-load: NDJSON on stdin into one PostgreSQL table, in one transaction.
 
+mod analyze;
 mod copy;
 mod indexes;
 mod merge;
@@ -328,6 +329,8 @@ fn run(c: Command) -> Result<Status> {
 /// the load's connection and backend, and the watchers for signals and stalls.
 pub struct Session {
     pub target: pg::Target,
+    /// How the load connected (keepalives, its TCP timeout): ANALYZE's second connection too.
+    pub load_target: pg::Target,
     pub client: postgres::Client,
     pub pid: i32,
     pub log: RunLog,
@@ -372,7 +375,7 @@ pub fn open_session(
         eprintln!("{TOOL}: {message}");
     });
     stall::watch(&target, pid, stall, finish);
-    Ok(Session { target, client, pid, log, runs })
+    Ok(Session { target, load_target, client, pid, log, runs })
 }
 
 impl Session {
@@ -492,7 +495,7 @@ fn load_table(a: &Args, done: &mut report::Done) -> Result<Status> {
                 if s.client.is_closed() {
                     pgferry::warn!(TOOL, "ANALYZE {} skipped (the connection is gone): run it yourself", a.table);
                 } else {
-                    table::analyze(&mut s.client, &report.qualified, &a.table, a.vacuum);
+                    table::analyze_all(&mut s, &[(&report.qualified, &a.table)], a.vacuum);
                 }
             }
             let secs = started.elapsed().as_secs_f64();

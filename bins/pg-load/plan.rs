@@ -106,7 +106,7 @@ fn run_steps(p: &PlanArgs, steps: &[Step], done: &mut [report::Done]) -> Result<
                             these.push((qt, &s.args.table));
                         }
                     }
-                    table::analyze_all(&mut session.client, &these, vacuum);
+                    table::analyze_all(&mut session, &these, vacuum);
                 }
             }
             let mut rows = 0;

@@ -7,12 +7,12 @@ use crate::indexes::{self, Lines, SetAside};
 use crate::route::Router;
 use crate::rows::{self, Columns};
 use crate::schema::{self, ForeignKey};
-use crate::{merge, Args, Mode, TOOL};
+use crate::{merge, Args, Mode};
 use pgferry::catalog::{self, ColumnInfo};
 use pgferry::pg::{pg_error, Table};
 use pgferry::runlog::{MirrorCounts, Outcome};
 use pgferry::stream::{EndRecord, RowReader};
-use pgferry::{note, Error, Result};
+use pgferry::{Error, Result};
 use postgres::Transaction;
 use serde_json::Value;
 
@@ -297,40 +297,11 @@ pub fn count(tx: &mut Transaction, qt: &str) -> Result<i64> {
     Ok(tx.query_typed(&format!("SELECT count(*) FROM {qt}"), &[]).map_err(|e| pg_error("count rows", e))?[0].get(0))
 }
 
-/// Runs ANALYZE after the commit; a failure is only a warning (the data is committed).
-pub fn analyze(client: &mut postgres::Client, qt: &str, name: &str, vacuum: bool) {
-    // After the commit, on the load's own connection: VACUUM cannot run in a transaction.
-    let sql = if vacuum { "VACUUM (ANALYZE)" } else { "ANALYZE" };
-    match client.batch_execute(&format!("{sql} {qt}")) {
-        Ok(()) if vacuum => note!(TOOL, "{name}: {sql} done"),
-        Ok(()) => {}
-        Err(e) => pgferry::warn!(TOOL, "{sql} {name}: {}", pgferry::pg::pg_cause(&e)),
-    }
-}
-
-/// ANALYZE (or VACUUM (ANALYZE)) of several tables after the commit, in one statement; if it
-/// fails, table by table, so that each failure is its own warning.
-pub fn analyze_all(client: &mut postgres::Client, tables: &[(&str, &str)], vacuum: bool) {
-    match tables {
-        [] => return,
-        [(qt, name)] => return analyze(client, qt, name, vacuum),
-        _ => {}
-    }
-    let sql = if vacuum { "VACUUM (ANALYZE)" } else { "ANALYZE" };
-    let list: Vec<&str> = tables.iter().map(|(qt, _)| *qt).collect();
-    match client.batch_execute(&format!("{sql} {}", list.join(", "))) {
-        Ok(()) if vacuum => {
-            for (_, name) in tables {
-                note!(TOOL, "{name}: {sql} done");
-            }
-        }
-        Ok(()) => {}
-        Err(_) => {
-            for (qt, name) in tables {
-                analyze(client, qt, name, vacuum);
-            }
-        }
-    }
+/// ANALYZE (or VACUUM (ANALYZE)) of the loaded tables (`(qualified, name)`) after the commit,
+/// split over two connections when there is enough to split (analyze.rs); a failure is only a
+/// warning (the data is committed).
+pub fn analyze_all(s: &mut crate::Session, tables: &[(&str, &str)], vacuum: bool) {
+    crate::analyze::after_commit(&mut s.client, s.pid, &s.load_target, tables, vacuum);
 }
 
 /// A staged row without a value for a column of the key, by its line (the merge by key, or

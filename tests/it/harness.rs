@@ -239,6 +239,12 @@ impl Cmd {
         Run { display: self.display, out }
     }
 
+    /// Starts it with stdin, stdout and stderr piped, for a test that feeds stdin as it goes.
+    pub fn spawn(mut self) -> std::process::Child {
+        self.cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        self.cmd.spawn().unwrap_or_else(|e| panic!("spawn {}: {e}", self.display))
+    }
+
     /// Runs and asserts the exit code, printing everything on failure.
     pub fn expect(self, code: i32) -> Run {
         let r = self.run();

@@ -3,6 +3,7 @@
 //! PostgreSQL (and the Firestore emulator for fs-export).
 
 mod adc;
+mod analyze;
 mod backup_verify;
 mod catalog;
 mod connect;

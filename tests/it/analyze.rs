@@ -1,0 +1,230 @@
+//! ANALYZE after the commit (bins/pg-load/analyze.rs): a partitioned table's leaves and the
+//! plan's ordinary tables split over two connections, the parent's inherited statistics made
+//! once, every relation analyzed exactly once, also when another session holds a leaf.
+
+use crate::harness::*;
+use serde_json::json;
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// `ev` partitioned in four leaves, `ev_big` prefilled past the size worth a second connection
+/// (600,000 rows, ~2,650 pages); `o1`, `o2` and `small` ordinary tables. Autovacuum is off on
+/// all of them, so every ANALYZE counted is pg-load's.
+const SCHEMA: &str = "
+    CREATE TABLE ev (k int PRIMARY KEY, v int) PARTITION BY RANGE (k);
+    CREATE TABLE ev_big PARTITION OF ev FOR VALUES FROM (0) TO (1000000);
+    CREATE TABLE ev_s1 PARTITION OF ev FOR VALUES FROM (1000000) TO (2000000);
+    CREATE TABLE ev_s2 PARTITION OF ev FOR VALUES FROM (2000000) TO (3000000);
+    CREATE TABLE ev_s3 PARTITION OF ev FOR VALUES FROM (3000000) TO (4000000);
+    CREATE TABLE o1 (id int PRIMARY KEY, name text);
+    CREATE TABLE o2 (id int PRIMARY KEY, name text);
+    CREATE TABLE small (id int PRIMARY KEY, name text);
+    ALTER TABLE ev_big SET (autovacuum_enabled = false);
+    ALTER TABLE ev_s1 SET (autovacuum_enabled = false);
+    ALTER TABLE ev_s2 SET (autovacuum_enabled = false);
+    ALTER TABLE ev_s3 SET (autovacuum_enabled = false);
+    ALTER TABLE o1 SET (autovacuum_enabled = false);
+    ALTER TABLE o2 SET (autovacuum_enabled = false);
+    ALTER TABLE small SET (autovacuum_enabled = false);
+    INSERT INTO ev_big SELECT g, g FROM generate_series(1, 600000) g;";
+
+/// Every relation the plan's ANALYZE processes.
+const RELATIONS: [&str; 7] = ["ev", "ev_big", "ev_s1", "ev_s2", "ev_s3", "o1", "o2"];
+
+const SQLITE: &str = "
+    CREATE TABLE ev (k INTEGER PRIMARY KEY, v INTEGER);
+    WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 400)
+      INSERT INTO ev SELECT (x % 4) * 1000000 + 700000 + x, x FROM c;
+    CREATE TABLE o1 (id INTEGER PRIMARY KEY, name TEXT);
+    CREATE TABLE o2 (id INTEGER PRIMARY KEY, name TEXT);
+    CREATE TABLE small (id INTEGER PRIMARY KEY, name TEXT);
+    WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 50)
+      INSERT INTO o1 SELECT x, 'one ' || x FROM c;
+    INSERT INTO o2 SELECT id, 'two ' || id FROM o1;
+    INSERT INTO small VALUES (1, 'a'), (2, 'b'), (3, 'c');";
+
+struct Fixture {
+    pg: Pg,
+    _dir: TempDir,
+    db: String,
+    plan: String,
+}
+
+fn fixture(load: &[&str]) -> Fixture {
+    let pg = Pg::new();
+    pg.exec(SCHEMA);
+    let dir = TempDir::new();
+    let db = dir.str("app.db");
+    sqlite_db(Path::new(&db), SQLITE);
+    let plan = dir.str("plan.ndjson");
+    let text: String = ["ev", "o1", "o2"]
+        .iter()
+        .map(|t| json!({"step": t, "source": format!("sqlite:{db}:{t}"), "target": t, "load": load}).to_string() + "\n")
+        .collect();
+    std::fs::write(&plan, text).unwrap();
+    Fixture { pg, _dir: dir, db, plan }
+}
+
+impl Fixture {
+    /// The plan's stream: each step's table record, then sqlite-dump's stream.
+    fn stream(&self) -> String {
+        ["ev", "o1", "o2"]
+            .iter()
+            .map(|t| {
+                format!("{}\n", json!({"$table": {"step": t, "target": t}}))
+                    + &cmd("sqlite-dump").args([self.db.as_str(), t]).ok().stdout()
+            })
+            .collect()
+    }
+
+    fn load(&self) -> Cmd {
+        cmd("pg-load").args(["--db", &self.pg.url, "--plan", &self.plan])
+    }
+
+    /// `relation|analyze_count|pg_statistic rows (stainherit as the relation's kind wants)`.
+    fn stats(&self) -> Vec<String> {
+        RELATIONS
+            .iter()
+            .map(|r| {
+                self.pg.one(&format!(
+                    "SELECT '{r}|' || s.analyze_count || '|' || (SELECT count(*) > 0 FROM pg_statistic \
+                       WHERE starelid = s.relid AND stainherit = (c.relkind = 'p')) \
+                     FROM pg_stat_all_tables s JOIN pg_class c ON c.oid = s.relid WHERE s.relid = '{r}'::regclass"
+                ))
+            })
+            .collect()
+    }
+}
+
+fn each(count: u32, stats: bool) -> Vec<String> {
+    RELATIONS.iter().map(|r| format!("{r}|{count}|{stats}")).collect()
+}
+
+/// Sessions opened to the test's database by `run`, waiting for every other backend to end
+/// first (a backend's counts reach pg_stat_database as it exits).
+fn sessions_of(pg: &Pg, run: impl FnOnce()) -> i64 {
+    let count = || {
+        let mut c = pg.client();
+        let started = Instant::now();
+        loop {
+            let others: i64 = c
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                    &[],
+                )
+                .unwrap()
+                .get(0);
+            if others == 0 {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(30), "backends of the test database did not end");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        c.query_one("SELECT sessions FROM pg_stat_database WHERE datname = current_database()", &[])
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    let before = count();
+    run();
+    // The second count's own session is one more.
+    count() - before - 1
+}
+
+#[test]
+fn a_plan_load_analyzes_every_table_leaf_and_parent_once_over_two_connections() {
+    let f = fixture(&["--no-analyze"]);
+    // --no-analyze: nothing analyzed.
+    f.load().stdin(f.stream()).ok();
+    assert_eq!(f.stats(), each(0, false));
+
+    // A single small table: analyzed on the load's own connection only.
+    let small = sessions_of(&f.pg, || {
+        let rows = cmd("sqlite-dump").args([f.db.as_str(), "small"]).ok().stdout();
+        cmd("pg-load").args(["--db", &f.pg.url, "small"]).stdin(rows).ok();
+    });
+    assert_eq!(f.pg.one("SELECT analyze_count FROM pg_stat_all_tables WHERE relname = 'small'"), "1");
+    assert_eq!(f.pg.one("SELECT count(*) > 0 FROM pg_statistic WHERE starelid = 'small'::regclass"), "t");
+
+    // The plan: each relation analyzed once (B's leaf not again by A's `ANALYZE ev`), the parent's
+    // inherited statistics made, on one connection more than the small table's load.
+    let plan = std::fs::read_to_string(&f.plan).unwrap().replace(r#"["--no-analyze"]"#, "[]");
+    std::fs::write(&f.plan, plan).unwrap();
+    let plan = sessions_of(&f.pg, || {
+        f.load().stdin(f.stream()).ok();
+    });
+    assert_eq!(f.stats(), each(1, true));
+    assert_eq!(plan, small + 1, "ANALYZE's second connection");
+    assert_eq!(
+        f.pg.one("SELECT count(*) FROM pg_stat_all_tables WHERE relname ~ '^(ev|o1|o2)' AND last_analyze IS NULL"),
+        "0"
+    );
+}
+
+/// Runs the plan with `leaf` held by a third session from the load's COMMIT until pg-load
+/// waits for it: the third session's SHARE UPDATE EXCLUSIVE request queues behind the load's
+/// own lock on the leaf, so it is granted at the COMMIT, before ANALYZE starts.
+fn load_with_leaf_held(f: &Fixture, leaf: &str) {
+    let stream = f.stream();
+    let (head, rest) = stream.split_at(stream.find('\n').unwrap() + 1);
+    let mut child = f.load().spawn();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(head.as_bytes()).unwrap();
+    stdin.flush().unwrap();
+    let mut watch = f.pg.client();
+    let until = |watch: &mut postgres::Client, sql: &str| {
+        let started = Instant::now();
+        while !watch.query_one(sql, &[]).unwrap().get::<_, bool>(0) {
+            assert!(started.elapsed() < Duration::from_secs(60), "timed out waiting for: {sql}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    let lock = |mode: &str, granted: bool, not_pid: i32| {
+        format!(
+            "SELECT count(*) > 0 FROM pg_locks WHERE relation = '{leaf}'::regclass AND mode = '{mode}' \
+               AND granted = {granted} AND pid <> {not_pid}"
+        )
+    };
+    until(&mut watch, &lock("ShareRowExclusiveLock", true, 0));
+    let mut third = f.pg.client();
+    let pid: i32 = third.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let sql = format!("BEGIN; LOCK TABLE {leaf} IN SHARE UPDATE EXCLUSIVE MODE");
+    let holder = std::thread::spawn(move || {
+        third.batch_execute(&sql).unwrap();
+        let _ = released.recv();
+        third.batch_execute("COMMIT").unwrap();
+    });
+    until(&mut watch, &format!("SELECT count(*) > 0 FROM pg_locks WHERE pid = {pid} AND NOT granted"));
+    stdin.write_all(rest.as_bytes()).unwrap();
+    drop(stdin);
+    // Held until pg-load waits for the leaf (or is done without it).
+    let started = Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if watch.query_one(&lock("ShareUpdateExclusiveLock", false, pid), &[]).unwrap().get::<_, bool>(0) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "pg-load neither ended nor waited for {leaf}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    release.send(()).unwrap();
+    holder.join().unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "pg-load failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn a_leaf_another_session_holds_is_still_analyzed_once() {
+    let f = fixture(&[]);
+    // ev_s1 is in the load connection's share: its `ANALYZE (SKIP_LOCKED) ev` skips it, and it is
+    // analyzed plainly afterwards, once the other session lets go.
+    load_with_leaf_held(&f, "ev_s1");
+    assert_eq!(f.stats(), each(1, true));
+    // ev_big is the second connection's: it cannot lock it (NOWAIT), so the load's connection
+    // analyzes everything plainly, waiting for it.
+    load_with_leaf_held(&f, "ev_big");
+    assert_eq!(f.stats(), each(2, true));
+}
