@@ -785,6 +785,13 @@ fn ensure_partitions_into_an_empty_table_builds_the_indexes_after_the_rows_and_n
         "line 301: key (id, at) = (30,\"2024-01-05 10:00:00+00\") repeats line 30",
         "nothing was committed",
     ]);
+    // A repeat in a partition the load itself creates (its index is built when it is attached).
+    let mut rows: Vec<String> = (1..=400).map(|i| row(i, 1 + i % 3)).collect();
+    rows.push(row(31, 2));
+    let refs: Vec<&str> = rows.iter().map(String::as_str).collect();
+    load(&pg, "logs", stream(&refs), &["--ensure-partitions"])
+        .expect(65)
+        .stderr_has(&["line 401: key (id, at) = (31,\"2024-02-05 10:00:00+00\") repeats line 31"]);
     let oid = "SELECT 'logs_jan_key'::regclass::oid";
     let oid_before = pg.one(oid);
     let rows: Vec<String> = (1..=400).map(|i| row(i, 1 + i % 3)).collect();
