@@ -5,7 +5,7 @@
 use crate::catalog::ColumnInfo;
 use crate::error::{Error, Result};
 use crate::stream::{as_bytes_form, as_float_form, kind_name, value_snippet};
-use crate::timefmt::{self, MICROS_PER_DAY};
+use crate::timefmt::{self, MICROS_PER_DAY, PG_EPOCH_DAYS, PG_EPOCH_MICROS};
 use serde_json::Value;
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -1128,9 +1128,6 @@ impl std::fmt::Display for Decimal {
 pub const BINARY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
 /// The trailer: a field count of -1.
 pub const BINARY_TRAILER: &[u8] = &[0xff, 0xff];
-
-const PG_EPOCH_DAYS: i64 = 10_957; // 2000-01-01 in days since 1970-01-01
-const PG_EPOCH_MICROS: i64 = PG_EPOCH_DAYS * MICROS_PER_DAY;
 
 /// Appends one field (length word and bytes) in binary COPY format.
 pub fn encode_binary(cell: &Cell, out: &mut Vec<u8>) {

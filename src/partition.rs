@@ -155,6 +155,20 @@ impl KeyType {
         }
     }
 
+    /// `FOR VALUES FROM (…) TO (…)` of the period `from`..`to`.
+    pub fn bound(self, from: Date, to: Date) -> String {
+        format!("FOR VALUES FROM ({}) TO ({})", self.literal(from), self.literal(to))
+    }
+
+    /// The key's SQL type.
+    pub fn sql_type(self) -> &'static str {
+        match self {
+            KeyType::TimestampTz => "timestamptz",
+            KeyType::Timestamp => "timestamp",
+            KeyType::Date => "date",
+        }
+    }
+
     /// A bound for reports: RFC 3339 UTC, or `YYYY-MM-DD` for date keys; `None` when unbounded.
     pub fn show(self, micros: i64) -> Option<String> {
         if micros == i64::MIN || micros == i64::MAX {
@@ -666,11 +680,10 @@ fn ensure_utc(
     let cols = info.column_list();
     for p in &plans {
         let create = format!(
-            "CREATE TABLE {}.{} PARTITION OF {parent} FOR VALUES FROM ({}) TO ({})",
+            "CREATE TABLE {}.{} PARTITION OF {parent} {}",
             quote_ident(&table.schema),
             quote_ident(&p.name),
-            kt.literal(p.from),
-            kt.literal(p.to)
+            kt.bound(p.from, p.to)
         );
         let mut moved = 0;
         if p.in_default > 0 {

@@ -39,6 +39,10 @@ pub fn days_in_month(y: i64, m: u32) -> u32 {
 }
 
 pub const MICROS_PER_DAY: i64 = 86_400_000_000;
+/// PostgreSQL's epoch, 2000-01-01, in days and microseconds since the Unix epoch (its binary
+/// dates and timestamps count from there).
+pub const PG_EPOCH_DAYS: i64 = 10_957;
+pub const PG_EPOCH_MICROS: i64 = PG_EPOCH_DAYS * MICROS_PER_DAY;
 
 /// A parsed timestamp.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

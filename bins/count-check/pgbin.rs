@@ -2,12 +2,9 @@
 //! parsing on either end (the inverse of `convert::encode_binary`).
 
 use pgferry::convert::{Cell, Kind};
-use pgferry::timefmt::MICROS_PER_DAY;
+use pgferry::timefmt::{PG_EPOCH_DAYS, PG_EPOCH_MICROS};
 use pgferry::{Error, Result};
 use std::io::BufRead;
-
-const PG_EPOCH_DAYS: i64 = 10_957;
-const PG_EPOCH_MICROS: i64 = PG_EPOCH_DAYS * MICROS_PER_DAY;
 
 /// The kind a column is decoded as: types without a binary decoder here are selected as
 /// text (`col::text`, `col::text[]`) and decoded as such.

@@ -300,8 +300,7 @@ impl SetAside {
 
     /// The first key that repeats, by the lines of its rows (physical order is stream order).
     fn duplicate(&self, tx: &mut Transaction, cols: &[String], lines: &LineMap) -> Option<Error> {
-        let list = cols.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ");
-        let not_null = cols.iter().map(|c| format!("{} IS NOT NULL", quote_ident(c))).collect::<Vec<_>>().join(" AND ");
+        let (list, not_null) = key_sql(cols);
         let qt = &self.table;
         let r = tx
             .query_opt(
@@ -334,8 +333,7 @@ impl SetAside {
         lines: &LineMap,
         trail: &mut std::result::Result<Trail, String>,
     ) -> Option<Error> {
-        let list = cols.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ");
-        let not_null = cols.iter().map(|c| format!("{} IS NOT NULL", quote_ident(c))).collect::<Vec<_>>().join(" AND ");
+        let (list, not_null) = key_sql(cols);
         let qt = &self.table;
         let rows = tx
             .query(
@@ -383,10 +381,17 @@ impl SetAside {
     }
 }
 
-/// A repeat among staged rows, by the stage's line column (its second row first in the stream).
-fn duplicate_in_stage(tx: &mut Transaction, stage: &str, cols: &[String]) -> Option<Error> {
+/// A key's columns as SQL: `a, b` and `a IS NOT NULL AND b IS NOT NULL` (a key with a NULL
+/// in it repeats nothing).
+fn key_sql(cols: &[String]) -> (String, String) {
     let list = cols.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ");
     let not_null = cols.iter().map(|c| format!("{} IS NOT NULL", quote_ident(c))).collect::<Vec<_>>().join(" AND ");
+    (list, not_null)
+}
+
+/// A repeat among staged rows, by the stage's line column (its second row first in the stream).
+fn duplicate_in_stage(tx: &mut Transaction, stage: &str, cols: &[String]) -> Option<Error> {
+    let (list, not_null) = key_sql(cols);
     let r = tx
         .query_opt(
             &format!(

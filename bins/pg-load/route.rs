@@ -11,14 +11,9 @@
 use crate::copy::EncodedRow;
 use pgferry::partition::{self, date_micros, Interval, KeyType, Partition, Partitioned};
 use pgferry::pg::{pg_error, Table};
-use pgferry::timefmt::MICROS_PER_DAY;
+use pgferry::timefmt::{MICROS_PER_DAY, PG_EPOCH_DAYS, PG_EPOCH_MICROS};
 use pgferry::Result;
 use postgres::Transaction;
-use std::time::Duration;
-
-/// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01), and days likewise.
-const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
-const PG_EPOCH_DAYS: i64 = 10_957;
 
 /// A partition created during the load.
 pub struct NewPartition {
@@ -44,7 +39,6 @@ pub struct Router {
     /// Earliest and latest key seen.
     seen: Option<(i64, i64)>,
     lock_timeout: u32,
-    locked: bool,
     pub created: Vec<NewPartition>,
     /// Rows moved out of the DEFAULT partition into created partitions.
     pub moved: u64,
@@ -92,7 +86,6 @@ impl Router {
             last: (0, 0),
             seen: None,
             lock_timeout,
-            locked: false,
             created: vec![],
             moved: 0,
         }))
@@ -148,7 +141,10 @@ impl Router {
     pub fn prepare(&mut self, tx: &mut Transaction, row: &EncodedRow, omits_key: bool) -> Result<()> {
         let key = match (omits_key, &self.default_sql) {
             (true, Some(expr)) => {
-                let sql = format!("SELECT (extract(epoch FROM ({expr})::{}) * 1000000)::bigint", self.key_type_sql());
+                let sql = format!(
+                    "SELECT (extract(epoch FROM ({expr})::{}) * 1000000)::bigint",
+                    self.info.key_type.sql_type()
+                );
                 let v: Option<i64> =
                     tx.query_one(&sql, &[]).map_err(|e| pg_error("evaluate the partition key's default", e))?.get(0);
                 match v {
@@ -181,16 +177,10 @@ impl Router {
     fn ensure_seen(&mut self, tx: &mut Transaction) -> Result<()> {
         let Some((lo, hi)) = self.seen else { return Ok(()) };
         let table = self.info.table.clone();
-        if !self.locked {
-            partition::lock(tx, &table, Duration::from_secs(self.lock_timeout as u64))?;
-            self.locked = true;
-        }
-        let iv = self.interval;
-        let opts = partition::EnsureOptions { interval: iv, dry_run: false, limit: 1000 };
-        let report = partition::ensure(tx, &table, iv.of_micros(lo), iv.of_micros(hi), &opts)?;
+        let report = crate::schema::ensure_range(tx, &table, self.interval, lo, hi, self.lock_timeout)?;
         let kt = self.info.key_type;
         for c in report.created {
-            let bound = format!("FOR VALUES FROM ({}) TO ({})", kt.literal(c.from), kt.literal(c.to));
+            let bound = kt.bound(c.from, c.to);
             let p = Partition {
                 oid: 0,
                 schema: table.schema.clone(),
@@ -211,14 +201,6 @@ impl Router {
         Ok(())
     }
 
-    fn key_type_sql(&self) -> &'static str {
-        match self.info.key_type {
-            KeyType::TimestampTz => "timestamptz",
-            KeyType::Timestamp => "timestamp",
-            KeyType::Date => "date",
-        }
-    }
-
     /// The key column's position among the load's columns.
     pub fn key_column(&self) -> usize {
         self.col
@@ -226,17 +208,7 @@ impl Router {
 
     /// `created partitions a, b (n rows moved out of the default partition)`, if any.
     pub fn note(&self) -> Option<String> {
-        if self.created.is_empty() {
-            return None;
-        }
         let names: Vec<&str> = self.created.iter().map(|c| c.name.as_str()).collect();
-        Some(format!(
-            "created partitions {}{}",
-            names.join(", "),
-            match self.moved {
-                0 => String::new(),
-                n => format!(" ({n} rows moved out of the default partition)"),
-            }
-        ))
+        crate::schema::created_note(&names, self.moved)
     }
 }

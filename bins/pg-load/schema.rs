@@ -30,21 +30,40 @@ pub fn ensure_partitions(
     let (Some(min), Some(max)) = (row.get::<_, Option<i64>>(0), row.get::<_, Option<i64>>(1)) else {
         return Ok(None);
     };
+    let report = ensure_range(tx, table, interval, min, max, lock_timeout)?;
+    let names: Vec<&str> = report.created.iter().map(|c| c.name.as_str()).collect();
+    Ok(created_note(&names, report.moved()))
+}
+
+/// Creates the missing partitions for the periods of `min`..=`max` (Unix microseconds), under
+/// pg-partition's lock.
+pub fn ensure_range(
+    tx: &mut Transaction,
+    table: &Table,
+    interval: pgferry::partition::Interval,
+    min: i64,
+    max: i64,
+    lock_timeout: u32,
+) -> Result<pgferry::partition::EnsureReport> {
+    use pgferry::partition;
     partition::lock(tx, table, std::time::Duration::from_secs(lock_timeout as u64))?;
     let opts = partition::EnsureOptions { interval, dry_run: false, limit: 1000 };
-    let report = partition::ensure(tx, table, interval.of_micros(min), interval.of_micros(max), &opts)?;
-    if report.created.is_empty() {
-        return Ok(None);
+    partition::ensure(tx, table, interval.of_micros(min), interval.of_micros(max), &opts)
+}
+
+/// `created partitions a, b (n rows moved out of the default partition)`; `None` for none.
+pub fn created_note(names: &[&str], moved: u64) -> Option<String> {
+    if names.is_empty() {
+        return None;
     }
-    let names: Vec<&str> = report.created.iter().map(|c| c.name.as_str()).collect();
-    Ok(Some(format!(
+    Some(format!(
         "created partitions {}{}",
         names.join(", "),
-        match report.moved() {
+        match moved {
             0 => String::new(),
             n => format!(" ({n} rows moved out of the default partition)"),
         }
-    )))
+    ))
 }
 
 /// Moves serial/identity sequences past the highest loaded id, never backwards. A sequence is

@@ -81,8 +81,6 @@ fn column_plan(c: &ColumnInfo) -> (String, Kind) {
 /// timestamptz), with i64::MAX/MIN for ±infinity.
 struct PgMicros(i64);
 
-const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
-
 impl<'a> FromSql<'a> for PgMicros {
     fn from_sql(_: &Type, raw: &'a [u8]) -> std::result::Result<Self, Box<dyn std::error::Error + Sync + Send>> {
         let b: [u8; 8] = raw.try_into().map_err(|_| "a timestamp is 8 bytes")?;
@@ -204,7 +202,7 @@ fn write_verified(
                     Kind::Time => opt(&mut w, row.try_get::<_, Option<PgMicros>>(i).map_err(bad)?, |w, v| match v.0 {
                         i64::MAX => w.str("infinity"),
                         i64::MIN => w.str("-infinity"),
-                        m => w.str(&timefmt::format_rfc3339_micros(m + PG_EPOCH_MICROS)),
+                        m => w.str(&timefmt::format_rfc3339_micros(m + timefmt::PG_EPOCH_MICROS)),
                     }),
                     Kind::Numeric => {
                         let v: Option<String> = row.try_get(i).map_err(bad)?;
