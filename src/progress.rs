@@ -223,7 +223,7 @@ fn read_delay() -> Duration {
 
 fn parse_delay(text: &str) -> Option<Duration> {
     let secs: f64 = text.trim().parse().ok()?;
-    (secs.is_finite() && secs >= 0.0 && secs <= 86_400.0).then(|| Duration::from_secs_f64(secs))
+    (0.0..=86_400.0).contains(&secs).then(|| Duration::from_secs_f64(secs))
 }
 
 /// The progress line (after the tool's name): `orders: 1,200,000 / 5,000,000 rows (24%),
