@@ -52,8 +52,12 @@ pub enum Unit {
     Bytes,
 }
 
-/// Redraws at most this often.
+/// Redraws at most this often, and waits this long before the first draw unless
+/// `PGFERRY_PROGRESS_DELAY` says otherwise.
 const DRAW_EVERY: Duration = Duration::from_millis(250);
+/// Seconds before the first draw (like git's `GIT_PROGRESS_DELAY`), so that an operation that
+/// ends at once shows nothing.
+const DELAY_VAR: &str = "PGFERRY_PROGRESS_DELAY";
 /// The clock is read about this often (the stride adapts to the rate).
 const CHECK_EVERY: Duration = Duration::from_millis(50);
 
@@ -73,6 +77,7 @@ struct Live {
     started: Instant,
     last_check: Instant,
     last_draw: Option<Instant>,
+    first_after: Duration,
     stride: u64,
     /// The line on screen, if any (its width, for terminals without clear-to-end-of-line).
     shown: Option<usize>,
@@ -97,6 +102,7 @@ impl Progress {
                 started: now,
                 last_check: now,
                 last_draw: None,
+                first_after: first_draw_delay(),
                 stride: 1,
                 shown: None,
                 dumb: std::env::var_os("TERM").is_some_and(|t| t == "dumb"),
@@ -137,7 +143,7 @@ impl Progress {
         self.next = done.saturating_add(live.stride);
         // The first draw waits too: an operation that ends at once shows nothing.
         let due = match live.last_draw {
-            None => now - live.started >= DRAW_EVERY,
+            None => now - live.started >= live.first_after,
             Some(t) => now - t >= DRAW_EVERY,
         };
         if due {
@@ -194,6 +200,30 @@ impl Live {
             let _ = err.flush();
         }
     }
+}
+
+/// The wait before the first draw: `PGFERRY_PROGRESS_DELAY` seconds (fractions allowed), or
+/// DRAW_EVERY. A value that is not a number of seconds is said once and the default kept.
+fn first_draw_delay() -> Duration {
+    static DELAY: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *DELAY.get_or_init(read_delay)
+}
+
+fn read_delay() -> Duration {
+    let Some(raw) = std::env::var_os(DELAY_VAR) else { return DRAW_EVERY };
+    let text = raw.to_string_lossy();
+    match parse_delay(&text) {
+        Some(d) => d,
+        None => {
+            eprintln!("warning: {DELAY_VAR}={text:?} is not a number of seconds; waiting 0.25 s before progress");
+            DRAW_EVERY
+        }
+    }
+}
+
+fn parse_delay(text: &str) -> Option<Duration> {
+    let secs: f64 = text.trim().parse().ok()?;
+    (0.0..=86_400.0).contains(&secs).then(|| Duration::from_secs_f64(secs))
 }
 
 /// The progress line (after the tool's name): `orders: 1,200,000 / 5,000,000 rows (24%),
@@ -286,6 +316,15 @@ fn clock(secs: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_delay_is_seconds_and_nothing_else() {
+        assert_eq!(parse_delay("0"), Some(Duration::ZERO));
+        assert_eq!(parse_delay(" 1.5 "), Some(Duration::from_millis(1500)));
+        for bad in ["", "-1", "soon", "NaN", "inf", "1e9", "2s"] {
+            assert_eq!(parse_delay(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn lines_say_how_much_how_fast_and_how_long() {

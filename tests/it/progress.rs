@@ -14,7 +14,8 @@ fn on_terminal(shell: &str, env: &[(&str, &str)]) -> (i32, String) {
     for k in pgferry::pg::libpq_env_vars().chain(["DATABASE_URL"]) {
         c.env_remove(k);
     }
-    c.env("HOME", "/nonexistent/pgferry-test-home").env("TERM", "xterm");
+    // Draw from the first row: how fast the machine is must not decide whether a line appears.
+    c.env("HOME", "/nonexistent/pgferry-test-home").env("TERM", "xterm").env("PGFERRY_PROGRESS_DELAY", "0");
     for (k, v) in env {
         c.env(k, v);
     }
@@ -138,6 +139,16 @@ fn sqlite_dump_into_a_file_shows_a_total_and_eta_but_into_a_pipe_leaves_the_term
     assert!(term.contains(", ETA "), "no ETA:\n{term:?}");
     assert!(term.contains("\r\x1b[Ksqlite-dump: big: 300000 rows"), "not cleared before the summary:\n{term:?}");
     assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count() as u64, MANY + 1);
+
+    // PGFERRY_PROGRESS_DELAY holds the first draw back; nonsense in it is said and ignored.
+    let (code, term) =
+        on_terminal(&format!("{dump} {} big > {}", sh(&db), sh(&out)), &[("PGFERRY_PROGRESS_DELAY", "3600")]);
+    assert_eq!(code, 0, "{term}");
+    assert!(!term.contains('\x1b'), "drawn before the delay:\n{term:?}");
+    let (code, term) =
+        on_terminal(&format!("{dump} {} big > {}", sh(&db), sh(&out)), &[("PGFERRY_PROGRESS_DELAY", "soon")]);
+    assert_eq!(code, 0, "{term}");
+    assert_eq!(term.matches("PGFERRY_PROGRESS_DELAY=\"soon\" is not a number of seconds").count(), 1, "{term:?}");
 
     // Into a pipe: only the summary.
     let (code, term) = on_terminal(&format!("{dump} {} big | wc -l", sh(&db)), &[]);
