@@ -552,19 +552,32 @@ pub fn base64_encode(data: &[u8]) -> String {
     String::from_utf8(out).expect("base64 is ascii")
 }
 
-/// Decodes standard base64; padding optional, whitespace and other alphabets refused.
+/// Decodes standard base64; padding optional, but when present exactly what RFC 4648 puts
+/// there; whitespace, other alphabets and nonzero bits after the last byte (text no encoder
+/// writes: two such texts would decode to the same bytes) refused.
 pub fn base64_decode(s: &str) -> std::result::Result<Vec<u8>, String> {
     use base64::engine::{general_purpose::GeneralPurpose, DecodePaddingMode, GeneralPurposeConfig};
     use base64::{DecodeError, Engine};
-    const LENIENT: GeneralPurpose = GeneralPurpose::new(
+    const DECODER: GeneralPurpose = GeneralPurpose::new(
         &base64::alphabet::STANDARD,
-        GeneralPurposeConfig::new()
-            .with_decode_padding_mode(DecodePaddingMode::Indifferent)
-            .with_decode_allow_trailing_bits(true),
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
     );
-    LENIENT.decode(s.trim_end_matches('=')).map_err(|e| match e {
+    let data = s.trim_end_matches('=');
+    let pad = s.len() - data.len();
+    if pad > 0 && (pad > 2 || !s.len().is_multiple_of(4)) {
+        return Err(format!(
+            "bad padding: {pad} '=' after {} characters (base64 pads to a multiple of 4 characters)",
+            data.len()
+        ));
+    }
+    DECODER.decode(data).map_err(|e| match e {
         DecodeError::InvalidByte(i, c) => format!("invalid base64 character {:?} at offset {i}", c as char),
         DecodeError::InvalidLength(_) => "truncated base64".to_string(),
+        DecodeError::InvalidLastSymbol(i, c) => format!(
+            "the character {:?} at offset {i} leaves nonzero bits after the last byte: not base64 an encoder \
+             writes (a damaged value?)",
+            c as char
+        ),
         other => format!("invalid base64: {other}"),
     })
 }
