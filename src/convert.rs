@@ -305,7 +305,7 @@ pub enum Cell {
     Numeric(String),
     Text(String),
     Bytes(Vec<u8>),
-    /// Days since 1970-01-01.
+    /// Days since 1970-01-01; i32::MAX/MIN are ±infinity.
     Date(i32),
     /// Microseconds since midnight.
     Time(i64),
@@ -805,6 +805,14 @@ fn epoch_to_micros(text: &str, unit: EpochUnit) -> std::result::Result<i64, Stri
 const YEAR_10000_MICROS: i64 = 253_402_300_800_000_000;
 
 fn to_date(v: &Value, opts: &Options) -> std::result::Result<i32, String> {
+    // ±infinity are PostgreSQL's largest and smallest day numbers, as in its binary form.
+    if let Some(s) = v.as_str().map(str::trim).filter(|s| s.len() <= 9) {
+        match s.to_ascii_lowercase().as_str() {
+            "infinity" | "+infinity" => return Ok(i32::MAX),
+            "-infinity" => return Ok(i32::MIN),
+            _ => {}
+        }
+    }
     let micros = match v {
         Value::String(s) => match (timefmt::parse_timestamp(s.trim()), &opts.date_format) {
             (Some(p), _) if p.date_only => p.micros,
@@ -1322,6 +1330,7 @@ fn encode_binary_body(cell: &Cell, out: &mut Vec<u8>) {
             out.extend_from_slice(s.as_bytes());
         }
         Cell::Bytes(b) => out.extend_from_slice(b),
+        Cell::Date(d @ (i32::MAX | i32::MIN)) => out.extend_from_slice(&d.to_be_bytes()),
         Cell::Date(d) => out.extend_from_slice(&((*d as i64 - PG_EPOCH_DAYS) as i32).to_be_bytes()),
         Cell::Time(t) => out.extend_from_slice(&t.to_be_bytes()),
         Cell::Timestamp(t) | Cell::Timestamptz(t) => {
@@ -1505,6 +1514,11 @@ fn encode_text_plain(cell: &Cell, out: &mut Vec<u8>) {
 }
 
 fn date_text(days: i64) -> String {
+    match days {
+        d if d == i32::MAX as i64 => return "infinity".into(),
+        d if d == i32::MIN as i64 => return "-infinity".into(),
+        _ => {}
+    }
     let (y, m, d) = timefmt::civil_from_days(days);
     if y <= 0 {
         format!("{:04}-{m:02}-{d:02} BC", 1 - y)

@@ -12,6 +12,11 @@ fn stream(rows: &[&str]) -> String {
     s
 }
 
+/// `text` with its '_' written as Latin-1's é (0xE9), which is not UTF-8.
+fn latin1(text: &str) -> Vec<u8> {
+    text.bytes().map(|b| if b == b'_' { 0xe9 } else { b }).collect()
+}
+
 /// A fresh table `t` with these columns.
 fn table(pg: &Pg, cols: &str) {
     pg.exec(&format!("DROP TABLE IF EXISTS t; CREATE TABLE t ({cols})"));
@@ -187,4 +192,134 @@ fn strings_json_cannot_hold_or_postgresql_cannot_store_are_refused() {
     refused(&pg, "text", r#""\udc00""#, &[], &["surrogate"]);
     assert_eq!(stored(&pg, "text", r#""\ud83d\ude00""#, &[]), "😀");
     assert_eq!(stored(&pg, "text", r#"{"x":[1,null]}"#, &[]), r#"{"x":[1,null]}"#);
+}
+
+#[test]
+fn hostile_streams_are_refused_naming_the_line_and_nothing_commits() {
+    let pg = Pg::new();
+    let cols = "id int PRIMARY KEY, a text NOT NULL, n int";
+    let good = r#"{"id":1,"a":"x","n":1}"#;
+    let two = r#"{"id":2,"a":"y","n":2}"#;
+    let cases: Vec<(Vec<u8>, &[&str], &[&str])> = vec![
+        // A byte order mark is only allowed before the first line.
+        (
+            format!("{good}\n\u{feff}{two}\n{{\"$end\":{{\"rows\":2}}}}\n").into(),
+            &["line 2: starts with a UTF-8 byte order mark"],
+            &[],
+        ),
+        (
+            format!("{good}\n{{\"$end\":{{\"rows\":1}}}}").into(),
+            &["line 2: the stream ends in the middle of a line"],
+            &[],
+        ),
+        (
+            format!("{good}\n{{\"id\":2,\"a\":\"y").into(),
+            &["line 2: the stream ends in the middle of a line (truncated after 1 rows)"],
+            &[],
+        ),
+        (format!("{good}\n{two}\n").into(), &["ended after 2 rows without its end record"], &[]),
+        (
+            format!("{good}\n{{\"$end\":{{\"rows\":3}}}}\n").into(),
+            &["line 2: the end record says 3 rows but 1 were read"],
+            &[],
+        ),
+        (format!("{good}\n{{\"$end\":{{\"rows\":1}}}}\n{two}\n").into(), &["line 3: data after the end record"], &[]),
+        (stream(&[r#"{"id":1,"a":"x","\u0061":"y"}"#]).into(), &["line 1: key \"a\" appears twice in the row"], &[]),
+        (
+            stream(&[r#"{"id":1,"a":"x","zz":1,"zz":2}"#]).into(),
+            &["line 1: key \"zz\" appears twice"],
+            &["--ignore-unknown"],
+        ),
+        (
+            stream(&[good, r#"{"id":2,"a":"y","n":{"v":1}}"#]).into(),
+            &["line 2, column 'n': value {\"v\":1}: cannot read an object as an integer"],
+            &[],
+        ),
+        (
+            stream(&[r#"{"ID":1,"a":"x"}"#]).into(),
+            &["line 1: keys that match no column of 't': ID", "--rename ID=id"],
+            &[],
+        ),
+        (stream(&[r#"{"id":1}"#]).into(), &["line 1, column 'a': null (or missing) in a NOT NULL column"], &[]),
+        (stream(&[good, two, r#"{"id":1,"a":"z"}"#]).into(), &["line 3: key (id) = 1 repeats line 1"], &[]),
+        (
+            latin1(&stream(&[good, r#"{"id":2,"a":"caf_"}"#])),
+            &["line 2: invalid UTF-8 at byte 17 of the line (bytes e9)", "in the value of column 'a'"],
+            &[],
+        ),
+        // Not lines at all: refused after 64 KiB, not after reading all of it.
+        (vec![0u8; 1 << 20], &["line 1: not a JSON object (its first bytes are 00 00", "NDJSON"], &[]),
+    ];
+    for (input, fragments, extra) in cases {
+        table(&pg, cols);
+        let r = load(&pg, input, extra).expect(65);
+        r.stderr_has(&["pg-load: t: ", "nothing was committed"]).stderr_has(fragments);
+        assert_eq!(r.stderr().lines().count(), 1, "one line\n{}", r.describe());
+        assert_eq!(pg.count("t"), 0, "{}", r.describe());
+    }
+    // What the stream spec allows: a byte order mark before line 1, CRLF, blank and
+    // whitespace-only lines, and (with --no-end-record) a last line without its newline.
+    table(&pg, cols);
+    let ok = format!("\u{feff}{good}\r\n\r\n \t \n{two}\r\n{{\"$end\":{{\"rows\":2}}}}\r\n\n");
+    load(&pg, ok, &[]).ok().stderr_has(&["Source: 2 rows → Postgres: 2 rows ✓"]);
+    assert_eq!(pg.rows("SELECT a FROM t ORDER BY id"), ["x", "y"]);
+    table(&pg, cols);
+    load(&pg, format!("{good}\n{two}"), &["--no-end-record"]).ok();
+    assert_eq!(pg.count("t"), 2);
+}
+
+#[test]
+fn a_plan_whose_second_step_fails_after_the_first_loaded_commits_nothing_and_the_run_log_says_so() {
+    let pg = Pg::new();
+    pg.exec("CREATE TABLE a (id int PRIMARY KEY, v text); CREATE TABLE b (id int PRIMARY KEY, amount numeric(5,2))");
+    let t = TempDir::new();
+    let plan = t.path("plan.ndjson");
+    let step = |name: &str| json!({"step": name, "source": "ndjson:/dev/null", "target": name, "load": []}).to_string();
+    std::fs::write(&plan, format!("{}\n{}\n", step("a"), step("b"))).unwrap();
+    let marker = |s: &str| json!({"$table": {"step": s, "target": s}}).to_string();
+    let seg_a =
+        format!("{}\n{{\"id\":1,\"v\":\"x\"}}\n{{\"id\":2,\"v\":\"y\"}}\n{{\"$end\":{{\"rows\":2}}}}\n", marker("a"));
+    let run = |seg_b: &str| {
+        cmd("pg-load")
+            .args(["--db", &pg.url, "--plan", &plan.display().to_string()])
+            .stdin(format!("{seg_a}{}\n{seg_b}", marker("b")))
+    };
+    // Lines count across the whole stream: step b's rows are lines 6 on.
+    let cases: [(&str, &[&str]); 4] = [
+        (
+            "{\"id\":1,\"amount\":1}\n{\"id\":2,\"amount\":1e-20000}\n{\"$end\":{\"rows\":2}}\n",
+            &["step 'b' (b): line 7, column 'amount'", "20000 digits after the decimal point"],
+        ),
+        (
+            "{\"id\":1,\"amount\":1}\n{\"id\":1,\"amount\":2}\n{\"$end\":{\"rows\":2}}\n",
+            &["step 'b' (b): line 7: key (id) = 1 repeats line 6"],
+        ),
+        (
+            "{\"id\":1,\"amount\":1000}\n{\"$end\":{\"rows\":1}}\n",
+            &["step 'b' (b): line 6, column 'amount'", "numeric field overflow"],
+        ),
+        ("{\"id\":1,\"amount\":1}\n", &["step 'b' (b)", "without its end record"]),
+    ];
+    for (seg_b, fragments) in cases {
+        let r = run(seg_b).expect(65);
+        r.stderr_has(fragments).stderr_has(&["nothing was committed"]);
+        assert_eq!(pg.count("a") + pg.count("b"), 0, "{}", r.describe());
+        let log = pg.rows(
+            "SELECT step, outcome, error FROM _migration_runs WHERE batch = (SELECT max(batch) FROM _migration_runs) ORDER BY id",
+        );
+        assert_eq!(log.len(), 2, "{log:?}");
+        assert_eq!(log[0], "a|failed|not committed: step 'b' failed", "{log:?}");
+        assert!(log[1].starts_with("b|failed|") && log[1].contains(fragments[fragments.len() - 1]), "{log:?}");
+    }
+}
+
+#[test]
+fn dates_take_infinity_as_timestamps_do() {
+    let pg = Pg::new();
+    table(&pg, "id int PRIMARY KEY, d date, ds date[]");
+    let rows = [r#"{"id":1,"d":"infinity","ds":["-infinity","2024-01-05"]}"#, r#"{"id":2,"d":"-Infinity"}"#];
+    load(&pg, stream(&rows), &[]).ok();
+    assert_eq!(pg.rows("SELECT d, ds FROM t ORDER BY id"), ["infinity|{-infinity,2024-01-05}", "-infinity|NULL"]);
+    refused(&pg, "date", "\"2024-01-05 24:00:00\"", &[], &["is it this day or the next?"]);
+    refused(&pg, "date", "\"2023-02-29\"", &[], &["cannot read this text as a date"]);
 }
