@@ -12,6 +12,7 @@ mod fs_export;
 mod fs_proxy;
 mod harness;
 mod hostile_load;
+mod hostile_source;
 mod pg_load;
 mod pg_partition;
 mod pg_proxy;
