@@ -87,6 +87,8 @@ pub fn sqlite_cause(e: &rusqlite::Error) -> String {
         rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DiskFull => {
             "the disk is full (no space left to write; SQLite's SQLITE_FULL)".to_string()
         }
+        // Likewise a failed write (EFBIG, EIO): the code is all there is.
+        rusqlite::Error::SqliteFailure(f, Some(m)) if m == "not an error" => code_name(f.code).to_string(),
         rusqlite::Error::SqliteFailure(f, Some(m)) => format!("{m} ({})", code_name(f.code)),
         rusqlite::Error::SqliteFailure(f, None) => code_name(f.code).to_string(),
         other => other.to_string(),
@@ -104,6 +106,7 @@ fn code_name(c: rusqlite::ErrorCode) -> &'static str {
         DiskFull => "the disk is full",
         PermissionDenied => "permission denied",
         CannotOpen => "cannot open",
+        SystemIoFailure => "disk I/O error",
         _ => "SQLite error",
     }
 }
