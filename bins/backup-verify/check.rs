@@ -186,6 +186,13 @@ pub fn verify(backup: &str, tmp_dir: Option<&Path>, durable: bool) -> Result<Rep
     let decoded = decompress(&data, tmp.path(), durable, db_bytes)?;
     r.compare("compressed_sha256", gz_sha.into(), decoded.gz_sha.into());
     r.compare("compressed_bytes", gz_bytes.into(), decoded.gz_bytes.into());
+    if decoded.oversize {
+        r.fail(
+            "database_bytes",
+            format!("the database is larger than the manifest's {db_bytes} bytes; decompression stopped there"),
+        );
+        return Ok(r);
+    }
     if let Some(e) = decoded.error {
         r.fail("decompress", e);
         return Ok(r);
@@ -257,6 +264,8 @@ struct Decoded {
     raw_bytes: u64,
     /// Why the gzip stream could not be read to its end.
     error: Option<String>,
+    /// The stream holds more than the manifest's database size (decompression stopped there).
+    oversize: bool,
 }
 
 /// gunzip `data` into a new owner-only file at `out`. The compressed side is hashed to the
@@ -281,15 +290,14 @@ fn decompress(data: &Path, out: &Path, durable: bool, expect_bytes: u64) -> Resu
     let mut w = HashingWriter::new(std::io::BufWriter::with_capacity(1 << 20, file));
     let mut buf = vec![0u8; 1 << 20];
     let mut error = None;
+    let mut oversize = false;
     let draw = pgferry::progress::terminal();
     let mut progress = Progress::new(crate::TOOL, "decompress", Unit::Bytes, Some(expect_bytes), draw);
     loop {
         progress.update(w.bytes);
         files::check_interrupt("check")?;
         if w.bytes > expect_bytes {
-            error = Some(format!(
-                "the gzip stream holds more than the manifest's {expect_bytes} database bytes; stopped there"
-            ));
+            oversize = true;
             break;
         }
         let room = (expect_bytes - w.bytes + 1).min(buf.len() as u64) as usize;
@@ -325,5 +333,12 @@ fn decompress(data: &Path, out: &Path, durable: bool, expect_bytes: u64) -> Resu
     if durable {
         file.sync_all().map_err(what_w)?;
     }
-    Ok(Decoded { gz_sha: hr.sha.finish(), gz_bytes: hr.bytes, raw_sha: sha.finish(), raw_bytes: bytes, error })
+    Ok(Decoded {
+        gz_sha: hr.sha.finish(),
+        gz_bytes: hr.bytes,
+        raw_sha: sha.finish(),
+        raw_bytes: bytes,
+        error,
+        oversize,
+    })
 }
