@@ -158,11 +158,11 @@ impl Step {
         }
     }
 
-    /// The whole pg-load command of a per-step run.
+    /// The whole pg-load command of a per-step run; the run log records the step's name.
     pub fn consumer(&self) -> Vec<String> {
         let mut v = vec!["pg-load".to_string()];
         v.extend(self.load_args());
-        v.extend(["--source".into(), self.source.clone(), self.target.clone()]);
+        v.extend(["--step".into(), self.step.clone(), "--source".into(), self.source.clone(), self.target.clone()]);
         v
     }
 
@@ -521,7 +521,10 @@ mod tests {
         assert_eq!(r[0]["sqlite"], "/srv/app/data/app.sqlite");
         assert_eq!(r[0]["watch"], json!(["/srv/app/data/app.sqlite"]));
         assert_eq!(r[0]["ensure"], json!([]));
-        assert_eq!(r[1]["consumer"], json!(["pg-load", "--defer-fks", "--source", steps[1].source, "crm_quotations"]));
+        assert_eq!(
+            r[1]["consumer"],
+            json!(["pg-load", "--defer-fks", "--step", "1.6", "--source", steps[1].source, "crm_quotations"])
+        );
         assert_eq!(r[2]["load"], json!(["--ensure-partitions"]));
         assert_eq!(
             r[2]["ensure"],

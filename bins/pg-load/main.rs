@@ -70,6 +70,9 @@ Run options:
   -q, --quiet           No progress line, count lines or summary on stderr:
                         errors and warnings only (the exit status, the run log
                         and --report say how it went).
+  --step NAME           One table: record the run as this plan step's
+                        (scripts/migrate --per-step passes it), in the run log
+                        and --report.
   --plan PLAN           Load the plan's steps (docs/plan.md) from one stream.
   --from STEP           With --plan: start at this step.
   --steps A,B           With --plan: only these steps (in plan order).
@@ -119,7 +122,8 @@ Table options (on the command line, or in a plan step's \"load\" array):
                         foreign keys are dropped for the load and re-added NOT
                         VALID; validate them later (the command is printed).
                         In a plan run they are re-added and validated before
-                        COMMIT.
+                        COMMIT (a key into a table no step of the run loads
+                        comes back NOT VALID while its parents are missing).
   --ensure-partitions   The target is range-partitioned by time: create the
                         partitions the rows need (as pg-partition ensure does,
                         same names, same lock) in the load's transaction.
@@ -185,6 +189,9 @@ impl Mode {
 /// plus the run's own options.
 struct Args {
     table: String,
+    /// The plan step this single-table run loads (`--step`, per-step runs); a plan run
+    /// knows its steps itself.
+    step: Option<String>,
     db: Option<String>,
     mode: Mode,
     key: Vec<String>,
@@ -224,6 +231,7 @@ const RUN_OPTIONS: &[&str] = &[
     "--plan",
     "--from",
     "--steps",
+    "--step",
     "-q",
     "--quiet",
 ];
@@ -239,6 +247,7 @@ fn parse(args: &mut pico_args::Arguments) -> Result<Command> {
         return plan::parse(args, path, run).map(Command::Plan);
     }
     let mut a = parse_load(args, String::new(), &run)?;
+    a.step = cli::opt(args, "--step")?;
     a.table = cli::positional(args, "TABLE")?;
     Ok(Command::Table(a, run.report))
 }
@@ -314,6 +323,7 @@ fn parse_load(args: &mut pico_args::Arguments, table: String, run: &RunOptions) 
         lock_timeout: run.lock_timeout,
         stall_timeout: run.stall_timeout,
         table,
+        step: None,
     };
     Ok(a)
 }
@@ -460,13 +470,13 @@ fn run_table(a: Args, report: Option<String>) -> Result<Status> {
     let report = report.as_deref().map(report::Report::at).transpose()?;
     let mut done = report::Done::default();
     let result = load_table(&a, &mut done);
-    let table = report::Table { step: None, table: &a.table, mode: a.mode, done: &done };
+    let table = report::Table { step: a.step.as_deref(), table: &a.table, mode: a.mode, done: &done };
     report::finish(report.as_ref(), &[table], result)
 }
 
 fn load_table(a: &Args, done: &mut report::Done) -> Result<Status> {
-    let mut s =
-        open_session(a.db.as_deref(), &a.runs_table, a.stall_timeout, &[(None, a.table.as_str(), a.mode.name())])?;
+    let tables = [(a.step.as_deref(), a.table.as_str(), a.mode.name())];
+    let mut s = open_session(a.db.as_deref(), &a.runs_table, a.stall_timeout, &tables)?;
     let run_id = s.runs[0];
     let started = Instant::now();
     let mut outcome = Outcome::default();

@@ -7,7 +7,7 @@ load helpers
   app_db
   config
   run -0 "${SCRIPTS}/migrate" --per-step
-  [[ "${output}" == *"1: sqlite-dump ${APPDB} customers | pg-load --source sqlite:${APPDB}:customers customers"* ]]
+  [[ "${output}" == *"1: sqlite-dump ${APPDB} customers | pg-load --step 1 --source sqlite:${APPDB}:customers customers"* ]]
   [[ "${output}" == *"2: sqlite-dump ${APPDB} notes | pg-load"*"dry run: nothing was done"* ]]
   [[ "$(pg -c 'SELECT count(*) FROM customers')" == 0 ]]
   [[ "$(pg -c "SELECT to_regclass('_migration_runs') IS NULL")" == t ]]
@@ -47,6 +47,11 @@ load helpers
   run -1 "${SCRIPTS}/migrate" status
   [[ "${output}" =~ 1\ +customers\ +success ]]
   [[ "${output}" =~ 2\ +notes\ +failed ]]
+  # Under the failed step, why: pg-load's own message.
+  [[ "${output}" == *$'\n'"         line 7, column 'tick': value \"soon\": cannot read this as an integer"*"nothing was committed"* ]]
+  # Each per-step run is recorded under its step's name, as a plan run's are.
+  [[ "$(pg -c "SELECT string_agg(step || ':' || target || ':' || outcome, ',' ORDER BY id) FROM _migration_runs")" == \
+    1:customers:success,2:notes:failed ]]
 
   sqlite3 "${APPDB}" "UPDATE notes SET tick = 7 WHERE id = 7"
   run -0 "${SCRIPTS}/migrate" --per-step --execute --from 2
@@ -142,5 +147,6 @@ SQL
   run -65 "${SCRIPTS}/migrate" --per-step --execute --report "${W}/report.ndjson"
   [[ "$(jq -sc 'map([.table, .source_rows, .outcome, .committed])' "${W}/report.ndjson")" == \
     '[["customers",20,"success",true],["notes",7,"failed",false]]' ]]
+  [[ "$(jq -sc 'map(.step)' "${W}/report.ndjson")" == '["1","2"]' ]]
   [[ "$(jq -r 'select(.table == "notes") | .error' "${W}/report.ndjson")" == *"line 7"* ]]
 }
