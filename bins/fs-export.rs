@@ -135,6 +135,11 @@ fn parse(args: &mut pico_args::Arguments) -> Result<Args> {
             .unwrap_or(1000),
         connect,
     };
+    // A key twice in a row breaks the stream (docs/stream.md 2.3).
+    let fields = &a.shape.fields;
+    if let Some((_, f)) = fields.iter().enumerate().find(|(i, f)| fields[..*i].contains(f)) {
+        return Err(Error::Usage(format!("--fields names '{f}' twice")));
+    }
     let path = args.opt_free_from_str::<String>().map_err(cli::usage_err)?;
     a.scope = match (path, group) {
         (Some(p), None) => Scope::from_path(&p)?,

@@ -37,7 +37,8 @@ Options:
                         and column and stops; 'bytes' writes it in the bytes
                         form instead [default: error].
   --list                Print each table with its row count, one NDJSON line each.
-  --all                 Dump every table into DIR/TABLE.ndjson (needs --out-dir).
+  --all                 Dump every table into DIR/TABLE.ndjson (needs --out-dir; '/',
+                        '\\' and '%' in a name are written %2F, %5C, %25).
   --out-dir DIR         Directory for --all; files appear complete or not at all.
   --ddl                 Print PostgreSQL CREATE TABLE statements for the tables
                         (all of them when none are named); see docs/ddl.md.
@@ -47,7 +48,12 @@ Options:
   -V, --version         Show the version.
 
 Input:
-  DB is a SQLite file; it is opened read-only (a read-only file or directory works).
+  DB is a SQLite file; it is opened read-only (a read-only file or directory works,
+  unless its write-ahead log holds changes or a hot journal needs rolling back: those
+  need a user who may write the directory, and are refused rather than read past).
+  TABLE and --columns are found as SQLite finds names (users is the table Users).
+  --list and --all leave out views and the shadow tables of virtual tables (an FTS5
+  table's docs_data ...: its rows are dumped through the virtual table itself).
 
 Output:
   stdout: one JSON object per row, keys in column order, then the end record
@@ -58,8 +64,10 @@ Output:
   first, unless --where) and an ETA, cleared at the end.
 
 Exit status:
-  0 done; 64 usage error; 65 bad data (invalid UTF-8 text, corrupt file);
-  66 the database or table does not exist; 74 I/O error.
+  0 done; 64 usage error; 65 bad data (invalid UTF-8 text, corrupt file, a virtual
+  table of an extension not included); 66 the database or table does not exist;
+  74 I/O error; 75 locked by another connection for over 10 s, or a hot journal to
+  roll back first; 77 permission denied (the file, or a log it needs).
 
 Examples:
   sqlite-dump app.sqlite melody_drafts | pg-load melody_drafts
@@ -162,7 +170,7 @@ fn dump_all(conn: &Connection, a: &Args) -> Result<Status> {
     let mut stdout = std::io::stdout().lock();
     for t in sq::list_tables(conn)? {
         let info = sq::table_info(conn, &t)?;
-        let file_name = format!("{}.ndjson", t.replace(['/', '\\', '\0'], "_"));
+        let file_name = format!("{}.ndjson", file_stem(&t));
         let final_path = dir.join(&file_name);
         let tmp_path = dir.join(format!(".{file_name}.partial"));
         let file =
@@ -182,6 +190,19 @@ fn dump_all(conn: &Connection, a: &Args) -> Result<Status> {
     Ok(Status::Ok)
 }
 
+/// A table's name as a file name: `/`, `\\` and `%` percent-encoded, so that two tables
+/// never share a file (`a/b` and `a_b` are `a%2Fb.ndjson` and `a_b.ndjson`).
+fn file_stem(table: &str) -> String {
+    let mut s = String::with_capacity(table.len());
+    for c in table.chars() {
+        match c {
+            '/' | '\\' | '%' | '\0' => s.push_str(&format!("%{:02X}", c as u32)),
+            c => s.push(c),
+        }
+    }
+    s
+}
+
 /// Writes one table's rows and the end record; returns the row count.
 fn dump_table<W: Write>(conn: &Connection, info: &TableInfo, a: &Args, out: W, db: &str) -> Result<u64> {
     let table = &info.name;
@@ -189,14 +210,41 @@ fn dump_table<W: Write>(conn: &Connection, info: &TableInfo, a: &Args, out: W, d
         // Generated columns are derived data, left out as SQLite's own .dump does.
         info.columns.iter().filter(|c| a.include_generated || !c.generated).map(|c| c.name.clone()).collect()
     } else {
+        // As SQLite finds them: an exact name first, else one that differs in ASCII case.
+        let find = |c: &String| {
+            info.columns
+                .iter()
+                .find(|k| &k.name == c)
+                .or_else(|| info.columns.iter().find(|k| k.name.eq_ignore_ascii_case(c)))
+        };
+        let mut named = Vec::with_capacity(a.columns.len());
         for c in &a.columns {
-            if !info.columns.iter().any(|k| &k.name == c) {
+            let Some(k) = find(c) else {
                 let have: Vec<&str> = info.columns.iter().map(|c| c.name.as_str()).collect();
                 return Err(Error::Usage(format!("table '{table}' has no column '{c}' (it has: {})", have.join(", "))));
+            };
+            // A key twice in a row breaks the stream (docs/stream.md 2.3).
+            if named.contains(&k.name) {
+                return Err(Error::Usage(format!("--columns names column '{}' twice", k.name)));
             }
+            named.push(k.name.clone());
         }
-        a.columns.clone()
+        named
     };
+    // A row whose only key is `$end` or `$table` would read as a record, not a row.
+    if let [only] = columns.as_slice() {
+        if [pgferry::stream::END_KEY, pgferry::stream::TABLE_KEY].contains(&only.as_str()) {
+            let why =
+                format!("a row whose only key is '{only}' is a record of the stream, not a row (docs/stream.md 2.5)");
+            return Err(if a.columns.is_empty() {
+                Error::Data(format!(
+                    "table '{table}': its only column is '{only}', and {why}: rename the column in a copy of the database"
+                ))
+            } else {
+                Error::Usage(format!("--columns {only}: {why}; dump another column with it"))
+            });
+        }
+    }
     // The row's identity for error messages: rowid when there is one, else the key. A rowid
     // alias among the columns is the rowid: no column of its own (a few percent of the time).
     let alias = info.rowid_alias().and_then(|k| columns.iter().position(|c| *c == k.name));
@@ -248,7 +296,13 @@ fn dump_table<W: Write>(conn: &Connection, info: &TableInfo, a: &Args, out: W, d
     };
     let mut progress = Progress::new(TOOL, table.as_str(), Unit::Count("rows"), total, draw);
     let read_error = |e| sq::sqlite_error(format!("read table '{table}'"), e);
-    while scan.step().map_err(read_error)? {
+    loop {
+        match scan.step() {
+            Ok(true) => {}
+            Ok(false) => break,
+            // Where it stopped (a corrupt page): the rows before it were read.
+            Err(e) => return Err(sq::sqlite_error(format!("read table '{table}' after {} rows", w.rows()), e)),
+        }
         w.begin_row();
         for (i, col) in columns.iter().enumerate() {
             w.encoded_key(&keys[i]);

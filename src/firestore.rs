@@ -1274,6 +1274,14 @@ impl RowShape {
         if args.contains("--ref-paths") {
             o.values.ref_paths = true;
         }
+        // A document without fields is a row of the id alone, which must not read as a record.
+        if [stream::END_KEY, stream::TABLE_KEY].contains(&o.id_field.as_str()) {
+            return Err(Error::Usage(format!(
+                "--id-field '{}': a row of a document without fields would have this key alone, which makes \
+                 it a record of the stream, not a row (docs/stream.md 2.5); choose another name",
+                o.id_field
+            )));
+        }
         let mut keys = vec![("--id-field", &o.id_field)];
         keys.extend(o.parent_field.as_ref().map(|k| ("--parent-field", k)));
         keys.extend(o.path_field.as_ref().map(|k| ("--path-field", k)));

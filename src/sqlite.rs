@@ -9,25 +9,35 @@ use std::os::raw::c_int;
 use std::path::Path;
 use std::ptr::NonNull;
 
-/// Opens `path` read-only. A file that is missing is exit 66; one that is not a database, 65.
+/// Opens `path` read-only. A file that is missing is exit 66; one this user may not read, 77;
+/// one that is not a database, 65.
 pub fn open_read_only(path: &str) -> Result<Connection> {
     let p = Path::new(path);
-    if !p.exists() {
-        return Err(Error::NoInput(format!("open '{path}': no such file")));
+    // SQLite says only "unable to open database file"; the file system says why.
+    match std::fs::metadata(p) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::NoInput(format!("open '{path}': no such file")))
+        }
+        Err(e) => return Err(Error::io(format!("open '{path}'"), e)),
+        Ok(m) if m.is_dir() => {
+            return Err(Error::Usage(format!("open '{path}': is a directory, not a SQLite file")));
+        }
+        Ok(_) => {}
     }
-    if p.is_dir() {
-        return Err(Error::Usage(format!("open '{path}': is a directory, not a SQLite file")));
-    }
+    std::fs::File::open(p).map_err(|e| Error::io(format!("open '{path}'"), e))?;
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let uri = format!("file:{}?mode=ro", uri_escape(path));
     let conn = Connection::open_with_flags(&uri, flags).map_err(|e| open_error(path, e))?;
-    conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(|e| open_error(path, e))?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| open_error(path, e))?;
     match check_readable(&conn) {
         Ok(()) => Ok(conn),
+        Err(e) if needs_recovery(&e) => Err(recovery_error(path, &e)),
         Err(e) if is_read_only_problem(&e) && !dir_writable(p) => {
-            // A WAL database in a directory we may not write: SQLite cannot create the
-            // -shm file. Nobody can be writing it either, so reading it as immutable is safe.
+            // A WAL database in a directory we may not write: SQLite cannot create the -shm
+            // file. Reading it as immutable is safe only when no connection has it open (no
+            // -shm) and no log holds changes the main file lacks: immutable ignores both.
             drop(conn);
+            immutable_is_safe(path, e)?;
             let uri = format!("file:{}?mode=ro&immutable=1", uri_escape(path));
             let conn = Connection::open_with_flags(&uri, flags).map_err(|e| open_error(path, e))?;
             check_readable(&conn).map_err(|e| open_error(path, e))?;
@@ -37,12 +47,79 @@ pub fn open_read_only(path: &str) -> Result<Connection> {
     }
 }
 
+/// How long a read waits for another connection's lock (a writer's commit) to go.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 fn check_readable(conn: &Connection) -> rusqlite::Result<()> {
     conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))
 }
 
 fn is_read_only_problem(e: &rusqlite::Error) -> bool {
     matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::CannotOpen) | Some(rusqlite::ErrorCode::ReadOnly))
+}
+
+/// SQLite must repair the file before anyone reads it (a hot journal to roll back, a WAL
+/// index to rebuild), which a read-only connection may not do.
+fn needs_recovery(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error().map(|f| f.extended_code),
+        Some(ffi::SQLITE_READONLY_ROLLBACK | ffi::SQLITE_READONLY_RECOVERY | READONLY_CANTINIT)
+    )
+}
+
+/// SQLITE_READONLY_CANTINIT (not in every binding): a read-only WAL index not yet set up.
+const READONLY_CANTINIT: c_int = ffi::SQLITE_READONLY | (5 << 8);
+
+fn recovery_error(path: &str, e: &rusqlite::Error) -> Error {
+    let what = match e.sqlite_error().map(|f| f.extended_code) {
+        Some(ffi::SQLITE_READONLY_ROLLBACK) => {
+            format!("'{path}-journal' is a hot journal (a write was cut off) that must be rolled back")
+        }
+        _ => format!("its write-ahead log must be recovered into '{path}-shm'"),
+    };
+    Error::TempFail(format!(
+        "open '{path}': {what} before the database can be read, and pgferry only reads: open it once \
+         with the application (or 'sqlite3 {path} \"PRAGMA quick_check\"' as its owner), then run again"
+    ))
+}
+
+/// Refuses the immutable fallback when it would read something else than the database holds.
+fn immutable_is_safe(path: &str, cause: rusqlite::Error) -> Result<()> {
+    let shm = format!("{path}-shm");
+    if Path::new(&shm).exists() {
+        // Another connection has the database open (or had, and crashed): its log may be
+        // being written, so we must read through its index, which we cannot.
+        return Err(match std::fs::File::open(&shm) {
+            Err(e) => Error::io(format!("open '{path}': read its WAL index '{shm}'"), e),
+            Ok(_) => open_error(path, cause),
+        });
+    }
+    // A log longer than its 32-byte header holds commits the main file may lack.
+    let wal = format!("{path}-wal");
+    if let Ok(m) = std::fs::metadata(&wal) {
+        if m.len() > 32 {
+            return Err(Error::NoPermission(format!(
+                "open '{path}': its write-ahead log '{wal}' holds {} bytes of changes that may not be in the \
+                 database file yet, and SQLite needs to create '{shm}' to read them, in a directory this user \
+                 may not write: run as a user who may (the application's), or let the application checkpoint \
+                 it first (PRAGMA wal_checkpoint(TRUNCATE))",
+                m.len()
+            )));
+        }
+    }
+    // A journal that starts with its magic is hot: the main file holds half a transaction.
+    let journal = format!("{path}-journal");
+    let mut magic = [0u8; 8];
+    let hot = std::fs::File::open(&journal).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic)).is_ok()
+        && magic == [0xd9, 0xd5, 0x05, 0xf9, 0x20, 0xa1, 0x63, 0xd7];
+    if hot {
+        return Err(Error::TempFail(format!(
+            "open '{path}': '{journal}' is a hot journal (a write was cut off) that must be rolled back before \
+             the database can be read, which needs a user who may write its directory: open it once with the \
+             application, then run again"
+        )));
+    }
+    Ok(())
 }
 
 fn dir_writable(p: &Path) -> bool {
@@ -71,22 +148,28 @@ fn uri_escape(path: &str) -> String {
 }
 
 fn open_error(path: &str, e: rusqlite::Error) -> Error {
-    let msg = format!("open '{path}': {}", sqlite_cause(&e));
-    match e.sqlite_error_code() {
-        Some(rusqlite::ErrorCode::NotADatabase) => Error::Data(msg),
-        Some(rusqlite::ErrorCode::DatabaseCorrupt) => Error::Data(msg),
-        Some(rusqlite::ErrorCode::DatabaseBusy) | Some(rusqlite::ErrorCode::DatabaseLocked) => Error::TempFail(msg),
-        _ => Error::Io(msg),
-    }
+    sqlite_error(format!("open '{path}'"), e)
 }
 
 /// A rusqlite error in one line without Debug noise.
 pub fn sqlite_cause(e: &rusqlite::Error) -> String {
+    use rusqlite::ErrorCode::*;
     match e {
         // The backup API reports a full disk with the other connection's message ("not an error").
-        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DiskFull => {
+        rusqlite::Error::SqliteFailure(f, _) if f.code == DiskFull => {
             "the disk is full (no space left to write; SQLite's SQLITE_FULL)".to_string()
         }
+        rusqlite::Error::SqliteFailure(f, m) if matches!(f.code, DatabaseBusy | DatabaseLocked) => format!(
+            "{}: another connection holds a lock on it (waited {} s; retry once it is released, or stop the \
+             application's writers first)",
+            m.as_deref().unwrap_or("database is locked"),
+            BUSY_TIMEOUT.as_secs()
+        ),
+        rusqlite::Error::SqliteFailure(_, Some(m)) if m.starts_with("no such module") => {
+            format!("{m} (a virtual table of a SQLite extension that pgferry does not include)")
+        }
+        // The code's name only where SQLite's message does not already say it.
+        rusqlite::Error::SqliteFailure(f, Some(m)) if m == code_name(f.code) || f.code == Unknown => m.clone(),
         rusqlite::Error::SqliteFailure(f, Some(m)) => format!("{m} ({})", code_name(f.code)),
         rusqlite::Error::SqliteFailure(f, None) => code_name(f.code).to_string(),
         other => other.to_string(),
@@ -115,6 +198,10 @@ pub fn sqlite_error(what: impl std::fmt::Display, e: rusqlite::Error) -> Error {
         Some(rusqlite::ErrorCode::DatabaseCorrupt) | Some(rusqlite::ErrorCode::NotADatabase) => Error::Data(msg),
         Some(rusqlite::ErrorCode::DatabaseBusy) | Some(rusqlite::ErrorCode::DatabaseLocked) => Error::TempFail(msg),
         Some(rusqlite::ErrorCode::PermissionDenied) => Error::NoPermission(msg),
+        // A table we cannot read at all: data this build cannot take, not an I/O failure.
+        _ if matches!(&e, rusqlite::Error::SqliteFailure(_, Some(m)) if m.starts_with("no such module")) => {
+            Error::Data(msg)
+        }
         _ => Error::Io(msg),
     }
 }
@@ -126,9 +213,21 @@ pub fn begin_snapshot(conn: &Connection) -> Result<()> {
     conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(())).map_err(|e| sqlite_error("read the schema", e))
 }
 
-/// The user tables, in name order (SQLite's internal `sqlite_*` tables left out).
+/// The user tables, in name order: ordinary and virtual tables, without SQLite's internal
+/// `sqlite_*` tables and without the shadow tables where virtual tables keep their data
+/// (an FTS5 table `docs` has `docs_data`, `docs_idx`, ...: its rows are read through `docs`).
 pub fn list_tables(conn: &Connection) -> Result<Vec<String>> {
-    tables_where(conn, "name NOT LIKE 'sqlite\\_%' ESCAPE '\\'")
+    let mut st = conn
+        .prepare(
+            "SELECT name FROM pragma_table_list WHERE schema = 'main' AND type IN ('table', 'virtual') \
+             AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name",
+        )
+        .map_err(|e| sqlite_error("list tables", e))?;
+    let names = st
+        .query_map([], |r| r.get::<_, String>(0))
+        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+        .map_err(|e| sqlite_error("list tables", e))?;
+    Ok(names)
 }
 
 /// The names of the tables in `sqlite_master` that meet `condition` (SQL over its columns),
@@ -192,16 +291,23 @@ impl TableInfo {
     }
 }
 
-/// Describes `table`; a missing table is exit 66.
+/// Describes `table`, found as SQLite finds names (ASCII letters in any case: `users` is the
+/// table `Users`); `TableInfo::name` is its name as stored. A missing table is exit 66.
 pub fn table_info(conn: &Connection, table: &str) -> Result<TableInfo> {
-    let sql: Option<String> = conn
-        .query_row("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?1", [table], |r| r.get(0))
+    let found: Option<(String, String)> = conn
+        .query_row(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'table' AND name = ?1 COLLATE NOCASE \
+             ORDER BY name = ?1 DESC LIMIT 1",
+            [table],
+            |r| Ok((r.get(0)?, r.get::<_, Option<String>>(1)?.unwrap_or_default())),
+        )
         .map(Some)
         .or_else(|e| if matches!(e, rusqlite::Error::QueryReturnedNoRows) { Ok(None) } else { Err(e) })
         .map_err(|e| sqlite_error(format!("look up table '{table}'"), e))?;
-    let Some(sql) = sql else {
-        return Err(Error::NoInput(format!("table '{table}' does not exist")));
+    let Some((name, sql)) = found else {
+        return Err(missing_table(conn, table));
     };
+    let table = name.as_str();
     let mut st = conn
         .prepare(&format!("PRAGMA table_xinfo({})", quote_ident(table)))
         .map_err(|e| sqlite_error(format!("describe table '{table}'"), e))?;
@@ -233,7 +339,31 @@ pub fn table_info(conn: &Connection, table: &str) -> Result<TableInfo> {
         .map_err(|e| sqlite_error(format!("describe table '{table}'"), e))?
         .iter()
         .any(|origin| origin == "pk");
-    Ok(TableInfo { name: table.to_string(), columns, has_rowid, pk_index })
+    Ok(TableInfo { name, columns, has_rowid, pk_index })
+}
+
+/// Exit 66 for a table that is not there, saying what is (a view of that name, the tables).
+fn missing_table(conn: &Connection, table: &str) -> Error {
+    let db = conn.path().filter(|p| !p.is_empty()).map(|p| format!(" in '{p}'")).unwrap_or_default();
+    let kind: Option<String> = conn
+        .query_row("SELECT type FROM sqlite_master WHERE name = ?1 COLLATE NOCASE LIMIT 1", [table], |r| r.get(0))
+        .ok();
+    if let Some(kind) = kind {
+        return Error::NoInput(format!(
+            "table '{table}' does not exist{db}: '{table}' is {} {kind}, not a table (dump the tables it reads)",
+            if kind.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" }
+        ));
+    }
+    let have = list_tables(conn).unwrap_or_default();
+    let shown: Vec<&str> = have.iter().take(12).map(String::as_str).collect();
+    let more = if have.len() > shown.len() { format!(", … ({} in all)", have.len()) } else { String::new() };
+    Error::NoInput(match have.is_empty() {
+        true if conn.path().and_then(|p| std::fs::metadata(p).ok()).is_some_and(|m| m.len() == 0) => {
+            format!("table '{table}' does not exist{db}: the file is empty (0 bytes; the wrong path?)")
+        }
+        true => format!("table '{table}' does not exist{db}: the database has no tables"),
+        false => format!("table '{table}' does not exist{db} (it has: {}{more})", shown.join(", ")),
+    })
 }
 
 /// `count(*)` of a table.

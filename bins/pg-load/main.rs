@@ -70,9 +70,6 @@ Run options:
   -q, --quiet           No progress line, count lines or summary on stderr:
                         errors and warnings only (the exit status, the run log
                         and --report say how it went).
-  --step NAME           One table: record the run as this plan step's
-                        (scripts/migrate --per-step passes it), in the run log
-                        and --report.
   --plan PLAN           Load the plan's steps (docs/plan.md) from one stream.
   --from STEP           With --plan: start at this step.
   --steps A,B           With --plan: only these steps (in plan order).
@@ -135,6 +132,8 @@ Table options (on the command line, or in a plan step's \"load\" array):
                         (outside the load's transaction, as VACUUM must be).
   --source NAME         What to record as the source [default: from the stream;
                         in a plan run, the step's source].
+  --step NAME           The plan step this load is (a per-step migrate): the run
+                        log and the report name it, as a plan run does.
   -h, --help            Show this help.
   -V, --version         Show the version.
 
@@ -189,9 +188,6 @@ impl Mode {
 /// plus the run's own options.
 struct Args {
     table: String,
-    /// The plan step this single-table run loads (`--step`, per-step runs); a plan run
-    /// knows its steps itself.
-    step: Option<String>,
     db: Option<String>,
     mode: Mode,
     key: Vec<String>,
@@ -218,6 +214,8 @@ struct RunOptions {
     stall_timeout: u64,
     /// `--report FILE`.
     report: Option<String>,
+    /// `--step NAME`: the plan step a single-table load is (a per-step migrate run).
+    step: Option<String>,
 }
 
 /// The run-level options, which a plan step's `load` array may not give.
@@ -237,19 +235,22 @@ const RUN_OPTIONS: &[&str] = &[
 ];
 
 enum Command {
-    Table(Args, Option<String>),
+    /// One table's load, the `--report` file and the `--step` name.
+    Table(Args, Option<String>, Option<String>),
     Plan(plan::PlanArgs),
 }
 
 fn parse(args: &mut pico_args::Arguments) -> Result<Command> {
     let run = parse_run_options(args)?;
     if let Some(path) = cli::opt(args, "--plan")? {
+        if run.step.is_some() {
+            return Err(Error::Usage("--step names the step of a single-table load; a plan run takes --steps".into()));
+        }
         return plan::parse(args, path, run).map(Command::Plan);
     }
     let mut a = parse_load(args, String::new(), &run)?;
-    a.step = cli::opt(args, "--step")?;
     a.table = cli::positional(args, "TABLE")?;
-    Ok(Command::Table(a, run.report))
+    Ok(Command::Table(a, run.report, run.step))
 }
 
 fn parse_run_options(args: &mut pico_args::Arguments) -> Result<RunOptions> {
@@ -279,7 +280,16 @@ fn parse_run_options(args: &mut pico_args::Arguments) -> Result<RunOptions> {
         lock_timeout,
         stall_timeout,
         report: cli::opt(args, "--report")?,
+        step: cli::opt(args, "--step")?.map(step_name).transpose()?,
     })
+}
+
+/// A `--step` value: a step name as a plan has them (one line, not empty).
+fn step_name(s: String) -> Result<String> {
+    if s.is_empty() || s.chars().any(char::is_control) {
+        return Err(Error::Usage(format!("--step takes a plan step's name, not {s:?}")));
+    }
+    Ok(s)
 }
 
 /// One table's load options, the same for the command line and a plan step's `load`.
@@ -323,14 +333,13 @@ fn parse_load(args: &mut pico_args::Arguments, table: String, run: &RunOptions) 
         lock_timeout: run.lock_timeout,
         stall_timeout: run.stall_timeout,
         table,
-        step: None,
     };
     Ok(a)
 }
 
 fn run(c: Command) -> Result<Status> {
     match c {
-        Command::Table(a, report) => run_table(a, report),
+        Command::Table(a, report, step) => run_table(a, report, step),
         Command::Plan(p) => plan::run(p),
     }
 }
@@ -466,17 +475,17 @@ pub fn input() -> report::Counted<std::io::BufReader<stall::Watched<std::io::Std
     report::Counted(std::io::BufReader::with_capacity(1 << 17, stall::Watched(std::io::stdin().lock())))
 }
 
-fn run_table(a: Args, report: Option<String>) -> Result<Status> {
+fn run_table(a: Args, report: Option<String>, step: Option<String>) -> Result<Status> {
     let report = report.as_deref().map(report::Report::at).transpose()?;
     let mut done = report::Done::default();
-    let result = load_table(&a, &mut done);
-    let table = report::Table { step: a.step.as_deref(), table: &a.table, mode: a.mode, done: &done };
+    let result = load_table(&a, step.as_deref(), &mut done);
+    let table = report::Table { step: step.as_deref(), table: &a.table, mode: a.mode, done: &done };
     report::finish(report.as_ref(), &[table], result)
 }
 
-fn load_table(a: &Args, done: &mut report::Done) -> Result<Status> {
-    let tables = [(a.step.as_deref(), a.table.as_str(), a.mode.name())];
-    let mut s = open_session(a.db.as_deref(), &a.runs_table, a.stall_timeout, &tables)?;
+fn load_table(a: &Args, step: Option<&str>, done: &mut report::Done) -> Result<Status> {
+    let mut s =
+        open_session(a.db.as_deref(), &a.runs_table, a.stall_timeout, &[(step, a.table.as_str(), a.mode.name())])?;
     let run_id = s.runs[0];
     let started = Instant::now();
     let mut outcome = Outcome::default();

@@ -144,7 +144,8 @@ fn source_check(out: &mut Report, s: &Step) {
         Source::Sqlite { db, table } => {
             let found = pgferry::sqlite::open_read_only(db)
                 .and_then(|c| pgferry::sqlite::list_tables(&c))
-                .map(|t| t.iter().any(|n| n == table));
+                // As SQLite (and sqlite-dump) find names: ASCII case does not matter.
+                .map(|t| t.iter().any(|n| n.eq_ignore_ascii_case(table)));
             match found {
                 Ok(held) => out.check(held, format!("step {step}: table {table} in {db}")),
                 Err(e) => out.missing(format!("step {step}: table {table} in {db}: {}", e.message())),
@@ -170,8 +171,9 @@ fn uncovered_tables(steps: &[Step]) {
             continue; // reported by source_check
         };
         for t in tables {
-            let covered =
-                steps.iter().any(|s| matches!(&s.src, Source::Sqlite { db: d, table } if d == db && *table == t));
+            let covered = steps.iter().any(
+                |s| matches!(&s.src, Source::Sqlite { db: d, table } if d == db && table.eq_ignore_ascii_case(&t)),
+            );
             if !covered {
                 println!("note     table {t} in {db}: no step of the plan copies it");
             }

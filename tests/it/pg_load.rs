@@ -237,6 +237,10 @@ fn bad_input_is_refused_with_line_column_value_and_nothing_commits() {
     load(&pg, "logs", stream(&[good]), &["--mode", "sideways"])
         .expect(64)
         .stderr_has(&["--mode must be", "Try 'pg-load --help'"]);
+    load(&pg, "logs", stream(&[good]), &["--step", ""]).expect(64).stderr_has(&["--step takes a plan step's name"]);
+    load(&pg, "logs", stream(&[good]), &["--plan", "p.ndjson", "--step", "a"])
+        .expect(64)
+        .stderr_has(&["a plan run takes --steps"]);
 }
 
 #[test]

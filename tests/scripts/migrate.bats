@@ -24,6 +24,8 @@ load helpers
   run -0 "${SCRIPTS}/migrate" status
   [[ "${output}" =~ 1\ +customers\ +success\ +[0-9T:-]+Z\ +20/20/0 ]]
   [[ "${output}" =~ 2\ +notes\ +success\ +[0-9T:-]+Z\ +50/50/0 ]]
+  # Each step's run is recorded under its step's name, as an atomic run records it.
+  [[ "$(pg -c "SELECT string_agg(step || '=' || target, ' ' ORDER BY id) FROM _migration_runs")" == "1=customers 2=notes" ]]
 
   local before
   before="$(pg -c 'SELECT md5(array_agg(n ORDER BY id)::text) FROM notes n')"
@@ -145,8 +147,7 @@ SQL
   pg -c 'TRUNCATE customers, notes'
   sqlite3 "${APPDB}" "UPDATE notes SET tick = 'soon' WHERE id = 7"
   run -65 "${SCRIPTS}/migrate" --per-step --execute --report "${W}/report.ndjson"
-  [[ "$(jq -sc 'map([.table, .source_rows, .outcome, .committed])' "${W}/report.ndjson")" == \
-    '[["customers",20,"success",true],["notes",7,"failed",false]]' ]]
-  [[ "$(jq -sc 'map(.step)' "${W}/report.ndjson")" == '["1","2"]' ]]
+  [[ "$(jq -sc 'map([.step, .table, .source_rows, .outcome, .committed])' "${W}/report.ndjson")" == \
+    '[["1","customers",20,"success",true],["2","notes",7,"failed",false]]' ]]
   [[ "$(jq -r 'select(.table == "notes") | .error' "${W}/report.ndjson")" == *"line 7"* ]]
 }

@@ -70,3 +70,10 @@ deb() {
   [[ "${stderr}" == *"pg-load: notes: Source: 2 rows → Postgres: 2 rows ✓"* ]]
   [[ "${output}" == *"hello"*"world"*"(2 rows)"* ]]
 }
+
+@test "the package names its maintainer from DEBFULLNAME and DEBEMAIL, as Debian's tools read them" {
+  local pkg
+  pkg="$(DEBFULLNAME="Ada Lovelace" DEBEMAIL="ada@example.org" "${BATS_TEST_DIRNAME}/../../packaging/build-deb" "${W}/deb-m")"
+  run -0 dpkg-deb --field "${pkg}" Maintainer
+  [[ "${output}" == "Ada Lovelace <ada@example.org>" ]]
+}
