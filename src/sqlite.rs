@@ -294,17 +294,17 @@ impl TableInfo {
 /// Describes `table`, found as SQLite finds names (ASCII letters in any case: `users` is the
 /// table `Users`); `TableInfo::name` is its name as stored. A missing table is exit 66.
 pub fn table_info(conn: &Connection, table: &str) -> Result<TableInfo> {
-    let found: Option<(String, String)> = conn
+    let found: Option<String> = conn
         .query_row(
-            "SELECT name, sql FROM sqlite_master WHERE type = 'table' AND name = ?1 COLLATE NOCASE \
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?1 COLLATE NOCASE \
              ORDER BY name = ?1 DESC LIMIT 1",
             [table],
-            |r| Ok((r.get(0)?, r.get::<_, Option<String>>(1)?.unwrap_or_default())),
+            |r| r.get(0),
         )
         .map(Some)
         .or_else(|e| if matches!(e, rusqlite::Error::QueryReturnedNoRows) { Ok(None) } else { Err(e) })
         .map_err(|e| sqlite_error(format!("look up table '{table}'"), e))?;
-    let Some((name, sql)) = found else {
+    let Some(name) = found else {
         return Err(missing_table(conn, table));
     };
     let table = name.as_str();
@@ -332,7 +332,13 @@ pub fn table_info(conn: &Connection, table: &str) -> Result<TableInfo> {
         .filter(|(_, hidden)| *hidden != 1) // hidden columns of virtual tables
         .map(|(c, _)| c)
         .collect();
-    let has_rowid = !sql.to_ascii_uppercase().replace(char::is_whitespace, "").contains("WITHOUTROWID");
+    // SQLite's own answer: the words in the CREATE statement could be a name or a default.
+    let has_rowid = conn
+        .query_row("SELECT wr FROM pragma_table_list WHERE schema = 'main' AND name = ?1", [table], |r| {
+            r.get::<_, i64>(0)
+        })
+        .map_err(|e| sqlite_error(format!("describe table '{table}'"), e))?
+        == 0;
     let pk_index = conn
         .prepare(&format!("PRAGMA index_list({})", quote_ident(table)))
         .and_then(|mut st| st.query_map([], |r| r.get::<_, String>(3))?.collect::<rusqlite::Result<Vec<_>>>())

@@ -66,7 +66,16 @@ fn compare(c: &Check, source: Spec, dest: Spec) -> Result<Found> {
     let dmeta = side::meta(&dest, &c.ctx).map_err(|e| e.context(&c.dest_text))?;
     let rename: HashMap<String, String> = o.map.iter().cloned().collect();
     let to_dest = |n: &str| rename.get(n).cloned().unwrap_or_else(|| n.to_string());
-    let ignore: HashSet<String> = o.ignore.iter().cloned().collect();
+    let mut ignore: HashSet<String> = o.ignore.iter().cloned().collect();
+    // A SQLite generated column is compared where the destination has that column (each side
+    // computes it); otherwise it is left out, as sqlite-dump leaves it out of the stream.
+    if let Some(info) = &smeta.sqlite {
+        for col in info.columns.iter().filter(|col| col.generated) {
+            if !dmeta.columns.as_ref().is_some_and(|dc| dc.contains(&to_dest(&col.name))) {
+                ignore.insert(col.name.clone());
+            }
+        }
+    }
     // Column types come from the PostgreSQL side: the destination's, else the source's.
     let mut types: HashMap<String, ColType> = HashMap::new();
     if let Some(cols) = &dmeta.pg_columns {

@@ -292,6 +292,38 @@ fn count_check_reads_hostile_sqlite_as_sqlite_dump_writes_it() {
 }
 
 #[test]
+fn count_check_compares_generated_columns_only_where_the_destination_has_them() {
+    let t = TempDir::new();
+    let db = t.str("g.db");
+    sqlite_db(
+        &t.path("g.db"),
+        "CREATE TABLE g (id INTEGER PRIMARY KEY, v TEXT, shout TEXT AS (upper(v)) VIRTUAL,
+           twice INTEGER GENERATED ALWAYS AS (id * 2) STORED);
+         INSERT INTO g (id, v) VALUES (1, 'a'), (2, 'b');",
+    );
+    let side = format!("sqlite:{db}:g");
+    // sqlite-dump leaves them out of the stream; count-check then leaves them out too.
+    let dump = cmd("sqlite-dump").args([&db, "g"]).ok();
+    std::fs::write(t.path("g.ndjson"), &dump.out.stdout).unwrap();
+    cmd("count-check").args(["--full", &side, &format!("ndjson:{}", t.str("g.ndjson"))]).ok();
+    // A table without them: the natural load, which holds.
+    let pg = Pg::new();
+    pg.exec(
+        "CREATE TABLE g (id bigint PRIMARY KEY, v text); CREATE TABLE h (id bigint PRIMARY KEY, v text, shout text)",
+    );
+    cmd("pg-load").args(["--db", &pg.url, "g"]).stdin(dump.out.stdout.clone()).ok();
+    cmd("count-check").args(["--db", &pg.url, "--full", &side, "pg:g"]).ok();
+    // One that has a column of the name: compared, so a wrong value is found.
+    let with = cmd("sqlite-dump").args(["--include-generated", "--columns", "id,v,shout", &db, "g"]).ok();
+    cmd("pg-load").args(["--db", &pg.url, "h"]).stdin(with.out.stdout).ok();
+    pg.exec("UPDATE h SET shout = 'wrong' WHERE id = 2");
+    cmd("count-check")
+        .args(["--db", &pg.url, "--full", &side, "pg:h"])
+        .expect(1)
+        .stderr_has(&["changed {\"id\":2}: shout: \"B\" → \"wrong\""]);
+}
+
+#[test]
 fn firestore_odd_collections_fields_and_sizes() {
     let fs = Fs::new();
     let big = "é".repeat(250_000);
@@ -342,4 +374,48 @@ fn firestore_odd_collections_fields_and_sizes() {
     // A key twice in a row, or the id alone under a record's key, would break the stream.
     fs.export().args(["big", "--fields", "s,s"]).expect(64).stderr_has(&["--fields names 's' twice"]);
     fs.export().args(["big", "--id-field", "$end"]).expect(64).stderr_has(&["a record of the stream"]);
+}
+
+#[test]
+fn words_in_the_schema_are_not_the_schema() {
+    // "WITHOUT ROWID" as a table's name or in a default is not the clause.
+    let t = TempDir::new();
+    let db = t.str("w.db");
+    sqlite_db(
+        &t.path("w.db"),
+        "CREATE TABLE \"without rowid\" (x); INSERT INTO \"without rowid\" VALUES (1);
+         CREATE TABLE d (a TEXT DEFAULT 'WITHOUT ROWID'); INSERT INTO d VALUES ('z');
+         CREATE TABLE s (id INTEGER PRIMARY KEY, a ANY) STRICT; INSERT INTO s VALUES (2, 'x'), (1, 2.5);",
+    );
+    let rows = cmd("sqlite-dump").args([&db, "without rowid"]).ok().json_lines();
+    assert_eq!(rows[0], json!({"x": 1}));
+    let rows = cmd("sqlite-dump").args([&db, "d"]).ok().json_lines();
+    assert_eq!(rows[0], json!({"a": "z"}));
+    let rows = cmd("sqlite-dump").args([&db, "s"]).ok().json_lines();
+    assert_eq!(rows[..2], [json!({"id": 1, "a": 2.5}), json!({"id": 2, "a": "x"})]);
+    cmd("count-check").arg(format!("sqlite:{db}:d")).arg(format!("sqlite:{db}:d")).args(["--full", "--key", "a"]).ok();
+}
+
+#[test]
+fn a_writer_holding_a_lock_is_waited_for_then_named() {
+    let t = TempDir::new();
+    // WAL: a writer's open transaction does not stop a reader, nor is it read.
+    let wal = t.path("wal.db");
+    sqlite_db(&wal, "PRAGMA journal_mode=WAL; CREATE TABLE x (id INTEGER PRIMARY KEY); INSERT INTO x VALUES (1);");
+    let w = rusqlite::Connection::open(&wal).unwrap();
+    w.execute_batch("BEGIN IMMEDIATE; INSERT INTO x VALUES (2);").unwrap();
+    let rows = cmd("sqlite-dump").arg(&wal).arg("x").ok().json_lines();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    drop(w);
+    // A rollback journal's writer mid-commit holds the file: waited for (10 s), then 75.
+    let db = t.path("j.db");
+    sqlite_db(&db, "CREATE TABLE x (id INTEGER PRIMARY KEY); INSERT INTO x VALUES (1);");
+    let w = rusqlite::Connection::open(&db).unwrap();
+    w.execute_batch("BEGIN EXCLUSIVE; INSERT INTO x VALUES (2);").unwrap();
+    let started = std::time::Instant::now();
+    let r = cmd("sqlite-dump").arg(&db).arg("x").expect(75);
+    assert!(started.elapsed() >= std::time::Duration::from_secs(9), "did not wait for the lock");
+    r.stderr_has(&["database is locked: another connection holds a lock on it (waited 10 s"]);
+    assert!(r.stdout().is_empty());
+    w.execute_batch("ROLLBACK").unwrap();
 }
