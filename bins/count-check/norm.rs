@@ -459,6 +459,9 @@ mod tests {
             generated: false,
             sequence: None,
             scale: None,
+            length: None,
+            blank_padded: false,
+            precision: None,
         })
     }
 

@@ -11,6 +11,7 @@ mod count_check;
 mod fs_export;
 mod fs_proxy;
 mod harness;
+mod hostile_load;
 mod hostile_source;
 mod hostile_tools;
 mod pg_load;
