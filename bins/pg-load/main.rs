@@ -119,7 +119,8 @@ Table options (on the command line, or in a plan step's \"load\" array):
                         foreign keys are dropped for the load and re-added NOT
                         VALID; validate them later (the command is printed).
                         In a plan run they are re-added and validated before
-                        COMMIT.
+                        COMMIT (a key into a table no step of the run loads
+                        comes back NOT VALID while its parents are missing).
   --ensure-partitions   The target is range-partitioned by time: create the
                         partitions the rows need (as pg-partition ensure does,
                         same names, same lock) in the load's transaction.
