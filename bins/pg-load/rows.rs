@@ -204,7 +204,7 @@ impl RowSource {
                     Some(c) => c,
                     None => {
                         let v: Value = serde_json::from_str(raw).map_err(|e| unreadable(line, col, raw, &e))?;
-                        convert_value(&v, col, opts, line)?
+                        convert_value(&v, raw, col, opts, line)?
                     }
                 };
                 if col.length.is_some() {
@@ -330,8 +330,15 @@ fn unreadable(line: u64, col: &ColumnInfo, raw: &str, e: &serde_json::Error) -> 
     Error::Data(format!("line {line}, column '{}': value {shown}: {why} (column type {})", col.name, col.type_name))
 }
 
-fn convert_value(v: &Value, col: &ColumnInfo, opts: &Options, line: u64) -> Result<Cell> {
+fn convert_value(v: &Value, raw: &str, col: &ColumnInfo, opts: &Options, line: u64) -> Result<Cell> {
     convert::convert(v, &col.kind, opts).map_err(|cause| {
-        convert::conversion_error(line, &col.name, v, &format!("{cause} (column type {})", col.type_name))
+        let cause = format!("{cause} (column type {})", col.type_name);
+        match v {
+            // A number as the stream wrote it (serde_json writes 1e400 as 1e+400).
+            Value::Number(_) if raw.len() <= 60 => {
+                Error::Data(format!("line {line}, column '{}': value {raw}: {cause}", col.name))
+            }
+            _ => convert::conversion_error(line, &col.name, v, &cause),
+        }
     })
 }

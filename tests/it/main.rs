@@ -13,6 +13,7 @@ mod fs_proxy;
 mod harness;
 mod hostile_load;
 mod hostile_source;
+mod hostile_tools;
 mod pg_load;
 mod pg_partition;
 mod pg_proxy;
