@@ -84,6 +84,9 @@ fn files_that_are_not_databases_or_cannot_be_read() {
     std::fs::copy(&big, &odd).unwrap();
     let list = cmd("sqlite-dump").arg("--list").arg(&odd).ok().json_lines();
     assert_eq!(list, vec![json!({"table": "n", "rows": 20000})]);
+    // `//tmp/x` is a path, not the URI authority `tmp`.
+    let list = cmd("sqlite-dump").arg("--list").arg(format!("/{}", big.display())).ok().json_lines();
+    assert_eq!(list, vec![json!({"table": "n", "rows": 20000})]);
     // No permission to read the file, or to enter its directory: 77, not "no such file".
     let locked = t.path("locked");
     std::fs::create_dir(&locked).unwrap();
