@@ -328,10 +328,10 @@ pub fn convert(v: &Value, kind: &Kind, opts: &Options) -> std::result::Result<Ce
         Kind::Text | Kind::Enum | Kind::Other(_) => to_text(v, opts).map(Cell::Text),
         Kind::Bool => to_bool(v).map(Cell::Bool),
         Kind::Int2 => {
-            to_int(v).and_then(|n| i16::try_from(n).map(Cell::Int2).map_err(|_| "out of range for smallint".into()))
+            int_in(v, "smallint").and_then(|n| i16::try_from(n).map(Cell::Int2).map_err(|_| out_of("smallint")))
         }
         Kind::Int4 => {
-            to_int(v).and_then(|n| i32::try_from(n).map(Cell::Int4).map_err(|_| "out of range for integer".into()))
+            int_in(v, "integer").and_then(|n| i32::try_from(n).map(Cell::Int4).map_err(|_| out_of("integer")))
         }
         Kind::Int8 => to_int(v).map(Cell::Int8),
         Kind::Float8 => to_float(v).map(Cell::Float8),
@@ -498,6 +498,15 @@ fn to_bool(v: &Value) -> std::result::Result<bool, String> {
         },
         other => Err(format!("cannot read {} as a boolean", kind_name(other))),
     }
+}
+
+fn out_of(type_name: &str) -> String {
+    format!("out of range for {type_name}")
+}
+
+/// [`to_int`] for a column of a narrower type: beyond 64 bits is out of its range too.
+fn int_in(v: &Value, type_name: &str) -> std::result::Result<i64, String> {
+    to_int(v).map_err(|e| if e.starts_with("out of range") { out_of(type_name) } else { e })
 }
 
 fn to_int(v: &Value) -> std::result::Result<i64, String> {
@@ -739,7 +748,10 @@ pub fn text_to_timestamp(s: &str, opts: &Options, tz: bool) -> std::result::Resu
                     format!("this time is outside the years the rules of zone {} cover", opts.assume_tz.name())
                 })
             }
-            None => Err("cannot read this text as a timestamp (ISO 8601; --date-format FMT reads others)".to_string()),
+            None => Err(match timefmt::diagnose(t) {
+                Some(why) => format!("cannot read this text as a timestamp: {why}"),
+                None => "cannot read this text as a timestamp (ISO 8601; --date-format FMT reads others)".to_string(),
+            }),
         };
     };
     // timestamptz: no offset means the assumed zone. timestamp: a written offset is
@@ -827,7 +839,10 @@ fn to_date(v: &Value, opts: &Options) -> std::result::Result<i32, String> {
             (None, Some(f)) => parse_with_format(s.trim(), f)
                 .map_err(|e| format!("cannot read this text as a date: it is not ISO 8601 and {e}"))?,
             (None, None) => {
-                return Err("cannot read this text as a date (ISO 8601; --date-format FMT reads others)".into())
+                return Err(match timefmt::diagnose(s) {
+                    Some(why) => format!("cannot read this text as a date: {why}"),
+                    None => "cannot read this text as a date (ISO 8601; --date-format FMT reads others)".into(),
+                })
             }
         },
         Value::Number(_) => to_timestamp(v, opts, true)?,
@@ -841,9 +856,13 @@ fn to_date(v: &Value, opts: &Options) -> std::result::Result<i32, String> {
 
 fn to_time(v: &Value) -> std::result::Result<i64, String> {
     let Value::String(s) = v else { return Err(format!("cannot read {} as a time of day", kind_name(v))) };
-    let p = timefmt::parse_timestamp(&format!("1970-01-01T{}", s.trim()))
-        .filter(|p| p.offset.is_none())
-        .ok_or_else(|| "cannot read this text as a time of day (HH:MM[:SS[.ffffff]])".to_string())?;
+    let text = format!("1970-01-01T{}", s.trim());
+    let p = timefmt::parse_timestamp(&text).filter(|p| p.offset.is_none()).ok_or_else(|| {
+        match timefmt::diagnose(&text).filter(|_| s.trim().as_bytes().get(2) == Some(&b':')) {
+            Some(why) => format!("cannot read this text as a time of day: {why}"),
+            None => "cannot read this text as a time of day (HH:MM[:SS[.ffffff]])".to_string(),
+        }
+    })?;
     Ok(p.micros)
 }
 
@@ -1031,18 +1050,61 @@ pub fn check_length(text: &str, col: &ColumnInfo) -> std::result::Result<(), Str
     }
 }
 
-/// [`check_length`] of a converted cell (text, or an array's text elements).
-pub fn check_cell_length(cell: &Cell, col: &ColumnInfo) -> std::result::Result<(), String> {
+/// Whether `col` has a type modifier [`check_fits`] checks (`varchar(n)`, `numeric(p,s)`).
+pub fn has_limit(col: &ColumnInfo) -> bool {
+    col.length.is_some() || col.numeric_precision.is_some()
+}
+
+/// A converted cell against its column's declared size: text by [`check_length`], a numeric
+/// by [`check_numeric_fits`] (an array's elements too), so the error names the value.
+pub fn check_fits(cell: &Cell, col: &ColumnInfo) -> std::result::Result<(), String> {
     match cell {
         Cell::Text(t) => check_length(t, col),
+        Cell::Numeric(n) => check_numeric_fits(n, col),
         Cell::Array(items, _) => {
             for (i, c) in items.iter().enumerate() {
-                check_cell_length(c, col).map_err(|e| format!("element {i}: {e}"))?;
+                check_fits(c, col).map_err(|e| format!("element {i}: {e}"))?;
             }
             Ok(())
         }
         _ => Ok(()),
     }
+}
+
+/// A numeric that `numeric(p,s)` cannot hold (PostgreSQL's "numeric field overflow"): after
+/// rounding to s fraction digits its first nonzero digit is more than p - s places before the
+/// point; or it is infinite.
+pub fn check_numeric_fits(text: &str, col: &ColumnInfo) -> std::result::Result<(), String> {
+    let (Some(p), Some(s)) = (col.numeric_precision, col.scale) else { return Ok(()) };
+    let (p, s) = (p as i64, s as i64);
+    if text.ends_with("Infinity") {
+        return Err(format!("numeric({p},{s}) cannot hold an infinite value"));
+    }
+    let Some(d) = parse_decimal(text) else { return Ok(()) }; // NaN
+    let n = d.digits.len() as i64;
+    // Places before the point of the first nonzero digit once rounded to s (half away from zero).
+    let places = if d.scale <= s {
+        if n == 0 {
+            return Ok(());
+        }
+        n - d.scale
+    } else {
+        let keep = n - (d.scale - s);
+        let up = keep >= 0 && d.digits.as_bytes().get(keep as usize).is_some_and(|c| *c >= b'5');
+        match keep {
+            k if k < 0 || (k == 0 && !up) => return Ok(()), // rounds to zero
+            k if up && d.digits.as_bytes()[..k as usize].iter().all(|c| *c == b'9') => k + 1 - s,
+            k => k - s,
+        }
+    };
+    if places > p - s {
+        return Err(format!(
+            "does not fit numeric({p},{s}): rounded to {s} fraction digits it must be less than 10^{} in absolute \
+             value (PostgreSQL: numeric field overflow)",
+            p - s
+        ));
+    }
+    Ok(())
 }
 
 /// Whether `d` has nonzero digits beyond `keep` fraction digits.
@@ -1711,6 +1773,7 @@ mod tests {
             generated: false,
             sequence: None,
             scale,
+            numeric_precision: None,
             length: None,
             blank_padded: false,
             precision: None,

@@ -59,8 +59,8 @@ fn numbers_past_what_numeric_holds_are_refused_not_cut() {
     refused(&pg, "integer", "2147483648", &[], &["out of range for integer"]);
     refused(&pg, "smallint", "\"-32769\"", &[], &["out of range for smallint"]);
     refused(&pg, "integer", "1.5", &[], &["has a fractional part"]);
-    refused(&pg, "integer", "1e400", &[], &["value 1e+400", "out of range"]);
-    refused(&pg, "double precision", "1e400", &[], &["out of range for double precision"]);
+    refused(&pg, "integer", "1e400", &[], &["value 1e400:", "out of range for integer"]);
+    refused(&pg, "double precision", "1E400", &[], &["value 1E400:", "out of range for double precision"]);
     refused(&pg, "real", "1e39", &[], &["out of range for real"]);
     assert_eq!(stored(&pg, "integer", "1.0", &[]), "1", "an integral decimal is the integer");
     assert_eq!(stored(&pg, "bigint", "-9223372036854775808", &[]), "-9223372036854775808");
@@ -322,4 +322,72 @@ fn dates_take_infinity_as_timestamps_do() {
     assert_eq!(pg.rows("SELECT d, ds FROM t ORDER BY id"), ["infinity|{-infinity,2024-01-05}", "-infinity|NULL"]);
     refused(&pg, "date", "\"2024-01-05 24:00:00\"", &[], &["is it this day or the next?"]);
     refused(&pg, "date", "\"2023-02-29\"", &[], &["cannot read this text as a date"]);
+}
+
+#[test]
+fn timestamps_are_read_as_written_or_refused_saying_why() {
+    let pg = Pg::new();
+    let col = "timestamptz";
+    for (value, why) in [
+        ("2024-12-31T23:59:60Z", "leap second"),
+        ("0000-01-01T00:00:00Z", "no year 0000"),
+        ("10000-01-01T00:00:00Z", "more than four digits"),
+        ("2023-02-29T10:00:00Z", "2023-02 has 28 days, not 29"),
+        ("2024-01-05T10:00:00 Europe/Paris", "the zone name 'Europe/Paris' is not read"),
+        ("2024-01-05T10:00:00+16:00", "beyond ±15:59"),
+        ("2024-01-05T24:00:01Z", "no time 24:00:01"),
+    ] {
+        refused(&pg, col, &json!(value).to_string(), &[], &[&format!("value {}", json!(value)), why]);
+    }
+    refused(&pg, "time", "\"23:59:60\"", &[], &["leap second"]);
+    refused(&pg, "date", "\"2023-02-29\"", &[], &["not a leap year"]);
+    // What is read, and as what (the session's zone is UTC; no offset means --assume-tz, UTC by default).
+    table(&pg, "id int PRIMARY KEY, a timestamptz, b timestamp");
+    let rows = [
+        r#"{"id":1,"a":"2024-01-05T10:00:00Z","b":"2024-01-05T10:00:00+05:30"}"#,
+        r#"{"id":2,"a":"2024-01-05T10:00:00+05:30","b":"2024-01-05 10:00:00"}"#,
+        r#"{"id":3,"a":"2024-01-05T10:00:00-00:00","b":"2024-01-05T24:00:00"}"#,
+        r#"{"id":4,"a":"2024-01-05 10:00:00","b":"-0001-03-01T00:00:00"}"#,
+        r#"{"id":5,"a":"2024-01-05T10:00:00.1234567Z","b":"2024-01-05T10:00:00,5"}"#,
+    ];
+    load(&pg, stream(&rows), &[]).ok().stderr_has(&["column 'a': 1 rounded-to-microseconds"]);
+    assert_eq!(
+        pg.rows("SELECT a, b FROM t ORDER BY id"),
+        [
+            "2024-01-05 10:00:00+00|2024-01-05 04:30:00",
+            "2024-01-05 04:30:00+00|2024-01-05 10:00:00",
+            "2024-01-05 10:00:00+00|2024-01-06 00:00:00",
+            "2024-01-05 10:00:00+00|0002-03-01 00:00:00 BC",
+            "2024-01-05 10:00:00.123457+00|2024-01-05 10:00:00.5",
+        ]
+    );
+    table(&pg, "id int PRIMARY KEY, a timestamptz");
+    load(&pg, stream(&[r#"{"id":1,"a":"2024-07-01 12:00:00"}"#]), &["--assume-tz", "Europe/Athens"]).ok();
+    assert_eq!(pg.one("SELECT a::text FROM t"), "2024-07-01 09:00:00+00");
+}
+
+#[test]
+fn numeric_p_s_overflow_is_named_with_its_value_exactly_where_postgresql_refuses() {
+    let pg = Pg::new();
+    let cases: [(&str, &[&str]); 3] = [
+        ("numeric(5,2)", &["999.994", "999.995", "-999.995", "1e3", "0.005", "99999e-2", "-0.001"]),
+        ("numeric(2,5)", &["0.00099", "0.000995", "0.001", "1e-20"]),
+        ("numeric(4,-2)", &["999949", "999950", "-12345", "49"]),
+    ];
+    let mut c = pg.client();
+    for (coltype, values) in cases {
+        // PostgreSQL is the oracle: does its own input take the value?
+        let (fit, over): (Vec<&str>, Vec<&str>) =
+            values.iter().partition(|v| c.query_one(&format!("SELECT '{v}'::{coltype}::text"), &[]).is_ok());
+        assert!(!fit.is_empty() && !over.is_empty(), "{coltype}: {fit:?} {over:?}");
+        table(&pg, &format!("id int PRIMARY KEY, a {coltype}"));
+        let rows: Vec<String> = fit.iter().enumerate().map(|(i, v)| format!("{{\"id\":{i},\"a\":{v}}}")).collect();
+        load(&pg, stream(&rows.iter().map(String::as_str).collect::<Vec<_>>()), &[]).ok();
+        for v in over {
+            refused(&pg, coltype, v, &[], &[&format!("value {v}: does not fit {coltype}")]);
+        }
+    }
+    refused(&pg, "numeric(5,2)", "\"Infinity\"", &[], &["cannot hold an infinite value"]);
+    assert_eq!(stored(&pg, "numeric(5,2)", "\"NaN\"", &[]), "NaN");
+    refused(&pg, "numeric(3,1)[]", "[1.5, 99.95]", &[], &["element 1: does not fit numeric(3,1)"]);
 }

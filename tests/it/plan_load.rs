@@ -568,3 +568,42 @@ fn a_defer_fks_key_into_a_table_outside_the_plan_stays_not_valid_until_its_paren
     assert!(!r.stderr().contains("NOT VALID"), "{}", r.describe());
     assert_eq!(pg.rows(valid), ["i_quotation true", "q_customer true"]);
 }
+
+#[test]
+fn validate_fks_ends_a_per_step_run_with_the_keys_its_defer_fks_steps_left_not_valid() {
+    let pg = Pg::new();
+    pg.exec(
+        "CREATE TABLE regions (id text PRIMARY KEY);
+         CREATE TABLE customers (id text PRIMARY KEY);
+         CREATE TABLE quotations (id int PRIMARY KEY,
+             customer_id text NOT NULL CONSTRAINT q_customer REFERENCES customers(id),
+             region text CONSTRAINT q_region REFERENCES regions(id));",
+    );
+    let t = TempDir::new();
+    let plan = t.path("plan.ndjson");
+    let steps = [
+        Step { name: "1.6", source: "ndjson:q".into(), target: "quotations", load: &["--defer-fks"] },
+        Step { name: "2.4", source: "ndjson:c".into(), target: "customers", load: &[] },
+    ];
+    write_plan(&plan, &steps);
+    let valid = "SELECT conname || ' ' || convalidated FROM pg_constraint WHERE contype = 'f' ORDER BY conname";
+    let validate = || cmd("pg-load").args(["--db", &pg.url, "--plan", &plan.display().to_string(), "--validate-fks"]);
+    // Per step: the quotations first (their keys come back NOT VALID), then one customer of two.
+    let quotations = "{\"id\":1,\"customer_id\":\"c1\",\"region\":\"eu\"}\n{\"id\":2,\"customer_id\":\"c2\"}\n{\"$end\":{\"rows\":2}}\n";
+    cmd("pg-load").args(["--db", &pg.url, "--defer-fks", "--step", "1.6", "quotations"]).stdin(quotations).ok();
+    cmd("pg-load").args(["--db", &pg.url, "customers"]).stdin("{\"id\":\"c1\"}\n{\"$end\":{\"rows\":1}}\n").ok();
+    assert_eq!(pg.rows(valid), ["q_customer false", "q_region false"]);
+    let r = validate().expect(1);
+    r.stderr_has(&["step '1.6' (quotations): validate foreign key q_customer: Key (customer_id)=(c2) is not present"]);
+    r.stderr_has(&["the key stays NOT VALID"]);
+    assert_eq!(pg.rows(valid), ["q_customer false", "q_region false"]);
+    pg.exec("INSERT INTO customers VALUES ('c2')");
+    let r = validate().ok();
+    r.stderr_has(&["step '1.6' (quotations): foreign key q_customer validated"]);
+    // regions is no step's table: its key is left as it is, and the note says how to validate it.
+    r.stderr_has(&[
+        "foreign key q_region stays NOT VALID: no step of the plan loads regions",
+        "VALIDATE CONSTRAINT \"q_region\"",
+    ]);
+    assert_eq!(pg.rows(valid), ["q_customer true", "q_region false"]);
+}
