@@ -89,9 +89,12 @@ Exit status:
   0 done, every check held; 1 a check failed (checksum, size, decompression,
   integrity_check, row count, content digest; for create, the database itself fails
   integrity_check, and the backup is still written; for pg-create, pg_restore cannot
-  read the dump); 64 usage error; 66 a database, manifest or backup file does not
-  exist; 69 PostgreSQL unavailable or pg_dump missing or failing; 74 I/O error;
-  75 restore refused because the database is in use, or the source stayed locked.
+  read the dump); 64 usage error; 65 a file tree holds what a restore could not put
+  back (a symlink, device or FIFO, a name that is not UTF-8), or the source, a manifest
+  or a backup file is a FIFO or device; 66 a database, manifest or backup file does not exist; 69 PostgreSQL
+  unavailable or pg_dump missing or failing; 74 I/O error (a full disk included);
+  75 restore refused because the database is in use, the source stayed locked, or a
+  tree's file changed while it was backed up; 77 permission denied; 130 interrupted.
   restore changes nothing unless check passes.
 
 Examples:
@@ -183,8 +186,18 @@ fn run(c: Command) -> Result<Status> {
 
 fn run_create(o: create::Options, keep: rotate::Keep) -> Result<Status> {
     let started = std::time::Instant::now();
+    refuse_special_file(&o.db)?;
     if tree::is_tree(&o.db) {
-        let s = tree::create(&o.db, &o.out, o.name.as_deref(), o.level)?;
+        let mut s = tree::create(&o.db, &o.out, o.name.as_deref(), o.level)?;
+        if keep.any() {
+            let source = s["source"].as_str().unwrap_or_default().to_string();
+            let base = manifest::base_name(std::path::Path::new(s["manifest"].as_str().unwrap_or_default()));
+            let removed = rotate::rotate(&o.out, &source, &base, keep)?;
+            for r in &removed {
+                pgferry::note!(TOOL, "removed old backup '{r}'");
+            }
+            s.insert("removed".into(), removed.into());
+        }
         print_line(&mut std::io::stdout().lock(), &Value::Object(s.clone()))?;
         pgferry::note!(
             TOOL,
@@ -231,6 +244,17 @@ fn run_create(o: create::Options, keep: rotate::Keep) -> Result<Status> {
     }
     pgferry::note!(TOOL, "created {human}; integrity ok");
     Ok(Status::Ok)
+}
+
+/// A FIFO, socket or device is neither a database nor a tree (and opening a FIFO would wait
+/// for a writer forever).
+fn refuse_special_file(source: &str) -> Result<()> {
+    match std::fs::metadata(source) {
+        Ok(m) if !m.is_file() && !m.is_dir() => Err(Error::Data(format!(
+            "back up '{source}': is a FIFO, socket or device, not a SQLite file or a directory"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 fn run_check(backup: &str, tmp: Option<&std::path::Path>) -> Result<Status> {
@@ -355,8 +379,10 @@ fn run_list(dir: &str) -> Result<Status> {
     // Leftovers of runs that were killed: a data file without its manifest is no backup.
     for ent in std::fs::read_dir(&p).map_err(|e| Error::io(format!("list '{dir}'"), e))?.flatten() {
         let name = ent.file_name().to_string_lossy().into_owned();
-        let orphan = name.strip_suffix(manifest::DATA_SUFFIX).is_some_and(|base| {
-            !name.starts_with('.') && !p.join(format!("{base}{}", manifest::MANIFEST_SUFFIX)).exists()
+        let orphan = [manifest::DATA_SUFFIX, tree::DATA_SUFFIX, pgdump::DATA_SUFFIX].iter().any(|suffix| {
+            name.strip_suffix(suffix).is_some_and(|base| {
+                !name.starts_with('.') && !p.join(format!("{base}{}", manifest::MANIFEST_SUFFIX)).exists()
+            })
         });
         let scratch = name.starts_with('.')
             && (name.ends_with(".snapshot") || name.ends_with(".partial") || name.contains(".check-"));

@@ -95,6 +95,15 @@ Examples:
 
 const TOOL: &str = "pg-partition";
 
+/// The text forms an archive holds do not depend on the role's or PGOPTIONS' settings: intervals
+/// in the default style (read back the same under every IntervalStyle), floats inside arrays
+/// exact, bytea inside arrays as hex.
+const ARCHIVE_SETTINGS: &str =
+    "SET LOCAL IntervalStyle = 'postgres'; SET LOCAL extra_float_digits = 1; SET LOCAL bytea_output = 'hex'";
+
+/// The most periods `--ahead` and `--keep` take.
+const MAX_PERIODS: i64 = 100_000;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Sub {
     Ensure,
@@ -151,7 +160,9 @@ fn parse(args: &mut pico_args::Arguments) -> Result<Args> {
     let dry_run = args.contains("--dry-run");
     let verbose = args.contains(["-v", "--verbose"]);
     let wait = cli::seconds(args, "--wait")?.unwrap_or(Duration::from_secs(5));
-    let lock_timeout = cli::number(args, "--lock-timeout", "whole seconds", |_| true)?.unwrap_or(30u64);
+    // PostgreSQL's lock_timeout is at most INT_MAX milliseconds.
+    let lock_timeout =
+        cli::number(args, "--lock-timeout", "whole seconds, 0 to 2147483", |n: &u64| *n <= 2_147_483)?.unwrap_or(30);
     // Options of the other subcommands are usage errors, not silently ignored.
     let only = |ok: bool, key: &str| -> Result<()> {
         if ok {
@@ -162,9 +173,11 @@ fn parse(args: &mut pico_args::Arguments) -> Result<Args> {
     };
     let from = period(cli::opt(args, "--from")?, "--from")?;
     let to = period(cli::opt(args, "--to")?, "--to")?;
-    let ahead_opt = cli::number(args, "--ahead", "a number of periods, 0 or more", |n: &i64| *n >= 0)?;
+    // Bounded so that period arithmetic cannot overflow (100000 years is past any calendar we write).
+    let periods = |n: &i64| (0..=MAX_PERIODS).contains(n);
+    let ahead_opt = cli::number(args, "--ahead", "a number of periods, 0 to 100000", periods)?;
     let limit_opt = cli::number(args, "--limit", "a number of partitions", |_: &usize| true)?;
-    let keep_opt = cli::number(args, "--keep", "a number of periods, 0 or more", |n: &i64| *n >= 0)?;
+    let keep_opt = cli::number(args, "--keep", "a number of periods, 0 to 100000", periods)?;
     let drop = args.contains("--drop");
     let detach = args.contains("--detach");
     let archive = cli::opt(args, "--archive")?.map(PathBuf::from);
@@ -241,7 +254,8 @@ fn run(a: Args) -> Result<Status> {
     let mut client = target.connect()?;
     let mut tx = client.transaction().map_err(|e| pg_error("begin a transaction", e))?;
     tx.batch_execute(&format!(
-        "SET LOCAL lock_timeout = '{}s'; SET LOCAL TimeZone = 'UTC'; SET LOCAL DateStyle = 'ISO, YMD'",
+        "SET LOCAL lock_timeout = '{}s'; SET LOCAL TimeZone = 'UTC'; SET LOCAL DateStyle = 'ISO, YMD'; \
+         {ARCHIVE_SETTINGS}",
         a.lock_timeout
     ))
     .map_err(|e| pg_error("set up the session", e))?;
@@ -412,16 +426,28 @@ fn retain(mut tx: postgres::Transaction, table: &Table, a: &Args) -> Result<Stat
         return Ok(Status::Ok);
     }
 
-    let mut archived = vec![];
+    let mut archived: Vec<archive::Archived> = vec![];
+    // Nothing is committed before the end: whatever fails, the transaction rolls back.
+    let unchanged = |e: Error, archived: &[archive::Archived]| {
+        let e = e.append("; nothing was dropped");
+        let e = if a.detach { e.map_message(|m| m.replace("nothing was dropped", "nothing was detached")) } else { e };
+        match archived.len() {
+            0 => e,
+            n => e.append(&format!(" ({n} verified archive(s) already written stay; a later run writes new copies)")),
+        }
+    };
     if let Some(dir) = &a.archive {
         for p in &retire {
-            tx.batch_execute(&lock_sql(p)).map_err(|e| pg_error(format!("lock partition '{}'", p.name), e))?;
-            archived.push(archive::write(&mut tx, &info, p, dir)?);
+            tx.batch_execute(&lock_sql(p))
+                .map_err(|e| unchanged(pg_error(format!("lock partition '{}'", p.name), e), &archived))?;
+            let x = archive::write(&mut tx, &info, p, dir).map_err(|e| unchanged(e, &archived))?;
+            archived.push(x);
         }
     }
     for p in &retire {
         let verb = if a.detach { "detach" } else { "drop" };
-        tx.batch_execute(&action(p)).map_err(|e| pg_error(format!("{verb} partition '{}'", p.name), e))?;
+        tx.batch_execute(&action(p))
+            .map_err(|e| unchanged(pg_error(format!("{verb} partition '{}'", p.name), e), &archived))?;
     }
     tx.commit().map_err(|e| pg_error(format!("commit the retention of '{shown}'"), e))?;
     for w in &warnings {

@@ -10,6 +10,8 @@ use postgres::GenericClient;
 
 /// `text`'s type oid: what a column without a binary decoder is read as.
 pub const TEXT_OID: u32 = 25;
+const VARCHAR_OID: u32 = 1043;
+const BPCHAR_OID: u32 = 1042;
 
 /// A table's column.
 #[derive(Debug, Clone)]
@@ -26,8 +28,17 @@ pub struct ColumnInfo {
     pub generated: bool,
     /// The sequence behind a serial or identity column, to move past loaded ids.
     pub sequence: Option<String>,
-    /// A numeric column's scale (`numeric(12,2)`: 2), where it has one.
+    /// A numeric column's scale (`numeric(12,2)`: 2), where it has one (an array's: its elements').
     pub scale: Option<i32>,
+    /// A `numeric(p,s)` column's precision p (or an array's elements').
+    pub numeric_precision: Option<u32>,
+    /// The declared length of a `varchar(n)` or `char(n)` column (or of an array's elements).
+    pub length: Option<u32>,
+    /// `char(n)`: blank-padded, so trailing spaces are not part of the value.
+    pub blank_padded: bool,
+    /// The fraction digits of a second a `timestamp(p)`, `timestamptz(p)` or `time(p)` column
+    /// keeps, when fewer than 6 (or an array's elements).
+    pub precision: Option<u32>,
 }
 
 /// The table's columns in order (`qualified` is its `"schema"."name"`).
@@ -37,7 +48,8 @@ pub fn table_columns(client: &mut impl GenericClient, oid: u32, qualified: &str)
             "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), a.atttypid, a.attnotnull, \
                     (a.atthasdef OR a.attidentity <> ''), a.attgenerated <> '', \
                     pg_get_serial_sequence($2, a.attname), \
-                    coalesce(nullif(a.atttypmod, -1), (SELECT t.typtypmod FROM pg_type t WHERE t.oid = a.atttypid)) \
+                    coalesce(nullif(a.atttypmod, -1), (SELECT t.typtypmod FROM pg_type t WHERE t.oid = a.atttypid)), \
+                    coalesce((SELECT t.typbasetype FROM pg_type t WHERE t.oid = a.atttypid AND t.typtype = 'd'), a.atttypid) \
              FROM pg_attribute a WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
             &[&oid, &qualified],
         )
@@ -47,8 +59,17 @@ pub fn table_columns(client: &mut impl GenericClient, oid: u32, qualified: &str)
         let type_oid: u32 = r.get(2);
         let kind = kind_of(client, type_oid)?;
         let typmod: i32 = r.get(7);
+        // An array's type modifier is its elements'; a domain's is its base type's.
+        let (base_kind, base_oid) = match &kind {
+            Kind::Array { elem, elem_oid } => (&**elem, *elem_oid),
+            k => (k, r.get::<_, u32>(8)),
+        };
         // numeric's typmod: ((precision << 16) | scale) + 4, the scale in 11 signed bits.
-        let scale = (kind == Kind::Numeric && typmod >= 4).then(|| (((typmod - 4) & 0x7ff) ^ 1024) - 1024);
+        let scale = (*base_kind == Kind::Numeric && typmod >= 4).then(|| (((typmod - 4) & 0x7ff) ^ 1024) - 1024);
+        let numeric_precision = scale.map(|_| ((typmod - 4) >> 16) as u32 & 0xffff);
+        // varchar(n), char(n): n + 4. time(p), timestamp(p), timestamptz(p): p.
+        let length = (matches!(base_oid, VARCHAR_OID | BPCHAR_OID) && typmod >= 4).then(|| (typmod - 4) as u32);
+        let precision = (matches!(base_oid, 1083 | 1114 | 1184) && (0..6).contains(&typmod)).then_some(typmod as u32);
         out.push(ColumnInfo {
             name: r.get(0),
             type_name: r.get(1),
@@ -58,6 +79,10 @@ pub fn table_columns(client: &mut impl GenericClient, oid: u32, qualified: &str)
             generated: r.get(5),
             sequence: r.get(6),
             scale,
+            numeric_precision,
+            length,
+            blank_padded: base_oid == BPCHAR_OID,
+            precision,
         });
     }
     Ok(out)
@@ -74,7 +99,7 @@ pub fn builtin_kind(oid: u32) -> Option<Kind> {
         700 => Kind::Float4,
         701 => Kind::Float8,
         1700 => Kind::Numeric,
-        TEXT_OID | 1043 | 1042 | 19 => Kind::Text,
+        TEXT_OID | VARCHAR_OID | BPCHAR_OID | 19 => Kind::Text,
         17 => Kind::Bytea,
         1082 => Kind::Date,
         1083 => Kind::Time,

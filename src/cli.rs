@@ -126,9 +126,12 @@ pub fn number<T: FromStr>(
     }
 }
 
+/// The longest duration option taken (about 31 years): `now + wait` must not overflow.
+pub const MAX_SECONDS: f64 = 1e9;
+
 /// A duration option in seconds (fractions allowed, never negative), `None` when absent.
 pub fn seconds(args: &mut pico_args::Arguments, key: &'static str) -> Result<Option<Duration>> {
-    let s = number(args, key, "seconds (0 or more)", |s: &f64| s.is_finite() && *s >= 0.0)?;
+    let s = number(args, key, "seconds (0 to 1000000000)", |s: &f64| (0.0..=MAX_SECONDS).contains(s))?;
     Ok(s.map(Duration::from_secs_f64))
 }
 

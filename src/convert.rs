@@ -75,6 +75,15 @@ impl EpochUnit {
             _ => return None,
         })
     }
+    /// The unit as `--epoch-unit` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            EpochUnit::Seconds => "s",
+            EpochUnit::Millis => "ms",
+            EpochUnit::Micros => "us",
+            EpochUnit::Nanos => "ns",
+        }
+    }
     fn per_second(self) -> i128 {
         match self {
             EpochUnit::Seconds => 1,
@@ -296,7 +305,7 @@ pub enum Cell {
     Numeric(String),
     Text(String),
     Bytes(Vec<u8>),
-    /// Days since 1970-01-01.
+    /// Days since 1970-01-01; i32::MAX/MIN are ±infinity.
     Date(i32),
     /// Microseconds since midnight.
     Time(i64),
@@ -319,10 +328,10 @@ pub fn convert(v: &Value, kind: &Kind, opts: &Options) -> std::result::Result<Ce
         Kind::Text | Kind::Enum | Kind::Other(_) => to_text(v, opts).map(Cell::Text),
         Kind::Bool => to_bool(v).map(Cell::Bool),
         Kind::Int2 => {
-            to_int(v).and_then(|n| i16::try_from(n).map(Cell::Int2).map_err(|_| "out of range for smallint".into()))
+            int_in(v, "smallint").and_then(|n| i16::try_from(n).map(Cell::Int2).map_err(|_| out_of("smallint")))
         }
         Kind::Int4 => {
-            to_int(v).and_then(|n| i32::try_from(n).map(Cell::Int4).map_err(|_| "out of range for integer".into()))
+            int_in(v, "integer").and_then(|n| i32::try_from(n).map(Cell::Int4).map_err(|_| out_of("integer")))
         }
         Kind::Int8 => to_int(v).map(Cell::Int8),
         Kind::Float8 => to_float(v).map(Cell::Float8),
@@ -339,7 +348,7 @@ pub fn convert(v: &Value, kind: &Kind, opts: &Options) -> std::result::Result<Ce
         Kind::Bytea => to_bytes(v).map(Cell::Bytes),
         Kind::Uuid => to_uuid(v).map(Cell::Uuid),
         Kind::Json | Kind::Jsonb => {
-            let text = to_json_text(v, opts)?;
+            let text = to_json_text(v, opts, *kind == Kind::Json)?;
             Ok(if *kind == Kind::Json { Cell::Json(text) } else { Cell::Jsonb(text) })
         }
         Kind::Timestamptz => to_timestamp(v, opts, true).map(Cell::Timestamptz),
@@ -396,6 +405,11 @@ pub fn convert_raw(raw: &str, kind: &Kind, opts: &Options) -> Option<Cell> {
         Kind::Float8 if b.first().is_some_and(|c| c.is_ascii_digit() || *c == b'-') => {
             // Zero may be an underflow: the general path decides.
             raw.parse::<f64>().ok().filter(|f| f.is_finite() && (*f != 0.0 || is_zero_text(raw))).map(Cell::Float8)
+        }
+        // json keeps its text as written: key order, spacing, repeated keys (the scanner checked
+        // the value is JSON). A \u0000 takes the general path (refused, or --strip-nul).
+        Kind::Json if matches!(b.first(), Some(b'{' | b'[')) && !raw.contains("\\u0000") => {
+            Some(Cell::Json(raw.to_string()))
         }
         Kind::Timestamptz | Kind::Timestamp => {
             let p = timefmt::parse_timestamp(plain_str()?)?;
@@ -486,6 +500,15 @@ fn to_bool(v: &Value) -> std::result::Result<bool, String> {
     }
 }
 
+fn out_of(type_name: &str) -> String {
+    format!("out of range for {type_name}")
+}
+
+/// [`to_int`] for a column of a narrower type: beyond 64 bits is out of its range too.
+fn int_in(v: &Value, type_name: &str) -> std::result::Result<i64, String> {
+    to_int(v).map_err(|e| if e.starts_with("out of range") { out_of(type_name) } else { e })
+}
+
 fn to_int(v: &Value) -> std::result::Result<i64, String> {
     match v {
         Value::Number(n) => {
@@ -566,7 +589,33 @@ fn to_numeric(v: &Value) -> std::result::Result<String, String> {
         }
         other => return Err(format!("cannot read {} as a number", kind_name(other))),
     };
-    parse_decimal(&text).map(|d| d.to_string()).ok_or_else(|| "cannot read this as a decimal number".into())
+    let d = parse_decimal(&text).ok_or_else(|| "cannot read this as a decimal number".to_string())?;
+    check_numeric_range(&d)?;
+    Ok(d.to_string())
+}
+
+/// The most fraction digits a numeric value has (NUMERIC_DSCALE_MAX): its binary form has 14
+/// bits for them, and PostgreSQL cuts the digits past a larger scale it was sent.
+const NUMERIC_MAX_SCALE: i64 = 0x3FFF;
+/// The most digits before the point (a weight of 32767 groups of four).
+const NUMERIC_MAX_INT_DIGITS: i64 = 131_072;
+
+/// A decimal PostgreSQL's numeric can hold exactly (its own input refuses the others with
+/// "value overflows numeric format").
+fn check_numeric_range(d: &Decimal) -> std::result::Result<(), String> {
+    if d.scale > NUMERIC_MAX_SCALE {
+        return Err(format!(
+            "has {} digits after the decimal point; PostgreSQL's numeric holds at most {NUMERIC_MAX_SCALE}",
+            d.scale
+        ));
+    }
+    if d.digits.len() as i64 - d.scale > NUMERIC_MAX_INT_DIGITS {
+        return Err(format!(
+            "has {} digits before the decimal point; PostgreSQL's numeric holds at most {NUMERIC_MAX_INT_DIGITS}",
+            d.digits.len() as i64 - d.scale
+        ));
+    }
+    Ok(())
 }
 
 /// Whether a number's text is zero (so that a zero result is not an underflow).
@@ -600,24 +649,55 @@ fn to_bytes(v: &Value) -> std::result::Result<Vec<u8>, String> {
     Err(format!("expected the bytes form, found {}", kind_name(v)))
 }
 
+/// Hex digit pairs, nothing else (no sign: `u8::from_str_radix` would read "+f" as 15).
 fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
+    let b = s.as_bytes();
+    if !b.len().is_multiple_of(2) {
         return None;
     }
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+    b.chunks(2).map(|p| Some(hex_digit(p[0])? << 4 | hex_digit(p[1])?)).collect()
+}
+
+fn hex_digit(c: u8) -> Option<u8> {
+    (c as char).to_digit(16).map(|d| d as u8)
 }
 
 fn to_uuid(v: &Value) -> std::result::Result<[u8; 16], String> {
     let Value::String(s) = v else { return Err(format!("expected a UUID string, found {}", kind_name(v))) };
-    let hex: String = s.trim().trim_start_matches('{').trim_end_matches('}').chars().filter(|c| *c != '-').collect();
-    let bytes = if hex.len() == 32 { decode_hex(&hex) } else { None };
-    let bytes = bytes.ok_or_else(|| "cannot read this text as a UUID".to_string())?;
-    let mut out = [0u8; 16];
-    out.copy_from_slice(&bytes);
-    Ok(out)
+    parse_uuid(s.trim()).ok_or_else(|| {
+        "cannot read this text as a UUID (32 hex digits, a hyphen allowed after each group of four, \
+         optionally in braces)"
+            .to_string()
+    })
 }
 
-fn to_json_text(v: &Value, opts: &Options) -> std::result::Result<String, String> {
+/// A UUID as PostgreSQL's `uuid_in` reads it: 32 hex digits, optionally in braces, with a
+/// hyphen allowed after any group of four digits but the last.
+fn parse_uuid(s: &str) -> Option<[u8; 16]> {
+    let b = s.as_bytes();
+    let b = match b.strip_prefix(b"{") {
+        Some(inner) => inner.strip_suffix(b"}")?,
+        None => b,
+    };
+    let mut out = [0u8; 16];
+    let mut i = 0;
+    for (k, byte) in out.iter_mut().enumerate() {
+        *byte = hex_digit(*b.get(i)?)? << 4 | hex_digit(*b.get(i + 1)?)?;
+        i += 2;
+        if k % 2 == 1 && k < 15 && b.get(i) == Some(&b'-') {
+            i += 1;
+        }
+    }
+    (i == b.len()).then_some(out)
+}
+
+/// `verbatim` (json): a string holding JSON is kept as written.
+fn to_json_text(v: &Value, opts: &Options, verbatim: bool) -> std::result::Result<String, String> {
+    if let Value::String(s) = v {
+        if verbatim && !s.contains("\\u0000") && serde_json::from_str::<serde::de::IgnoredAny>(s).is_ok() {
+            return Ok(s.clone());
+        }
+    }
     let parsed;
     let value = match v {
         Value::String(s) => match serde_json::from_str::<Value>(s) {
@@ -668,7 +748,10 @@ pub fn text_to_timestamp(s: &str, opts: &Options, tz: bool) -> std::result::Resu
                     format!("this time is outside the years the rules of zone {} cover", opts.assume_tz.name())
                 })
             }
-            None => Err("cannot read this text as a timestamp (ISO 8601; --date-format FMT reads others)".to_string()),
+            None => Err(match timefmt::diagnose(t) {
+                Some(why) => format!("cannot read this text as a timestamp: {why}"),
+                None => "cannot read this text as a timestamp (ISO 8601; --date-format FMT reads others)".to_string(),
+            }),
         };
     };
     // timestamptz: no offset means the assumed zone. timestamp: a written offset is
@@ -710,14 +793,38 @@ fn epoch_to_micros(text: &str, unit: EpochUnit) -> std::result::Result<i64, Stri
     let r = num % den;
     let q = if 2 * r.abs() >= den { q + num.signum() } else { q };
     let micros = i64::try_from(q).map_err(|_| "epoch out of range".to_string())?;
-    // PostgreSQL's range starts in 4714 BC; the binary form must not overflow at the other end.
-    if !(-210_866_803_200_000_000..i64::MAX - PG_EPOCH_MICROS).contains(&micros) {
-        return Err("epoch out of range for a timestamp (wrong --epoch-unit?)".into());
+    // PostgreSQL's range starts in 4714 BC. At the other end the stream's timestamps (RFC 3339)
+    // stop at the year 9999: an epoch beyond is a finer unit read as a coarser one (1.7e12 ms
+    // read as seconds is the year 55,980), never guessed.
+    if micros < -210_866_803_200_000_000 {
+        return Err("epoch out of range for a timestamp (before 4714 BC; wrong --epoch-unit?)".into());
+    }
+    if micros >= YEAR_10000_MICROS {
+        let finer = [EpochUnit::Millis, EpochUnit::Micros, EpochUnit::Nanos]
+            .into_iter()
+            .filter(|u| u.per_second() > unit.per_second())
+            .find_map(|u| epoch_to_micros(text, u).ok().filter(|m| *m >= 0).map(|m| (u, m)));
+        let hint = match finer {
+            Some((u, m)) => format!("; in {} it is {}", u.name(), timefmt::format_rfc3339_micros(m)),
+            None => String::new(),
+        };
+        return Err(format!("as an epoch in {} this is after the year 9999 (wrong --epoch-unit?{hint})", unit.name()));
     }
     Ok(micros)
 }
 
+/// 10000-01-01T00:00:00Z in microseconds since the Unix epoch.
+const YEAR_10000_MICROS: i64 = 253_402_300_800_000_000;
+
 fn to_date(v: &Value, opts: &Options) -> std::result::Result<i32, String> {
+    // ±infinity are PostgreSQL's largest and smallest day numbers, as in its binary form.
+    if let Some(s) = v.as_str().map(str::trim).filter(|s| s.len() <= 9) {
+        match s.to_ascii_lowercase().as_str() {
+            "infinity" | "+infinity" => return Ok(i32::MAX),
+            "-infinity" => return Ok(i32::MIN),
+            _ => {}
+        }
+    }
     let micros = match v {
         Value::String(s) => match (timefmt::parse_timestamp(s.trim()), &opts.date_format) {
             (Some(p), _) if p.date_only => p.micros,
@@ -732,7 +839,10 @@ fn to_date(v: &Value, opts: &Options) -> std::result::Result<i32, String> {
             (None, Some(f)) => parse_with_format(s.trim(), f)
                 .map_err(|e| format!("cannot read this text as a date: it is not ISO 8601 and {e}"))?,
             (None, None) => {
-                return Err("cannot read this text as a date (ISO 8601; --date-format FMT reads others)".into())
+                return Err(match timefmt::diagnose(s) {
+                    Some(why) => format!("cannot read this text as a date: {why}"),
+                    None => "cannot read this text as a date (ISO 8601; --date-format FMT reads others)".into(),
+                })
             }
         },
         Value::Number(_) => to_timestamp(v, opts, true)?,
@@ -746,9 +856,13 @@ fn to_date(v: &Value, opts: &Options) -> std::result::Result<i32, String> {
 
 fn to_time(v: &Value) -> std::result::Result<i64, String> {
     let Value::String(s) = v else { return Err(format!("cannot read {} as a time of day", kind_name(v))) };
-    let p = timefmt::parse_timestamp(&format!("1970-01-01T{}", s.trim()))
-        .filter(|p| p.offset.is_none())
-        .ok_or_else(|| "cannot read this text as a time of day (HH:MM[:SS[.ffffff]])".to_string())?;
+    let text = format!("1970-01-01T{}", s.trim());
+    let p = timefmt::parse_timestamp(&text).filter(|p| p.offset.is_none()).ok_or_else(|| {
+        match timefmt::diagnose(&text).filter(|_| s.trim().as_bytes().get(2) == Some(&b':')) {
+            Some(why) => format!("cannot read this text as a time of day: {why}"),
+            None => "cannot read this text as a time of day (HH:MM[:SS[.ffffff]])".to_string(),
+        }
+    })?;
     Ok(p.micros)
 }
 
@@ -766,14 +880,16 @@ pub enum Change {
     Real,
     /// More precision than `double precision` holds: rounded.
     Double,
-    /// A JSON object repeats a key: PostgreSQL's jsonb keeps the last value (and pg-load's
-    /// JSON reading does the same for json).
+    /// A JSON object repeats a key: PostgreSQL's jsonb keeps the last value (json keeps the
+    /// text as written, unless `--strip-nul` had to rebuild it).
     DuplicateKeys,
+    /// More fraction digits of a second than a `timestamp(p)`/`time(p)` column keeps.
+    Precision,
 }
 
 impl Change {
-    pub const ALL: [Change; 5] =
-        [Change::Scale, Change::Microseconds, Change::Real, Change::Double, Change::DuplicateKeys];
+    pub const ALL: [Change; 6] =
+        [Change::Scale, Change::Microseconds, Change::Real, Change::Double, Change::DuplicateKeys, Change::Precision];
 
     /// The key in the run log's `changes` and in messages.
     pub fn name(self) -> &'static str {
@@ -783,6 +899,7 @@ impl Change {
             Change::Real => "rounded-to-real",
             Change::Double => "rounded-to-double",
             Change::DuplicateKeys => "duplicate-keys-collapsed",
+            Change::Precision => "rounded-to-precision",
         }
     }
 
@@ -793,13 +910,20 @@ impl Change {
             Change::Real => "real would round it (about 7 significant digits)".into(),
             Change::Double => "double precision would round it (about 16 significant digits)".into(),
             Change::DuplicateKeys => "a JSON object repeats a key: all but the last value would be lost".into(),
+            Change::Precision => {
+                format!("PostgreSQL would round it to {} fraction digits of a second", col.precision.unwrap_or(6))
+            }
         }
     }
 }
 
 /// Whether `col`'s type can change values silently (so values are looked at).
 pub fn may_change(col: &ColumnInfo) -> bool {
-    match &col.kind {
+    let kind = match &col.kind {
+        Kind::Array { elem, .. } => &**elem,
+        k => k,
+    };
+    match kind {
         Kind::Numeric => col.scale.is_some(),
         Kind::Timestamp | Kind::Timestamptz | Kind::Time | Kind::Float4 | Kind::Float8 | Kind::Json | Kind::Jsonb => {
             true
@@ -808,9 +932,26 @@ pub fn may_change(col: &ColumnInfo) -> bool {
     }
 }
 
-/// The silent change the value with JSON text `raw` undergoes going into `col`, if any.
-/// Only asked of values that converted; looks at nothing for other types.
-pub fn silent_change(raw: &str, col: &ColumnInfo, opts: &Options) -> Option<Change> {
+/// The silent change the value with JSON text `raw`, converted to `cell`, undergoes going
+/// into `col`, if any (an array's: its first element's). Only asked of values that converted.
+pub fn silent_change(raw: &str, cell: &Cell, col: &ColumnInfo, opts: &Options) -> Option<Change> {
+    change_of(raw, &col.kind, col, opts).or_else(|| precision_change(cell, col))
+}
+
+/// A time PostgreSQL rounds to the column's declared precision (`timestamp(0)`): seen on the
+/// converted microseconds, however the text was written (ISO, a date format, an epoch).
+fn precision_change(cell: &Cell, col: &ColumnInfo) -> Option<Change> {
+    let unit = 10i64.pow(6 - col.precision?.min(6));
+    match cell {
+        Cell::Timestamp(t) | Cell::Timestamptz(t) if *t == i64::MAX || *t == i64::MIN => None,
+        Cell::Timestamp(t) | Cell::Timestamptz(t) | Cell::Time(t) => (t % unit != 0).then_some(Change::Precision),
+        Cell::Array(items, _) => items.iter().find_map(|c| precision_change(c, col)),
+        _ => None,
+    }
+}
+
+/// What the text alone tells: `kind` is the column's, or an array's element kind.
+fn change_of(raw: &str, kind: &Kind, col: &ColumnInfo, opts: &Options) -> Option<Change> {
     let string =
         || -> Option<String> { raw.starts_with('"').then(|| serde_json::from_str::<String>(raw).ok()).flatten() };
     let number_text = || -> Option<String> {
@@ -820,7 +961,20 @@ pub fn silent_change(raw: &str, col: &ColumnInfo, opts: &Options) -> Option<Chan
             raw.bytes().next().filter(|c| c.is_ascii_digit() || *c == b'-').map(|_| raw.to_string())
         }
     };
-    match &col.kind {
+    match kind {
+        Kind::Array { elem, .. } => {
+            // A JSON array, or a string holding one; each element as its element kind.
+            let owned;
+            let text = match raw.starts_with('"') {
+                true => {
+                    owned = string()?;
+                    owned.as_str()
+                }
+                false => raw,
+            };
+            let items: Vec<&serde_json::value::RawValue> = serde_json::from_str(text).ok()?;
+            items.iter().find_map(|v| change_of(v.get(), elem, col, opts))
+        }
         Kind::Numeric => {
             let d = parse_decimal(&number_text()?)?;
             (excess_digits_nonzero(&d, col.scale? as i64)).then_some(Change::Scale)
@@ -862,6 +1016,8 @@ pub fn silent_change(raw: &str, col: &ColumnInfo, opts: &Options) -> Option<Chan
             let stored = t.parse::<f64>().ok()?;
             (stored.is_finite() && !same_decimal(&input, &format!("{stored:e}"))).then_some(Change::Double)
         }
+        // json keeps its text as written (keys repeated and all) unless --strip-nul rebuilt it.
+        Kind::Json if !(opts.strip_nul && raw.contains("\\u0000")) => None,
         Kind::Json | Kind::Jsonb => {
             let has = match string() {
                 Some(s) => json_repeats_a_key(&s),
@@ -871,6 +1027,84 @@ pub fn silent_change(raw: &str, col: &ColumnInfo, opts: &Options) -> Option<Chan
         }
         _ => None,
     }
+}
+
+/// A `varchar(n)` or `char(n)` value longer than n characters: PostgreSQL refuses it, except
+/// that it cuts trailing spaces past n without an error, which for `varchar` loses them (for
+/// `char(n)` they are padding, not part of the value). Both are refused here, naming the value.
+pub fn check_length(text: &str, col: &ColumnInfo) -> std::result::Result<(), String> {
+    let Some(n) = col.length.map(|n| n as usize) else { return Ok(()) };
+    if text.len() <= n {
+        return Ok(()); // no more bytes than n, so no more characters
+    }
+    let Some((cut, _)) = text.char_indices().nth(n) else { return Ok(()) };
+    let chars = n + text[cut..].chars().count();
+    let spaces = text[cut..].bytes().all(|b| b == b' ');
+    match (spaces, col.blank_padded) {
+        (true, true) => Ok(()),
+        (true, false) => Err(format!(
+            "is {chars} characters, more than the {n} the column holds: PostgreSQL would cut its trailing \
+             spaces without an error"
+        )),
+        (false, _) => Err(format!("is {chars} characters, more than the {n} the column holds")),
+    }
+}
+
+/// Whether `col` has a type modifier [`check_fits`] checks (`varchar(n)`, `numeric(p,s)`).
+pub fn has_limit(col: &ColumnInfo) -> bool {
+    col.length.is_some() || col.numeric_precision.is_some()
+}
+
+/// A converted cell against its column's declared size: text by [`check_length`], a numeric
+/// by [`check_numeric_fits`] (an array's elements too), so the error names the value.
+pub fn check_fits(cell: &Cell, col: &ColumnInfo) -> std::result::Result<(), String> {
+    match cell {
+        Cell::Text(t) => check_length(t, col),
+        Cell::Numeric(n) => check_numeric_fits(n, col),
+        Cell::Array(items, _) => {
+            for (i, c) in items.iter().enumerate() {
+                check_fits(c, col).map_err(|e| format!("element {i}: {e}"))?;
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A numeric that `numeric(p,s)` cannot hold (PostgreSQL's "numeric field overflow"): after
+/// rounding to s fraction digits its first nonzero digit is more than p - s places before the
+/// point; or it is infinite.
+pub fn check_numeric_fits(text: &str, col: &ColumnInfo) -> std::result::Result<(), String> {
+    let (Some(p), Some(s)) = (col.numeric_precision, col.scale) else { return Ok(()) };
+    let (p, s) = (p as i64, s as i64);
+    if text.ends_with("Infinity") {
+        return Err(format!("numeric({p},{s}) cannot hold an infinite value"));
+    }
+    let Some(d) = parse_decimal(text) else { return Ok(()) }; // NaN
+    let n = d.digits.len() as i64;
+    // Places before the point of the first nonzero digit once rounded to s (half away from zero).
+    let places = if d.scale <= s {
+        if n == 0 {
+            return Ok(());
+        }
+        n - d.scale
+    } else {
+        let keep = n - (d.scale - s);
+        let up = keep >= 0 && d.digits.as_bytes().get(keep as usize).is_some_and(|c| *c >= b'5');
+        match keep {
+            k if k < 0 || (k == 0 && !up) => return Ok(()), // rounds to zero
+            k if up && d.digits.as_bytes()[..k as usize].iter().all(|c| *c == b'9') => k + 1 - s,
+            k => k - s,
+        }
+    };
+    if places > p - s {
+        return Err(format!(
+            "does not fit numeric({p},{s}): rounded to {s} fraction digits it must be less than 10^{} in absolute \
+             value (PostgreSQL: numeric field overflow)",
+            p - s
+        ));
+    }
+    Ok(())
 }
 
 /// Whether `d` has nonzero digits beyond `keep` fraction digits.
@@ -955,13 +1189,13 @@ pub fn json_repeats_a_key(s: &str) -> bool {
 /// The silent changes of one load, per column.
 #[derive(Debug, Default, Clone)]
 pub struct Changes {
-    counts: Vec<[u64; 5]>,
+    counts: Vec<[u64; Change::ALL.len()]>,
 }
 
 impl Changes {
     pub fn record(&mut self, column: usize, c: Change) {
         if self.counts.len() <= column {
-            self.counts.resize(column + 1, [0; 5]);
+            self.counts.resize(column + 1, [0; Change::ALL.len()]);
         }
         self.counts[column][c as usize] += 1;
     }
@@ -1158,6 +1392,7 @@ fn encode_binary_body(cell: &Cell, out: &mut Vec<u8>) {
             out.extend_from_slice(s.as_bytes());
         }
         Cell::Bytes(b) => out.extend_from_slice(b),
+        Cell::Date(d @ (i32::MAX | i32::MIN)) => out.extend_from_slice(&d.to_be_bytes()),
         Cell::Date(d) => out.extend_from_slice(&((*d as i64 - PG_EPOCH_DAYS) as i32).to_be_bytes()),
         Cell::Time(t) => out.extend_from_slice(&t.to_be_bytes()),
         Cell::Timestamp(t) | Cell::Timestamptz(t) => {
@@ -1341,6 +1576,11 @@ fn encode_text_plain(cell: &Cell, out: &mut Vec<u8>) {
 }
 
 fn date_text(days: i64) -> String {
+    match days {
+        d if d == i32::MAX as i64 => return "infinity".into(),
+        d if d == i32::MIN as i64 => return "-infinity".into(),
+        _ => {}
+    }
     let (y, m, d) = timefmt::civil_from_days(days);
     if y <= 0 {
         format!("{:04}-{m:02}-{d:02} BC", 1 - y)
@@ -1533,6 +1773,10 @@ mod tests {
             generated: false,
             sequence: None,
             scale,
+            numeric_precision: None,
+            length: None,
+            blank_padded: false,
+            precision: None,
         }
     }
 
@@ -1555,14 +1799,18 @@ mod tests {
             ("\"NaN\"", &col(Kind::Float8, None), None),
             (r#"{"a":1,"b":{"a":2}}"#, &col(Kind::Jsonb, None), None),
             (r#"[{"a":1,"a":2}]"#, &col(Kind::Jsonb, None), Some(Change::DuplicateKeys)),
-            (r#""{\"k\":1,\"k\":1}""#, &col(Kind::Json, None), Some(Change::DuplicateKeys)),
+            (r#""{\"k\":1,\"k\":1}""#, &col(Kind::Jsonb, None), Some(Change::DuplicateKeys)),
+            // json keeps the text as written, repeated keys and all.
+            (r#""{\"k\":1,\"k\":1}""#, &col(Kind::Json, None), None),
+            (r#"{"k":1,"k":1}"#, &col(Kind::Json, None), None),
         ];
         for (raw, c, want) in table {
-            assert_eq!(silent_change(raw, c, &o), *want, "{raw}");
+            assert_eq!(silent_change(raw, &Cell::Null, c, &o), *want, "{raw}");
         }
         let ms = Options { epoch: Some(EpochUnit::Millis), ..Options::default() };
-        assert_eq!(silent_change("1704448800123.0004", &col(Kind::Timestamptz, None), &ms), Some(Change::Microseconds));
-        assert_eq!(silent_change("1704448800123.001", &col(Kind::Timestamptz, None), &ms), None);
+        let at = col(Kind::Timestamptz, None);
+        assert_eq!(silent_change("1704448800123.0004", &Cell::Null, &at, &ms), Some(Change::Microseconds));
+        assert_eq!(silent_change("1704448800123.001", &Cell::Null, &at, &ms), None);
     }
 
     #[test]

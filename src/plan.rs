@@ -158,7 +158,7 @@ impl Step {
         }
     }
 
-    /// The whole pg-load command of a per-step run.
+    /// The whole pg-load command of a per-step run; the run log records the step's name.
     pub fn consumer(&self) -> Vec<String> {
         let mut v = vec!["pg-load".to_string()];
         v.extend(self.load_args());

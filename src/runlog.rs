@@ -600,7 +600,8 @@ impl Reader {
         Ok(out)
     }
 
-    /// The latest run of a plan step (by step name, or a run of its target that named no step).
+    /// The latest run of a plan step: a run of its target under its name, or one that named no
+    /// step (a plan edited since may give the name to another table).
     pub fn latest(
         &self,
         c: &mut impl postgres::GenericClient,
@@ -608,7 +609,7 @@ impl Reader {
         target: &str,
     ) -> Result<Option<Run>> {
         let sql = format!(
-            "{} WHERE (r.step = $1 OR (r.step IS NULL AND r.target = $2)) AND r.outcome <> 'dry-run' ORDER BY r.id DESC LIMIT 1",
+            "{} WHERE r.target = $2 AND (r.step = $1 OR r.step IS NULL) AND r.outcome <> 'dry-run' ORDER BY r.id DESC LIMIT 1",
             self.select()
         );
         Ok(self.runs(c, &sql, &[&step, &target])?.pop())

@@ -177,6 +177,8 @@ pub fn sqlite_cause(e: &rusqlite::Error) -> String {
         rusqlite::Error::SqliteFailure(_, Some(m)) if m.starts_with("no such module") => {
             format!("{m} (a virtual table of a SQLite extension that pgferry does not include)")
         }
+        // A failed write (EFBIG, EIO) through the backup API has that message too: the code is all there is.
+        rusqlite::Error::SqliteFailure(f, Some(m)) if m == "not an error" => code_name(f.code).to_string(),
         // The code's name only where SQLite's message does not already say it.
         rusqlite::Error::SqliteFailure(f, Some(m)) if m == code_name(f.code) || f.code == Unknown => m.clone(),
         rusqlite::Error::SqliteFailure(f, Some(m)) => format!("{m} ({})", code_name(f.code)),
@@ -196,6 +198,7 @@ fn code_name(c: rusqlite::ErrorCode) -> &'static str {
         DiskFull => "the disk is full",
         PermissionDenied => "permission denied",
         CannotOpen => "cannot open",
+        SystemIoFailure => "disk I/O error",
         _ => "SQLite error",
     }
 }

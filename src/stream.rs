@@ -552,19 +552,32 @@ pub fn base64_encode(data: &[u8]) -> String {
     String::from_utf8(out).expect("base64 is ascii")
 }
 
-/// Decodes standard base64; padding optional, whitespace and other alphabets refused.
+/// Decodes standard base64; padding optional, but when present exactly what RFC 4648 puts
+/// there; whitespace, other alphabets and nonzero bits after the last byte (text no encoder
+/// writes: two such texts would decode to the same bytes) refused.
 pub fn base64_decode(s: &str) -> std::result::Result<Vec<u8>, String> {
     use base64::engine::{general_purpose::GeneralPurpose, DecodePaddingMode, GeneralPurposeConfig};
     use base64::{DecodeError, Engine};
-    const LENIENT: GeneralPurpose = GeneralPurpose::new(
+    const DECODER: GeneralPurpose = GeneralPurpose::new(
         &base64::alphabet::STANDARD,
-        GeneralPurposeConfig::new()
-            .with_decode_padding_mode(DecodePaddingMode::Indifferent)
-            .with_decode_allow_trailing_bits(true),
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
     );
-    LENIENT.decode(s.trim_end_matches('=')).map_err(|e| match e {
+    let data = s.trim_end_matches('=');
+    let pad = s.len() - data.len();
+    if pad > 0 && (pad > 2 || !s.len().is_multiple_of(4)) {
+        return Err(format!(
+            "bad padding: {pad} '=' after {} characters (base64 pads to a multiple of 4 characters)",
+            data.len()
+        ));
+    }
+    DECODER.decode(data).map_err(|e| match e {
         DecodeError::InvalidByte(i, c) => format!("invalid base64 character {:?} at offset {i}", c as char),
         DecodeError::InvalidLength(_) => "truncated base64".to_string(),
+        DecodeError::InvalidLastSymbol(i, c) => format!(
+            "the character {:?} at offset {i} leaves nonzero bits after the last byte: not base64 an encoder \
+             writes (a damaged value?)",
+            c as char
+        ),
         other => format!("invalid base64: {other}"),
     })
 }
@@ -708,18 +721,43 @@ impl<R: BufRead> RowReader<R> {
         }
     }
 
-    /// Reads one line into `buf`; false at EOF.
+    /// Reads one line into `buf`; false at EOF. A line is at most [`MAX_LINE`] bytes, and one
+    /// whose first 64 KiB do not start an object is refused then (`/dev/zero`, a binary file
+    /// piped by mistake), so input that is not lines cannot take all memory first.
     fn read_line(&mut self) -> Result<bool> {
         self.buf.clear();
-        let n = self
-            .input
-            .read_until(b'\n', &mut self.buf)
-            .map_err(|e| Error::io(format!("line {}: read stdin", self.line + 1), e))?;
+        let line = self.line + 1;
+        let read = |r: &mut R, buf: &mut Vec<u8>, limit: usize| {
+            std::io::Read::take(&mut *r, (limit - buf.len()) as u64)
+                .read_until(b'\n', buf)
+                .map_err(|e| Error::io(format!("line {line}: read stdin"), e))
+        };
+        let mut n = read(&mut self.input, &mut self.buf, PEEK_LINE)?;
+        if self.buf.len() == PEEK_LINE && self.buf.last() != Some(&b'\n') {
+            if let Some(&c) = self.buf.iter().find(|c| !c.is_ascii_whitespace()) {
+                if c != b'{' {
+                    return Err(not_lines(line, &self.buf));
+                }
+            }
+            n += read(&mut self.input, &mut self.buf, MAX_LINE)?;
+            if self.buf.len() == MAX_LINE && self.buf.last() != Some(&b'\n') {
+                return Err(Error::Data(format!(
+                    "line {line} is longer than {} GiB, more than PostgreSQL stores in one row: is the input a \
+                     stream of lines?",
+                    MAX_LINE >> 30
+                )));
+            }
+        }
         if n == 0 {
             self.eof = true;
             return Ok(false);
         }
-        self.line += 1;
+        self.line = line;
+        // A byte order mark (which Windows tools write) before the first line is not data
+        // (docs/stream.md §1.7).
+        if line == 1 && self.buf.starts_with(BOM) {
+            self.buf.drain(..BOM.len());
+        }
         Ok(true)
     }
 
@@ -745,6 +783,13 @@ impl<R: BufRead> RowReader<R> {
             if self.buf.iter().all(|b| b.is_ascii_whitespace()) {
                 continue;
             }
+            if self.buf.starts_with(BOM) {
+                return Err(Error::Data(format!(
+                    "line {}: starts with a UTF-8 byte order mark (EF BB BF), which only the stream's first line may \
+                     have: files concatenated?",
+                    self.line
+                )));
+            }
             if self.end.is_some() {
                 return Err(Error::Data(format!(
                     "line {}: data after the end record (two streams concatenated?)",
@@ -753,7 +798,7 @@ impl<R: BufRead> RowReader<R> {
             }
             match may_be_record(&self.buf) {
                 Some(Record::End) => {
-                    let text = std::str::from_utf8(&self.buf).map_err(|e| invalid_utf8(self.line, &e))?;
+                    let text = std::str::from_utf8(&self.buf).map_err(|e| invalid_utf8(self.line, &self.buf, &e))?;
                     if let Some(end) = end_record(text, self.line)? {
                         if end.rows != self.rows {
                             return Err(Error::Data(format!(
@@ -770,7 +815,7 @@ impl<R: BufRead> RowReader<R> {
                     }
                 }
                 Some(Record::Table) => {
-                    let text = std::str::from_utf8(&self.buf).map_err(|e| invalid_utf8(self.line, &e))?;
+                    let text = std::str::from_utf8(&self.buf).map_err(|e| invalid_utf8(self.line, &self.buf, &e))?;
                     if let Some(t) = table_record(text, self.line)? {
                         if self.rows == 0 && self.table.is_none() {
                             if let Some(want) = self.expect_step.as_deref().filter(|w| *w != t.step) {
@@ -808,7 +853,7 @@ impl<R: BufRead> RowReader<R> {
             break;
         }
         // Checked once here, after the loop, so the text can be lent out.
-        let text = std::str::from_utf8(&self.buf).map_err(|e| invalid_utf8(self.line, &e))?;
+        let text = std::str::from_utf8(&self.buf).map_err(|e| invalid_utf8(self.line, &self.buf, &e))?;
         self.rows += 1;
         Ok(Some((self.line, text)))
     }
@@ -823,6 +868,25 @@ impl<R: BufRead> RowReader<R> {
         }
         Ok(())
     }
+}
+
+/// The longest line read: PostgreSQL stores no value, and no row, of 1 GB or more.
+const MAX_LINE: usize = 1 << 30;
+/// What is read of a line before its first byte must have shown it to be an object.
+const PEEK_LINE: usize = 1 << 16;
+/// UTF-8's byte order mark.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// The error for a long line that does not start an object.
+fn not_lines(line: u64, buf: &[u8]) -> Error {
+    let start = buf.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(0);
+    let hex: Vec<String> = buf[start..].iter().take(8).map(|b| format!("{b:02x}")).collect();
+    Error::Data(format!(
+        "line {line}: not a JSON object (its first bytes are {}) and no line end in {} KiB: is the input an NDJSON \
+         stream?",
+        hex.join(" "),
+        PEEK_LINE >> 10
+    ))
 }
 
 enum Record {
@@ -857,12 +921,39 @@ fn may_be_record(line: &[u8]) -> Option<Record> {
 pub fn parse_object(line: &[u8], line_no: u64) -> Result<Map<String, Value>> {
     match std::str::from_utf8(line) {
         Ok(text) => parse_row(text, line_no),
-        Err(e) => Err(invalid_utf8(line_no, &e)),
+        Err(e) => Err(invalid_utf8(line_no, line, &e)),
     }
 }
 
-fn invalid_utf8(line_no: u64, e: &std::str::Utf8Error) -> Error {
-    Error::Data(format!("line {line_no}: invalid UTF-8 at byte {} of the line", e.valid_up_to() + 1))
+/// The error for a line that is not UTF-8, naming the bytes and the key whose value (or the
+/// key) holds them, when the line reads as an object with them replaced.
+fn invalid_utf8(line_no: u64, line: &[u8], e: &std::str::Utf8Error) -> Error {
+    let at = e.valid_up_to();
+    let bad = &line[at..at + e.error_len().unwrap_or(line.len() - at).min(4)];
+    let hex: Vec<String> = bad.iter().map(|b| format!("{b:02x}")).collect();
+    // The text before `at` is valid and kept as is, so offsets below `at` agree.
+    let lossy = String::from_utf8_lossy(line);
+    let mut members = vec![];
+    let place = match crate::jsonscan::scan_object(&lossy, &mut members) {
+        Ok(()) => members.iter().find_map(|m| {
+            let key = || lossy[m.key.clone()].to_string();
+            if m.value.contains(&at) {
+                Some(format!(", in the value of column '{}'", key()))
+            } else if (m.key.start..m.key.end + 1).contains(&at) {
+                Some(format!(", in the key {}", snippet(&key(), 40)))
+            } else {
+                None
+            }
+        }),
+        Err(_) => None,
+    };
+    Error::Data(format!(
+        "line {line_no}: invalid UTF-8 at byte {} of the line (bytes {}){}: the stream must be UTF-8 (a source in \
+         another encoding, such as Latin-1, needs converting first)",
+        at + 1,
+        hex.join(" "),
+        place.unwrap_or_default()
+    ))
 }
 
 /// A key that repeats within a row: always an error (docs/stream.md §2.3), never "the last

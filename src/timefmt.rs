@@ -237,6 +237,95 @@ pub fn parse_timestamp(s: &str) -> Option<Parsed> {
     Some(Parsed { micros, offset, date_only: false, rounded, end_of_day: hour == 24 })
 }
 
+/// Why text shaped like an ISO 8601 timestamp (or date) is not one [`parse_timestamp`] reads:
+/// the part that is out of range or not read, for the error message. `None` when the text is
+/// not shaped like one (the caller says what it expected) or nothing specific is wrong.
+pub fn diagnose(s: &str) -> Option<String> {
+    let t = s.trim();
+    let b = t.as_bytes();
+    let mut i = usize::from(b.first() == Some(&b'-'));
+    let num = |i: &mut usize| -> Option<(u64, usize)> {
+        let start = *i;
+        while *i < b.len() && b[*i].is_ascii_digit() {
+            *i += 1;
+        }
+        let n = *i - start;
+        (1..=18).contains(&n).then(|| (t[start..*i].parse().expect("digits"), n))
+    };
+    let sep = |i: &mut usize, c: u8| (b.get(*i) == Some(&c)).then(|| *i += 1);
+    let (year, year_digits) = num(&mut i)?;
+    sep(&mut i, b'-')?;
+    let (month, _) = num(&mut i)?;
+    sep(&mut i, b'-')?;
+    let (day, _) = num(&mut i)?;
+    if year_digits > 4 {
+        return Some(format!("the year {year} has more than four digits (RFC 3339 years end at 9999)"));
+    }
+    if year == 0 {
+        return Some("PostgreSQL has no year 0000 (1 BC is followed by 1 AD)".into());
+    }
+    if !(1..=12).contains(&month) {
+        return Some(format!("there is no month {month}"));
+    }
+    let y = if b[0] == b'-' { -(year as i64) } else { year as i64 };
+    let days = days_in_month(y, month as u32) as u64;
+    if day == 0 || day > days {
+        let leap = if month == 2 && day == 29 { format!(" ({year} is not a leap year)") } else { String::new() };
+        return Some(format!("{year:04}-{month:02} has {days} days, not {day}{leap}"));
+    }
+    if i == b.len() || !matches!(b[i], b'T' | b't' | b' ') {
+        return None;
+    }
+    i += 1;
+    let (hour, _) = num(&mut i)?;
+    sep(&mut i, b':')?;
+    let (minute, _) = num(&mut i)?;
+    let second = match sep(&mut i, b':') {
+        Some(()) => num(&mut i)?.0,
+        None => 0,
+    };
+    if hour > 24 || (hour == 24 && (minute, second) != (0, 0)) {
+        return Some(format!(
+            "there is no time {hour:02}:{minute:02}:{second:02} (24:00:00, the end of the day, is the only one in hour 24)"
+        ));
+    }
+    if minute > 59 {
+        return Some(format!("there is no minute {minute}"));
+    }
+    if second == 60 {
+        return Some(
+            "second 60 is a leap second, which PostgreSQL would store as the next minute's start: write \
+             :59.999999 or the next minute"
+                .into(),
+        );
+    }
+    if second > 60 {
+        return Some(format!("there is no second {second}"));
+    }
+    if sep(&mut i, b'.').or_else(|| sep(&mut i, b',')).is_some() {
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+    }
+    let zone = t[i..].trim_start();
+    if zone.starts_with(|c: char| c.is_ascii_alphabetic())
+        && !["z", "utc", "gmt"].iter().any(|z| zone.eq_ignore_ascii_case(z))
+    {
+        return Some(format!(
+            "the zone name '{zone}' is not read: write an offset (+01:00), or the local time with --assume-tz ZONE"
+        ));
+    }
+    if let Some(off) = zone.strip_prefix(['+', '-']) {
+        if off.len() > 5 && off.as_bytes().get(5) == Some(&b':') {
+            return Some(format!("the offset {zone} has seconds, which are not read"));
+        }
+        if off.get(..2).and_then(|h| h.parse::<u32>().ok()).is_some_and(|h| h > 15) {
+            return Some(format!("the offset {zone} is beyond ±15:59"));
+        }
+    }
+    None
+}
+
 /// `Z`, `±HH[[:]MM]`, ` UTC`, ` GMT`, or nothing: `Some(None)`; malformed: `None`.
 fn parse_zone(p: &mut Cursor) -> Option<Option<i32>> {
     p.eat(b' ');
@@ -458,6 +547,31 @@ mod tests {
         assert_eq!(p.utc_micros_in(&athens), Some(local("2024-07-01 12:00:00")));
         // Beyond the years the rules cover: None, never a wrong answer.
         assert_eq!(athens.to_utc(local("9999-12-31 23:00:00") + 2 * 3_600_000_000), None);
+    }
+
+    #[test]
+    fn what_is_wrong_is_said() {
+        for (s, why) in [
+            ("2024-12-31T23:59:60Z", "leap second"),
+            ("0000-01-01", "no year 0000"),
+            ("10000-01-01T00:00:00Z", "more than four digits"),
+            ("2023-02-29", "2023-02 has 28 days, not 29 (2023 is not a leap year)"),
+            ("2024-04-31 10:00", "has 30 days, not 31"),
+            ("2024-13-01", "no month 13"),
+            ("2024-01-05T24:00:01", "no time 24:00:01"),
+            ("2024-01-05T25:00", "no time 25:00:00"),
+            ("2024-01-05T10:61", "no minute 61"),
+            ("2024-01-05 10:00:00 Europe/Paris", "the zone name 'Europe/Paris' is not read"),
+            ("2024-01-05T10:00:00.5 PST", "the zone name 'PST'"),
+            ("2024-01-05T10:00:00+16:00", "beyond ±15:59"),
+            ("2024-01-05T10:00:00+05:30:15", "has seconds"),
+        ] {
+            let got = diagnose(s).unwrap_or_else(|| panic!("{s}: no diagnosis"));
+            assert!(got.contains(why), "{s}: {got}");
+        }
+        for s in ["yesterday", "2024-01-05", "2024-01-05T10:00:00Z", "1700000000", "10:00"] {
+            assert_eq!(diagnose(s), None, "{s}");
+        }
     }
 
     #[test]

@@ -9,7 +9,6 @@ use pgferry::files::{HashingReader, HashingWriter};
 use pgferry::progress::{Progress, Unit};
 use pgferry::{Error, Result};
 use serde_json::{json, Map, Value};
-use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -186,6 +185,13 @@ pub fn verify(backup: &str, tmp_dir: Option<&Path>, durable: bool) -> Result<Rep
     let decoded = decompress(&data, tmp.path(), durable, db_bytes)?;
     r.compare("compressed_sha256", gz_sha.into(), decoded.gz_sha.into());
     r.compare("compressed_bytes", gz_bytes.into(), decoded.gz_bytes.into());
+    if decoded.oversize {
+        r.fail(
+            "database_bytes",
+            format!("the database is larger than the manifest's {db_bytes} bytes; decompression stopped there"),
+        );
+        return Ok(r);
+    }
     if let Some(e) = decoded.error {
         r.fail("decompress", e);
         return Ok(r);
@@ -257,28 +263,44 @@ struct Decoded {
     raw_bytes: u64,
     /// Why the gzip stream could not be read to its end.
     error: Option<String>,
+    /// The stream holds more than the manifest's database size (decompression stopped there).
+    oversize: bool,
 }
 
 /// gunzip `data` into a new owner-only file at `out`. The compressed side is hashed to the
-/// file's last byte even when the stream is damaged or has trailing bytes.
+/// file's last byte even when the stream is damaged or has trailing bytes. Decompression stops
+/// one byte past `expect_bytes` (the manifest's database size): a gzip bomb, or a backup that is
+/// not this manifest's, cannot fill the disk.
 fn decompress(data: &Path, out: &Path, durable: bool, expect_bytes: u64) -> Result<Decoded> {
     let what_r = |e| Error::io(format!("read '{}'", show(data)), e);
-    let what_w = |e| Error::io(format!("write '{}'", show(out)), e);
-    let input = File::open(data).map_err(what_r)?;
+    let unchanged = if durable { "; nothing was changed" } else { "" };
+    let what_w = |e| Error::io(format!("write '{}'", show(out)), e).append(unchanged);
+    let input = files::open_regular(data, "backup")?;
     let reader = BufReader::with_capacity(1 << 20, HashingReader::new(input));
     let mut gz = flate2::bufread::MultiGzDecoder::new(reader);
     let file = pgferry::files::create_private(out).map_err(|e| {
-        what_w(e).append(" (check decompresses the database there; pass --tmp DIR to use another directory)")
+        Error::io(format!("write '{}'", show(out)), e).append(if durable {
+            // restore decompresses beside the database: the final rename stays on one filesystem.
+            " (restore writes the verified copy in the database's own directory); nothing was changed"
+        } else {
+            " (check decompresses the database there; pass --tmp DIR to use another directory)"
+        })
     })?;
     let mut w = HashingWriter::new(std::io::BufWriter::with_capacity(1 << 20, file));
     let mut buf = vec![0u8; 1 << 20];
     let mut error = None;
+    let mut oversize = false;
     let draw = pgferry::progress::terminal();
     let mut progress = Progress::new(crate::TOOL, "decompress", Unit::Bytes, Some(expect_bytes), draw);
     loop {
         progress.update(w.bytes);
         files::check_interrupt("check")?;
-        match gz.read(&mut buf) {
+        if w.bytes > expect_bytes {
+            oversize = true;
+            break;
+        }
+        let room = (expect_bytes - w.bytes + 1).min(buf.len() as u64) as usize;
+        match gz.read(&mut buf[..room]) {
             Ok(0) => break,
             Ok(n) => w.write_all(&buf[..n]).map_err(what_w)?,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -310,5 +332,12 @@ fn decompress(data: &Path, out: &Path, durable: bool, expect_bytes: u64) -> Resu
     if durable {
         file.sync_all().map_err(what_w)?;
     }
-    Ok(Decoded { gz_sha: hr.sha.finish(), gz_bytes: hr.bytes, raw_sha: sha.finish(), raw_bytes: bytes, error })
+    Ok(Decoded {
+        gz_sha: hr.sha.finish(),
+        gz_bytes: hr.bytes,
+        raw_sha: sha.finish(),
+        raw_bytes: bytes,
+        error,
+        oversize,
+    })
 }

@@ -184,8 +184,15 @@ fn snapshot(src: &rusqlite::Connection, dest: &Path, db: &str) -> Result<()> {
     let started = std::time::Instant::now();
     {
         let b = rusqlite::backup::Backup::new(src, &mut dst).map_err(|e| sqlite_error(&what, e))?;
+        // A failed write is the snapshot's, in --out (the source is only read).
+        let write_err = |e: rusqlite::Error| match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::SystemIoFailure) | Some(rusqlite::ErrorCode::DiskFull) => {
+                sqlite_error(format!("{what}: write '{}'", show(dest)), e).append(" (is the disk full?)")
+            }
+            _ => sqlite_error(&what, e),
+        };
         loop {
-            match b.step(-1).map_err(|e| sqlite_error(&what, e))? {
+            match b.step(-1).map_err(write_err)? {
                 rusqlite::backup::StepResult::Done => break,
                 rusqlite::backup::StepResult::More => continue,
                 // Busy or locked: a writer holds what we need for a moment (rollback journal mode).

@@ -43,7 +43,12 @@ pub fn base_name(manifest: &Path) -> String {
 
 /// Reads a manifest's text. A missing manifest is exit 66; an unreadable one 74.
 pub fn read_text(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|e| Error::io(format!("read manifest '{}'", show(path)), e))
+    use std::io::Read;
+    let mut text = String::new();
+    crate::files::open_regular(path, "manifest")?
+        .read_to_string(&mut text)
+        .map_err(|e| Error::io(format!("read manifest '{}'", show(path)), e))?;
+    Ok(text)
 }
 
 /// Parses a manifest and checks its form and its own checksum; `Err` says what is wrong
@@ -52,7 +57,7 @@ pub fn parse(text: &str) -> std::result::Result<Map<String, Value>, String> {
     let v: Value = serde_json::from_str(text).map_err(|e| format!("not valid JSON ({e})"))?;
     let Value::Object(m) = v else { return Err("not a JSON object".into()) };
     match m.get("format").and_then(Value::as_str) {
-        Some(FORMAT) | Some(crate::pgdump::FORMAT) => {}
+        Some(FORMAT) | Some(crate::pgdump::FORMAT) | Some(crate::tree::FORMAT) => {}
         Some(other) => return Err(format!("format '{other}' is not {FORMAT}")),
         None => return Err("has no 'format'".into()),
     }
@@ -66,6 +71,11 @@ pub fn parse(text: &str) -> std::result::Result<Map<String, Value>, String> {
         ));
     }
     Ok(m)
+}
+
+/// The file a manifest describes, beside it: `file`, or a tree backup's `archive.file`.
+pub fn data_file(m: &Map<String, Value>) -> Option<&str> {
+    lookup(m, "/file").or_else(|| lookup(m, "/archive/file")).and_then(Value::as_str)
 }
 
 /// A string field by JSON pointer (`/compressed/sha256`), or a check failure naming it.

@@ -39,7 +39,9 @@ pub struct Entry {
 
 impl Entry {
     pub fn source(&self) -> Option<&str> {
-        self.manifest.as_ref().and_then(|m| manifest::lookup(m, "/source/path")).and_then(Value::as_str)
+        let m = self.manifest.as_ref()?;
+        // A tree backup's manifest holds its source path as a plain string.
+        manifest::lookup(m, "/source/path").or_else(|| m.get("source")).and_then(Value::as_str)
     }
 
     /// The `list` line: the manifest's summary.
@@ -55,7 +57,7 @@ impl Entry {
                 let get = |p: &str| manifest::lookup(m, p).cloned().unwrap_or(Value::Null);
                 let tables = manifest::tables(m).unwrap_or_default();
                 out.insert("created_at".into(), get("/created_at"));
-                out.insert("file".into(), get("/file"));
+                out.insert("file".into(), manifest::data_file(m).into());
                 out.insert("tables".into(), tables.len().into());
                 out.insert("rows".into(), tables.iter().map(|t| t.1).sum::<u64>().into());
                 if get("/format") == crate::pgdump::FORMAT {
@@ -66,6 +68,13 @@ impl Entry {
                         "integrity".into(),
                         json!(if get("/pg_restore_check") == "ok" { "ok" } else { "FAILED" }),
                     );
+                } else if get("/format") == crate::tree::FORMAT {
+                    // Tree manifests list files, not tables: "tables" and "rows" stay 0.
+                    out.insert("kind".into(), "tree".into());
+                    out.insert("source".into(), get("/source"));
+                    out.insert("files".into(), get("/file_count"));
+                    out.insert("bytes".into(), get("/bytes"));
+                    out.insert("compressed_bytes".into(), get("/archive/bytes"));
                 } else {
                     out.insert("kind".into(), "sqlite".into());
                     out.insert("source".into(), get("/source/path"));
@@ -148,7 +157,7 @@ pub fn rotate(dir: &Path, source: &str, current: &str, keep: Keep) -> Result<Vec
         if k || e.base == current {
             continue;
         }
-        let file = e.manifest.as_ref().and_then(|m| m.get("file")).and_then(Value::as_str).unwrap_or("");
+        let file = e.manifest.as_ref().and_then(manifest::data_file).unwrap_or("");
         // The manifest first: from then on the backup no longer exists for list, check and restore.
         std::fs::remove_file(&e.manifest_path)
             .map_err(|err| Error::io(format!("remove '{}'", show(&e.manifest_path)), err))?;

@@ -29,6 +29,10 @@ pub fn is_tree(source: &str) -> bool {
     if p.is_dir() {
         return true;
     }
+    if !p.is_file() {
+        // Missing, or a FIFO or device (opening a FIFO would wait forever): create says which.
+        return false;
+    }
     let mut head = [0u8; 16];
     match File::open(p).and_then(|mut f| f.read_exact(&mut head)) {
         Ok(()) => &head != b"SQLite format 3\0",
@@ -40,7 +44,8 @@ pub fn is_tree(source: &str) -> bool {
 /// Whether the manifest BACKUP names (its path, NAME.tree.gz or NAME) is a tree backup's.
 pub fn is_tree_backup(backup: &str) -> bool {
     let m = manifest_path(backup);
-    std::fs::read_to_string(m).is_ok_and(|t| t.contains(FORMAT))
+    let format = |t: &str| serde_json::from_str::<Value>(t).ok().and_then(|v| v.get("format").cloned());
+    manifest::read_text(&m).is_ok_and(|t| format(&t) == Some(Value::from(FORMAT)))
 }
 
 pub fn manifest_path(backup: &str) -> PathBuf {
@@ -61,16 +66,20 @@ struct Entry {
 fn walk(root: &Path) -> Result<Vec<Entry>> {
     let meta = std::fs::symlink_metadata(root).map_err(|e| Error::io(format!("read '{}'", show(root)), e))?;
     if meta.is_file() {
-        let rel = root.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let rel =
+            root.file_name().unwrap_or_default().to_os_string().into_string().map_err(|raw| not_utf8(root, &raw))?;
         return Ok(vec![Entry { rel, path: root.to_path_buf() }]);
     }
     let mut out = Vec::new();
     let mut stack = vec![(root.to_path_buf(), String::new())];
     while let Some((dir, prefix)) = stack.pop() {
-        let rd = std::fs::read_dir(&dir).map_err(|e| Error::io(format!("list '{}'", show(&dir)), e))?;
+        let rd = std::fs::read_dir(&dir).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound if !prefix.is_empty() => changed(root, &prefix, "disappeared"),
+            _ => Error::io(format!("list '{}'", show(&dir)), e),
+        })?;
         for e in rd {
             let e = e.map_err(|e| Error::io(format!("list '{}'", show(&dir)), e))?;
-            let name = e.file_name().to_string_lossy().into_owned();
+            let name = e.file_name().into_string().map_err(|raw| not_utf8(&e.path(), &raw))?;
             let rel = if prefix.is_empty() { name.clone() } else { format!("{prefix}/{name}") };
             let ft = e.file_type().map_err(|err| Error::io(format!("read '{}'", show(&e.path())), err))?;
             if ft.is_dir() {
@@ -78,9 +87,15 @@ fn walk(root: &Path) -> Result<Vec<Entry>> {
             } else if ft.is_file() {
                 out.push(Entry { rel, path: e.path() });
             } else {
+                let what = if ft.is_symlink() {
+                    let to = std::fs::read_link(e.path()).map(|t| show(&t)).unwrap_or_default();
+                    format!("a symlink (to '{to}')")
+                } else {
+                    "a device, FIFO or socket".to_string()
+                };
                 return Err(Error::Data(format!(
-                    "back up '{}': '{rel}' is not a regular file or directory (a symlink or device); \
-                     a restore could not put it back",
+                    "back up '{}': '{rel}' is {what}, not a regular file or directory; \
+                     a restore could not put it back as it was",
                     show(root)
                 )));
             }
@@ -95,6 +110,14 @@ fn walk(root: &Path) -> Result<Vec<Entry>> {
 pub fn create(source: &str, out: &Path, name: Option<&str>, level: u32) -> Result<Map<String, Value>> {
     let root = std::fs::canonicalize(source).map_err(|e| Error::io(format!("read '{source}'"), e))?;
     let is_dir = root.is_dir();
+    if is_dir && real_path(out).starts_with(&root) {
+        // The archive being written would be read into itself (and old backups with it).
+        return Err(Error::Usage(format!(
+            "back up '{}': the output directory '{}' is inside it; put the backups elsewhere",
+            show(&root),
+            show(out)
+        )));
+    }
     files::make_private_dir(out)?;
     let stem = match name {
         Some(n) => n.to_string(),
@@ -114,7 +137,10 @@ pub fn create(source: &str, out: &Path, name: Option<&str>, level: u32) -> Resul
     let mut total = 0u64;
     for e in &entries {
         files::check_interrupt("create")?;
-        let what_r = |err| Error::io(format!("read '{}'", show(&e.path)), err);
+        let what_r = |err: std::io::Error| match err.kind() {
+            std::io::ErrorKind::NotFound => changed(&root, &e.rel, "disappeared"),
+            _ => Error::io(format!("read '{}'", show(&e.path)), err),
+        };
         let mut f = File::open(&e.path).map_err(what_r)?;
         let before = f.metadata().map_err(what_r)?;
         let mode = before.permissions().mode() & 0o7777;
@@ -124,11 +150,7 @@ pub fn create(source: &str, out: &Path, name: Option<&str>, level: u32) -> Resul
         let copied = std::io::copy(&mut r, &mut gz).map_err(what_w)?;
         let after = std::fs::metadata(&e.path).map_err(what_r)?;
         if copied != size || after.len() != size || after.modified().ok() != before.modified().ok() {
-            return Err(Error::TempFail(format!(
-                "back up '{}': '{}' changed while it was read (is the app still writing? freeze first)",
-                show(&root),
-                e.rel
-            )));
+            return Err(changed(&root, &e.rel, "changed"));
         }
         total += size;
         listed.push(json!({"path": e.rel, "size": size, "mode": mode, "sha256": r.sha.finish()}));
@@ -156,6 +178,43 @@ pub fn create(source: &str, out: &Path, name: Option<&str>, level: u32) -> Resul
     summary.insert("bytes".into(), total.into());
     summary.insert("compressed_bytes".into(), bytes.into());
     Ok(summary)
+}
+
+/// `p` with its symlinks resolved as far as it exists (`--out` may not exist yet).
+fn real_path(p: &Path) -> PathBuf {
+    let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let mut missing = vec![];
+    let mut cur = abs.as_path();
+    loop {
+        if let Ok(real) = std::fs::canonicalize(cur) {
+            return missing.iter().rev().fold(real, |acc: PathBuf, part| acc.join(part));
+        }
+        match (cur.parent(), cur.file_name()) {
+            (Some(parent), Some(name)) => {
+                missing.push(name.to_os_string());
+                cur = parent;
+            }
+            _ => return abs,
+        }
+    }
+}
+
+/// A file name JSON cannot carry exactly (a restore would write another name).
+fn not_utf8(path: &Path, raw: &std::ffi::OsStr) -> Error {
+    Error::Data(format!(
+        "back up '{}': the file name {raw:?} is not UTF-8, which the manifest (JSON) cannot record \
+         exactly; rename it",
+        show(pgferry::files::parent_dir(path).as_path())
+    ))
+}
+
+/// A file of the tree changed (or vanished) while the backup ran: exit 75, freeze first.
+fn changed(root: &Path, rel: &str, how: &str) -> Error {
+    Error::TempFail(format!(
+        "back up '{}': '{rel}' {how} while the backup ran (is the app still writing? freeze first); \
+         no backup was written",
+        show(root)
+    ))
 }
 
 fn reserve(dir: &Path, stem: &str, ts: &str) -> Result<(String, PathBuf, File)> {
@@ -203,7 +262,7 @@ pub fn verify(backup: &str, extract_to: Option<&Path>) -> Result<Report> {
     };
     let want: Vec<Value> = m.get("files").and_then(Value::as_array).cloned().unwrap_or_default();
     r.manifest = Some(m);
-    let f = File::open(&archive).map_err(|e| Error::io(format!("open '{}'", show(&archive)), e))?;
+    let f = files::open_regular(&archive, "archive")?;
     let mut hashed = HashingReader::new(BufReader::with_capacity(1 << 20, f));
     let found = read_entries(&mut hashed, &want, extract_to);
     // Read what the decoder left (a damaged tail) so the checksum covers the whole file.
@@ -222,6 +281,9 @@ pub fn verify(backup: &str, extract_to: Option<&Path>) -> Result<Report> {
     Ok(r)
 }
 
+/// The longest entry header read: a path of PATH_MAX bytes, every one JSON-escaped, fits.
+const MAX_HEADER: u64 = 64 << 10;
+
 /// Decompresses the archive entry by entry, comparing each with the manifest's list.
 fn read_entries(
     input: &mut impl Read,
@@ -234,9 +296,16 @@ fn read_entries(
     let mut header = String::new();
     loop {
         header.clear();
-        let got = gz.read_line(&mut header).map_err(|e| format!("decompress the archive: {e}"))?;
+        let got = (&mut gz)
+            .take(MAX_HEADER)
+            .read_line(&mut header)
+            .map_err(|e| format!("decompress the archive: {}", pgferry::error::io_cause(&e)))?;
         if got == 0 {
             break;
+        }
+        if !header.ends_with('\n') {
+            // A damaged or hostile archive (a gzip bomb without newlines) must not fill memory.
+            return Err(format!("entry {}: no header line within {MAX_HEADER} bytes", n + 1));
         }
         let h: Value = serde_json::from_str(header.trim_end()).map_err(|_| format!("entry {}: bad header", n + 1))?;
         let rel = h["path"].as_str().ok_or_else(|| format!("entry {}: no path", n + 1))?.to_string();
@@ -371,7 +440,15 @@ pub fn restore(backup: &str, to: &Path) -> Result<Restored> {
     } else {
         staging.clone()
     };
-    std::fs::rename(&new, to).map_err(|e| Error::io(format!("put '{}' in place", show(to)), e))?;
+    if let Err(e) = std::fs::rename(&new, to) {
+        // The current tree goes back where it was: a failed restore changes nothing.
+        let back = previous.as_ref().map(|aside| std::fs::rename(aside, to));
+        let how = match back {
+            None | Some(Ok(())) => "nothing was changed".to_string(),
+            Some(Err(_)) => format!("the current tree is kept as '{}'", show(previous.as_deref().unwrap_or(to))),
+        };
+        return Err(Error::io(format!("put '{}' in place", show(to)), e).append(&format!("; {how}")));
+    }
     pgferry::files::fsync_dir(&parent)?;
     drop(cleanup);
     Ok(Restored { report, previous })

@@ -12,6 +12,7 @@ mod rows;
 mod schema;
 mod status;
 mod table;
+mod validate;
 
 use pgferry::cli::{self, Status};
 use pgferry::commit::{self, Committed, TxId};
@@ -50,6 +51,7 @@ Usage:
   pg-load --plan PLAN --resolve [--from STEP | --steps A,B] [--mode MODE]
   pg-load --plan PLAN --preflight [--app-env FILE] [--app-url-var VAR] [--require-rls TABLES]
   pg-load --plan PLAN --status [--db URL] [--runs-table NAME]
+  pg-load --plan PLAN --validate-fks [--db URL]
 
 Run options:
   --db URL              PostgreSQL connection URL or 'key=value' string
@@ -92,6 +94,11 @@ Run options:
   --status              With --plan: print each step's latest run (NDJSON on
                         stdout: step, target, source, outcome, finished_at,
                         counts); exit 0 iff every one succeeded, else 1.
+  --validate-fks        With --plan: validate the foreign keys that its
+                        --defer-fks steps left NOT VALID, where a step of the
+                        plan loads the parent (the end of a per-step migrate);
+                        exit 1 if rows lack their parent (the key stays NOT
+                        VALID). Keys into other tables are named and left.
 
 Table options (on the command line, or in a plan step's \"load\" array):
   --mode MODE           insert: skip rows whose key is already present
@@ -119,7 +126,8 @@ Table options (on the command line, or in a plan step's \"load\" array):
                         foreign keys are dropped for the load and re-added NOT
                         VALID; validate them later (the command is printed).
                         In a plan run they are re-added and validated before
-                        COMMIT.
+                        COMMIT (a key into a table no step of the run loads
+                        comes back NOT VALID while its parents are missing).
   --ensure-partitions   The target is range-partitioned by time: create the
                         partitions the rows need (as pg-partition ensure does,
                         same names, same lock) in the load's transaction.
@@ -609,6 +617,9 @@ fn main() {
     }
     if std::env::args().any(|a| a == "--status") {
         cli::main(TOOL, USAGE, status::parse, status::run);
+    }
+    if std::env::args().any(|a| a == "--validate-fks") {
+        cli::main(TOOL, USAGE, validate::parse, validate::run);
     }
     cli::main(TOOL, USAGE, parse, run)
 }

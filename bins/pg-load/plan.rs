@@ -1,6 +1,7 @@
 //! A plan run: every selected step's table loaded from one multi-table stream
 //! (docs/stream.md §7) in ONE transaction, each with its own options, count check and run-log
-//! record; every foreign key valid before COMMIT; all tables committed or none.
+//! record; every foreign key between the plan's tables valid before COMMIT (a `--defer-fks`
+//! key into a table outside the run may stay NOT VALID, as asked); all tables or none.
 
 use crate::{parse_load, report, schema, set_up, table, Args, Mode, RunOptions, Session, RUN_OPTIONS, TOOL};
 use pgferry::cli::{self, Status};
@@ -229,12 +230,56 @@ fn load(
     // Every row of every table is in: deferred checks run now, and the keys set aside come
     // back, validated, before COMMIT.
     schema::check_deferred(&mut tx).map_err(whole)?;
+    let mut not_valid = 0;
     for (i, fk) in &deferred {
-        schema::restore_foreign_keys_validated(&mut tx, std::slice::from_ref(fk)).map_err(|e| (Some(*i), e))?;
+        let s = &steps[*i];
+        match restore_validated(&mut tx, fk, s.args.defer_fks, &oids).map_err(|e| (Some(*i), e))? {
+            None => {}
+            Some(line) => {
+                not_valid += 1;
+                note!(TOOL, "step '{}' ({}): {line}", s.name, s.args.table);
+            }
+        }
     }
-    if !deferred.is_empty() {
-        note!(TOOL, "{} foreign keys set aside for the load are back and validated", deferred.len());
+    if deferred.len() > not_valid {
+        note!(TOOL, "{} foreign keys set aside for the load are back and validated", deferred.len() - not_valid);
     }
     let committed = crate::end(tx, id, &session.target, p.run.dry_run).map_err(whole)?;
     Ok((tables.iter().map(Table::qualified).zip(summaries).collect(), committed, id.xid))
+}
+
+/// Puts a key set aside for the load back, validated. A `--defer-fks` step's key into a table
+/// this run does not load, whose parents are not all there yet (BellSystems' phase 1 loads the
+/// quotations, phase 2 their customers), comes back NOT VALID as a single-table `--defer-fks`
+/// load leaves it: returns the note that says how to validate it later.
+fn restore_validated(
+    tx: &mut postgres::Transaction,
+    fk: &schema::ForeignKey,
+    defer_fks: bool,
+    run_tables: &[u32],
+) -> Result<Option<String>> {
+    let one = std::slice::from_ref(fk);
+    if !defer_fks {
+        return schema::restore_foreign_keys_validated(tx, one).map(|()| None);
+    }
+    let parent: u32 = tx
+        .query_one("SELECT $1::text::regclass::oid", &[&fk.key.parent])
+        .map_err(|e| pg_error(format!("look up the table foreign key {} references", fk.key.name), e))?
+        .get(0);
+    if run_tables.contains(&parent) {
+        return schema::restore_foreign_keys_validated(tx, one).map(|()| None);
+    }
+    // Validated if it can be, also when an earlier run of this step left it NOT VALID.
+    let mut valid =
+        schema::ForeignKey { table: fk.table.clone(), table_display: fk.table_display.clone(), key: fk.key.clone() };
+    valid.key.validated = true;
+    let mut sp = tx.savepoint("pgferry_fk").map_err(|e| pg_error("set a savepoint", e))?;
+    match schema::restore_foreign_keys_validated(&mut sp, std::slice::from_ref(&valid)) {
+        Ok(()) => sp.commit().map_err(|e| pg_error("release a savepoint", e)).map(|()| None),
+        Err(Error::Data(_)) => {
+            sp.rollback().map_err(|e| pg_error("roll back to a savepoint", e))?;
+            schema::restore_foreign_keys(tx, one).map(Some)
+        }
+        Err(e) => Err(e),
+    }
 }

@@ -190,25 +190,31 @@ impl RowSource {
             let opts = self.col_opts.get(i).unwrap_or(&a.opts);
             let raw = &text[m.value.clone()];
             // Values are converted from their JSON text; only what that cannot read is parsed.
-            if m.kind == (RawKind::Str { escaped: false })
+            let cell = if m.kind == (RawKind::Str { escaped: false })
                 && matches!(col.kind, Kind::Text | Kind::Enum | Kind::Other(_))
                 && !(opts.empty_null && raw.len() == 2)
             {
                 // A string without escapes into a text column is its own text.
-                self.row.put_plain_text(i, &raw[1..raw.len() - 1]);
+                let text = &raw[1..raw.len() - 1];
+                convert::check_length(text, col).map_err(|cause| value_error(line, col, raw, &cause))?;
+                self.row.put_plain_text(i, text);
+                Cell::Null
             } else {
                 let cell = match convert::convert_raw(raw, &col.kind, opts) {
                     Some(c) => c,
                     None => {
-                        let v: Value = serde_json::from_str(raw)
-                            .map_err(|e| Error::Data(format!("line {line}: malformed JSON: {e}")))?;
-                        convert_value(&v, col, opts, line)?
+                        let v: Value = serde_json::from_str(raw).map_err(|e| unreadable(line, col, raw, &e))?;
+                        convert_value(&v, raw, col, opts, line)?
                     }
                 };
+                if convert::has_limit(col) {
+                    convert::check_fits(&cell, col).map_err(|cause| value_error(line, col, raw, &cause))?;
+                }
                 self.row.put_cell(i, &cell);
-            }
+                cell
+            };
             if self.watch[i] {
-                if let Some(change) = convert::silent_change(raw, col, &a.opts) {
+                if let Some(change) = convert::silent_change(raw, &cell, col, &a.opts) {
                     if a.opts.strict {
                         return Err(convert::strict_error(line, col, raw, change));
                     }
@@ -296,8 +302,46 @@ fn unescape_key(text: &str, m: &jsonscan::Member, line: u64) -> Result<String> {
     serde_json::from_str(quoted).map_err(|e| Error::Data(format!("line {line}: malformed JSON: {e}")))
 }
 
-fn convert_value(v: &Value, col: &ColumnInfo, opts: &Options, line: u64) -> Result<Cell> {
-    convert::convert(v, &col.kind, opts).map_err(|cause| {
-        convert::conversion_error(line, &col.name, v, &format!("{cause} (column type {})", col.type_name))
-    })
+/// A value that does not fit its column, with its JSON text `raw`.
+fn value_error(line: u64, col: &ColumnInfo, raw: &str, cause: &str) -> Error {
+    let v: Value = serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_string()));
+    value_error_of(line, col, &v, raw, cause)
+}
+
+/// The error for value `v` (JSON text `raw`) in `col`: a number shown as the stream wrote it
+/// (serde_json writes 1e400 as 1e+400).
+fn value_error_of(line: u64, col: &ColumnInfo, v: &Value, raw: &str, cause: &str) -> Error {
+    let cause = format!("{cause} (column type {})", col.type_name);
+    match v {
+        Value::Number(_) if raw.len() <= 60 => {
+            Error::Data(format!("line {line}, column '{}': value {raw}: {cause}", col.name))
+        }
+        _ => convert::conversion_error(line, &col.name, v, &cause),
+    }
+}
+
+/// A value the scanner took for JSON that serde_json cannot read (a lone UTF-16 surrogate
+/// escape, nesting deeper than 128): named with its column and its text.
+fn unreadable(line: u64, col: &ColumnInfo, raw: &str, e: &serde_json::Error) -> Error {
+    let cause = e.to_string();
+    let cause = cause.split(" at line ").next().unwrap_or(&cause);
+    let why = match cause {
+        c if c.contains("surrogate") || c.contains("hex escape") => {
+            "a \\u escape of half a UTF-16 surrogate pair (\\ud800 to \\udfff) without the other half, which is no \
+             character"
+                .to_string()
+        }
+        c if c.contains("recursion limit") => "nests deeper than 128 levels, more than pg-load reads".to_string(),
+        c => format!("not valid JSON: {c}"),
+    };
+    // The value's own JSON text, shortened.
+    let shown = match raw.char_indices().nth(60) {
+        Some((cut, _)) => format!("{}…", &raw[..cut]),
+        None => raw.to_string(),
+    };
+    Error::Data(format!("line {line}, column '{}': value {shown}: {why} (column type {})", col.name, col.type_name))
+}
+
+fn convert_value(v: &Value, raw: &str, col: &ColumnInfo, opts: &Options, line: u64) -> Result<Cell> {
+    convert::convert(v, &col.kind, opts).map_err(|cause| value_error_of(line, col, v, raw, &cause))
 }

@@ -46,6 +46,15 @@ trap_add() {
   trap pgferry::on_exit EXIT
 }
 
+# Scripts run from a checkout find its release build without it on PATH (cron's PATH is
+# /usr/bin:/bin: RUNBOOK section 8's crontab line), after whatever PATH already has.
+pgferry::checkout_tools() {
+  local bin
+  bin="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." 2>/dev/null && pwd)/target/release" || return 0
+  if [[ -x "${bin}/pg-load" && ":${PATH}:" != *":${bin}:"* ]]; then PATH="${PATH}:${bin}"; fi
+}
+pgferry::checkout_tools
+
 # need_cmd NAME...: die with 69 if a tool is missing.
 need_cmd() {
   local c

@@ -522,3 +522,88 @@ fn a_parent_that_the_plans_tables_reference_gets_its_key_built_after_copy_and_ev
     plan_load(&pg, &plan, stream(&good), &[]).ok();
     assert_eq!(pg.one(key_oid), oid_before);
 }
+
+#[test]
+fn a_defer_fks_key_into_a_table_outside_the_plan_stays_not_valid_until_its_parents_are_loaded() {
+    // BellSystems' phase-1 plan: quotations (--defer-fks) reference customers, which phase 2
+    // loads; its items reference the quotations, inside the plan.
+    let pg = Pg::new();
+    pg.exec(
+        "CREATE TABLE customers (id text PRIMARY KEY);
+         CREATE TABLE quotations (id int PRIMARY KEY, customer_id text NOT NULL CONSTRAINT q_customer REFERENCES customers(id));
+         CREATE TABLE items (id int PRIMARY KEY, quotation_id int NOT NULL CONSTRAINT i_quotation REFERENCES quotations(id));",
+    );
+    let t = TempDir::new();
+    let plan = t.path("plan.ndjson");
+    let steps = [
+        Step { name: "1.6", source: "ndjson:q".into(), target: "quotations", load: &["--defer-fks"] },
+        Step { name: "1.7", source: "ndjson:i".into(), target: "items", load: &[] },
+    ];
+    write_plan(&plan, &steps);
+    let stream = |item_quotation: u32| {
+        marker("1.6", "quotations")
+            + "{\"id\":1,\"customer_id\":\"c1\"}\n{\"id\":2,\"customer_id\":\"c2\"}\n{\"$end\":{\"rows\":2}}\n"
+            + &marker("1.7", "items")
+            + &format!("{{\"id\":1,\"quotation_id\":{item_quotation}}}\n{{\"$end\":{{\"rows\":1}}}}\n")
+    };
+    let valid = "SELECT conname || ' ' || convalidated FROM pg_constraint WHERE contype = 'f' ORDER BY conname";
+    let later = "ALTER TABLE \"public\".\"quotations\" VALIDATE CONSTRAINT \"q_customer\";";
+    // The dry run (preflight's) goes through and leaves everything as it was.
+    plan_load(&pg, &plan, stream(1), &["--dry-run"])
+        .ok()
+        .stderr_has(&["step '1.6' (quotations): foreign keys re-added NOT VALID", later]);
+    assert_eq!(pg.count("quotations"), 0);
+    assert_eq!(pg.rows(valid), ["i_quotation true", "q_customer true"]);
+    // A key between the plan's own tables still refuses a missing parent.
+    plan_load(&pg, &plan, stream(9), &[])
+        .expect(65)
+        .stderr_has(&["foreign key i_quotation of 'items'", "(quotation_id)=(9)"]);
+    assert_eq!(pg.count("quotations"), 0);
+    let r = plan_load(&pg, &plan, stream(1), &[]).ok();
+    r.stderr_has(&[later, "1 foreign keys set aside for the load are back and validated"]);
+    assert_eq!(pg.rows(valid), ["i_quotation true", "q_customer false"]);
+    // Phase 2 has loaded the customers: the next run of the plan validates the key.
+    pg.exec("INSERT INTO customers VALUES ('c1'), ('c2')");
+    let r = plan_load(&pg, &plan, stream(1), &[]).ok();
+    assert!(!r.stderr().contains("NOT VALID"), "{}", r.describe());
+    assert_eq!(pg.rows(valid), ["i_quotation true", "q_customer true"]);
+}
+
+#[test]
+fn validate_fks_ends_a_per_step_run_with_the_keys_its_defer_fks_steps_left_not_valid() {
+    let pg = Pg::new();
+    pg.exec(
+        "CREATE TABLE regions (id text PRIMARY KEY);
+         CREATE TABLE customers (id text PRIMARY KEY);
+         CREATE TABLE quotations (id int PRIMARY KEY,
+             customer_id text NOT NULL CONSTRAINT q_customer REFERENCES customers(id),
+             region text CONSTRAINT q_region REFERENCES regions(id));",
+    );
+    let t = TempDir::new();
+    let plan = t.path("plan.ndjson");
+    let steps = [
+        Step { name: "1.6", source: "ndjson:q".into(), target: "quotations", load: &["--defer-fks"] },
+        Step { name: "2.4", source: "ndjson:c".into(), target: "customers", load: &[] },
+    ];
+    write_plan(&plan, &steps);
+    let valid = "SELECT conname || ' ' || convalidated FROM pg_constraint WHERE contype = 'f' ORDER BY conname";
+    let validate = || cmd("pg-load").args(["--db", &pg.url, "--plan", &plan.display().to_string(), "--validate-fks"]);
+    // Per step: the quotations first (their keys come back NOT VALID), then one customer of two.
+    let quotations = "{\"id\":1,\"customer_id\":\"c1\",\"region\":\"eu\"}\n{\"id\":2,\"customer_id\":\"c2\"}\n{\"$end\":{\"rows\":2}}\n";
+    cmd("pg-load").args(["--db", &pg.url, "--defer-fks", "--step", "1.6", "quotations"]).stdin(quotations).ok();
+    cmd("pg-load").args(["--db", &pg.url, "customers"]).stdin("{\"id\":\"c1\"}\n{\"$end\":{\"rows\":1}}\n").ok();
+    assert_eq!(pg.rows(valid), ["q_customer false", "q_region false"]);
+    let r = validate().expect(1);
+    r.stderr_has(&["step '1.6' (quotations): validate foreign key q_customer: Key (customer_id)=(c2) is not present"]);
+    r.stderr_has(&["the key stays NOT VALID"]);
+    assert_eq!(pg.rows(valid), ["q_customer false", "q_region false"]);
+    pg.exec("INSERT INTO customers VALUES ('c2')");
+    let r = validate().ok();
+    r.stderr_has(&["step '1.6' (quotations): foreign key q_customer validated"]);
+    // regions is no step's table: its key is left as it is, and the note says how to validate it.
+    r.stderr_has(&[
+        "foreign key q_region stays NOT VALID: no step of the plan loads regions",
+        "VALIDATE CONSTRAINT \"q_region\"",
+    ]);
+    assert_eq!(pg.rows(valid), ["q_customer true", "q_region false"]);
+}

@@ -77,3 +77,41 @@ bellsystems() { bellsystems_app "PGFERRY_MIGRATE=per-step"; }
   run -0 --separate-stderr "${SCRIPTS}/verify" --full
   [[ "${lines[-1]}" == "GO: "* ]]
 }
+
+@test "BellSystems one domain at a time, its own Alembic _migration_runs: phase-1 plan as written (preflight GO, per-step, verify), then the whole plan" {
+  bellsystems
+  # Fewer log rows than the fixture's: this test is about the order of domains, not volume.
+  sqlite3 "${APPDB}" "DELETE FROM device_logs WHERE id % 50 <> 0; DELETE FROM heartbeats WHERE id > 2000"
+  sed "s|/srv/bellsystems/data/database.db|${APPDB}|" "${BATS_TEST_DIRNAME}/../../runbook/plans/bellsystems-phase1.ndjson" >"${W}/phase1.ndjson"
+  # Phase 0's run log, as the seed's Alembic revision creates it (pgferry writes it as it is).
+  pg -c "CREATE TABLE _migration_runs (id serial PRIMARY KEY, script_name text NOT NULL, ran_at timestamptz NOT NULL DEFAULT now(),
+           source_rows integer, dest_rows integer, success boolean NOT NULL DEFAULT false)"
+  # Its dry run loads quotations whose customers phase 2 brings: their keys stay NOT VALID.
+  run -0 "${SCRIPTS}/preflight" "${W}/phase1.ndjson"
+  [[ "${output}" == *"step '1.6' (crm_quotations): foreign keys re-added NOT VALID"*"preflight: every check held"* ]]
+  freeze_app
+  run -0 "${SCRIPTS}/backup"
+  run -0 "${SCRIPTS}/migrate" --execute "${W}/phase1.ndjson"
+  [[ "${output}" == *"device_logs: Source: 4000 rows → Postgres: 4000 rows ✓"*"migrated: every step loaded and count-verified (per-step)"* ]]
+  [[ "${output}" == *"step '1.9' (crm_comms_log): foreign key crm_comms_log_customer_id_fkey stays NOT VALID: no step of the plan loads crm_customers"* ]]
+  local not_valid="SELECT string_agg(conname, ' ' ORDER BY conname) FROM pg_constraint WHERE contype = 'f' AND NOT convalidated"
+  [[ "$(pg -c "${not_valid}")" == "crm_comms_log_customer_id_fkey crm_media_customer_id_fkey crm_quotations_customer_id_fkey" ]]
+  run -0 --separate-stderr "${SCRIPTS}/verify" --full --no-lint "${W}/phase1.ndjson"
+  [[ "${lines[-1]}" == "GO: every step ran, 12 step(s) match their sources (--full); next: scripts/cutover" ]]
+  # The seed's check of the run log: one row per step, under the step's name.
+  [[ "$(pg -c "SELECT string_agg(script_name || ':' || source_rows || ':' || dest_rows || ':' || success, ' ' ORDER BY ran_at)
+               FROM _migration_runs")" == "1.1:120:120:true 1.2:60:60:true"*" 1.10:3000:3000:true 1.11:"*":true 1.12:4000:4000:true" ]]
+
+  # Phase 2: the whole plan; the phase-1 steps load nothing twice.
+  run -0 "${SCRIPTS}/migrate" --execute
+  [[ "${output}" == *"device_logs: 0 rows inserted, 4000 already present"*"crm_orders: 60 rows inserted, 0 already present"* ]]
+  # The customers are in: the keys phase 1 deferred are validated at the end of the run.
+  [[ "${output}" == *"step '1.6' (crm_quotations): foreign key crm_quotations_customer_id_fkey validated"* ]]
+  [[ -z "$(pg -c "${not_valid}")" ]]
+  run -0 "${SCRIPTS}/migrate" status
+  [[ "$(grep -c ' success ' <<<"${output}")" == 18 ]]
+  run -0 --separate-stderr "${SCRIPTS}/verify" --full
+  [[ "${lines[-1]}" == "GO: every step ran, 18 step(s) match their sources (--full), lint clean; next: scripts/cutover" ]]
+  [[ "$(pg -c "SELECT count(*) FROM _migration_runs WHERE script_name = '2.5' AND success")" == 1 ]]
+  [[ "$(pg -c "SELECT count(*) FROM _migration_runs WHERE NOT success")" == 0 ]]
+}

@@ -49,6 +49,11 @@ load helpers
   run -1 "${SCRIPTS}/migrate" status
   [[ "${output}" =~ 1\ +customers\ +success ]]
   [[ "${output}" =~ 2\ +notes\ +failed ]]
+  # Under the failed step, why: pg-load's own message.
+  [[ "${output}" == *$'\n'"         line 7, column 'tick': value \"soon\": cannot read this as an integer"*"nothing was committed"* ]]
+  # Each per-step run is recorded under its step's name, as a plan run's are.
+  [[ "$(pg -c "SELECT string_agg(step || ':' || target || ':' || outcome, ',' ORDER BY id) FROM _migration_runs")" == \
+    1:customers:success,2:notes:failed ]]
 
   sqlite3 "${APPDB}" "UPDATE notes SET tick = 7 WHERE id = 7"
   run -0 "${SCRIPTS}/migrate" --per-step --execute --from 2

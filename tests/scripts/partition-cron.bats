@@ -53,3 +53,23 @@ partitions() { pg -c "SELECT count(*) FROM pg_inherits WHERE inhparent = 'device
   config "PGFERRY_RETAIN=sometimes"
   run -64 "${SCRIPTS}/partition-cron" --execute
 }
+
+@test "the RUNBOOK's crontab line works from a checkout under cron's environment (PATH=/usr/bin:/bin, nothing exported)" {
+  partitioned_plan
+  mkdir -p "${W}/arch"
+  config "DATABASE_URL=${DATABASE_URL}" "PGFERRY_RETAIN=drop" "PGFERRY_PARTITION_ARCHIVE=${W}/arch"
+  # The checkout of RUNBOOK section 0 (/opt/pgferry, its release build in target/release).
+  mkdir -p "${W}/opt/pgferry/target"
+  ln -s "${SCRIPTS}" "${W}/opt/pgferry/scripts"
+  ln -s "$(dirname "$(command -v pg-partition)")" "${W}/opt/pgferry/target/release"
+  local line
+  line="$(grep -o '[0-9*]* [0-9*]* \* \* \* /opt/pgferry/scripts/partition-cron [^`]*' "${BATS_TEST_DIRNAME}/../../runbook/RUNBOOK.md")"
+  line="$(cut -d' ' -f6- <<<"${line}")"
+  line="${line//\/opt\/pgferry/${W}/opt/pgferry}"
+  line="${line//\/etc\/pgferry\/pgferry.conf/${PGFERRY_CONFIG}}"
+  run -0 --separate-stderr env -i HOME="${W}" LOGNAME="$(id -un)" SHELL=/bin/sh PATH=/usr/bin:/bin /bin/sh -c "${line}"
+  [[ -z "${output}" && -z "${stderr}" ]]
+  # Six months kept (the seed's retention): 2024's partitions archived, then dropped.
+  [[ "$(pg -c "SELECT to_regclass('device_logs_$(date -u +%Y_%m)') IS NOT NULL AND to_regclass('device_logs_2024_01') IS NULL")" == t ]]
+  [[ "$(gunzip -c "${W}/arch/device_logs_2024_01.ndjson.gz" | jq -sc 'map(.id // .["$end"].rows)')" == '[1,1]' ]]
+}

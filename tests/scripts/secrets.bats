@@ -49,7 +49,7 @@ watch_stop() {
   wait "${WATCH_PID}"
 }
 
-@test "preflight, migrate and verify put no password on any command line" {
+@test "the whole runbook puts no password on any command line, in any output, file it writes or the run log" {
   app_db
   # A role of this test's own, with a password no other process knows; URL-encoded '@' and ':'.
   SECRET="s3cr3t-$(openssl rand -hex 8)"
@@ -65,7 +65,31 @@ watch_stop() {
   [[ "${output}" == *"Source: 50 rows → Postgres: 50 rows ✓"*"migrated: every step loaded"* ]]
   run -0 "${SCRIPTS}/verify"
   [[ "${output}" != *"${SECRET}"* ]]
+  # The rest of the runbook, up to a rollback that empties the targets (psql) and cron's run.
+  local all="${W}/all.out"
+  # The app itself gets the URL (the test's fake app keeps writing SQLite: its psql is no
+  # part of pgferry).
+  printf 'DATABASE_URL=%s\n' "${DATABASE_URL}" >"${W}/cutover.env"
+  {
+    start_writer
+    "${SCRIPTS}/freeze" --execute
+    "${SCRIPTS}/backup"
+    "${SCRIPTS}/migrate" --execute --report "${W}/report.ndjson"
+    "${SCRIPTS}/migrate" status
+    "${SCRIPTS}/verify" --full
+    "${SCRIPTS}/cutover" --execute
+    "${SCRIPTS}/partition-cron" --execute
+    "${SCRIPTS}/rollback" --execute --truncate-targets "${W}/plan.ndjson"
+  } >"${all}" 2>&1
+  grep -q "the targets in PostgreSQL are empty" "${all}"
   watch_stop
+  run ! grep -F -- "${SECRET}" "${all}"
+  # Only the app's own env files hold it (cutover.env, and the app's env as cutover left it,
+  # kept by rollback in the state directory, owner-only).
+  run grep -rlF --exclude=cutover.env --exclude='*.env.after-cutover' --exclude='leaks*' -- "${SECRET}" "${W}"
+  [[ -z "${output}" ]] || { printf 'in a file: %s\n' "${lines[@]}" >&3; false; }
+  [[ "$(stat -c %a "${W}/state")" == 700 ]]
+  [[ "$(pg -c "SELECT count(*) FROM _migration_runs r WHERE r::text LIKE '%${SECRET}%'")" == 0 ]]
   # The control (bash and its forked child, before exec) and nothing else.
   run grep -c "control-<SECRET>" "${W}/leaks"
   ((output >= 1))
