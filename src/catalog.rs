@@ -30,6 +30,8 @@ pub struct ColumnInfo {
     pub sequence: Option<String>,
     /// A numeric column's scale (`numeric(12,2)`: 2), where it has one (an array's: its elements').
     pub scale: Option<i32>,
+    /// A `numeric(p,s)` column's precision p (or an array's elements').
+    pub numeric_precision: Option<u32>,
     /// The declared length of a `varchar(n)` or `char(n)` column (or of an array's elements).
     pub length: Option<u32>,
     /// `char(n)`: blank-padded, so trailing spaces are not part of the value.
@@ -64,6 +66,7 @@ pub fn table_columns(client: &mut impl GenericClient, oid: u32, qualified: &str)
         };
         // numeric's typmod: ((precision << 16) | scale) + 4, the scale in 11 signed bits.
         let scale = (*base_kind == Kind::Numeric && typmod >= 4).then(|| (((typmod - 4) & 0x7ff) ^ 1024) - 1024);
+        let numeric_precision = scale.map(|_| ((typmod - 4) >> 16) as u32 & 0xffff);
         // varchar(n), char(n): n + 4. time(p), timestamp(p), timestamptz(p): p.
         let length = (matches!(base_oid, VARCHAR_OID | BPCHAR_OID) && typmod >= 4).then(|| (typmod - 4) as u32);
         let precision = (matches!(base_oid, 1083 | 1114 | 1184) && (0..6).contains(&typmod)).then_some(typmod as u32);
@@ -76,6 +79,7 @@ pub fn table_columns(client: &mut impl GenericClient, oid: u32, qualified: &str)
             generated: r.get(5),
             sequence: r.get(6),
             scale,
+            numeric_precision,
             length,
             blank_padded: base_oid == BPCHAR_OID,
             precision,

@@ -1050,18 +1050,61 @@ pub fn check_length(text: &str, col: &ColumnInfo) -> std::result::Result<(), Str
     }
 }
 
-/// [`check_length`] of a converted cell (text, or an array's text elements).
-pub fn check_cell_length(cell: &Cell, col: &ColumnInfo) -> std::result::Result<(), String> {
+/// Whether `col` has a type modifier [`check_fits`] checks (`varchar(n)`, `numeric(p,s)`).
+pub fn has_limit(col: &ColumnInfo) -> bool {
+    col.length.is_some() || col.numeric_precision.is_some()
+}
+
+/// A converted cell against its column's declared size: text by [`check_length`], a numeric
+/// by [`check_numeric_fits`] (an array's elements too), so the error names the value.
+pub fn check_fits(cell: &Cell, col: &ColumnInfo) -> std::result::Result<(), String> {
     match cell {
         Cell::Text(t) => check_length(t, col),
+        Cell::Numeric(n) => check_numeric_fits(n, col),
         Cell::Array(items, _) => {
             for (i, c) in items.iter().enumerate() {
-                check_cell_length(c, col).map_err(|e| format!("element {i}: {e}"))?;
+                check_fits(c, col).map_err(|e| format!("element {i}: {e}"))?;
             }
             Ok(())
         }
         _ => Ok(()),
     }
+}
+
+/// A numeric that `numeric(p,s)` cannot hold (PostgreSQL's "numeric field overflow"): after
+/// rounding to s fraction digits its first nonzero digit is more than p - s places before the
+/// point; or it is infinite.
+pub fn check_numeric_fits(text: &str, col: &ColumnInfo) -> std::result::Result<(), String> {
+    let (Some(p), Some(s)) = (col.numeric_precision, col.scale) else { return Ok(()) };
+    let (p, s) = (p as i64, s as i64);
+    if text.ends_with("Infinity") {
+        return Err(format!("numeric({p},{s}) cannot hold an infinite value"));
+    }
+    let Some(d) = parse_decimal(text) else { return Ok(()) }; // NaN
+    let n = d.digits.len() as i64;
+    // Places before the point of the first nonzero digit once rounded to s (half away from zero).
+    let places = if d.scale <= s {
+        if n == 0 {
+            return Ok(());
+        }
+        n - d.scale
+    } else {
+        let keep = n - (d.scale - s);
+        let up = keep >= 0 && d.digits.as_bytes().get(keep as usize).is_some_and(|c| *c >= b'5');
+        match keep {
+            k if k < 0 || (k == 0 && !up) => return Ok(()), // rounds to zero
+            k if up && d.digits.as_bytes()[..k as usize].iter().all(|c| *c == b'9') => k + 1 - s,
+            k => k - s,
+        }
+    };
+    if places > p - s {
+        return Err(format!(
+            "does not fit numeric({p},{s}): rounded to {s} fraction digits it must be less than 10^{} in absolute \
+             value (PostgreSQL: numeric field overflow)",
+            p - s
+        ));
+    }
+    Ok(())
 }
 
 /// Whether `d` has nonzero digits beyond `keep` fraction digits.
@@ -1730,6 +1773,7 @@ mod tests {
             generated: false,
             sequence: None,
             scale,
+            numeric_precision: None,
             length: None,
             blank_padded: false,
             precision: None,

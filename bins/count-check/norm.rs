@@ -459,6 +459,7 @@ mod tests {
             generated: false,
             sequence: None,
             scale: None,
+            numeric_precision: None,
             length: None,
             blank_padded: false,
             precision: None,

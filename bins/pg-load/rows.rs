@@ -207,8 +207,8 @@ impl RowSource {
                         convert_value(&v, raw, col, opts, line)?
                     }
                 };
-                if col.length.is_some() {
-                    convert::check_cell_length(&cell, col).map_err(|cause| value_error(line, col, raw, &cause))?;
+                if convert::has_limit(col) {
+                    convert::check_fits(&cell, col).map_err(|cause| value_error(line, col, raw, &cause))?;
                 }
                 self.row.put_cell(i, &cell);
                 cell
@@ -305,7 +305,19 @@ fn unescape_key(text: &str, m: &jsonscan::Member, line: u64) -> Result<String> {
 /// A value that does not fit its column, with its JSON text `raw`.
 fn value_error(line: u64, col: &ColumnInfo, raw: &str, cause: &str) -> Error {
     let v: Value = serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_string()));
-    convert::conversion_error(line, &col.name, &v, &format!("{cause} (column type {})", col.type_name))
+    value_error_of(line, col, &v, raw, cause)
+}
+
+/// The error for value `v` (JSON text `raw`) in `col`: a number shown as the stream wrote it
+/// (serde_json writes 1e400 as 1e+400).
+fn value_error_of(line: u64, col: &ColumnInfo, v: &Value, raw: &str, cause: &str) -> Error {
+    let cause = format!("{cause} (column type {})", col.type_name);
+    match v {
+        Value::Number(_) if raw.len() <= 60 => {
+            Error::Data(format!("line {line}, column '{}': value {raw}: {cause}", col.name))
+        }
+        _ => convert::conversion_error(line, &col.name, v, &cause),
+    }
 }
 
 /// A value the scanner took for JSON that serde_json cannot read (a lone UTF-16 surrogate
@@ -331,14 +343,5 @@ fn unreadable(line: u64, col: &ColumnInfo, raw: &str, e: &serde_json::Error) -> 
 }
 
 fn convert_value(v: &Value, raw: &str, col: &ColumnInfo, opts: &Options, line: u64) -> Result<Cell> {
-    convert::convert(v, &col.kind, opts).map_err(|cause| {
-        let cause = format!("{cause} (column type {})", col.type_name);
-        match v {
-            // A number as the stream wrote it (serde_json writes 1e400 as 1e+400).
-            Value::Number(_) if raw.len() <= 60 => {
-                Error::Data(format!("line {line}, column '{}': value {raw}: {cause}", col.name))
-            }
-            _ => convert::conversion_error(line, &col.name, v, &cause),
-        }
-    })
+    convert::convert(v, &col.kind, opts).map_err(|cause| value_error_of(line, col, v, raw, &cause))
 }

@@ -365,3 +365,29 @@ fn timestamps_are_read_as_written_or_refused_saying_why() {
     load(&pg, stream(&[r#"{"id":1,"a":"2024-07-01 12:00:00"}"#]), &["--assume-tz", "Europe/Athens"]).ok();
     assert_eq!(pg.one("SELECT a::text FROM t"), "2024-07-01 09:00:00+00");
 }
+
+#[test]
+fn numeric_p_s_overflow_is_named_with_its_value_exactly_where_postgresql_refuses() {
+    let pg = Pg::new();
+    let cases: [(&str, &[&str]); 3] = [
+        ("numeric(5,2)", &["999.994", "999.995", "-999.995", "1e3", "0.005", "99999e-2", "-0.001"]),
+        ("numeric(2,5)", &["0.00099", "0.000995", "0.001", "1e-20"]),
+        ("numeric(4,-2)", &["999949", "999950", "-12345", "49"]),
+    ];
+    let mut c = pg.client();
+    for (coltype, values) in cases {
+        // PostgreSQL is the oracle: does its own input take the value?
+        let (fit, over): (Vec<&str>, Vec<&str>) =
+            values.iter().partition(|v| c.query_one(&format!("SELECT '{v}'::{coltype}::text"), &[]).is_ok());
+        assert!(!fit.is_empty() && !over.is_empty(), "{coltype}: {fit:?} {over:?}");
+        table(&pg, &format!("id int PRIMARY KEY, a {coltype}"));
+        let rows: Vec<String> = fit.iter().enumerate().map(|(i, v)| format!("{{\"id\":{i},\"a\":{v}}}")).collect();
+        load(&pg, stream(&rows.iter().map(String::as_str).collect::<Vec<_>>()), &[]).ok();
+        for v in over {
+            refused(&pg, coltype, v, &[], &[&format!("value {v}: does not fit {coltype}")]);
+        }
+    }
+    refused(&pg, "numeric(5,2)", "\"Infinity\"", &[], &["cannot hold an infinite value"]);
+    assert_eq!(stored(&pg, "numeric(5,2)", "\"NaN\"", &[]), "NaN");
+    refused(&pg, "numeric(3,1)[]", "[1.5, 99.95]", &[], &["element 1: does not fit numeric(3,1)"]);
+}
