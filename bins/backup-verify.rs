@@ -90,8 +90,8 @@ Exit status:
   integrity_check, row count, content digest; for create, the database itself fails
   integrity_check, and the backup is still written; for pg-create, pg_restore cannot
   read the dump); 64 usage error; 65 a file tree holds what a restore could not put
-  back (a symlink, device or FIFO, a name that is not UTF-8), or the source is a FIFO or
-  device; 66 a database, manifest or backup file does not exist; 69 PostgreSQL
+  back (a symlink, device or FIFO, a name that is not UTF-8), or the source, a manifest
+  or a backup file is a FIFO or device; 66 a database, manifest or backup file does not exist; 69 PostgreSQL
   unavailable or pg_dump missing or failing; 74 I/O error (a full disk included);
   75 restore refused because the database is in use, the source stayed locked, or a
   tree's file changed while it was backed up; 77 permission denied; 130 interrupted.

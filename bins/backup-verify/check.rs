@@ -9,7 +9,6 @@ use pgferry::files::{HashingReader, HashingWriter};
 use pgferry::progress::{Progress, Unit};
 use pgferry::{Error, Result};
 use serde_json::{json, Map, Value};
-use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -276,7 +275,7 @@ fn decompress(data: &Path, out: &Path, durable: bool, expect_bytes: u64) -> Resu
     let what_r = |e| Error::io(format!("read '{}'", show(data)), e);
     let unchanged = if durable { "; nothing was changed" } else { "" };
     let what_w = |e| Error::io(format!("write '{}'", show(out)), e).append(unchanged);
-    let input = File::open(data).map_err(what_r)?;
+    let input = files::open_regular(data, "backup")?;
     let reader = BufReader::with_capacity(1 << 20, HashingReader::new(input));
     let mut gz = flate2::bufread::MultiGzDecoder::new(reader);
     let file = pgferry::files::create_private(out).map_err(|e| {

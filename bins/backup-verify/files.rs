@@ -22,6 +22,20 @@ pub fn make_private_dir(dir: &Path) -> Result<()> {
         .map_err(|e| Error::io(format!("create directory '{}'", show(dir)), e))
 }
 
+/// Opens a backup's file for reading, refusing (65) anything but a regular file: a FIFO would
+/// block the open forever and a device (a symlink to /dev/zero) would never end.
+pub fn open_regular(path: &Path, kind: &str) -> Result<std::fs::File> {
+    let what = |e| Error::io(format!("read {kind} '{}'", show(path)), e);
+    let meta = std::fs::metadata(path).map_err(what)?;
+    if !meta.is_file() {
+        return Err(Error::Data(format!(
+            "read {kind} '{}': not a regular file (a directory, device or FIFO); refusing to read it",
+            show(path)
+        )));
+    }
+    std::fs::File::open(path).map_err(what)
+}
+
 /// A file removed when dropped, unless `keep` was called.
 pub struct TempPath {
     path: PathBuf,

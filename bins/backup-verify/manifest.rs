@@ -43,7 +43,12 @@ pub fn base_name(manifest: &Path) -> String {
 
 /// Reads a manifest's text. A missing manifest is exit 66; an unreadable one 74.
 pub fn read_text(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|e| Error::io(format!("read manifest '{}'", show(path)), e))
+    use std::io::Read;
+    let mut text = String::new();
+    crate::files::open_regular(path, "manifest")?
+        .read_to_string(&mut text)
+        .map_err(|e| Error::io(format!("read manifest '{}'", show(path)), e))?;
+    Ok(text)
 }
 
 /// Parses a manifest and checks its form and its own checksum; `Err` says what is wrong

@@ -65,8 +65,7 @@ fn restore_checks(dump: &Path) -> (std::result::Result<u64, String>, std::result
 }
 
 fn sha256_file(p: &Path) -> Result<(String, u64)> {
-    let f = std::fs::File::open(p).map_err(|e| Error::io(format!("read '{}'", show(p)), e))?;
-    let mut r = HashingReader::new(f);
+    let mut r = HashingReader::new(crate::files::open_regular(p, "dump")?);
     std::io::copy(&mut r, &mut std::io::sink()).map_err(|e| Error::io(format!("read '{}'", show(p)), e))?;
     Ok((r.sha.finish(), r.bytes))
 }

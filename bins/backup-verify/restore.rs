@@ -49,6 +49,13 @@ pub fn restore(o: &Options, tool: &str) -> Result<Outcome> {
             show(target)
         )));
     }
+    if target.exists() && !target.is_file() {
+        // A FIFO or device: not a database to keep aside (and opening a FIFO would block).
+        return Err(Error::Usage(format!(
+            "restore to '{}': is a FIFO, socket or device, not a database file",
+            show(target)
+        )));
+    }
     let dir = pgferry::files::parent_dir(target);
     if !dir.is_dir() {
         return Err(Error::NoInput(format!(

@@ -45,7 +45,7 @@ pub fn is_tree(source: &str) -> bool {
 pub fn is_tree_backup(backup: &str) -> bool {
     let m = manifest_path(backup);
     let format = |t: &str| serde_json::from_str::<Value>(t).ok().and_then(|v| v.get("format").cloned());
-    std::fs::read_to_string(m).is_ok_and(|t| format(&t) == Some(Value::from(FORMAT)))
+    manifest::read_text(&m).is_ok_and(|t| format(&t) == Some(Value::from(FORMAT)))
 }
 
 pub fn manifest_path(backup: &str) -> PathBuf {
@@ -262,7 +262,7 @@ pub fn verify(backup: &str, extract_to: Option<&Path>) -> Result<Report> {
     };
     let want: Vec<Value> = m.get("files").and_then(Value::as_array).cloned().unwrap_or_default();
     r.manifest = Some(m);
-    let f = File::open(&archive).map_err(|e| Error::io(format!("open '{}'", show(&archive)), e))?;
+    let f = files::open_regular(&archive, "archive")?;
     let mut hashed = HashingReader::new(BufReader::with_capacity(1 << 20, f));
     let found = read_entries(&mut hashed, &want, extract_to);
     // Read what the decoder left (a damaged tail) so the checksum covers the whole file.

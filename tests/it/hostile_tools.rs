@@ -43,6 +43,31 @@ fn run_with_file_limit(name: &str, args: &[&std::ffi::OsStr], bytes: u64) -> Run
     Run { display, out: c.output().unwrap() }
 }
 
+/// Runs `c`, killing it (and failing the test) if it has not ended after `secs`: a run that
+/// would hang forever must fail, not stall the suite.
+fn run_bounded(c: Cmd, secs: u64) -> Run {
+    let child = c.spawn();
+    let pid = child.id() as i32;
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let d = done.clone();
+    let killer = std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < deadline {
+            if d.load(std::sync::atomic::Ordering::SeqCst) {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // SAFETY: signalling our own child, which has not been reaped (we wait below).
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        true
+    });
+    let out = child.wait_with_output().unwrap();
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(!killer.join().unwrap(), "still running after {secs} s: killed");
+    Run { display: "bounded run".into(), out }
+}
+
 fn os<S: AsRef<std::ffi::OsStr> + ?Sized>(s: &S) -> &std::ffi::OsStr {
     s.as_ref()
 }
@@ -202,6 +227,59 @@ fn a_gzip_bomb_is_stopped_at_the_manifest_size_and_never_fills_disk_or_memory() 
     let r = cmd("backup-verify").arg("check").arg(&tm).expect(1);
     assert_eq!(failed(&r), ["files"]);
     r.stderr_has(&["entry 1: no header line within 65536 bytes"]);
+}
+
+#[test]
+fn backup_files_that_are_devices_or_fifos_are_refused_unread() {
+    use std::os::unix::ffi::OsStrExt;
+    let t = TempDir::new();
+    let mkfifo = |p: &Path| {
+        let c = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+        // SAFETY: a plain mkfifo on a path we own.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    };
+    let db = t.path("app.db");
+    sqlite_db(&db, "CREATE TABLE t (x); INSERT INTO t VALUES (1);");
+    let s = summary(&cmd("backup-verify").arg("create").arg(&db).arg("--out").arg(t.path("b")).ok());
+    let (mpath, data) = (s["manifest"].as_str().unwrap().to_string(), PathBuf::from(s["backup"].as_str().unwrap()));
+    // The data file replaced by a symlink to an endless device, then by a FIFO nobody writes.
+    std::fs::remove_file(&data).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &data).unwrap();
+    let r = run_bounded(cmd("backup-verify").arg("check").arg(&mpath), 20);
+    assert_eq!(r.code(), 65, "{}", r.describe());
+    let r = run_bounded(cmd("backup-verify").arg("restore").arg(&mpath).arg("--to").arg(t.path("x.db")), 20);
+    assert_eq!(r.code(), 65, "{}", r.describe());
+    r.stderr_has(&["not a regular file", "refusing to read it"]);
+    assert!(!t.path("x.db").exists());
+    std::fs::remove_file(&data).unwrap();
+    mkfifo(&data);
+    let r = run_bounded(cmd("backup-verify").arg("check").arg(&mpath), 20);
+    assert_eq!(r.code(), 65, "{}", r.describe());
+    // A manifest that is a FIFO: check refuses it, list reports it and goes on.
+    let fifo_manifest = t.path("b/fake.manifest.json");
+    mkfifo(&fifo_manifest);
+    assert_eq!(run_bounded(cmd("backup-verify").arg("check").arg(&fifo_manifest), 20).code(), 65);
+    let r = run_bounded(cmd("backup-verify").arg("list").arg(t.path("b")), 20);
+    assert_eq!(r.code(), 0, "{}", r.describe());
+    let lines = r.json_lines();
+    assert!(lines.iter().any(|l| l["error"].as_str().is_some_and(|e| e.contains("not a regular file"))), "{lines:?}");
+    // A tree archive that is a FIFO.
+    let (_, tm) = tree_backup(&t);
+    let archive = PathBuf::from(tm.to_str().unwrap().replace(".manifest.json", ".tree.gz"));
+    std::fs::remove_file(&archive).unwrap();
+    mkfifo(&archive);
+    assert_eq!(run_bounded(cmd("backup-verify").arg("check").arg(&tm), 20).code(), 65);
+    // restore of a database onto a FIFO: refused, never opened.
+    let target = t.path("target.fifo");
+    mkfifo(&target);
+    let sqlite_backup = t.path("b2");
+    let s = summary(&cmd("backup-verify").arg("create").arg(&db).arg("--out").arg(&sqlite_backup).ok());
+    let r = run_bounded(
+        cmd("backup-verify").arg("restore").arg(s["manifest"].as_str().unwrap()).arg("--to").arg(&target),
+        20,
+    );
+    assert_eq!(r.code(), 64, "{}", r.describe());
+    r.stderr_has(&["is a FIFO, socket or device, not a database file"]);
 }
 
 /// A tree of three files, its backup, and the manifest's path.
