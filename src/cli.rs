@@ -208,8 +208,8 @@ mod tests {
         let mut a = args(&["--wait", "1.5", "--neg", "-1", "--ms", "250", "--nan", "NaN"]);
         assert_eq!(seconds(&mut a, "--wait").unwrap(), Some(Duration::from_millis(1500)));
         assert_eq!(millis(&mut a, "--ms").unwrap(), Some(Duration::from_millis(250)));
-        assert_eq!(usage(seconds(&mut a, "--neg")), "--neg takes seconds (0 or more), not '-1'");
-        assert_eq!(usage(seconds(&mut a, "--nan")), "--nan takes seconds (0 or more), not 'NaN'");
+        assert_eq!(usage(seconds(&mut a, "--neg")), "--neg takes seconds (0 to 1000000000), not '-1'");
+        assert_eq!(usage(seconds(&mut a, "--nan")), "--nan takes seconds (0 to 1000000000), not 'NaN'");
         assert_eq!(seconds(&mut a, "--none").unwrap(), None);
     }
 
