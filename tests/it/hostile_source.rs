@@ -257,6 +257,19 @@ fn tables_views_virtual_tables_and_names() {
         let text = std::fs::read_to_string(t.path(&format!("out/{file}"))).unwrap();
         assert!(text.starts_with(&format!("{{\"x\":{x}}}\n")), "{file}: {text}");
     }
+    // Names PostgreSQL would cut short or refuse: --ddl writes them, and warns.
+    let long = "é".repeat(40);
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch(&format!("CREATE TABLE l (\"{long}\" TEXT, \"\" INT)"))
+        .unwrap();
+    cmd("sqlite-dump").args(["--ddl", &db, "l"]).ok().stderr_has(&[
+        &format!(
+            "warning: table 'l', column '{long}': 80 bytes, and PostgreSQL keeps 63: it would be '{}'",
+            "é".repeat(31)
+        ),
+        "warning: table 'l', column '': PostgreSQL has no empty names",
+    ]);
     // A virtual table of an extension this build lacks: named, 65.
     let c = rusqlite::Connection::open(&db).unwrap();
     c.execute_batch(
