@@ -540,6 +540,44 @@ fn restore_into_a_read_only_directory_changes_nothing() {
 }
 
 #[test]
+fn a_stale_wal_without_its_database_is_kept_aside_not_replayed_onto_the_restore() {
+    let t = TempDir::new();
+    let db = t.path("app.db");
+    sqlite_db(&db, "PRAGMA journal_mode = WAL; CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t VALUES (1, 'backed up');");
+    let s = summary(&cmd("backup-verify").arg("create").arg(&db).arg("--out").arg(t.path("b")).ok());
+    // Another database's WAL, with commits in it, left where the restored file will go.
+    let other = t.path("other.db");
+    let w = Connection::open(&other).unwrap();
+    w.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA wal_autocheckpoint = 0; CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT);",
+    )
+    .unwrap();
+    sqlite_db(&other, "PRAGMA wal_checkpoint(TRUNCATE);");
+    w.execute_batch("INSERT INTO t VALUES (2, 'stale wal')").unwrap();
+    let live = t.path("live");
+    std::fs::create_dir(&live).unwrap();
+    std::fs::copy(t.path("other.db-wal"), live.join("app.db-wal")).unwrap();
+    drop(w);
+    let target = live.join("app.db");
+    let r = cmd("backup-verify").arg("restore").arg(s["manifest"].as_str().unwrap()).arg("--to").arg(&target).ok();
+    r.stderr_has(&["had a -wal, -shm or -journal but no database", "kept them aside"]);
+    let rows: Vec<String> = Connection::open(&target)
+        .unwrap()
+        .prepare("SELECT v FROM t ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(rows, ["backed up"]);
+    assert!(
+        names_in(&live).iter().any(|n| n.starts_with("app.db.before-restore-") && n.ends_with("-wal")),
+        "{:?}",
+        names_in(&live)
+    );
+}
+
+#[test]
 fn concurrent_creates_into_one_directory_never_collide() {
     let t = TempDir::new();
     let db = t.path("app.db");
@@ -799,6 +837,16 @@ fn a_partition_locked_by_another_session_times_out_with_75_and_drops_nothing() {
     r.stderr_has(&["lock partition 'logs_2024_01'", "lock timeout", "nothing was dropped"]);
     assert!(names_in(&dir.0).is_empty(), "{:?}", names_in(&dir.0));
     writer.batch_execute("ROLLBACK").unwrap();
+    // ensure with rows to move out of a DEFAULT partition that a writer holds: the same.
+    pg.exec("CREATE TABLE logs_default PARTITION OF logs DEFAULT; INSERT INTO logs VALUES (7, '2024-06-02 00:00:00+00', 'd')");
+    let mut writer = pg.client();
+    writer.batch_execute("BEGIN; INSERT INTO logs VALUES (8, '2030-01-01 00:00:00+00', 'open')").unwrap();
+    pp(&pg, &["ensure", "logs", "--from", "2024-06", "--to", "2024-06", "--lock-timeout", "1"])
+        .expect(75)
+        .stderr_has(&["lock the default partition 'logs_default'", "lock timeout", "nothing was changed"]);
+    writer.batch_execute("ROLLBACK").unwrap();
+    assert_eq!(pg.count("logs_default"), 1);
+    pg.exec("DROP TABLE logs_default");
     // A reader holding the second partition: both archives are written and verified, the drop
     // then times out; nothing is dropped, and the message says the archives stay.
     let mut reader = pg.client();
