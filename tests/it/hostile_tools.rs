@@ -792,6 +792,35 @@ fn odd_session_settings_change_neither_bounds_nor_archives() {
     for b in &bounds {
         assert!(b.matches("-01 00:00:00+00").count() == 2, "{b}");
     }
+    // date and timestamp keys under the same settings, daily across St John's and Chatham's
+    // spring-forward days and a leap day: plain midnights, and rows land by their own value.
+    odd.exec("CREATE TABLE d (day date NOT NULL) PARTITION BY RANGE (day); CREATE TABLE ts (at timestamp NOT NULL) PARTITION BY RANGE (at)");
+    for t in ["d", "ts"] {
+        let mut c = pp(&odd, &["ensure", t, "--interval", "daily", "--from", "2024-02-28", "--to", "2024-03-11"]);
+        for (k, v) in env {
+            c = c.env(k, v);
+        }
+        c.env("PGTZ", "Asia/Kathmandu").ok();
+    }
+    odd.exec("INSERT INTO d VALUES ('2024-02-29'), ('2024-03-10'); INSERT INTO ts VALUES ('2024-03-10 02:30:00'), ('2024-03-09 23:59:59.999999')");
+    let placed = |sql: &str| {
+        let mut c = odd.client();
+        c.batch_execute("SET DateStyle = 'ISO'").unwrap();
+        c.query(sql, &[]).unwrap().iter().map(|r| r.get::<_, String>(0)).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        placed("SELECT tableoid::regclass::text || '|' || day::text FROM d ORDER BY day"),
+        ["d_2024_02_29|2024-02-29", "d_2024_03_10|2024-03-10"]
+    );
+    assert_eq!(
+        placed("SELECT tableoid::regclass::text || '|' || at::text FROM ts ORDER BY at"),
+        ["ts_2024_03_09|2024-03-09 23:59:59.999999", "ts_2024_03_10|2024-03-10 02:30:00"]
+    );
+    let d_bounds = placed(
+        "SELECT pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+         WHERE i.inhparent = 'ts'::regclass AND c.relname = 'ts_2024_03_10'",
+    );
+    assert_eq!(d_bounds, ["FOR VALUES FROM ('2024-03-10 00:00:00') TO ('2024-03-11 00:00:00')"]);
 }
 
 #[test]
