@@ -47,13 +47,28 @@ fn exit_code(tool: &str, result: Result<Status>) -> i32 {
         Ok(Status::Ok) => 0,
         Err(Error::BrokenPipe) => 0,
         Err(e) => {
-            eprintln!("{tool}: {}", e.message());
+            eprintln!("{tool}: {}", one_line(e.message()));
             if let Error::Usage(_) = e {
                 eprintln!("Try '{tool} --help' for more information.");
             }
             e.exit_code()
         }
     }
+}
+
+/// An error as one line: a newline (or another control character but tab) in a name or in
+/// quoted SQL is shown escaped, never breaks the line or reaches the terminal raw.
+pub fn one_line(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    for c in msg.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() && c != '\t' => out.extend(c.escape_default()),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Turns a pico-args error into our usage error.
@@ -157,6 +172,11 @@ macro_rules! warn {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_error_is_one_line() {
+        assert_eq!(one_line("table 'a\nb', key \"x\r\"\tq\u{1b}[2J é"), "table 'a\\nb', key \"x\\r\"\tq\\u{1b}[2J é");
+    }
 
     fn args(v: &[&str]) -> pico_args::Arguments {
         pico_args::Arguments::from_vec(v.iter().map(OsString::from).collect())

@@ -95,10 +95,12 @@ Run options:
                         stdout: step, target, source, outcome, finished_at,
                         counts); exit 0 iff every one succeeded, else 1.
   --validate-fks        With --plan: validate the foreign keys that its
-                        --defer-fks steps left NOT VALID, where a step of the
-                        plan loads the parent (the end of a per-step migrate);
-                        exit 1 if rows lack their parent (the key stays NOT
-                        VALID). Keys into other tables are named and left.
+                        --defer-fks steps left NOT VALID where a step of the
+                        plan loads the parent, and NOT VALID keys into its
+                        tables (an earlier plan's); what scripts/migrate runs
+                        last. Exit 1 if this plan's rows lack their parent
+                        (the key stays NOT VALID). Keys into other tables are
+                        named and left.
 
 Table options (on the command line, or in a plan step's \"load\" array):
   --mode MODE           insert: skip rows whose key is already present

@@ -84,6 +84,9 @@ fn files_that_are_not_databases_or_cannot_be_read() {
     std::fs::copy(&big, &odd).unwrap();
     let list = cmd("sqlite-dump").arg("--list").arg(&odd).ok().json_lines();
     assert_eq!(list, vec![json!({"table": "n", "rows": 20000})]);
+    // `//tmp/x` is a path, not the URI authority `tmp`.
+    let list = cmd("sqlite-dump").arg("--list").arg(format!("/{}", big.display())).ok().json_lines();
+    assert_eq!(list, vec![json!({"table": "n", "rows": 20000})]);
     // No permission to read the file, or to enter its directory: 77, not "no such file".
     let locked = t.path("locked");
     std::fs::create_dir(&locked).unwrap();
@@ -394,6 +397,16 @@ fn words_in_the_schema_are_not_the_schema() {
     let rows = cmd("sqlite-dump").args([&db, "s"]).ok().json_lines();
     assert_eq!(rows[..2], [json!({"id": 1, "a": 2.5}), json!({"id": 2, "a": "x"})]);
     cmd("count-check").arg(format!("sqlite:{db}:d")).arg(format!("sqlite:{db}:d")).args(["--full", "--key", "a"]).ok();
+    // A newline in a name, or in the SQL quoted back, stays inside the one line of the error.
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch("CREATE TABLE \"a\nb\" (x TEXT); INSERT INTO \"a\nb\" VALUES (CAST(x'ff' AS TEXT));")
+        .unwrap();
+    let r = cmd("sqlite-dump").args([&db, "a\nb"]).expect(65);
+    assert_eq!(r.stderr().lines().count(), 1, "{}", r.stderr());
+    r.stderr_has(&["table 'a\\nb', rowid 1, column 'x': text is not valid UTF-8"]);
+    let r = cmd("sqlite-dump").args([&db, "s", "--where", "id < 3) ORDER BY id LIMIT 1 --"]).expect(64);
+    assert_eq!(r.stderr().lines().count(), 2, "the error and the --help hint: {}", r.stderr());
 }
 
 #[test]

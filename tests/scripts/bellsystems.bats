@@ -78,15 +78,18 @@ bellsystems() { bellsystems_app "PGFERRY_MIGRATE=per-step"; }
   [[ "${lines[-1]}" == "GO: "* ]]
 }
 
-@test "BellSystems one domain at a time, its own Alembic _migration_runs: phase-1 plan as written (preflight GO, per-step, verify), then the whole plan" {
+@test "BellSystems one domain at a time, its own Alembic _migration_runs: the phase-1 plan as written to cutover, then the phase-2 plan to cutover and back" {
   bellsystems
   # Fewer log rows than the fixture's: this test is about the order of domains, not volume.
   sqlite3 "${APPDB}" "DELETE FROM device_logs WHERE id % 50 <> 0; DELETE FROM heartbeats WHERE id > 2000"
-  sed "s|/srv/bellsystems/data/database.db|${APPDB}|" "${BATS_TEST_DIRNAME}/../../runbook/plans/bellsystems-phase1.ndjson" >"${W}/phase1.ndjson"
+  local plans="${BATS_TEST_DIRNAME}/../../runbook/plans" not_valid phase2="${W}/phase2.conf"
+  sed "s|/srv/bellsystems/data/database.db|${APPDB}|" "${plans}/bellsystems-phase1.ndjson" >"${W}/phase1.ndjson"
+  cp "${plans}/bellsystems-phase2.ndjson" "${W}/phase2.ndjson"
+  not_valid="SELECT string_agg(conname, ' ' ORDER BY conname) FROM pg_constraint WHERE contype = 'f' AND NOT convalidated"
   # Phase 0's run log, as the seed's Alembic revision creates it (pgferry writes it as it is).
   pg -c "CREATE TABLE _migration_runs (id serial PRIMARY KEY, script_name text NOT NULL, ran_at timestamptz NOT NULL DEFAULT now(),
            source_rows integer, dest_rows integer, success boolean NOT NULL DEFAULT false)"
-  # Its dry run loads quotations whose customers phase 2 brings: their keys stay NOT VALID.
+  # Phase 1. Its dry run loads quotations whose customers phase 2 brings: their keys stay NOT VALID.
   run -0 "${SCRIPTS}/preflight" "${W}/phase1.ndjson"
   [[ "${output}" == *"step '1.6' (crm_quotations): foreign keys re-added NOT VALID"*"preflight: every check held"* ]]
   freeze_app
@@ -94,24 +97,37 @@ bellsystems() { bellsystems_app "PGFERRY_MIGRATE=per-step"; }
   run -0 "${SCRIPTS}/migrate" --execute "${W}/phase1.ndjson"
   [[ "${output}" == *"device_logs: Source: 4000 rows → Postgres: 4000 rows ✓"*"migrated: every step loaded and count-verified (per-step)"* ]]
   [[ "${output}" == *"step '1.9' (crm_comms_log): foreign key crm_comms_log_customer_id_fkey stays NOT VALID: no step of the plan loads crm_customers"* ]]
-  local not_valid="SELECT string_agg(conname, ' ' ORDER BY conname) FROM pg_constraint WHERE contype = 'f' AND NOT convalidated"
   [[ "$(pg -c "${not_valid}")" == "crm_comms_log_customer_id_fkey crm_media_customer_id_fkey crm_quotations_customer_id_fkey" ]]
   run -0 --separate-stderr "${SCRIPTS}/verify" --full --no-lint "${W}/phase1.ndjson"
   [[ "${lines[-1]}" == "GO: every step ran, 12 step(s) match their sources (--full); next: scripts/cutover" ]]
   # The seed's check of the run log: one row per step, under the step's name.
   [[ "$(pg -c "SELECT string_agg(script_name || ':' || source_rows || ':' || dest_rows || ':' || success, ' ' ORDER BY ran_at)
                FROM _migration_runs")" == "1.1:120:120:true 1.2:60:60:true"*" 1.10:3000:3000:true 1.11:"*":true 1.12:4000:4000:true" ]]
+  run -0 "${SCRIPTS}/cutover" --execute
+  grep -qx "APP_STORE=postgres" "${W}/app/.env"
 
-  # Phase 2: the whole plan; the phase-1 steps load nothing twice.
-  run -0 "${SCRIPTS}/migrate" --execute
-  [[ "${output}" == *"device_logs: 0 rows inserted, 4000 already present"*"crm_orders: 60 rows inserted, 0 already present"* ]]
-  # The customers are in: the keys phase 1 deferred are validated at the end of the run.
-  [[ "${output}" == *"step '1.6' (crm_quotations): foreign key crm_quotations_customer_id_fkey validated"* ]]
+  # Phase 2, a domain of its own (the plan's header): its own state and cutover.env.
+  printf 'CRM_STORE=postgres\n' >"${W}/phase2-cutover.env"
+  sed -e "s|^PGFERRY_STATE_DIR=.*|PGFERRY_STATE_DIR=${W}/phase2|" -e "s|^PGFERRY_PLAN=.*|PGFERRY_PLAN=${W}/phase2.ndjson|" \
+    -e "s|^PGFERRY_CUTOVER_ENV=.*|PGFERRY_CUTOVER_ENV=${W}/phase2-cutover.env|" "${PGFERRY_CONFIG}" >"${phase2}"
+  echo "PGFERRY_APP_URL_FILE=${W}/app/.env" >>"${phase2}"
+  chmod 600 "${phase2}"
+  run -0 "${SCRIPTS}/preflight" --config "${phase2}"
+  # Nothing local to watch: the freeze is the writers stopped.
+  run -0 "${SCRIPTS}/freeze" --config "${phase2}" --execute
+  [[ "${output}" == *"the writers are stopped (nothing local to watch)"* ]]
+  run ! writer_running
+  run -0 "${SCRIPTS}/backup" --config "${phase2}"
+  run -0 "${SCRIPTS}/migrate" --config "${phase2}" --execute
+  [[ "${output}" == *"crm_orders: Source: 60 rows → Postgres: 60 rows ✓"*"table crm_quotations: foreign key crm_quotations_customer_id_fkey validated"* ]]
   [[ -z "$(pg -c "${not_valid}")" ]]
-  run -0 "${SCRIPTS}/migrate" status
-  [[ "$(grep -c ' success ' <<<"${output}")" == 18 ]]
-  run -0 --separate-stderr "${SCRIPTS}/verify" --full
-  [[ "${lines[-1]}" == "GO: every step ran, 18 step(s) match their sources (--full), lint clean; next: scripts/cutover" ]]
-  [[ "$(pg -c "SELECT count(*) FROM _migration_runs WHERE script_name = '2.5' AND success")" == 1 ]]
-  [[ "$(pg -c "SELECT count(*) FROM _migration_runs WHERE NOT success")" == 0 ]]
+  run -0 --separate-stderr "${SCRIPTS}/verify" --config "${phase2}" --full
+  [[ "${lines[-1]}" == "GO: every step ran, 6 step(s) match their sources (--full), lint clean; next: scripts/cutover" ]]
+  run -0 "${SCRIPTS}/cutover" --config "${phase2}" --execute
+  grep -qx "APP_STORE=postgres" "${W}/app/.env" && grep -qx "CRM_STORE=postgres" "${W}/app/.env"
+  [[ "$(pg -c "SELECT count(*) FILTER (WHERE success) || '/' || count(*) FROM _migration_runs")" == 18/18 ]]
+  # Phase 2's rollback goes back to phase 1's cutover, not before it.
+  run -0 "${SCRIPTS}/rollback" --config "${phase2}" --execute
+  grep -qx "APP_STORE=postgres" "${W}/app/.env"
+  run ! grep -q "CRM_STORE" "${W}/app/.env"
 }
