@@ -58,6 +58,17 @@ fn files_that_are_not_databases_or_cannot_be_read() {
     let r = cmd("sqlite-dump").args([&t.str("text.db"), "t"]).expect(65);
     assert_eq!(r.stderr(), format!("sqlite-dump: open '{}': file is not a database\n", t.str("text.db")));
     cmd("sqlite-dump").arg(t.str("")).arg("t").expect(64).stderr_has(&["is a directory"]);
+    // A FIFO (which would block the open) or a device is refused unopened.
+    assert!(std::process::Command::new("mkfifo").arg(t.path("fifo.db")).status().unwrap().success());
+    std::os::unix::fs::symlink("/dev/zero", t.path("zero.db")).unwrap();
+    for f in ["fifo.db", "zero.db"] {
+        cmd("sqlite-dump").args([&t.str(f), "t"]).expect(65).stderr_has(&["is a FIFO, socket or device"]);
+        cmd("count-check")
+            .arg(format!("sqlite:{}:t", t.str(f)))
+            .arg("ndjson:/dev/null")
+            .expect(65)
+            .stderr_has(&["is a FIFO, socket or device"]);
+    }
     // A database cut short, and one with a page overwritten in the middle of a table: the
     // rows before the damage are not passed off as the table (no end record), and the
     // message says where reading stopped.
