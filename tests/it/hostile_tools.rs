@@ -172,6 +172,14 @@ fn awkward_paths_round_trip_through_create_check_and_restore() {
     let target = dir.join("restored é ?#%41.db");
     cmd("backup-verify").arg("restore").arg(&m).arg("--to").arg(&target).ok();
     assert_eq!(digest_of(&target), digest_of(&db));
+    // A hidden file's backups are not hidden (list and rotation skip dot files).
+    let hidden = dir.join(".app.db");
+    std::fs::copy(&db, &hidden).unwrap();
+    let hout = t.path("hidden-out");
+    let s = summary(&cmd("backup-verify").arg("create").arg(&hidden).arg("--out").arg(&hout).ok());
+    let name = Path::new(s["manifest"].as_str().unwrap()).file_name().unwrap().to_string_lossy().into_owned();
+    assert!(name.starts_with("app-"), "{name}");
+    assert_eq!(cmd("backup-verify").arg("list").arg(&hout).ok().json_lines().len(), 1);
 }
 
 #[test]
@@ -337,6 +345,14 @@ fn a_tree_manifest_that_names_missing_files_or_misses_some_fails_and_restores_no
     cmd("backup-verify").arg("restore").arg(&mpath).arg("--to").arg(&root).expect(1);
     assert!(!t.path("escaped.json").exists());
     assert_eq!(names_in(&t.0), ["state", "tb"], "no staging directory or kept copy left");
+
+    // An archive named outside the backup's directory is never opened.
+    let mut m = good.clone();
+    m["archive"]["file"] = "../state/config.json".into();
+    write_resummed(&mpath, m);
+    let r = cmd("backup-verify").arg("check").arg(&mpath).expect(1);
+    assert_eq!(failed(&r), ["manifest"]);
+    r.stderr_has(&["manifest names a file outside its directory"]);
 
     // The genuine manifest restores.
     write_resummed(&mpath, good);
