@@ -414,7 +414,10 @@ pub fn restore(backup: &str, to: &Path) -> Result<Restored> {
     let leaf = to.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "tree".into());
     let staging = parent.join(format!(".{leaf}.pgferry-restore-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&staging);
-    std::fs::create_dir(&staging).map_err(|e| Error::io(format!("create '{}'", show(&staging)), e))?;
+    std::fs::create_dir(&staging).map_err(|e| {
+        Error::io(format!("create '{}'", show(&staging)), e)
+            .append(" (restore extracts beside the target, to rename it into place); nothing was changed")
+    })?;
     let cleanup = StagingDir(staging.clone());
     let report = verify(backup, Some(&staging))?;
     if !report.ok() {

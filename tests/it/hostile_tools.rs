@@ -840,6 +840,23 @@ fn odd_session_settings_change_neither_bounds_nor_archives() {
 }
 
 #[test]
+fn a_role_statement_timeout_does_not_cut_a_run_short() {
+    let pg = Pg::new();
+    pg.exec(&format!("CREATE TABLE logs {LOGS}"));
+    // Every partition created takes 0.6 s, past the database's 300 ms statement timeout.
+    pg.exec(
+        "CREATE FUNCTION slow_ddl() RETURNS event_trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(0.6); END $$;
+         CREATE EVENT TRIGGER slow_ddl ON ddl_command_end WHEN TAG IN ('CREATE TABLE') EXECUTE FUNCTION slow_ddl();",
+    );
+    pg.exec(&format!(
+        "ALTER DATABASE {0} SET statement_timeout = '300ms'; ALTER DATABASE {0} SET idle_in_transaction_session_timeout = '300ms'",
+        pg.name
+    ));
+    pp(&pg, &["ensure", "logs", "--from", "2024-01", "--to", "2024-02"]).ok();
+    assert_eq!(partitions(&pg, "logs").len(), 2);
+}
+
+#[test]
 fn an_archive_that_cannot_be_written_drops_nothing_and_leaves_no_file() {
     let pg = Pg::new();
     pg.exec(&format!("CREATE TABLE logs {LOGS}"));
