@@ -354,10 +354,13 @@ fn a_tree_manifest_that_names_missing_files_or_misses_some_fails_and_restores_no
     assert_eq!(failed(&r), ["manifest"]);
     r.stderr_has(&["manifest names a file outside its directory"]);
 
-    // The genuine manifest restores.
+    // The genuine manifest restores, through a symlink too: where the tree really lives.
     write_resummed(&mpath, good);
-    cmd("backup-verify").arg("restore").arg(&mpath).arg("--to").arg(&root).ok();
+    let link = t.path("state-link");
+    std::os::unix::fs::symlink(&root, &link).unwrap();
+    cmd("backup-verify").arg("restore").arg(&mpath).arg("--to").arg(&link).ok();
     assert_eq!(std::fs::read_to_string(root.join("config.json")).unwrap(), r#"{"v": 1}"#);
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink(), "the link stays a link");
 }
 
 #[test]
