@@ -337,7 +337,11 @@ fn ensure(mut tx: postgres::Transaction, table: &Table, a: &Args) -> Result<Stat
         None => iv.add(first.max(current), a.ahead),
     };
     let opts = EnsureOptions { interval: iv, dry_run: a.dry_run, limit: a.limit };
-    let report = part::ensure(&mut tx, table, first, last, &opts)?;
+    // Nothing is committed before the end: whatever fails here, the transaction rolls back.
+    let report = part::ensure(&mut tx, table, first, last, &opts).map_err(|e| match e {
+        Error::Usage(_) => e,
+        e => e.append("; nothing was changed"),
+    })?;
     let shown = table.display();
     if a.dry_run {
         tx.rollback().map_err(|e| pg_error("end the transaction", e))?;

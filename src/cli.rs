@@ -47,13 +47,28 @@ fn exit_code(tool: &str, result: Result<Status>) -> i32 {
         Ok(Status::Ok) => 0,
         Err(Error::BrokenPipe) => 0,
         Err(e) => {
-            eprintln!("{tool}: {}", e.message());
+            eprintln!("{tool}: {}", one_line(e.message()));
             if let Error::Usage(_) = e {
                 eprintln!("Try '{tool} --help' for more information.");
             }
             e.exit_code()
         }
     }
+}
+
+/// An error as one line: a newline (or another control character but tab) in a name or in
+/// quoted SQL is shown escaped, never breaks the line or reaches the terminal raw.
+pub fn one_line(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    for c in msg.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() && c != '\t' => out.extend(c.escape_default()),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Turns a pico-args error into our usage error.
@@ -158,6 +173,11 @@ macro_rules! warn {
 mod tests {
     use super::*;
 
+    #[test]
+    fn an_error_is_one_line() {
+        assert_eq!(one_line("table 'a\nb', key \"x\r\"\tq\u{1b}[2J é"), "table 'a\\nb', key \"x\\r\"\tq\\u{1b}[2J é");
+    }
+
     fn args(v: &[&str]) -> pico_args::Arguments {
         pico_args::Arguments::from_vec(v.iter().map(OsString::from).collect())
     }
@@ -185,11 +205,13 @@ mod tests {
 
     #[test]
     fn durations() {
-        let mut a = args(&["--wait", "1.5", "--neg", "-1", "--ms", "250", "--nan", "NaN"]);
+        let mut a = args(&["--wait", "1.5", "--neg", "-1", "--ms", "250", "--nan", "NaN", "--huge", "1e300"]);
         assert_eq!(seconds(&mut a, "--wait").unwrap(), Some(Duration::from_millis(1500)));
         assert_eq!(millis(&mut a, "--ms").unwrap(), Some(Duration::from_millis(250)));
-        assert_eq!(usage(seconds(&mut a, "--neg")), "--neg takes seconds (0 or more), not '-1'");
-        assert_eq!(usage(seconds(&mut a, "--nan")), "--nan takes seconds (0 or more), not 'NaN'");
+        assert_eq!(usage(seconds(&mut a, "--neg")), "--neg takes seconds (0 to 1000000000), not '-1'");
+        assert_eq!(usage(seconds(&mut a, "--nan")), "--nan takes seconds (0 to 1000000000), not 'NaN'");
+        // Past Duration's range (a panic in from_secs_f64), and far past any sensible wait.
+        assert_eq!(usage(seconds(&mut a, "--huge")), "--huge takes seconds (0 to 1000000000), not '1e300'");
         assert_eq!(seconds(&mut a, "--none").unwrap(), None);
     }
 

@@ -22,11 +22,15 @@ pub fn open_read_only(path: &str) -> Result<Connection> {
         Ok(m) if m.is_dir() => {
             return Err(Error::Usage(format!("open '{path}': is a directory, not a SQLite file")));
         }
+        // A FIFO would block the open for ever; a device is no database either.
+        Ok(m) if !m.is_file() => {
+            return Err(Error::Data(format!("open '{path}': is a FIFO, socket or device, not a SQLite file")));
+        }
         Ok(_) => {}
     }
     std::fs::File::open(p).map_err(|e| Error::io(format!("open '{path}'"), e))?;
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let uri = format!("file:{}?mode=ro", uri_escape(path));
+    let uri = format!("{}?mode=ro", file_uri(path));
     let conn = Connection::open_with_flags(&uri, flags).map_err(|e| open_error(path, e))?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| open_error(path, e))?;
     match check_readable(&conn) {
@@ -38,7 +42,7 @@ pub fn open_read_only(path: &str) -> Result<Connection> {
             // -shm) and no log holds changes the main file lacks: immutable ignores both.
             drop(conn);
             immutable_is_safe(path, e)?;
-            let uri = format!("file:{}?mode=ro&immutable=1", uri_escape(path));
+            let uri = format!("{}?mode=ro&immutable=1", file_uri(path));
             let conn = Connection::open_with_flags(&uri, flags).map_err(|e| open_error(path, e))?;
             check_readable(&conn).map_err(|e| open_error(path, e))?;
             Ok(conn)
@@ -131,6 +135,15 @@ fn dir_writable(p: &Path) -> bool {
             true
         }
         Err(_) => false,
+    }
+}
+
+/// `path` as a `file:` URI. An absolute path gets an empty authority (`file:///srv/app.db`),
+/// so that `//srv/app.db`, a valid path, is not read as the host `srv`.
+fn file_uri(path: &str) -> String {
+    match path.starts_with('/') {
+        true => format!("file://{}", uri_escape(path)),
+        false => format!("file:{}", uri_escape(path)),
     }
 }
 

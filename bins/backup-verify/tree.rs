@@ -121,7 +121,7 @@ pub fn create(source: &str, out: &Path, name: Option<&str>, level: u32) -> Resul
     files::make_private_dir(out)?;
     let stem = match name {
         Some(n) => n.to_string(),
-        None => root.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "tree".into()),
+        None => files::default_stem(&root, "tree"),
     };
     let ts: String = timefmt::format_rfc3339_micros(timefmt::now_micros() / 1_000_000 * 1_000_000)
         .chars()
@@ -254,6 +254,10 @@ pub fn verify(backup: &str, extract_to: Option<&Path>) -> Result<Report> {
         manifest::u64_at(&m, "/archive/bytes"),
         manifest::str_at(&m, "/archive/sha256"),
     ) {
+        (Ok(f), _, _) if f.contains('/') || f.starts_with('.') => {
+            r.fail("manifest", format!("manifest names a file outside its directory: '{f}'"));
+            return Ok(r);
+        }
         (Ok(f), Ok(b), Ok(s)) => (dir.join(f), b, s.to_string()),
         (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
             r.fail("manifest", e);
