@@ -410,11 +410,19 @@ pub struct Restored {
 /// staging copy into place. A failed check changes nothing (`previous` is then `None` and
 /// the report says why).
 pub fn restore(backup: &str, to: &Path) -> Result<Restored> {
+    // A symlinked tree is replaced where it really lives (the app may use either path).
+    let to = &match std::fs::canonicalize(to) {
+        Ok(real) if to.exists() => real,
+        _ => to.to_path_buf(),
+    };
     let parent = pgferry::files::parent_dir(to);
     let leaf = to.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "tree".into());
     let staging = parent.join(format!(".{leaf}.pgferry-restore-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&staging);
-    std::fs::create_dir(&staging).map_err(|e| Error::io(format!("create '{}'", show(&staging)), e))?;
+    std::fs::create_dir(&staging).map_err(|e| {
+        Error::io(format!("create '{}'", show(&staging)), e)
+            .append(" (restore extracts beside the target, to rename it into place); nothing was changed")
+    })?;
     let cleanup = StagingDir(staging.clone());
     let report = verify(backup, Some(&staging))?;
     if !report.ok() {

@@ -490,3 +490,34 @@ fn hostile_names_through_ddl_dump_load_and_check() {
     );
     assert_eq!(pg.rows("SELECT * FROM \"table\" ORDER BY \"select\" COLLATE \"C\""), ["A|3", "a|1", "b|2"]);
 }
+
+#[test]
+fn preflight_names_sqlite_sources_as_sqlite_dump_would() {
+    let t = TempDir::new();
+    let db = t.str("app.db");
+    sqlite_db(
+        &t.path("app.db"),
+        "CREATE TABLE Users (id INTEGER PRIMARY KEY); CREATE VIEW active AS SELECT * FROM Users;
+         CREATE VIRTUAL TABLE docs USING fts5(body);",
+    );
+    std::fs::write(t.path("empty.db"), b"").unwrap();
+    let plan = t.path("plan.ndjson");
+    let steps = [("1", &db, "users"), ("2", &db, "active"), ("3", &t.str("empty.db"), "x"), ("4", &db, "docs")];
+    let lines: Vec<String> = steps
+        .iter()
+        .map(|(s, d, tb)| json!({"step": s, "source": format!("sqlite:{d}:{tb}"), "target": tb}).to_string())
+        .collect();
+    std::fs::write(&plan, lines.join("\n") + "\n").unwrap();
+    let pg = Pg::new();
+    let out = cmd("pg-load").args(["--db", &pg.url, "--plan"]).arg(&plan).arg("--preflight").expect(1).stdout();
+    for want in [
+        format!("ok       step 1: table users in {db}"),
+        format!("MISSING  step 2: table active in {db}: table 'active' does not exist in '{db}': 'active' is a view"),
+        format!("MISSING  step 3: table x in {}: table 'x' does not exist in '", t.str("empty.db")),
+        format!("ok       step 4: table docs in {db}"),
+    ] {
+        assert!(out.contains(&want), "{want}\n{out}");
+    }
+    // The FTS5 table's shadow tables are not tables the plan forgot.
+    assert!(!out.contains("docs_data") && !out.contains("docs_idx"), "{out}");
+}

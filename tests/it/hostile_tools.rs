@@ -354,10 +354,13 @@ fn a_tree_manifest_that_names_missing_files_or_misses_some_fails_and_restores_no
     assert_eq!(failed(&r), ["manifest"]);
     r.stderr_has(&["manifest names a file outside its directory"]);
 
-    // The genuine manifest restores.
+    // The genuine manifest restores, through a symlink too: where the tree really lives.
     write_resummed(&mpath, good);
-    cmd("backup-verify").arg("restore").arg(&mpath).arg("--to").arg(&root).ok();
+    let link = t.path("state-link");
+    std::os::unix::fs::symlink(&root, &link).unwrap();
+    cmd("backup-verify").arg("restore").arg(&mpath).arg("--to").arg(&link).ok();
     assert_eq!(std::fs::read_to_string(root.join("config.json")).unwrap(), r#"{"v": 1}"#);
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink(), "the link stays a link");
 }
 
 #[test]
@@ -837,6 +840,23 @@ fn odd_session_settings_change_neither_bounds_nor_archives() {
          WHERE i.inhparent = 'ts'::regclass AND c.relname = 'ts_2024_03_10'",
     );
     assert_eq!(d_bounds, ["FOR VALUES FROM ('2024-03-10 00:00:00') TO ('2024-03-11 00:00:00')"]);
+}
+
+#[test]
+fn a_role_statement_timeout_does_not_cut_a_run_short() {
+    let pg = Pg::new();
+    pg.exec(&format!("CREATE TABLE logs {LOGS}"));
+    // Every partition created takes 0.6 s, past the database's 300 ms statement timeout.
+    pg.exec(
+        "CREATE FUNCTION slow_ddl() RETURNS event_trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(0.6); END $$;
+         CREATE EVENT TRIGGER slow_ddl ON ddl_command_end WHEN TAG IN ('CREATE TABLE') EXECUTE FUNCTION slow_ddl();",
+    );
+    pg.exec(&format!(
+        "ALTER DATABASE {0} SET statement_timeout = '300ms'; ALTER DATABASE {0} SET idle_in_transaction_session_timeout = '300ms'",
+        pg.name
+    ));
+    pp(&pg, &["ensure", "logs", "--from", "2024-01", "--to", "2024-02"]).ok();
+    assert_eq!(partitions(&pg, "logs").len(), 2);
 }
 
 #[test]
