@@ -101,6 +101,12 @@ const TOOL: &str = "pg-partition";
 const ARCHIVE_SETTINGS: &str =
     "SET LOCAL IntervalStyle = 'postgres'; SET LOCAL extra_float_digits = 1; SET LOCAL bytea_output = 'hex'";
 
+/// A role's or database's statement and idle timeouts would cut a long archive short (the
+/// client compresses between fetches): off for this transaction, as pg_dump does; --lock-timeout
+/// bounds the waits that matter. (transaction_timeout exists from PostgreSQL 17.)
+const NO_TIMEOUTS: &str = "SET LOCAL statement_timeout = 0; SET LOCAL idle_in_transaction_session_timeout = 0; \
+    SELECT set_config('transaction_timeout', '0', true) WHERE current_setting('server_version_num')::int >= 170000";
+
 /// The most periods `--ahead` and `--keep` take.
 const MAX_PERIODS: i64 = 100_000;
 
@@ -255,7 +261,7 @@ fn run(a: Args) -> Result<Status> {
     let mut tx = client.transaction().map_err(|e| pg_error("begin a transaction", e))?;
     tx.batch_execute(&format!(
         "SET LOCAL lock_timeout = '{}s'; SET LOCAL TimeZone = 'UTC'; SET LOCAL DateStyle = 'ISO, YMD'; \
-         {ARCHIVE_SETTINGS}",
+         {ARCHIVE_SETTINGS}; {NO_TIMEOUTS}",
         a.lock_timeout
     ))
     .map_err(|e| pg_error("set up the session", e))?;
@@ -337,7 +343,11 @@ fn ensure(mut tx: postgres::Transaction, table: &Table, a: &Args) -> Result<Stat
         None => iv.add(first.max(current), a.ahead),
     };
     let opts = EnsureOptions { interval: iv, dry_run: a.dry_run, limit: a.limit };
-    let report = part::ensure(&mut tx, table, first, last, &opts)?;
+    // Nothing is committed before the end: whatever fails here, the transaction rolls back.
+    let report = part::ensure(&mut tx, table, first, last, &opts).map_err(|e| match e {
+        Error::Usage(_) => e,
+        e => e.append("; nothing was changed"),
+    })?;
     let shown = table.display();
     if a.dry_run {
         tx.rollback().map_err(|e| pg_error("end the transaction", e))?;

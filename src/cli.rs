@@ -205,11 +205,13 @@ mod tests {
 
     #[test]
     fn durations() {
-        let mut a = args(&["--wait", "1.5", "--neg", "-1", "--ms", "250", "--nan", "NaN"]);
+        let mut a = args(&["--wait", "1.5", "--neg", "-1", "--ms", "250", "--nan", "NaN", "--huge", "1e300"]);
         assert_eq!(seconds(&mut a, "--wait").unwrap(), Some(Duration::from_millis(1500)));
         assert_eq!(millis(&mut a, "--ms").unwrap(), Some(Duration::from_millis(250)));
         assert_eq!(usage(seconds(&mut a, "--neg")), "--neg takes seconds (0 to 1000000000), not '-1'");
         assert_eq!(usage(seconds(&mut a, "--nan")), "--nan takes seconds (0 to 1000000000), not 'NaN'");
+        // Past Duration's range (a panic in from_secs_f64), and far past any sensible wait.
+        assert_eq!(usage(seconds(&mut a, "--huge")), "--huge takes seconds (0 to 1000000000), not '1e300'");
         assert_eq!(seconds(&mut a, "--none").unwrap(), None);
     }
 

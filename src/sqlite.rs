@@ -22,6 +22,10 @@ pub fn open_read_only(path: &str) -> Result<Connection> {
         Ok(m) if m.is_dir() => {
             return Err(Error::Usage(format!("open '{path}': is a directory, not a SQLite file")));
         }
+        // A FIFO would block the open for ever; a device is no database either.
+        Ok(m) if !m.is_file() => {
+            return Err(Error::Data(format!("open '{path}': is a FIFO, socket or device, not a SQLite file")));
+        }
         Ok(_) => {}
     }
     std::fs::File::open(p).map_err(|e| Error::io(format!("open '{path}'"), e))?;

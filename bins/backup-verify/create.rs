@@ -56,7 +56,7 @@ pub fn create(o: &Options) -> Result<Created> {
     files::make_private_dir(&o.out)?;
     let stem = match &o.name {
         Some(n) => n.clone(),
-        None => Path::new(&o.db).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "db".into()),
+        None => files::default_stem(Path::new(&o.db), "db"),
     };
     let now = timefmt::now_micros();
     let (base, data_path, data_file) = reserve_name(&o.out, &stem, now)?;

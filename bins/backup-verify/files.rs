@@ -22,6 +22,17 @@ pub fn make_private_dir(dir: &Path) -> Result<()> {
         .map_err(|e| Error::io(format!("create directory '{}'", show(dir)), e))
 }
 
+/// The default backup name stem of a source path: its file stem without leading dots (a
+/// backup named `.app-…` would be hidden from `list` and rotation, like our scratch files).
+pub fn default_stem(source: &Path, fallback: &str) -> String {
+    let stem = source.file_stem().map(|s| s.to_string_lossy().trim_start_matches('.').to_string()).unwrap_or_default();
+    if stem.is_empty() {
+        fallback.to_string()
+    } else {
+        stem
+    }
+}
+
 /// Opens a backup's file for reading, refusing (65) anything but a regular file: a FIFO would
 /// block the open forever and a device (a symlink to /dev/zero) would never end.
 pub fn open_regular(path: &Path, kind: &str) -> Result<std::fs::File> {

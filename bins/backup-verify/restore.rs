@@ -31,6 +31,9 @@ pub enum Outcome {
     Done(Restored),
 }
 
+/// The files SQLite keeps beside a database.
+const SIDECARS: [&str; 3] = ["-wal", "-shm", "-journal"];
+
 fn side(p: &Path, suffix: &str) -> PathBuf {
     let mut s = p.as_os_str().to_os_string();
     s.push(suffix);
@@ -82,6 +85,18 @@ pub fn restore(o: &Options, tool: &str) -> Result<Outcome> {
         adopt_owner_and_mode(tmp.path(), &meta, tool);
         Some(keep_aside(target)?)
     } else {
+        // A -wal (or -journal) left without its database would be replayed onto the restored
+        // one by the next open: keep it aside too.
+        if SIDECARS.iter().any(|s| side(target, s).exists()) {
+            let aside = keep_aside(target)?;
+            pgferry::warn!(
+                tool,
+                "'{}' had a -wal, -shm or -journal but no database; kept them aside as '{}-*' so that \
+                 they cannot be replayed onto the restored database",
+                show(target),
+                show(&aside)
+            );
+        }
         None
     };
     // The -wal and -shm are gone (kept aside with the old file), so nothing of the old
@@ -89,7 +104,7 @@ pub fn restore(o: &Options, tool: &str) -> Result<Outcome> {
     if let Err(e) = std::fs::rename(tmp.path(), target) {
         // Give the current database its -wal and -shm back: it must stay as it was.
         if let Some(aside) = &previous {
-            for suffix in ["-wal", "-shm", "-journal"] {
+            for suffix in SIDECARS {
                 let kept = side(aside, suffix);
                 if kept.exists() {
                     let _ = std::fs::hard_link(&kept, side(target, suffix));
@@ -172,10 +187,12 @@ fn keep_aside(target: &Path) -> Result<PathBuf> {
             .or_else(|_| std::fs::rename(from, to))
             .map_err(|e| Error::io(format!("keep '{}' as '{}'", show(from), show(to)), e))
     };
-    std::fs::hard_link(target, &aside)
-        .or_else(|_| std::fs::rename(target, &aside))
-        .map_err(|e| Error::io(format!("keep '{}' as '{}'", show(target), show(&aside)), e))?;
-    for suffix in ["-wal", "-shm", "-journal"] {
+    if target.exists() {
+        std::fs::hard_link(target, &aside)
+            .or_else(|_| std::fs::rename(target, &aside))
+            .map_err(|e| Error::io(format!("keep '{}' as '{}'", show(target), show(&aside)), e))?;
+    }
+    for suffix in SIDECARS {
         let from = side(target, suffix);
         if from.exists() {
             link_or_rename(&from, &side(&aside, suffix))?;

@@ -121,7 +121,7 @@ pub fn create(source: &str, out: &Path, name: Option<&str>, level: u32) -> Resul
     files::make_private_dir(out)?;
     let stem = match name {
         Some(n) => n.to_string(),
-        None => root.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "tree".into()),
+        None => files::default_stem(&root, "tree"),
     };
     let ts: String = timefmt::format_rfc3339_micros(timefmt::now_micros() / 1_000_000 * 1_000_000)
         .chars()
@@ -254,6 +254,10 @@ pub fn verify(backup: &str, extract_to: Option<&Path>) -> Result<Report> {
         manifest::u64_at(&m, "/archive/bytes"),
         manifest::str_at(&m, "/archive/sha256"),
     ) {
+        (Ok(f), _, _) if f.contains('/') || f.starts_with('.') => {
+            r.fail("manifest", format!("manifest names a file outside its directory: '{f}'"));
+            return Ok(r);
+        }
         (Ok(f), Ok(b), Ok(s)) => (dir.join(f), b, s.to_string()),
         (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
             r.fail("manifest", e);
@@ -406,11 +410,19 @@ pub struct Restored {
 /// staging copy into place. A failed check changes nothing (`previous` is then `None` and
 /// the report says why).
 pub fn restore(backup: &str, to: &Path) -> Result<Restored> {
+    // A symlinked tree is replaced where it really lives (the app may use either path).
+    let to = &match std::fs::canonicalize(to) {
+        Ok(real) if to.exists() => real,
+        _ => to.to_path_buf(),
+    };
     let parent = pgferry::files::parent_dir(to);
     let leaf = to.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "tree".into());
     let staging = parent.join(format!(".{leaf}.pgferry-restore-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&staging);
-    std::fs::create_dir(&staging).map_err(|e| Error::io(format!("create '{}'", show(&staging)), e))?;
+    std::fs::create_dir(&staging).map_err(|e| {
+        Error::io(format!("create '{}'", show(&staging)), e)
+            .append(" (restore extracts beside the target, to rename it into place); nothing was changed")
+    })?;
     let cleanup = StagingDir(staging.clone());
     let report = verify(backup, Some(&staging))?;
     if !report.ok() {

@@ -14,6 +14,7 @@ pub fn postgres_ddl(conn: &Connection, tables: &[TableInfo]) -> Result<String> {
     let mut fks = String::new();
     let mut indexes = String::new();
     for t in tables {
+        check_names(t);
         out.push('\n');
         out.push_str(&create_table(conn, t)?);
         fks.push_str(&foreign_keys(conn, t)?);
@@ -28,6 +29,39 @@ pub fn postgres_ddl(conn: &Connection, tables: &[TableInfo]) -> Result<String> {
         out.push_str(&indexes);
     }
     Ok(out)
+}
+
+/// PostgreSQL's longest name, in bytes (NAMEDATALEN - 1): a longer one is cut silently.
+const PG_NAME_MAX: usize = 63;
+
+/// Warns of names PostgreSQL would not keep as they are: empty (refused) or over 63 bytes
+/// (cut short, so the stream's keys would no longer match the columns).
+fn check_names(t: &TableInfo) {
+    let names =
+        std::iter::once(("table", &t.name, None)).chain(t.columns.iter().map(|c| ("column", &c.name, Some(&t.name))));
+    for (what, name, table) in names {
+        let at = table.map(|t| format!("table '{t}', ")).unwrap_or_default();
+        if name.is_empty() {
+            pgferry::warn!(
+                "sqlite-dump",
+                "{at}{what} '': PostgreSQL has no empty names; rename it in the DDL and in the stream (jq), \
+                 or in a copy of the database"
+            );
+        } else if name.len() > PG_NAME_MAX {
+            let mut cut = PG_NAME_MAX;
+            while !name.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            pgferry::warn!(
+                "sqlite-dump",
+                "{at}{what} '{name}': {} bytes, and PostgreSQL keeps {PG_NAME_MAX}: it would be '{}', which \
+                 the stream's key does not match; rename it in the DDL and in the stream (jq), or in a copy of \
+                 the database",
+                name.len(),
+                &name[..cut]
+            );
+        }
+    }
 }
 
 /// The PostgreSQL type for a SQLite declared type (docs/ddl.md has the table).

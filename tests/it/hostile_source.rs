@@ -58,6 +58,17 @@ fn files_that_are_not_databases_or_cannot_be_read() {
     let r = cmd("sqlite-dump").args([&t.str("text.db"), "t"]).expect(65);
     assert_eq!(r.stderr(), format!("sqlite-dump: open '{}': file is not a database\n", t.str("text.db")));
     cmd("sqlite-dump").arg(t.str("")).arg("t").expect(64).stderr_has(&["is a directory"]);
+    // A FIFO (which would block the open) or a device is refused unopened.
+    assert!(std::process::Command::new("mkfifo").arg(t.path("fifo.db")).status().unwrap().success());
+    std::os::unix::fs::symlink("/dev/zero", t.path("zero.db")).unwrap();
+    for f in ["fifo.db", "zero.db"] {
+        cmd("sqlite-dump").args([&t.str(f), "t"]).expect(65).stderr_has(&["is a FIFO, socket or device"]);
+        cmd("count-check")
+            .arg(format!("sqlite:{}:t", t.str(f)))
+            .arg("ndjson:/dev/null")
+            .expect(65)
+            .stderr_has(&["is a FIFO, socket or device"]);
+    }
     // A database cut short, and one with a page overwritten in the middle of a table: the
     // rows before the damage are not passed off as the table (no end record), and the
     // message says where reading stopped.
@@ -246,6 +257,19 @@ fn tables_views_virtual_tables_and_names() {
         let text = std::fs::read_to_string(t.path(&format!("out/{file}"))).unwrap();
         assert!(text.starts_with(&format!("{{\"x\":{x}}}\n")), "{file}: {text}");
     }
+    // Names PostgreSQL would cut short or refuse: --ddl writes them, and warns.
+    let long = "é".repeat(40);
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch(&format!("CREATE TABLE l (\"{long}\" TEXT, \"\" INT)"))
+        .unwrap();
+    cmd("sqlite-dump").args(["--ddl", &db, "l"]).ok().stderr_has(&[
+        &format!(
+            "warning: table 'l', column '{long}': 80 bytes, and PostgreSQL keeps 63: it would be '{}'",
+            "é".repeat(31)
+        ),
+        "warning: table 'l', column '': PostgreSQL has no empty names",
+    ]);
     // A virtual table of an extension this build lacks: named, 65.
     let c = rusqlite::Connection::open(&db).unwrap();
     c.execute_batch(
@@ -431,4 +455,69 @@ fn a_writer_holding_a_lock_is_waited_for_then_named() {
     r.stderr_has(&["database is locked: another connection holds a lock on it (waited 10 s"]);
     assert!(r.stdout().is_empty());
     w.execute_batch("ROLLBACK").unwrap();
+}
+
+#[test]
+fn hostile_names_through_ddl_dump_load_and_check() {
+    let t = TempDir::new();
+    let db = t.str("n.db");
+    sqlite_db(
+        &t.path("n.db"),
+        "CREATE TABLE \"Sel\"\"ect\" (\"order\" INTEGER PRIMARY KEY, \"a b\" TEXT, \"ünï 💥\" REAL, \"from\" BLOB,
+           \"Mixed\" INTEGER);
+         -- A REAL column drops the sign of -0.0 (docs/stream.md 3.4).
+         INSERT INTO \"Sel\"\"ect\" VALUES (1, 'it''s \"q\" \\ é', -0.0, x'00ff', 9223372036854775807),
+           (2, '', 1e308 * 10, x'', -9223372036854775808), (3, NULL, 1e-300, NULL, NULL);
+         CREATE TABLE \"table\" (\"select\" TEXT PRIMARY KEY, \"user\" INTEGER) WITHOUT ROWID;
+         INSERT INTO \"table\" VALUES ('b', 2), ('a', 1), ('A', 3);",
+    );
+    let pg = Pg::new();
+    pg.exec(&cmd("sqlite-dump").args(["--ddl", &db]).ok().stdout());
+    // PostgreSQL's side names tables in SQL syntax (quoted for case and odd characters).
+    for (table, pg_name) in [("Sel\"ect", "\"Sel\"\"ect\""), ("table", "\"table\"")] {
+        let dump = cmd("sqlite-dump").args([&db, table]).ok();
+        cmd("pg-load").args(["--db", &pg.url, pg_name]).stdin(dump.out.stdout).ok();
+        let sqlite = format!("sqlite:{db}:{table}");
+        cmd("count-check").args(["--db", &pg.url, "--full", &sqlite, &format!("pg:{pg_name}")]).ok();
+    }
+    assert_eq!(
+        pg.rows("SELECT \"order\", \"a b\", \"ünï 💥\", \"from\", \"Mixed\" FROM \"Sel\"\"ect\" ORDER BY 1"),
+        [
+            "1|it's \"q\" \\ é|0|\\x00ff|9223372036854775807",
+            "2||Infinity|\\x|-9223372036854775808",
+            "3|NULL|1e-300|NULL|NULL"
+        ]
+    );
+    assert_eq!(pg.rows("SELECT * FROM \"table\" ORDER BY \"select\" COLLATE \"C\""), ["A|3", "a|1", "b|2"]);
+}
+
+#[test]
+fn preflight_names_sqlite_sources_as_sqlite_dump_would() {
+    let t = TempDir::new();
+    let db = t.str("app.db");
+    sqlite_db(
+        &t.path("app.db"),
+        "CREATE TABLE Users (id INTEGER PRIMARY KEY); CREATE VIEW active AS SELECT * FROM Users;
+         CREATE VIRTUAL TABLE docs USING fts5(body);",
+    );
+    std::fs::write(t.path("empty.db"), b"").unwrap();
+    let plan = t.path("plan.ndjson");
+    let steps = [("1", &db, "users"), ("2", &db, "active"), ("3", &t.str("empty.db"), "x"), ("4", &db, "docs")];
+    let lines: Vec<String> = steps
+        .iter()
+        .map(|(s, d, tb)| json!({"step": s, "source": format!("sqlite:{d}:{tb}"), "target": tb}).to_string())
+        .collect();
+    std::fs::write(&plan, lines.join("\n") + "\n").unwrap();
+    let pg = Pg::new();
+    let out = cmd("pg-load").args(["--db", &pg.url, "--plan"]).arg(&plan).arg("--preflight").expect(1).stdout();
+    for want in [
+        format!("ok       step 1: table users in {db}"),
+        format!("MISSING  step 2: table active in {db}: table 'active' does not exist in '{db}': 'active' is a view"),
+        format!("MISSING  step 3: table x in {}: table 'x' does not exist in '", t.str("empty.db")),
+        format!("ok       step 4: table docs in {db}"),
+    ] {
+        assert!(out.contains(&want), "{want}\n{out}");
+    }
+    // The FTS5 table's shadow tables are not tables the plan forgot.
+    assert!(!out.contains("docs_data") && !out.contains("docs_idx"), "{out}");
 }

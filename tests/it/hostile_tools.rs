@@ -172,6 +172,14 @@ fn awkward_paths_round_trip_through_create_check_and_restore() {
     let target = dir.join("restored é ?#%41.db");
     cmd("backup-verify").arg("restore").arg(&m).arg("--to").arg(&target).ok();
     assert_eq!(digest_of(&target), digest_of(&db));
+    // A hidden file's backups are not hidden (list and rotation skip dot files).
+    let hidden = dir.join(".app.db");
+    std::fs::copy(&db, &hidden).unwrap();
+    let hout = t.path("hidden-out");
+    let s = summary(&cmd("backup-verify").arg("create").arg(&hidden).arg("--out").arg(&hout).ok());
+    let name = Path::new(s["manifest"].as_str().unwrap()).file_name().unwrap().to_string_lossy().into_owned();
+    assert!(name.starts_with("app-"), "{name}");
+    assert_eq!(cmd("backup-verify").arg("list").arg(&hout).ok().json_lines().len(), 1);
 }
 
 #[test]
@@ -338,10 +346,21 @@ fn a_tree_manifest_that_names_missing_files_or_misses_some_fails_and_restores_no
     assert!(!t.path("escaped.json").exists());
     assert_eq!(names_in(&t.0), ["state", "tb"], "no staging directory or kept copy left");
 
-    // The genuine manifest restores.
+    // An archive named outside the backup's directory is never opened.
+    let mut m = good.clone();
+    m["archive"]["file"] = "../state/config.json".into();
+    write_resummed(&mpath, m);
+    let r = cmd("backup-verify").arg("check").arg(&mpath).expect(1);
+    assert_eq!(failed(&r), ["manifest"]);
+    r.stderr_has(&["manifest names a file outside its directory"]);
+
+    // The genuine manifest restores, through a symlink too: where the tree really lives.
     write_resummed(&mpath, good);
-    cmd("backup-verify").arg("restore").arg(&mpath).arg("--to").arg(&root).ok();
+    let link = t.path("state-link");
+    std::os::unix::fs::symlink(&root, &link).unwrap();
+    cmd("backup-verify").arg("restore").arg(&mpath).arg("--to").arg(&link).ok();
     assert_eq!(std::fs::read_to_string(root.join("config.json")).unwrap(), r#"{"v": 1}"#);
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink(), "the link stays a link");
 }
 
 #[test]
@@ -537,6 +556,44 @@ fn restore_into_a_read_only_directory_changes_nothing() {
     assert!(err.contains("nothing was changed") && err.contains("the database's own directory"), "{err}");
     assert!(!err.contains("--tmp"), "restore has no --tmp: {err}");
     assert_eq!(tree_of(&ro), before);
+}
+
+#[test]
+fn a_stale_wal_without_its_database_is_kept_aside_not_replayed_onto_the_restore() {
+    let t = TempDir::new();
+    let db = t.path("app.db");
+    sqlite_db(&db, "PRAGMA journal_mode = WAL; CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t VALUES (1, 'backed up');");
+    let s = summary(&cmd("backup-verify").arg("create").arg(&db).arg("--out").arg(t.path("b")).ok());
+    // Another database's WAL, with commits in it, left where the restored file will go.
+    let other = t.path("other.db");
+    let w = Connection::open(&other).unwrap();
+    w.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA wal_autocheckpoint = 0; CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT);",
+    )
+    .unwrap();
+    sqlite_db(&other, "PRAGMA wal_checkpoint(TRUNCATE);");
+    w.execute_batch("INSERT INTO t VALUES (2, 'stale wal')").unwrap();
+    let live = t.path("live");
+    std::fs::create_dir(&live).unwrap();
+    std::fs::copy(t.path("other.db-wal"), live.join("app.db-wal")).unwrap();
+    drop(w);
+    let target = live.join("app.db");
+    let r = cmd("backup-verify").arg("restore").arg(s["manifest"].as_str().unwrap()).arg("--to").arg(&target).ok();
+    r.stderr_has(&["had a -wal, -shm or -journal but no database", "kept them aside"]);
+    let rows: Vec<String> = Connection::open(&target)
+        .unwrap()
+        .prepare("SELECT v FROM t ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(rows, ["backed up"]);
+    assert!(
+        names_in(&live).iter().any(|n| n.starts_with("app.db.before-restore-") && n.ends_with("-wal")),
+        "{:?}",
+        names_in(&live)
+    );
 }
 
 #[test]
@@ -754,6 +811,52 @@ fn odd_session_settings_change_neither_bounds_nor_archives() {
     for b in &bounds {
         assert!(b.matches("-01 00:00:00+00").count() == 2, "{b}");
     }
+    // date and timestamp keys under the same settings, daily across St John's and Chatham's
+    // spring-forward days and a leap day: plain midnights, and rows land by their own value.
+    odd.exec("CREATE TABLE d (day date NOT NULL) PARTITION BY RANGE (day); CREATE TABLE ts (at timestamp NOT NULL) PARTITION BY RANGE (at)");
+    for t in ["d", "ts"] {
+        let mut c = pp(&odd, &["ensure", t, "--interval", "daily", "--from", "2024-02-28", "--to", "2024-03-11"]);
+        for (k, v) in env {
+            c = c.env(k, v);
+        }
+        c.env("PGTZ", "Asia/Kathmandu").ok();
+    }
+    odd.exec("INSERT INTO d VALUES ('2024-02-29'), ('2024-03-10'); INSERT INTO ts VALUES ('2024-03-10 02:30:00'), ('2024-03-09 23:59:59.999999')");
+    let placed = |sql: &str| {
+        let mut c = odd.client();
+        c.batch_execute("SET DateStyle = 'ISO'").unwrap();
+        c.query(sql, &[]).unwrap().iter().map(|r| r.get::<_, String>(0)).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        placed("SELECT tableoid::regclass::text || '|' || day::text FROM d ORDER BY day"),
+        ["d_2024_02_29|2024-02-29", "d_2024_03_10|2024-03-10"]
+    );
+    assert_eq!(
+        placed("SELECT tableoid::regclass::text || '|' || at::text FROM ts ORDER BY at"),
+        ["ts_2024_03_09|2024-03-09 23:59:59.999999", "ts_2024_03_10|2024-03-10 02:30:00"]
+    );
+    let d_bounds = placed(
+        "SELECT pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+         WHERE i.inhparent = 'ts'::regclass AND c.relname = 'ts_2024_03_10'",
+    );
+    assert_eq!(d_bounds, ["FOR VALUES FROM ('2024-03-10 00:00:00') TO ('2024-03-11 00:00:00')"]);
+}
+
+#[test]
+fn a_role_statement_timeout_does_not_cut_a_run_short() {
+    let pg = Pg::new();
+    pg.exec(&format!("CREATE TABLE logs {LOGS}"));
+    // Every partition created takes 0.6 s, past the database's 300 ms statement timeout.
+    pg.exec(
+        "CREATE FUNCTION slow_ddl() RETURNS event_trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(0.6); END $$;
+         CREATE EVENT TRIGGER slow_ddl ON ddl_command_end WHEN TAG IN ('CREATE TABLE') EXECUTE FUNCTION slow_ddl();",
+    );
+    pg.exec(&format!(
+        "ALTER DATABASE {0} SET statement_timeout = '300ms'; ALTER DATABASE {0} SET idle_in_transaction_session_timeout = '300ms'",
+        pg.name
+    ));
+    pp(&pg, &["ensure", "logs", "--from", "2024-01", "--to", "2024-02"]).ok();
+    assert_eq!(partitions(&pg, "logs").len(), 2);
 }
 
 #[test]
@@ -799,6 +902,16 @@ fn a_partition_locked_by_another_session_times_out_with_75_and_drops_nothing() {
     r.stderr_has(&["lock partition 'logs_2024_01'", "lock timeout", "nothing was dropped"]);
     assert!(names_in(&dir.0).is_empty(), "{:?}", names_in(&dir.0));
     writer.batch_execute("ROLLBACK").unwrap();
+    // ensure with rows to move out of a DEFAULT partition that a writer holds: the same.
+    pg.exec("CREATE TABLE logs_default PARTITION OF logs DEFAULT; INSERT INTO logs VALUES (7, '2024-06-02 00:00:00+00', 'd')");
+    let mut writer = pg.client();
+    writer.batch_execute("BEGIN; INSERT INTO logs VALUES (8, '2030-01-01 00:00:00+00', 'open')").unwrap();
+    pp(&pg, &["ensure", "logs", "--from", "2024-06", "--to", "2024-06", "--lock-timeout", "1"])
+        .expect(75)
+        .stderr_has(&["lock the default partition 'logs_default'", "lock timeout", "nothing was changed"]);
+    writer.batch_execute("ROLLBACK").unwrap();
+    assert_eq!(pg.count("logs_default"), 1);
+    pg.exec("DROP TABLE logs_default");
     // A reader holding the second partition: both archives are written and verified, the drop
     // then times out; nothing is dropped, and the message says the archives stay.
     let mut reader = pg.client();
