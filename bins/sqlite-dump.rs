@@ -18,6 +18,8 @@ sqlite-dump: write SQLite tables as NDJSON, from one consistent snapshot, read-o
 
 Reads inside one read transaction, so a database that the application is still
 writing (WAL mode) is dumped as it was at one instant. Never writes to the file.
+In rollback-journal mode the application's writers wait for the dump instead (its
+read lock), and the dump waits up to 10 s for a writer's commit to finish.
 Values are written as stored, per value (SQLite's dynamic typing): integers
 exactly, BLOBs in the bytes form, non-finite floats tagged (see docs/stream.md).
 

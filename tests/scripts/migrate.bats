@@ -62,6 +62,15 @@ load helpers
   [[ "${output}" == *"notes: Source: 50 rows → Postgres: 50 rows ✓"* ]]
   [[ "$(pg -c 'SELECT tick FROM notes WHERE id = 7')" == 7 ]]
   run -0 "${SCRIPTS}/migrate" status
+
+  # Atomic, the same failure from empty tables: both steps failed, customers' rows rolled back
+  # with notes' (status shows no rows inserted for them, and why).
+  pg -c 'TRUNCATE customers CASCADE'
+  sqlite3 "${APPDB}" "UPDATE notes SET tick = 'soon' WHERE id = 7"
+  run -65 "${SCRIPTS}/migrate" --atomic --execute
+  run -1 "${SCRIPTS}/migrate" status
+  [[ "${output}" =~ 1\ +customers\ +failed\ +[0-9T:-]+Z\ +20/-/-$'\n'\ +not\ committed:\ step\ \'2\'\ failed ]]
+  [[ "$(pg -c 'SELECT count(*) FROM customers')" == 0 ]]
 }
 
 @test "a killed load fails its step with 75 and nothing committed; --from resumes it" {
