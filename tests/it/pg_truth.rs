@@ -30,8 +30,18 @@ fn last_run(pg: &Pg, runs: &str) -> (String, String) {
 
 /// pg-load with stdin from a pipe the test writes into, at its own pace.
 fn spawn_load(url: &str, args: &[&str]) -> Child {
-    Command::new(bin("pg-load"))
-        .args(["--db", url])
+    use std::os::unix::process::CommandExt;
+    let mut c = Command::new(bin("pg-load"));
+    // As a login shell starts it: SIGHUP at its default even when the tests run under nohup
+    // (pg-load keeps an inherited ignore, which the SIGHUP test would take for a failure).
+    // SAFETY: signal(2) is async-signal-safe, as pre_exec requires.
+    unsafe {
+        c.pre_exec(|| {
+            libc::signal(libc::SIGHUP, libc::SIG_DFL);
+            Ok(())
+        });
+    }
+    c.args(["--db", url])
         .args(args)
         .env_remove("DATABASE_URL")
         .stdin(Stdio::piped())
