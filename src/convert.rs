@@ -1139,12 +1139,27 @@ pub fn json_repeats_a_key(s: &str) -> bool {
             f.write_str("JSON")
         }
         fn visit_map<M: MapAccess<'de>>(self, mut m: M) -> std::result::Result<(), M::Error> {
-            let mut keys: Vec<String> = vec![];
+            // A list for the usual few keys; a set past them (a hostile object has 100,000).
+            let mut few: Vec<String> = vec![];
+            let mut many: Option<std::collections::HashSet<String>> = None;
             while let Some(k) = m.next_key::<std::borrow::Cow<'de, str>>()? {
-                if keys.iter().any(|x| *x == *k) {
+                let repeated = match &mut many {
+                    Some(set) => !set.insert(k.into_owned()),
+                    None if few.len() < 32 => {
+                        let r = few.iter().any(|x| *x == *k);
+                        few.push(k.into_owned());
+                        r
+                    }
+                    None => {
+                        let mut set: std::collections::HashSet<String> = few.drain(..).collect();
+                        let r = !set.insert(k.into_owned());
+                        many = Some(set);
+                        r
+                    }
+                };
+                if repeated {
                     *self.0 = true;
                 }
-                keys.push(k.into_owned());
                 m.next_value_seed(Seed(self.0))?;
             }
             Ok(())

@@ -997,10 +997,10 @@ impl<'de> serde::Deserialize<'de> for Key<'de> {
 /// that repeats is an error naming the line; so is anything but an object.
 fn parse_fields_of<'a>(text: &'a str, line: u64, what: &str) -> Result<Fields<'a>> {
     let pairs = parse_pairs(text, line)?;
-    for (i, (k, _)) in pairs.iter().enumerate().skip(1) {
-        if pairs[..i].iter().any(|(k2, _)| k2 == k) {
-            return Err(duplicate_key(line, k, what));
-        }
+    // A set, not pairwise: a hostile line can hold 100,000 keys.
+    let mut seen = std::collections::HashSet::with_capacity(pairs.len());
+    if let Some((k, _)) = pairs.iter().find(|(k, _)| !seen.insert(k.as_ref())) {
+        return Err(duplicate_key(line, k, what));
     }
     Ok(pairs)
 }

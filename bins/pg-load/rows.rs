@@ -63,7 +63,7 @@ pub fn stream_rows<R: std::io::BufRead>(
         row: EncodedRow::new(n, plan.binary),
         members: Vec::with_capacity(n + 4),
         unknown: vec![],
-        ignored: vec![],
+        ignored: std::collections::HashSet::new(),
         sig: vec![],
         last_seg: None,
     };
@@ -138,7 +138,7 @@ struct RowSource {
     members: Vec<jsonscan::Member>,
     unknown: Vec<String>,
     /// The current row's keys that match no column (to find a repeat among them).
-    ignored: Vec<String>,
+    ignored: std::collections::HashSet<String>,
     /// The current row's signature (reused buffer) and the previous row's segment.
     sig: Signature,
     last_seg: Option<usize>,
@@ -158,7 +158,9 @@ impl RowSource {
             return Err(stream::malformed(text, line));
         }
         self.row.clear();
-        self.ignored.clear();
+        if !self.ignored.is_empty() {
+            self.ignored.clear();
+        }
         let mut hint = 0;
         // Taken for the loop (put back after it; an error ends the load anyway).
         let members = std::mem::take(&mut self.members);
@@ -170,10 +172,10 @@ impl RowSource {
             let name = if a.opts.rename.is_empty() { &*key } else { a.opts.renamed(&key) };
             let Some(i) = plan.find(name, hint) else {
                 // Ignored keys are checked for repeats too (docs/stream.md §2.3).
-                if self.ignored.iter().any(|x| *x == *key) {
+                // (A set: a hostile row can hold 100,000 keys.)
+                if !self.ignored.insert(key.to_string()) {
                     return Err(stream::repeated_key(line, &key));
                 }
-                self.ignored.push(key.to_string());
                 // A generated column's key (sqlite-dump --include-generated, or another
                 // producer): PostgreSQL computes the column; the stream's value is not loaded.
                 if !generated.contains(&name) {
@@ -241,7 +243,7 @@ impl RowSource {
             return Err(Error::Data(format!(
                 "line {line}: keys that match no column of '{}': {} (the table has: {}); {advice}",
                 a.table,
-                self.unknown.join(", "),
+                listed(&self.unknown),
                 cols.join(", ")
             )));
         }
@@ -281,6 +283,14 @@ impl RowSource {
         if !a.ignore_unknown {
             self.unknown.push(key.to_string());
         }
+    }
+}
+
+/// Keys for a message: the first ten, then how many more.
+fn listed(keys: &[String]) -> String {
+    match keys.len() {
+        n if n <= 10 => keys.join(", "),
+        n => format!("{} and {} more", keys[..10].join(", "), n - 10),
     }
 }
 

@@ -391,3 +391,23 @@ fn numeric_p_s_overflow_is_named_with_its_value_exactly_where_postgresql_refuses
     assert_eq!(stored(&pg, "numeric(5,2)", "\"NaN\"", &[]), "NaN");
     refused(&pg, "numeric(3,1)[]", "[1.5, 99.95]", &[], &["element 1: does not fit numeric(3,1)"]);
 }
+
+#[test]
+fn a_row_or_object_with_100000_keys_takes_linear_time() {
+    let pg = Pg::new();
+    let keys: String = (0..100_000).map(|i| format!("\"k{i}\":1,")).collect();
+    table(&pg, "id int PRIMARY KEY, doc jsonb");
+    // Unknown keys are checked for repeats with a set (pairwise, this took minutes).
+    let started = std::time::Instant::now();
+    let row = format!("{{{keys}\"id\":1,\"doc\":{{{keys}\"k0\":2}}}}");
+    let r = load(&pg, stream(&[&row]), &["--ignore-unknown"]).ok();
+    r.stderr_has(&["column 'doc': 1 duplicate-keys-collapsed"]);
+    assert_eq!(pg.one("SELECT doc->>'k0' FROM t"), "2");
+    table(&pg, "id int PRIMARY KEY, doc jsonb");
+    load(&pg, stream(&[&format!("{{{keys}\"id\":1}}")]), &[])
+        .expect(65)
+        .stderr_has(&["keys that match no column of 't': k0, k1, k2, k3, k4, k5, k6, k7, k8, k9 and 99990 more"]);
+    let repeat = format!("{{{keys}\"id\":1,\"k99999\":1}}");
+    load(&pg, stream(&[&repeat]), &["--ignore-unknown"]).expect(65).stderr_has(&["key \"k99999\" appears twice"]);
+    assert!(started.elapsed() < std::time::Duration::from_secs(30), "{:?}", started.elapsed());
+}
