@@ -9,7 +9,9 @@
 //! for the whole timeout, and the server says the load's session is waiting for the client
 //! (`ClientRead`, or idle in its transaction), each side waits for the other. The watcher
 //! then ends the session on the server (which rolls it back and releases its locks), learns
-//! what became of the transaction, and ends the process.
+//! what became of the transaction, and ends the process. A pg-load busy on the CPU (one huge
+//! row to convert) also leaves the server waiting, but is not waiting itself: the process's
+//! own CPU time tells the two apart.
 
 use crate::commit::{self, Resolved, TxId};
 use crate::pg::Target;
@@ -45,6 +47,17 @@ pub fn done() {
     DONE.store(true, Ordering::SeqCst);
 }
 
+/// The CPU time this process has used (user and system, all threads).
+fn cpu_time() -> Duration {
+    // SAFETY: getrusage fills the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
+        return Duration::ZERO;
+    }
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec.max(0) as u64, (t.tv_usec.clamp(0, 999_999) as u32) * 1000);
+    tv(u.ru_utime) + tv(u.ru_stime)
+}
+
 /// What the watcher does once it has decided: `finish(message, exit code)` records the run
 /// and prints; the process then exits with the code.
 pub type Finish = Box<dyn FnOnce(&str, &str, i32) + Send>;
@@ -57,13 +70,18 @@ pub fn watch(target: &Target, pid: i32, timeout: Duration, finish: Finish) {
     std::thread::spawn(move || {
         let mut last = PROGRESS.load(Ordering::SeqCst);
         let mut since = Instant::now();
+        let mut cpu = cpu_time();
         loop {
             std::thread::sleep(tick);
             if DONE.load(Ordering::SeqCst) {
                 return;
             }
             let now = PROGRESS.load(Ordering::SeqCst);
-            if now != last || IN_INPUT.load(Ordering::SeqCst) {
+            let cpu_now = cpu_time();
+            // Busy for a quarter of the tick or more: working, not waiting for the server.
+            let busy = cpu_now.saturating_sub(cpu) >= tick / 4;
+            cpu = cpu_now;
+            if now != last || IN_INPUT.load(Ordering::SeqCst) || busy {
                 last = now;
                 since = Instant::now();
                 continue;

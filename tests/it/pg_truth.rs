@@ -433,6 +433,23 @@ fn a_connection_that_stalls_without_closing_ends_the_load_and_releases_the_lock(
 }
 
 #[test]
+fn a_row_that_takes_longer_to_convert_than_the_stall_timeout_is_not_a_stall() {
+    // The server waits for pg-load while pg-load works on one huge row (120 MB of escapes,
+    // seconds of CPU in a debug build): pg-load is busy, not waiting, and must not give up.
+    let pg = Pg::new();
+    pg.exec("CREATE TABLE big (id int PRIMARY KEY, v text)");
+    let mut row = String::with_capacity(120_000_100);
+    row.push_str("{\"id\":1,\"v\":\"");
+    for _ in 0..20_000_000 {
+        row.push_str("\\u00e9");
+    }
+    row.push_str("\"}\n{\"$end\":{\"rows\":1,\"source\":\"test\"}}\n");
+    let r = cmd("pg-load").args(["--db", &pg.url, "big", "--stall-timeout", "1"]).stdin(row).ok();
+    r.stderr_has(&["big: Source: 1 rows → Postgres: 1 rows ✓"]);
+    assert_eq!(pg.one("SELECT length(v) FROM big"), "20000000");
+}
+
+#[test]
 fn conversions_match_postgresql_or_are_stricter() {
     let pg = Pg::new();
     pg.exec("CREATE TABLE c (id int PRIMARY KEY, f4 real, f8 float8, d date, ts timestamp, tm time)");
