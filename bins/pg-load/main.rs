@@ -114,9 +114,10 @@ Table options (on the command line, or in a plan step's \"load\" array):
   --epoch-unit UNIT     Numbers in timestamp/date columns are Unix epochs in
                         UNIT: s, ms, us or ns [default: numbers are refused].
   --assume-tz ZONE      Zone of timestamps without an offset going into
-                        timestamptz: UTC, an offset (+05:30), or an IANA name such as
-                        Europe/Athens (daylight-saving rules from the system's
-                        zone database; docs/loading.md) [default: UTC].
+                        timestamptz: UTC, an offset (+05:30), or an IANA
+                        name such as Europe/Athens (daylight-saving rules from
+                        the system's zone database; docs/loading.md)
+                        [default: UTC].
   --ignore-unknown      Drop keys that match no column instead of failing.
   --strip-nul           Remove NUL characters from text (PostgreSQL cannot store
                         them) instead of failing.
