@@ -39,7 +39,7 @@ success or failure, is recorded in _migration_runs. Re-running the same load
 changes nothing: rows already present are reported as such.
 
 With --plan, stdin is the concatenation of the selected steps' streams in plan
-order (each may start with its table record; docs/stream.md, 7), and every
+order (each may start with its table record: docs/stream.md), and every
 step's table is loaded in ONE transaction with the step's own `load` options:
 each table's count is verified, foreign keys between the plan's tables may be
 loaded children first (they are set aside and validated before COMMIT), and
