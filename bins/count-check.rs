@@ -93,7 +93,7 @@ Firestore sides (as fs-export; rows are shaped as fs-export writes them):
   --parent-field NAME   Add the parent document's id under NAME.
   --path-field NAME     Add the document's path under NAME.
   --ref-paths           References as paths instead of ids.
-  --project ID          Google Cloud project [default: $GOOGLE_CLOUD_PROJECT, …].
+  --project ID          Google Cloud project [default: $GOOGLE_CLOUD_PROJECT, ...].
   --database ID         Firestore database [default: (default)].
   --token-command CMD   Command that prints an access token.
   --token-env VAR       Environment variable holding an access token.

@@ -84,7 +84,7 @@ Output:
   \"collection\"|\"group\"|\"document\":...,\"read_time\":...}}.
   stderr: the read time, a summary line; after a failure, the exact command that
   fetches the remaining documents (also with --quiet). When stderr is a terminal
-  and stdout a file (not a pipe: in `fs-export … | pg-load …` pg-load shows
+  and stdout a file (not a pipe: in `fs-export ... | pg-load ...` pg-load shows
   progress), a progress line (documents, documents/s; no total), cleared at the end.
 
 Exit status:

@@ -61,7 +61,7 @@ Output:
   stdout: one JSON object per row, keys in column order, then the end record
   {\"$end\":{\"rows\":N,\"source\":\"sqlite\",\"table\":...}}. With --list and --all,
   one line per table. stderr: errors, and a summary line per table; when stderr
-  is a terminal and stdout a file (not a pipe: in `sqlite-dump … | pg-load …`
+  is a terminal and stdout a file (not a pipe: in `sqlite-dump ... | pg-load ...`
   pg-load shows progress), a progress line with the table's row count (counted
   first, unless --where) and an ETA, cleared at the end.
 

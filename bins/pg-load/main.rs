@@ -39,7 +39,7 @@ success or failure, is recorded in _migration_runs. Re-running the same load
 changes nothing: rows already present are reported as such.
 
 With --plan, stdin is the concatenation of the selected steps' streams in plan
-order (docs/stream.md §7: each may start with its table record), and every
+order (each may start with its table record: docs/stream.md), and every
 step's table is loaded in ONE transaction with the step's own `load` options:
 each table's count is verified, foreign keys between the plan's tables may be
 loaded children first (they are set aside and validated before COMMIT), and
@@ -114,9 +114,10 @@ Table options (on the command line, or in a plan step's \"load\" array):
   --epoch-unit UNIT     Numbers in timestamp/date columns are Unix epochs in
                         UNIT: s, ms, us or ns [default: numbers are refused].
   --assume-tz ZONE      Zone of timestamps without an offset going into
-                        timestamptz: UTC, ±HH:MM, or an IANA name such as
-                        Europe/Athens (daylight-saving rules from the system's
-                        zone database; docs/loading.md) [default: UTC].
+                        timestamptz: UTC, an offset (+05:30), or an IANA
+                        name such as Europe/Athens (daylight-saving rules from
+                        the system's zone database; docs/loading.md)
+                        [default: UTC].
   --ignore-unknown      Drop keys that match no column instead of failing.
   --strip-nul           Remove NUL characters from text (PostgreSQL cannot store
                         them) instead of failing.
