@@ -212,6 +212,10 @@ fn first_draw_delay() -> Duration {
 fn read_delay() -> Duration {
     let Some(raw) = std::env::var_os(DELAY_VAR) else { return DRAW_EVERY };
     let text = raw.to_string_lossy();
+    // Set but empty is unset, as for the other variables the tools read.
+    if text.is_empty() {
+        return DRAW_EVERY;
+    }
     match parse_delay(&text) {
         Some(d) => d,
         None => {
