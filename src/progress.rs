@@ -102,7 +102,7 @@ impl Progress {
                 started: now,
                 last_check: now,
                 last_draw: None,
-                first_after: first_draw_delay(),
+                first_after: first_draw_delay(tool),
                 stride: 1,
                 shown: None,
                 dumb: std::env::var_os("TERM").is_some_and(|t| t == "dumb"),
@@ -204,12 +204,12 @@ impl Live {
 
 /// The wait before the first draw: `PGFERRY_PROGRESS_DELAY` seconds (fractions allowed), or
 /// DRAW_EVERY. A value that is not a number of seconds is said once and the default kept.
-fn first_draw_delay() -> Duration {
+fn first_draw_delay(tool: &str) -> Duration {
     static DELAY: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
-    *DELAY.get_or_init(read_delay)
+    *DELAY.get_or_init(|| read_delay(tool))
 }
 
-fn read_delay() -> Duration {
+fn read_delay(tool: &str) -> Duration {
     let Some(raw) = std::env::var_os(DELAY_VAR) else { return DRAW_EVERY };
     let text = raw.to_string_lossy();
     // Set but empty is unset, as for the other variables the tools read.
@@ -219,7 +219,7 @@ fn read_delay() -> Duration {
     match parse_delay(&text) {
         Some(d) => d,
         None => {
-            eprintln!("warning: {DELAY_VAR}={text:?} is not a number of seconds; waiting 0.25 s before progress");
+            crate::warn!(tool, "{DELAY_VAR}={text:?} is not a number of seconds; waiting 0.25 s before progress");
             DRAW_EVERY
         }
     }
