@@ -233,30 +233,25 @@ pub fn begin_snapshot(conn: &Connection) -> Result<()> {
 /// `sqlite_*` tables and without the shadow tables where virtual tables keep their data
 /// (an FTS5 table `docs` has `docs_data`, `docs_idx`, ...: its rows are read through `docs`).
 pub fn list_tables(conn: &Connection) -> Result<Vec<String>> {
-    let mut st = conn
-        .prepare(
-            "SELECT name FROM pragma_table_list WHERE schema = 'main' AND type IN ('table', 'virtual') \
-             AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name",
-        )
-        .map_err(|e| sqlite_error("list tables", e))?;
-    let names = st
-        .query_map([], |r| r.get::<_, String>(0))
-        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
-        .map_err(|e| sqlite_error("list tables", e))?;
-    Ok(names)
+    names(
+        conn,
+        "SELECT name FROM pragma_table_list WHERE schema = 'main' AND type IN ('table', 'virtual') \
+         AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name",
+    )
 }
 
 /// The names of the tables in `sqlite_master` that meet `condition` (SQL over its columns),
 /// in name order.
 pub fn tables_where(conn: &Connection, condition: &str) -> Result<Vec<String>> {
-    let mut st = conn
-        .prepare(&format!("SELECT name FROM sqlite_master WHERE type = 'table' AND ({condition}) ORDER BY name"))
-        .map_err(|e| sqlite_error("list tables", e))?;
-    let names = st
-        .query_map([], |r| r.get::<_, String>(0))
+    names(conn, &format!("SELECT name FROM sqlite_master WHERE type = 'table' AND ({condition}) ORDER BY name"))
+}
+
+/// The table names a query returns, in its order.
+fn names(conn: &Connection, sql: &str) -> Result<Vec<String>> {
+    let mut st = conn.prepare(sql).map_err(|e| sqlite_error("list tables", e))?;
+    st.query_map([], |r| r.get::<_, String>(0))
         .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
-        .map_err(|e| sqlite_error("list tables", e))?;
-    Ok(names)
+        .map_err(|e| sqlite_error("list tables", e))
 }
 
 /// Quotes an identifier for SQLite.

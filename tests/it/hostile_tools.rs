@@ -572,14 +572,7 @@ fn a_stale_wal_without_its_database_is_kept_aside_not_replayed_onto_the_restore(
     let target = live.join("app.db");
     let r = cmd("backup-verify").arg("restore").arg(s["manifest"].as_str().unwrap()).arg("--to").arg(&target).ok();
     r.stderr_has(&["had a -wal, -shm or -journal but no database", "kept them aside"]);
-    let rows: Vec<String> = Connection::open(&target)
-        .unwrap()
-        .prepare("SELECT v FROM t ORDER BY id")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(|r| r.unwrap())
-        .collect();
+    let rows: Vec<String> = first_column(&target, "SELECT v FROM t ORDER BY id");
     assert_eq!(rows, ["backed up"]);
     assert!(
         names_in(&live).iter().any(|n| n.starts_with("app.db.before-restore-") && n.ends_with("-wal")),
@@ -631,14 +624,7 @@ fn a_writer_holding_an_open_transaction_neither_blocks_nor_leaks_into_the_backup
     // The backup is the committed state (1, 2), not the writer's.
     let target = t.path("restored.db");
     cmd("backup-verify").arg("restore").arg(s["manifest"].as_str().unwrap()).arg("--to").arg(&target).ok();
-    let ids: Vec<i64> = Connection::open(&target)
-        .unwrap()
-        .prepare("SELECT id FROM t ORDER BY id")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(|r| r.unwrap())
-        .collect();
+    let ids: Vec<i64> = first_column(&target, "SELECT id FROM t ORDER BY id");
     assert_eq!(ids, [1, 2]);
 }
 
@@ -944,4 +930,12 @@ fn hostile_numbers_are_usage_errors_never_panics() {
     // The largest accepted values work (or say why not) without overflow.
     pp(&pg, &["retain", "logs", "--drop", "--keep", "100000", "--interval", "yearly"]).ok();
     pp(&pg, &["ensure", "logs", "--ahead", "100000", "--interval", "daily"]).expect(64).stderr_has(&["--limit"]);
+}
+
+/// The first column of every row `sql` returns from the SQLite file `db`.
+fn first_column<T: rusqlite::types::FromSql>(db: &Path, sql: &str) -> Vec<T> {
+    let c = Connection::open(db).unwrap();
+    let mut st = c.prepare(sql).unwrap();
+    let rows = st.query_map([], |r| r.get(0)).unwrap().map(|r| r.unwrap()).collect();
+    rows
 }
