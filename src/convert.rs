@@ -1854,10 +1854,20 @@ mod tests {
             let v: Value = serde_json::from_str(raw).unwrap();
             assert_eq!(convert_raw(raw, &kind, &opts), Some(convert(&v, &kind, &opts).unwrap()), "{raw}");
         }
-        // What the fast path leaves to the general one.
-        for (raw, kind) in
-            [("\"esc\\n\"", Kind::Text), ("70000", Kind::Int2), ("\"yesterday\"", Kind::Timestamptz), ("1", Kind::Bool)]
+        // Text takes the value's JSON text as written (serde_json writes 1e+5, sorts keys).
+        for (raw, want) in
+            [("\"esc\\n\"", "esc\n"), ("1E5", "1E5"), ("-0", "-0"), ("{\"b\":1, \"a\":2}", "{\"b\":1, \"a\":2}")]
         {
+            assert_eq!(convert_raw(raw, &Kind::Text, &opts), Some(Cell::Text(want.into())), "{raw}");
+        }
+        // What the fast path leaves to the general one.
+        for (raw, kind) in [
+            ("\"nul\\u0000\"", Kind::Text),
+            ("{\"$float\":\"NaN\"}", Kind::Text),
+            ("70000", Kind::Int2),
+            ("\"yesterday\"", Kind::Timestamptz),
+            ("1", Kind::Bool),
+        ] {
             assert_eq!(convert_raw(raw, &kind, &opts), None, "{raw}");
         }
     }
