@@ -716,7 +716,7 @@ fn index_builds_after_copy_use_parallel_workers_from_4_mb_unless_the_server_allo
     let built = |table: &str| {
         let line = format!("building index \"{table}_pkey\" on table \"{table}\" ");
         let log = server_log();
-        let found = log.lines().filter_map(|l| l.split_once(&line)).map(|(_, how)| how.to_string()).last();
+        let found = log.lines().filter_map(|l| l.split_once(&line)).map(|(_, how)| how.to_string()).next_back();
         found.unwrap_or_else(|| panic!("the server log has no build of {table}_pkey"))
     };
     for t in ["big", "few", "few_low"] {
