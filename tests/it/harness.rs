@@ -44,6 +44,16 @@ pub fn server_url() -> String {
     })
 }
 
+/// The test cluster's server log (`tests/run` exports its path): what the server decided that
+/// no client sees, such as an index build's parallel workers. Missing is a failure, never a skip.
+pub fn server_log() -> String {
+    let path = std::env::var("PGFERRY_TEST_PG_LOG").unwrap_or_else(|_| {
+        panic!("PGFERRY_TEST_PG_LOG is not set: run the tests with tests/run, which starts a throwaway PostgreSQL")
+    });
+    String::from_utf8_lossy(&std::fs::read(&path).unwrap_or_else(|e| panic!("read the server log {path}: {e}")))
+        .into_owned()
+}
+
 /// A fresh database on the test cluster, dropped at the end of the test.
 pub struct Pg {
     pub url: String,
