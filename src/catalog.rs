@@ -40,6 +40,8 @@ pub struct ColumnInfo {
     /// The most bytes a value holds: 63 for `name` (NAMEDATALEN - 1), whose text input cuts
     /// longer values without an error (or an array's elements).
     pub max_bytes: Option<u32>,
+    /// The column's type is a domain (whose CHECK constraints the server applies).
+    pub domain: bool,
     /// The fraction digits of a second a `timestamp(p)`, `timestamptz(p)` or `time(p)` column
     /// keeps, when fewer than 6 (or an array's elements).
     pub precision: Option<u32>,
@@ -87,6 +89,7 @@ pub fn table_columns(client: &mut impl GenericClient, oid: u32, qualified: &str)
             length,
             blank_padded: base_oid == BPCHAR_OID,
             max_bytes: (base_oid == NAME_OID).then_some(63),
+            domain: type_oid != r.get::<_, u32>(8),
             precision,
         });
     }

@@ -1711,6 +1711,115 @@ fn escape_copy_text(s: &str, out: &mut Vec<u8>) {
     out.extend_from_slice(&b[start..]);
 }
 
+/// A COPY field as pg-load encoded it (binary: length word and bytes; text: COPY's text form),
+/// shown as a value in a message (`-3`, `"abc"`, `null`): the server names no value when a
+/// domain's CHECK refuses one, so pg-load shows what it sent.
+pub fn field_display(kind: &Kind, binary: bool, field: &[u8]) -> String {
+    let snippet = |s: String| match kind {
+        Kind::Int2 | Kind::Int4 | Kind::Int8 | Kind::Float4 | Kind::Float8 | Kind::Numeric | Kind::Bool => s,
+        _ => value_snippet(&Value::String(s)),
+    };
+    if !binary {
+        if field == b"\\N" {
+            return "null".into();
+        }
+        let mut out = Vec::with_capacity(field.len());
+        let mut it = field.iter();
+        while let Some(&c) = it.next() {
+            out.push(match (c, it.clone().next()) {
+                (b'\\', Some(&e)) => {
+                    it.next();
+                    match e {
+                        b'n' => b'\n',
+                        b'r' => b'\r',
+                        b't' => b'\t',
+                        other => other,
+                    }
+                }
+                _ => c,
+            });
+        }
+        return match kind {
+            Kind::Bool => (if out == b"t" { "true" } else { "false" }).into(),
+            _ => snippet(String::from_utf8_lossy(&out).into_owned()),
+        };
+    }
+    let Some((len, b)) = field.split_first_chunk::<4>() else { return "(unknown)".into() };
+    if i32::from_be_bytes(*len) < 0 {
+        return "null".into();
+    }
+    let int = |n: usize| b.get(..n).map(|x| x.iter().fold(0i64, |a, &y| a << 8 | y as i64));
+    let cell = match kind {
+        Kind::Bool => return (if b == [1] { "true" } else { "false" }).into(),
+        Kind::Int2 => int(2).map(|v| Cell::Int2(v as i16)),
+        Kind::Int4 => int(4).map(|v| Cell::Int4(v as i32)),
+        Kind::Int8 => int(8).map(Cell::Int8),
+        Kind::Float4 => int(4).map(|v| Cell::Float4(f32::from_bits(v as u32))),
+        Kind::Float8 => int(8).map(|v| Cell::Float8(f64::from_bits(v as u64))),
+        Kind::Numeric => return numeric_from_binary(b).unwrap_or_else(|| "(unknown)".into()),
+        Kind::Jsonb => Some(Cell::Text(String::from_utf8_lossy(b.get(1..).unwrap_or_default()).into_owned())),
+        Kind::Text | Kind::Enum | Kind::Json | Kind::Other(_) => {
+            Some(Cell::Text(String::from_utf8_lossy(b).into_owned()))
+        }
+        Kind::Bytea => Some(Cell::Bytes(b.to_vec())),
+        Kind::Uuid => b.try_into().ok().map(Cell::Uuid),
+        Kind::Date => int(4).map(|v| match v as i32 {
+            d @ (i32::MAX | i32::MIN) => Cell::Date(d),
+            d => Cell::Date((d as i64 + PG_EPOCH_DAYS) as i32),
+        }),
+        Kind::Time => int(8).map(Cell::Time),
+        Kind::Timestamp | Kind::Timestamptz => int(8).map(|v| {
+            let t = match v {
+                i64::MAX | i64::MIN => v,
+                v => v + PG_EPOCH_MICROS,
+            };
+            if *kind == Kind::Timestamp {
+                Cell::Timestamp(t)
+            } else {
+                Cell::Timestamptz(t)
+            }
+        }),
+        Kind::Array { .. } => None,
+    };
+    let Some(cell) = cell else { return "(an array)".into() };
+    let mut out = Vec::new();
+    encode_text_plain(&cell, &mut out);
+    snippet(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// numeric's binary form (see [`encode_numeric`]) as decimal text.
+fn numeric_from_binary(b: &[u8]) -> Option<String> {
+    let word = |i: usize| b.get(2 * i..2 * i + 2).map(|w| i16::from_be_bytes([w[0], w[1]]));
+    let (n, weight, sign, dscale) = (word(0)? as usize, word(1)? as i64, word(2)? as u16, word(3)? as i64);
+    match sign {
+        0xC000 => return Some("NaN".into()),
+        0xD000 => return Some("Infinity".into()),
+        0xF000 => return Some("-Infinity".into()),
+        _ => {}
+    }
+    let groups: Vec<i16> = (0..n).map(|i| word(4 + i)).collect::<Option<_>>()?;
+    // Digits from the group of weight max(weight, 0) down to the fraction's dscale.
+    let mut int = String::new();
+    for w in (0..=weight.max(0)).rev() {
+        let g = (weight - w).try_into().ok().and_then(|i: usize| groups.get(i)).copied().unwrap_or(0);
+        int.push_str(&format!("{g:04}"));
+    }
+    let mut frac = String::new();
+    for w in 1..=(dscale + 3) / 4 {
+        let g = (weight + w).try_into().ok().and_then(|i: usize| groups.get(i)).copied().unwrap_or(0);
+        frac.push_str(&format!("{g:04}"));
+    }
+    frac.truncate(dscale as usize);
+    let int = int.trim_start_matches('0');
+    let mut out = String::from(if sign == 0x4000 { "-" } else { "" });
+    out.push_str(if int.is_empty() { "0" } else { int });
+    if dscale > 0 {
+        out.push('.');
+        out.push_str(&frac);
+    }
+    Some(out)
+}
+
 /// "line 12, column 'received_at': cannot read "yesterday-ish" as …" (pg-load adds the rest).
 pub fn conversion_error(line: u64, column: &str, value: &Value, cause: &str) -> Error {
     Error::Data(format!("line {line}, column '{column}': value {}: {cause}", value_snippet(value)))
@@ -1886,6 +1995,7 @@ mod tests {
             length: None,
             blank_padded: false,
             max_bytes: None,
+            domain: false,
             precision: None,
         }
     }
@@ -1958,6 +2068,26 @@ mod tests {
         assert_eq!(numeric_bytes("-123456.789"), vec![3, 1, 0x4000, 3, 12, 3456, 7890]);
         assert_eq!(numeric_bytes("0"), vec![0, 0, 0, 0]);
         assert_eq!(numeric_bytes("0.00"), vec![0, 0, 0, 2]);
+    }
+
+    #[test]
+    fn fields_shown_as_values() {
+        let shown = |cell: Cell, kind: Kind| {
+            let (mut bin, mut text) = (vec![], vec![]);
+            encode_binary(&cell, &mut bin);
+            encode_text(&cell, &mut text);
+            let b = field_display(&kind, true, &bin);
+            assert_eq!(b, field_display(&kind, false, &text), "{cell:?}");
+            b
+        };
+        assert_eq!(shown(Cell::Int4(-3), Kind::Int4), "-3");
+        assert_eq!(shown(Cell::Text("a\tb".into()), Kind::Text), "\"a\\tb\"");
+        assert_eq!(shown(Cell::Null, Kind::Int8), "null");
+        assert_eq!(shown(Cell::Bool(true), Kind::Bool), "true");
+        for n in ["-123456.789", "0.0001", "12.50", "10000", "0", "0.00", "NaN"] {
+            assert_eq!(shown(Cell::Numeric(n.into()), Kind::Numeric), n);
+        }
+        assert_eq!(shown(Cell::Date(19727), Kind::Date), "\"2024-01-05\"");
     }
 
     #[test]

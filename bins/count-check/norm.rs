@@ -480,6 +480,7 @@ mod tests {
             length: None,
             blank_padded: false,
             max_bytes: None,
+            domain: false,
             precision: None,
         })
     }

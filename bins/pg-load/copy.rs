@@ -139,6 +139,11 @@ pub struct CopySink {
     col_names: Vec<String>,
     /// Input line of each of the last rows sent, for the server's "COPY t, line N".
     recent_lines: std::collections::VecDeque<u64>,
+    /// The domain-typed columns (plan index, kind), and their fields in each of the last rows
+    /// sent (beside `recent_lines`): a domain's CHECK error names no value, so it is shown
+    /// from here.
+    domains: Vec<(usize, convert::Kind, String)>,
+    recent_domain_fields: std::collections::VecDeque<Vec<Vec<u8>>>,
     rows_in_copy: u64,
     staged: bool,
     /// COPY … FREEZE (the table was emptied by TRUNCATE in this transaction).
@@ -160,6 +165,14 @@ impl CopySink {
             cols: vec![],
             col_names: plan.columns.iter().map(|c| c.name.clone()).collect(),
             recent_lines: std::collections::VecDeque::with_capacity(RECENT),
+            domains: plan
+                .columns
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.domain)
+                .map(|(i, c)| (i, c.kind.clone(), c.type_name.clone()))
+                .collect(),
+            recent_domain_fields: std::collections::VecDeque::new(),
             rows_in_copy: 0,
             staged: false,
             freeze: false,
@@ -208,6 +221,7 @@ impl CopySink {
         let w = tx.copy_in(&format!("COPY {target} FROM STDIN {fmt}")).map_err(|e| pg_error("start COPY", e))?;
         self.buf.clear();
         self.recent_lines.clear();
+        self.recent_domain_fields.clear();
         self.rows_in_copy = 0;
         if self.binary {
             self.buf.extend_from_slice(convert::BINARY_HEADER);
@@ -259,8 +273,14 @@ impl CopySink {
         }
         if self.recent_lines.len() == RECENT {
             self.recent_lines.pop_front();
+            self.recent_domain_fields.pop_front();
         }
         self.recent_lines.push_back(line);
+        if !self.domains.is_empty() {
+            let null: &[u8] = if self.binary { &[0xff; 4] } else { b"\\N" };
+            let fields = self.domains.iter().map(|(i, ..)| row.field(*i).unwrap_or(null).to_vec()).collect();
+            self.recent_domain_fields.push_back(fields);
+        }
         self.rows_in_copy += 1;
         self.lines.push(line);
     }
@@ -299,11 +319,12 @@ impl CopySink {
     fn copy_error(&self, e: postgres::Error) -> Error {
         let Some(db) = e.as_db_error() else { return pg_error("COPY", e) };
         let (copy_line, column) = parse_copy_context(db.where_().unwrap_or(""));
-        let line = copy_line.and_then(|n| {
+        // Rows back from the last sent, in the recent rows kept.
+        let back = copy_line.and_then(|n| {
             let back = self.rows_in_copy.checked_sub(n)? as usize;
-            let len = self.recent_lines.len();
-            (back < len).then(|| self.recent_lines[len - 1 - back])
+            (back < self.recent_lines.len()).then_some(back)
         });
+        let line = back.map(|b| self.recent_lines[self.recent_lines.len() - 1 - b]);
         let at = match (line, &column) {
             (Some(l), Some(c)) => format!("line {l}, column '{c}'"),
             (Some(l), None) => format!("line {l}"),
@@ -314,6 +335,20 @@ impl CopySink {
         let detail = db.detail().unwrap_or("");
         let table = self.table.display();
         match code {
+            // The value a domain's CHECK refused, as sent (the server names none).
+            "23514" if msg.starts_with("value for domain") && line.is_some() => {
+                let d = self.domains.iter().position(|(i, ..)| Some(&self.col_names[*i]) == column.as_ref());
+                let shown = d.and_then(|d| {
+                    let at = self.recent_domain_fields.len().checked_sub(1 + back?)?;
+                    let (_, kind, type_name) = &self.domains[d];
+                    let v = convert::field_display(kind, self.binary, &self.recent_domain_fields.get(at)?[d]);
+                    Some((v, type_name))
+                });
+                match shown {
+                    Some((v, t)) => Error::Data(format!("{at}: value {v}: {msg} (column type {t})")),
+                    None => Error::Data(format!("{at}: {msg}")),
+                }
+            }
             "23514" if msg.starts_with("no partition of relation") => {
                 Error::Data(format!("{at}: {}", no_partition(&table, detail)))
             }

@@ -466,3 +466,35 @@ fn a_name_longer_than_63_bytes_is_refused_not_cut() {
     let fits = format!("{}a", "é".repeat(31));
     assert_eq!(stored(&pg, "name", &json!(fits).to_string(), &[]), fits);
 }
+
+#[test]
+fn a_value_a_domains_check_refuses_is_named_with_its_line_column_and_value() {
+    let pg = Pg::new();
+    pg.exec("CREATE DOMAIN pos AS numeric CHECK (VALUE > 0); CREATE DOMAIN code AS text CHECK (VALUE ~ '^[a-z]+$')");
+    // Binary COPY, and text COPY (an interval column); into an empty table (COPY straight in),
+    // a table with rows (staged, then merged) and --mode mirror.
+    for cols in ["id int PRIMARY KEY, a pos, c code", "id int PRIMARY KEY, a pos, c code, i interval"] {
+        let bad_a = [r#"{"id":5,"a":1,"c":"ok"}"#, r#"{"id":6,"a":-3.50,"c":"ok"}"#];
+        let bad_c = [r#"{"id":5,"a":1,"c":"ok"}"#, r#"{"id":6,"a":2,"c":"X y"}"#];
+        for (present, extra) in [(false, &[][..]), (true, &[][..]), (true, &["--mode", "mirror"][..])] {
+            for (rows, want) in [
+                (
+                    bad_a,
+                    r#"line 2, column 'a': value -3.50: value for domain pos violates check constraint "pos_check" (column type pos)"#,
+                ),
+                (
+                    bad_c,
+                    r#"line 2, column 'c': value "X y": value for domain code violates check constraint "code_check" (column type code)"#,
+                ),
+            ] {
+                table(&pg, cols);
+                if present {
+                    pg.exec("INSERT INTO t (id, a, c) VALUES (1, 1, 'a')");
+                }
+                let r = load(&pg, stream(&rows), extra).expect(65);
+                r.stderr_has(&[want, "nothing was committed"]);
+                assert_eq!(pg.count("t"), present as i64, "{}", r.describe());
+            }
+        }
+    }
+}
