@@ -393,7 +393,13 @@ pub fn convert_raw(raw: &str, kind: &Kind, opts: &Options) -> Option<Cell> {
     // A string without escapes is its own text.
     let plain_str = || (b.len() >= 2 && b[0] == b'"' && !b.contains(&b'\\')).then(|| &raw[1..raw.len() - 1]);
     match kind {
-        Kind::Text | Kind::Enum | Kind::Other(_) => plain_str().map(|s| Cell::Text(s.to_string())),
+        Kind::Text | Kind::Enum | Kind::Other(_) => match plain_str() {
+            Some(s) => Some(Cell::Text(s.to_string())),
+            None => raw_text(raw, opts).map(Cell::Text),
+        },
+        Kind::Array { elem, elem_oid } if matches!(**elem, Kind::Text | Kind::Enum | Kind::Other(_)) => {
+            text_array_raw(raw, elem, *elem_oid, opts)
+        }
         Kind::Int8 => raw.parse::<i64>().ok().map(Cell::Int8),
         Kind::Int4 => raw.parse::<i32>().ok().map(Cell::Int4),
         Kind::Int2 => raw.parse::<i16>().ok().map(Cell::Int2),
@@ -419,6 +425,75 @@ pub fn convert_raw(raw: &str, kind: &Kind, opts: &Options) -> Option<Cell> {
         }
         _ => None,
     }
+}
+
+/// A value's text for a text column, from its JSON text as the stream wrote it: a number as
+/// written (`1e5`, `1.50`, `-0`; serde_json would write `1e+5`), an object or array as its JSON
+/// text (key order, spacing, repeated keys kept). `None`: the general path decides (the tagged
+/// forms, NUL characters, what is refused).
+fn raw_text(raw: &str, opts: &Options) -> Option<String> {
+    match raw.as_bytes().first()? {
+        b'"' => check_nul(&serde_json::from_str::<String>(raw).ok()?, opts).ok(),
+        b'-' | b'0'..=b'9' | b't' | b'f' => Some(raw.to_string()),
+        b'{' if raw.contains("\"$base64\"") || raw.contains("\"$float\"") => None,
+        b'{' | b'[' => match json_has_nul_escape(raw) {
+            false => Some(raw.to_string()),
+            true if opts.strip_nul => Some(strip_json_nul_escapes(raw)),
+            true => None,
+        },
+        _ => None,
+    }
+}
+
+/// A `text[]` (varchar, enum, other element types) from a JSON array, or a string holding one,
+/// each element's text as [`raw_text`] reads it. `None`: the general path (nested arrays, errors).
+fn text_array_raw(raw: &str, elem: &Kind, elem_oid: u32, opts: &Options) -> Option<Cell> {
+    let owned;
+    let text = match raw.starts_with('"') {
+        true => {
+            owned = serde_json::from_str::<String>(raw).ok()?;
+            owned.as_str()
+        }
+        false => raw,
+    };
+    let items: Vec<&serde_json::value::RawValue> = serde_json::from_str(text).ok()?;
+    let mut cells = Vec::with_capacity(items.len());
+    for item in items {
+        let r = item.get();
+        if r.starts_with('[') {
+            return None;
+        }
+        cells.push(convert_raw(r, elem, opts)?);
+    }
+    Some(Cell::Array(cells, elem_oid))
+}
+
+/// Whether JSON text holds a `\u0000` escape (an escaped backslash before `u0000` is not one).
+fn json_has_nul_escape(s: &str) -> bool {
+    s.contains("\\u0000") && strip_json_nul_escapes(s).len() != s.len()
+}
+
+/// JSON text without its `\u0000` escapes (`--strip-nul`), everything else as written.
+fn strip_json_nul_escapes(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = String::with_capacity(s.len());
+    let (mut i, mut from) = (0, 0);
+    // Backslashes occur only in strings, each starting an escape of two bytes (or \uXXXX).
+    while i < b.len() {
+        if b[i] != b'\\' {
+            i += 1;
+            continue;
+        }
+        if b[i + 1..].starts_with(b"u0000") {
+            out.push_str(&s[from..i]);
+            i += 6;
+            from = i;
+        } else {
+            i += 2;
+        }
+    }
+    out.push_str(&s[from..]);
+    out
 }
 
 fn check_nul(s: &str, opts: &Options) -> std::result::Result<String, String> {
@@ -1032,7 +1107,16 @@ fn change_of(raw: &str, kind: &Kind, col: &ColumnInfo, opts: &Options) -> Option
 /// A `varchar(n)` or `char(n)` value longer than n characters: PostgreSQL refuses it, except
 /// that it cuts trailing spaces past n without an error, which for `varchar` loses them (for
 /// `char(n)` they are padding, not part of the value). Both are refused here, naming the value.
+/// A `name` longer than 63 bytes, which name's text input cuts without an error, too.
 pub fn check_length(text: &str, col: &ColumnInfo) -> std::result::Result<(), String> {
+    if let Some(max) = col.max_bytes.map(|n| n as usize).filter(|max| text.len() > *max) {
+        return Err(format!(
+            "is {} bytes ({} characters) in UTF-8, more than the {max} bytes a name holds: PostgreSQL would cut it \
+             without an error",
+            text.len(),
+            text.chars().count()
+        ));
+    }
     let Some(n) = col.length.map(|n| n as usize) else { return Ok(()) };
     if text.len() <= n {
         return Ok(()); // no more bytes than n, so no more characters
@@ -1050,9 +1134,9 @@ pub fn check_length(text: &str, col: &ColumnInfo) -> std::result::Result<(), Str
     }
 }
 
-/// Whether `col` has a type modifier [`check_fits`] checks (`varchar(n)`, `numeric(p,s)`).
+/// Whether `col` has a size [`check_fits`] checks (`varchar(n)`, `name`, `numeric(p,s)`).
 pub fn has_limit(col: &ColumnInfo) -> bool {
-    col.length.is_some() || col.numeric_precision.is_some()
+    col.length.is_some() || col.max_bytes.is_some() || col.numeric_precision.is_some()
 }
 
 /// A converted cell against its column's declared size: text by [`check_length`], a numeric
@@ -1770,10 +1854,20 @@ mod tests {
             let v: Value = serde_json::from_str(raw).unwrap();
             assert_eq!(convert_raw(raw, &kind, &opts), Some(convert(&v, &kind, &opts).unwrap()), "{raw}");
         }
-        // What the fast path leaves to the general one.
-        for (raw, kind) in
-            [("\"esc\\n\"", Kind::Text), ("70000", Kind::Int2), ("\"yesterday\"", Kind::Timestamptz), ("1", Kind::Bool)]
+        // Text takes the value's JSON text as written (serde_json writes 1e+5, sorts keys).
+        for (raw, want) in
+            [("\"esc\\n\"", "esc\n"), ("1E5", "1E5"), ("-0", "-0"), ("{\"b\":1, \"a\":2}", "{\"b\":1, \"a\":2}")]
         {
+            assert_eq!(convert_raw(raw, &Kind::Text, &opts), Some(Cell::Text(want.into())), "{raw}");
+        }
+        // What the fast path leaves to the general one.
+        for (raw, kind) in [
+            ("\"nul\\u0000\"", Kind::Text),
+            ("{\"$float\":\"NaN\"}", Kind::Text),
+            ("70000", Kind::Int2),
+            ("\"yesterday\"", Kind::Timestamptz),
+            ("1", Kind::Bool),
+        ] {
             assert_eq!(convert_raw(raw, &kind, &opts), None, "{raw}");
         }
     }
@@ -1791,6 +1885,7 @@ mod tests {
             numeric_precision: None,
             length: None,
             blank_padded: false,
+            max_bytes: None,
             precision: None,
         }
     }
