@@ -155,11 +155,13 @@ pub struct CopySink {
 }
 
 const RECENT: usize = 1 << 16;
+/// Rows are sent in writes of this size (256 kB).
+const FLUSH_AT: usize = 1 << 18;
 
 impl CopySink {
     pub fn new(plan: &Columns, table: &Table) -> CopySink {
         CopySink {
-            buf: Vec::with_capacity(1 << 18),
+            buf: Vec::with_capacity(FLUSH_AT * 2),
             binary: plan.binary,
             table: table.clone(),
             cols: vec![],
@@ -229,9 +231,16 @@ impl CopySink {
         Ok(w)
     }
 
-    /// Appends one row: its fields in the order of this COPY's columns (a column the row
-    /// leaves out is NULL), then for the staged path the segment id and the line.
-    pub fn encode_row(&mut self, row: &EncodedRow, line: u64, seg: Option<i32>) {
+    /// Sends one row (through the buffer, written out from FLUSH_AT): its fields in the order
+    /// of this COPY's columns (a column the row leaves out is NULL), then for the staged path
+    /// the segment id and the line.
+    pub fn send_row(
+        &mut self,
+        row: &EncodedRow,
+        line: u64,
+        seg: Option<i32>,
+        w: &mut postgres::CopyInWriter,
+    ) -> std::io::Result<()> {
         if let Some(t) = &mut self.trail {
             t.push(row, &self.cols);
         }
@@ -240,11 +249,11 @@ impl CopySink {
             self.buf.extend_from_slice(&(nfields as i16).to_be_bytes());
             // Fields usually arrive in column order, every one given: then the row is one copy.
             if row.complete_in_order() && self.cols.len() == row.slots.len() {
-                self.buf.extend_from_slice(&row.bytes);
+                put(&mut self.buf, &row.bytes, w)?;
             } else {
                 for &i in &self.cols {
                     match &row.slots[i] {
-                        Some(r) => self.buf.extend_from_slice(&row.bytes[r.start as usize..r.end as usize]),
+                        Some(r) => put(&mut self.buf, &row.bytes[r.start as usize..r.end as usize], w)?,
                         None => self.buf.extend_from_slice(&(-1i32).to_be_bytes()),
                     }
                 }
@@ -255,7 +264,7 @@ impl CopySink {
                     self.buf.push(b'\t');
                 }
                 match &row.slots[i] {
-                    Some(r) => self.buf.extend_from_slice(&row.bytes[r.start as usize..r.end as usize]),
+                    Some(r) => put(&mut self.buf, &row.bytes[r.start as usize..r.end as usize], w)?,
                     None => self.buf.extend_from_slice(b"\\N"),
                 }
             }
@@ -283,12 +292,8 @@ impl CopySink {
         }
         self.rows_in_copy += 1;
         self.lines.push(line);
-    }
-
-    pub fn maybe_flush(&mut self, w: &mut postgres::CopyInWriter) -> std::io::Result<()> {
-        if self.buf.len() >= 1 << 18 {
-            w.write_all(&self.buf)?;
-            self.buf.clear();
+        if self.buf.len() >= FLUSH_AT {
+            write_out(&mut self.buf, w)?;
         }
         Ok(())
     }
@@ -297,10 +302,9 @@ impl CopySink {
         if self.binary {
             self.buf.extend_from_slice(convert::BINARY_TRAILER);
         }
-        if let Err(e) = w.write_all(&self.buf) {
+        if let Err(e) = write_out(&mut self.buf, &mut w) {
             return Err(self.server_error(e, Some(w)));
         }
-        self.buf.clear();
         w.finish().map_err(|e| self.copy_error(e))
     }
 
@@ -363,6 +367,25 @@ impl CopySink {
             _ => pg_error(at, e),
         }
     }
+}
+
+/// Appends `bytes` to `buf`; a huge field (or row) is written straight from where it was
+/// encoded instead, after what `buf` holds, in pieces: the writer copies what it is given into
+/// a buffer of its own, and the connection again into its message, so a 100 MB value written
+/// whole would be held three times more.
+fn put(buf: &mut Vec<u8>, bytes: &[u8], w: &mut postgres::CopyInWriter) -> std::io::Result<()> {
+    if bytes.len() < FLUSH_AT {
+        buf.extend_from_slice(bytes);
+        return Ok(());
+    }
+    write_out(buf, w)?;
+    bytes.chunks(FLUSH_AT).try_for_each(|piece| w.write_all(piece))
+}
+
+fn write_out(buf: &mut Vec<u8>, w: &mut postgres::CopyInWriter) -> std::io::Result<()> {
+    w.write_all(buf)?;
+    buf.clear();
+    Ok(())
 }
 
 /// A row no partition accepts (from the server's detail): which month to create, or, for a

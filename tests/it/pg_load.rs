@@ -704,6 +704,27 @@ fn into_an_empty_table_indexes_are_built_after_copy_and_restored_exactly() {
 }
 
 #[test]
+fn a_100_mb_value_is_held_about_twice_by_pg_load_not_five_times() {
+    let pg = Pg::new();
+    let dir = TempDir::new();
+    pg.exec("CREATE TABLE blobs (id int PRIMARY KEY, t text, n int, b bytea)");
+    // The line and its encoded row; the COPY buffers, the writer's and the connection's no more
+    // (before: 496 MB for this row, the value copied at each of them).
+    let value = "a".repeat(100_000_000);
+    let file = dir.path("big.ndjson");
+    std::fs::write(&file, stream(&[&format!(r#"{{"id":1,"t":"{value}"}}"#), r#"{"id":2,"t":"b","n":2}"#])).unwrap();
+    for mode in ["insert", "upsert", "mirror", "replace"] {
+        let (run, kb) = load(&pg, "blobs", "", &["--mode", mode, "--no-analyze"]).run_measured(&file);
+        assert_eq!(run.code(), 0, "{}", run.describe());
+        assert!(kb < 250_000, "{mode}: pg-load peaked at {kb} kB for a 100 MB value");
+    }
+    assert_eq!(
+        pg.one("SELECT string_agg(id || ':' || length(t) || ':' || (t = repeat('a', 100000000)), ',' ORDER BY id) FROM blobs"),
+        "1:100000000:true,2:1:false"
+    );
+}
+
+#[test]
 fn index_builds_after_copy_use_parallel_workers_from_4_mb_unless_the_server_allows_more() {
     let pg = Pg::new();
     // The server says in its log (DEBUG1) how each index is built; this database's sessions log it.
