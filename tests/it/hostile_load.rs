@@ -548,3 +548,42 @@ fn intervals_postgresql_rounds_are_counted_and_those_it_cuts_are_refused() {
     assert_eq!(stored(&pg, "interval minute to second", "\"1:30\"", &["--strict"]), "00:01:30");
     assert_eq!(stored(&pg, "interval day", "\"1 day\"", &["--strict"]), "1 day");
 }
+
+#[test]
+fn json_numbers_money_and_timetz_are_kept_or_their_rounding_counted() {
+    let pg = Pg::new();
+    // json keeps a number and an array's elements as written (1E5 was 1e+5, keys sorted).
+    assert_eq!(stored(&pg, "json", "1E5", &[]), "1E5");
+    assert_eq!(
+        stored(&pg, "json[]", r#"[{"b":1,"a":2,"a":3}, 1E5, "[1,  2]", [{"b":1,"a":2}], null]"#, &[]),
+        r#"{"{\"b\":1,\"a\":2,\"a\":3}",1E5,"[1,  2]","[{\"b\":1,\"a\":2}]",NULL}"#
+    );
+    // money rounds to lc_monetary's fraction digits (2 here): 12.345 was stored as $12.35.
+    table(&pg, "id int PRIMARY KEY, m money, z timetz, z0 timetz(0)");
+    let rows = [
+        r#"{"id":1,"m":12.345,"z":"10:00:00.1234567+02","z0":"10:00:00.5+02"}"#,
+        r#"{"id":2,"m":"$1,234.567","z":"10:00:00.123456+02","z0":"10:00:00.0+02"}"#,
+        r#"{"id":3,"m":"12.34","z":"10:00:00+05:30","z0":"10:00:00"}"#,
+    ];
+    load(&pg, stream(&rows), &[]).ok().stderr_has(&[
+        "column 'm': 2 rounded-to-scale",
+        "column 'z': 1 rounded-to-microseconds",
+        "column 'z0': 1 rounded-to-precision",
+    ]);
+    assert_eq!(
+        pg.rows("SELECT m, z, z0 FROM t ORDER BY id"),
+        [
+            "$12.35|10:00:00.123457+02|10:00:01+02",
+            "$1,234.57|10:00:00.123456+02|10:00:00+02",
+            "$12.34|10:00:00+05:30|10:00:00+00"
+        ]
+    );
+    refused(
+        &pg,
+        "money",
+        "12.345",
+        &["--strict"],
+        &["value 12.345", "round it to 2 fraction digits", "(column type money)"],
+    );
+    refused(&pg, "timetz", "\"10:00:00.1234567+02\"", &["--strict"], &["round it to microseconds"]);
+}
