@@ -587,3 +587,29 @@ fn json_numbers_money_and_timetz_are_kept_or_their_rounding_counted() {
     );
     refused(&pg, "timetz", "\"10:00:00.1234567+02\"", &["--strict"], &["round it to microseconds"]);
 }
+
+#[test]
+fn a_value_the_server_refuses_is_named_with_its_value() {
+    let pg = Pg::new();
+    // Types pg-load sends as text: the server's message named no value ("bit string length 3
+    // does not match type bit(5)").
+    for present in [false, true] {
+        table(&pg, "id int PRIMARY KEY, b bit(5), n inet");
+        if present {
+            pg.exec("INSERT INTO t VALUES (1, B'10101', '10.0.0.1')");
+        }
+        let rows = [r#"{"id":2,"b":"10101","n":"10.0.0.2"}"#, r#"{"id":3,"b":"101","n":"10.0.0.3"}"#];
+        load(&pg, stream(&rows), &[]).expect(65).stderr_has(&[
+            "line 2, column 'b': value \"101\": bit string length 3 does not match type bit(5) (column type bit(5))",
+            "nothing was committed",
+        ]);
+        assert_eq!(pg.count("t"), present as i64);
+    }
+    refused(
+        &pg,
+        "varbit(3)",
+        "\"10101\"",
+        &[],
+        &["value \"10101\": bit string too long", "(column type bit varying(3))"],
+    );
+}
