@@ -12,6 +12,7 @@ use postgres::GenericClient;
 pub const TEXT_OID: u32 = 25;
 const VARCHAR_OID: u32 = 1043;
 const BPCHAR_OID: u32 = 1042;
+const NAME_OID: u32 = 19;
 
 /// A table's column.
 #[derive(Debug, Clone)]
@@ -36,6 +37,11 @@ pub struct ColumnInfo {
     pub length: Option<u32>,
     /// `char(n)`: blank-padded, so trailing spaces are not part of the value.
     pub blank_padded: bool,
+    /// The most bytes a value holds: 63 for `name` (NAMEDATALEN - 1), whose text input cuts
+    /// longer values without an error (or an array's elements).
+    pub max_bytes: Option<u32>,
+    /// The column's type is a domain (whose CHECK constraints the server applies).
+    pub domain: bool,
     /// The fraction digits of a second a `timestamp(p)`, `timestamptz(p)` or `time(p)` column
     /// keeps, when fewer than 6 (or an array's elements).
     pub precision: Option<u32>,
@@ -82,6 +88,8 @@ pub fn table_columns(client: &mut impl GenericClient, oid: u32, qualified: &str)
             numeric_precision,
             length,
             blank_padded: base_oid == BPCHAR_OID,
+            max_bytes: (base_oid == NAME_OID).then_some(63),
+            domain: type_oid != r.get::<_, u32>(8),
             precision,
         });
     }
@@ -99,7 +107,7 @@ pub fn builtin_kind(oid: u32) -> Option<Kind> {
         700 => Kind::Float4,
         701 => Kind::Float8,
         1700 => Kind::Numeric,
-        TEXT_OID | VARCHAR_OID | BPCHAR_OID | 19 => Kind::Text,
+        TEXT_OID | VARCHAR_OID | BPCHAR_OID | NAME_OID => Kind::Text,
         17 => Kind::Bytea,
         1082 => Kind::Date,
         1083 => Kind::Time,

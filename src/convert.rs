@@ -428,7 +428,13 @@ pub fn convert_raw(raw: &str, kind: &Kind, opts: &Options) -> Option<Cell> {
     // A string without escapes is its own text.
     let plain_str = || (b.len() >= 2 && b[0] == b'"' && !b.contains(&b'\\')).then(|| &raw[1..raw.len() - 1]);
     match kind {
-        Kind::Text | Kind::Enum | Kind::Other(_) => plain_str().map(|s| Cell::Text(s.to_string())),
+        Kind::Text | Kind::Enum | Kind::Other(_) => match plain_str() {
+            Some(s) => Some(Cell::Text(s.to_string())),
+            None => raw_text(raw, opts).map(Cell::Text),
+        },
+        Kind::Array { elem, elem_oid } if matches!(**elem, Kind::Text | Kind::Enum | Kind::Other(_)) => {
+            text_array_raw(raw, elem, *elem_oid, opts)
+        }
         Kind::Int8 => raw.parse::<i64>().ok().map(Cell::Int8),
         Kind::Int4 => raw.parse::<i32>().ok().map(Cell::Int4),
         Kind::Int2 => raw.parse::<i16>().ok().map(Cell::Int2),
@@ -454,6 +460,75 @@ pub fn convert_raw(raw: &str, kind: &Kind, opts: &Options) -> Option<Cell> {
         }
         _ => None,
     }
+}
+
+/// A value's text for a text column, from its JSON text as the stream wrote it: a number as
+/// written (`1e5`, `1.50`, `-0`; serde_json would write `1e+5`), an object or array as its JSON
+/// text (key order, spacing, repeated keys kept). `None`: the general path decides (the tagged
+/// forms, NUL characters, what is refused).
+fn raw_text(raw: &str, opts: &Options) -> Option<String> {
+    match raw.as_bytes().first()? {
+        b'"' => check_nul(&serde_json::from_str::<String>(raw).ok()?, opts).ok(),
+        b'-' | b'0'..=b'9' | b't' | b'f' => Some(raw.to_string()),
+        b'{' if raw.contains("\"$base64\"") || raw.contains("\"$float\"") => None,
+        b'{' | b'[' => match json_has_nul_escape(raw) {
+            false => Some(raw.to_string()),
+            true if opts.strip_nul => Some(strip_json_nul_escapes(raw)),
+            true => None,
+        },
+        _ => None,
+    }
+}
+
+/// A `text[]` (varchar, enum, other element types) from a JSON array, or a string holding one,
+/// each element's text as [`raw_text`] reads it. `None`: the general path (nested arrays, errors).
+fn text_array_raw(raw: &str, elem: &Kind, elem_oid: u32, opts: &Options) -> Option<Cell> {
+    let owned;
+    let text = match raw.starts_with('"') {
+        true => {
+            owned = serde_json::from_str::<String>(raw).ok()?;
+            owned.as_str()
+        }
+        false => raw,
+    };
+    let items: Vec<&serde_json::value::RawValue> = serde_json::from_str(text).ok()?;
+    let mut cells = Vec::with_capacity(items.len());
+    for item in items {
+        let r = item.get();
+        if r.starts_with('[') {
+            return None;
+        }
+        cells.push(convert_raw(r, elem, opts)?);
+    }
+    Some(Cell::Array(cells, elem_oid))
+}
+
+/// Whether JSON text holds a `\u0000` escape (an escaped backslash before `u0000` is not one).
+fn json_has_nul_escape(s: &str) -> bool {
+    s.contains("\\u0000") && strip_json_nul_escapes(s).len() != s.len()
+}
+
+/// JSON text without its `\u0000` escapes (`--strip-nul`), everything else as written.
+fn strip_json_nul_escapes(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = String::with_capacity(s.len());
+    let (mut i, mut from) = (0, 0);
+    // Backslashes occur only in strings, each starting an escape of two bytes (or \uXXXX).
+    while i < b.len() {
+        if b[i] != b'\\' {
+            i += 1;
+            continue;
+        }
+        if b[i + 1..].starts_with(b"u0000") {
+            out.push_str(&s[from..i]);
+            i += 6;
+            from = i;
+        } else {
+            i += 2;
+        }
+    }
+    out.push_str(&s[from..]);
+    out
 }
 
 fn check_nul(s: &str, opts: &Options) -> std::result::Result<String, String> {
@@ -1067,7 +1142,16 @@ fn change_of(raw: &str, kind: &Kind, col: &ColumnInfo, opts: &Options) -> Option
 /// A `varchar(n)` or `char(n)` value longer than n characters: PostgreSQL refuses it, except
 /// that it cuts trailing spaces past n without an error, which for `varchar` loses them (for
 /// `char(n)` they are padding, not part of the value). Both are refused here, naming the value.
+/// A `name` longer than 63 bytes, which name's text input cuts without an error, too.
 pub fn check_length(text: &str, col: &ColumnInfo) -> std::result::Result<(), String> {
+    if let Some(max) = col.max_bytes.map(|n| n as usize).filter(|max| text.len() > *max) {
+        return Err(format!(
+            "is {} bytes ({} characters) in UTF-8, more than the {max} bytes a name holds: PostgreSQL would cut it \
+             without an error",
+            text.len(),
+            text.chars().count()
+        ));
+    }
     let Some(n) = col.length.map(|n| n as usize) else { return Ok(()) };
     if text.len() <= n {
         return Ok(()); // no more bytes than n, so no more characters
@@ -1085,9 +1169,9 @@ pub fn check_length(text: &str, col: &ColumnInfo) -> std::result::Result<(), Str
     }
 }
 
-/// Whether `col` has a type modifier [`check_fits`] checks (`varchar(n)`, `numeric(p,s)`).
+/// Whether `col` has a size [`check_fits`] checks (`varchar(n)`, `name`, `numeric(p,s)`).
 pub fn has_limit(col: &ColumnInfo) -> bool {
-    col.length.is_some() || col.numeric_precision.is_some()
+    col.length.is_some() || col.max_bytes.is_some() || col.numeric_precision.is_some()
 }
 
 /// A converted cell against its column's declared size: text by [`check_length`], a numeric
@@ -1662,6 +1746,115 @@ fn escape_copy_text(s: &str, out: &mut Vec<u8>) {
     out.extend_from_slice(&b[start..]);
 }
 
+/// A COPY field as pg-load encoded it (binary: length word and bytes; text: COPY's text form),
+/// shown as a value in a message (`-3`, `"abc"`, `null`): the server names no value when a
+/// domain's CHECK refuses one, so pg-load shows what it sent.
+pub fn field_display(kind: &Kind, binary: bool, field: &[u8]) -> String {
+    let snippet = |s: String| match kind {
+        Kind::Int2 | Kind::Int4 | Kind::Int8 | Kind::Float4 | Kind::Float8 | Kind::Numeric | Kind::Bool => s,
+        _ => value_snippet(&Value::String(s)),
+    };
+    if !binary {
+        if field == b"\\N" {
+            return "null".into();
+        }
+        let mut out = Vec::with_capacity(field.len());
+        let mut it = field.iter();
+        while let Some(&c) = it.next() {
+            out.push(match (c, it.clone().next()) {
+                (b'\\', Some(&e)) => {
+                    it.next();
+                    match e {
+                        b'n' => b'\n',
+                        b'r' => b'\r',
+                        b't' => b'\t',
+                        other => other,
+                    }
+                }
+                _ => c,
+            });
+        }
+        return match kind {
+            Kind::Bool => (if out == b"t" { "true" } else { "false" }).into(),
+            _ => snippet(String::from_utf8_lossy(&out).into_owned()),
+        };
+    }
+    let Some((len, b)) = field.split_first_chunk::<4>() else { return "(unknown)".into() };
+    if i32::from_be_bytes(*len) < 0 {
+        return "null".into();
+    }
+    let int = |n: usize| b.get(..n).map(|x| x.iter().fold(0i64, |a, &y| a << 8 | y as i64));
+    let cell = match kind {
+        Kind::Bool => return (if b == [1] { "true" } else { "false" }).into(),
+        Kind::Int2 => int(2).map(|v| Cell::Int2(v as i16)),
+        Kind::Int4 => int(4).map(|v| Cell::Int4(v as i32)),
+        Kind::Int8 => int(8).map(Cell::Int8),
+        Kind::Float4 => int(4).map(|v| Cell::Float4(f32::from_bits(v as u32))),
+        Kind::Float8 => int(8).map(|v| Cell::Float8(f64::from_bits(v as u64))),
+        Kind::Numeric => return numeric_from_binary(b).unwrap_or_else(|| "(unknown)".into()),
+        Kind::Jsonb => Some(Cell::Text(String::from_utf8_lossy(b.get(1..).unwrap_or_default()).into_owned())),
+        Kind::Text | Kind::Enum | Kind::Json | Kind::Other(_) => {
+            Some(Cell::Text(String::from_utf8_lossy(b).into_owned()))
+        }
+        Kind::Bytea => Some(Cell::Bytes(b.to_vec())),
+        Kind::Uuid => b.try_into().ok().map(Cell::Uuid),
+        Kind::Date => int(4).map(|v| match v as i32 {
+            d @ (i32::MAX | i32::MIN) => Cell::Date(d),
+            d => Cell::Date((d as i64 + PG_EPOCH_DAYS) as i32),
+        }),
+        Kind::Time => int(8).map(Cell::Time),
+        Kind::Timestamp | Kind::Timestamptz => int(8).map(|v| {
+            let t = match v {
+                i64::MAX | i64::MIN => v,
+                v => v + PG_EPOCH_MICROS,
+            };
+            if *kind == Kind::Timestamp {
+                Cell::Timestamp(t)
+            } else {
+                Cell::Timestamptz(t)
+            }
+        }),
+        Kind::Array { .. } => None,
+    };
+    let Some(cell) = cell else { return "(an array)".into() };
+    let mut out = Vec::new();
+    encode_text_plain(&cell, &mut out);
+    snippet(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// numeric's binary form (see [`encode_numeric`]) as decimal text.
+fn numeric_from_binary(b: &[u8]) -> Option<String> {
+    let word = |i: usize| b.get(2 * i..2 * i + 2).map(|w| i16::from_be_bytes([w[0], w[1]]));
+    let (n, weight, sign, dscale) = (word(0)? as usize, word(1)? as i64, word(2)? as u16, word(3)? as i64);
+    match sign {
+        0xC000 => return Some("NaN".into()),
+        0xD000 => return Some("Infinity".into()),
+        0xF000 => return Some("-Infinity".into()),
+        _ => {}
+    }
+    let groups: Vec<i16> = (0..n).map(|i| word(4 + i)).collect::<Option<_>>()?;
+    // Digits from the group of weight max(weight, 0) down to the fraction's dscale.
+    let mut int = String::new();
+    for w in (0..=weight.max(0)).rev() {
+        let g = (weight - w).try_into().ok().and_then(|i: usize| groups.get(i)).copied().unwrap_or(0);
+        int.push_str(&format!("{g:04}"));
+    }
+    let mut frac = String::new();
+    for w in 1..=(dscale + 3) / 4 {
+        let g = (weight + w).try_into().ok().and_then(|i: usize| groups.get(i)).copied().unwrap_or(0);
+        frac.push_str(&format!("{g:04}"));
+    }
+    frac.truncate(dscale as usize);
+    let int = int.trim_start_matches('0');
+    let mut out = String::from(if sign == 0x4000 { "-" } else { "" });
+    out.push_str(if int.is_empty() { "0" } else { int });
+    if dscale > 0 {
+        out.push('.');
+        out.push_str(&frac);
+    }
+    Some(out)
+}
+
 /// "line 12, column 'received_at': cannot read "yesterday-ish" as …" (pg-load adds the rest).
 pub fn conversion_error(line: u64, column: &str, value: &Value, cause: &str) -> Error {
     Error::Data(format!("line {line}, column '{column}': value {}: {cause}", value_snippet(value)))
@@ -1805,10 +1998,20 @@ mod tests {
             let v: Value = serde_json::from_str(raw).unwrap();
             assert_eq!(convert_raw(raw, &kind, &opts), Some(convert(&v, &kind, &opts).unwrap()), "{raw}");
         }
-        // What the fast path leaves to the general one.
-        for (raw, kind) in
-            [("\"esc\\n\"", Kind::Text), ("70000", Kind::Int2), ("\"yesterday\"", Kind::Timestamptz), ("1", Kind::Bool)]
+        // Text takes the value's JSON text as written (serde_json writes 1e+5, sorts keys).
+        for (raw, want) in
+            [("\"esc\\n\"", "esc\n"), ("1E5", "1E5"), ("-0", "-0"), ("{\"b\":1, \"a\":2}", "{\"b\":1, \"a\":2}")]
         {
+            assert_eq!(convert_raw(raw, &Kind::Text, &opts), Some(Cell::Text(want.into())), "{raw}");
+        }
+        // What the fast path leaves to the general one.
+        for (raw, kind) in [
+            ("\"nul\\u0000\"", Kind::Text),
+            ("{\"$float\":\"NaN\"}", Kind::Text),
+            ("70000", Kind::Int2),
+            ("\"yesterday\"", Kind::Timestamptz),
+            ("1", Kind::Bool),
+        ] {
             assert_eq!(convert_raw(raw, &kind, &opts), None, "{raw}");
         }
     }
@@ -1826,6 +2029,8 @@ mod tests {
             numeric_precision: None,
             length: None,
             blank_padded: false,
+            max_bytes: None,
+            domain: false,
             precision: None,
         }
     }
@@ -1898,6 +2103,26 @@ mod tests {
         assert_eq!(numeric_bytes("-123456.789"), vec![3, 1, 0x4000, 3, 12, 3456, 7890]);
         assert_eq!(numeric_bytes("0"), vec![0, 0, 0, 0]);
         assert_eq!(numeric_bytes("0.00"), vec![0, 0, 0, 2]);
+    }
+
+    #[test]
+    fn fields_shown_as_values() {
+        let shown = |cell: Cell, kind: Kind| {
+            let (mut bin, mut text) = (vec![], vec![]);
+            encode_binary(&cell, &mut bin);
+            encode_text(&cell, &mut text);
+            let b = field_display(&kind, true, &bin);
+            assert_eq!(b, field_display(&kind, false, &text), "{cell:?}");
+            b
+        };
+        assert_eq!(shown(Cell::Int4(-3), Kind::Int4), "-3");
+        assert_eq!(shown(Cell::Text("a\tb".into()), Kind::Text), "\"a\\tb\"");
+        assert_eq!(shown(Cell::Null, Kind::Int8), "null");
+        assert_eq!(shown(Cell::Bool(true), Kind::Bool), "true");
+        for n in ["-123456.789", "0.0001", "12.50", "10000", "0", "0.00", "NaN"] {
+            assert_eq!(shown(Cell::Numeric(n.into()), Kind::Numeric), n);
+        }
+        assert_eq!(shown(Cell::Date(19727), Kind::Date), "\"2024-01-05\"");
     }
 
     #[test]

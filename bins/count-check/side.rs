@@ -672,7 +672,7 @@ fn sqlite_norm(v: ValueRef, ct: Option<&ColType>, opts: &Options) -> Norm {
         (ValueRef::Real(f), Some(Kind::Float8)) => Norm::Float(f),
         (ValueRef::Text(t), Some(Kind::Text)) if !ct.is_some_and(|c| c.bpchar) && !t.contains(&0) => {
             match std::str::from_utf8(t) {
-                Ok(s) => Norm::Text(s.to_string()),
+                Ok(s) => Norm::Text(norm::json_text_canonical(s.to_string())),
                 Err(_) => Norm::Bad(bytes_value(t), "text is not valid UTF-8".into()),
             }
         }

@@ -139,6 +139,11 @@ pub struct CopySink {
     col_names: Vec<String>,
     /// Input line of each of the last rows sent, for the server's "COPY t, line N".
     recent_lines: std::collections::VecDeque<u64>,
+    /// The domain-typed columns (plan index, kind), and their fields in each of the last rows
+    /// sent (beside `recent_lines`): a domain's CHECK error names no value, so it is shown
+    /// from here.
+    domains: Vec<(usize, convert::Kind, String)>,
+    recent_domain_fields: std::collections::VecDeque<Vec<Vec<u8>>>,
     rows_in_copy: u64,
     staged: bool,
     /// COPY … FREEZE (the table was emptied by TRUNCATE in this transaction).
@@ -150,16 +155,26 @@ pub struct CopySink {
 }
 
 const RECENT: usize = 1 << 16;
+/// Rows are sent in writes of this size (256 kB).
+const FLUSH_AT: usize = 1 << 18;
 
 impl CopySink {
     pub fn new(plan: &Columns, table: &Table) -> CopySink {
         CopySink {
-            buf: Vec::with_capacity(1 << 18),
+            buf: Vec::with_capacity(FLUSH_AT * 2),
             binary: plan.binary,
             table: table.clone(),
             cols: vec![],
             col_names: plan.columns.iter().map(|c| c.name.clone()).collect(),
             recent_lines: std::collections::VecDeque::with_capacity(RECENT),
+            domains: plan
+                .columns
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.domain)
+                .map(|(i, c)| (i, c.kind.clone(), c.type_name.clone()))
+                .collect(),
+            recent_domain_fields: std::collections::VecDeque::new(),
             rows_in_copy: 0,
             staged: false,
             freeze: false,
@@ -208,6 +223,7 @@ impl CopySink {
         let w = tx.copy_in(&format!("COPY {target} FROM STDIN {fmt}")).map_err(|e| pg_error("start COPY", e))?;
         self.buf.clear();
         self.recent_lines.clear();
+        self.recent_domain_fields.clear();
         self.rows_in_copy = 0;
         if self.binary {
             self.buf.extend_from_slice(convert::BINARY_HEADER);
@@ -215,9 +231,16 @@ impl CopySink {
         Ok(w)
     }
 
-    /// Appends one row: its fields in the order of this COPY's columns (a column the row
-    /// leaves out is NULL), then for the staged path the segment id and the line.
-    pub fn encode_row(&mut self, row: &EncodedRow, line: u64, seg: Option<i32>) {
+    /// Sends one row (through the buffer, written out from FLUSH_AT): its fields in the order
+    /// of this COPY's columns (a column the row leaves out is NULL), then for the staged path
+    /// the segment id and the line.
+    pub fn send_row(
+        &mut self,
+        row: &EncodedRow,
+        line: u64,
+        seg: Option<i32>,
+        w: &mut postgres::CopyInWriter,
+    ) -> std::io::Result<()> {
         if let Some(t) = &mut self.trail {
             t.push(row, &self.cols);
         }
@@ -226,11 +249,11 @@ impl CopySink {
             self.buf.extend_from_slice(&(nfields as i16).to_be_bytes());
             // Fields usually arrive in column order, every one given: then the row is one copy.
             if row.complete_in_order() && self.cols.len() == row.slots.len() {
-                self.buf.extend_from_slice(&row.bytes);
+                put(&mut self.buf, &row.bytes, w)?;
             } else {
                 for &i in &self.cols {
                     match &row.slots[i] {
-                        Some(r) => self.buf.extend_from_slice(&row.bytes[r.start as usize..r.end as usize]),
+                        Some(r) => put(&mut self.buf, &row.bytes[r.start as usize..r.end as usize], w)?,
                         None => self.buf.extend_from_slice(&(-1i32).to_be_bytes()),
                     }
                 }
@@ -241,7 +264,7 @@ impl CopySink {
                     self.buf.push(b'\t');
                 }
                 match &row.slots[i] {
-                    Some(r) => self.buf.extend_from_slice(&row.bytes[r.start as usize..r.end as usize]),
+                    Some(r) => put(&mut self.buf, &row.bytes[r.start as usize..r.end as usize], w)?,
                     None => self.buf.extend_from_slice(b"\\N"),
                 }
             }
@@ -259,16 +282,18 @@ impl CopySink {
         }
         if self.recent_lines.len() == RECENT {
             self.recent_lines.pop_front();
+            self.recent_domain_fields.pop_front();
         }
         self.recent_lines.push_back(line);
+        if !self.domains.is_empty() {
+            let null: &[u8] = if self.binary { &[0xff; 4] } else { b"\\N" };
+            let fields = self.domains.iter().map(|(i, ..)| row.field(*i).unwrap_or(null).to_vec()).collect();
+            self.recent_domain_fields.push_back(fields);
+        }
         self.rows_in_copy += 1;
         self.lines.push(line);
-    }
-
-    pub fn maybe_flush(&mut self, w: &mut postgres::CopyInWriter) -> std::io::Result<()> {
-        if self.buf.len() >= 1 << 18 {
-            w.write_all(&self.buf)?;
-            self.buf.clear();
+        if self.buf.len() >= FLUSH_AT {
+            write_out(&mut self.buf, w)?;
         }
         Ok(())
     }
@@ -277,10 +302,9 @@ impl CopySink {
         if self.binary {
             self.buf.extend_from_slice(convert::BINARY_TRAILER);
         }
-        if let Err(e) = w.write_all(&self.buf) {
+        if let Err(e) = write_out(&mut self.buf, &mut w) {
             return Err(self.server_error(e, Some(w)));
         }
-        self.buf.clear();
         w.finish().map_err(|e| self.copy_error(e))
     }
 
@@ -299,11 +323,12 @@ impl CopySink {
     fn copy_error(&self, e: postgres::Error) -> Error {
         let Some(db) = e.as_db_error() else { return pg_error("COPY", e) };
         let (copy_line, column) = parse_copy_context(db.where_().unwrap_or(""));
-        let line = copy_line.and_then(|n| {
+        // Rows back from the last sent, in the recent rows kept.
+        let back = copy_line.and_then(|n| {
             let back = self.rows_in_copy.checked_sub(n)? as usize;
-            let len = self.recent_lines.len();
-            (back < len).then(|| self.recent_lines[len - 1 - back])
+            (back < self.recent_lines.len()).then_some(back)
         });
+        let line = back.map(|b| self.recent_lines[self.recent_lines.len() - 1 - b]);
         let at = match (line, &column) {
             (Some(l), Some(c)) => format!("line {l}, column '{c}'"),
             (Some(l), None) => format!("line {l}"),
@@ -314,6 +339,20 @@ impl CopySink {
         let detail = db.detail().unwrap_or("");
         let table = self.table.display();
         match code {
+            // The value a domain's CHECK refused, as sent (the server names none).
+            "23514" if msg.starts_with("value for domain") && line.is_some() => {
+                let d = self.domains.iter().position(|(i, ..)| Some(&self.col_names[*i]) == column.as_ref());
+                let shown = d.and_then(|d| {
+                    let at = self.recent_domain_fields.len().checked_sub(1 + back?)?;
+                    let (_, kind, type_name) = &self.domains[d];
+                    let v = convert::field_display(kind, self.binary, &self.recent_domain_fields.get(at)?[d]);
+                    Some((v, type_name))
+                });
+                match shown {
+                    Some((v, t)) => Error::Data(format!("{at}: value {v}: {msg} (column type {t})")),
+                    None => Error::Data(format!("{at}: {msg}")),
+                }
+            }
             "23514" if msg.starts_with("no partition of relation") => {
                 Error::Data(format!("{at}: {}", no_partition(&table, detail)))
             }
@@ -328,6 +367,25 @@ impl CopySink {
             _ => pg_error(at, e),
         }
     }
+}
+
+/// Appends `bytes` to `buf`; a huge field (or row) is written straight from where it was
+/// encoded instead, after what `buf` holds, in pieces: the writer copies what it is given into
+/// a buffer of its own, and the connection again into its message, so a 100 MB value written
+/// whole would be held three times more.
+fn put(buf: &mut Vec<u8>, bytes: &[u8], w: &mut postgres::CopyInWriter) -> std::io::Result<()> {
+    if bytes.len() < FLUSH_AT {
+        buf.extend_from_slice(bytes);
+        return Ok(());
+    }
+    write_out(buf, w)?;
+    bytes.chunks(FLUSH_AT).try_for_each(|piece| w.write_all(piece))
+}
+
+fn write_out(buf: &mut Vec<u8>, w: &mut postgres::CopyInWriter) -> std::io::Result<()> {
+    w.write_all(buf)?;
+    buf.clear();
+    Ok(())
 }
 
 /// A row no partition accepts (from the server's detail): which month to create, or, for a

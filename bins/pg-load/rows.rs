@@ -90,8 +90,7 @@ pub fn stream_rows<R: std::io::BufRead>(
         let mut line = first_line;
         let mut cur = seg;
         loop {
-            sink.encode_row(&rows.row, line, stage.map(|_| cur as i32));
-            if let Err(e) = sink.maybe_flush(&mut w) {
+            if let Err(e) = sink.send_row(&rows.row, line, stage.map(|_| cur as i32), &mut w) {
                 return Err(sink.server_error(e, Some(w)));
             }
             progress.update(reader.rows());

@@ -44,6 +44,16 @@ pub fn server_url() -> String {
     })
 }
 
+/// The test cluster's server log (`tests/run` exports its path): what the server decided that
+/// no client sees, such as an index build's parallel workers. Missing is a failure, never a skip.
+pub fn server_log() -> String {
+    let path = std::env::var("PGFERRY_TEST_PG_LOG").unwrap_or_else(|_| {
+        panic!("PGFERRY_TEST_PG_LOG is not set: run the tests with tests/run, which starts a throwaway PostgreSQL")
+    });
+    String::from_utf8_lossy(&std::fs::read(&path).unwrap_or_else(|e| panic!("read the server log {path}: {e}")))
+        .into_owned()
+}
+
 /// A fresh database on the test cluster, dropped at the end of the test.
 pub struct Pg {
     pub url: String,
@@ -237,6 +247,38 @@ impl Cmd {
             w.join().unwrap();
         }
         Run { display: self.display, out }
+    }
+
+    /// Runs it with stdin from `path` and returns its peak resident memory in kB with the run:
+    /// its VmHWM, read every few milliseconds while it runs (the kernel's ru_maxrss would also
+    /// count the test process it was spawned from).
+    pub fn run_measured(mut self, path: &Path) -> (Run, i64) {
+        use std::io::Read;
+        self.cmd.stdin(std::fs::File::open(path).unwrap()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = self.cmd.spawn().unwrap_or_else(|e| panic!("spawn {}: {e}", self.display));
+        let drain = |mut r: Box<dyn Read + Send>| {
+            std::thread::spawn(move || {
+                let mut v = Vec::new();
+                let _ = r.read_to_end(&mut v);
+                v
+            })
+        };
+        let out = drain(Box::new(child.stdout.take().unwrap()));
+        let err = drain(Box::new(child.stderr.take().unwrap()));
+        let status_file = format!("/proc/{}/status", child.id());
+        let mut peak = 0;
+        let status = loop {
+            let hwm = std::fs::read_to_string(&status_file).ok().and_then(|s| {
+                s.lines().find_map(|l| l.strip_prefix("VmHWM:")?.trim().strip_suffix("kB")?.trim().parse().ok())
+            });
+            peak = peak.max(hwm.unwrap_or(0));
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        };
+        let out = Output { status, stdout: out.join().unwrap(), stderr: err.join().unwrap() };
+        (Run { display: self.display, out }, peak)
     }
 
     /// Starts it with stdin, stdout and stderr piped, for a test that feeds stdin as it goes.

@@ -411,3 +411,90 @@ fn a_row_or_object_with_100000_keys_takes_linear_time() {
     load(&pg, stream(&[&repeat]), &["--ignore-unknown"]).expect(65).stderr_has(&["key \"k99999\" appears twice"]);
     assert!(started.elapsed() < std::time::Duration::from_secs(30), "{:?}", started.elapsed());
 }
+
+#[test]
+fn numbers_and_json_into_text_are_stored_as_the_stream_wrote_them() {
+    let pg = Pg::new();
+    // serde_json wrote 1e5 as 1e+5 (and 1E-5 as 1e-5), sorted an object's keys and kept the
+    // last of a repeated key's values.
+    for v in ["1e5", "1E-5", "1.50", "-0", "123456789012345678901234567890", "1e400"] {
+        assert_eq!(stored(&pg, "text", v, &[]), v);
+    }
+    assert_eq!(stored(&pg, "text", r#"{"b":1, "a":2,"a":3}"#, &[]), r#"{"b":1, "a":2,"a":3}"#);
+    assert_eq!(
+        stored(&pg, "text[]", r#"[1E5, "x\"y", {"b":1,"a":2}, null, true]"#, &[]),
+        r#"{1E5,"x\"y","{\"b\":1,\"a\":2}",NULL,true}"#
+    );
+    // varchar(n) counts the text as written: 1e5 fits 3 (1e+5 did not), 1.500 does not fit 4.
+    assert_eq!(stored(&pg, "varchar(3)", "1e5", &[]), "1e5");
+    refused(&pg, "varchar(4)", "1.500", &[], &["value 1.500", "is 5 characters"]);
+    // --strip-nul removes the NUL escapes only (an escaped backslash before u0000 is none).
+    assert_eq!(
+        stored(&pg, "text", r#"{"b":"x\u0000y", "a":"\\u0000"}"#, &["--strip-nul"]),
+        r#"{"b":"xy", "a":"\\u0000"}"#
+    );
+    refused(&pg, "text", r#"{"b":"x\u0000y"}"#, &[], &["\\u0000", "--strip-nul"]);
+    // count-check compares the source with what was stored: the same.
+    let t = TempDir::new();
+    let file = t.path("s.ndjson");
+    std::fs::write(&file, stream(&[r#"{"id":1,"a":1E5,"b":{"b":1,"a":[2.50]}}"#])).unwrap();
+    table(&pg, "id int PRIMARY KEY, a text, b text");
+    cmd("pg-load").args(["--db", &pg.url, "t"]).stdin_file(&file).ok();
+    assert_eq!(pg.rows("SELECT a, b FROM t"), [r#"1E5|{"b":1,"a":[2.50]}"#]);
+    cmd("count-check")
+        .args(["--db", &pg.url, "--full", &format!("ndjson:{}", file.display()), "pg:t"])
+        .ok()
+        .stderr_has(&["0 changed ✓"]);
+}
+
+#[test]
+fn a_name_longer_than_63_bytes_is_refused_not_cut() {
+    let pg = Pg::new();
+    // Bytes, not characters: 32 × 'é' is 64 bytes.
+    let long = json!("é".repeat(32)).to_string();
+    refused(&pg, "name", &long, &[], &["is 64 bytes (32 characters) in UTF-8, more than the 63", "(column type name)"]);
+    refused(&pg, "name[]", &format!("[{long}]"), &[], &["element 0: is 64 bytes"]);
+    // COPY's text format (an interval column makes it text): name_in cut it to 63 bytes.
+    table(&pg, "a name, b interval");
+    let row = format!(r#"{{"a":"{}","b":"1 s"}}"#, "a".repeat(64));
+    load(&pg, stream(&[&row]), &[]).expect(65).stderr_has(&[
+        "line 1, column 'a'",
+        "is 64 bytes",
+        "nothing was committed",
+    ]);
+    assert_eq!(pg.count("t"), 0);
+    let fits = format!("{}a", "é".repeat(31));
+    assert_eq!(stored(&pg, "name", &json!(fits).to_string(), &[]), fits);
+}
+
+#[test]
+fn a_value_a_domains_check_refuses_is_named_with_its_line_column_and_value() {
+    let pg = Pg::new();
+    pg.exec("CREATE DOMAIN pos AS numeric CHECK (VALUE > 0); CREATE DOMAIN code AS text CHECK (VALUE ~ '^[a-z]+$')");
+    // Binary COPY, and text COPY (an interval column); into an empty table (COPY straight in),
+    // a table with rows (staged, then merged) and --mode mirror.
+    for cols in ["id int PRIMARY KEY, a pos, c code", "id int PRIMARY KEY, a pos, c code, i interval"] {
+        let bad_a = [r#"{"id":5,"a":1,"c":"ok"}"#, r#"{"id":6,"a":-3.50,"c":"ok"}"#];
+        let bad_c = [r#"{"id":5,"a":1,"c":"ok"}"#, r#"{"id":6,"a":2,"c":"X y"}"#];
+        for (present, extra) in [(false, &[][..]), (true, &[][..]), (true, &["--mode", "mirror"][..])] {
+            for (rows, want) in [
+                (
+                    bad_a,
+                    r#"line 2, column 'a': value -3.50: value for domain pos violates check constraint "pos_check" (column type pos)"#,
+                ),
+                (
+                    bad_c,
+                    r#"line 2, column 'c': value "X y": value for domain code violates check constraint "code_check" (column type code)"#,
+                ),
+            ] {
+                table(&pg, cols);
+                if present {
+                    pg.exec("INSERT INTO t (id, a, c) VALUES (1, 1, 'a')");
+                }
+                let r = load(&pg, stream(&rows), extra).expect(65);
+                r.stderr_has(&[want, "nothing was committed"]);
+                assert_eq!(pg.count("t"), present as i64, "{}", r.describe());
+            }
+        }
+    }
+}

@@ -704,6 +704,59 @@ fn into_an_empty_table_indexes_are_built_after_copy_and_restored_exactly() {
 }
 
 #[test]
+fn a_100_mb_value_is_held_about_twice_by_pg_load_not_five_times() {
+    let pg = Pg::new();
+    let dir = TempDir::new();
+    pg.exec("CREATE TABLE blobs (id int PRIMARY KEY, t text, n int, b bytea)");
+    // The line and its encoded row; the COPY buffers, the writer's and the connection's no more
+    // (before: 496 MB for this row, the value copied at each of them).
+    let value = "a".repeat(100_000_000);
+    let file = dir.path("big.ndjson");
+    std::fs::write(&file, stream(&[&format!(r#"{{"id":1,"t":"{value}"}}"#), r#"{"id":2,"t":"b","n":2}"#])).unwrap();
+    for mode in ["insert", "upsert", "mirror", "replace"] {
+        let (run, kb) = load(&pg, "blobs", "", &["--mode", mode, "--no-analyze"]).run_measured(&file);
+        assert_eq!(run.code(), 0, "{}", run.describe());
+        assert!(kb < 250_000, "{mode}: pg-load peaked at {kb} kB for a 100 MB value");
+    }
+    assert_eq!(
+        pg.one("SELECT string_agg(id || ':' || length(t) || ':' || (t = repeat('a', 100000000)), ',' ORDER BY id) FROM blobs"),
+        "1:100000000:true,2:1:false"
+    );
+}
+
+#[test]
+fn index_builds_after_copy_use_parallel_workers_from_4_mb_unless_the_server_allows_more() {
+    let pg = Pg::new();
+    // The server says in its log (DEBUG1) how each index is built; this database's sessions log it.
+    pg.exec(&format!("ALTER DATABASE {} SET log_min_messages = debug1", pg.name));
+    let pad = "p".repeat(100);
+    let rows: Vec<String> = (1..=45_000).map(|i| format!(r#"{{"id":{i},"pad":"{pad}"}}"#)).collect();
+    let refs: Vec<&str> = rows.iter().map(String::as_str).collect();
+    let few: Vec<String> = (1..=10).map(|i| format!(r#"{{"id":{i},"pad":"x"}}"#)).collect();
+    let few: Vec<&str> = few.iter().map(String::as_str).collect();
+    let built = |table: &str| {
+        let line = format!("building index \"{table}_pkey\" on table \"{table}\" ");
+        let log = server_log();
+        let found = log.lines().filter_map(|l| l.split_once(&line)).map(|(_, how)| how.to_string()).next_back();
+        found.unwrap_or_else(|| panic!("the server log has no build of {table}_pkey"))
+    };
+    for t in ["big", "few", "few_low"] {
+        pg.exec(&format!("CREATE TABLE {t} (id bigint PRIMARY KEY, pad text)"));
+    }
+    // 45,000 rows of ~140 bytes: ~750 pages, under the server's 8 MB default, over pg-load's 4 MB.
+    load(&pg, "big", stream(&refs), &["--no-analyze"]).ok();
+    let pages: i64 = pg.one("SELECT relpages FROM pg_class WHERE relname = 'big'").parse().unwrap();
+    assert!((512..1024).contains(&pages), "the table is {pages} pages: the test needs 512 to 1023");
+    assert!(built("big").starts_with("with request for 1 parallel workers"), "{}", built("big"));
+    load(&pg, "few", stream(&few), &["--no-analyze"]).ok();
+    assert!(built("few").starts_with("serially"), "{}", built("few"));
+    // A server that allows parallel builds of smaller tables keeps its own setting.
+    pg.exec(&format!("ALTER DATABASE {} SET min_parallel_table_scan_size = 0", pg.name));
+    load(&pg, "few_low", stream(&few), &["--no-analyze"]).ok();
+    assert!(built("few_low").starts_with("with request for"), "{}", built("few_low"));
+}
+
+#[test]
 fn into_an_empty_partitioned_table_indexes_are_built_after_copy_under_their_names_and_repeats_named_by_line() {
     let pg = Pg::new();
     pg.exec(
