@@ -70,6 +70,8 @@ Options:
   --map SRC=DST         A field named SRC in the source is DST in the destination
                         (repeat, or separate with commas).
   --ignore COLS         Source fields not to compare (dropped on purpose).
+  --copy-key SRC=DST    As pg-load: the source field SRC is compared with the
+                        column DST too (repeat, or separate with commas).
   --strict-columns      Destination columns the source lacks are differences too
                         [default: ignored, they are the destination's additions].
   --examples N          Differences of each kind shown in full [default: 5].
@@ -81,7 +83,8 @@ Options:
                         [default: $DATABASE_URL, else the PG* variables].
   --plan PLAN           Check every step of a plan file (docs/plan.md): its source
                         against pg:TARGET, with the step's 'check' arguments (and
-                        pg-load's conversion options from its 'load' arguments).
+                        pg-load's conversion options, --key, --rename and
+                        --copy-key from its 'load' arguments).
   --step STEPS          With --plan: only these steps (comma-separated).
   --lint                Lint PostgreSQL tables: text columns holding only
                         timestamps, JSON nulls among arrays, foreign keys pointing

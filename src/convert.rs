@@ -118,6 +118,10 @@ pub struct Options {
     /// `--rename SRC=DST` (repeatable, or comma-separated): stream keys renamed to columns
     /// before they are matched (count-check pairs them the same way, as its `--map`).
     pub rename: Vec<(String, String)>,
+    /// `--copy-key SRC=DST` (repeatable, or comma-separated): the stream key SRC (its name in
+    /// the stream, before `--rename`) loads into its own column and into the column DST too
+    /// (a `firestore_id` that holds the id during a transition).
+    pub copy_key: Vec<(String, String)>,
 }
 
 impl Options {
@@ -152,17 +156,9 @@ impl Options {
             check_format(&fmt).map_err(|e| Error::Usage(format!("--date-format '{fmt}': {e}")))?;
             o.date_formats.push((col, fmt));
         }
-        for pairs in args.values_from_str::<_, String>("--rename").map_err(crate::cli::usage_err)? {
-            for pair in pairs.split(',').filter(|p| !p.trim().is_empty()) {
-                let (from, to) = pair
-                    .split_once('=')
-                    .filter(|(a, b)| !a.trim().is_empty() && !b.trim().is_empty())
-                    .ok_or_else(|| {
-                        Error::Usage(format!("--rename takes SRC=DST (a stream key, then its column), not '{pair}'"))
-                    })?;
-                o.rename.push((from.trim().to_string(), to.trim().to_string()));
-            }
-        }
+        o.rename.extend(pairs(args, "--rename", "a stream key, then its column")?);
+        o.copy_key.extend(pairs(args, "--copy-key", "a stream key, then the second column it loads into")?);
+        o.check_copy_keys()?;
         Ok(o)
     }
 
@@ -185,10 +181,49 @@ impl Options {
         o
     }
 
+    /// `--copy-key` pairs that cannot load as written: two values for one column.
+    fn check_copy_keys(&self) -> Result<()> {
+        for (n, (src, dst)) in self.copy_key.iter().enumerate() {
+            let bad = |why: String| Err(Error::Usage(format!("--copy-key {src}={dst}: {why}")));
+            if let Some((from, _)) = self.rename.iter().find(|(_, to)| to == src) {
+                if !self.rename.iter().any(|(f, _)| f == src) {
+                    return bad(format!(
+                        "'{src}' is the column --rename {from}={src} loads; name the stream key: --copy-key {from}={dst}"
+                    ));
+                }
+            }
+            if self.renamed(src) == dst {
+                return bad(format!("'{src}' already loads into column '{dst}'"));
+            }
+            if let Some((from, _)) = self.rename.iter().find(|(_, to)| to == dst) {
+                return bad(format!("column '{dst}' already takes the key '{from}' (--rename {from}={dst})"));
+            }
+            if let Some((other, _)) = self.copy_key[..n].iter().find(|(_, d)| d == dst) {
+                return bad(format!("column '{dst}' already takes a copy of '{other}'"));
+            }
+        }
+        Ok(())
+    }
+
     /// The column a stream key names after `--rename`.
     pub fn renamed<'a>(&'a self, key: &'a str) -> &'a str {
         self.rename.iter().find(|(from, _)| from == key).map_or(key, |(_, to)| to.as_str())
     }
+}
+
+/// The `SRC=DST` pairs of a repeatable, comma-separated option (`--rename`, `--copy-key`).
+fn pairs(args: &mut pico_args::Arguments, flag: &'static str, what: &str) -> Result<Vec<(String, String)>> {
+    let mut out = vec![];
+    for list in args.values_from_str::<_, String>(flag).map_err(crate::cli::usage_err)? {
+        for pair in list.split(',').filter(|p| !p.trim().is_empty()) {
+            let (from, to) = pair
+                .split_once('=')
+                .filter(|(a, b)| !a.trim().is_empty() && !b.trim().is_empty())
+                .ok_or_else(|| Error::Usage(format!("{flag} takes SRC=DST ({what}), not '{pair}'")))?;
+            out.push((from.trim().to_string(), to.trim().to_string()));
+        }
+    }
+    Ok(out)
 }
 
 /// A date format's mistakes, before any value is read.

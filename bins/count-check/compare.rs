@@ -107,6 +107,17 @@ fn compare(c: &Check, source: Spec, dest: Spec) -> Result<Found> {
             side::MAX_KEY
         )));
     }
+    // pg-load's --copy-key: the source's SRC is compared with the column DST too.
+    let copies: Vec<(String, Arc<str>)> = c
+        .opts
+        .conv
+        .copy_key
+        .iter()
+        .filter(|(_, dst)| !ignore.contains(dst))
+        .map(|(src, dst)| (src.clone(), Arc::from(dst.as_str())))
+        .collect();
+    // A copied field needs no column of its own (pg-load loads it into its copy only).
+    let copied: HashSet<String> = copies.iter().map(|(src, _)| to_dest(src)).collect();
     let mut found = Found::default();
     let mut dest_cols: Option<HashSet<String>> = None;
     if let Some(dc) = &dmeta.columns {
@@ -117,13 +128,14 @@ fn compare(c: &Check, source: Spec, dest: Spec) -> Result<Found> {
             }
         }
         if let Some(sc) = &smeta.columns {
-            let mapped: HashSet<String> = sc.iter().filter(|n| !ignore.contains(*n)).map(|n| to_dest(n)).collect();
+            let mut mapped: HashSet<String> = sc.iter().filter(|n| !ignore.contains(*n)).map(|n| to_dest(n)).collect();
+            mapped.extend(copies.iter().filter(|(src, _)| sc.contains(src)).map(|(_, dst)| dst.to_string()));
             for k in &key {
                 if !mapped.contains(k) {
                     return Err(Error::Usage(format!("{}: no key column '{k}' (use --map SRC={k})", c.source_text)));
                 }
             }
-            found.unmatched = mapped.iter().filter(|n| !set.contains(*n)).cloned().collect();
+            found.unmatched = mapped.iter().filter(|n| !set.contains(*n) && !copied.contains(*n)).cloned().collect();
             found.dest_only = dc.iter().filter(|n| !mapped.contains(*n)).cloned().collect();
         }
         dest_cols = Some(set);
@@ -135,6 +147,7 @@ fn compare(c: &Check, source: Spec, dest: Spec) -> Result<Found> {
         meta: smeta,
         rename: rename.clone(),
         ignore,
+        copies,
         key: key.clone(),
         types: types.clone(),
         only: None,
@@ -147,13 +160,15 @@ fn compare(c: &Check, source: Spec, dest: Spec) -> Result<Found> {
         meta: dmeta,
         rename: HashMap::new(),
         ignore: HashSet::new(),
+        copies: vec![],
         key: key.clone(),
         types,
         only: None,
         sort: false,
         unsorted: Default::default(),
     };
-    let cmp = Compare { key: &key, strict: o.strict, dest_cols: dest_cols.as_ref(), examples: o.examples };
+    let cmp =
+        Compare { key: &key, strict: o.strict, dest_cols: dest_cols.as_ref(), copied: &copied, examples: o.examples };
     loop {
         let mut f =
             Found { unmatched: found.unmatched.clone(), dest_only: found.dest_only.clone(), ..Found::default() };
@@ -235,6 +250,8 @@ struct Compare<'a> {
     key: &'a [String],
     strict: bool,
     dest_cols: Option<&'a HashSet<String>>,
+    /// Source fields that `--copy-key` copies (they need no column of their own).
+    copied: &'a HashSet<String>,
     examples: usize,
 }
 
@@ -364,7 +381,7 @@ fn compare_fields(
             None => match cmp.dest_cols {
                 // The destination has no such column: reported once for the check.
                 Some(cols) if !cols.contains(&**name) => {
-                    if !unmatched.contains(&**name) {
+                    if !unmatched.contains(&**name) && !cmp.copied.contains(&**name) {
                         unmatched.insert(name.to_string());
                     }
                 }

@@ -304,6 +304,9 @@ pub struct Job {
     pub rename: HashMap<String, String>,
     /// Own field names left out (`--ignore`).
     pub ignore: HashSet<String>,
+    /// pg-load's `--copy-key SRC=DST` (source side only): own field SRC is also the
+    /// destination's column DST, its value converted for DST's type.
+    pub copies: Vec<(String, Arc<str>)>,
     /// The key, in destination names.
     pub key: Vec<String>,
     /// Column types by destination name (from the PostgreSQL side), empty without one.
@@ -322,6 +325,11 @@ impl Job {
             return None;
         }
         Some(self.rename.get(own).cloned().unwrap_or_else(|| own.to_string()))
+    }
+
+    /// The destination columns that hold a copy of own field `own` (`--copy-key`).
+    pub fn copies_of<'a>(&'a self, own: &'a str) -> impl Iterator<Item = &'a Arc<str>> + 'a {
+        self.copies.iter().filter(move |(src, _)| src == own).map(|(_, dst)| dst)
     }
 
     fn own_name(&self, dest: &str) -> String {
@@ -557,6 +565,12 @@ fn read_sqlite(job: &Job, out: &mut Out) -> std::result::Result<(), Stop> {
     let names: Vec<Option<Arc<str>>> = cols.iter().map(|c| job.dest_name(&c.name).map(Arc::from)).collect();
     let cts: Vec<Option<ColType>> =
         names.iter().map(|n| n.as_ref().and_then(|n| job.types.get(&**n).cloned())).collect();
+    // (column index, copy's name, the copy's column type)
+    let copies: Vec<(usize, Arc<str>, Option<ColType>)> = cols
+        .iter()
+        .enumerate()
+        .flat_map(|(i, c)| job.copies_of(&c.name).map(move |d| (i, d.clone(), job.types.get(&**d).cloned())))
+        .collect();
     let mut order = Vec::new();
     for k in &job.key {
         let own = job.own_name(k);
@@ -611,6 +625,10 @@ fn read_sqlite(job: &Job, out: &mut Out) -> std::result::Result<(), Stop> {
             let Some(name) = name else { continue };
             let v = row.get_ref(i).expect("column index in range");
             fields.push((name.clone(), sqlite_norm(v, cts[i].as_ref(), opts)));
+        }
+        for (i, name, ct) in &copies {
+            let v = row.get_ref(*i).expect("column index in range");
+            fields.push((name.clone(), sqlite_norm(v, ct.as_ref(), opts)));
         }
         let rec = guard(out, job.key_of(fields, || format!("sqlite table '{table}'")))?;
         if job.only.is_some() && !job.wanted(&rec) {
@@ -770,6 +788,11 @@ fn read_pg(job: &Job, out: &mut Out) -> std::result::Result<(), Stop> {
         for (i, cell) in cells.drain(..).enumerate() {
             let Some(name) = &names[i] else { continue };
             fields.push((name.clone(), norm::from_cell(cell, &cts[i])));
+            // A PostgreSQL source's copy: its value as read (not converted again).
+            for dst in job.copies_of(&cols[i].name) {
+                let v = fields.last().expect("just pushed").1.clone();
+                fields.push((dst.clone(), v));
+            }
         }
         let rec = guard(out, job.key_of(fields, || format!("table '{table}'")))?;
         out.push(rec)?;
@@ -795,6 +818,9 @@ impl RowNorm {
         let row = row.into_iter();
         let mut fields = Vec::with_capacity(row.size_hint().0);
         for (k, v) in row {
+            for dst in job.copies_of(&k) {
+                fields.push((dst.clone(), norm::from_value(v.clone(), job.types.get(&**dst), &job.ctx.opts)));
+            }
             let name = match self.interned.get(&k) {
                 Some(n) => n.clone(),
                 None => {

@@ -118,6 +118,17 @@ Table options (on the command line, or in a plan step's \"load\" array):
                         name such as Europe/Athens (daylight-saving rules from
                         the system's zone database; docs/loading.md)
                         [default: UTC].
+  --rename KEY=COL      Load the stream key KEY into the column COL (repeat, or
+                        separate with commas).
+  --copy-key KEY=COL    Load the stream key KEY into its own column and into the
+                        column COL too, converted for COL's type (repeat, or
+                        separate with commas): a firestore_id that holds the id.
+                        KEY is the stream's name (before --rename). A row
+                        without KEY leaves COL out (its default, else NULL); a
+                        row with its own value for COL is an error.
+  --empty-as-null COLS  In these columns (* for all) an empty string is NULL.
+  --date-format [COL=]FMT  Read dates that are not ISO 8601 with FMT (%m/%d/%Y);
+                        with COL= for that column only (repeatable).
   --ignore-unknown      Drop keys that match no column instead of failing.
   --strip-nul           Remove NUL characters from text (PostgreSQL cannot store
                         them) instead of failing.

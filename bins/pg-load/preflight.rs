@@ -272,8 +272,11 @@ fn json_rows_check(out: &mut Report, c: &mut Client, s: &Step) -> Result<()> {
     let ignore_unknown = s.load_args().iter().any(|a| a == "--ignore-unknown");
     let names: Vec<&str> = cols.iter().map(|c| c.name.as_str()).collect();
     for (i, row) in rows.iter().enumerate() {
-        let unknown: Vec<&String> =
-            row.keys().filter(|k| !ignore_unknown && !names.contains(&opts.renamed(k))).collect();
+        let unknown: Vec<&String> = row
+            .keys()
+            .filter(|k| !ignore_unknown && !names.contains(&opts.renamed(k)))
+            .filter(|k| !opts.copy_key.iter().any(|(src, _)| src == *k))
+            .collect();
         if !unknown.is_empty() {
             let likely: Vec<String> = unknown
                 .iter()

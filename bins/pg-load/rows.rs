@@ -66,6 +66,7 @@ pub fn stream_rows<R: std::io::BufRead>(
         ignored: std::collections::HashSet::new(),
         sig: vec![],
         last_seg: None,
+        copies: copies(plan, generated, a)?,
     };
     // Dropped at the end (or on an error): the line is cleared; the summary follows.
     let mut progress = Progress::new(TOOL, &a.table, Unit::Count("rows"), None, progress::terminal());
@@ -117,6 +118,17 @@ pub fn stream_rows<R: std::io::BufRead>(
     if let Some(r) = route {
         r.finish(tx)?;
     }
+    // A --copy-key whose key no row has is likely misspelt: its column got no copy at all.
+    for c in rows.copies.iter().filter(|c| !c.made && reader.rows() > 0) {
+        pgferry::warn!(
+            TOOL,
+            "{}: --copy-key {}={}: no row of the stream has the key '{}', so no row got a copy",
+            a.table,
+            c.src,
+            plan.columns[c.dst].name,
+            c.src
+        );
+    }
     *changes = rows.changes;
     Ok(rows.segments)
 }
@@ -141,6 +153,52 @@ struct RowSource {
     /// The current row's signature (reused buffer) and the previous row's segment.
     sig: Signature,
     last_seg: Option<usize>,
+    /// `--copy-key`: the columns that take a second copy of a key's value.
+    copies: Vec<KeyCopy>,
+}
+
+/// One `--copy-key SRC=DST`, resolved: the stream key, the column it is copied into, and
+/// whether the current row's copy is made.
+struct KeyCopy {
+    src: String,
+    dst: usize,
+    done: bool,
+    /// Some row had the key.
+    made: bool,
+}
+
+impl KeyCopy {
+    /// The row gives DST a value of its own as well as the copy.
+    fn twice(&self, line: u64, plan: &Columns) -> Error {
+        let dst = &plan.columns[self.dst].name;
+        Error::Data(format!(
+            "line {line}, column '{dst}': two values, the row's own key for it and the copy of '{}' that \
+             --copy-key {}={dst} makes; drop that key from the stream, or the --copy-key",
+            self.src, self.src
+        ))
+    }
+}
+
+/// The `--copy-key` pairs, their columns found (a column that is not there, or is generated, is
+/// a usage error before any row is read).
+fn copies(plan: &Columns, generated: &[&str], a: &Args) -> Result<Vec<KeyCopy>> {
+    let mut out = Vec::with_capacity(a.opts.copy_key.len());
+    for (src, dst) in &a.opts.copy_key {
+        let Some(i) = plan.find(dst, 0) else {
+            let why = if generated.contains(&dst.as_str()) {
+                "a generated column (PostgreSQL computes it)".to_string()
+            } else {
+                let cols: Vec<&str> = plan.columns.iter().map(|c| c.name.as_str()).collect();
+                match likely_column(dst, &cols) {
+                    Some(c) => format!("no column of '{}'; did you mean '{c}'?", a.table),
+                    None => format!("no column of '{}' (the table has: {})", a.table, cols.join(", ")),
+                }
+            };
+            return Err(Error::Usage(format!("--copy-key {src}={dst}: '{dst}' is {why}")));
+        };
+        out.push(KeyCopy { src: src.clone(), dst: i, done: false, made: false });
+    }
+    Ok(out)
 }
 
 impl RowSource {
@@ -160,6 +218,9 @@ impl RowSource {
         if !self.ignored.is_empty() {
             self.ignored.clear();
         }
+        for c in &mut self.copies {
+            c.done = false;
+        }
         let mut hint = 0;
         // Taken for the loop (put back after it; an error ends the load anyway).
         let members = std::mem::take(&mut self.members);
@@ -169,58 +230,45 @@ impl RowSource {
                 true => Cow::Owned(unescape_key(text, m, line)?),
             };
             let name = if a.opts.rename.is_empty() { &*key } else { a.opts.renamed(&key) };
-            let Some(i) = plan.find(name, hint) else {
-                // Ignored keys are checked for repeats too (docs/stream.md §2.3).
-                // (A set: a hostile row can hold 100,000 keys.)
-                if !self.ignored.insert(key.to_string()) {
-                    return Err(stream::repeated_key(line, &key));
+            match plan.find(name, hint) {
+                None => {
+                    // Ignored keys are checked for repeats too (docs/stream.md §2.3).
+                    // (A set: a hostile row can hold 100,000 keys.)
+                    if !self.ignored.insert(key.to_string()) {
+                        return Err(stream::repeated_key(line, &key));
+                    }
+                    // A generated column's key (sqlite-dump --include-generated, or another
+                    // producer): PostgreSQL computes the column; the stream's value is not loaded.
+                    // A --copy-key key without a column of its own is loaded, into its copy.
+                    if !generated.contains(&name) && !self.copies.iter().any(|c| c.src == *key) {
+                        self.note_unknown(&key, a);
+                    }
                 }
-                // A generated column's key (sqlite-dump --include-generated, or another
-                // producer): PostgreSQL computes the column; the stream's value is not loaded.
-                if !generated.contains(&name) {
-                    self.note_unknown(&key, a);
+                Some(i) => {
+                    // A key repeats exactly when its column is already filled (or its column
+                    // took a --copy-key copy).
+                    if self.row.has(i) {
+                        return Err(match self.copies.iter().position(|c| c.dst == i && c.done) {
+                            Some(c) => self.copies[c].twice(line, plan),
+                            None => stream::repeated_key(line, &key),
+                        });
+                    }
+                    hint = i + 1;
+                    self.put(i, m.kind, &text[m.value.clone()], plan, a, line)?;
                 }
-                continue;
-            };
-            // A key repeats exactly when its column is already filled.
-            if self.row.has(i) {
-                return Err(stream::repeated_key(line, &key));
             }
-            hint = i + 1;
-            let col = &plan.columns[i];
-            let opts = self.col_opts.get(i).unwrap_or(&a.opts);
-            let raw = &text[m.value.clone()];
-            // Values are converted from their JSON text; only what that cannot read is parsed.
-            let cell = if m.kind == (RawKind::Str { escaped: false })
-                && matches!(col.kind, Kind::Text | Kind::Enum | Kind::Other(_))
-                && !(opts.empty_null && raw.len() == 2)
-            {
-                // A string without escapes into a text column is its own text.
-                let text = &raw[1..raw.len() - 1];
-                convert::check_length(text, col).map_err(|cause| value_error(line, col, raw, &cause))?;
-                self.row.put_plain_text(i, text);
-                Cell::Null
-            } else {
-                let cell = match convert::convert_raw(raw, &col.kind, opts) {
-                    Some(c) => c,
-                    None => {
-                        let v: Value = serde_json::from_str(raw).map_err(|e| unreadable(line, col, raw, &e))?;
-                        convert_value(&v, raw, col, opts, line)?
-                    }
-                };
-                if convert::has_limit(col) {
-                    convert::check_fits(&cell, col).map_err(|cause| value_error(line, col, raw, &cause))?;
+            // The key's value into its --copy-key columns too, each converted for its own type.
+            for c in 0..self.copies.len() {
+                if self.copies[c].src != *key {
+                    continue;
                 }
-                self.row.put_cell(i, &cell);
-                cell
-            };
-            if self.watch[i] {
-                if let Some(change) = convert::silent_change(raw, &cell, col, &a.opts) {
-                    if a.opts.strict {
-                        return Err(convert::strict_error(line, col, raw, change));
-                    }
-                    self.changes.record(i, change);
+                let dst = self.copies[c].dst;
+                if self.row.has(dst) {
+                    return Err(self.copies[c].twice(line, plan));
                 }
+                self.copies[c].done = true;
+                self.copies[c].made = true;
+                self.put(dst, m.kind, &text[m.value.clone()], plan, a, line)?;
             }
         }
         self.members = members;
@@ -251,8 +299,13 @@ impl RowSource {
             // still names the line. A missing key with a default is not a NULL.
             let null_given = self.row.is_null(i).unwrap_or(!col.has_default);
             if null_given && col.not_null {
+                // A copy's column is missing where the row lacks the key it copies.
+                let copied = match self.copies.iter().find(|c| c.dst == i && !c.done) {
+                    Some(c) => format!(" (the row has no '{}' for --copy-key {}={} to copy)", c.src, c.src, col.name),
+                    None => String::new(),
+                };
                 return Err(Error::Data(format!(
-                    "line {line}, column '{}': null (or missing) in a NOT NULL column",
+                    "line {line}, column '{}': null (or missing) in a NOT NULL column{copied}",
                     col.name
                 )));
             }
@@ -276,6 +329,46 @@ impl RowSource {
         };
         self.last_seg = Some(seg);
         Ok(Some((line, seg)))
+    }
+
+    /// Converts the JSON text `raw` for column `i` into the row.
+    #[inline]
+    fn put(&mut self, i: usize, kind: RawKind, raw: &str, plan: &Columns, a: &Args, line: u64) -> Result<()> {
+        let col = &plan.columns[i];
+        let opts = self.col_opts.get(i).unwrap_or(&a.opts);
+        // Values are converted from their JSON text; only what that cannot read is parsed.
+        let cell = if kind == (RawKind::Str { escaped: false })
+            && matches!(col.kind, Kind::Text | Kind::Enum | Kind::Other(_))
+            && !(opts.empty_null && raw.len() == 2)
+        {
+            // A string without escapes into a text column is its own text.
+            let text = &raw[1..raw.len() - 1];
+            convert::check_length(text, col).map_err(|cause| value_error(line, col, raw, &cause))?;
+            self.row.put_plain_text(i, text);
+            Cell::Null
+        } else {
+            let cell = match convert::convert_raw(raw, &col.kind, opts) {
+                Some(c) => c,
+                None => {
+                    let v: Value = serde_json::from_str(raw).map_err(|e| unreadable(line, col, raw, &e))?;
+                    convert_value(&v, raw, col, opts, line)?
+                }
+            };
+            if convert::has_limit(col) {
+                convert::check_fits(&cell, col).map_err(|cause| value_error(line, col, raw, &cause))?;
+            }
+            self.row.put_cell(i, &cell);
+            cell
+        };
+        if self.watch[i] {
+            if let Some(change) = convert::silent_change(raw, &cell, col, &a.opts) {
+                if a.opts.strict {
+                    return Err(convert::strict_error(line, col, raw, change));
+                }
+                self.changes.record(i, change);
+            }
+        }
+        Ok(())
     }
 
     fn note_unknown(&mut self, key: &str, a: &Args) {

@@ -7,6 +7,7 @@ mod analyze;
 mod backup_verify;
 mod catalog;
 mod connect;
+mod copy_key;
 mod count_check;
 mod fs_export;
 mod fs_proxy;

@@ -37,6 +37,9 @@ count_lines() { grep -o '[^ ]*: Source: [0-9]* rows â†’ Postgres: [0-9]* rows âœ
   run -0 "${SCRIPTS}/migrate" --execute
   [[ "${output}" == *"committed in one transaction"*"migrated: every step loaded and count-verified (atomic)"* ]]
   [[ "$(pg -c 'SELECT count(*) FROM device_logs')" == 200000 && "$(pg -c 'SELECT count(*) FROM crm_orders')" == 60 ]]
+  # The plan's --copy-key steps in the one transaction: firestore_id is the id in every row.
+  [[ "$(pg -c "SELECT count(*) FROM crm_customers WHERE firestore_id = id")" == 30 ]]
+  [[ "$(pg -c "SELECT count(*) FROM staff WHERE firestore_id = id")" == 5 ]]
   # Children came before their parents (crm_quotations before crm_customers): every key valid.
   [[ "$(pg -c "SELECT bool_and(convalidated) FROM pg_constraint WHERE contype = 'f'")" == t ]]
   # pg-partition ensure ran after the commit: the months ahead exist.

@@ -7,6 +7,13 @@ load helpers
 
 bellsystems() { bellsystems_app "PGFERRY_MIGRATE=per-step"; }
 
+# The seed's "firestore_id: same as id during transition", filled by the plan itself
+# (--copy-key): rows whose firestore_id is their id, of all rows, per table.
+same_ids() {
+  pg -c "SELECT (SELECT count(*) FILTER (WHERE firestore_id = id) || '/' || count(*) FROM crm_customers) || ' ' ||
+                (SELECT count(*) FILTER (WHERE firestore_id = id) || '/' || count(*) FROM staff)"
+}
+
 @test "BellSystems: preflight, freeze, backup, migrate, verify --full, cutover; then a NO-GO and a rollback to the freeze" {
   bellsystems
   run -0 "${SCRIPTS}/preflight"
@@ -22,6 +29,7 @@ bellsystems() { bellsystems_app "PGFERRY_MIGRATE=per-step"; }
   [[ "$(pg -c 'SELECT count(*) FROM device_logs_2024_07')" -gt 0 ]]
   [[ "$(pg -c "SELECT location->>'lat' FROM crm_customers WHERE id = 'c01'")" == 37.91 ]]
   [[ "$(pg -c "SELECT customer_id FROM crm_orders WHERE id = 'o2-1'")" == c02 ]]
+  [[ "$(same_ids)" == "30/30 5/5" ]]
   run -0 "${SCRIPTS}/migrate" status
   [[ "$(grep -c ' success ' <<<"${output}")" == 18 ]]
 
@@ -73,6 +81,7 @@ bellsystems() { bellsystems_app "PGFERRY_MIGRATE=per-step"; }
 
   run -0 "${SCRIPTS}/migrate" --execute --from 1.12
   [[ "${output}" == *"(${W}/plan.ndjson, 7 of 18 steps)"* ]]
+  [[ "$(same_ids)" == "30/30 5/5" ]]
   [[ "$(pg -c "SELECT string_agg(outcome, ',' ORDER BY id) FROM _migration_runs WHERE target = 'device_logs'")" == interrupted,success ]]
   run -0 --separate-stderr "${SCRIPTS}/verify" --full
   [[ "${lines[-1]}" == "GO: "* ]]
@@ -121,6 +130,7 @@ bellsystems() { bellsystems_app "PGFERRY_MIGRATE=per-step"; }
   run -0 "${SCRIPTS}/migrate" --config "${phase2}" --execute
   [[ "${output}" == *"crm_orders: Source: 60 rows → Postgres: 60 rows ✓"*"table crm_quotations: foreign key crm_quotations_customer_id_fkey validated"* ]]
   [[ -z "$(pg -c "${not_valid}")" ]]
+  [[ "$(same_ids)" == "30/30 5/5" ]]
   run -0 --separate-stderr "${SCRIPTS}/verify" --config "${phase2}" --full
   [[ "${lines[-1]}" == "GO: every step ran, 6 step(s) match their sources (--full), lint clean; next: scripts/cutover" ]]
   run -0 "${SCRIPTS}/cutover" --config "${phase2}" --execute
