@@ -13,6 +13,8 @@ pub const TEXT_OID: u32 = 25;
 const VARCHAR_OID: u32 = 1043;
 const BPCHAR_OID: u32 = 1042;
 const NAME_OID: u32 = 19;
+/// `"char"`, one byte: its input keeps the first byte of longer text without an error.
+const CHAR_OID: u32 = 18;
 const INTERVAL_OID: u32 = 1186;
 const TIMETZ_OID: u32 = 1266;
 const MONEY_OID: u32 = 790;
@@ -41,8 +43,8 @@ pub struct ColumnInfo {
     pub length: Option<u32>,
     /// `char(n)`: blank-padded, so trailing spaces are not part of the value.
     pub blank_padded: bool,
-    /// The most bytes a value holds: 63 for `name` (NAMEDATALEN - 1), whose text input cuts
-    /// longer values without an error (or an array's elements).
+    /// The most bytes a value holds: 63 for `name` (NAMEDATALEN - 1), 1 for `"char"`, whose text
+    /// input cuts longer values without an error (or an array's elements).
     pub max_bytes: Option<u32>,
     /// The column's type is a domain (whose CHECK constraints the server applies).
     pub domain: bool,
@@ -116,7 +118,11 @@ pub fn table_columns(client: &mut impl GenericClient, oid: u32, qualified: &str)
             numeric_precision,
             length,
             blank_padded: base_oid == BPCHAR_OID,
-            max_bytes: (base_oid == NAME_OID).then_some(63),
+            max_bytes: match base_oid {
+                NAME_OID => Some(63),
+                CHAR_OID => Some(1),
+                _ => None,
+            },
             domain: type_oid != r.get::<_, u32>(8),
             interval_fields,
             precision,

@@ -1198,11 +1198,11 @@ fn change_of(raw: &str, kind: &Kind, col: &ColumnInfo, opts: &Options) -> Option
 /// A `varchar(n)` or `char(n)` value longer than n characters: PostgreSQL refuses it, except
 /// that it cuts trailing spaces past n without an error, which for `varchar` loses them (for
 /// `char(n)` they are padding, not part of the value). Both are refused here, naming the value.
-/// A `name` longer than 63 bytes, which name's text input cuts without an error, too.
+/// A `name` longer than 63 bytes (a `"char"` than 1), which their input cuts without an error, too.
 pub fn check_length(text: &str, col: &ColumnInfo) -> std::result::Result<(), String> {
     if let Some(max) = col.max_bytes.map(|n| n as usize).filter(|max| text.len() > *max) {
         return Err(format!(
-            "is {} bytes ({} characters) in UTF-8, more than the {max} bytes a name holds: PostgreSQL would cut it \
+            "is {} bytes ({} characters) in UTF-8, more than the {max} the type holds: PostgreSQL would cut it \
              without an error",
             text.len(),
             text.chars().count()

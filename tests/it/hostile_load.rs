@@ -465,6 +465,10 @@ fn a_name_longer_than_63_bytes_is_refused_not_cut() {
     assert_eq!(pg.count("t"), 0);
     let fits = format!("{}a", "é".repeat(31));
     assert_eq!(stored(&pg, "name", &json!(fits).to_string(), &[]), fits);
+    // "char" kept the first byte of "abc" (of "é", half a character).
+    refused(&pg, "\"char\"", "\"abc\"", &[], &["is 3 bytes (3 characters) in UTF-8, more than the 1"]);
+    refused(&pg, "\"char\"", "\"é\"", &[], &["is 2 bytes (1 characters)"]);
+    assert_eq!(stored(&pg, "\"char\"", "\"a\"", &[]), "a");
 }
 
 #[test]
