@@ -13,6 +13,7 @@ pub const TEXT_OID: u32 = 25;
 const VARCHAR_OID: u32 = 1043;
 const BPCHAR_OID: u32 = 1042;
 const NAME_OID: u32 = 19;
+const INTERVAL_OID: u32 = 1186;
 
 /// A table's column.
 #[derive(Debug, Clone)]
@@ -42,6 +43,9 @@ pub struct ColumnInfo {
     pub max_bytes: Option<u32>,
     /// The column's type is a domain (whose CHECK constraints the server applies).
     pub domain: bool,
+    /// An `interval` column's field mask (`timefmt::IV_*`; `IV_FULL` when it names none), or
+    /// an interval array's.
+    pub interval_fields: Option<u32>,
     /// The fraction digits of a second a `timestamp(p)`, `timestamptz(p)` or `time(p)` column
     /// keeps, when fewer than 6 (or an array's elements).
     pub precision: Option<u32>,
@@ -76,6 +80,12 @@ pub fn table_columns(client: &mut impl GenericClient, oid: u32, qualified: &str)
         // varchar(n), char(n): n + 4. time(p), timestamp(p), timestamptz(p): p.
         let length = (matches!(base_oid, VARCHAR_OID | BPCHAR_OID) && typmod >= 4).then(|| (typmod - 4) as u32);
         let precision = (matches!(base_oid, 1083 | 1114 | 1184) && (0..6).contains(&typmod)).then_some(typmod as u32);
+        // interval's typmod: (field mask << 16) | precision (0xFFFF: full).
+        let fields = if typmod < 0 { crate::timefmt::IV_FULL } else { (typmod as u32 >> 16) & 0x7FFF };
+        let interval_fields = (base_oid == INTERVAL_OID).then_some(fields);
+        let precision = precision
+            .or(((base_oid == INTERVAL_OID && typmod >= 0) && (typmod & 0xFFFF) < 6)
+                .then_some((typmod & 0xFFFF) as u32));
         out.push(ColumnInfo {
             name: r.get(0),
             type_name: r.get(1),
@@ -90,6 +100,7 @@ pub fn table_columns(client: &mut impl GenericClient, oid: u32, qualified: &str)
             blank_padded: base_oid == BPCHAR_OID,
             max_bytes: (base_oid == NAME_OID).then_some(63),
             domain: type_oid != r.get::<_, u32>(8),
+            interval_fields,
             precision,
         });
     }

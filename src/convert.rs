@@ -993,13 +993,22 @@ pub enum Change {
     /// A JSON object repeats a key: PostgreSQL's jsonb keeps the last value (json keeps the
     /// text as written, unless `--strip-nul` had to rebuild it).
     DuplicateKeys,
-    /// More fraction digits of a second than a `timestamp(p)`/`time(p)` column keeps.
+    /// More fraction digits of a second than a `timestamp(p)`/`time(p)`/`interval(p)` column keeps.
     Precision,
+    /// An interval's fraction of a year that is no whole number of months: rounded to months.
+    Months,
 }
 
 impl Change {
-    pub const ALL: [Change; 6] =
-        [Change::Scale, Change::Microseconds, Change::Real, Change::Double, Change::DuplicateKeys, Change::Precision];
+    pub const ALL: [Change; 7] = [
+        Change::Scale,
+        Change::Microseconds,
+        Change::Real,
+        Change::Double,
+        Change::DuplicateKeys,
+        Change::Precision,
+        Change::Months,
+    ];
 
     /// The key in the run log's `changes` and in messages.
     pub fn name(self) -> &'static str {
@@ -1010,6 +1019,7 @@ impl Change {
             Change::Double => "rounded-to-double",
             Change::DuplicateKeys => "duplicate-keys-collapsed",
             Change::Precision => "rounded-to-precision",
+            Change::Months => "rounded-to-months",
         }
     }
 
@@ -1022,6 +1032,9 @@ impl Change {
             Change::DuplicateKeys => "a JSON object repeats a key: all but the last value would be lost".into(),
             Change::Precision => {
                 format!("PostgreSQL would round it to {} fraction digits of a second", col.precision.unwrap_or(6))
+            }
+            Change::Months => {
+                "a fraction of a year that is no whole number of months: PostgreSQL would round it to months".into()
             }
         }
     }
@@ -1038,6 +1051,7 @@ pub fn may_change(col: &ColumnInfo) -> bool {
         Kind::Timestamp | Kind::Timestamptz | Kind::Time | Kind::Float4 | Kind::Float8 | Kind::Json | Kind::Jsonb => {
             true
         }
+        Kind::Other(_) => col.interval_fields.is_some(),
         _ => false,
     }
 }
@@ -1126,6 +1140,16 @@ fn change_of(raw: &str, kind: &Kind, col: &ColumnInfo, opts: &Options) -> Option
             let stored = t.parse::<f64>().ok()?;
             (stored.is_finite() && !same_decimal(&input, &format!("{stored:e}"))).then_some(Change::Double)
         }
+        Kind::Other(_) => {
+            let iv = timefmt::read_interval(&number_text()?, col.interval_fields?)?;
+            let unit = 10i128.pow(6 - col.precision.unwrap_or(6).min(6));
+            match () {
+                _ if iv.fract_months => Some(Change::Months),
+                _ if iv.sub_micro => Some(Change::Microseconds),
+                _ if iv.micros % unit != 0 => Some(Change::Precision),
+                _ => None,
+            }
+        }
         // json keeps its text as written (keys repeated and all) unless --strip-nul rebuilt it.
         Kind::Json if !(opts.strip_nul && raw.contains("\\u0000")) => None,
         Kind::Json | Kind::Jsonb => {
@@ -1152,6 +1176,9 @@ pub fn check_length(text: &str, col: &ColumnInfo) -> std::result::Result<(), Str
             text.chars().count()
         ));
     }
+    if let Some(why) = col.interval_fields.and_then(|r| interval_drops(text, r)) {
+        return Err(format!("{why}: PostgreSQL would drop the rest of this value without an error"));
+    }
     let Some(n) = col.length.map(|n| n as usize) else { return Ok(()) };
     if text.len() <= n {
         return Ok(()); // no more bytes than n, so no more characters
@@ -1169,9 +1196,39 @@ pub fn check_length(text: &str, col: &ColumnInfo) -> std::result::Result<(), Str
     }
 }
 
-/// Whether `col` has a size [`check_fits`] checks (`varchar(n)`, `name`, `numeric(p,s)`).
+/// An interval the column's fields cannot hold whole (`1 day 02:30` into `interval hour`):
+/// what the column keeps, when the value has more.
+fn interval_drops(text: &str, range: u32) -> Option<&'static str> {
+    use timefmt::{IV_DAY, IV_HOUR, IV_MINUTE, IV_MONTH, IV_YEAR};
+    let keeps = match range {
+        IV_YEAR => "the column keeps whole years only",
+        r if r == IV_MONTH || r == IV_YEAR | IV_MONTH => "the column keeps years and months only",
+        IV_DAY => "the column keeps no time of day",
+        r if r == IV_HOUR || r == IV_DAY | IV_HOUR => "the column keeps whole hours only",
+        r if r == IV_MINUTE || r == IV_HOUR | IV_MINUTE || r == IV_DAY | IV_HOUR | IV_MINUTE => {
+            "the column keeps whole minutes only"
+        }
+        _ => return None,
+    };
+    let iv = timefmt::read_interval(text, range)?;
+    let (hour, minute) = (3_600_000_000i128, 60_000_000i128);
+    let dropped = match range {
+        IV_YEAR => iv.months % 12 != 0 || iv.days != 0 || iv.micros != 0,
+        r if r & (IV_DAY | IV_HOUR | IV_MINUTE) == 0 => iv.days != 0 || iv.micros != 0,
+        IV_DAY => iv.micros != 0,
+        r if r & IV_MINUTE == 0 => iv.micros % hour != 0,
+        _ => iv.micros % minute != 0,
+    };
+    dropped.then_some(keeps)
+}
+
+/// Whether `col` has a size [`check_fits`] checks (`varchar(n)`, `name`, `numeric(p,s)`), or
+/// fields (`interval hour`).
 pub fn has_limit(col: &ColumnInfo) -> bool {
-    col.length.is_some() || col.max_bytes.is_some() || col.numeric_precision.is_some()
+    col.length.is_some()
+        || col.max_bytes.is_some()
+        || col.numeric_precision.is_some()
+        || col.interval_fields.is_some_and(|r| r != timefmt::IV_FULL)
 }
 
 /// A converted cell against its column's declared size: text by [`check_length`], a numeric
@@ -2031,6 +2088,7 @@ mod tests {
             blank_padded: false,
             max_bytes: None,
             domain: false,
+            interval_fields: None,
             precision: None,
         }
     }

@@ -442,6 +442,217 @@ pub fn now_micros() -> i64 {
     d.as_micros() as i64
 }
 
+// ---------------------------------------------------------------- intervals
+
+/// The fields an `interval` column's type modifier names (PostgreSQL's `INTERVAL_MASK`):
+/// `interval year` keeps only years, `interval hour to minute` only whole minutes.
+pub const IV_MONTH: u32 = 1 << 1;
+pub const IV_YEAR: u32 = 1 << 2;
+pub const IV_DAY: u32 = 1 << 3;
+pub const IV_HOUR: u32 = 1 << 10;
+pub const IV_MINUTE: u32 = 1 << 11;
+pub const IV_SECOND: u32 = 1 << 12;
+/// No field restriction (`interval`, `interval(p)`).
+pub const IV_FULL: u32 = 0x7FFF;
+
+const US_PER_MONTH: i128 = 30 * MICROS_PER_DAY as i128;
+
+/// An interval's text as PostgreSQL reads it (its `interval_in`, IntervalStyle `postgres`):
+/// the months, days and microseconds it stores, and what it rounds on the way.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct IntervalRead {
+    pub months: i128,
+    pub days: i128,
+    pub micros: i128,
+    /// A part is a fraction of a microsecond (`0.0000001 seconds`, `1.5 us`): rounded to
+    /// microseconds (a half towards zero).
+    pub sub_micro: bool,
+    /// A fraction of a year (decade, century, millennium) that is no whole number of months
+    /// (`0.1 years` is 1.2 months): PostgreSQL rounds it to whole months.
+    pub fract_months: bool,
+}
+
+impl IntervalRead {
+    /// Adds `n` (a decimal's digits `m` × 10^-`scale`) of a unit worth `per` units of `base`
+    /// (months, or microseconds), the fraction spilling into days and microseconds as
+    /// PostgreSQL's does (a month is 30 days).
+    fn add(&mut self, m: i128, scale: u32, per: i128, months: bool) -> Option<()> {
+        let div = 10i128.checked_pow(scale)?;
+        let total = m.checked_mul(per)?;
+        let (q, r) = (total / div, total % div);
+        if months {
+            // Years: whole months only, the rest rounded away.
+            self.months += q + (2 * r.abs() >= div) as i128 * r.signum();
+            self.fract_months |= r != 0;
+            return Some(());
+        }
+        self.sub_micro |= r != 0;
+        let q = q + (2 * r.abs() > div) as i128 * r.signum();
+        if per >= US_PER_MONTH && per % US_PER_MONTH == 0 {
+            self.months += q / US_PER_MONTH;
+            let rest = q % US_PER_MONTH;
+            self.days += rest / MICROS_PER_DAY as i128;
+            self.micros += rest % MICROS_PER_DAY as i128;
+        } else if per >= MICROS_PER_DAY as i128 {
+            self.days += q / MICROS_PER_DAY as i128;
+            self.micros += q % MICROS_PER_DAY as i128;
+        } else {
+            self.micros += q;
+        }
+        Some(())
+    }
+}
+
+/// A unit word: (worth, counted in months?).
+fn interval_unit(u: &str) -> Option<(i128, bool)> {
+    const S: i128 = 1_000_000;
+    Some(match u {
+        "millennium" | "millennia" | "mil" | "mils" => (12_000, true),
+        "century" | "centuries" | "cent" | "c" => (1_200, true),
+        "decade" | "decades" | "dec" | "decs" => (120, true),
+        "year" | "years" | "yr" | "yrs" | "y" => (12, true),
+        "month" | "months" | "mon" | "mons" => (US_PER_MONTH, false),
+        "week" | "weeks" | "w" => (7 * MICROS_PER_DAY as i128, false),
+        "day" | "days" | "d" => (MICROS_PER_DAY as i128, false),
+        "hour" | "hours" | "hr" | "hrs" | "h" => (3600 * S, false),
+        "minute" | "minutes" | "min" | "mins" | "m" => (60 * S, false),
+        "second" | "seconds" | "sec" | "secs" | "s" => (S, false),
+        "millisecond" | "milliseconds" | "msec" | "msecs" | "msecond" | "mseconds" | "ms" => (1_000, false),
+        "microsecond" | "microseconds" | "usec" | "usecs" | "usecond" | "useconds" | "us" => (1, false),
+        _ => return None,
+    })
+}
+
+/// `[+-]digits[.digits]` as (signed digits, scale), trailing fraction zeros dropped.
+fn interval_number(t: &str) -> Option<(i128, u32)> {
+    let (neg, body) = match t.as_bytes().first()? {
+        b'-' => (true, &t[1..]),
+        b'+' => (false, &t[1..]),
+        _ => (false, t),
+    };
+    let (int, frac) = body.split_once('.').unwrap_or((body, ""));
+    let frac = frac.trim_end_matches('0');
+    if (int.is_empty() && frac.is_empty() && !body.contains('0'))
+        || !int.bytes().chain(frac.bytes()).all(|c| c.is_ascii_digit())
+        || int.len() + frac.len() > 30
+    {
+        return None;
+    }
+    let digits: i128 = format!("0{int}{frac}").parse().ok()?;
+    Some((if neg { -digits } else { digits }, frac.len() as u32))
+}
+
+/// The unit a number without one has, by the column's fields (PostgreSQL: the rightmost).
+fn bare_unit(range: u32) -> (i128, bool) {
+    let unit = match range {
+        r if r == IV_YEAR => "year",
+        r if r == IV_MONTH || r == IV_YEAR | IV_MONTH => "month",
+        r if r == IV_DAY => "day",
+        r if r == IV_HOUR || r == IV_DAY | IV_HOUR => "hour",
+        r if r == IV_MINUTE || r == IV_HOUR | IV_MINUTE || r == IV_DAY | IV_HOUR | IV_MINUTE => "minute",
+        _ => "second",
+    };
+    interval_unit(unit).expect("a unit")
+}
+
+/// Reads an interval's text as PostgreSQL does for the common forms: `1 day 2 hours`,
+/// `@ 3 mins ago`, `1 12:00:00`, `-1-2` (years-months), `01:02:03.5`, ISO 8601 `P1Y2M3DT4H5M6S`;
+/// `range` is the column's field mask ([`IV_FULL`] without one). `None`: a form not read here
+/// (the server reads it as it reads it).
+pub fn read_interval(s: &str, range: u32) -> Option<IntervalRead> {
+    let s = s.trim().to_ascii_lowercase();
+    let mut iv = IntervalRead::default();
+    if let Some(iso) = s.strip_prefix('p') {
+        let (date, time) = iso.split_once('t').unwrap_or((iso, ""));
+        for (part, in_time) in [(date, false), (time, true)] {
+            let mut rest = part;
+            while !rest.is_empty() {
+                let at = rest.find(|c: char| c.is_ascii_alphabetic())?;
+                let (m, scale) = interval_number(&rest[..at])?;
+                let unit = match (rest.as_bytes()[at], in_time) {
+                    (b'y', false) => "year",
+                    (b'm', false) => "month",
+                    (b'w', false) => "week",
+                    (b'd', false) => "day",
+                    (b'h', true) => "hour",
+                    (b'm', true) => "minute",
+                    (b's', true) => "second",
+                    _ => return None,
+                };
+                let (per, months) = interval_unit(unit)?;
+                iv.add(m, scale, per, months)?;
+                rest = &rest[at + 1..];
+            }
+        }
+        return Some(iv);
+    }
+    let s = s.strip_prefix('@').unwrap_or(&s);
+    let tokens: Vec<&str> = s.split_ascii_whitespace().collect();
+    let mut negate = false;
+    let mut i = 0;
+    while i < tokens.len() {
+        let t = tokens[i];
+        i += 1;
+        if !t.is_ascii() {
+            return None;
+        }
+        if t == "ago" && i == tokens.len() {
+            negate = true;
+        } else if t.contains(':') {
+            // [+-]H:M[:S[.f]]; M:S.f, or M:S in a `minute to second` column.
+            let (neg, body) = match t.as_bytes()[0] {
+                b'-' => (true, &t[1..]),
+                b'+' => (false, &t[1..]),
+                _ => (false, t),
+            };
+            let parts: Vec<&str> = body.split(':').collect();
+            let mins_secs = parts.len() == 2 && (parts[1].contains('.') || range == IV_MINUTE | IV_SECOND);
+            let units: &[i128] = match (parts.len(), mins_secs) {
+                (2, true) => &[60_000_000, 1_000_000],
+                (2, false) => &[3_600_000_000, 60_000_000],
+                (3, _) => &[3_600_000_000, 60_000_000, 1_000_000],
+                _ => return None,
+            };
+            for (k, (p, per)) in parts.iter().zip(units).enumerate() {
+                let (m, scale) = interval_number(p)?;
+                if p.starts_with(['-', '+']) || (scale > 0 && k + 1 < parts.len()) {
+                    return None;
+                }
+                iv.add(if neg { -m } else { m }, scale, *per, false)?;
+            }
+        } else if let Some((y, m)) = t[1..].split_once('-').map(|(y, m)| (&t[..y.len() + 1], m)) {
+            // [+-]Y-M: years and months.
+            let (years, ys) = interval_number(y)?;
+            let (months, ms) = interval_number(m)?;
+            if ys + ms > 0 || m.starts_with(['-', '+']) {
+                return None;
+            }
+            iv.months += years * 12 + if years < 0 || y.starts_with('-') { -months } else { months };
+        } else {
+            // A number, its unit attached (`5min`) or the next token; a number without one
+            // before a time is days (`1 12:00:00`), else the column's rightmost field.
+            let split = t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len());
+            let (num, attached) = t.split_at(split);
+            let (m, scale) = interval_number(num)?;
+            let (per, months) = if !attached.is_empty() {
+                interval_unit(attached)?
+            } else if let Some(u) = tokens.get(i).and_then(|u| interval_unit(u)) {
+                i += 1;
+                u
+            } else if tokens.get(i).is_some_and(|n| n.contains(':')) {
+                interval_unit("day").expect("a unit")
+            } else {
+                bare_unit(range)
+            };
+            iv.add(m, scale, per, months)?;
+        }
+    }
+    if negate {
+        (iv.months, iv.days, iv.micros) = (-iv.months, -iv.days, -iv.micros);
+    }
+    Some(iv)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -580,5 +791,42 @@ mod tests {
         assert_eq!(parse_offset("+02:00"), Some(7200));
         assert_eq!(parse_offset("-0530"), Some(-19800));
         assert_eq!(parse_offset("Europe/Athens"), None);
+    }
+
+    #[test]
+    fn intervals_read_as_postgresql_reads_them() {
+        let r = |s: &str| read_interval(s, IV_FULL).unwrap_or_else(|| panic!("{s}"));
+        let at = |s: &str| {
+            let i = r(s);
+            (i.months, i.days, i.micros)
+        };
+        assert_eq!(at("1 year 2 mons 3 days 04:05:06.5"), (14, 3, 14_706_500_000));
+        assert_eq!(at("@ 3 mins ago"), (0, 0, -180_000_000));
+        assert_eq!(at("1-2"), (14, 0, 0));
+        assert_eq!(at("-1-2"), (-14, 0, 0));
+        assert_eq!(at("1 12:00:00"), (0, 1, 43_200_000_000));
+        assert_eq!(at("P1Y2M3DT4H5M6S"), (14, 3, 14_706_000_000));
+        assert_eq!(at("0.5 months"), (0, 15, 0));
+        assert_eq!(at("1.5 weeks"), (0, 10, 43_200_000_000));
+        assert_eq!(at("5min"), (0, 0, 300_000_000));
+        assert_eq!(at("5"), (0, 0, 5_000_000));
+        assert_eq!(read_interval("5", IV_HOUR).map(|i| i.micros), Some(3_600_000_000 * 5));
+        assert_eq!(read_interval("1:30", IV_MINUTE | IV_SECOND).map(|i| i.micros), Some(90_000_000));
+        assert_eq!(at("1:30.5"), (0, 0, 90_500_000));
+        for (s, sub, months) in [
+            ("0.0000001 seconds", true, false),
+            ("1.5 us", true, false),
+            ("1.2345678 ms", true, false),
+            ("1.234567 s", false, false),
+            ("0.1 years", false, true),
+            ("0.5 years", false, false),
+            ("0.01 months", false, false),
+            ("1 mon 0.00000000001 days", true, false),
+        ] {
+            assert_eq!((r(s).sub_micro, r(s).fract_months), (sub, months), "{s}");
+        }
+        for odd in ["P0001-02-03T04:05:06", "1 fortnight", "yesterday", "1 day, 2 hours", "1 jour"] {
+            assert_eq!(read_interval(odd, IV_FULL), None, "{odd}");
+        }
     }
 }

@@ -481,6 +481,7 @@ mod tests {
             blank_padded: false,
             max_bytes: None,
             domain: false,
+            interval_fields: None,
             precision: None,
         })
     }

@@ -498,3 +498,53 @@ fn a_value_a_domains_check_refuses_is_named_with_its_line_column_and_value() {
         }
     }
 }
+
+#[test]
+fn intervals_postgresql_rounds_are_counted_and_those_it_cuts_are_refused() {
+    let pg = Pg::new();
+    // PostgreSQL stored 0.0000001 seconds as 00:00:00, 0.1 years as 1 mon (1.2 months),
+    // 1.234 s in an interval(2) as 1.23 s, all without an error.
+    table(&pg, "id int PRIMARY KEY, a interval, b interval(2), c interval[]");
+    let rows = [
+        r#"{"id":1,"a":"0.0000001 seconds","b":"1.234 s","c":["1.5 microseconds"]}"#,
+        r#"{"id":2,"a":"0.1 years","b":"1.23 s","c":["1 day"]}"#,
+        r#"{"id":3,"a":"1 day 02:03:04.5","b":"P1DT2H","c":["PT0.0000001S", "1:02:03.0000005"]}"#,
+        r#"{"id":4,"a":"@ 3 mins ago","b":"0.5 years","c":[]}"#,
+    ];
+    load(&pg, stream(&rows), &[]).ok().stderr_has(&[
+        "column 'a': 1 rounded-to-microseconds, column 'a': 1 rounded-to-months",
+        "column 'b': 1 rounded-to-precision",
+        "column 'c': 2 rounded-to-microseconds",
+    ]);
+    assert_eq!(
+        pg.rows("SELECT a, b FROM t ORDER BY id"),
+        ["00:00:00|00:00:01.23", "1 mon|00:00:01.23", "1 day 02:03:04.5|1 day 02:00:00", "-00:03:00|6 mons"]
+    );
+    refused(&pg, "interval", "\"1.5 microseconds\"", &["--strict"], &["would round it to microseconds"]);
+    refused(&pg, "interval", "\"1.01 years\"", &["--strict"], &["no whole number of months"]);
+    refused(&pg, "interval second(0)", "\"1.5 seconds\"", &["--strict"], &["round it to 0 fraction digits"]);
+    // Fields the column does not keep are dropped whole: refused.
+    for (coltype, value, keeps) in [
+        ("interval year", "3 years 5 months", "keeps whole years only"),
+        ("interval year to month", "1 year 2 days", "keeps years and months only"),
+        ("interval day", "36 hours", "keeps no time of day"),
+        ("interval hour", "1 day 02:30", "keeps whole hours only"),
+        ("interval hour to minute", "1 day 3:04:05", "keeps whole minutes only"),
+        ("interval month[]", "[\"1 mon\", \"1 mon 2 days\"]", "element 1: the column keeps years and months only"),
+    ] {
+        let v = if value.starts_with('[') { value.to_string() } else { json!(value).to_string() };
+        refused(
+            &pg,
+            coltype,
+            &v,
+            &[],
+            &[keeps, "would drop the rest of this value", &format!("(column type {coltype})")],
+        );
+    }
+    // What they keep whole, read by the column's fields as PostgreSQL reads it.
+    assert_eq!(stored(&pg, "interval year", "\"36 months\"", &["--strict"]), "3 years");
+    assert_eq!(stored(&pg, "interval hour", "5", &["--strict"]), "05:00:00");
+    assert_eq!(stored(&pg, "interval hour to minute", "\"1 day 3:04\"", &["--strict"]), "1 day 03:04:00");
+    assert_eq!(stored(&pg, "interval minute to second", "\"1:30\"", &["--strict"]), "00:01:30");
+    assert_eq!(stored(&pg, "interval day", "\"1 day\"", &["--strict"]), "1 day");
+}
