@@ -14,6 +14,8 @@ const VARCHAR_OID: u32 = 1043;
 const BPCHAR_OID: u32 = 1042;
 const NAME_OID: u32 = 19;
 const INTERVAL_OID: u32 = 1186;
+const TIMETZ_OID: u32 = 1266;
+const MONEY_OID: u32 = 790;
 
 /// A table's column.
 #[derive(Debug, Clone)]
@@ -30,7 +32,8 @@ pub struct ColumnInfo {
     pub generated: bool,
     /// The sequence behind a serial or identity column, to move past loaded ids.
     pub sequence: Option<String>,
-    /// A numeric column's scale (`numeric(12,2)`: 2), where it has one (an array's: its elements').
+    /// A numeric column's scale (`numeric(12,2)`: 2), where it has one (an array's: its elements');
+    /// a money column's fraction digits.
     pub scale: Option<i32>,
     /// A `numeric(p,s)` column's precision p (or an array's elements').
     pub numeric_precision: Option<u32>,
@@ -65,6 +68,7 @@ pub fn table_columns(client: &mut impl GenericClient, oid: u32, qualified: &str)
         )
         .map_err(|e| pg_error("read the table's columns", e))?;
     let mut out = Vec::with_capacity(rows.len());
+    let mut money_scale: Option<i32> = None;
     for r in rows {
         let type_oid: u32 = r.get(2);
         let kind = kind_of(client, type_oid)?;
@@ -75,11 +79,25 @@ pub fn table_columns(client: &mut impl GenericClient, oid: u32, qualified: &str)
             k => (k, r.get::<_, u32>(8)),
         };
         // numeric's typmod: ((precision << 16) | scale) + 4, the scale in 11 signed bits.
-        let scale = (*base_kind == Kind::Numeric && typmod >= 4).then(|| (((typmod - 4) & 0x7ff) ^ 1024) - 1024);
-        let numeric_precision = scale.map(|_| ((typmod - 4) >> 16) as u32 & 0xffff);
+        // money: the fraction digits of the server's lc_monetary, which its input rounds to.
+        let scale = match base_oid {
+            MONEY_OID => Some(match money_scale {
+                Some(s) => s,
+                None => *money_scale.insert(
+                    client
+                        .query_one("SELECT scale('0'::money::numeric)", &[])
+                        .map_err(|e| pg_error("read money's fraction digits", e))?
+                        .get(0),
+                ),
+            }),
+            _ => (*base_kind == Kind::Numeric && typmod >= 4).then(|| (((typmod - 4) & 0x7ff) ^ 1024) - 1024),
+        };
+        let numeric_precision =
+            (*base_kind == Kind::Numeric && typmod >= 4).then(|| ((typmod - 4) >> 16) as u32 & 0xffff);
         // varchar(n), char(n): n + 4. time(p), timestamp(p), timestamptz(p): p.
         let length = (matches!(base_oid, VARCHAR_OID | BPCHAR_OID) && typmod >= 4).then(|| (typmod - 4) as u32);
-        let precision = (matches!(base_oid, 1083 | 1114 | 1184) && (0..6).contains(&typmod)).then_some(typmod as u32);
+        let precision =
+            (matches!(base_oid, 1083 | 1114 | 1184 | TIMETZ_OID) && (0..6).contains(&typmod)).then_some(typmod as u32);
         // interval's typmod: (field mask << 16) | precision (0xFFFF: full).
         let fields = if typmod < 0 { crate::timefmt::IV_FULL } else { (typmod as u32 >> 16) & 0x7FFF };
         let interval_fields = (base_oid == INTERVAL_OID).then_some(fields);

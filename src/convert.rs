@@ -432,7 +432,7 @@ pub fn convert_raw(raw: &str, kind: &Kind, opts: &Options) -> Option<Cell> {
             Some(s) => Some(Cell::Text(s.to_string())),
             None => raw_text(raw, opts).map(Cell::Text),
         },
-        Kind::Array { elem, elem_oid } if matches!(**elem, Kind::Text | Kind::Enum | Kind::Other(_)) => {
+        Kind::Array { elem, elem_oid } if matches!(**elem, Kind::Text | Kind::Enum | Kind::Other(_) | Kind::Json) => {
             text_array_raw(raw, elem, *elem_oid, opts)
         }
         Kind::Int8 => raw.parse::<i64>().ok().map(Cell::Int8),
@@ -452,6 +452,16 @@ pub fn convert_raw(raw: &str, kind: &Kind, opts: &Options) -> Option<Cell> {
         Kind::Json if matches!(b.first(), Some(b'{' | b'[')) && !raw.contains("\\u0000") => {
             Some(Cell::Json(raw.to_string()))
         }
+        // A number as written (`1E5`, which serde_json writes 1e+5); a string holding JSON text
+        // is that text, as written.
+        Kind::Json => match b.first()? {
+            b'-' | b'0'..=b'9' | b't' | b'f' => Some(Cell::Json(raw.to_string())),
+            b'"' => serde_json::from_str::<String>(raw)
+                .ok()
+                .filter(|s| !s.contains("\\u0000") && serde_json::from_str::<serde::de::IgnoredAny>(s).is_ok())
+                .map(Cell::Json),
+            _ => None,
+        },
         Kind::Timestamptz | Kind::Timestamp => {
             let p = timefmt::parse_timestamp(plain_str()?)?;
             let tz = *kind == Kind::Timestamptz;
@@ -480,8 +490,8 @@ fn raw_text(raw: &str, opts: &Options) -> Option<String> {
     }
 }
 
-/// A `text[]` (varchar, enum, other element types) from a JSON array, or a string holding one,
-/// each element's text as [`raw_text`] reads it. `None`: the general path (nested arrays, errors).
+/// A `text[]` (varchar, enum, json, other element types) from a JSON array, or a string holding
+/// one, each element's text as written. `None`: the general path (nested arrays, errors).
 fn text_array_raw(raw: &str, elem: &Kind, elem_oid: u32, opts: &Options) -> Option<Cell> {
     let owned;
     let text = match raw.starts_with('"') {
@@ -495,8 +505,8 @@ fn text_array_raw(raw: &str, elem: &Kind, elem_oid: u32, opts: &Options) -> Opti
     let mut cells = Vec::with_capacity(items.len());
     for item in items {
         let r = item.get();
-        if r.starts_with('[') {
-            return None;
+        if r.starts_with('[') && *elem != Kind::Json {
+            return None; // nested: refused by the general path
         }
         cells.push(convert_raw(r, elem, opts)?);
     }
@@ -1040,6 +1050,10 @@ impl Change {
     }
 }
 
+/// Types read by the server whose rounding pg-load looks for (their `format_type` names).
+const TIMETZ: &str = "time with time zone";
+const MONEY: &str = "money";
+
 /// Whether `col`'s type can change values silently (so values are looked at).
 pub fn may_change(col: &ColumnInfo) -> bool {
     let kind = match &col.kind {
@@ -1051,7 +1065,7 @@ pub fn may_change(col: &ColumnInfo) -> bool {
         Kind::Timestamp | Kind::Timestamptz | Kind::Time | Kind::Float4 | Kind::Float8 | Kind::Json | Kind::Jsonb => {
             true
         }
-        Kind::Other(_) => col.interval_fields.is_some(),
+        Kind::Other(name) => col.interval_fields.is_some() || name == TIMETZ || name == MONEY,
         _ => false,
     }
 }
@@ -1139,6 +1153,24 @@ fn change_of(raw: &str, kind: &Kind, col: &ColumnInfo, opts: &Options) -> Option
             let input = parse_decimal(&t)?;
             let stored = t.parse::<f64>().ok()?;
             (stored.is_finite() && !same_decimal(&input, &format!("{stored:e}"))).then_some(Change::Double)
+        }
+        // timetz: its text's fraction of a second, as time's (the offset follows it).
+        Kind::Other(name) if name == TIMETZ => {
+            let s = string()?;
+            let frac = s.split_once('.')?.1.as_bytes();
+            let digits = frac.iter().take_while(|c| c.is_ascii_digit()).count();
+            let beyond = |keep: usize| digits > keep && frac[keep..digits].iter().any(|&c| c != b'0');
+            match () {
+                _ if beyond(6) => Some(Change::Microseconds),
+                _ if col.precision.is_some_and(|p| beyond(p as usize)) => Some(Change::Precision),
+                _ => None,
+            }
+        }
+        // money: rounded to its fraction digits (lc_monetary's; the catalog read them as `scale`).
+        Kind::Other(name) if name == MONEY => {
+            let t = number_text()?;
+            let t: String = t.chars().filter(|c| c.is_ascii_digit() || matches!(c, '.' | '-')).collect();
+            excess_digits_nonzero(&parse_decimal(&t)?, col.scale? as i64).then_some(Change::Scale)
         }
         Kind::Other(_) => {
             let iv = timefmt::read_interval(&number_text()?, col.interval_fields?)?;

@@ -139,11 +139,12 @@ pub struct CopySink {
     col_names: Vec<String>,
     /// Input line of each of the last rows sent, for the server's "COPY t, line N".
     recent_lines: std::collections::VecDeque<u64>,
-    /// The domain-typed columns (plan index, kind), and their fields in each of the last rows
-    /// sent (beside `recent_lines`): a domain's CHECK error names no value, so it is shown
-    /// from here.
-    domains: Vec<(usize, convert::Kind, String)>,
-    recent_domain_fields: std::collections::VecDeque<Vec<Vec<u8>>>,
+    /// The columns whose values the server reads and may refuse without naming them (a
+    /// domain's CHECK, a type pg-load sends as text: `bit(5)`, `inet`), as (plan index, kind,
+    /// type), and their fields in each of the last rows sent (beside `recent_lines`), so the
+    /// error shows the value.
+    kept_cols: Vec<(usize, convert::Kind, String)>,
+    recent_kept: std::collections::VecDeque<Vec<Vec<u8>>>,
     rows_in_copy: u64,
     staged: bool,
     /// COPY … FREEZE (the table was emptied by TRUNCATE in this transaction).
@@ -155,6 +156,8 @@ pub struct CopySink {
 }
 
 const RECENT: usize = 1 << 16;
+/// The bytes of a field kept to show in an error.
+const KEPT: usize = 256;
 /// Rows are sent in writes of this size (256 kB).
 const FLUSH_AT: usize = 1 << 18;
 
@@ -167,14 +170,14 @@ impl CopySink {
             cols: vec![],
             col_names: plan.columns.iter().map(|c| c.name.clone()).collect(),
             recent_lines: std::collections::VecDeque::with_capacity(RECENT),
-            domains: plan
+            kept_cols: plan
                 .columns
                 .iter()
                 .enumerate()
-                .filter(|(_, c)| c.domain)
+                .filter(|(_, c)| c.domain || !c.kind.has_binary())
                 .map(|(i, c)| (i, c.kind.clone(), c.type_name.clone()))
                 .collect(),
-            recent_domain_fields: std::collections::VecDeque::new(),
+            recent_kept: std::collections::VecDeque::new(),
             rows_in_copy: 0,
             staged: false,
             freeze: false,
@@ -223,7 +226,7 @@ impl CopySink {
         let w = tx.copy_in(&format!("COPY {target} FROM STDIN {fmt}")).map_err(|e| pg_error("start COPY", e))?;
         self.buf.clear();
         self.recent_lines.clear();
-        self.recent_domain_fields.clear();
+        self.recent_kept.clear();
         self.rows_in_copy = 0;
         if self.binary {
             self.buf.extend_from_slice(convert::BINARY_HEADER);
@@ -282,13 +285,18 @@ impl CopySink {
         }
         if self.recent_lines.len() == RECENT {
             self.recent_lines.pop_front();
-            self.recent_domain_fields.pop_front();
+            self.recent_kept.pop_front();
         }
         self.recent_lines.push_back(line);
-        if !self.domains.is_empty() {
+        if !self.kept_cols.is_empty() {
             let null: &[u8] = if self.binary { &[0xff; 4] } else { b"\\N" };
-            let fields = self.domains.iter().map(|(i, ..)| row.field(*i).unwrap_or(null).to_vec()).collect();
-            self.recent_domain_fields.push_back(fields);
+            // Enough to show (a message shows 60 characters); a long binary field is not kept.
+            let keep = |f: &[u8]| match (self.binary, f.len() > KEPT) {
+                (true, true) => vec![],
+                _ => f[..f.len().min(KEPT)].to_vec(),
+            };
+            let fields = self.kept_cols.iter().map(|(i, ..)| keep(row.field(*i).unwrap_or(null))).collect();
+            self.recent_kept.push_back(fields);
         }
         self.rows_in_copy += 1;
         self.lines.push(line);
@@ -339,18 +347,22 @@ impl CopySink {
         let detail = db.detail().unwrap_or("");
         let table = self.table.display();
         match code {
-            // The value a domain's CHECK refused, as sent (the server names none).
-            "23514" if msg.starts_with("value for domain") && line.is_some() => {
-                let d = self.domains.iter().position(|(i, ..)| Some(&self.col_names[*i]) == column.as_ref());
+            // The value a domain's CHECK or the type's input refused, as sent (the server
+            // names none, or not always).
+            _ if (code == "23514" && msg.starts_with("value for domain") || code.starts_with("22"))
+                && line.is_some() =>
+            {
+                let d = self.kept_cols.iter().position(|(i, ..)| Some(&self.col_names[*i]) == column.as_ref());
                 let shown = d.and_then(|d| {
-                    let at = self.recent_domain_fields.len().checked_sub(1 + back?)?;
-                    let (_, kind, type_name) = &self.domains[d];
-                    let v = convert::field_display(kind, self.binary, &self.recent_domain_fields.get(at)?[d]);
-                    Some((v, type_name))
+                    let at = self.recent_kept.len().checked_sub(1 + back?)?;
+                    let (_, kind, type_name) = &self.kept_cols[d];
+                    let field = &self.recent_kept.get(at)?[d];
+                    (!field.is_empty()).then(|| (convert::field_display(kind, self.binary, field), type_name))
                 });
+                let cause = pgferry::pg::pg_cause(&e);
                 match shown {
-                    Some((v, t)) => Error::Data(format!("{at}: value {v}: {msg} (column type {t})")),
-                    None => Error::Data(format!("{at}: {msg}")),
+                    Some((v, t)) => Error::Data(format!("{at}: value {v}: {cause} (column type {t})")),
+                    None => Error::Data(format!("{at}: {cause}")),
                 }
             }
             "23514" if msg.starts_with("no partition of relation") => {

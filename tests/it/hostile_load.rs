@@ -548,3 +548,68 @@ fn intervals_postgresql_rounds_are_counted_and_those_it_cuts_are_refused() {
     assert_eq!(stored(&pg, "interval minute to second", "\"1:30\"", &["--strict"]), "00:01:30");
     assert_eq!(stored(&pg, "interval day", "\"1 day\"", &["--strict"]), "1 day");
 }
+
+#[test]
+fn json_numbers_money_and_timetz_are_kept_or_their_rounding_counted() {
+    let pg = Pg::new();
+    // json keeps a number and an array's elements as written (1E5 was 1e+5, keys sorted).
+    assert_eq!(stored(&pg, "json", "1E5", &[]), "1E5");
+    assert_eq!(
+        stored(&pg, "json[]", r#"[{"b":1,"a":2,"a":3}, 1E5, "[1,  2]", [{"b":1,"a":2}], null]"#, &[]),
+        r#"{"{\"b\":1,\"a\":2,\"a\":3}",1E5,"[1,  2]","[{\"b\":1,\"a\":2}]",NULL}"#
+    );
+    // money rounds to lc_monetary's fraction digits (2 here): 12.345 was stored as $12.35.
+    table(&pg, "id int PRIMARY KEY, m money, z timetz, z0 timetz(0)");
+    let rows = [
+        r#"{"id":1,"m":12.345,"z":"10:00:00.1234567+02","z0":"10:00:00.5+02"}"#,
+        r#"{"id":2,"m":"$1,234.567","z":"10:00:00.123456+02","z0":"10:00:00.0+02"}"#,
+        r#"{"id":3,"m":"12.34","z":"10:00:00+05:30","z0":"10:00:00"}"#,
+    ];
+    load(&pg, stream(&rows), &[]).ok().stderr_has(&[
+        "column 'm': 2 rounded-to-scale",
+        "column 'z': 1 rounded-to-microseconds",
+        "column 'z0': 1 rounded-to-precision",
+    ]);
+    assert_eq!(
+        pg.rows("SELECT m, z, z0 FROM t ORDER BY id"),
+        [
+            "$12.35|10:00:00.123457+02|10:00:01+02",
+            "$1,234.57|10:00:00.123456+02|10:00:00+02",
+            "$12.34|10:00:00+05:30|10:00:00+00"
+        ]
+    );
+    refused(
+        &pg,
+        "money",
+        "12.345",
+        &["--strict"],
+        &["value 12.345", "round it to 2 fraction digits", "(column type money)"],
+    );
+    refused(&pg, "timetz", "\"10:00:00.1234567+02\"", &["--strict"], &["round it to microseconds"]);
+}
+
+#[test]
+fn a_value_the_server_refuses_is_named_with_its_value() {
+    let pg = Pg::new();
+    // Types pg-load sends as text: the server's message named no value ("bit string length 3
+    // does not match type bit(5)").
+    for present in [false, true] {
+        table(&pg, "id int PRIMARY KEY, b bit(5), n inet");
+        if present {
+            pg.exec("INSERT INTO t VALUES (1, B'10101', '10.0.0.1')");
+        }
+        let rows = [r#"{"id":2,"b":"10101","n":"10.0.0.2"}"#, r#"{"id":3,"b":"101","n":"10.0.0.3"}"#];
+        load(&pg, stream(&rows), &[]).expect(65).stderr_has(&[
+            "line 2, column 'b': value \"101\": bit string length 3 does not match type bit(5) (column type bit(5))",
+            "nothing was committed",
+        ]);
+        assert_eq!(pg.count("t"), present as i64);
+    }
+    refused(
+        &pg,
+        "varbit(3)",
+        "\"10101\"",
+        &[],
+        &["value \"10101\": bit string too long", "(column type bit varying(3))"],
+    );
+}
