@@ -589,10 +589,13 @@ fn the_pipe_into_postgres() {
         assert!(out.status.success(), "{script}: {:?}\n{err}", out.status);
         err
     };
+    // firestore_id, "same value during transition": the document id into both columns.
     let err = pipe(
-        r#"fs-export --project "$PROJECT" crm_customers --drop negotiating,has_problem | pg-load crm_customers --db "$DB""#,
+        r#"fs-export --project "$PROJECT" crm_customers --drop negotiating,has_problem |
+           pg-load crm_customers --copy-key id=firestore_id --db "$DB""#,
     );
     assert!(err.contains("Source: 3 rows → Postgres: 3 rows ✓"), "{err}");
+    assert_eq!(pg.one("SELECT count(*) FROM crm_customers WHERE firestore_id = id"), "3");
     let err = pipe(
         r#"fs-export --project "$PROJECT" --group orders --parent-field customer_id | pg-load crm_orders --db "$DB""#,
     );

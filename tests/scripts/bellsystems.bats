@@ -36,6 +36,13 @@ same_ids() {
   run -0 --separate-stderr "${SCRIPTS}/verify" --full
   [[ "${lines[-1]}" == "GO: every step ran, 18 step(s) match their sources (--full), lint clean; next: scripts/cutover" ]]
   [[ "$(jq -s 'map(select(.ok == true)) | length' "${W}/state/verify.ndjson")" -ge 18 ]]
+  # The full check compares each copy with the Firestore document's id: one that differs is
+  # a changed record naming firestore_id.
+  pg -c "UPDATE staff SET firestore_id = 'other' WHERE id = (SELECT min(id) FROM staff)"
+  run -1 --separate-stderr count-check --full --plan "${W}/plan.ndjson" --step 3.1 \
+    --project "$(sed -n 's/^GOOGLE_CLOUD_PROJECT=//p' "${PGFERRY_CONFIG}")"
+  [[ "$(jq -c '[.changed, .changed_records[0].fields[0].field, .changed_records[0].fields[0].dest]' <<<"${output}")" == '[1,"firestore_id","other"]' ]]
+  pg -c "UPDATE staff SET firestore_id = id"
 
   run -0 "${SCRIPTS}/cutover" --execute
   grep -q "^APP_STORE=postgres$" "${W}/app/.env"
