@@ -1062,9 +1062,14 @@ pub fn may_change(col: &ColumnInfo) -> bool {
     };
     match kind {
         Kind::Numeric => col.scale.is_some(),
-        Kind::Timestamp | Kind::Timestamptz | Kind::Time | Kind::Float4 | Kind::Float8 | Kind::Json | Kind::Jsonb => {
-            true
-        }
+        Kind::Timestamp
+        | Kind::Timestamptz
+        | Kind::Date
+        | Kind::Time
+        | Kind::Float4
+        | Kind::Float8
+        | Kind::Json
+        | Kind::Jsonb => true,
         Kind::Other(name) => col.interval_fields.is_some() || name == TIMETZ || name == MONEY,
         _ => false,
     }
@@ -1117,7 +1122,8 @@ fn change_of(raw: &str, kind: &Kind, col: &ColumnInfo, opts: &Options) -> Option
             let d = parse_decimal(&number_text()?)?;
             (excess_digits_nonzero(&d, col.scale? as i64)).then_some(Change::Scale)
         }
-        Kind::Timestamp | Kind::Timestamptz | Kind::Time => {
+        // (A date from a timestamp at midnight: a fraction of a microsecond past it is lost too.)
+        Kind::Timestamp | Kind::Timestamptz | Kind::Date | Kind::Time => {
             if raw.starts_with('"') {
                 // A string without escapes is its own text: looked at in place.
                 let owned;

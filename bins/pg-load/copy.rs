@@ -157,7 +157,7 @@ pub struct CopySink {
 
 const RECENT: usize = 1 << 16;
 /// The bytes of a field kept to show in an error.
-const KEPT: usize = 256;
+const KEPT: usize = 128;
 /// Rows are sent in writes of this size (256 kB).
 const FLUSH_AT: usize = 1 << 18;
 

@@ -616,4 +616,25 @@ fn a_value_the_server_refuses_is_named_with_its_value() {
         &[],
         &["value \"10101\": bit string too long", "(column type bit varying(3))"],
     );
+    // A cidr with host bits set is refused (an inet keeps them); an enum's labels are case-sensitive.
+    refused(&pg, "cidr", "\"192.168.1.5/24\"", &[], &["value \"192.168.1.5/24\"", "bits set to right of mask"]);
+    assert_eq!(stored(&pg, "inet", "\"192.168.1.5/24\"", &["--strict"]), "192.168.1.5/24");
+    pg.exec("CREATE TYPE status AS ENUM ('active')");
+    refused(&pg, "status", "\"Active\"", &[], &["invalid input value for enum status: \"Active\""]);
+    // real holds about 7 digits: 16777217 (2^24 + 1) is stored as 16777216, counted.
+    table(&pg, "a real");
+    load(&pg, stream(&[r#"{"a":16777217}"#]), &[]).ok().stderr_has(&["column 'a': 1 rounded-to-real"]);
+    refused(&pg, "real", "\"16777217\"", &["--strict"], &["real would round it"]);
+}
+
+#[test]
+fn a_date_from_a_timestamp_a_fraction_of_a_microsecond_past_midnight_is_counted() {
+    let pg = Pg::new();
+    table(&pg, "a date");
+    load(&pg, stream(&[r#"{"a":"2024-01-05T00:00:00.0000001Z"}"#]), &[])
+        .ok()
+        .stderr_has(&["column 'a': 1 rounded-to-microseconds"]);
+    assert_eq!(pg.one("SELECT a::text FROM t"), "2024-01-05");
+    refused(&pg, "date", "\"2024-01-05T00:00:00.0000001Z\"", &["--strict"], &["round it to microseconds"]);
+    assert_eq!(stored(&pg, "date", "\"2024-01-05T00:00:00.000000Z\"", &["--strict"]), "2024-01-05");
 }
