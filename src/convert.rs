@@ -1878,76 +1878,144 @@ pub fn field_display(kind: &Kind, binary: bool, field: &[u8]) -> String {
     if i32::from_be_bytes(*len) < 0 {
         return "null".into();
     }
-    let int = |n: usize| b.get(..n).map(|x| x.iter().fold(0i64, |a, &y| a << 8 | y as i64));
     let cell = match kind {
         Kind::Bool => return (if b == [1] { "true" } else { "false" }).into(),
-        Kind::Int2 => int(2).map(|v| Cell::Int2(v as i16)),
-        Kind::Int4 => int(4).map(|v| Cell::Int4(v as i32)),
-        Kind::Int8 => int(8).map(Cell::Int8),
-        Kind::Float4 => int(4).map(|v| Cell::Float4(f32::from_bits(v as u32))),
-        Kind::Float8 => int(8).map(|v| Cell::Float8(f64::from_bits(v as u64))),
-        Kind::Numeric => return numeric_from_binary(b).unwrap_or_else(|| "(unknown)".into()),
-        Kind::Jsonb => Some(Cell::Text(String::from_utf8_lossy(b.get(1..).unwrap_or_default()).into_owned())),
-        Kind::Text | Kind::Enum | Kind::Json | Kind::Other(_) => {
-            Some(Cell::Text(String::from_utf8_lossy(b).into_owned()))
-        }
-        Kind::Bytea => Some(Cell::Bytes(b.to_vec())),
-        Kind::Uuid => b.try_into().ok().map(Cell::Uuid),
-        Kind::Date => int(4).map(|v| match v as i32 {
-            d @ (i32::MAX | i32::MIN) => Cell::Date(d),
-            d => Cell::Date((d as i64 + PG_EPOCH_DAYS) as i32),
-        }),
-        Kind::Time => int(8).map(Cell::Time),
-        Kind::Timestamp | Kind::Timestamptz => int(8).map(|v| {
-            let t = match v {
-                i64::MAX | i64::MIN => v,
-                v => v + PG_EPOCH_MICROS,
-            };
-            if *kind == Kind::Timestamp {
-                Cell::Timestamp(t)
-            } else {
-                Cell::Timestamptz(t)
-            }
-        }),
-        Kind::Array { .. } => None,
+        Kind::Array { .. } => return "(an array)".into(),
+        _ => match decode_binary(kind, b) {
+            Ok(cell) => cell,
+            Err(_) => return "(unknown)".into(),
+        },
     };
-    let Some(cell) = cell else { return "(an array)".into() };
     let mut out = Vec::new();
     encode_text_plain(&cell, &mut out);
     snippet(String::from_utf8_lossy(&out).into_owned())
 }
 
-/// numeric's binary form (see [`encode_numeric`]) as decimal text.
-fn numeric_from_binary(b: &[u8]) -> Option<String> {
-    let word = |i: usize| b.get(2 * i..2 * i + 2).map(|w| i16::from_be_bytes([w[0], w[1]]));
-    let (n, weight, sign, dscale) = (word(0)? as usize, word(1)? as i64, word(2)? as u16, word(3)? as i64);
+fn bad(what: &str) -> Error {
+    Error::Io(format!("cannot decode a {what} value from COPY output"))
+}
+
+fn be<const N: usize>(b: &[u8], what: &str) -> Result<[u8; N]> {
+    b.get(..N).and_then(|s| s.try_into().ok()).ok_or_else(|| bad(what))
+}
+
+/// One field's binary COPY form (its bytes, without the length word) as a `Cell`: the inverse
+/// of [`encode_binary`]. count-check reads PostgreSQL's COPY output with it; pg-load shows
+/// what it sent ([`field_display`]).
+pub fn decode_binary(k: &Kind, b: &[u8]) -> Result<Cell> {
+    Ok(match k {
+        Kind::Bool => Cell::Bool(b.first().copied().ok_or_else(|| bad("boolean"))? != 0),
+        Kind::Int2 => Cell::Int2(i16::from_be_bytes(be(b, "smallint")?)),
+        Kind::Int4 => Cell::Int4(i32::from_be_bytes(be(b, "integer")?)),
+        Kind::Int8 => Cell::Int8(i64::from_be_bytes(be(b, "bigint")?)),
+        Kind::Float4 => Cell::Float4(f32::from_bits(u32::from_be_bytes(be(b, "real")?))),
+        Kind::Float8 => Cell::Float8(f64::from_bits(u64::from_be_bytes(be(b, "double")?))),
+        Kind::Numeric => Cell::Numeric(numeric_text(b).ok_or_else(|| bad("numeric"))?),
+        // json arrives as its text.
+        Kind::Json => Cell::Json(utf8(b)?),
+        Kind::Text | Kind::Enum | Kind::Other(_) => Cell::Text(utf8(b)?),
+        Kind::Jsonb => {
+            let s = utf8(b.get(1..).ok_or_else(|| bad("jsonb"))?)?;
+            return Ok(Cell::Jsonb(s));
+        }
+        Kind::Bytea => Cell::Bytes(b.to_vec()),
+        Kind::Uuid => Cell::Uuid(be(b, "uuid")?),
+        Kind::Date => {
+            let d = i32::from_be_bytes(be(b, "date")?);
+            Cell::Date(match d {
+                i32::MAX | i32::MIN => d,
+                d => (d as i64 + PG_EPOCH_DAYS) as i32,
+            })
+        }
+        Kind::Time => Cell::Time(i64::from_be_bytes(be(b, "time")?)),
+        Kind::Timestamp | Kind::Timestamptz => {
+            let t = i64::from_be_bytes(be(b, "timestamp")?);
+            let t = match t {
+                i64::MAX | i64::MIN => t,
+                t => t + PG_EPOCH_MICROS,
+            };
+            if *k == Kind::Timestamp {
+                Cell::Timestamp(t)
+            } else {
+                Cell::Timestamptz(t)
+            }
+        }
+        Kind::Array { elem, elem_oid } => {
+            let ndim = i32::from_be_bytes(be(b, "array")?);
+            let mut at = 12;
+            let mut count: i64 = if ndim == 0 { 0 } else { 1 };
+            for _ in 0..ndim {
+                let len = i32::from_be_bytes(be(b.get(at..).ok_or_else(|| bad("array"))?, "array")?);
+                count *= len as i64;
+                at += 8;
+            }
+            let mut items = Vec::with_capacity(count as usize);
+            for _ in 0..count {
+                let len = i32::from_be_bytes(be(b.get(at..).ok_or_else(|| bad("array"))?, "array")?);
+                at += 4;
+                if len < 0 {
+                    items.push(Cell::Null);
+                    continue;
+                }
+                let body = b.get(at..at + len as usize).ok_or_else(|| bad("array"))?;
+                items.push(decode_binary(elem, body)?);
+                at += len as usize;
+            }
+            Cell::Array(items, *elem_oid)
+        }
+    })
+}
+
+fn utf8(b: &[u8]) -> Result<String> {
+    String::from_utf8(b.to_vec())
+        .map_err(|_| Error::Io("COPY output holds text that is not UTF-8 (is the database encoding UTF8?)".into()))
+}
+
+/// numeric's binary form as decimal text: ndigits, weight, sign, dscale, base-10000 digits.
+fn numeric_text(b: &[u8]) -> Option<String> {
+    let w = |i: usize| -> Option<u16> { Some(u16::from_be_bytes(b.get(i..i + 2)?.try_into().ok()?)) };
+    let ndigits = w(0)? as usize;
+    let weight = w(2)? as i16 as i64;
+    let sign = w(4)?;
+    let dscale = w(6)? as i64;
     match sign {
         0xC000 => return Some("NaN".into()),
         0xD000 => return Some("Infinity".into()),
         0xF000 => return Some("-Infinity".into()),
         _ => {}
     }
-    let groups: Vec<i16> = (0..n).map(|i| word(4 + i)).collect::<Option<_>>()?;
-    // Digits from the group of weight max(weight, 0) down to the fraction's dscale.
-    let mut int = String::new();
-    for w in (0..=weight.max(0)).rev() {
-        let g = (weight - w).try_into().ok().and_then(|i: usize| groups.get(i)).copied().unwrap_or(0);
-        int.push_str(&format!("{g:04}"));
+    let mut digits = String::with_capacity(ndigits * 4);
+    for i in 0..ndigits {
+        digits.push_str(&format!("{:04}", w(8 + 2 * i)?));
     }
-    let mut frac = String::new();
-    for w in 1..=(dscale + 3) / 4 {
-        let g = (weight + w).try_into().ok().and_then(|i: usize| groups.get(i)).copied().unwrap_or(0);
-        frac.push_str(&format!("{g:04}"));
+    // Value = 0.digits × 10000^(weight + 1); place the point after 4 × (weight + 1) digits.
+    let point = 4 * (weight + 1);
+    let (mut int, mut frac) = if point <= 0 {
+        (String::new(), format!("{}{}", "0".repeat((-point) as usize), digits))
+    } else if point as usize >= digits.len() {
+        (format!("{}{}", digits, "0".repeat(point as usize - digits.len())), String::new())
+    } else {
+        (digits[..point as usize].to_string(), digits[point as usize..].to_string())
+    };
+    let int_trim = int.trim_start_matches('0').to_string();
+    int = if int_trim.is_empty() { "0".into() } else { int_trim };
+    if (frac.len() as i64) > dscale {
+        frac.truncate(dscale as usize);
     }
-    frac.truncate(dscale as usize);
-    let int = int.trim_start_matches('0');
-    let mut out = String::from(if sign == 0x4000 { "-" } else { "" });
-    out.push_str(if int.is_empty() { "0" } else { int });
-    if dscale > 0 {
-        out.push('.');
-        out.push_str(&frac);
+    while (frac.len() as i64) < dscale {
+        frac.push('0');
     }
-    Some(out)
+    let neg = sign == 0x4000 && (int != "0" || frac.bytes().any(|c| c != b'0'));
+    let mut s = String::new();
+    if neg {
+        s.push('-');
+    }
+    s.push_str(&int);
+    if !frac.is_empty() {
+        s.push('.');
+        s.push_str(&frac);
+    }
+    Some(s)
 }
 
 /// "line 12, column 'received_at': cannot read "yesterday-ish" as …" (pg-load adds the rest).
@@ -2199,6 +2267,30 @@ mod tests {
         assert_eq!(numeric_bytes("-123456.789"), vec![3, 1, 0x4000, 3, 12, 3456, 7890]);
         assert_eq!(numeric_bytes("0"), vec![0, 0, 0, 0]);
         assert_eq!(numeric_bytes("0.00"), vec![0, 0, 0, 2]);
+    }
+
+    fn numeric_enc(s: &str) -> Vec<u8> {
+        let mut out = vec![];
+        encode_binary(&Cell::Numeric(s.into()), &mut out);
+        out[4..].to_vec()
+    }
+
+    #[test]
+    fn numerics_round_trip_through_the_binary_form() {
+        for s in [
+            "12.50",
+            "10000",
+            "0.0001",
+            "-123456.789",
+            "0",
+            "0.00",
+            "123456789012345678901234567890.123456789",
+            "NaN",
+            "-Infinity",
+            "7",
+        ] {
+            assert_eq!(numeric_text(&numeric_enc(s)).as_deref(), Some(s), "{s}");
+        }
     }
 
     #[test]
