@@ -1237,25 +1237,15 @@ pub fn check_length(text: &str, col: &ColumnInfo) -> std::result::Result<(), Str
 /// An interval the column's fields cannot hold whole (`1 day 02:30` into `interval hour`):
 /// what the column keeps, when the value has more.
 fn interval_drops(text: &str, range: u32) -> Option<&'static str> {
-    use timefmt::{IV_DAY, IV_HOUR, IV_MINUTE, IV_MONTH, IV_YEAR};
-    let keeps = match range {
-        IV_YEAR => "the column keeps whole years only",
-        r if r == IV_MONTH || r == IV_YEAR | IV_MONTH => "the column keeps years and months only",
-        IV_DAY => "the column keeps no time of day",
-        r if r == IV_HOUR || r == IV_DAY | IV_HOUR => "the column keeps whole hours only",
-        r if r == IV_MINUTE || r == IV_HOUR | IV_MINUTE || r == IV_DAY | IV_HOUR | IV_MINUTE => {
-            "the column keeps whole minutes only"
-        }
-        _ => return None,
-    };
+    let field = timefmt::finest_field(range)?;
     let iv = timefmt::read_interval(text, range)?;
     let (hour, minute) = (3_600_000_000i128, 60_000_000i128);
-    let dropped = match range {
-        IV_YEAR => iv.months % 12 != 0 || iv.days != 0 || iv.micros != 0,
-        r if r & (IV_DAY | IV_HOUR | IV_MINUTE) == 0 => iv.days != 0 || iv.micros != 0,
-        IV_DAY => iv.micros != 0,
-        r if r & IV_MINUTE == 0 => iv.micros % hour != 0,
-        _ => iv.micros % minute != 0,
+    let (keeps, dropped) = match field {
+        "year" => ("the column keeps whole years only", iv.months % 12 != 0 || iv.days != 0 || iv.micros != 0),
+        "month" => ("the column keeps years and months only", iv.days != 0 || iv.micros != 0),
+        "day" => ("the column keeps no time of day", iv.micros != 0),
+        "hour" => ("the column keeps whole hours only", iv.micros % hour != 0),
+        _ => ("the column keeps whole minutes only", iv.micros % minute != 0),
     };
     dropped.then_some(keeps)
 }

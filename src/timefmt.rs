@@ -542,17 +542,22 @@ fn interval_number(t: &str) -> Option<(i128, u32)> {
     Some((if neg { -digits } else { digits }, frac.len() as u32))
 }
 
-/// The unit a number without one has, by the column's fields (PostgreSQL: the rightmost).
-fn bare_unit(range: u32) -> (i128, bool) {
-    let unit = match range {
+/// The finest field a column's field mask keeps (PostgreSQL: the rightmost it names):
+/// `year`, `month`, `day`, `hour` or `minute`; `None` for seconds or no restriction.
+pub fn finest_field(range: u32) -> Option<&'static str> {
+    Some(match range {
         r if r == IV_YEAR => "year",
         r if r == IV_MONTH || r == IV_YEAR | IV_MONTH => "month",
         r if r == IV_DAY => "day",
         r if r == IV_HOUR || r == IV_DAY | IV_HOUR => "hour",
         r if r == IV_MINUTE || r == IV_HOUR | IV_MINUTE || r == IV_DAY | IV_HOUR | IV_MINUTE => "minute",
-        _ => "second",
-    };
-    interval_unit(unit).expect("a unit")
+        _ => return None,
+    })
+}
+
+/// The unit a number without one has, by the column's fields.
+fn bare_unit(range: u32) -> (i128, bool) {
+    interval_unit(finest_field(range).unwrap_or("second")).expect("a unit")
 }
 
 /// Reads an interval's text as PostgreSQL does for the common forms: `1 day 2 hours`,
