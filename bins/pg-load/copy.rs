@@ -146,6 +146,8 @@ pub struct CopySink {
     kept_cols: Vec<(usize, convert::Kind, String)>,
     recent_kept: std::collections::VecDeque<Vec<Vec<u8>>>,
     rows_in_copy: u64,
+    /// Rows the server reported stored by this sink's finished COPY statements (their tags).
+    pub stored: u64,
     staged: bool,
     /// COPY … FREEZE (the table was emptied by TRUNCATE in this transaction).
     pub freeze: bool,
@@ -179,6 +181,7 @@ impl CopySink {
                 .collect(),
             recent_kept: std::collections::VecDeque::new(),
             rows_in_copy: 0,
+            stored: 0,
             staged: false,
             freeze: false,
             lines: LineMap::default(),
@@ -313,7 +316,9 @@ impl CopySink {
         if let Err(e) = write_out(&mut self.buf, &mut w) {
             return Err(self.server_error(e, Some(w)));
         }
-        w.finish().map_err(|e| self.copy_error(e))
+        let n = w.finish().map_err(|e| self.copy_error(e))?;
+        self.stored += n;
+        Ok(n)
     }
 
     /// A write failed: the server reported an error; `finish` returns it.

@@ -13,6 +13,7 @@ use pgferry::pg::{pg_error, Table};
 use pgferry::runlog::{MirrorCounts, Outcome};
 use pgferry::stream::{EndRecord, RowReader};
 use pgferry::{Error, Result};
+use postgres::types::Type;
 use postgres::Transaction;
 use serde_json::Value;
 
@@ -244,8 +245,10 @@ pub fn load_rows<R: std::io::BufRead>(
     }
     let (inserted, present, dest, verified) = match &stage {
         None => {
-            let after = count(tx, &p.qt)?;
-            let n = after - p.rows_before;
+            let n = match p.empty && copy_count_is_exact(tx, &p.table)? {
+                true => sink.stored as i64,
+                false => count(tx, &p.qt)? - p.rows_before,
+            };
             if a.mode == Mode::Mirror {
                 summary = Some(format!("{n} inserted, 0 updated, 0 deleted, 0 unchanged"));
                 outcome.mirror = Some(Default::default());
@@ -290,6 +293,25 @@ fn describe_source(end: &EndRecord) -> String {
         }
     }
     parts.join(":")
+}
+
+/// Whether, after COPY into `table` found empty under this transaction's lock (which no other
+/// writer passes), the rows it holds are exactly the rows the server's COPY tags reported
+/// stored: so when no trigger of its own or of a partition's could delete or add rows (a
+/// BEFORE trigger's skipped row is not in the tag either; COPY applies no rules) and every
+/// partition is an ordinary table (not a foreign one, whose server may do anything). Then the
+/// count check needs no `count(*)`, which took 0.12 s of a 2.4 s load of 2M rows.
+fn copy_count_is_exact(tx: &mut Transaction, table: &Table) -> Result<bool> {
+    Ok(tx
+        .query_typed(
+            "WITH rels AS (SELECT $1::regclass::oid AS relid UNION SELECT relid FROM pg_partition_tree($1::regclass)) \
+             SELECT NOT EXISTS (SELECT 1 FROM rels JOIN pg_class c ON c.oid = rels.relid \
+               WHERE c.relkind NOT IN ('r', 'p') \
+                  OR EXISTS (SELECT 1 FROM pg_trigger g WHERE g.tgrelid = c.oid AND NOT g.tgisinternal))",
+            &[(&table.oid, Type::OID)],
+        )
+        .map_err(|e| pg_error("look at the table's triggers", e))?[0]
+        .get(0))
 }
 
 pub fn count(tx: &mut Transaction, qt: &str) -> Result<i64> {

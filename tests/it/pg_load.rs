@@ -373,6 +373,33 @@ fn schema_qualified_names_dry_run_and_a_check_that_fails() {
 }
 
 #[test]
+fn a_trigger_that_removes_rows_after_copy_fails_the_count_of_an_empty_table() {
+    // Into an empty table without triggers the count is COPY's own tag; a trigger (on the table
+    // or on one partition only) can remove stored rows, so then the table itself is counted.
+    let pg = Pg::new();
+    pg.exec(
+        "CREATE TABLE t (id text PRIMARY KEY);
+         CREATE FUNCTION drop_o2() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN DELETE FROM t WHERE id = 'o2'; RETURN NULL; END $$;
+         CREATE TRIGGER drop_o2 AFTER INSERT ON t FOR EACH STATEMENT EXECUTE FUNCTION drop_o2();
+         CREATE TABLE ev (id bigint, at date, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
+         CREATE TABLE ev_2025 PARTITION OF ev FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+         CREATE TABLE ev_2026 PARTITION OF ev FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
+         CREATE FUNCTION drop_ev() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN DELETE FROM ev_2026 WHERE id = NEW.id; RETURN NULL; END $$;
+         CREATE TRIGGER drop_ev AFTER INSERT ON ev_2026 FOR EACH ROW EXECUTE FUNCTION drop_ev();",
+    );
+    let input = stream(&[r#"{"id":"o1"}"#, r#"{"id":"o2"}"#]);
+    load(&pg, "t", input, &[]).expect(1).stderr_has(&["Source: 2 rows → Postgres: 1 rows ✗", "rolled back"]);
+    assert_eq!(pg.count("t"), 0);
+    let input = stream(&[r#"{"id":1,"at":"2025-06-01"}"#, r#"{"id":2,"at":"2026-06-01"}"#]);
+    load(&pg, "ev", input.clone(), &[]).expect(1).stderr_has(&["Source: 2 rows → Postgres: 1 rows ✗", "rolled back"]);
+    assert_eq!(pg.count("ev"), 0);
+    // Without the triggers both load, counted ✓ (from COPY's tag).
+    pg.exec("DROP TRIGGER drop_o2 ON t; DROP TRIGGER drop_ev ON ev_2026");
+    load(&pg, "ev", input, &[]).ok().stderr_has(&["Source: 2 rows → Postgres: 2 rows ✓"]);
+    assert_eq!(pg.count("ev"), 2);
+}
+
+#[test]
 fn children_before_parents_with_defer_fks() {
     let pg = Pg::new();
     pg.exec("CREATE TABLE customers (id text PRIMARY KEY);
