@@ -245,7 +245,8 @@ pub fn load_rows<R: std::io::BufRead>(
     }
     let (inserted, present, dest, verified) = match &stage {
         None => {
-            let n = match p.empty && copy_count_is_exact(tx, &p.table)? {
+            // (Rows moved in from a stage were not counted by a COPY into the table.)
+            let n = match p.empty && !p.staged && copy_count_is_exact(tx, &p.table)? {
                 true => sink.stored as i64,
                 false => count(tx, &p.qt)? - p.rows_before,
             };
