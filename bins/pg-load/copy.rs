@@ -276,9 +276,14 @@ impl CopySink {
         Ok(w)
     }
 
-    /// COPY of the held rows, whole; they stay held, to be sent again if it fails.
-    pub fn copy_held(&mut self, tx: &mut Transaction, target: &str) -> Result<u64> {
-        let mut w = self.start(tx, target)?;
+    /// Starts a COPY for `send_held`.
+    pub fn start_held<'a>(&self, tx: &'a mut Transaction, target: &str) -> Result<postgres::CopyInWriter<'a>> {
+        self.start(tx, target)
+    }
+
+    /// Sends the held rows, whole, into the COPY `w` and ends it; they stay held, to be sent
+    /// again if it fails.
+    pub fn send_held(&mut self, mut w: postgres::CopyInWriter) -> Result<u64> {
         let trailer: &[u8] = if self.binary { convert::BINARY_TRAILER } else { b"" };
         if let Err(e) = write_pieces(&self.buf, &mut w).and_then(|()| w.write_all(trailer)) {
             return Err(self.server_error(e, Some(w)));

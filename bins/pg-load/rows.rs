@@ -441,12 +441,16 @@ impl<R: std::io::BufRead> Streaming<'_, R> {
         }
         let Some((l, s)) = next else {
             let mut sp = tx.savepoint("pgferry_held").map_err(|e| pg_error("set a savepoint", e))?;
-            if self.sink.copy_held(&mut sp, &target).is_ok() {
+            // A COPY the server refuses to start (row-level security, say) ends the load as it
+            // would have (the connection is then in no state for a second try).
+            let w = self.sink.start_held(&mut sp, &target)?;
+            if self.sink.send_held(w).is_ok() {
                 return sp.commit().map(|()| None).map_err(|e| pg_error("release the savepoint", e));
             }
             sp.rollback().map_err(|e| pg_error("roll back to the savepoint", e))?;
             self.sink.freeze = later(tx)?;
-            return self.sink.copy_held(tx, &target).map(|_| None);
+            let w = self.sink.start_held(tx, &target)?;
+            return self.sink.send_held(w).map(|_| None);
         };
         self.sink.freeze = later(tx)?;
         let w = self.sink.open_held(tx, &target)?;
