@@ -642,13 +642,16 @@ fn load(s: &mut Session, a: &Args, outcome: &mut Outcome, measured: &mut report:
 /// The load transaction's settings: how long to wait for a lock (0: the table locks are taken
 /// NOWAIT, since PostgreSQL reads lock_timeout = 0 as "no limit"; other locks wait 1 ms);
 /// timestamps read in UTC; the server's side of a dead client (its keepalives, and a check
-/// during long statements) ends the session, which rolls back and releases the locks.
+/// during long statements) ends the session, which rolls back and releases the locks. The
+/// transaction waits on its producer by design (a table's first rows are held before its COPY
+/// opens, a plan's next step may be slow to start), so a server's
+/// idle_in_transaction_session_timeout does not apply to it: --stall-timeout bounds that wait.
 fn set_up(tx: &mut postgres::Transaction, lock_timeout: u32) -> Result<()> {
     let lock_wait = if lock_timeout == 0 { "1ms".to_string() } else { format!("{lock_timeout}s") };
     tx.batch_execute(&format!(
         "SET LOCAL lock_timeout = '{lock_wait}'; SET LOCAL TimeZone = 'UTC'; SET LOCAL tcp_keepalives_idle = 30; \
          SET LOCAL tcp_keepalives_interval = 10; SET LOCAL tcp_keepalives_count = 6; \
-         SET LOCAL client_connection_check_interval = '10s'"
+         SET LOCAL client_connection_check_interval = '10s'; SET LOCAL idle_in_transaction_session_timeout = 0"
     ))
     .map_err(|e| pg_error("set up the session", e))
 }

@@ -270,6 +270,24 @@ fn sigint_while_the_first_rows_are_held_rolls_back_records_interrupted_and_exits
 }
 
 #[test]
+fn a_producer_that_pauses_while_rows_are_held_outlasts_the_servers_idle_in_transaction_timeout() {
+    let pg = Pg::new();
+    table(&pg);
+    pg.exec(&format!("ALTER DATABASE {} SET idle_in_transaction_session_timeout = '1s'", pg.name));
+    let t = TempDir::new();
+    std::fs::write(t.path("rows.ndjson"), rows_stream(2000)).unwrap();
+    // The first 1,000 rows are held (no COPY open, the transaction idle), then 2.5 s of nothing.
+    let script = format!(
+        "{{ head -n 1000 '{f}'; sleep 2.5; tail -n +1001 '{f}'; }} | '{bin}' --db \"$URL\" t",
+        f = t.str("rows.ndjson"),
+        bin = bin("pg-load").display()
+    );
+    let out = Command::new("bash").arg("-c").arg(&script).env("URL", &pg.url).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(pg.count("t"), 2000);
+}
+
+#[test]
 fn sigint_stops_a_background_job_of_a_script() {
     let pg = Pg::new();
     table(&pg);
