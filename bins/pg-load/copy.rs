@@ -146,6 +146,8 @@ pub struct CopySink {
     kept_cols: Vec<(usize, convert::Kind, String)>,
     recent_kept: std::collections::VecDeque<Vec<Vec<u8>>>,
     rows_in_copy: u64,
+    /// Rows the server reported stored by this sink's finished COPY statements (their tags).
+    pub stored: u64,
     staged: bool,
     /// COPY … FREEZE (the table was emptied by TRUNCATE in this transaction).
     pub freeze: bool,
@@ -179,6 +181,7 @@ impl CopySink {
                 .collect(),
             recent_kept: std::collections::VecDeque::new(),
             rows_in_copy: 0,
+            stored: 0,
             staged: false,
             freeze: false,
             lines: LineMap::default(),
@@ -217,13 +220,24 @@ impl CopySink {
     }
 
     fn open<'a>(&mut self, tx: &'a mut Transaction, target: &str) -> Result<postgres::CopyInWriter<'a>> {
+        let w = self.start(tx, target)?;
+        self.reset();
+        Ok(w)
+    }
+
+    /// The COPY statement, started.
+    fn start<'a>(&self, tx: &'a mut Transaction, target: &str) -> Result<postgres::CopyInWriter<'a>> {
         let fmt = match (self.binary, self.freeze) {
             (true, false) => "(FORMAT binary)",
             (true, true) => "(FORMAT binary, FREEZE)",
             (false, false) => "(FORMAT text)",
             (false, true) => "(FORMAT text, FREEZE)",
         };
-        let w = tx.copy_in(&format!("COPY {target} FROM STDIN {fmt}")).map_err(|e| pg_error("start COPY", e))?;
+        tx.copy_in(&format!("COPY {target} FROM STDIN {fmt}")).map_err(|e| pg_error("start COPY", e))
+    }
+
+    /// A new COPY's data: its header, no rows.
+    fn reset(&mut self) {
         self.buf.clear();
         self.recent_lines.clear();
         self.recent_kept.clear();
@@ -231,7 +245,52 @@ impl CopySink {
         if self.binary {
             self.buf.extend_from_slice(convert::BINARY_HEADER);
         }
+    }
+
+    /// Starts holding rows for a COPY into the table's `cols` that is not open yet
+    /// (`hold_row`; then `open_held` or `copy_held`).
+    pub fn hold(&mut self, cols: Vec<usize>) {
+        self.cols = cols;
+        self.staged = false;
+        self.reset();
+    }
+
+    /// Holds one row, unless the held COPY data would then reach `limit` bytes (false: the row
+    /// is not held).
+    pub fn hold_row(&mut self, row: &EncodedRow, line: u64, limit: usize) -> bool {
+        if self.buf.len() + row.bytes.len() + 4 * self.cols.len() + 2 >= limit {
+            return false;
+        }
+        // Without a writer nothing is written out.
+        let _ = self.encode_row(row, line, None, None);
+        true
+    }
+
+    /// Opens the COPY of the held rows and sends them.
+    pub fn open_held<'a>(&mut self, tx: &'a mut Transaction, target: &str) -> Result<postgres::CopyInWriter<'a>> {
+        let mut w = self.start(tx, target)?;
+        if let Err(e) = write_pieces(&self.buf, &mut w) {
+            return Err(self.server_error(e, Some(w)));
+        }
+        self.buf.clear();
         Ok(w)
+    }
+
+    /// Starts a COPY for `send_held`.
+    pub fn start_held<'a>(&self, tx: &'a mut Transaction, target: &str) -> Result<postgres::CopyInWriter<'a>> {
+        self.start(tx, target)
+    }
+
+    /// Sends the held rows, whole, into the COPY `w` and ends it; they stay held, to be sent
+    /// again if it fails.
+    pub fn send_held(&mut self, mut w: postgres::CopyInWriter) -> Result<u64> {
+        let trailer: &[u8] = if self.binary { convert::BINARY_TRAILER } else { b"" };
+        if let Err(e) = write_pieces(&self.buf, &mut w).and_then(|()| w.write_all(trailer)) {
+            return Err(self.server_error(e, Some(w)));
+        }
+        let n = w.finish().map_err(|e| self.copy_error(e))?;
+        self.stored += n;
+        Ok(n)
     }
 
     /// Sends one row (through the buffer, written out from FLUSH_AT): its fields in the order
@@ -244,6 +303,21 @@ impl CopySink {
         seg: Option<i32>,
         w: &mut postgres::CopyInWriter,
     ) -> std::io::Result<()> {
+        self.encode_row(row, line, seg, Some(&mut *w))?;
+        if self.buf.len() >= FLUSH_AT {
+            write_out(&mut self.buf, w)?;
+        }
+        Ok(())
+    }
+
+    /// One row into the buffer (a huge field written straight to `w` when there is one).
+    fn encode_row(
+        &mut self,
+        row: &EncodedRow,
+        line: u64,
+        seg: Option<i32>,
+        mut w: Option<&mut postgres::CopyInWriter>,
+    ) -> std::io::Result<()> {
         if let Some(t) = &mut self.trail {
             t.push(row, &self.cols);
         }
@@ -252,11 +326,11 @@ impl CopySink {
             self.buf.extend_from_slice(&(nfields as i16).to_be_bytes());
             // Fields usually arrive in column order, every one given: then the row is one copy.
             if row.complete_in_order() && self.cols.len() == row.slots.len() {
-                put(&mut self.buf, &row.bytes, w)?;
+                put(&mut self.buf, &row.bytes, w.as_deref_mut())?;
             } else {
                 for &i in &self.cols {
                     match &row.slots[i] {
-                        Some(r) => put(&mut self.buf, &row.bytes[r.start as usize..r.end as usize], w)?,
+                        Some(r) => put(&mut self.buf, &row.bytes[r.start as usize..r.end as usize], w.as_deref_mut())?,
                         None => self.buf.extend_from_slice(&(-1i32).to_be_bytes()),
                     }
                 }
@@ -267,7 +341,7 @@ impl CopySink {
                     self.buf.push(b'\t');
                 }
                 match &row.slots[i] {
-                    Some(r) => put(&mut self.buf, &row.bytes[r.start as usize..r.end as usize], w)?,
+                    Some(r) => put(&mut self.buf, &row.bytes[r.start as usize..r.end as usize], w.as_deref_mut())?,
                     None => self.buf.extend_from_slice(b"\\N"),
                 }
             }
@@ -300,9 +374,6 @@ impl CopySink {
         }
         self.rows_in_copy += 1;
         self.lines.push(line);
-        if self.buf.len() >= FLUSH_AT {
-            write_out(&mut self.buf, w)?;
-        }
         Ok(())
     }
 
@@ -313,7 +384,9 @@ impl CopySink {
         if let Err(e) = write_out(&mut self.buf, &mut w) {
             return Err(self.server_error(e, Some(w)));
         }
-        w.finish().map_err(|e| self.copy_error(e))
+        let n = w.finish().map_err(|e| self.copy_error(e))?;
+        self.stored += n;
+        Ok(n)
     }
 
     /// A write failed: the server reported an error; `finish` returns it.
@@ -385,12 +458,18 @@ impl CopySink {
 /// encoded instead, after what `buf` holds, in pieces: the writer copies what it is given into
 /// a buffer of its own, and the connection again into its message, so a 100 MB value written
 /// whole would be held three times more.
-fn put(buf: &mut Vec<u8>, bytes: &[u8], w: &mut postgres::CopyInWriter) -> std::io::Result<()> {
-    if bytes.len() < FLUSH_AT {
+fn put(buf: &mut Vec<u8>, bytes: &[u8], w: Option<&mut postgres::CopyInWriter>) -> std::io::Result<()> {
+    let Some(w) = w.filter(|_| bytes.len() >= FLUSH_AT) else {
         buf.extend_from_slice(bytes);
         return Ok(());
-    }
+    };
     write_out(buf, w)?;
+    write_pieces(bytes, w)
+}
+
+/// `bytes` in FLUSH_AT pieces: the writer and the connection copy each piece they are given, so
+/// held rows written whole would be held three times over.
+fn write_pieces(bytes: &[u8], w: &mut postgres::CopyInWriter) -> std::io::Result<()> {
     bytes.chunks(FLUSH_AT).try_for_each(|piece| w.write_all(piece))
 }
 

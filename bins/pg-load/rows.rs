@@ -7,6 +7,7 @@ use crate::{Args, TOOL};
 use pgferry::catalog::ColumnInfo;
 use pgferry::convert::{self, Cell, Kind, Options};
 use pgferry::jsonscan::{self, RawKind};
+use pgferry::pg::pg_error;
 use pgferry::progress::{self, Progress, Unit};
 use pgferry::stream::{self, RowReader};
 use pgferry::{Error, Result};
@@ -49,6 +50,7 @@ pub fn stream_rows<R: std::io::BufRead>(
     stage: Option<&str>,
     mut route: Option<&mut Router>,
     changes: &mut convert::Changes,
+    set_aside_later: Option<&mut SetAsideLater>,
 ) -> Result<Vec<Signature>> {
     let n = plan.columns.len();
     let mut rows = RowSource {
@@ -72,48 +74,28 @@ pub fn stream_rows<R: std::io::BufRead>(
     let mut progress = Progress::new(TOOL, &a.table, Unit::Count("rows"), None, progress::terminal());
     // The row read but not yet sent: it opens the next COPY.
     let mut pending = rows.next(reader, plan, generated, a)?;
+    let mut s = Streaming { reader, plan, generated, a, sink, rows: &mut rows, progress: &mut progress };
+    if let (Some(later), Some((line, seg))) = (set_aside_later, pending) {
+        pending = s.hold_first(tx, later, line, seg)?;
+    }
     while let Some((first_line, seg)) = pending.take() {
         // Direct path: one COPY per run of rows with the same defaulted columns left out.
         // Staged path: one COPY of every column plus the segment id.
         // A row that needs a partition opens the COPY after it is created (none is open now).
         if let Some(r) = route.as_deref_mut() {
-            r.prepare(tx, &rows.row, rows.segments[seg].contains(&r.key_column()))?;
+            r.prepare(tx, &s.rows.row, s.rows.segments[seg].contains(&r.key_column()))?;
         }
-        let mut w = match stage {
+        let w = match stage {
             None => {
-                let cols: Vec<usize> = (0..n).filter(|i| !rows.segments[seg].contains(i)).collect();
-                let target = sink.target_sql(&cols);
-                sink.begin(tx, &target, cols)?
+                let cols: Vec<usize> = (0..n).filter(|i| !s.rows.segments[seg].contains(i)).collect();
+                let target = s.sink.target_sql(&cols);
+                s.sink.begin(tx, &target, cols)?
             }
-            Some(stage) => sink.begin_stage(tx, stage, (0..n).collect())?,
+            Some(stage) => s.sink.begin_stage(tx, stage, (0..n).collect())?,
         };
-        let mut line = first_line;
-        let mut cur = seg;
-        loop {
-            if let Err(e) = sink.send_row(&rows.row, line, stage.map(|_| cur as i32), &mut w) {
-                return Err(sink.server_error(e, Some(w)));
-            }
-            progress.update(reader.rows());
-            match rows.next(reader, plan, generated, a) {
-                Ok(Some((l, s)))
-                    if (stage.is_some() || s == seg)
-                        && !route.as_deref_mut().is_some_and(|r| r.needs_partition(&rows.row)) =>
-                {
-                    line = l;
-                    cur = s;
-                }
-                Ok(Some(next)) => {
-                    pending = Some(next);
-                    break;
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    drop(w);
-                    return Err(e);
-                }
-            }
-        }
-        sink.finish(w)?;
+        let (w, next) = s.pump(w, first_line, seg, stage.is_some(), route.as_deref_mut())?;
+        pending = next;
+        s.sink.finish(w)?;
     }
     if let Some(r) = route {
         r.finish(tx)?;
@@ -375,6 +357,109 @@ impl RowSource {
         if !a.ignore_unknown {
             self.unknown.push(key.to_string());
         }
+    }
+}
+
+/// Sets an empty ordinary table's indexes aside once its stream is known to be more than a few
+/// rows (indexes::set_aside, with what the load keeps of it); true when COPY may FREEZE.
+pub type SetAsideLater<'f> = dyn FnMut(&mut Transaction) -> Result<bool> + 'f;
+
+/// What streaming rows into COPY reads from and writes to.
+struct Streaming<'s, R: std::io::BufRead> {
+    reader: &'s mut RowReader<R>,
+    plan: &'s Columns,
+    generated: &'s [&'s str],
+    a: &'s Args,
+    sink: &'s mut CopySink,
+    rows: &'s mut RowSource,
+    progress: &'s mut Progress,
+}
+
+impl<R: std::io::BufRead> Streaming<'_, R> {
+    fn next(&mut self) -> Result<Option<(u64, usize)>> {
+        self.rows.next(self.reader, self.plan, self.generated, self.a)
+    }
+
+    /// Sends the row read (`line`, of segment `seg`) and those after it into the open COPY
+    /// `w`, up to a row of another segment (direct path) or one that needs a partition not
+    /// there yet; returns the COPY and that row, if any.
+    fn pump<'w>(
+        &mut self,
+        mut w: postgres::CopyInWriter<'w>,
+        mut line: u64,
+        seg: usize,
+        staged: bool,
+        mut route: Option<&mut Router>,
+    ) -> Result<(postgres::CopyInWriter<'w>, Option<(u64, usize)>)> {
+        let mut cur = seg;
+        loop {
+            if let Err(e) = self.sink.send_row(&self.rows.row, line, staged.then_some(cur as i32), &mut w) {
+                return Err(self.sink.server_error(e, Some(w)));
+            }
+            self.progress.update(self.reader.rows());
+            match self.next()? {
+                Some((l, s))
+                    if (staged || s == seg)
+                        && !route.as_deref_mut().is_some_and(|r| r.needs_partition(&self.rows.row)) =>
+                {
+                    line = l;
+                    cur = s;
+                }
+                next => return Ok((w, next)),
+            }
+        }
+    }
+
+    /// An empty ordinary table's first rows (from `line`, of segment `seg`) are held, converted
+    /// but not sent, up to --rebuild-indexes-from bytes. A stream that ends within them goes
+    /// into the table as it is, indexes and all: setting them aside and building them again
+    /// costs more than keeping them for so few rows (~15 ms a table). That COPY runs in a
+    /// savepoint; should it fail, it is rolled back and the rows go in the way a longer stream's
+    /// do, so the error is the one that path gives (a repeated key named by its two lines).
+    /// Otherwise the indexes are set aside now and the COPY opens with the held rows.
+    /// Returns the row that opens the next COPY, if any.
+    fn hold_first(
+        &mut self,
+        tx: &mut Transaction,
+        later: &mut SetAsideLater,
+        line: u64,
+        seg: usize,
+    ) -> Result<Option<(u64, usize)>> {
+        let n = self.plan.columns.len();
+        let cols: Vec<usize> = (0..n).filter(|i| !self.rows.segments[seg].contains(i)).collect();
+        let target = self.sink.target_sql(&cols);
+        self.sink.hold(cols);
+        let mut next = Some((line, seg));
+        while let Some((l, s)) = next {
+            if s != seg || !self.sink.hold_row(&self.rows.row, l, self.a.rebuild_indexes_from) {
+                break;
+            }
+            self.progress.update(self.reader.rows());
+            // No statement runs on the server for a signal to cancel: the loop looks itself.
+            pgferry::signals::check()?;
+            next = self.next()?;
+        }
+        let Some((l, s)) = next else {
+            let mut sp = tx.savepoint("pgferry_held").map_err(|e| pg_error("set a savepoint", e))?;
+            // A COPY the server refuses to start (row-level security, say) ends the load as it
+            // would have (the connection is then in no state for a second try).
+            let w = self.sink.start_held(&mut sp, &target)?;
+            if self.sink.send_held(w).is_ok() {
+                return sp.commit().map(|()| None).map_err(|e| pg_error("release the savepoint", e));
+            }
+            sp.rollback().map_err(|e| pg_error("roll back to the savepoint", e))?;
+            self.sink.freeze = later(tx)?;
+            let w = self.sink.start_held(tx, &target)?;
+            return self.sink.send_held(w).map(|_| None);
+        };
+        self.sink.freeze = later(tx)?;
+        let w = self.sink.open_held(tx, &target)?;
+        let (w, next) = match s == seg {
+            true => self.pump(w, l, seg, false, None)?,
+            false => (w, Some((l, s))),
+        };
+        self.sink.finish(w)?;
+        Ok(next)
     }
 }
 

@@ -13,6 +13,7 @@ use pgferry::pg::{pg_error, Table};
 use pgferry::runlog::{MirrorCounts, Outcome};
 use pgferry::stream::{EndRecord, RowReader};
 use pgferry::{Error, Result};
+use postgres::types::Type;
 use postgres::Transaction;
 use serde_json::Value;
 
@@ -35,6 +36,9 @@ pub struct Prepared {
     indexes: Option<SetAside>,
     /// --ensure-partitions on the direct path: each row checked against the partitions.
     route: Option<Router>,
+    /// An empty ordinary table: its indexes are set aside once the stream proves longer than
+    /// --rebuild-indexes-from (rows::Streaming::hold_first); the plan's tables, for that.
+    hold: Option<Vec<Table>>,
 }
 
 /// What one table's load did.
@@ -126,7 +130,9 @@ pub fn prepare(tx: &mut Transaction, a: &Args, table: Table, plan: &[Table]) -> 
     // Only the direct path into a table that has rows (--mode append) needs the count before.
     let rows_before: i64 = if empty || staged { 0 } else { count(tx, &qt)? };
     let mut deferred = schema::drop_foreign_keys(tx, &table, a.defer_fks, &[])?;
-    let mut indexes = if empty && !staged { indexes::set_aside(tx, &table, plan, &cols)? } else { None };
+    let hold = (empty && !staged && table.kind == 'r' && !checks_keys_at_commit(tx, &table)?).then(|| plan.to_vec());
+    let mut indexes =
+        if empty && !staged && hold.is_none() { indexes::set_aside(tx, &table, plan, &cols)? } else { None };
     if let Some(s) = &mut indexes {
         deferred.append(&mut s.referencing);
     }
@@ -144,6 +150,7 @@ pub fn prepare(tx: &mut Transaction, a: &Args, table: Table, plan: &[Table]) -> 
         deferred,
         indexes,
         route,
+        hold,
     })
 }
 
@@ -169,6 +176,18 @@ pub fn load_rows<R: std::io::BufRead>(
     // Recorded even when the load fails: the run log says what was attempted and how far it got.
     outcome.source = a.source.clone();
     let mut changes = pgferry::convert::Changes::default();
+    let hold = p.hold.take();
+    let holding = hold.is_some();
+    let mut set_aside_now = |tx: &mut Transaction| -> Result<bool> {
+        let mut s = indexes::set_aside(tx, &p.table, hold.as_deref().unwrap_or(&[]), &p.columns)?;
+        if let Some(s) = &mut s {
+            p.deferred.append(&mut s.referencing);
+        }
+        let freeze = s.as_ref().is_some_and(SetAside::freeze);
+        p.indexes = s;
+        Ok(freeze)
+    };
+    let later: Option<&mut rows::SetAsideLater> = if holding { Some(&mut set_aside_now) } else { None };
     let streamed = rows::stream_rows(
         tx,
         reader,
@@ -179,6 +198,7 @@ pub fn load_rows<R: std::io::BufRead>(
         stage.as_deref(),
         p.route.as_mut(),
         &mut changes,
+        later,
     );
     outcome.changes = changes.list(&p.columns.columns);
     let segments = match streamed {
@@ -244,8 +264,11 @@ pub fn load_rows<R: std::io::BufRead>(
     }
     let (inserted, present, dest, verified) = match &stage {
         None => {
-            let after = count(tx, &p.qt)?;
-            let n = after - p.rows_before;
+            // (Rows moved in from a stage were not counted by a COPY into the table.)
+            let n = match p.empty && !p.staged && copy_count_is_exact(tx, &p.table)? {
+                true => sink.stored as i64,
+                false => count(tx, &p.qt)? - p.rows_before,
+            };
             if a.mode == Mode::Mirror {
                 summary = Some(format!("{n} inserted, 0 updated, 0 deleted, 0 unchanged"));
                 outcome.mirror = Some(Default::default());
@@ -290,6 +313,38 @@ fn describe_source(end: &EndRecord) -> String {
         }
     }
     parts.join(":")
+}
+
+/// Whether a primary key, unique or exclusion constraint of `table` is checked at COMMIT
+/// (INITIALLY DEFERRED): a repeat in its rows would fail the COMMIT, not the COPY, so they
+/// cannot be tried into the indexed table first (rows::Streaming::hold_first).
+fn checks_keys_at_commit(tx: &mut Transaction, table: &Table) -> Result<bool> {
+    Ok(tx
+        .query_typed(
+            "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = $1 AND contype IN ('p', 'u', 'x') AND condeferred)",
+            &[(&table.oid, Type::OID)],
+        )
+        .map_err(|e| pg_error("look at the table's constraints", e))?[0]
+        .get(0))
+}
+
+/// Whether, after COPY into `table` found empty under this transaction's lock (which no other
+/// writer passes), the rows it holds are exactly the rows the server's COPY tags reported
+/// stored: so when no trigger of its own or of a partition's could delete or add rows (a
+/// BEFORE trigger's skipped row is not in the tag either; COPY applies no rules) and every
+/// partition is an ordinary table (not a foreign one, whose server may do anything). Then the
+/// count check needs no `count(*)`, which took 0.12 s of a 2.4 s load of 2M rows.
+fn copy_count_is_exact(tx: &mut Transaction, table: &Table) -> Result<bool> {
+    Ok(tx
+        .query_typed(
+            "WITH rels AS (SELECT $1::regclass::oid AS relid UNION SELECT relid FROM pg_partition_tree($1::regclass)) \
+             SELECT NOT EXISTS (SELECT 1 FROM rels JOIN pg_class c ON c.oid = rels.relid \
+               WHERE c.relkind NOT IN ('r', 'p') \
+                  OR EXISTS (SELECT 1 FROM pg_trigger g WHERE g.tgrelid = c.oid AND NOT g.tgisinternal))",
+            &[(&table.oid, Type::OID)],
+        )
+        .map_err(|e| pg_error("look at the table's triggers", e))?[0]
+        .get(0))
 }
 
 pub fn count(tx: &mut Transaction, qt: &str) -> Result<i64> {

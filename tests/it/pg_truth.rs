@@ -194,18 +194,29 @@ fn kill_9_between_commit_and_the_log_update_is_resolved_by_the_next_run() {
     assert_eq!(pg.count("t"), 0);
 }
 
+/// The load's backend is running `query` (a `LIKE` pattern) in `state`.
+fn backend_is(pg: &Pg, state: &str, query: &str) -> bool {
+    pg.one(&format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND state = '{state}' AND query LIKE '{query}'"
+    )) == "1"
+}
+
 fn signal_mid_load(sig: &str) {
+    signal_mid_load_at(sig, "0", "the COPY", &|pg| backend_is(pg, "active", "COPY%"));
+}
+
+/// A signal to a load under way, at the moment `at` says: during the COPY, or (with the default
+/// --rebuild-indexes-from) while the first rows are held and no COPY is open yet.
+fn signal_mid_load_at(sig: &str, rebuild_from: &str, what: &str, at: &dyn Fn(&Pg) -> bool) {
     let pg = Pg::new();
     table(&pg);
-    let mut child = spawn_load(&pg.url, &["t"]);
+    let mut child = spawn_load(&pg.url, &["t", "--rebuild-indexes-from", rebuild_from]);
     let mut stdin = child.stdin.take().unwrap();
     let all = rows_stream(200_000);
     // Half the stream, then the signal while the producer keeps writing.
     let (head, tail) = all.split_at(all.len() / 2);
     stdin.write_all(head.as_bytes()).unwrap();
-    wait_for("the COPY", 30, || {
-        pg.one("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'COPY%'") == "1"
-    });
+    wait_for(what, 30, || at(&pg));
     let started = Instant::now();
     Command::new("kill").args([&format!("-{sig}"), &child.id().to_string()]).status().unwrap();
     let tail = tail.to_string();
@@ -244,6 +255,39 @@ fn sighup_mid_load_rolls_back_records_interrupted_and_exits_130() {
 }
 
 #[test]
+fn sigint_while_the_first_rows_are_held_rolls_back_records_interrupted_and_exits_130() {
+    // Half of 200,000 rows is under 4 MB of COPY data: held, the transaction open, no COPY yet.
+    // (Still idle in the transaction a moment later: reading the stream, not between statements.)
+    let idle = |pg: &Pg| backend_is(pg, "idle in transaction", "%");
+    let held = |pg: &Pg| {
+        if !idle(pg) {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        idle(pg)
+    };
+    signal_mid_load_at("INT", "4MB", "the rows held", &held);
+}
+
+#[test]
+fn a_producer_that_pauses_while_rows_are_held_outlasts_the_servers_idle_in_transaction_timeout() {
+    let pg = Pg::new();
+    table(&pg);
+    pg.exec(&format!("ALTER DATABASE {} SET idle_in_transaction_session_timeout = '1s'", pg.name));
+    let t = TempDir::new();
+    std::fs::write(t.path("rows.ndjson"), rows_stream(2000)).unwrap();
+    // The first 1,000 rows are held (no COPY open, the transaction idle), then 2.5 s of nothing.
+    let script = format!(
+        "{{ head -n 1000 '{f}'; sleep 2.5; tail -n +1001 '{f}'; }} | '{bin}' --db \"$URL\" t",
+        f = t.str("rows.ndjson"),
+        bin = bin("pg-load").display()
+    );
+    let out = Command::new("bash").arg("-c").arg(&script).env("URL", &pg.url).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(pg.count("t"), 2000);
+}
+
+#[test]
 fn sigint_stops_a_background_job_of_a_script() {
     let pg = Pg::new();
     table(&pg);
@@ -252,7 +296,7 @@ fn sigint_stops_a_background_job_of_a_script() {
     // bash starts background jobs of a script with SIGINT ignored; pg-load must still stop.
     // The script signals its job once the test says the load is under way (file 'go').
     let script = format!(
-        "{{ head -n 1000 '{f}'; sleep 4; tail -n +1001 '{f}'; }} | '{bin}' --db \"$URL\" t 2>'{e}' &\n\
+        "{{ head -n 1000 '{f}'; sleep 4; tail -n +1001 '{f}'; }} | '{bin}' --db \"$URL\" t --rebuild-indexes-from 0 2>'{e}' &\n\
          pid=$!\nuntil [ -e '{go}' ]; do sleep 0.05; done\nkill -INT \"$pid\"\nwait \"$pid\"\necho \"status $?\"",
         f = t.str("rows.ndjson"),
         bin = bin("pg-load").display(),
