@@ -225,8 +225,8 @@ impl CopySink {
         Ok(w)
     }
 
-    /// The COPY statement, started.
-    fn start<'a>(&self, tx: &'a mut Transaction, target: &str) -> Result<postgres::CopyInWriter<'a>> {
+    /// The COPY statement, started (its rows: `send_held`, or `open` and `send_row`).
+    pub fn start<'a>(&self, tx: &'a mut Transaction, target: &str) -> Result<postgres::CopyInWriter<'a>> {
         let fmt = match (self.binary, self.freeze) {
             (true, false) => "(FORMAT binary)",
             (true, true) => "(FORMAT binary, FREEZE)",
@@ -274,11 +274,6 @@ impl CopySink {
         }
         self.buf.clear();
         Ok(w)
-    }
-
-    /// Starts a COPY for `send_held`.
-    pub fn start_held<'a>(&self, tx: &'a mut Transaction, target: &str) -> Result<postgres::CopyInWriter<'a>> {
-        self.start(tx, target)
     }
 
     /// Sends the held rows, whole, into the COPY `w` and ends it; they stay held, to be sent

@@ -443,13 +443,13 @@ impl<R: std::io::BufRead> Streaming<'_, R> {
             let mut sp = tx.savepoint("pgferry_held").map_err(|e| pg_error("set a savepoint", e))?;
             // A COPY the server refuses to start (row-level security, say) ends the load as it
             // would have (the connection is then in no state for a second try).
-            let w = self.sink.start_held(&mut sp, &target)?;
+            let w = self.sink.start(&mut sp, &target)?;
             if self.sink.send_held(w).is_ok() {
                 return sp.commit().map(|()| None).map_err(|e| pg_error("release the savepoint", e));
             }
             sp.rollback().map_err(|e| pg_error("roll back to the savepoint", e))?;
             self.sink.freeze = later(tx)?;
-            let w = self.sink.start_held(tx, &target)?;
+            let w = self.sink.start(tx, &target)?;
             return self.sink.send_held(w).map(|_| None);
         };
         self.sink.freeze = later(tx)?;
