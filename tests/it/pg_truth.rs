@@ -391,15 +391,16 @@ fn row_level_security_that_applies_to_the_role_is_exit_77_before_any_copy() {
     let url = format!("postgres://{role}:pw@{}", pg.url.split_once('@').unwrap().1);
     // The run log's table is made by the owner first, so that the role only lacks the COPY.
     cmd("pg-load").args(["--db", &pg.url, "t", "--mode", "replace"]).stdin(rows_stream(0)).expect(0);
-    pg.exec(&format!("GRANT ALL ON ALL TABLES IN SCHEMA public TO {role}; GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {role}"));
+    pg.exec(&format!(
+        "GRANT ALL ON ALL TABLES IN SCHEMA public TO {role}; GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {role}"
+    ));
     // Both the small-table path (rows held) and the path that sets indexes aside.
     for extra in [&[][..], &["--rebuild-indexes-from", "0"][..]] {
-        cmd("pg-load")
-            .args(["--db", &url, "t"])
-            .args(extra)
-            .stdin(rows_stream(3))
-            .expect(77)
-            .stderr_has(&["row-level security applies to this role", "BYPASSRLS", "nothing was committed"]);
+        cmd("pg-load").args(["--db", &url, "t"]).args(extra).stdin(rows_stream(3)).expect(77).stderr_has(&[
+            "row-level security applies to this role",
+            "BYPASSRLS",
+            "nothing was committed",
+        ]);
     }
     assert_eq!(pg.rows("SELECT count(*) FROM t"), ["0"]);
     // The table's owner is not subject to its policies: the same load goes in.
