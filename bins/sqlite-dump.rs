@@ -38,7 +38,9 @@ Options:
   --invalid-text MODE   Text that is not valid UTF-8: 'error' names table, rowid
                         and column and stops; 'bytes' writes it in the bytes
                         form instead [default: error].
-  --list                Print each table with its row count, one NDJSON line each.
+  --list                Print each table with its row count, one NDJSON line each; a
+                        virtual table of an extension pgferry does not include is
+                        listed with \"rows\": null and its \"error\" (and a warning).
   --all                 Dump every table into DIR/TABLE.ndjson (needs --out-dir; '/',
                         '\\' and '%' in a name are written %2F, %5C, %25).
   --out-dir DIR         Directory for --all; files appear complete or not at all.
@@ -150,8 +152,14 @@ fn run(a: Args) -> Result<Status> {
     if a.list {
         let mut out = std::io::stdout().lock();
         for t in sq::list_tables(&conn)? {
-            let n = sq::count_rows(&conn, &t)?;
-            writeln!(out, "{}", json!({"table": t, "rows": n})).map_err(|e| Error::io("write to stdout", e))?;
+            let line = match sq::count_listed(&conn, &t)? {
+                Ok(n) => json!({"table": t, "rows": n}),
+                Err(why) => {
+                    pgferry::warn!(TOOL, "{t}: cannot be read, so not counted: {why}");
+                    json!({"table": t, "rows": null, "error": why})
+                }
+            };
+            writeln!(out, "{line}").map_err(|e| Error::io("write to stdout", e))?;
         }
         return Ok(Status::Ok);
     }
@@ -160,7 +168,7 @@ fn run(a: Args) -> Result<Status> {
     }
     let info = sq::table_info(&conn, &a.tables[0])?;
     pgferry::stream::widen_stdout_pipe();
-    let rows = dump_table(&conn, &info, &a, std::io::stdout().lock(), &a.db)?;
+    let rows = dump_table(&conn, &info, &a, RowWriter::new(std::io::stdout().lock()), &a.db)?;
     pgferry::note!(TOOL, "{}: {} rows", info.name, rows);
     Ok(Status::Ok)
 }
@@ -177,7 +185,7 @@ fn dump_all(conn: &Connection, a: &Args) -> Result<Status> {
         let tmp_path = dir.join(format!(".{file_name}.partial"));
         let file =
             std::fs::File::create(&tmp_path).map_err(|e| Error::io(format!("create '{}'", tmp_path.display()), e))?;
-        let rows = match dump_table(conn, &info, a, file, &a.db) {
+        let rows = match dump_table(conn, &info, a, RowWriter::to(file, format!("'{}'", final_path.display())), &a.db) {
             Ok(n) => n,
             Err(e) => {
                 let _ = std::fs::remove_file(&tmp_path);
@@ -206,7 +214,7 @@ fn file_stem(table: &str) -> String {
 }
 
 /// Writes one table's rows and the end record; returns the row count.
-fn dump_table<W: Write>(conn: &Connection, info: &TableInfo, a: &Args, out: W, db: &str) -> Result<u64> {
+fn dump_table<W: Write>(conn: &Connection, info: &TableInfo, a: &Args, mut w: RowWriter<W>, db: &str) -> Result<u64> {
     let table = &info.name;
     let columns: Vec<String> = if a.columns.is_empty() {
         // Generated columns are derived data, left out as SQLite's own .dump does.
@@ -287,7 +295,6 @@ fn dump_table<W: Write>(conn: &Connection, info: &TableInfo, a: &Args, out: W, d
     }
     let mut scan = sq::Scan::prepare(conn, &sql).map_err(|e| query_error(table, a, e))?;
     let keys: Vec<_> = columns.iter().map(|c| pgferry::stream::encode_key(c)).collect();
-    let mut w = RowWriter::new(out);
     // With --all the rows go to files; otherwise stdout must be a file for the line to show.
     let draw = if a.all { progress::terminal() } else { progress::terminal_for_producer() };
     // The total for the ETA: SQLite counts a table's rows from its smallest b-tree, a fraction

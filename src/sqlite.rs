@@ -178,7 +178,7 @@ pub fn sqlite_cause(e: &rusqlite::Error) -> String {
             m.as_deref().unwrap_or("database is locked"),
             BUSY_TIMEOUT.as_secs()
         ),
-        rusqlite::Error::SqliteFailure(_, Some(m)) if m.starts_with("no such module") => {
+        rusqlite::Error::SqliteFailure(_, Some(m)) if missing_module(e) => {
             format!("{m} (a virtual table of a SQLite extension that pgferry does not include)")
         }
         // A failed write (EFBIG, EIO) through the backup API has that message too: the code is all there is.
@@ -207,6 +207,11 @@ fn code_name(c: rusqlite::ErrorCode) -> &'static str {
     }
 }
 
+/// The table is a virtual table whose module (a SQLite extension) this build does not have.
+fn missing_module(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(_, Some(m)) if m.starts_with("no such module"))
+}
+
 /// A SQLite error while doing `what`.
 pub fn sqlite_error(what: impl std::fmt::Display, e: rusqlite::Error) -> Error {
     let msg = format!("{what}: {}", sqlite_cause(&e));
@@ -215,9 +220,7 @@ pub fn sqlite_error(what: impl std::fmt::Display, e: rusqlite::Error) -> Error {
         Some(rusqlite::ErrorCode::DatabaseBusy) | Some(rusqlite::ErrorCode::DatabaseLocked) => Error::TempFail(msg),
         Some(rusqlite::ErrorCode::PermissionDenied) => Error::NoPermission(msg),
         // A table we cannot read at all: data this build cannot take, not an I/O failure.
-        _ if matches!(&e, rusqlite::Error::SqliteFailure(_, Some(m)) if m.starts_with("no such module")) => {
-            Error::Data(msg)
-        }
+        _ if missing_module(&e) => Error::Data(msg),
         _ => Error::Io(msg),
     }
 }
@@ -385,9 +388,18 @@ fn missing_table(conn: &Connection, table: &str) -> Error {
 
 /// `count(*)` of a table.
 pub fn count_rows(conn: &Connection, table: &str) -> Result<u64> {
-    conn.query_row(&format!("SELECT count(*) FROM {}", quote_ident(table)), [], |r| r.get::<_, i64>(0))
-        .map(|n| n as u64)
-        .map_err(|e| sqlite_error(format!("count rows of '{table}'"), e))
+    count_listed(conn, table)?.map_err(|why| Error::Data(format!("count rows of '{table}': {why}")))
+}
+
+/// `count(*)` of a table for a listing: `Ok(Err(why))` when the table is a virtual table of an
+/// extension this build does not include (a property of that table, which the listing shows;
+/// the other tables are still listed), any other failure an error.
+pub fn count_listed(conn: &Connection, table: &str) -> Result<std::result::Result<u64, String>> {
+    match conn.query_row(&format!("SELECT count(*) FROM {}", quote_ident(table)), [], |r| r.get::<_, i64>(0)) {
+        Ok(n) => Ok(Ok(n as u64)),
+        Err(e) if missing_module(&e) => Ok(Err(sqlite_cause(&e))),
+        Err(e) => Err(sqlite_error(format!("count rows of '{table}'"), e)),
+    }
 }
 
 /// A query read through SQLite's C interface: per value one call into the statement

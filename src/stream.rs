@@ -27,11 +27,23 @@ pub struct RowWriter<W: Write> {
     buf: Buf,
     first_field: bool,
     rows: u64,
+    /// Where the rows go, for a failed write's message: "stdout", "'DIR/t.ndjson'".
+    dest: String,
 }
 
 impl<W: Write> RowWriter<W> {
+    /// Rows to stdout.
     pub fn new(out: W) -> Self {
-        RowWriter { out, buf: Buf { bytes: vec![0; BUF_LEN], pos: 0 }, first_field: true, rows: 0 }
+        Self::to(out, "stdout")
+    }
+
+    /// Rows to `dest` (named in the error when a write fails: the disk is full, ...).
+    pub fn to(out: W, dest: impl Into<String>) -> Self {
+        RowWriter { out, buf: Buf { bytes: vec![0; BUF_LEN], pos: 0 }, first_field: true, rows: 0, dest: dest.into() }
+    }
+
+    fn write_error(&self, e: std::io::Error) -> Error {
+        Error::io(format!("write to {}", self.dest), e)
     }
 
     pub fn rows(&self) -> u64 {
@@ -125,11 +137,13 @@ impl<W: Write> RowWriter<W> {
     /// output holds every row up to the last one received). Call between rows only.
     pub fn flush(&mut self) -> Result<()> {
         self.flush_buf()?;
-        self.out.flush().map_err(|e| Error::io("write to stdout", e))
+        self.out.flush().map_err(|e| self.write_error(e))
     }
 
     fn flush_buf(&mut self) -> Result<()> {
-        self.out.write_all(&self.buf.bytes[..self.buf.pos]).map_err(|e| Error::io("write to stdout", e))?;
+        if let Err(e) = self.out.write_all(&self.buf.bytes[..self.buf.pos]) {
+            return Err(self.write_error(e));
+        }
         self.buf.pos = 0;
         if self.buf.bytes.len() > 4 * BUF_LEN {
             // A huge row grew the buffer: give the memory back.
@@ -149,7 +163,9 @@ impl<W: Write> RowWriter<W> {
         }
         self.buf.put(b"}}\n");
         self.flush_buf()?;
-        self.out.flush().map_err(|e| Error::io("write to stdout", e))?;
+        if let Err(e) = self.out.flush() {
+            return Err(self.write_error(e));
+        }
         Ok(self.out)
     }
 }

@@ -92,10 +92,15 @@ pub fn prepare(tx: &mut Transaction, a: &Args, table: Table, plan: &[Table]) -> 
     if a.mode == Mode::Replace {
         tx.batch_execute(&format!("TRUNCATE {qt}")).map_err(|e| pg_error("empty the table (--mode replace)", e))?;
     }
-    let empty = tx
-        .query_typed(&format!("SELECT NOT EXISTS (SELECT 1 FROM {qt})"), &[])
-        .map_err(|e| pg_error("look at the table", e))?[0]
-        .get::<_, bool>(0);
+    // row_security_active: whether this role's statements on the table go through its
+    // row-level security policies (not for its owner unless FORCEd, nor BYPASSRLS roles).
+    let look = tx
+        .query_typed(
+            &format!("SELECT NOT EXISTS (SELECT 1 FROM {qt}), row_security_active($1::oid)"),
+            &[(&table.oid, Type::OID)],
+        )
+        .map_err(|e| pg_error("look at the table", e))?;
+    let (empty, row_security): (bool, bool) = (look[0].get(0), look[0].get(1));
     let ensure = a.ensure_partitions.filter(|_| table.kind == 'p');
     if a.ensure_partitions.is_some() && table.kind != 'p' {
         return Err(Error::Usage(format!("--ensure-partitions: '{}' is not a partitioned table", a.table)));
@@ -111,6 +116,16 @@ pub fn prepare(tx: &mut Transaction, a: &Args, table: Table, plan: &[Table]) -> 
     };
     let ensure = ensure.filter(|_| route.is_none());
     let staged = ensure.is_some() || merged;
+    if row_security && !staged {
+        // PostgreSQL refuses COPY FROM through policies ("COPY FROM not supported with
+        // row-level security"), and after that refusal the connection is out of step: say so
+        // before any COPY starts.
+        return Err(Error::NoPermission(
+            "row-level security applies to this role on the table, and PostgreSQL's COPY cannot load through \
+             it: load as the table's owner or a role with BYPASSRLS, or disable row-level security for the load"
+                .into(),
+        ));
+    }
     if a.mode == Mode::Mirror && key.is_empty() {
         return Err(Error::Usage(format!(
             "--mode mirror needs a key to tell rows apart: '{}' has no primary key; pass --key COLS",

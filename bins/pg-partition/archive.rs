@@ -178,7 +178,7 @@ fn write_verified(
     let what = format!("read partition '{}'", p.name);
     let file = create_private(tmp)?;
     let gz = flate2::write::GzEncoder::new(HashingWriter::new(file), flate2::Compression::default());
-    let mut w = RowWriter::new(HashingWriter::new(gz));
+    let mut w = RowWriter::to(HashingWriter::new(gz), format!("the archive '{}'", final_path.display()));
     let portal = tx.bind(sql.as_str(), &[]).map_err(|e| pg_error(&what, e))?;
     let draw = pgferry::progress::terminal();
     let mut progress = Progress::new(crate::TOOL, format!("archive {}", p.name), Unit::Count("rows"), None, draw);

@@ -282,6 +282,14 @@ fn tables_views_virtual_tables_and_names() {
         .args([&db, "geo"])
         .expect(65)
         .stderr_has(&["table 'geo': no such module: spatial (a virtual table of a SQLite extension"]);
+    // --list still lists every table: that one without a count, saying why, and a warning.
+    let listed = cmd("sqlite-dump").args(["--list", &db]).ok();
+    listed.stderr_has(&["warning: geo: cannot be read, so not counted: no such module: spatial"]);
+    let lines = listed.json_lines();
+    let geo = lines.iter().find(|l| l["table"] == "geo").expect("geo listed");
+    assert!(geo["rows"].is_null() && geo["error"].as_str().unwrap().contains("no such module: spatial"), "{geo}");
+    let after: Vec<&str> = lines.iter().filter_map(|l| l["table"].as_str()).filter(|t| *t > "geo").collect();
+    assert!(!after.is_empty() && lines.iter().filter(|l| l["table"] != "geo").all(|l| l["rows"].is_u64()), "{lines:?}");
 }
 
 #[test]

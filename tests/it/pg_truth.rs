@@ -379,6 +379,37 @@ fn a_role_without_the_privilege_gets_exit_77() {
 }
 
 #[test]
+fn row_level_security_that_applies_to_the_role_is_exit_77_before_any_copy() {
+    let pg = Pg::new();
+    table(&pg);
+    let role = unique("r").to_lowercase();
+    pg.exec(&format!(
+        "CREATE ROLE {role} LOGIN PASSWORD 'pw'; GRANT USAGE, CREATE ON SCHEMA public TO {role}; \
+         GRANT ALL ON t TO {role}; ALTER TABLE t ENABLE ROW LEVEL SECURITY; \
+         CREATE POLICY everything ON t TO {role} USING (true) WITH CHECK (true)"
+    ));
+    let url = format!("postgres://{role}:pw@{}", pg.url.split_once('@').unwrap().1);
+    // The run log's table is made by the owner first, so that the role only lacks the COPY.
+    cmd("pg-load").args(["--db", &pg.url, "t", "--mode", "replace"]).stdin(rows_stream(0)).expect(0);
+    pg.exec(&format!(
+        "GRANT ALL ON ALL TABLES IN SCHEMA public TO {role}; GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {role}"
+    ));
+    // Both the small-table path (rows held) and the path that sets indexes aside.
+    for extra in [&[][..], &["--rebuild-indexes-from", "0"][..]] {
+        cmd("pg-load").args(["--db", &url, "t"]).args(extra).stdin(rows_stream(3)).expect(77).stderr_has(&[
+            "row-level security applies to this role",
+            "BYPASSRLS",
+            "nothing was committed",
+        ]);
+    }
+    assert_eq!(pg.rows("SELECT count(*) FROM t"), ["0"]);
+    // The table's owner is not subject to its policies: the same load goes in.
+    cmd("pg-load").args(["--db", &pg.url, "t"]).stdin(rows_stream(3)).expect(0);
+    assert_eq!(pg.rows("SELECT count(*) FROM t"), ["3"]);
+    pg.exec(&format!("DROP OWNED BY {role}; DROP ROLE {role}"));
+}
+
+#[test]
 fn lock_timeout_zero_does_not_wait_and_out_of_range_values_are_usage_errors() {
     let pg = Pg::new();
     table(&pg);

@@ -211,6 +211,38 @@ fn a_closed_pipe_is_a_normal_end() {
 }
 
 #[test]
+fn a_full_disk_is_exit_74_naming_where_and_leaves_no_partial_file() {
+    let t = TempDir::new();
+    let db = t.str("d.sqlite");
+    sqlite_db(&t.path("d.sqlite"), "CREATE TABLE a (i INTEGER PRIMARY KEY); INSERT INTO a VALUES (1), (2);
+        CREATE TABLE b (i INTEGER PRIMARY KEY, v TEXT);
+        WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 50000) INSERT INTO b SELECT x, 'row ' || x FROM c;");
+    // stdout on a full device (/dev/full answers every write with ENOSPC).
+    for args in [vec![db.as_str(), "b"], vec!["--list", db.as_str()]] {
+        let out = std::process::Command::new(bin("sqlite-dump"))
+            .args(&args)
+            .stdout(std::fs::File::create("/dev/full").unwrap())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(74), "{args:?}: {err}");
+        assert!(err.contains("write to stdout: the disk is full"), "{args:?}: {err}");
+    }
+    // --all: the table being written when the disk fills is named by its file, and no file of
+    // it is left (its partial file here is a link to the full device); the table before stays whole.
+    let dir = t.path("out");
+    std::fs::create_dir(&dir).unwrap();
+    std::os::unix::fs::symlink("/dev/full", dir.join(".b.ndjson.partial")).unwrap();
+    let run = cmd("sqlite-dump").args(["--all", "--out-dir", &t.str("out"), &db]).expect(74);
+    run.stderr_has(&[&format!("write to '{}': the disk is full", dir.join("b.ndjson").display())]);
+    let mut files: Vec<String> =
+        std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    files.sort();
+    assert_eq!(files, ["a.ndjson"]);
+    assert_eq!(std::fs::read_to_string(dir.join("a.ndjson")).unwrap().lines().count(), 3);
+}
+
+#[test]
 fn wal_database_being_written_is_dumped_as_one_snapshot() {
     let t = TempDir::new();
     let path = t.path("live.sqlite");

@@ -81,6 +81,13 @@ frozen_and_migrated() {
   writer_running
   (($(pg -c 'SELECT count(*) FROM app_writes') > 0))
   [[ "$(content "${APPDB}")" == "${FROZEN}" ]]
+  # A migrate now would load the sources' old rows into the live database: refused.
+  pg -c "DELETE FROM notes WHERE id = 1"
+  run -1 "${SCRIPTS}/migrate" --execute
+  [[ "${output}" == *"refused: cut over at "*"Nothing was loaded"*"--after-cutover"* ]]
+  [[ "$(pg -c 'SELECT count(*) FROM notes WHERE id = 1')" == 0 ]]
+  run -0 "${SCRIPTS}/migrate" --execute --after-cutover
+  [[ "$(pg -c 'SELECT count(*) FROM notes WHERE id = 1')" == 1 ]]
   # Something touches SQLite after cutover, and the app's directory is a dirty git tree.
   sqlite3 "${APPDB}" "DELETE FROM customers WHERE id = 'c3'"
   git -C "${W}/app" init -q && git -C "${W}/app" add -A && git -C "${W}/app" -c user.email=t@t -c user.name=t commit -qm app
