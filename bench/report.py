@@ -3,7 +3,8 @@
 Usage: report.py RUN_DIR --title TEXT --rows N --anchor NAME
                  --side NAME=LABEL[=TARGET[=ROWS]] ... [--rss NAME=LABEL[=PROCS] ...]
 
-RUN_DIR holds NAME.ms (one wall time per round, milliseconds) and NAME.time (one
+RUN_DIR holds NAME.ms (one wall time per round, milliseconds; a side named A+B is A's and
+B's of each round added up) and NAME.time (one
 'peak-RSS-KB user-s sys-s' line per run, from /usr/bin/time). A side's ratio is its median
 over the anchor's: how many times faster the anchor (pgferry) is; TARGET is the ratio the
 issue asks for; ROWS, when the side loads only part of the rows. PROCS: how many runs of
@@ -16,6 +17,12 @@ import statistics
 
 
 def read_ms(run, name):
+    """A side's seconds per round; NAME a+b: a's and b's of each round added up."""
+    if "+" in name:
+        parts = [read_ms(run, n) for n in name.split("+")]
+        if not all(parts) or len({len(p) for p in parts}) != 1:
+            return []
+        return [sum(r) for r in zip(*parts)]
     path = os.path.join(run, f"{name}.ms")
     if not os.path.exists(path):
         return []

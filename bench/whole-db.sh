@@ -25,6 +25,8 @@
 #   duckdb         DuckDB: BEGIN; twelve INSERT ... SELECT (bench/whole-db-duckdb.sql); COMMIT
 #                  (timed from ATTACH to COMMIT)
 #   pgloader       Debian's pgloader, WITH data only (it loads tables in parallel)
+#   ... then ANALYZE  DuckDB's and pgloader's load, then `ANALYZE` of the twelve tables in one
+#                  psql statement, as their users get statistics: the plan's end state (no target)
 #   server         COPY device_logs FROM 'file' (FORMAT binary) into the indexed partitions
 #   server-bare    the same into bare partitions, then the key and index built, one transaction
 # Each round starts with the machine's load average (uptime), printed after the report:
@@ -146,6 +148,10 @@ main() {
   bench_pgloader_file "${db}" "WITH data only, create no tables, create no indexes, reset no sequences;"
 
   local round copy="COPY device_logs FROM '${run}/logs.bin' (FORMAT binary)"
+  # The plan's end state has statistics: what a user of the other tools runs after them.
+  local analyze list
+  list="$(IFS=, && echo "${TABLES[*]}")"
+  analyze="${BENCH_PSQL} -c 'ANALYZE ${list}'"
   for round in $(seq 1 "${rounds}"); do
     printf 'round %s: load average %s\n' "${round}" "$(cut -d' ' -f1-3 /proc/loadavg)" >>"${run}/load.txt"
     log "round ${round} of ${rounds}: pgferry, one pipe per table"
@@ -164,10 +170,12 @@ main() {
     reset_db
     bench_duckdb "${db}" "${BENCH_DIR}/whole-db-duckdb.sql"
     check_counts "${want}" duckdb
+    timed analyze-after-duckdb "${analyze}"
     log "round ${round} of ${rounds}: pgloader"
     reset_db
     bench_pgloader
     check_counts "${want}" pgloader
+    timed analyze-after-pgloader "${analyze}"
     log "round ${round} of ${rounds}: server COPY of device_logs"
     reset_db
     timed server "${BENCH_PSQL} -c \"${copy}\""
@@ -187,6 +195,8 @@ main() {
     --side "duckdb=DuckDB ${DUCKDB_VERSION}, 12 INSERT ... SELECT, one transaction=1.5" \
     --side "duckdb-process=DuckDB, the whole python process" \
     --side "pgloader=pgloader, WITH data only=3" \
+    --side "duckdb+analyze-after-duckdb=DuckDB, then ANALYZE of the tables (psql)" \
+    --side "pgloader+analyze-after-pgloader=pgloader, then ANALYZE of the tables" \
     --side "server=server COPY of device_logs, indexed partitions==${rows}" \
     --side "server-bare=server COPY, bare partitions, then key and index==${rows}" \
     --rss "plan-dump=sqlite-dump (plan, 12 runs)=12" --rss "plan-load=pg-load --plan" \

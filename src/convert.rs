@@ -360,6 +360,7 @@ pub fn convert(v: &Value, kind: &Kind, opts: &Options) -> std::result::Result<Ce
         return Ok(Cell::Null);
     }
     match kind {
+        Kind::Other(name) if is_hstore(name) && v.is_object() => to_hstore(v, opts).map(Cell::Text),
         Kind::Text | Kind::Enum | Kind::Other(_) => to_text(v, opts).map(Cell::Text),
         Kind::Bool => to_bool(v).map(Cell::Bool),
         Kind::Int2 => {
@@ -428,6 +429,8 @@ pub fn convert_raw(raw: &str, kind: &Kind, opts: &Options) -> Option<Cell> {
     // A string without escapes is its own text.
     let plain_str = || (b.len() >= 2 && b[0] == b'"' && !b.contains(&b'\\')).then(|| &raw[1..raw.len() - 1]);
     match kind {
+        // An object for hstore: built from the parsed JSON (convert).
+        Kind::Other(name) if is_hstore(name) && raw.starts_with('{') => None,
         Kind::Text | Kind::Enum | Kind::Other(_) => match plain_str() {
             Some(s) => Some(Cell::Text(s.to_string())),
             None => raw_text(raw, opts).map(Cell::Text),
@@ -576,6 +579,151 @@ fn to_text(v: &Value, opts: &Options) -> std::result::Result<String, String> {
             check_nul_json(&s).map(|_| s)
         }
     }
+}
+
+/// The hstore extension's type (`hstore`, or schema-qualified where its schema is not on the
+/// search path, as Supabase's `extensions.hstore`).
+pub fn is_hstore(type_name: &str) -> bool {
+    type_name == "hstore" || type_name.ends_with(".hstore")
+}
+
+/// A JSON object as hstore text: each key and value quoted (`"k"=>"v"`), `null` as NULL, a
+/// number or boolean as its JSON text. hstore values are text, so a nested array or object
+/// is refused rather than stored as its JSON text. (A key the object repeats was collapsed to
+/// its last value when the JSON was read, as jsonb does; the change is counted.)
+fn to_hstore(v: &Value, opts: &Options) -> std::result::Result<String, String> {
+    let Value::Object(map) = v else { return to_text(v, opts) };
+    let quote = |out: &mut String, s: &str| -> std::result::Result<(), String> {
+        let s = check_nul(s, opts)?;
+        out.push('"');
+        for c in s.chars() {
+            if c == '"' || c == '\\' {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+        out.push('"');
+        Ok(())
+    };
+    let mut out = String::new();
+    for (k, val) in map {
+        if !out.is_empty() {
+            out.push_str(", ");
+        }
+        quote(&mut out, k)?;
+        out.push_str("=>");
+        match val {
+            Value::Null => out.push_str("NULL"),
+            Value::String(t) => quote(&mut out, t)?,
+            Value::Number(_) | Value::Bool(_) => quote(&mut out, &val.to_string())?,
+            Value::Array(_) | Value::Object(_) => {
+                let what = if val.is_array() { "an array" } else { "an object" };
+                return Err(format!(
+                    "key '{k}' holds {what}, and hstore values are text; use a jsonb column for nested values"
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// hstore text's pairs as PostgreSQL's hstore reads them: keys and values quoted or bare (a
+/// bare one ends at a space, `=`, `>` or `,`), backslash escapes taken, a bare `NULL` value
+/// NULL. `None` where the text is not read here (the server reads it, or refuses it).
+pub fn hstore_pairs(text: &str) -> Option<Vec<(String, Option<String>)>> {
+    let b = text.as_bytes();
+    let mut i = 0;
+    let skip_space = |i: &mut usize| {
+        while *i < b.len() && b[*i].is_ascii_whitespace() {
+            *i += 1;
+        }
+    };
+    // One key or value; with whether it was quoted.
+    let token = |i: &mut usize| -> Option<(String, bool)> {
+        let mut out = vec![];
+        let quoted = b.get(*i) == Some(&b'"');
+        if quoted {
+            *i += 1;
+        }
+        loop {
+            let c = *b.get(*i)?;
+            match c {
+                b'\\' => {
+                    out.push(*b.get(*i + 1)?);
+                    *i += 2;
+                    if !quoted && *i == b.len() {
+                        break;
+                    }
+                    continue;
+                }
+                b'"' if quoted => {
+                    *i += 1;
+                    break;
+                }
+                b'"' => return None,
+                _ if !quoted && (c.is_ascii_whitespace() || matches!(c, b'=' | b'>' | b',')) => {
+                    if out.is_empty() {
+                        return None;
+                    }
+                    break;
+                }
+                _ => out.push(c),
+            }
+            *i += 1;
+            if !quoted && *i == b.len() {
+                break;
+            }
+        }
+        // Split only at ASCII bytes, so still UTF-8 (an escape of half a character aside).
+        Some((String::from_utf8(out).ok()?, quoted))
+    };
+    let mut pairs = vec![];
+    skip_space(&mut i);
+    while i < b.len() {
+        let (key, _) = token(&mut i)?;
+        skip_space(&mut i);
+        if b.get(i..i + 2)? != b"=>" {
+            return None;
+        }
+        i += 2;
+        skip_space(&mut i);
+        let (value, quoted) = token(&mut i)?;
+        pairs.push((key, (quoted || !value.eq_ignore_ascii_case("null")).then_some(value)));
+        skip_space(&mut i);
+        match b.get(i) {
+            None => break,
+            Some(b',') => {
+                i += 1;
+                skip_space(&mut i);
+            }
+            Some(_) => return None,
+        }
+    }
+    Some(pairs)
+}
+
+/// Whether hstore text repeats a key (PostgreSQL's hstore then keeps one of the values, which
+/// one undefined). `None` where the text is not read here.
+fn hstore_repeats_a_key(text: &str) -> Option<bool> {
+    let pairs = hstore_pairs(text)?;
+    let mut keys = std::collections::HashSet::with_capacity(pairs.len());
+    Some(!pairs.iter().all(|(k, _)| keys.insert(k.as_str())))
+}
+
+/// hstore text as PostgreSQL writes it back: one pair per key (a repeated key's first, as the
+/// server keeps it for short lists), ordered by key length then bytes, each key and value
+/// quoted. `None` where the text is not read here.
+pub fn hstore_canonical(text: &str) -> Option<String> {
+    let mut pairs = hstore_pairs(text)?;
+    let mut seen = std::collections::HashSet::with_capacity(pairs.len());
+    pairs.retain(|(k, _)| seen.insert(k.clone()));
+    pairs.sort_by(|(a, _), (b, _)| a.len().cmp(&b.len()).then_with(|| a.as_bytes().cmp(b.as_bytes())));
+    let quote = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
+    let shown: Vec<String> = pairs
+        .iter()
+        .map(|(k, v)| format!("{}=>{}", quote(k), v.as_deref().map_or("NULL".to_string(), quote)))
+        .collect();
+    Some(shown.join(", "))
 }
 
 fn check_nul_json(s: &str) -> std::result::Result<(), String> {
@@ -1001,7 +1149,8 @@ pub enum Change {
     /// More precision than `double precision` holds: rounded.
     Double,
     /// A JSON object repeats a key: PostgreSQL's jsonb keeps the last value (json keeps the
-    /// text as written, unless `--strip-nul` had to rebuild it).
+    /// text as written, unless `--strip-nul` had to rebuild it); hstore text that repeats a
+    /// key keeps one of its values, which one undefined.
     DuplicateKeys,
     /// More fraction digits of a second than a `timestamp(p)`/`time(p)`/`interval(p)` column keeps.
     Precision,
@@ -1039,7 +1188,11 @@ impl Change {
             Change::Microseconds => "PostgreSQL would round it to microseconds".into(),
             Change::Real => "real would round it (about 7 significant digits)".into(),
             Change::Double => "double precision would round it (about 16 significant digits)".into(),
-            Change::DuplicateKeys => "a JSON object repeats a key: all but the last value would be lost".into(),
+            Change::DuplicateKeys => {
+                "the object repeats a key: PostgreSQL keeps one of its values (jsonb the last, hstore text one it \
+                 does not say)"
+                    .into()
+            }
             Change::Precision => {
                 format!("PostgreSQL would round it to {} fraction digits of a second", col.precision.unwrap_or(6))
             }
@@ -1070,7 +1223,7 @@ pub fn may_change(col: &ColumnInfo) -> bool {
         | Kind::Float8
         | Kind::Json
         | Kind::Jsonb => true,
-        Kind::Other(name) => col.interval_fields.is_some() || name == TIMETZ || name == MONEY,
+        Kind::Other(name) => col.interval_fields.is_some() || name == TIMETZ || name == MONEY || is_hstore(name),
         _ => false,
     }
 }
@@ -1177,6 +1330,15 @@ fn change_of(raw: &str, kind: &Kind, col: &ColumnInfo, opts: &Options) -> Option
             let t = number_text()?;
             let t: String = t.chars().filter(|c| c.is_ascii_digit() || matches!(c, '.' | '-')).collect();
             excess_digits_nonzero(&parse_decimal(&t)?, col.scale? as i64).then_some(Change::Scale)
+        }
+        // hstore: a JSON object's repeated key (collapsed to its last value as it was read), or
+        // hstore text that repeats one (the server keeps one of them).
+        Kind::Other(name) if is_hstore(name) => {
+            let repeats = match raw.starts_with('{') {
+                true => json_repeats_a_key(raw),
+                false => hstore_repeats_a_key(&string()?)?,
+            };
+            repeats.then_some(Change::DuplicateKeys)
         }
         Kind::Other(_) => {
             let iv = timefmt::read_interval(&number_text()?, col.interval_fields?)?;
@@ -1435,17 +1597,15 @@ impl Changes {
 
 /// `--strict`: the error for a value PostgreSQL would change.
 pub fn strict_error(line: u64, col: &ColumnInfo, raw: &str, c: Change) -> Error {
+    let cause =
+        format!("{} (column type {}); --strict refuses values PostgreSQL would change", c.describe(col), col.type_name);
+    // An object or array as the stream wrote it: read back, its repeated key would be gone.
+    if raw.starts_with(['{', '[']) {
+        let shown = crate::stream::json_snippet(raw.to_string());
+        return Error::Data(format!("line {line}, column '{}': value {shown}: {cause}", col.name));
+    }
     let v: Value = serde_json::from_str(raw).unwrap_or(Value::Null);
-    conversion_error(
-        line,
-        &col.name,
-        &v,
-        &format!(
-            "{} (column type {}); --strict refuses values PostgreSQL would change",
-            c.describe(col),
-            col.type_name
-        ),
-    )
+    conversion_error(line, &col.name, &v, &cause)
 }
 
 // ---------------------------------------------------------------- decimals
@@ -2193,6 +2353,7 @@ mod tests {
     fn silent_changes_by_kind() {
         let o = Options::default();
         let num = col(Kind::Numeric, Some(2));
+        let hstore = col(Kind::Other("extensions.hstore".into()), None);
         let table: &[(&str, &ColumnInfo, Option<Change>)] = &[
             ("1.234", &num, Some(Change::Scale)),
             ("\"1.230\"", &num, None),
@@ -2212,6 +2373,15 @@ mod tests {
             // json keeps the text as written, repeated keys and all.
             (r#""{\"k\":1,\"k\":1}""#, &col(Kind::Json, None), None),
             (r#"{"k":1,"k":1}"#, &col(Kind::Json, None), None),
+            // hstore text, read as the server reads it: quoted or bare, escapes taken.
+            (r#""a=>1, b=>2""#, &hstore, None),
+            (r#""a=>1,a=>NULL""#, &hstore, Some(Change::DuplicateKeys)),
+            (r#""\"a\"=>1, a => 2""#, &hstore, Some(Change::DuplicateKeys)),
+            (r#""\"a\\\"b\"=>1, \"a\\\"c\"=>2""#, &hstore, None),
+            (r#""a\\ b=>1, \"a b\"=>2""#, &hstore, Some(Change::DuplicateKeys)),
+            (r#""a=>1,, a=>2""#, &hstore, None),
+            (r#"{"a":"1","a":"2"}"#, &hstore, Some(Change::DuplicateKeys)),
+            (r#"{"a":"1","b":"2"}"#, &hstore, None),
         ];
         for (raw, c, want) in table {
             assert_eq!(silent_change(raw, &Cell::Null, c, &o), *want, "{raw}");

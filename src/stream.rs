@@ -1216,15 +1216,17 @@ pub fn snippet(s: &str, max: usize) -> String {
 pub fn value_snippet(v: &Value) -> String {
     match v {
         Value::String(s) => snippet(s, 60),
-        other => {
-            let t = other.to_string();
-            if t.chars().count() > 60 {
-                let cut: String = t.chars().take(60).collect();
-                format!("{cut}…")
-            } else {
-                t
-            }
-        }
+        other => json_snippet(other.to_string()),
+    }
+}
+
+/// JSON text for a message: its first 60 characters, then `…`.
+pub fn json_snippet(t: String) -> String {
+    if t.chars().count() > 60 {
+        let cut: String = t.chars().take(60).collect();
+        format!("{cut}…")
+    } else {
+        t
     }
 }
 

@@ -630,3 +630,27 @@ fn firestore_a_field_clashing_with_its_key_is_refused_as_fs_export_refuses_it() 
     pg.exec("UPDATE crm SET id = CASE doc_id WHEN 'c1' THEN 'c1' ELSE 'other' END");
     cc(&["--id-field", "doc_id", "firestore:crm", "pg:crm"]).ok();
 }
+
+#[test]
+fn hstore_compares_as_the_pairs_postgresql_keeps() {
+    let pg = Pg::new();
+    let dir = TempDir::new();
+    pg.exec("CREATE EXTENSION hstore; CREATE TABLE h (id int PRIMARY KEY, tags hstore)");
+    // An object, and hstore text in another order, spacing and quoting than PostgreSQL's.
+    let stream = concat!(
+        r#"{"id":1,"tags":{"b":"1","aa":null,"c":"x\"y"}}"#,
+        "\n",
+        r#"{"id":2,"tags":"x=>y, a=>NULL, bb=>\"q\\\\z\""}"#,
+        "\n",
+        r#"{"$end":{"rows":2}}"#,
+        "\n"
+    );
+    std::fs::write(dir.path("h.ndjson"), stream).unwrap();
+    let side = format!("ndjson:{}", dir.str("h.ndjson"));
+    cmd("pg-load").args(["--db", &pg.url, "h"]).stdin(stream).ok();
+    check(&pg, &["--full", &side, "pg:h"]).ok();
+    // A value PostgreSQL holds differently is found.
+    pg.exec("UPDATE h SET tags = tags || 'x=>z'::hstore WHERE id = 2");
+    let r = check(&pg, &["--full", &side, "pg:h"]).expect(1);
+    r.stderr_has(&["changed {\"id\":2}: tags:"]);
+}
