@@ -628,8 +628,9 @@ fn to_hstore(v: &Value, opts: &Options) -> std::result::Result<String, String> {
 }
 
 /// hstore text's pairs as PostgreSQL's hstore reads them: keys and values quoted or bare (a
-/// bare one ends at a space, `=`, `>` or `,`), backslash escapes taken, a bare `NULL` value
-/// NULL. `None` where the text is not read here (the server reads it, or refuses it).
+/// bare key ends at a space or `=`, a bare value at a space or `,`), backslash escapes taken,
+/// a bare `NULL` value NULL. `None` where the text is not read here (the server reads it, or
+/// refuses it).
 pub fn hstore_pairs(text: &str) -> Option<Vec<(String, Option<String>)>> {
     let b = text.as_bytes();
     let mut i = 0;
@@ -639,7 +640,7 @@ pub fn hstore_pairs(text: &str) -> Option<Vec<(String, Option<String>)>> {
         }
     };
     // One key or value; with whether it was quoted.
-    let token = |i: &mut usize| -> Option<(String, bool)> {
+    let token = |i: &mut usize, end: u8| -> Option<(String, bool)> {
         let mut out = vec![];
         let quoted = b.get(*i) == Some(&b'"');
         if quoted {
@@ -661,7 +662,7 @@ pub fn hstore_pairs(text: &str) -> Option<Vec<(String, Option<String>)>> {
                     break;
                 }
                 b'"' => return None,
-                _ if !quoted && (c.is_ascii_whitespace() || matches!(c, b'=' | b'>' | b',')) => {
+                _ if !quoted && (c.is_ascii_whitespace() || c == end) => {
                     if out.is_empty() {
                         return None;
                     }
@@ -680,14 +681,14 @@ pub fn hstore_pairs(text: &str) -> Option<Vec<(String, Option<String>)>> {
     let mut pairs = vec![];
     skip_space(&mut i);
     while i < b.len() {
-        let (key, _) = token(&mut i)?;
+        let (key, _) = token(&mut i, b'=')?;
         skip_space(&mut i);
         if b.get(i..i + 2)? != b"=>" {
             return None;
         }
         i += 2;
         skip_space(&mut i);
-        let (value, quoted) = token(&mut i)?;
+        let (value, quoted) = token(&mut i, b',')?;
         pairs.push((key, (quoted || !value.eq_ignore_ascii_case("null")).then_some(value)));
         skip_space(&mut i);
         match b.get(i) {
@@ -2380,6 +2381,9 @@ mod tests {
             (r#""\"a\\\"b\"=>1, \"a\\\"c\"=>2""#, &hstore, None),
             (r#""a\\ b=>1, \"a b\"=>2""#, &hstore, Some(Change::DuplicateKeys)),
             (r#""a=>1,, a=>2""#, &hstore, None),
+            // Bare keys end at '=' only, bare values at ',' only, as in PostgreSQL's reader.
+            (r#""a,b=>1, b=>x=y, b=>z""#, &hstore, Some(Change::DuplicateKeys)),
+            (r#""a>b=>1, a=>2""#, &hstore, None),
             (r#"{"a":"1","a":"2"}"#, &hstore, Some(Change::DuplicateKeys)),
             (r#"{"a":"1","b":"2"}"#, &hstore, None),
         ];
