@@ -594,15 +594,7 @@ pub fn is_hstore(type_name: &str) -> bool {
 fn to_hstore(v: &Value, opts: &Options) -> std::result::Result<String, String> {
     let Value::Object(map) = v else { return to_text(v, opts) };
     let quote = |out: &mut String, s: &str| -> std::result::Result<(), String> {
-        let s = check_nul(s, opts)?;
-        out.push('"');
-        for c in s.chars() {
-            if c == '"' || c == '\\' {
-                out.push('\\');
-            }
-            out.push(c);
-        }
-        out.push('"');
+        push_hstore_quoted(out, &check_nul(s, opts)?);
         Ok(())
     };
     let mut out = String::new();
@@ -625,6 +617,18 @@ fn to_hstore(v: &Value, opts: &Options) -> std::result::Result<String, String> {
         }
     }
     Ok(out)
+}
+
+/// `s` as a quoted hstore key or value: `"` and `\\` escaped by a backslash.
+fn push_hstore_quoted(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
 }
 
 /// hstore text's pairs as PostgreSQL's hstore reads them: keys and values quoted or bare (a
@@ -719,12 +723,19 @@ pub fn hstore_canonical(text: &str) -> Option<String> {
     let mut seen = std::collections::HashSet::with_capacity(pairs.len());
     pairs.retain(|(k, _)| seen.insert(k.clone()));
     pairs.sort_by(|(a, _), (b, _)| a.len().cmp(&b.len()).then_with(|| a.as_bytes().cmp(b.as_bytes())));
-    let quote = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
-    let shown: Vec<String> = pairs
-        .iter()
-        .map(|(k, v)| format!("{}=>{}", quote(k), v.as_deref().map_or("NULL".to_string(), quote)))
-        .collect();
-    Some(shown.join(", "))
+    let mut out = String::new();
+    for (k, v) in &pairs {
+        if !out.is_empty() {
+            out.push_str(", ");
+        }
+        push_hstore_quoted(&mut out, k);
+        out.push_str("=>");
+        match v {
+            Some(v) => push_hstore_quoted(&mut out, v),
+            None => out.push_str("NULL"),
+        }
+    }
+    Some(out)
 }
 
 fn check_nul_json(s: &str) -> std::result::Result<(), String> {
