@@ -594,15 +594,7 @@ pub fn is_hstore(type_name: &str) -> bool {
 fn to_hstore(v: &Value, opts: &Options) -> std::result::Result<String, String> {
     let Value::Object(map) = v else { return to_text(v, opts) };
     let quote = |out: &mut String, s: &str| -> std::result::Result<(), String> {
-        let s = check_nul(s, opts)?;
-        out.push('"');
-        for c in s.chars() {
-            if c == '"' || c == '\\' {
-                out.push('\\');
-            }
-            out.push(c);
-        }
-        out.push('"');
+        push_hstore_quoted(out, &check_nul(s, opts)?);
         Ok(())
     };
     let mut out = String::new();
@@ -627,9 +619,22 @@ fn to_hstore(v: &Value, opts: &Options) -> std::result::Result<String, String> {
     Ok(out)
 }
 
+/// `s` as a quoted hstore key or value: `"` and `\\` escaped by a backslash.
+fn push_hstore_quoted(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+}
+
 /// hstore text's pairs as PostgreSQL's hstore reads them: keys and values quoted or bare (a
-/// bare one ends at a space, `=`, `>` or `,`), backslash escapes taken, a bare `NULL` value
-/// NULL. `None` where the text is not read here (the server reads it, or refuses it).
+/// bare key ends at a space or `=`, a bare value at a space or `,`), backslash escapes taken,
+/// a bare `NULL` value NULL. `None` where the text is not read here (the server reads it, or
+/// refuses it).
 pub fn hstore_pairs(text: &str) -> Option<Vec<(String, Option<String>)>> {
     let b = text.as_bytes();
     let mut i = 0;
@@ -639,7 +644,7 @@ pub fn hstore_pairs(text: &str) -> Option<Vec<(String, Option<String>)>> {
         }
     };
     // One key or value; with whether it was quoted.
-    let token = |i: &mut usize| -> Option<(String, bool)> {
+    let token = |i: &mut usize, end: u8| -> Option<(String, bool)> {
         let mut out = vec![];
         let quoted = b.get(*i) == Some(&b'"');
         if quoted {
@@ -661,7 +666,7 @@ pub fn hstore_pairs(text: &str) -> Option<Vec<(String, Option<String>)>> {
                     break;
                 }
                 b'"' => return None,
-                _ if !quoted && (c.is_ascii_whitespace() || matches!(c, b'=' | b'>' | b',')) => {
+                _ if !quoted && (c.is_ascii_whitespace() || c == end) => {
                     if out.is_empty() {
                         return None;
                     }
@@ -680,14 +685,14 @@ pub fn hstore_pairs(text: &str) -> Option<Vec<(String, Option<String>)>> {
     let mut pairs = vec![];
     skip_space(&mut i);
     while i < b.len() {
-        let (key, _) = token(&mut i)?;
+        let (key, _) = token(&mut i, b'=')?;
         skip_space(&mut i);
         if b.get(i..i + 2)? != b"=>" {
             return None;
         }
         i += 2;
         skip_space(&mut i);
-        let (value, quoted) = token(&mut i)?;
+        let (value, quoted) = token(&mut i, b',')?;
         pairs.push((key, (quoted || !value.eq_ignore_ascii_case("null")).then_some(value)));
         skip_space(&mut i);
         match b.get(i) {
@@ -718,12 +723,19 @@ pub fn hstore_canonical(text: &str) -> Option<String> {
     let mut seen = std::collections::HashSet::with_capacity(pairs.len());
     pairs.retain(|(k, _)| seen.insert(k.clone()));
     pairs.sort_by(|(a, _), (b, _)| a.len().cmp(&b.len()).then_with(|| a.as_bytes().cmp(b.as_bytes())));
-    let quote = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
-    let shown: Vec<String> = pairs
-        .iter()
-        .map(|(k, v)| format!("{}=>{}", quote(k), v.as_deref().map_or("NULL".to_string(), quote)))
-        .collect();
-    Some(shown.join(", "))
+    let mut out = String::new();
+    for (k, v) in &pairs {
+        if !out.is_empty() {
+            out.push_str(", ");
+        }
+        push_hstore_quoted(&mut out, k);
+        out.push_str("=>");
+        match v {
+            Some(v) => push_hstore_quoted(&mut out, v),
+            None => out.push_str("NULL"),
+        }
+    }
+    Some(out)
 }
 
 fn check_nul_json(s: &str) -> std::result::Result<(), String> {
@@ -2380,6 +2392,9 @@ mod tests {
             (r#""\"a\\\"b\"=>1, \"a\\\"c\"=>2""#, &hstore, None),
             (r#""a\\ b=>1, \"a b\"=>2""#, &hstore, Some(Change::DuplicateKeys)),
             (r#""a=>1,, a=>2""#, &hstore, None),
+            // Bare keys end at '=' only, bare values at ',' only, as in PostgreSQL's reader.
+            (r#""a,b=>1, b=>x=y, b=>z""#, &hstore, Some(Change::DuplicateKeys)),
+            (r#""a>b=>1, a=>2""#, &hstore, None),
             (r#"{"a":"1","a":"2"}"#, &hstore, Some(Change::DuplicateKeys)),
             (r#"{"a":"1","b":"2"}"#, &hstore, None),
         ];
