@@ -196,6 +196,11 @@ fn hstore_takes_objects_and_counts_the_keys_it_collapses() {
         r#""a"=>"1", "b"=>NULL, "c"=>"2.50", "d"=>"true", "q\"x"=>"back\\slash""#
     );
     assert_eq!(stored(&pg, h, "{}", &[]), "");
+    // hstore[]: each element as hstore is.
+    assert_eq!(
+        stored(&pg, "ext.hstore[]", r#"[{"a":"1"},"b=>2",null]"#, &[]),
+        r#"{"\"a\"=>\"1\"","\"b\"=>\"2\"",NULL}"#
+    );
     // hstore text goes in as written.
     assert_eq!(stored(&pg, h, r#""a=>1, \"b c\"=>NULL""#, &[]), r#""a"=>"1", "b c"=>NULL"#);
     refused(&pg, h, r#"{"a":{"n":1}}"#, &[], &["key 'a' holds an object", "use a jsonb column"]);
