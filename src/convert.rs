@@ -593,42 +593,49 @@ pub fn is_hstore(type_name: &str) -> bool {
 /// its last value when the JSON was read, as jsonb does; the change is counted.)
 fn to_hstore(v: &Value, opts: &Options) -> std::result::Result<String, String> {
     let Value::Object(map) = v else { return to_text(v, opts) };
-    let quote = |out: &mut String, s: &str| -> std::result::Result<(), String> {
-        push_hstore_quoted(out, &check_nul(s, opts)?);
-        Ok(())
-    };
-    let mut out = String::new();
+    let mut pairs = Vec::with_capacity(map.len());
     for (k, val) in map {
-        if !out.is_empty() {
-            out.push_str(", ");
-        }
-        quote(&mut out, k)?;
-        out.push_str("=>");
-        match val {
-            Value::Null => out.push_str("NULL"),
-            Value::String(t) => quote(&mut out, t)?,
-            Value::Number(_) | Value::Bool(_) => quote(&mut out, &val.to_string())?,
+        let value = match val {
+            Value::Null => None,
+            Value::String(t) => Some(check_nul(t, opts)?),
+            Value::Number(_) | Value::Bool(_) => Some(val.to_string()),
             Value::Array(_) | Value::Object(_) => {
                 let what = if val.is_array() { "an array" } else { "an object" };
                 return Err(format!(
                     "key '{k}' holds {what}, and hstore values are text; use a jsonb column for nested values"
                 ));
             }
-        }
+        };
+        pairs.push((check_nul(k, opts)?, value));
     }
-    Ok(out)
+    Ok(hstore_text(&pairs))
 }
 
-/// `s` as a quoted hstore key or value: `"` and `\\` escaped by a backslash.
-fn push_hstore_quoted(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        if c == '"' || c == '\\' {
-            out.push('\\');
+/// Pairs as hstore text: `"k"=>"v", "k2"=>NULL`, `"` and `\` in a key or value escaped.
+fn hstore_text(pairs: &[(String, Option<String>)]) -> String {
+    let quote = |out: &mut String, s: &str| {
+        out.push('"');
+        for c in s.chars() {
+            if c == '"' || c == '\\' {
+                out.push('\\');
+            }
+            out.push(c);
         }
-        out.push(c);
+        out.push('"');
+    };
+    let mut out = String::new();
+    for (k, v) in pairs {
+        if !out.is_empty() {
+            out.push_str(", ");
+        }
+        quote(&mut out, k);
+        out.push_str("=>");
+        match v {
+            Some(v) => quote(&mut out, v),
+            None => out.push_str("NULL"),
+        }
     }
-    out.push('"');
+    out
 }
 
 /// hstore text's pairs as PostgreSQL's hstore reads them: keys and values quoted or bare (a
@@ -723,19 +730,7 @@ pub fn hstore_canonical(text: &str) -> Option<String> {
     let mut seen = std::collections::HashSet::with_capacity(pairs.len());
     pairs.retain(|(k, _)| seen.insert(k.clone()));
     pairs.sort_by(|(a, _), (b, _)| a.len().cmp(&b.len()).then_with(|| a.as_bytes().cmp(b.as_bytes())));
-    let mut out = String::new();
-    for (k, v) in &pairs {
-        if !out.is_empty() {
-            out.push_str(", ");
-        }
-        push_hstore_quoted(&mut out, k);
-        out.push_str("=>");
-        match v {
-            Some(v) => push_hstore_quoted(&mut out, v),
-            None => out.push_str("NULL"),
-        }
-    }
-    Some(out)
+    Some(hstore_text(&pairs))
 }
 
 fn check_nul_json(s: &str) -> std::result::Result<(), String> {

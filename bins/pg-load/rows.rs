@@ -441,8 +441,9 @@ impl<R: std::io::BufRead> Streaming<'_, R> {
         }
         let Some((l, s)) = next else {
             let mut sp = tx.savepoint("pgferry_held").map_err(|e| pg_error("set a savepoint", e))?;
-            // A COPY the server refuses to start (row-level security, say) ends the load as it
-            // would have (the connection is then in no state for a second try).
+            // A COPY the server refuses to start ends the load as it would have (the connection
+            // is then in no state for a second try); row-level security is refused before this,
+            // in table::prepare.
             let w = self.sink.start(&mut sp, &target)?;
             if self.sink.send_held(w).is_ok() {
                 return sp.commit().map(|()| None).map_err(|e| pg_error("release the savepoint", e));

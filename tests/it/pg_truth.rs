@@ -361,15 +361,21 @@ fn runs_table_names_are_read_as_sql_and_a_foreign_table_is_refused_untouched() {
     assert_eq!(pg.one("SELECT to_regclass('_pgferry_runs') IS NULL"), "t");
 }
 
+/// A new login role that may use and create in schema public (and nothing else yet), and
+/// its URL. Dropped by the test: `DROP OWNED BY role; DROP ROLE role`.
+fn login_role(pg: &Pg) -> (String, String) {
+    let role = unique("r").to_lowercase();
+    pg.exec(&format!("CREATE ROLE {role} LOGIN PASSWORD 'pw'; GRANT CREATE, USAGE ON SCHEMA public TO {role}"));
+    let url = format!("postgres://{role}:pw@{}", pg.url.split_once('@').unwrap().1);
+    (role, url)
+}
+
 #[test]
 fn a_role_without_the_privilege_gets_exit_77() {
     let pg = Pg::new();
     table(&pg);
-    let role = unique("r").to_lowercase();
-    pg.exec(&format!(
-        "CREATE ROLE {role} LOGIN PASSWORD 'pw'; GRANT CREATE, USAGE ON SCHEMA public TO {role}; GRANT SELECT ON t TO {role}"
-    ));
-    let url = format!("postgres://{role}:pw@{}", pg.url.split_once('@').unwrap().1);
+    let (role, url) = login_role(&pg);
+    pg.exec(&format!("GRANT SELECT ON t TO {role}"));
     cmd("pg-load")
         .args(["--db", &url, "t"])
         .stdin(rows_stream(2))
@@ -382,13 +388,11 @@ fn a_role_without_the_privilege_gets_exit_77() {
 fn row_level_security_that_applies_to_the_role_is_exit_77_before_any_copy() {
     let pg = Pg::new();
     table(&pg);
-    let role = unique("r").to_lowercase();
+    let (role, url) = login_role(&pg);
     pg.exec(&format!(
-        "CREATE ROLE {role} LOGIN PASSWORD 'pw'; GRANT USAGE, CREATE ON SCHEMA public TO {role}; \
-         GRANT ALL ON t TO {role}; ALTER TABLE t ENABLE ROW LEVEL SECURITY; \
+        "GRANT ALL ON t TO {role}; ALTER TABLE t ENABLE ROW LEVEL SECURITY; \
          CREATE POLICY everything ON t TO {role} USING (true) WITH CHECK (true)"
     ));
-    let url = format!("postgres://{role}:pw@{}", pg.url.split_once('@').unwrap().1);
     // The run log's table is made by the owner first, so that the role only lacks the COPY.
     cmd("pg-load").args(["--db", &pg.url, "t", "--mode", "replace"]).stdin(rows_stream(0)).expect(0);
     pg.exec(&format!(
