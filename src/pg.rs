@@ -401,7 +401,21 @@ impl Target {
             Some((cert, key)) => Some(client_identity(cert, key, self.ssl_password.as_deref())?),
             None => None,
         };
-        let made = tls::MakeTls::new(roots, verify, self.sni, identity)
+        // Under prefer and require a root file checks the server only because it exists
+        // (~/.postgresql/root.crt for another server, say): say so, and what to do.
+        let hint = match (self.tls, self.root_cert.as_deref()) {
+            (TlsMode::Prefer | TlsMode::Require, Some(root)) => Some(format!(
+                "sslmode={} checks the server against {root} because that file exists, as libpq does: give this \
+                 server's CA as sslrootcert{}",
+                self.tls.name(),
+                match self.tls {
+                    TlsMode::Prefer => ", or sslmode=disable to connect without TLS, which psql falls back to here",
+                    _ => "",
+                }
+            )),
+            _ => None,
+        };
+        let made = tls::MakeTls::new(roots, verify, self.sni, identity, hint)
             .map_err(|e| Error::Unavailable(format!("TLS setup: {e}")))?;
         built.push((key, made.clone()));
         Ok(made)
