@@ -4,6 +4,7 @@
 //! for every tool (docs/connections.md). Nothing here ever prints a password.
 
 mod libpq;
+mod tls;
 
 use crate::error::{Error, Result};
 use libpq::{PassFile, Settings, Source};
@@ -363,59 +364,47 @@ impl Target {
             config.ssl_mode(SslMode::Disable);
             return self.within_timeout(move || config.connect(postgres::NoTls));
         }
-        let connector = self.tls_connector()?;
+        let tls = self.tls_connector()?;
         config.ssl_mode(if self.tls == TlsMode::Prefer { SslMode::Prefer } else { SslMode::Require });
-        let tls = postgres_native_tls::MakeTlsConnector::new(connector);
         self.within_timeout(move || config.connect(tls))
     }
 
-    /// The TLS connector for these settings, built once per process and shared by its
-    /// connections: native-tls loads the system's CA bundle for every connector it builds
-    /// (~60 ms here), even when the roots are then replaced.
-    fn tls_connector(&self) -> Result<native_tls::TlsConnector> {
-        type Built = Vec<(String, native_tls::TlsConnector)>;
+    /// The TLS setup for these settings, made once per process and shared by its connections.
+    fn tls_connector(&self) -> Result<tls::MakeTls> {
+        type Built = Vec<(String, tls::MakeTls)>;
         static BUILT: std::sync::Mutex<Built> = std::sync::Mutex::new(Vec::new());
         let key = format!("{:?}", (self.tls, self.sni, &self.root_cert, &self.client_cert, &self.ssl_password));
         let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((_, c)) = built.iter().find(|(k, _)| *k == key) {
             return Ok(c.clone());
         }
-        let mut b = native_tls::TlsConnector::builder();
-        // libpq's default ssl_min_protocol_version.
-        b.min_protocol_version(Some(native_tls::Protocol::Tlsv12));
-        b.use_sni(self.sni);
-        match self.tls {
-            // libpq: prefer and require encrypt but verify only against a root certificate file.
-            TlsMode::Prefer | TlsMode::Require if self.root_cert.is_none() => {
-                b.danger_accept_invalid_certs(true).danger_accept_invalid_hostnames(true);
-            }
-            TlsMode::Prefer | TlsMode::Require | TlsMode::VerifyCa => {
-                b.danger_accept_invalid_hostnames(true);
-            }
-            _ => {}
-        }
-        match self.root_cert.as_deref() {
-            Some("system") => {}
-            // The system CA store costs ~0.1 s to load: only sslrootcert=system uses it.
+        // libpq: prefer and require encrypt, and verify the chain only when there is a root
+        // certificate file; verify-ca the chain; verify-full the chain and the host name.
+        let verify = match (self.tls, &self.root_cert) {
+            (TlsMode::VerifyFull, _) => tls::Verify::ChainAndHost,
+            (TlsMode::Prefer | TlsMode::Require, None) => tls::Verify::Nothing,
+            _ => tls::Verify::Chain,
+        };
+        let roots = match self.root_cert.as_deref() {
+            None => tls::Roots::None,
+            Some("system") => tls::Roots::System,
             Some(path) => {
-                b.disable_built_in_roots(true);
                 let pem = std::fs::read(path).map_err(|e| Error::io(format!("read sslrootcert '{path}'"), e))?;
-                let certs = native_tls::Certificate::stack_from_pem(&pem)
-                    .map_err(|e| Error::Usage(format!("sslrootcert '{path}': not PEM certificates: {e}")))?;
-                for cert in certs {
-                    b.add_root_certificate(cert);
-                }
+                let certs = openssl::x509::X509::stack_from_pem(&pem)
+                    .ok()
+                    .filter(|c| !c.is_empty())
+                    .ok_or_else(|| Error::Usage(format!("sslrootcert '{path}': not PEM certificates")))?;
+                tls::Roots::Certificates(certs)
             }
-            None => {
-                b.disable_built_in_roots(true);
-            }
-        }
-        if let Some((cert, key)) = &self.client_cert {
-            b.identity(client_identity(cert, key, self.ssl_password.as_deref())?);
-        }
-        let connector = b.build().map_err(|e| Error::Unavailable(format!("TLS setup: {e}")))?;
-        built.push((key, connector.clone()));
-        Ok(connector)
+        };
+        let identity = match &self.client_cert {
+            Some((cert, key)) => Some(client_identity(cert, key, self.ssl_password.as_deref())?),
+            None => None,
+        };
+        let made = tls::MakeTls::new(roots, verify, self.sni, identity)
+            .map_err(|e| Error::Unavailable(format!("TLS setup: {e}")))?;
+        built.push((key, made.clone()));
+        Ok(made)
     }
 
     /// libpq's connect_timeout bounds the whole start of a session (TCP, TLS, authentication)
@@ -509,22 +498,23 @@ fn check_key_mode(key: &Path) -> Result<()> {
 }
 
 /// The client certificate chain and its key (PKCS#1 or PKCS#8, encrypted with sslpassword).
-fn client_identity(cert: &Path, key: &Path, password: Option<&str>) -> Result<native_tls::Identity> {
+fn client_identity(cert: &Path, key: &Path, password: Option<&str>) -> Result<tls::Identity> {
     let read =
         |p: &Path, what: &str| std::fs::read(p).map_err(|e| Error::io(format!("read {what} '{}'", p.display()), e));
     let cert_pem = read(cert, "sslcert")?;
     let key_pem = read(key, "sslkey")?;
     // An empty passphrase rather than none: openssl would otherwise prompt on the terminal.
-    let pkey = openssl::pkey::PKey::private_key_from_pem_passphrase(&key_pem, password.unwrap_or("").as_bytes())
+    let key = openssl::pkey::PKey::private_key_from_pem_passphrase(&key_pem, password.unwrap_or("").as_bytes())
         .map_err(|_| {
             let hint = if password.is_some() { "wrong sslpassword, or" } else { "encrypted (give sslpassword), or" };
             Error::Usage(format!("private key file '{}': cannot read it ({hint} not a PEM private key)", key.display()))
         })?;
-    let pkcs8 = pkey
-        .private_key_to_pem_pkcs8()
-        .map_err(|e| Error::Usage(format!("private key file '{}': {e}", key.display())))?;
-    native_tls::Identity::from_pkcs8(&cert_pem, &pkcs8)
-        .map_err(|e| Error::Usage(format!("client certificate '{}': {e}", cert.display())))
+    // The certificate first, then the chain libpq sends after it.
+    let chain = openssl::x509::X509::stack_from_pem(&cert_pem)
+        .ok()
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| Error::Usage(format!("client certificate '{}': not a PEM certificate", cert.display())))?;
+    Ok(tls::Identity { chain, key })
 }
 
 fn connect_error(t: &Target, e: postgres::Error) -> Error {

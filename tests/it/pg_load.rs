@@ -630,11 +630,21 @@ fn connections_by_env_libpq_variables_and_tls() {
     cmd("pg-load").args(["--db", &tls_url("verify-full", "localhost"), "t"]).stdin(input.clone()).ok();
     let r = cmd("pg-load").args(["--db", &tls_url("verify-full", "127.0.0.1"), "t"]).stdin(input.clone()).expect(69);
     assert!(!r.stderr().contains(pass), "password printed");
+    r.stderr_has(&["server certificate: IP address mismatch"]);
+    // verify-ca checks the chain, not the name; against another CA it fails.
+    cmd("pg-load").args(["--db", &tls_url("verify-ca", "127.0.0.1"), "t"]).stdin(input.clone()).ok();
+    let other_ca = std::path::Path::new(&ca).with_file_name("client-ca.crt");
+    let url = tls_url("verify-ca", "127.0.0.1").replace(&ca, other_ca.to_str().unwrap());
+    let r = cmd("pg-load").args(["--db", &url, "t"]).stdin(input.clone()).expect(69);
+    r.stderr_has(&["server certificate: "]);
+    // SCRAM with channel binding: the server checks the hash of its certificate we send.
+    let bound = format!("{}&channel_binding=require", tls_url("require", "127.0.0.1"));
+    cmd("pg-load").args(["--db", &bound, "t"]).stdin(input.clone()).ok();
     cmd("pg-load").args(["--db", &tls_url("disable", "127.0.0.1"), "t"]).stdin(input.clone()).ok();
     // The run log records whether each load's connection was encrypted.
     assert_eq!(
         pg.rows("SELECT tls FROM _migration_runs WHERE outcome = 'success' ORDER BY id"),
-        vec!["t", "t", "t", "t", "f"]
+        vec!["t", "t", "t", "t", "t", "t", "f"]
     );
     // Wrong password: unavailable, and neither password appears.
     let wrong = pg.url.replace(pass, "hunter2-wrong");

@@ -59,7 +59,8 @@ same_ids() {
   run ! grep -q "postgres" "${W}/app/.env"
   sleep 4
   writer_running
-  (($(sqlite3 "${APPDB}" 'SELECT count(*) FROM heartbeats') > 20000))
+  # The writer is running again: wait out its lock as an app's reader would.
+  (($(sqlite3 -cmd '.timeout 5000' "${APPDB}" 'SELECT count(*) FROM heartbeats') > 20000))
 }
 
 @test "BellSystems: pg-load killed in the middle of device_logs, resumed with --from 1.12, verified" {
