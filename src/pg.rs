@@ -401,7 +401,21 @@ impl Target {
             Some((cert, key)) => Some(client_identity(cert, key, self.ssl_password.as_deref())?),
             None => None,
         };
-        let made = tls::MakeTls::new(roots, verify, self.sni, identity)
+        // Under prefer and require a root file checks the server only because it exists
+        // (~/.postgresql/root.crt for another server, say): say so, and what to do.
+        let hint = match (self.tls, self.root_cert.as_deref()) {
+            (TlsMode::Prefer | TlsMode::Require, Some(root)) => Some(format!(
+                "sslmode={} checks the server against {root} because that file exists, as libpq does: give this \
+                 server's CA as sslrootcert{}",
+                self.tls.name(),
+                match self.tls {
+                    TlsMode::Prefer => ", or sslmode=disable to connect without TLS, which psql falls back to here",
+                    _ => "",
+                }
+            )),
+            _ => None,
+        };
+        let made = tls::MakeTls::new(roots, verify, self.sni, identity, hint)
             .map_err(|e| Error::Unavailable(format!("TLS setup: {e}")))?;
         built.push((key, made.clone()));
         Ok(made)
@@ -504,7 +518,7 @@ fn client_identity(cert: &Path, key: &Path, password: Option<&str>) -> Result<tl
     let cert_pem = read(cert, "sslcert")?;
     let key_pem = read(key, "sslkey")?;
     // An empty passphrase rather than none: openssl would otherwise prompt on the terminal.
-    let key = openssl::pkey::PKey::private_key_from_pem_passphrase(&key_pem, password.unwrap_or("").as_bytes())
+    let pkey = openssl::pkey::PKey::private_key_from_pem_passphrase(&key_pem, password.unwrap_or("").as_bytes())
         .map_err(|_| {
             let hint = if password.is_some() { "wrong sslpassword, or" } else { "encrypted (give sslpassword), or" };
             Error::Usage(format!("private key file '{}': cannot read it ({hint} not a PEM private key)", key.display()))
@@ -514,7 +528,14 @@ fn client_identity(cert: &Path, key: &Path, password: Option<&str>) -> Result<tl
         .ok()
         .filter(|c| !c.is_empty())
         .ok_or_else(|| Error::Usage(format!("client certificate '{}': not a PEM certificate", cert.display())))?;
-    Ok(tls::Identity { chain, key })
+    if !chain[0].public_key().is_ok_and(|public| public.public_eq(&pkey)) {
+        return Err(Error::Usage(format!(
+            "client certificate '{}' and private key '{}' do not belong together",
+            cert.display(),
+            key.display()
+        )));
+    }
+    Ok(tls::Identity { chain, key: pkey })
 }
 
 fn connect_error(t: &Target, e: postgres::Error) -> Error {

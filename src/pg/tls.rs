@@ -51,10 +51,18 @@ pub struct MakeTls {
     ctx: SslContext,
     verify: Verify,
     sni: bool,
+    /// Said after a certificate that does not verify (what to do about it).
+    hint: Option<String>,
 }
 
 impl MakeTls {
-    pub fn new(roots: Roots, verify: Verify, sni: bool, identity: Option<Identity>) -> Result<MakeTls, ErrorStack> {
+    pub fn new(
+        roots: Roots,
+        verify: Verify,
+        sni: bool,
+        identity: Option<Identity>,
+        hint: Option<String>,
+    ) -> Result<MakeTls, ErrorStack> {
         let mut b = SslContextBuilder::new(SslMethod::tls_client())?;
         // libpq's defaults: ssl_min_protocol_version TLSv1.2, no compression, no renegotiation.
         b.set_min_proto_version(Some(SslVersion::TLS1_2))?;
@@ -80,7 +88,7 @@ impl MakeTls {
             b.set_private_key(&id.key)?;
             b.check_private_key()?;
         }
-        Ok(MakeTls { ctx: b.build(), verify, sni })
+        Ok(MakeTls { ctx: b.build(), verify, sni, hint })
     }
 }
 
@@ -107,12 +115,17 @@ where
                 None => p.set_host(host)?,
             }
         }
-        Ok(Connect(ssl))
+        Ok(Connect { ssl, verifies: self.verify != Verify::Nothing, hint: self.hint.clone() })
     }
 }
 
 /// One connection's TLS session, before its handshake.
-pub struct Connect(Ssl);
+pub struct Connect {
+    ssl: Ssl,
+    /// The server's certificate is checked (else OpenSSL records a verdict it does not act on).
+    verifies: bool,
+    hint: Option<String>,
+}
 
 impl<S> TlsConnect<S> for Connect
 where
@@ -125,15 +138,16 @@ where
     fn connect(self, stream: S) -> Self::Future {
         Box::pin(async move {
             // Reads through a buffer: a TLS record's header and body are then one read.
-            let mut s = tokio_openssl::SslStream::new(self.0, BufReader::with_capacity(8192, stream))?;
+            let mut s = tokio_openssl::SslStream::new(self.ssl, BufReader::with_capacity(8192, stream))?;
             if let Err(e) = Pin::new(&mut s).connect().await {
                 // The verification's own reason ("hostname mismatch") says more than the
                 // handshake's error stack.
                 let why = s.ssl().verify_result();
-                return Err(match why == X509VerifyResult::OK {
-                    true => e.into(),
-                    false => format!("server certificate: {}", why.error_string()).into(),
-                });
+                if !self.verifies || why == X509VerifyResult::OK {
+                    return Err(e.into());
+                }
+                let hint = self.hint.map(|h| format!(" ({h})")).unwrap_or_default();
+                return Err(format!("server certificate: {}{hint}", why.error_string()).into());
             }
             Ok(TlsStream(s))
         })

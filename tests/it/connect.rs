@@ -136,6 +136,11 @@ fn a_client_certificate_required_by_pg_hba_from_home_and_from_pgsslcert() {
     std::fs::set_permissions(other.path("me.key"), std::fs::Permissions::from_mode(0o644)).unwrap();
     let r = cmd("pg-load").args(["--db", &with_files, "t"]).stdin(stream(&[4])).expect(64);
     r.stderr_has(&["has group or world access"]);
+    // Another key than the certificate's: refused before connecting, naming both files.
+    write_mode(&other.path("wrong.key"), &std::fs::read_to_string(dir.join("server.key")).unwrap(), 0o600);
+    let mismatched = format!("{url}{root}&sslcert={}&sslkey={}", other.str("me.crt"), other.str("wrong.key"));
+    let r = cmd("pg-load").args(["--db", &mismatched, "t"]).stdin(stream(&[4])).expect(64);
+    r.stderr_has(&["do not belong together", "wrong.key"]);
     // verify-full with no root certificate anywhere: libpq's refusal, not a silent fallback.
     let r = cmd("pg-load").args(["--db", &url, "t"]).stdin(stream(&[4])).expect(64);
     r.stderr_has(&["root certificate file '/nonexistent/pgferry-test-home/.postgresql/root.crt' does not exist"]);

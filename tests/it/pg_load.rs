@@ -637,6 +637,10 @@ fn connections_by_env_libpq_variables_and_tls() {
     let url = tls_url("verify-ca", "127.0.0.1").replace(&ca, other_ca.to_str().unwrap());
     let r = cmd("pg-load").args(["--db", &url, "t"]).stdin(input.clone()).expect(69);
     r.stderr_has(&["server certificate: "]);
+    // Under prefer a root file that does not verify the server fails too (libpq would retry
+    // without TLS), saying why the file was used and what to do.
+    let r = cmd("pg-load").args(["--db", &url.replace("verify-ca", "prefer"), "t"]).stdin(input.clone()).expect(69);
+    r.stderr_has(&["because that file exists", "sslmode=disable"]);
     // SCRAM with channel binding: the server checks the hash of its certificate we send.
     let bound = format!("{}&channel_binding=require", tls_url("require", "127.0.0.1"));
     cmd("pg-load").args(["--db", &bound, "t"]).stdin(input.clone()).ok();
