@@ -390,11 +390,7 @@ impl Target {
             Some("system") => tls::Roots::System,
             Some(path) => {
                 let pem = std::fs::read(path).map_err(|e| Error::io(format!("read sslrootcert '{path}'"), e))?;
-                let certs = openssl::x509::X509::stack_from_pem(&pem)
-                    .ok()
-                    .filter(|c| !c.is_empty())
-                    .ok_or_else(|| Error::Usage(format!("sslrootcert '{path}': not PEM certificates")))?;
-                tls::Roots::Certificates(certs)
+                tls::Roots::Certificates(pem_certificates(&pem, || format!("sslrootcert '{path}'"))?)
             }
         };
         let identity = match &self.client_cert {
@@ -524,10 +520,7 @@ fn client_identity(cert: &Path, key: &Path, password: Option<&str>) -> Result<tl
             Error::Usage(format!("private key file '{}': cannot read it ({hint} not a PEM private key)", key.display()))
         })?;
     // The certificate first, then the chain libpq sends after it.
-    let chain = openssl::x509::X509::stack_from_pem(&cert_pem)
-        .ok()
-        .filter(|c| !c.is_empty())
-        .ok_or_else(|| Error::Usage(format!("client certificate '{}': not a PEM certificate", cert.display())))?;
+    let chain = pem_certificates(&cert_pem, || format!("client certificate '{}'", cert.display()))?;
     if !chain[0].public_key().is_ok_and(|public| public.public_eq(&pkey)) {
         return Err(Error::Usage(format!(
             "client certificate '{}' and private key '{}' do not belong together",
@@ -536,6 +529,14 @@ fn client_identity(cert: &Path, key: &Path, password: Option<&str>) -> Result<tl
         )));
     }
     Ok(tls::Identity { chain, key: pkey })
+}
+
+/// The certificates of a PEM file, at least one; `what` names the file for the error.
+fn pem_certificates(pem: &[u8], what: impl Fn() -> String) -> Result<Vec<openssl::x509::X509>> {
+    openssl::x509::X509::stack_from_pem(pem)
+        .ok()
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| Error::Usage(format!("{}: not PEM certificates", what())))
 }
 
 fn connect_error(t: &Target, e: postgres::Error) -> Error {
