@@ -56,6 +56,7 @@ pub fn merge_stage(
     }
     let key_list: Vec<String> = key.iter().map(|k| quote_ident(k)).collect();
     let key_sql = key_list.join(", ");
+    refuse_null_keys(tx, stage, key)?;
     index_stage_key(tx, stage, key, source_rows)?;
     let oid = tx
         .query_one(&format!("SELECT '{}'::regclass::oid", qt.replace('\'', "''")), &[])
@@ -125,14 +126,10 @@ fn merge_error(table: &str, e: postgres::Error) -> Error {
     }
 }
 
-/// A key that repeats within the stream is bad data, named by its two lines. The check builds
-/// a unique index on the stage's key and ANALYZEs the stage: the merge's joins then run as
-/// merge joins of two indexes. (Measured, 2M staged rows: a DISTINCT of the keys sorted on
-/// disk at the default work_mem for 2.8 s, the unique index takes 1.0 s; the re-run's insert
-/// and its check of the keys went from 5.3 s and 8.1 s to 0.5 s and 0.6 s.)
-fn index_stage_key(tx: &mut Transaction, stage: &str, key: &[String], source_rows: i64) -> Result<()> {
-    // A row without a key column cannot be matched with the rows already loaded (a serial
-    // id the source does not carry): name the column instead of merging by NULL.
+/// Refuses a row without a value for a key column: it cannot be matched with the rows already
+/// loaded (a serial id the source does not carry), so the column is named instead of merging
+/// by NULL.
+fn refuse_null_keys(tx: &mut Transaction, stage: &str, key: &[String]) -> Result<()> {
     let firsts = key.iter().map(|k| format!("min(_pgferry_line) FILTER (WHERE {} IS NULL)", quote_ident(k)));
     let row = tx
         .query_one(&format!("SELECT {} FROM {stage}", firsts.collect::<Vec<_>>().join(", ")), &[])
@@ -147,6 +144,15 @@ fn index_stage_key(tx: &mut Transaction, stage: &str, key: &[String], source_row
             )));
         }
     }
+    Ok(())
+}
+
+/// A key that repeats within the stream is bad data, named by its two lines. The check builds
+/// a unique index on the stage's key and ANALYZEs the stage: the merge's joins then run as
+/// merge joins of two indexes. (Measured, 2M staged rows: a DISTINCT of the keys sorted on
+/// disk at the default work_mem for 2.8 s, the unique index takes 1.0 s; the re-run's insert
+/// and its check of the keys went from 5.3 s and 8.1 s to 0.5 s and 0.6 s.)
+fn index_stage_key(tx: &mut Transaction, stage: &str, key: &[String], source_rows: i64) -> Result<()> {
     let key_sql = key.iter().map(|k| quote_ident(k)).collect::<Vec<_>>().join(", ");
     let savepoint =
         |tx: &mut Transaction, sql: &str| tx.batch_execute(sql).map_err(|e| pg_error("index the stream's keys", e));
