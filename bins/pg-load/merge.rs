@@ -56,7 +56,14 @@ pub fn merge_stage(
     }
     let key_list: Vec<String> = key.iter().map(|k| quote_ident(k)).collect();
     let key_sql = key_list.join(", ");
-    refuse_null_keys(tx, stage, key)?;
+    // A serial id the source does not carry: its rows cannot be told from those loaded.
+    refuse_null_keys(
+        tx,
+        stage,
+        key,
+        " that tells its rows from those already in the table; pass --key with columns the stream has \
+         (a UNIQUE constraint's), or --mode append",
+    )?;
     index_stage_key(tx, stage, key, source_rows)?;
     let oid = tx
         .query_one(&format!("SELECT '{}'::regclass::oid", qt.replace('\'', "''")), &[])
@@ -126,20 +133,20 @@ fn merge_error(table: &str, e: postgres::Error) -> Error {
     }
 }
 
-/// Refuses a row without a value for a key column: it cannot be matched with the rows already
-/// loaded (a serial id the source does not carry), so the column is named instead of merging
-/// by NULL.
-fn refuse_null_keys(tx: &mut Transaction, stage: &str, key: &[String]) -> Result<()> {
+/// Refuses a staged row without a value for a column of the key, by its line (the merge by key,
+/// or the key's NOT NULL, would refuse it without one). `advice` follows the message.
+pub fn refuse_null_keys(tx: &mut Transaction, stage: &str, key: &[String], advice: &str) -> Result<()> {
+    if key.is_empty() {
+        return Ok(());
+    }
     let firsts = key.iter().map(|k| format!("min(_pgferry_line) FILTER (WHERE {} IS NULL)", quote_ident(k)));
-    let row = tx
-        .query_one(&format!("SELECT {} FROM {stage}", firsts.collect::<Vec<_>>().join(", ")), &[])
+    let rows = tx
+        .query_typed(&format!("SELECT {} FROM {stage}", firsts.collect::<Vec<_>>().join(", ")), &[])
         .map_err(|e| pg_error("check the stream's keys", e))?;
     for (i, k) in key.iter().enumerate() {
-        if let Some(line) = row.get::<_, Option<i64>>(i) {
+        if let Some(line) = rows[0].get::<_, Option<i64>>(i) {
             return Err(Error::Data(format!(
-                "line {line}: the row has no value for '{k}', a column of the key ({}) that tells its rows from \
-                 those already in the table; pass --key with columns the stream has (a UNIQUE constraint's), \
-                 or --mode append",
+                "line {line}: the row has no value for '{k}', a column of the key ({}){advice}",
                 key.join(", ")
             )));
         }
