@@ -56,7 +56,15 @@ pub fn merge_stage(
     }
     let key_list: Vec<String> = key.iter().map(|k| quote_ident(k)).collect();
     let key_sql = key_list.join(", ");
-    check_repeats(tx, stage, key, source_rows)?;
+    // A serial id the source does not carry: its rows cannot be told from those loaded.
+    refuse_null_keys(
+        tx,
+        stage,
+        key,
+        " that tells its rows from those already in the table; pass --key with columns the stream has \
+         (a UNIQUE constraint's), or --mode append",
+    )?;
+    index_stage_key(tx, stage, key, source_rows)?;
     let oid = tx
         .query_one(&format!("SELECT '{}'::regclass::oid", qt.replace('\'', "''")), &[])
         .map_err(|e| pg_error("look up the table", e))?
@@ -86,9 +94,12 @@ pub fn merge_stage(
             (Mode::Upsert, false) => {
                 return Err(Error::Usage(format!("--mode upsert needs a unique index on ({})", key.join(", "))));
             }
-            (_, true) => {
-                format!("INSERT INTO {qt} ({list}) {select} ON CONFLICT ({key_sql}) DO NOTHING RETURNING true")
-            }
+            // The anti-join passes over the keys already there (a re-run's rows, all of them)
+            // by a merge join; ON CONFLICT still settles a key that arrives meanwhile.
+            (_, true) => format!(
+                "INSERT INTO {qt} ({list}) {select} AND NOT EXISTS (SELECT 1 FROM {qt} t WHERE {join}) \
+                 ON CONFLICT ({key_sql}) DO NOTHING RETURNING true"
+            ),
             (_, false) => format!(
                 "INSERT INTO {qt} ({list}) {select} AND NOT EXISTS (SELECT 1 FROM {qt} t WHERE {join}) RETURNING true"
             ),
@@ -99,7 +110,8 @@ pub fn merge_stage(
     }
     let present_after: i64 = tx
         .query_one(
-            &format!("SELECT count(*) FROM (SELECT DISTINCT {key_sql} FROM {stage}) s WHERE EXISTS (SELECT 1 FROM {qt} t WHERE {join})"),
+            // The stage's keys are distinct (index_stage_key).
+            &format!("SELECT count(*) FROM {stage} s WHERE EXISTS (SELECT 1 FROM {qt} t WHERE {join})"),
             &[],
         )
         .map_err(|e| pg_error("verify the loaded keys", e))?
@@ -121,34 +133,59 @@ fn merge_error(table: &str, e: postgres::Error) -> Error {
     }
 }
 
-/// A key that repeats within the stream is bad data, named by its two lines.
-fn check_repeats(tx: &mut Transaction, stage: &str, key: &[String], source_rows: i64) -> Result<()> {
-    // A row without a key column cannot be matched with the rows already loaded (a serial
-    // id the source does not carry): name the column instead of merging by NULL.
-    for k in key {
-        let line: Option<i64> = tx
-            .query_one(&format!("SELECT min(_pgferry_line) FROM {stage} WHERE {} IS NULL", quote_ident(k)), &[])
-            .map_err(|e| pg_error("check the stream's keys", e))?
-            .get(0);
-        if let Some(line) = line {
+/// Refuses a staged row without a value for a column of the key, by its line (the merge by key,
+/// or the key's NOT NULL, would refuse it without one). `advice` follows the message.
+pub fn refuse_null_keys(tx: &mut Transaction, stage: &str, key: &[String], advice: &str) -> Result<()> {
+    if key.is_empty() {
+        return Ok(());
+    }
+    let firsts = key.iter().map(|k| format!("min(_pgferry_line) FILTER (WHERE {} IS NULL)", quote_ident(k)));
+    let rows = tx
+        .query_typed(&format!("SELECT {} FROM {stage}", firsts.collect::<Vec<_>>().join(", ")), &[])
+        .map_err(|e| pg_error("check the stream's keys", e))?;
+    for (i, k) in key.iter().enumerate() {
+        if let Some(line) = rows[0].get::<_, Option<i64>>(i) {
             return Err(Error::Data(format!(
-                "line {line}: the row has no value for '{k}', a column of the key ({}) that tells its rows from \
-                 those already in the table; pass --key with columns the stream has (a UNIQUE constraint's), \
-                 or --mode append",
+                "line {line}: the row has no value for '{k}', a column of the key ({}){advice}",
                 key.join(", ")
             )));
         }
     }
+    Ok(())
+}
+
+/// A key that repeats within the stream is bad data, named by its two lines. The check builds
+/// a unique index on the stage's key and ANALYZEs the stage: the merge's joins then run as
+/// merge joins of two indexes. (Measured, 2M staged rows: a DISTINCT of the keys sorted on
+/// disk at the default work_mem for 2.8 s, the unique index takes 1.0 s; the re-run's insert
+/// and its check of the keys went from 5.3 s and 8.1 s to 0.5 s and 0.6 s.)
+fn index_stage_key(tx: &mut Transaction, stage: &str, key: &[String], source_rows: i64) -> Result<()> {
     let key_sql = key.iter().map(|k| quote_ident(k)).collect::<Vec<_>>().join(", ");
-    let distinct: i64 = tx
-        .query_one(&format!("SELECT count(*) FROM (SELECT DISTINCT {key_sql} FROM {stage}) d"), &[])
-        .map_err(|e| pg_error("count the stream's keys", e))?
-        .get(0);
-    if distinct < source_rows {
+    let savepoint =
+        |tx: &mut Transaction, sql: &str| tx.batch_execute(sql).map_err(|e| pg_error("index the stream's keys", e));
+    savepoint(tx, "SAVEPOINT pgferry_stage_key")?;
+    let repeats = match tx.batch_execute(&format!("CREATE UNIQUE INDEX ON {stage} ({key_sql})")) {
+        Ok(()) => false,
+        Err(e) => {
+            savepoint(tx, "ROLLBACK TO SAVEPOINT pgferry_stage_key")?;
+            // Not a repeat: a key no btree index holds (a --key column of a type without
+            // one). The merge then joins without the index.
+            e.as_db_error().is_some_and(|db| db.code().code() == "23505") || {
+                let distinct: i64 = tx
+                    .query_one(&format!("SELECT count(*) FROM (SELECT DISTINCT {key_sql} FROM {stage}) d"), &[])
+                    .map_err(|e| pg_error("count the stream's keys", e))?
+                    .get(0);
+                distinct < source_rows
+            }
+        }
+    };
+    savepoint(tx, "RELEASE SAVEPOINT pgferry_stage_key")?;
+    if repeats {
         let first = tx
             .query_one(
                 &format!(
-                    "SELECT min(_pgferry_line), max(_pgferry_line), ({key_sql})::text FROM {stage} \
+                    "SELECT min(_pgferry_line), max(_pgferry_line), ({key_sql})::text, \
+                     (SELECT count(*) FROM (SELECT DISTINCT {key_sql} FROM {stage}) d) FROM {stage} \
                      GROUP BY {key_sql} HAVING count(*) > 1 ORDER BY 2 LIMIT 1"
                 ),
                 &[],
@@ -160,10 +197,10 @@ fn check_repeats(tx: &mut Transaction, stage: &str, key: &[String], source_rows:
             key.join(", "),
             first.get::<_, Option<String>>(2).unwrap_or_else(|| "NULL".into()),
             first.get::<_, i64>(0),
-            source_rows - distinct
+            source_rows - first.get::<_, i64>(3)
         )));
     }
-    Ok(())
+    tx.batch_execute(&format!("ANALYZE {stage}")).map_err(|e| pg_error("analyze the staging table", e))
 }
 
 /// What a mirror merge did.
@@ -207,8 +244,7 @@ pub fn merge_mirror(
             key.join(", ")
         )));
     }
-    check_repeats(tx, stage, key, source_rows)?;
-    tx.batch_execute(&format!("ANALYZE {stage}")).map_err(|e| pg_error("analyze the staging table", e))?;
+    index_stage_key(tx, stage, key, source_rows)?;
     let join = key_list.iter().map(|k| format!("t.{k} = s.{k}")).collect::<Vec<_>>().join(" AND ");
     // Deleted first, so that an update or insert cannot collide with a row about to go.
     let deleted = tx

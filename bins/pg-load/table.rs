@@ -270,7 +270,7 @@ pub fn load_rows<R: std::io::BufRead>(
     let mut stage = stage;
     if let (Some(st), true, true) = (&stage, p.empty, a.mode != Mode::Mirror) {
         if let Some(set_aside) = indexes::set_aside(tx, &p.table, &[], &p.columns)? {
-            check_key_nulls(tx, st, &p.key)?;
+            merge::refuse_null_keys(tx, st, &p.key, "")?;
             merge::merge_stage(tx, &p.qt, st, &p.columns, &segments, &[], a.mode, source_rows)?;
             set_aside.restore(tx, Lines::Stage(st), &[])?;
             merge::drop_stage(tx, st)?;
@@ -372,28 +372,4 @@ pub fn count(tx: &mut Transaction, qt: &str) -> Result<i64> {
 /// warning (the data is committed).
 pub fn analyze_all(s: &mut crate::Session, tables: &[(&str, &str)], vacuum: bool) {
     crate::analyze::after_commit(&mut s.client, s.pid, &s.load_target, tables, vacuum);
-}
-
-/// A staged row without a value for a column of the key, by its line (the merge by key, or
-/// the key's NOT NULL, would refuse it without one).
-fn check_key_nulls(tx: &mut Transaction, stage: &str, key: &[String]) -> Result<()> {
-    if key.is_empty() {
-        return Ok(());
-    }
-    let firsts: Vec<String> = key
-        .iter()
-        .map(|k| format!("min(_pgferry_line) FILTER (WHERE {} IS NULL)", pgferry::pg::quote_ident(k)))
-        .collect();
-    let row = tx
-        .query_typed(&format!("SELECT {} FROM {stage}", firsts.join(", ")), &[])
-        .map_err(|e| pg_error("check the stream's keys", e))?;
-    for (i, k) in key.iter().enumerate() {
-        if let Some(line) = row[0].get::<_, Option<i64>>(i) {
-            return Err(Error::Data(format!(
-                "line {line}: the row has no value for '{k}', a column of the key ({})",
-                key.join(", ")
-            )));
-        }
-    }
-    Ok(())
 }
