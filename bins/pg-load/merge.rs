@@ -167,10 +167,17 @@ fn index_stage_key(tx: &mut Transaction, stage: &str, key: &[String], source_row
     let repeats = match tx.batch_execute(&format!("CREATE UNIQUE INDEX ON {stage} ({key_sql})")) {
         Ok(()) => false,
         Err(e) => {
+            let code = e.as_db_error().map(|db| db.code().code().to_string());
+            // A key no btree index holds: a --key column of a type without a btree operator
+            // class (42704), values past an index entry's size (54000), more than 32 columns
+            // (54011). The repeats are then counted, and the merge joins without the index.
+            // Anything else (a cancel, a timeout, a full disk) ends the load.
+            let unindexable = matches!(code.as_deref(), Some("42704" | "54000" | "54011"));
+            if code.as_deref() != Some("23505") && !unindexable {
+                return Err(pg_error("index the stream's keys", e));
+            }
             savepoint(tx, "ROLLBACK TO SAVEPOINT pgferry_stage_key")?;
-            // Not a repeat: a key no btree index holds (a --key column of a type without
-            // one). The merge then joins without the index.
-            e.as_db_error().is_some_and(|db| db.code().code() == "23505") || {
+            !unindexable || {
                 let distinct: i64 = tx
                     .query_one(&format!("SELECT count(*) FROM (SELECT DISTINCT {key_sql} FROM {stage}) d"), &[])
                     .map_err(|e| pg_error("count the stream's keys", e))?
