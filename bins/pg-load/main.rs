@@ -567,7 +567,8 @@ fn load_table(a: &Args, step: Option<&str>, done: &mut report::Done) -> Result<S
                 if s.client.is_closed() {
                     pgferry::warn!(TOOL, "ANALYZE {} skipped (the connection is gone): run it yourself", a.table);
                 } else {
-                    table::analyze_all(&mut s, &[(&report.qualified, &a.table)], a.vacuum);
+                    let changed = table::changed_rows(a.mode, &outcome);
+                    table::analyze_all(&mut s, &[(&report.qualified, &a.table, changed)], a.vacuum);
                 }
             }
             let secs = started.elapsed().as_secs_f64();

@@ -100,11 +100,15 @@ fn run_steps(p: &PlanArgs, steps: &[Step], done: &mut [report::Done]) -> Result<
             if !p.run.dry_run && !session.client.is_closed() {
                 // One statement for every table that wants ANALYZE, one for VACUUM (ANALYZE).
                 for vacuum in [false, true] {
-                    let mut these: Vec<(&str, &str)> = vec![];
-                    for (s, (qt, _)) in steps.iter().zip(&tables) {
+                    let mut these: Vec<(&str, &str, bool)> = vec![];
+                    for ((s, (qt, _)), o) in steps.iter().zip(&tables).zip(&outcomes) {
                         let wanted = if vacuum { s.args.vacuum } else { s.args.analyze && !s.args.vacuum };
-                        if wanted && !these.iter().any(|(q, _)| q == qt) {
-                            these.push((qt, &s.args.table));
+                        let changed = table::changed_rows(s.args.mode, o);
+                        match these.iter_mut().find(|(q, _, _)| q == qt) {
+                            // Two steps into one table: analyzed once, if either changed it.
+                            Some(t) => t.2 |= changed,
+                            None if wanted => these.push((qt, &s.args.table, changed)),
+                            None => {}
                         }
                     }
                     table::analyze_all(&mut session, &these, vacuum);

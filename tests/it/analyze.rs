@@ -159,6 +159,19 @@ fn a_plan_load_analyzes_every_table_leaf_and_parent_once_over_two_connections() 
         f.pg.one("SELECT count(*) FROM pg_stat_all_tables WHERE relname ~ '^(ev|o1|o2)' AND last_analyze IS NULL"),
         "0"
     );
+
+    // A re-run that changes no row: the statistics stand, nothing is analyzed again.
+    let out = f.load().stdin(f.stream()).ok();
+    assert_eq!(f.stats(), each(1, true));
+    for t in ["ev", "o1", "o2"] {
+        out.stderr_has(&[&format!("{t}: no row changed, its statistics stand: not analyzed again")]);
+    }
+    // One row of o1 gone: its re-run inserts it, and o1 alone is analyzed.
+    f.pg.exec("DELETE FROM o1 WHERE id = 7");
+    f.load().stdin(f.stream()).ok();
+    let mut want = each(1, true);
+    want[5] = "o1|2|true".into();
+    assert_eq!(f.stats(), want);
 }
 
 /// Runs the plan with `leaf` held by a third session from the load's COMMIT until pg-load
@@ -223,6 +236,9 @@ fn a_leaf_another_session_holds_is_still_analyzed_once() {
     // analyzed plainly afterwards, once the other session lets go.
     load_with_leaf_held(&f, "ev_s1");
     assert_eq!(f.stats(), each(1, true));
+    // The rows loaded go, so that the re-run changes every table (an unchanged one is not
+    // analyzed again).
+    f.pg.exec("DELETE FROM ev WHERE k % 1000000 > 700000; DELETE FROM o1; DELETE FROM o2");
     // ev_big is the second connection's: it cannot lock it (NOWAIT), so the load's connection
     // analyzes everything plainly, waiting for it.
     load_with_leaf_held(&f, "ev_big");
