@@ -34,19 +34,50 @@ const OVERHEAD: i64 = 20;
 /// How long A waits for B to hold its locks before doing everything itself.
 const LOCK_WAIT: Duration = Duration::from_secs(5);
 
-/// ANALYZE (or VACUUM (ANALYZE)) of the loaded tables (`(qualified, name)`) after the commit,
-/// on the load's connection and, for ANALYZE with enough to split, a second one to `target`.
-/// `pid`: the load connection's backend.
-pub fn after_commit(client: &mut Client, pid: i32, target: &Target, tables: &[(&str, &str)], vacuum: bool) {
+/// ANALYZE (or VACUUM (ANALYZE)) of the loaded tables (`(qualified, name, changed)`) after the
+/// commit, on the load's connection and, for ANALYZE with enough to split, a second one to
+/// `target`. `pid`: the load connection's backend. A table the load did not change that has
+/// statistics is not analyzed again: they stand (a re-run would pay for nothing). VACUUM, asked
+/// for by name, always runs.
+pub fn after_commit(client: &mut Client, pid: i32, target: &Target, tables: &[(&str, &str, bool)], vacuum: bool) {
+    let all: Vec<(&str, &str)> = tables.iter().map(|&(qt, name, _)| (qt, name)).collect();
     if vacuum {
         // VACUUM cannot run in a transaction block, so the lock trick cannot keep it from
         // redoing leaves: one connection, as PostgreSQL recurses.
-        return plain(client, tables, "VACUUM (ANALYZE)");
+        return plain(client, &all, "VACUUM (ANALYZE)");
     }
-    match relations(client, tables) {
-        Some((rels, version)) if splittable(&rels, version) => split(client, pid, target, tables, &rels),
-        _ => plain(client, tables, "ANALYZE"),
+    let unchanged: Vec<&str> = tables.iter().filter(|t| !t.2).map(|t| t.0).collect();
+    let standing = with_statistics(client, &unchanged);
+    let mut tables = all;
+    tables.retain(|(qt, name)| {
+        let stands = standing.iter().any(|q| q == qt);
+        if stands {
+            note!(TOOL, "{name}: no row changed, its statistics stand: not analyzed again");
+        }
+        !stands
+    });
+    match relations(client, &tables) {
+        Some((rels, version)) if splittable(&rels, version) => split(client, pid, target, &tables, &rels),
+        _ => plain(client, &tables, "ANALYZE"),
     }
+}
+
+/// Which of `tables` (qualified names) have statistics: pg_stats shows rows for them (any user
+/// who may read the table can see them there; pg_statistic needs a superuser). None of them when the
+/// catalog cannot be read: those tables are analyzed, as if they had none.
+fn with_statistics(client: &mut Client, tables: &[&str]) -> Vec<String> {
+    if tables.is_empty() {
+        return vec![];
+    }
+    client
+        .query(
+            "SELECT t FROM unnest($1::text[]) t JOIN pg_class c ON c.oid = t::regclass \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE EXISTS (SELECT 1 FROM pg_stats st WHERE st.schemaname = n.nspname AND st.tablename = c.relname)",
+            &[&tables],
+        )
+        .map(|rows| rows.iter().map(|r| r.get(0)).collect())
+        .unwrap_or_default()
 }
 
 /// `sql` (ANALYZE or VACUUM (ANALYZE)) of `tables` in one statement; if it fails, table by

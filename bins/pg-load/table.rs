@@ -7,12 +7,12 @@ use crate::indexes::{self, Lines, SetAside};
 use crate::route::Router;
 use crate::rows::{self, Columns};
 use crate::schema::{self, ForeignKey};
-use crate::{merge, Args, Mode, TOOL};
+use crate::{merge, Args, Mode};
 use pgferry::catalog::{self, ColumnInfo};
 use pgferry::pg::{pg_error, Table};
 use pgferry::runlog::{MirrorCounts, Outcome};
 use pgferry::stream::{EndRecord, RowReader};
-use pgferry::{note, Error, Result};
+use pgferry::{Error, Result};
 use postgres::types::Type;
 use postgres::Transaction;
 use serde_json::Value;
@@ -380,33 +380,7 @@ pub fn changed_rows(mode: Mode, outcome: &Outcome) -> bool {
 }
 
 /// ANALYZE (or VACUUM (ANALYZE)) of the loaded tables (`(qualified, name, changed)`) after the
-/// commit, split over two connections when there is enough to split (analyze.rs); a failure is
-/// only a warning (the data is committed). A table whose rows the load did not change and that
-/// has statistics is not analyzed again: they stand (a re-run would pay for nothing). VACUUM,
-/// asked for by name, always runs.
+/// commit (analyze.rs); a failure is only a warning (the data is committed).
 pub fn analyze_all(s: &mut crate::Session, tables: &[(&str, &str, bool)], vacuum: bool) {
-    let unchanged: Vec<&str> = tables.iter().filter(|t| !t.2 && !vacuum).map(|t| t.0).collect();
-    // Unknown (the catalog could not be read): analyzed, as before.
-    let standing: Vec<String> = match unchanged.is_empty() {
-        true => vec![],
-        false => s
-            .client
-            .query(
-                "SELECT t FROM unnest($1::text[]) t JOIN pg_class c ON c.oid = t::regclass \
-                 JOIN pg_namespace n ON n.oid = c.relnamespace \
-                 WHERE EXISTS (SELECT 1 FROM pg_stats st WHERE st.schemaname = n.nspname AND st.tablename = c.relname)",
-                &[&unchanged],
-            )
-            .map(|rows| rows.iter().map(|r| r.get(0)).collect())
-            .unwrap_or_default(),
-    };
-    let mut these = vec![];
-    for (qt, name, _) in tables {
-        if standing.iter().any(|q| q == qt) {
-            note!(TOOL, "{name}: no row changed, its statistics stand: not analyzed again");
-        } else {
-            these.push((*qt, *name));
-        }
-    }
-    crate::analyze::after_commit(&mut s.client, s.pid, &s.load_target, &these, vacuum);
+    crate::analyze::after_commit(&mut s.client, s.pid, &s.load_target, tables, vacuum);
 }
