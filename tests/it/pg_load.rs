@@ -893,6 +893,24 @@ fn rows_go_straight_into_their_partitions_only_where_that_stores_what_routing_wo
     assert!((1..=20).contains(&direct), "{direct} COPYs into partitions");
     assert!(copies_into(&d) >= 1);
 
+    // A partition made apart and attached, its columns in another order with a dropped one
+    // between them and the parent's defaults: rows go straight in, each value in its column.
+    let f = format!("{}_f", pg.name);
+    make(&f);
+    pg.exec(&format!(
+        "DROP TABLE {f}_2024_02;
+         CREATE TABLE {f}_2024_02 (note text DEFAULT 'parent', gone int, at timestamptz NOT NULL, id bigint NOT NULL);
+         ALTER TABLE {f}_2024_02 DROP COLUMN gone;
+         ALTER TABLE {f} ATTACH PARTITION {f}_2024_02 FOR VALUES FROM ('2024-02-01 00:00:00+00') TO ('2024-03-01 00:00:00+00');"
+    ));
+    load(&pg, &f, feed(&sorted), &["--ensure-partitions", "--no-analyze"]).ok();
+    assert_eq!(placed(&f), placed(&a).iter().map(|r| r.replace(&a, &f)).collect::<Vec<_>>());
+    assert_eq!(copies_into(&format!("{f}_2024_02")), 5);
+    assert_eq!(
+        pg.one(&format!("SELECT id || ' ' || at || ' ' || note FROM {f} WHERE id = 4000")),
+        "4000 2024-02-10 00:00:00+00 parent"
+    );
+
     // A key repeated across the stream is still named by its two lines (indexes built after COPY).
     let e = format!("{}_e", pg.name);
     make(&e);
