@@ -3,12 +3,15 @@
 # PostgreSQL schema, the way the runbook loads it, against DuckDB and pgloader, in one run,
 # several rounds in turn, medians and ratios printed.
 #
-# Usage: bench/whole-db.sh [--rows N] [--rounds R] [--work DIR]
+# Usage: bench/whole-db.sh [--rows N] [--rounds R] [--work DIR] [--baseline DIR]
 #   --rows N    device_logs rows [default: 1000000]; the eleven small tables are the
 #               fixture's (3 to 20,000 rows)
 #   --rounds R  rounds; each runs every side once, in turn [default: 3]
 #   --work DIR  where the DuckDB venv and the generated SQLite file are kept between runs
 #               [default: /tmp/pgferry-bench]
+#   --baseline DIR  also time the plan load with the sqlite-dump and pg-load in DIR (say, a
+#               release build of the commit before a change), in the same rounds: what a
+#               change buys, measured in one run
 # The SQLite file is fixtures/bellsystems/sqlite.sql with device_logs at N rows over the
 # same 14 months; the target is fixtures/bellsystems/postgres.sql (device_logs in monthly
 # partitions made by pg-partition, primary key (id, received_at), index (device_serial,
@@ -103,9 +106,14 @@ check_counts() {
 }
 
 main() {
-  local rows=1000000 rounds=3 work=/tmp/pgferry-bench
-  bench_options "$0" rows=--rows rounds=--rounds work=--work -- "$@"
+  local rows=1000000 rounds=3 work=/tmp/pgferry-bench baseline=""
+  bench_options "$0" rows=--rows rounds=--rounds work=--work baseline=--baseline -- "$@"
   [[ "${rows}${rounds}" =~ ^[0-9]+$ ]] || die 64 "--rows and --rounds take numbers"
+  if [[ -n "${baseline}" ]]; then
+    [[ -x "${baseline}/sqlite-dump" && -x "${baseline}/pg-load" ]] ||
+      die 64 "--baseline ${baseline}: no sqlite-dump and pg-load there"
+    baseline="$(cd "${baseline}" && pwd)"
+  fi
   bench_setup "${work}"
   bench_pg_start
   local db want run="${BENCH_WORK}/run" t
@@ -161,6 +169,13 @@ main() {
       reset_db
       timed pgferry-plan "{ ${stream}} | $(rss plan-load) '${BENCH_BIN}/pg-load' --plan '${plan}'"
       check_counts "${want}" pgferry-plan
+      if [[ -n "${baseline}" ]]; then
+        log "round ${round} of ${rounds}: pgferry, pg-load --plan, the baseline's binaries"
+        reset_db
+        local old="${stream//plan-dump/plan-dump-baseline}"
+        timed pgferry-plan-baseline "{ ${old//"${BENCH_BIN}"/${baseline}}} | '${baseline}/pg-load' --plan '${plan}'"
+        check_counts "${want}" pgferry-plan-baseline
+      fi
       log "round ${round} of ${rounds}: pgferry, pg-load --plan, steps --no-analyze"
       reset_db
       timed pgferry-plan-noanalyze "{ ${stream//plan-dump/plan-dump-na}} | $(rss plan-load-na) '${BENCH_BIN}/pg-load' --plan '${plan_na}'"
@@ -187,9 +202,12 @@ main() {
     check_counts "${want}" server-bare device_logs
   done
 
+  local baseline_side=()
+  [[ -n "${baseline}" ]] && baseline_side=(--side "pgferry-plan-baseline=pgferry pg-load --plan, binaries of ${baseline}")
   bench_report --title "Whole database, BellSystems' 12 SQLite tables (device_logs partitioned)" \
     --rows "$(awk -F'|' '{n += $2} END {print n}' <<<"${want}")" --anchor "$( ((has_plan)) && echo pgferry-plan || echo pgferry-steps)" \
     --side "pgferry-plan=pgferry pg-load --plan (the runbook's plan)" \
+    "${baseline_side[@]}" \
     --side "pgferry-plan-noanalyze=pgferry pg-load --plan, --no-analyze" \
     --side "pgferry-steps=pgferry, one sqlite-dump | pg-load per table" \
     --side "duckdb=DuckDB ${DUCKDB_VERSION}, 12 INSERT ... SELECT, one transaction=1.5" \

@@ -189,9 +189,10 @@ impl CopySink {
         }
     }
 
-    pub fn target_sql(&self, cols: &[usize]) -> String {
+    /// `table (columns…)` for COPY; `into`: a partition of the table to copy into instead.
+    pub fn target_sql(&self, into: Option<&str>, cols: &[usize]) -> String {
         let list: Vec<String> = cols.iter().map(|&i| quote_ident(&self.col_names[i])).collect();
-        format!("{} ({})", self.table.qualified(), list.join(", "))
+        format!("{} ({})", into.map_or_else(|| self.table.qualified(), str::to_string), list.join(", "))
     }
 
     pub fn begin<'a>(

@@ -81,14 +81,15 @@ pub fn stream_rows<R: std::io::BufRead>(
     while let Some((first_line, seg)) = pending.take() {
         // Direct path: one COPY per run of rows with the same defaulted columns left out.
         // Staged path: one COPY of every column plus the segment id.
-        // A row that needs a partition opens the COPY after it is created (none is open now).
+        // A row that needs a partition opens the COPY after it is created (none is open now),
+        // into its partition where rows may go straight there.
         if let Some(r) = route.as_deref_mut() {
             r.prepare(tx, &s.rows.row, s.rows.segments[seg].contains(&r.key_column()))?;
         }
         let w = match stage {
             None => {
                 let cols: Vec<usize> = (0..n).filter(|i| !s.rows.segments[seg].contains(i)).collect();
-                let target = s.sink.target_sql(&cols);
+                let target = s.sink.target_sql(route.as_deref().and_then(Router::copy_into), &cols);
                 s.sink.begin(tx, &target, cols)?
             }
             Some(stage) => s.sink.begin_stage(tx, stage, (0..n).collect())?,
@@ -382,7 +383,7 @@ impl<R: std::io::BufRead> Streaming<'_, R> {
 
     /// Sends the row read (`line`, of segment `seg`) and those after it into the open COPY
     /// `w`, up to a row of another segment (direct path) or one that needs a partition not
-    /// there yet; returns the COPY and that row, if any.
+    /// there yet or goes into another partition (route.rs); returns the COPY and that row, if any.
     fn pump<'w>(
         &mut self,
         mut w: postgres::CopyInWriter<'w>,
@@ -400,7 +401,7 @@ impl<R: std::io::BufRead> Streaming<'_, R> {
             match self.next()? {
                 Some((l, s))
                     if (staged || s == seg)
-                        && !route.as_deref_mut().is_some_and(|r| r.needs_partition(&self.rows.row)) =>
+                        && !route.as_deref_mut().is_some_and(|r| r.needs_new_copy(&self.rows.row)) =>
                 {
                     line = l;
                     cur = s;
@@ -427,7 +428,7 @@ impl<R: std::io::BufRead> Streaming<'_, R> {
     ) -> Result<Option<(u64, usize)>> {
         let n = self.plan.columns.len();
         let cols: Vec<usize> = (0..n).filter(|i| !self.rows.segments[seg].contains(i)).collect();
-        let target = self.sink.target_sql(&cols);
+        let target = self.sink.target_sql(None, &cols);
         self.sink.hold(cols);
         let mut next = Some((line, seg));
         while let Some((l, s)) = next {

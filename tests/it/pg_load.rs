@@ -796,6 +796,132 @@ fn into_an_empty_table_indexes_are_built_after_copy_and_restored_exactly() {
     assert_eq!(pg.count("later"), 2);
 }
 
+/// With --ensure-partitions, runs of rows go straight into their partition (one COPY each)
+/// where that stores what the parent's routing would; otherwise, and once runs are short,
+/// through the parent.
+#[test]
+fn rows_go_straight_into_their_partitions_only_where_that_stores_what_routing_would() {
+    let pg = Pg::new();
+    // The server logs this database's statements: which table each COPY went into. Table names
+    // carry the database's, since other tests' statements share the log.
+    pg.exec(&format!("ALTER DATABASE {} SET log_statement = 'all'", pg.name));
+    let copies_into = |table: &str| {
+        let needle = format!(": COPY \"public\".\"{table}\" (");
+        server_log().lines().filter(|l| l.contains(&needle)).count()
+    };
+    let make = |t: &str| {
+        pg.exec(&format!(
+            "CREATE TABLE {t} (id bigint, at timestamptz NOT NULL, note text DEFAULT 'parent', PRIMARY KEY (id, at))
+               PARTITION BY RANGE (at);
+             CREATE TABLE {t}_2024_01 PARTITION OF {t} FOR VALUES FROM ('2024-01-01 00:00:00+00') TO ('2024-02-01 00:00:00+00');
+             CREATE TABLE {t}_2024_02 PARTITION OF {t} FOR VALUES FROM ('2024-02-01 00:00:00+00') TO ('2024-03-01 00:00:00+00');"
+        ))
+    };
+    // Rows in time order over January, February and March 2024 (no partition yet: created),
+    // one every 864 s; `note` left out of every thousandth row.
+    let at = |s: i64| {
+        let d = s / 86_400;
+        let (m, day) = if d < 31 {
+            (1, d + 1)
+        } else if d < 60 {
+            (2, d - 30)
+        } else {
+            (3, d - 59)
+        };
+        format!("2024-{m:02}-{day:02}T{:02}:{:02}:{:02}Z", s % 86_400 / 3600, s % 3600 / 60, s % 60)
+    };
+    let rows = |n: usize, order: &dyn Fn(usize) -> usize| -> Vec<String> {
+        (0..n)
+            .map(order)
+            .map(|i| match i % 1000 {
+                0 => format!(r#"{{"id":{i},"at":"{}"}}"#, at(i as i64 * 864)),
+                _ => format!(r#"{{"id":{i},"at":"{}","note":"n"}}"#, at(i as i64 * 864)),
+            })
+            .collect()
+    };
+    let feed = |v: &[String]| stream(&v.iter().map(String::as_str).collect::<Vec<_>>());
+    let placed = |t: &str| {
+        pg.rows(&format!(
+            "SELECT tableoid::regclass::text || ':' || count(*) || ':' || count(*) FILTER (WHERE note = 'parent') \
+             FROM {t} GROUP BY tableoid ORDER BY 1"
+        ))
+    };
+    let a = format!("{}_a", pg.name);
+    make(&a);
+    let sorted = rows(9_000, &|i| i);
+    load(&pg, &a, feed(&sorted), &["--ensure-partitions", "--no-analyze"])
+        .ok()
+        .stderr_has(&["Source: 9000 rows → Postgres: 9000 rows ✓", &format!("created partitions {a}_2024_03")]);
+    assert_eq!(
+        placed(&a),
+        vec![format!("{a}_2024_01:3100:4"), format!("{a}_2024_02:2900:2"), format!("{a}_2024_03:3000:3")]
+    );
+    // A COPY per run of rows with the same columns in the same partition (the created one too).
+    for (p, runs) in [("2024_01", 8), ("2024_02", 5), ("2024_03", 6)] {
+        assert_eq!(copies_into(&format!("{a}_{p}")), runs, "{p}");
+    }
+    assert_eq!(copies_into(&a), 0);
+
+    // A partition with a default of its own: its rows go through the parent, which fills the
+    // parent's default; a statement trigger on the parent: every row through the parent.
+    let b = format!("{}_b", pg.name);
+    make(&b);
+    pg.exec(&format!("ALTER TABLE {b}_2024_02 ALTER note SET DEFAULT 'own'"));
+    load(&pg, &b, feed(&sorted), &["--ensure-partitions", "--no-analyze"]).ok();
+    assert_eq!(placed(&b), placed(&a).iter().map(|r| r.replace(&a, &b)).collect::<Vec<_>>());
+    assert_eq!(copies_into(&format!("{b}_2024_02")), 0);
+    assert!(copies_into(&format!("{b}_2024_01")) > 0 && copies_into(&b) > 0);
+    let c = format!("{}_c", pg.name);
+    make(&c);
+    pg.exec(&format!(
+        "CREATE TABLE {c}_fired (n int); CREATE FUNCTION {c}_count() RETURNS trigger LANGUAGE plpgsql AS
+           $$BEGIN INSERT INTO {c}_fired VALUES (1); RETURN NULL; END$$;
+         CREATE TRIGGER counted AFTER INSERT ON {c} FOR EACH STATEMENT EXECUTE FUNCTION {c}_count();"
+    ));
+    load(&pg, &c, feed(&sorted), &["--ensure-partitions", "--no-analyze"]).ok();
+    assert_eq!(pg.count(&c), 9000);
+    assert_eq!(copies_into(&format!("{c}_2024_01")) + copies_into(&format!("{c}_2024_02")), 0);
+    assert_eq!(pg.one(&format!("SELECT count(*) > 0 FROM {c}_fired")), "t");
+
+    // Rows alternating between months: a few COPYs into partitions, then the parent.
+    let d = format!("{}_d", pg.name);
+    make(&d);
+    let alternating = rows(9_000, &|i| if i % 2 == 0 { i / 2 } else { 4_500 + i / 2 });
+    load(&pg, &d, feed(&alternating), &["--ensure-partitions", "--no-analyze"]).ok();
+    assert_eq!(placed(&d), placed(&a).iter().map(|r| r.replace(&a, &d)).collect::<Vec<_>>());
+    let direct: usize = ["2024_01", "2024_02", "2024_03"].iter().map(|p| copies_into(&format!("{d}_{p}"))).sum();
+    assert!((1..=20).contains(&direct), "{direct} COPYs into partitions");
+    assert!(copies_into(&d) >= 1);
+
+    // A partition made apart and attached, its columns in another order with a dropped one
+    // between them and the parent's defaults: rows go straight in, each value in its column.
+    let f = format!("{}_f", pg.name);
+    make(&f);
+    pg.exec(&format!(
+        "DROP TABLE {f}_2024_02;
+         CREATE TABLE {f}_2024_02 (note text DEFAULT 'parent', gone int, at timestamptz NOT NULL, id bigint NOT NULL);
+         ALTER TABLE {f}_2024_02 DROP COLUMN gone;
+         ALTER TABLE {f} ATTACH PARTITION {f}_2024_02 FOR VALUES FROM ('2024-02-01 00:00:00+00') TO ('2024-03-01 00:00:00+00');"
+    ));
+    load(&pg, &f, feed(&sorted), &["--ensure-partitions", "--no-analyze"]).ok();
+    assert_eq!(placed(&f), placed(&a).iter().map(|r| r.replace(&a, &f)).collect::<Vec<_>>());
+    assert_eq!(copies_into(&format!("{f}_2024_02")), 5);
+    assert_eq!(
+        pg.one(&format!("SELECT id || ' ' || at || ' ' || note FROM {f} WHERE id = 4000")),
+        "4000 2024-02-10 00:00:00+00 parent"
+    );
+
+    // A key repeated across the stream is still named by its two lines (indexes built after COPY).
+    let e = format!("{}_e", pg.name);
+    make(&e);
+    let mut repeated = sorted.clone();
+    repeated.push(sorted[5_000].clone());
+    load(&pg, &e, feed(&repeated), &["--ensure-partitions", "--no-analyze"])
+        .expect(65)
+        .stderr_has(&["line 9001: key (id, at) = (5000,", "repeats line 5001"]);
+    assert_eq!(pg.count(&e), 0);
+}
+
 #[test]
 fn a_100_mb_value_is_held_about_twice_by_pg_load_not_five_times() {
     let pg = Pg::new();
