@@ -588,15 +588,19 @@ fn ensure_utc(
         if info.partitions.iter().any(|p| p.from <= s && p.to >= e) {
             report.present += 1;
         } else if let Some(p) = info.partitions.iter().find(|p| p.from < e && p.to > s) {
+            // The same length as the period asked for: its bounds are elsewhere.
+            let why = match guess_interval(&p.from, &p.to) {
+                g if g == iv.name() => {
+                    format!("its bounds are not where pg-partition's {g} periods start, at 00:00 UTC")
+                }
+                g => format!("is the table partitioned {g} rather than {}?", iv.name()),
+            };
             return Err(Error::Data(format!(
                 "table '{shown}': period {} overlaps partition '{}' ({}) without being covered by it; \
-                 pg-partition does not create overlapping partitions (is the table partitioned {} \
-                 rather than {}?); nothing was changed",
+                 pg-partition does not create overlapping partitions ({why}); nothing was changed",
                 iv.label(d),
                 p.name,
                 p.bound_sql,
-                guess_interval(&p.from, &p.to),
-                iv.name()
             )));
         } else {
             let name = partition_name(&table.name, &iv.suffix(d));

@@ -922,6 +922,60 @@ fn rows_go_straight_into_their_partitions_only_where_that_stores_what_routing_wo
     assert_eq!(pg.count(&e), 0);
 }
 
+/// Rows going straight into partitions land where the server's routing puts them, at the
+/// edges of a period, for each key type pg-partition manages and bounds written in another
+/// time zone.
+#[test]
+fn rows_straight_into_partitions_land_where_routing_would_at_the_edges_for_every_key_type() {
+    let pg = Pg::new();
+    pg.exec(&format!("ALTER DATABASE {} SET log_statement = 'all'", pg.name));
+    let copies_into = |table: &str| {
+        let needle = format!(": COPY \"public\".\"{table}\" (");
+        server_log().lines().filter(|l| l.contains(&needle)).count()
+    };
+    // (The timestamptz bounds are UTC months, as pg-partition makes them, written at +01.)
+    for (key, jan, feb, mar, last_of_jan, first_of_feb) in [
+        (
+            "timestamptz",
+            "'2024-01-01 01:00:00+01'",
+            "'2024-02-01 01:00:00+01'",
+            "'2024-03-01 01:00:00+01'",
+            "2024-02-01T00:59:59.999999+01:00",
+            "2024-02-01T01:00:00+01:00",
+        ),
+        (
+            "timestamp",
+            "'2024-01-01 00:00:00'",
+            "'2024-02-01 00:00:00'",
+            "'2024-03-01 00:00:00'",
+            "2024-01-31 23:59:59.999999",
+            "2024-02-01 00:00:00",
+        ),
+        ("date", "'2024-01-01'", "'2024-02-01'", "'2024-03-01'", "2024-01-31", "2024-02-01"),
+    ] {
+        let t = format!("{}_{}", pg.name, key);
+        pg.exec(&format!(
+            "SET TimeZone = 'Europe/Paris';
+             CREATE TABLE {t} (id int, at {key} NOT NULL) PARTITION BY RANGE (at);
+             CREATE TABLE {t}_jan PARTITION OF {t} FOR VALUES FROM ({jan}) TO ({feb});
+             CREATE TABLE {t}_feb PARTITION OF {t} FOR VALUES FROM ({feb}) TO ({mar});"
+        ));
+        let mut rows: Vec<String> = vec![];
+        for i in 0..3 {
+            rows.push(format!(r#"{{"id":{},"at":"{last_of_jan}"}}"#, 2 * i));
+            rows.push(format!(r#"{{"id":{},"at":"{first_of_feb}"}}"#, 2 * i + 1));
+        }
+        let refs: Vec<&str> = rows.iter().map(String::as_str).collect();
+        load(&pg, &t, stream(&refs), &["--ensure-partitions", "--no-analyze"]).ok();
+        assert_eq!(
+            pg.one(&format!("SELECT string_agg(id || ':' || tableoid::regclass::text, ',' ORDER BY id) FROM {t}")),
+            (0..6).map(|i| format!("{i}:{t}_{}", if i % 2 == 0 { "jan" } else { "feb" })).collect::<Vec<_>>().join(","),
+            "{key}"
+        );
+        assert!(copies_into(&format!("{t}_jan")) >= 1 && copies_into(&format!("{t}_feb")) >= 1, "{key}");
+    }
+}
+
 #[test]
 fn a_100_mb_value_is_held_about_twice_by_pg_load_not_five_times() {
     let pg = Pg::new();

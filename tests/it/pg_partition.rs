@@ -296,9 +296,11 @@ fn conflicts_are_refused_and_nothing_changes() {
     let pg = Pg::new();
     device_logs(&pg, "device_logs");
     pg.exec("CREATE TABLE device_logs_odd PARTITION OF device_logs FOR VALUES FROM ('2025-02-15 00:00:00+00') TO ('2025-03-15 00:00:00+00')");
-    pp(&pg, "ensure", "device_logs", &["--from", "2025-01", "--to", "2025-03"])
-        .expect(65)
-        .stderr_has(&["period 2025-02 overlaps partition 'device_logs_odd'", "nothing was changed"]);
+    pp(&pg, "ensure", "device_logs", &["--from", "2025-01", "--to", "2025-03"]).expect(65).stderr_has(&[
+        "period 2025-02 overlaps partition 'device_logs_odd'",
+        "its bounds are not where pg-partition's monthly periods start, at 00:00 UTC",
+        "nothing was changed",
+    ]);
     assert_eq!(names(&pg, "device_logs"), vec!["device_logs_odd"]);
     // A detached partition keeps its name: say so rather than fail obscurely.
     pg.exec("CREATE TABLE device_logs_2025_05 (LIKE device_logs)");
