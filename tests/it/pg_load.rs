@@ -796,6 +796,13 @@ fn into_an_empty_table_indexes_are_built_after_copy_and_restored_exactly() {
     assert_eq!(pg.count("later"), 2);
 }
 
+/// How many COPY statements into `public.table` the server logged (a database whose sessions
+/// log their statements: `log_statement = 'all'`).
+fn copies_into(table: &str) -> usize {
+    let needle = format!(": COPY \"public\".\"{table}\" (");
+    server_log().lines().filter(|l| l.contains(&needle)).count()
+}
+
 /// With --ensure-partitions, runs of rows go straight into their partition (one COPY each)
 /// where that stores what the parent's routing would; otherwise, and once runs are short,
 /// through the parent.
@@ -805,10 +812,6 @@ fn rows_go_straight_into_their_partitions_only_where_that_stores_what_routing_wo
     // The server logs this database's statements: which table each COPY went into. Table names
     // carry the database's, since other tests' statements share the log.
     pg.exec(&format!("ALTER DATABASE {} SET log_statement = 'all'", pg.name));
-    let copies_into = |table: &str| {
-        let needle = format!(": COPY \"public\".\"{table}\" (");
-        server_log().lines().filter(|l| l.contains(&needle)).count()
-    };
     let make = |t: &str| {
         pg.exec(&format!(
             "CREATE TABLE {t} (id bigint, at timestamptz NOT NULL, note text DEFAULT 'parent', PRIMARY KEY (id, at))
@@ -929,10 +932,6 @@ fn rows_go_straight_into_their_partitions_only_where_that_stores_what_routing_wo
 fn rows_straight_into_partitions_land_where_routing_would_at_the_edges_for_every_key_type() {
     let pg = Pg::new();
     pg.exec(&format!("ALTER DATABASE {} SET log_statement = 'all'", pg.name));
-    let copies_into = |table: &str| {
-        let needle = format!(": COPY \"public\".\"{table}\" (");
-        server_log().lines().filter(|l| l.contains(&needle)).count()
-    };
     // (The timestamptz bounds are UTC months, as pg-partition makes them, written at +01.)
     for (key, jan, feb, mar, last_of_jan, first_of_feb) in [
         (
