@@ -77,13 +77,14 @@ pub struct Outcome {
     pub dest_rows: Option<i64>,
     /// Silent changes PostgreSQL made, per column: (column, kind, count).
     pub changes: Vec<(String, String, u64)>,
-    /// Mirror mode's counts (pg-load --report; not columns of the run log).
-    pub mirror: Option<MirrorCounts>,
+    /// A merge's counts of the rows already there, for mirror and upsert (pg-load --report;
+    /// not columns of the run log).
+    pub merged: Option<MergeCounts>,
 }
 
-/// What a mirror load did to the table's rows.
+/// What a mirror or upsert load did to the table's rows.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct MirrorCounts {
+pub struct MergeCounts {
     pub updated: i64,
     pub deleted: i64,
     pub unchanged: i64,

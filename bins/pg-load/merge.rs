@@ -1,5 +1,5 @@
 //! The staged path: rows COPYed into a temporary table, then merged into the target by key
-//! (insert skips keys already present, upsert updates them).
+//! (insert skips keys already present, upsert updates those whose values differ).
 
 use crate::copy::no_partition;
 use crate::rows::{Columns, Signature};
@@ -23,7 +23,19 @@ pub fn drop_stage(tx: &mut Transaction, stage: &str) -> Result<()> {
     tx.batch_execute(&format!("DROP TABLE {stage}")).map_err(|e| pg_error("drop the staging table", e))
 }
 
-/// Moves staged rows into the table by key; returns (inserted, already present, present after).
+/// What a merge of staged rows did.
+#[derive(Debug, Default)]
+pub struct Merged {
+    pub inserted: i64,
+    /// Rows of the stream whose key was already there.
+    pub present: i64,
+    /// Of those, the rows upsert rewrote (their values differed).
+    pub updated: i64,
+    /// Rows of the stream whose key is in the table after the merge.
+    pub present_after: i64,
+}
+
+/// Moves staged rows into the table by key.
 #[allow(clippy::too_many_arguments)]
 pub fn merge_stage(
     tx: &mut Transaction,
@@ -34,7 +46,7 @@ pub fn merge_stage(
     key: &[String],
     mode: Mode,
     source_rows: i64,
-) -> Result<(i64, i64, i64)> {
+) -> Result<Merged> {
     if key.is_empty() {
         // Staged only to learn the partitions the rows need, into a table with no key:
         // a plain insert (the table was empty, or --mode append).
@@ -52,7 +64,7 @@ pub fn merge_stage(
                 )
                 .map_err(|e| merge_error(qt, e))? as i64;
         }
-        return Ok((inserted, 0, inserted));
+        return Ok(Merged { inserted, present_after: inserted, ..Merged::default() });
     }
     let key_list: Vec<String> = key.iter().map(|k| quote_ident(k)).collect();
     let key_sql = key_list.join(", ");
@@ -71,7 +83,7 @@ pub fn merge_stage(
         .get::<_, u32>(0);
     let on_conflict = pgferry::catalog::has_unique_key(tx, oid, key)?;
     let join = key.iter().map(|k| format!("t.{0} = s.{0}", quote_ident(k))).collect::<Vec<_>>().join(" AND ");
-    let mut inserted = 0i64;
+    let mut m = Merged::default();
     for (seg, sig) in segments.iter().enumerate() {
         let cols: Vec<String> =
             (0..plan.columns.len()).filter(|i| !sig.contains(i)).map(|i| quote_ident(&plan.columns[i].name)).collect();
@@ -82,14 +94,18 @@ pub fn merge_stage(
         );
         let sql = match (mode, on_conflict) {
             (Mode::Upsert, true) => {
-                let sets: Vec<String> =
-                    cols.iter().filter(|c| !key_list.contains(c)).map(|c| format!("{c} = EXCLUDED.{c}")).collect();
-                let action = if sets.is_empty() {
+                // A row whose values are all as they were is left alone: a converging re-run
+                // rewrites nothing (no new row version, no index entries, no WAL).
+                let values: Vec<&String> = cols.iter().filter(|c| !key_list.contains(c)).collect();
+                let action = if values.is_empty() {
                     "DO NOTHING".to_string()
                 } else {
-                    format!("DO UPDATE SET {}", sets.join(", "))
+                    let sets: Vec<String> = values.iter().map(|c| format!("{c} = EXCLUDED.{c}")).collect();
+                    format!("DO UPDATE SET {} WHERE {}", sets.join(", "), differs(&values, "t", "EXCLUDED"))
                 };
-                format!("INSERT INTO {qt} ({list}) {select} ON CONFLICT ({key_sql}) {action} RETURNING (xmax = 0)")
+                format!(
+                    "INSERT INTO {qt} AS t ({list}) {select} ON CONFLICT ({key_sql}) {action} RETURNING (t.xmax = 0)"
+                )
             }
             (Mode::Upsert, false) => {
                 return Err(Error::Usage(format!("--mode upsert needs a unique index on ({})", key.join(", "))));
@@ -104,9 +120,14 @@ pub fn merge_stage(
                 "INSERT INTO {qt} ({list}) {select} AND NOT EXISTS (SELECT 1 FROM {qt} t WHERE {join}) RETURNING true"
             ),
         };
-        let counted = format!("WITH ins AS ({sql}) SELECT count(*) FILTER (WHERE ins.x) FROM ins AS ins(x)");
-        let n: i64 = tx.query_one(&counted, &[]).map_err(|e| merge_error(qt, e))?.get(0);
-        inserted += n;
+        // Inserted rows come back true, updated ones false (upsert); left alone: not at all.
+        let counted = format!(
+            "WITH ins AS ({sql}) SELECT count(*) FILTER (WHERE ins.x), count(*) FILTER (WHERE NOT ins.x) \
+             FROM ins AS ins(x)"
+        );
+        let row = tx.query_one(&counted, &[]).map_err(|e| merge_error(qt, e))?;
+        m.inserted += row.get::<_, i64>(0);
+        m.updated += row.get::<_, i64>(1);
     }
     let present_after: i64 = tx
         .query_one(
@@ -116,7 +137,15 @@ pub fn merge_stage(
         )
         .map_err(|e| pg_error("verify the loaded keys", e))?
         .get(0);
-    Ok((inserted, source_rows - inserted, present_after))
+    m.present = source_rows - m.inserted;
+    m.present_after = present_after;
+    Ok(m)
+}
+
+/// `old.c::text IS DISTINCT FROM new.c::text OR …` for the columns `values`: whether a row's
+/// values differ as their text shows them (1.0 and 1.00, or -0 and 0, differ: equal by `=`).
+fn differs(values: &[&String], old: &str, new: &str) -> String {
+    values.iter().map(|c| format!("{old}.{c}::text IS DISTINCT FROM {new}.{c}::text")).collect::<Vec<_>>().join(" OR ")
 }
 
 fn merge_error(table: &str, e: postgres::Error) -> Error {
@@ -260,11 +289,7 @@ pub fn merge_mirror(
         let values: Vec<&String> = cols.iter().filter(|c| !key_list.contains(c)).collect();
         if !values.is_empty() {
             let sets = values.iter().map(|c| format!("{c} = s.{c}")).collect::<Vec<_>>().join(", ");
-            let differs = values
-                .iter()
-                .map(|c| format!("t.{c}::text IS DISTINCT FROM s.{c}::text"))
-                .collect::<Vec<_>>()
-                .join(" OR ");
+            let differs = differs(&values, "t", "s");
             m.updated += tx
                 .execute(
                     &format!(

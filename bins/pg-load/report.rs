@@ -189,12 +189,14 @@ impl Table<'_> {
         m.insert("inserted".into(), json!(o.inserted_rows));
         m.insert("present".into(), json!(o.present_rows));
         // Counted only once the table's rows were all in; per mode as docs/loading.md says.
-        let (updated, deleted, unchanged) = match (o.inserted_rows.and(o.present_rows), self.mode, o.mirror) {
+        let (updated, deleted, unchanged) = match (o.inserted_rows.and(o.present_rows), self.mode, o.merged) {
             (None, _, _) => (None, None, None),
             (Some(_), Mode::Mirror, Some(c)) => (Some(c.updated), Some(c.deleted), Some(c.unchanged)),
             (Some(_), Mode::Mirror, None) => (None, None, None),
             (Some(p), Mode::Insert, _) => (Some(0), Some(0), Some(p)),
-            (Some(p), Mode::Upsert, _) => (Some(p), Some(0), Some(0)),
+            (Some(_), Mode::Upsert, Some(c)) => (Some(c.updated), Some(0), Some(c.unchanged)),
+            // Into an empty table (nothing present): no merge.
+            (Some(p), Mode::Upsert, None) => (Some(0), Some(0), Some(p)),
             (Some(_), Mode::Append, _) => (Some(0), Some(0), Some(0)),
             // TRUNCATE empties the table without counting what it removed.
             (Some(_), Mode::Replace, _) => (Some(0), None, Some(0)),

@@ -10,7 +10,7 @@ use crate::schema::{self, ForeignKey};
 use crate::{merge, Args, Mode};
 use pgferry::catalog::{self, ColumnInfo};
 use pgferry::pg::{pg_error, Table};
-use pgferry::runlog::{MirrorCounts, Outcome};
+use pgferry::runlog::{MergeCounts, Outcome};
 use pgferry::stream::{EndRecord, RowReader};
 use pgferry::{Error, Result};
 use postgres::types::Type;
@@ -286,7 +286,7 @@ pub fn load_rows<R: std::io::BufRead>(
             };
             if a.mode == Mode::Mirror {
                 summary = Some(format!("{n} inserted, 0 updated, 0 deleted, 0 unchanged"));
-                outcome.mirror = Some(Default::default());
+                outcome.merged = Some(Default::default());
             }
             (n, 0, n, n >= source_rows)
         }
@@ -297,15 +297,23 @@ pub fn load_rows<R: std::io::BufRead>(
                 "{} inserted, {} updated, {} deleted, {} unchanged",
                 m.inserted, m.updated, m.deleted, m.unchanged
             ));
-            outcome.mirror = Some(MirrorCounts { updated: m.updated, deleted: m.deleted, unchanged: m.unchanged });
+            outcome.merged = Some(MergeCounts { updated: m.updated, deleted: m.deleted, unchanged: m.unchanged });
             // Equal to the stream: every key of it present, and nothing else in the table.
             let equal = m.present == source_rows && m.rows_after == source_rows;
             (m.inserted, m.updated + m.unchanged, if equal { source_rows } else { m.present.min(m.rows_after) }, equal)
         }
         Some(stage) => {
-            let (i, pr, d) = merge::merge_stage(tx, &p.qt, stage, &p.columns, &segments, &p.key, a.mode, source_rows)?;
+            let m = merge::merge_stage(tx, &p.qt, stage, &p.columns, &segments, &p.key, a.mode, source_rows)?;
             merge::drop_stage(tx, stage)?;
-            (i, pr, d, d >= source_rows)
+            if a.mode == Mode::Upsert {
+                let unchanged = m.present - m.updated;
+                summary = Some(format!(
+                    "{} rows inserted, {} already present ({} updated, {unchanged} unchanged)",
+                    m.inserted, m.present, m.updated
+                ));
+                outcome.merged = Some(MergeCounts { updated: m.updated, deleted: 0, unchanged });
+            }
+            (m.inserted, m.present, m.present_after, m.present_after >= source_rows)
         }
     };
     outcome.inserted_rows = Some(inserted);
@@ -368,14 +376,14 @@ pub fn count(tx: &mut Transaction, qt: &str) -> Result<i64> {
 }
 
 /// Whether a load in `mode` with `outcome` may have changed the table's rows: a converging
-/// re-run (every row already present in insert mode, an unchanged mirror) did not. An upsert
-/// rewrote its present rows, perhaps with other values; replace emptied the table.
+/// re-run (every row already present in insert mode, an unchanged mirror or upsert) did not.
+/// Replace emptied the table.
 pub fn changed_rows(mode: Mode, outcome: &Outcome) -> bool {
     let inserted = outcome.inserted_rows != Some(0);
     match mode {
         Mode::Insert | Mode::Append => inserted,
-        Mode::Mirror => inserted || outcome.mirror.is_none_or(|m| m.updated != 0 || m.deleted != 0),
-        Mode::Upsert | Mode::Replace => true,
+        Mode::Mirror | Mode::Upsert => inserted || outcome.merged.is_none_or(|m| m.updated != 0 || m.deleted != 0),
+        Mode::Replace => true,
     }
 }
 

@@ -316,13 +316,18 @@ fn plan_report_has_a_line_per_step_with_its_own_bytes_and_a_failed_plan_says_so_
     assert_eq!((r[1]["step"].clone(), r[1]["bytes"].clone()), (json!("two"), json!(two.len())));
     assert_ne!(r[0]["run"], r[1]["run"]);
 
-    // Again, with step two's rows present: upsert updates them.
+    // Again, with step two's rows present and as they were: upsert leaves them alone.
     run(one.clone() + &two, 0);
     let r = report(&file);
     assert_eq!(
-        (r[1]["mode"].clone(), r[1]["present"].clone(), r[1]["updated"].clone()),
-        (json!("upsert"), json!(2), json!(2))
+        (r[1]["mode"].clone(), r[1]["present"].clone(), r[1]["updated"].clone(), r[1]["unchanged"].clone()),
+        (json!("upsert"), json!(2), json!(0), json!(2))
     );
+    // One of them changed in the table: upsert sets it back, and counts it.
+    pg.exec("UPDATE b SET v = 'changed' WHERE id = 1");
+    run(one.clone() + &two, 0);
+    let r = report(&file);
+    assert_eq!((r[1]["updated"].clone(), r[1]["unchanged"].clone()), (json!(1), json!(1)));
 
     // Step two's stream is cut short: both steps failed, neither committed.
     pg.exec("TRUNCATE a, b");
