@@ -105,8 +105,9 @@ impl Router {
                 .map_err(|e| pg_error("read the partition key's default", e))?
                 .map(|r| r.get(0)),
         };
-        let leaves: Vec<String> = info.partitions.iter().filter(|p| !p.is_partitioned).map(|p| p.qualified()).collect();
-        let direct = direct_partitions(tx, table, &leaves)?;
+        // (direct_partitions keeps the ordinary tables only: no sub-partitioned one.)
+        let partitions: Vec<String> = info.partitions.iter().map(Partition::qualified).collect();
+        let direct = direct_partitions(tx, table, &partitions)?;
         Ok(Some(Router {
             info,
             interval,
@@ -166,7 +167,7 @@ impl Router {
     /// Where rows of partition `p` go: into it, or (`None`) through the parent.
     fn direct_into(&self, p: &Partition) -> Option<String> {
         let q = p.qualified();
-        (!p.is_partitioned && self.direct.contains(&q)).then_some(q)
+        (!self.parent_only && self.direct.contains(&q)).then_some(q)
     }
 
     /// Counts a COPY ended to go elsewhere; past the free ones, when runs are short, the rest
@@ -175,7 +176,6 @@ impl Router {
         self.switches += 1;
         if self.switches > FREE_SWITCHES && self.switches * MIN_RUN > self.checked {
             self.parent_only = true;
-            self.direct.clear();
         }
         true
     }
