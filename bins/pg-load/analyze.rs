@@ -1,24 +1,27 @@
-//! ANALYZE after the commit, on two connections when there is enough work to split.
+//! ANALYZE after the commit, on two connections when there is enough work to share.
 //!
 //! In PostgreSQL (15) `ANALYZE parent` of a partitioned table analyzes every leaf partition
 //! (find_all_inheritors), then the parent's inherited statistics, one after the other in one
 //! backend: one core busy, the other idle once the load is done. Here the leaves and ordinary
-//! tables are split into two sets of about equal size. A second connection (B) takes SHARE
-//! UPDATE EXCLUSIVE locks on its leaves in a transaction (ANALYZE's own lock level: it
-//! conflicts with another ANALYZE, not with readers or writers) and analyzes its set there,
-//! holding the locks to its COMMIT. Meanwhile the load's connection (A) runs
-//! `ANALYZE (SKIP_LOCKED)` of the partitioned tables and of its own ordinary tables: that
-//! makes each parent's inherited statistics (only `ANALYZE parent` can) and analyzes A's
-//! leaves, skipping B's. SKIP_LOCKED also skips what another session holds (autovacuum, the
-//! application), so afterwards whatever neither connection analyzed is analyzed plainly
-//! (waiting for its lock) on A. Any trouble with B: A does the rest plainly, as a single
-//! connection would. Failures are warnings: the data is committed.
+//! tables are jobs in one queue, largest first, that two connections take from, each when it
+//! is free. Only `ANALYZE parent` makes a parent's inherited statistics, and it would analyze
+//! every leaf as well: so a second connection (B) first takes SHARE UPDATE EXCLUSIVE locks on
+//! all the leaves in a transaction (ANALYZE's own lock level: it conflicts with another
+//! ANALYZE, not with readers or writers), and the load's connection (A) runs
+//! `ANALYZE (SKIP_LOCKED)` of the partitioned tables, which then makes their inherited
+//! statistics alone, while B analyzes leaves in its transaction. When A is done, B commits,
+//! and both take jobs until none is left, plainly (waiting for a lock another session holds).
+//! SKIP_LOCKED also skips a parent another session holds: afterwards a parent without fresh
+//! statistics, and any job B did not commit, is analyzed plainly on A. Any trouble with B
+//! before it holds its locks (a leaf another session holds): A does everything plainly, as a
+//! single connection would. Failures are warnings: the data is committed.
 
 use pgferry::pg::{pg_cause, Target};
 use pgferry::{note, warn};
 use postgres::types::Oid;
 use postgres::Client;
-use std::sync::mpsc;
+use std::collections::VecDeque;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use crate::TOOL;
@@ -187,47 +190,47 @@ fn splittable(rels: &[Rel], version: i32) -> bool {
         && rels.iter().all(|r| r.permitted)
 }
 
-/// The cost of analyzing `r`, in pages read: its sample reads at most SAMPLE_BLOCKS.
+/// The cost of analyzing `r`, in pages read (its sample reads at most SAMPLE_BLOCKS): the
+/// order the jobs are taken in.
 fn weight(r: &Rel) -> i64 {
     r.pages.min(SAMPLE_BLOCKS) + OVERHEAD
 }
 
+/// One relation to analyze on its own (see `unit`), as both connections take them.
+struct Job {
+    /// Index into the relations.
+    rel: usize,
+    qt: String,
+    /// A leaf partition: B holds it while A makes the parents' statistics.
+    leaf: bool,
+}
+
+/// The jobs not yet taken, largest first: each connection takes the next one when it is free,
+/// so neither waits on a guess of how long a relation takes (a parent's inherited sample costs
+/// about two leaves here, a small table's statistics far more than its pages say).
+type Queue = Arc<Mutex<VecDeque<Job>>>;
+
+/// The first job in `queue` (only a leaf when `leaves_only`).
+fn take(queue: &Queue, leaves_only: bool) -> Option<Job> {
+    let mut q = queue.lock().unwrap_or_else(|e| e.into_inner());
+    let at = q.iter().position(|j| j.leaf || !leaves_only)?;
+    q.remove(at)
+}
+
 fn split(client: &mut Client, pid: i32, target: &Target, tables: &[(&str, &str)], rels: &[Rel]) {
     let parents: Vec<&Rel> = rels.iter().filter(|r| r.is_root && r.kind == 'p').collect();
-    // A parent's inherited sample (30,000 rows over all its leaves): measured at 60-130 ms for
-    // fifteen leaves of 1,000 pages, about one leaf's worth.
-    let mut load_a: i64 = parents
-        .iter()
-        .map(|p| {
-            rels.iter().filter(|r| r.root == p.root && unit(r)).map(|r| r.pages).sum::<i64>().min(SAMPLE_BLOCKS) / 10
-        })
-        .map(|w| w + OVERHEAD)
-        .sum();
-    let mut load_b: i64 = 0;
-    let mut units: Vec<&Rel> = rels.iter().filter(|r| unit(r)).collect();
-    units.sort_by_key(|r| std::cmp::Reverse(weight(r)));
-    let (mut a, mut b): (Vec<&Rel>, Vec<&Rel>) = (vec![], vec![]);
-    // Largest first, each to the less loaded side.
-    for u in units {
-        if load_b < load_a {
-            load_b += weight(u);
-            b.push(u);
-        } else {
-            load_a += weight(u);
-            a.push(u);
-        }
-    }
+    let mut jobs: Vec<(usize, &Rel)> = rels.iter().enumerate().filter(|(_, r)| unit(r)).collect();
+    jobs.sort_by_key(|(_, r)| std::cmp::Reverse(weight(r)));
+    let name = |r: &Rel| if r.is_root { tables[r.root].1.to_string() } else { r.qt.clone() };
     let join = |v: &[&Rel]| v.iter().map(|r| r.qt.as_str()).collect::<Vec<_>>().join(", ");
-    // B locks the partitions of its set: those are what A's `ANALYZE parent` must skip.
-    let b_leaves: Vec<&Rel> = b.iter().copied().filter(|r| !r.is_root).collect();
-    let lock = match b_leaves.is_empty() {
+    // B locks every leaf: those are what A's `ANALYZE parent` must skip.
+    let leaves: Vec<&Rel> = jobs.iter().map(|&(_, r)| r).filter(|r| !r.is_root).collect();
+    let lock = match leaves.is_empty() {
         true => String::new(),
-        false => format!("LOCK TABLE {} IN SHARE UPDATE EXCLUSIVE MODE NOWAIT", join(&b_leaves)),
+        false => format!("LOCK TABLE {} IN SHARE UPDATE EXCLUSIVE MODE NOWAIT", join(&leaves)),
     };
-    let b_sql = format!("ANALYZE {}", join(&b));
-    // A names the parents (their leaves come with them) and its own ordinary tables.
-    let a_named: Vec<&Rel> = parents.iter().copied().chain(a.iter().copied().filter(|r| r.is_root)).collect();
-    let a_sql = format!("ANALYZE (SKIP_LOCKED) {}", join(&a_named));
+    let queue: Queue =
+        Arc::new(Mutex::new(jobs.iter().map(|&(rel, r)| Job { rel, qt: r.qt.clone(), leaf: !r.is_root }).collect()));
 
     // Before either connection analyzes anything: what was analyzed after it is done.
     let since: String = match client.query_one("SELECT now()::text", &[]) {
@@ -236,8 +239,8 @@ fn split(client: &mut Client, pid: i32, target: &Target, tables: &[(&str, &str)]
     };
     let (locked_tx, locked_rx) = mpsc::sync_channel::<()>(0);
     let (done_tx, done_rx) = mpsc::channel::<()>();
-    let target = target.clone();
-    let second = std::thread::spawn(move || second(&target, pid, &lock, &b_sql, locked_tx, done_rx));
+    let (target, b_queue) = (target.clone(), Arc::clone(&queue));
+    let second = std::thread::spawn(move || second(&target, pid, &lock, &b_queue, locked_tx, done_rx));
     if locked_rx.recv_timeout(LOCK_WAIT).is_err() {
         // B could not connect or lock (or is slow at it): it gives up when it finds nobody
         // waiting; A does everything.
@@ -245,71 +248,109 @@ fn split(client: &mut Client, pid: i32, target: &Target, tables: &[(&str, &str)]
         return plain(client, tables, "ANALYZE");
     }
     drop(locked_rx);
-    // The skip warnings name what B (or another session) holds: expected here, and what is
-    // skipped is analyzed below.
-    let quiet = client.batch_execute("SET client_min_messages = error").is_ok();
-    let _ = client.batch_execute(&a_sql);
-    if quiet {
-        let _ = client.batch_execute("RESET client_min_messages");
+    if !parents.is_empty() {
+        // With every leaf held by B, `ANALYZE parent` makes the inherited statistics alone. The
+        // skip warnings name what B holds: expected here.
+        let quiet = client.batch_execute("SET client_min_messages = error").is_ok();
+        let _ = client.batch_execute(&format!("ANALYZE (SKIP_LOCKED) {}", join(&parents)));
+        if quiet {
+            let _ = client.batch_execute("RESET client_min_messages");
+        }
     }
-    // B holds its locks until now, so that A cannot reach B's leaves after B is done.
+    // B holds its locks until now, so that A's statement cannot reach B's leaves.
     drop(done_tx);
-    let b_done = second.join().unwrap_or(false);
-
-    // Whatever A was to analyze and did not (skipped, or its statement failed; PostgreSQL 15
-    // records a partitioned table's ANALYZE there too); all of B's set
-    // if B did not commit (its statistics are rolled back, though pg_stat saw them).
-    let mut check: Vec<&Rel> = rels.iter().filter(|r| r.kind == 'r' || r.kind == 'p').collect();
-    if b_done {
-        check.retain(|r| !b.iter().any(|x| x.oid == r.oid));
+    let mut analyzed: Vec<usize> = vec![];
+    while let Some(job) = take(&queue, false) {
+        // Plainly: waits for a lock another session holds; a failure is its warning.
+        plain(client, &[(job.qt.as_str(), name(&rels[job.rel]).as_str())], "ANALYZE");
+        analyzed.push(job.rel);
     }
-    let oids: Vec<Oid> = check.iter().map(|r| r.oid).collect();
-    let analyzed: Vec<Oid> = client
+    analyzed.extend(second.join().unwrap_or_default());
+
+    // A parent (or a partitioned partition) that A's statement skipped (another session held
+    // it) or failed on: PostgreSQL 15 records a partitioned table's ANALYZE in pg_stat too.
+    let partitioned: Vec<Oid> = rels.iter().filter(|r| r.kind == 'p').map(|r| r.oid).collect();
+    let made: Vec<Oid> = client
         .query(
             "SELECT relid FROM pg_stat_all_tables WHERE relid = ANY($1) \
                AND greatest(last_analyze, last_autoanalyze) >= $2::text::timestamptz",
-            &[&oids, &since],
+            &[&partitioned, &since],
         )
         .map(|rows| rows.iter().map(|r| r.get(0)).collect())
         .unwrap_or_default();
-    let in_b = |r: &Rel| b.iter().any(|x| x.oid == r.oid);
-    let mut missed: Vec<&Rel> = check.into_iter().filter(|r| !analyzed.contains(&r.oid) || in_b(r)).collect();
+    // And every job B took and did not commit.
+    let mut missed: Vec<&Rel> = rels
+        .iter()
+        .enumerate()
+        .filter(|&(i, r)| match r.kind {
+            'p' => !made.contains(&r.oid),
+            _ => unit(r) && !analyzed.contains(&i),
+        })
+        .map(|(_, r)| r)
+        .collect();
     // A parent missed is `ANALYZE parent` again, which also does all its partitions.
     let redo: Vec<usize> = missed.iter().filter(|r| r.is_root && r.kind == 'p').map(|r| r.root).collect();
     missed.retain(|r| r.is_root || !redo.contains(&r.root));
-    let names: Vec<(&str, &str)> =
-        missed.iter().map(|r| (r.qt.as_str(), if r.is_root { tables[r.root].1 } else { r.qt.as_str() })).collect();
+    let names: Vec<(String, String)> = missed.iter().map(|r| (r.qt.clone(), name(r))).collect();
+    let names: Vec<(&str, &str)> = names.iter().map(|(q, n)| (q.as_str(), n.as_str())).collect();
     plain(client, &names, "ANALYZE");
 }
 
-/// Connection B: connect, lock its partitions (NOWAIT: if another session holds one, A does
-/// it all), tell A, analyze its set in the transaction, wait for A (backend `a`), commit.
-/// True when committed.
+/// Connection B: connect; if there are leaves, lock them all (NOWAIT: if another session holds
+/// one, A does it all) in a transaction, tell A, and analyze leaves there until A's statement is
+/// done (backend `a`), then commit; then take jobs like A until none is left. The jobs it
+/// analyzed and committed.
 fn second(
     target: &Target,
     a: i32,
     lock: &str,
-    sql: &str,
+    queue: &Queue,
     locked: mpsc::SyncSender<()>,
     done: mpsc::Receiver<()>,
-) -> bool {
-    let Ok(mut c) = target.connect() else { return false };
-    if c.batch_execute("BEGIN").is_err() || (!lock.is_empty() && c.batch_execute(lock).is_err()) {
-        return false;
+) -> Vec<usize> {
+    let mut analyzed = vec![];
+    let Ok(mut c) = target.connect() else { return analyzed };
+    let holding = !lock.is_empty();
+    if holding && (c.batch_execute("BEGIN").is_err() || c.batch_execute(lock).is_err()) {
+        return analyzed;
     }
     // A stopped waiting: it analyzes everything; this session ends, which releases the locks.
     if locked.send(()).is_err() {
-        return false;
+        return analyzed;
     }
-    let ok = c.batch_execute(sql).is_ok();
-    // Holding the locks until A is done, unless A waits for a lock: a session queued behind one
-    // of B's locks (a DROP or DETACH of a partition) can hold up A's reading of the parent, and
-    // PostgreSQL cannot see that B waits for A. Committing early costs at most a leaf analyzed twice.
-    while let Err(mpsc::RecvTimeoutError::Timeout) = done.recv_timeout(Duration::from_millis(50)) {
-        match c.query_one("SELECT cardinality(pg_blocking_pids($1)) > 0", &[&a]) {
-            Ok(r) if !r.get::<_, bool>(0) => {}
-            _ => break,
+    if holding {
+        let mut in_tx = vec![];
+        // Holding the locks until A is done, unless A waits for a lock: a session queued behind
+        // one of B's locks (a DROP or DETACH of a partition) can hold up A's reading of the
+        // parent, and PostgreSQL cannot see that B waits for A. Committing early costs at most
+        // a leaf analyzed twice.
+        let a_waits = |c: &mut Client| match c.query_one("SELECT cardinality(pg_blocking_pids($1)) > 0", &[&a]) {
+            Ok(r) => r.get::<_, bool>(0),
+            Err(_) => true,
+        };
+        loop {
+            if !matches!(done.try_recv(), Err(mpsc::TryRecvError::Empty)) || a_waits(&mut c) {
+                break;
+            }
+            match take(queue, true) {
+                // A failure aborts the transaction: its jobs are A's to redo.
+                Some(job) if c.batch_execute(&format!("ANALYZE {}", job.qt)).is_err() => return analyzed,
+                Some(job) => in_tx.push(job.rel),
+                None => match done.recv_timeout(Duration::from_millis(50)) {
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    _ => break,
+                },
+            }
+        }
+        if c.batch_execute("COMMIT").is_err() {
+            return analyzed;
+        }
+        analyzed = in_tx;
+    }
+    while let Some(job) = take(queue, false) {
+        if c.batch_execute(&format!("ANALYZE {}", job.qt)).is_ok() {
+            analyzed.push(job.rel);
         }
     }
-    ok && c.batch_execute("COMMIT").is_ok()
+    analyzed
 }

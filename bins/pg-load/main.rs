@@ -104,7 +104,8 @@ Run options:
 
 Table options (on the command line, or in a plan step's \"load\" array):
   --mode MODE           insert: skip rows whose key is already present
-                        (ON CONFLICT DO NOTHING); upsert: update them;
+                        (ON CONFLICT DO NOTHING); upsert: update those
+                        whose values differ;
                         append: plain COPY, duplicates are errors;
                         replace: empty the table first (TRUNCATE);
                         mirror: make the table equal to the stream by key

@@ -1,6 +1,6 @@
 //! ANALYZE after the commit (bins/pg-load/analyze.rs): a partitioned table's leaves and the
 //! plan's ordinary tables split over two connections, the parent's inherited statistics made
-//! once, every relation analyzed exactly once, also when another session holds a leaf.
+//! once, every relation analyzed exactly once, also when another session holds one of them.
 
 use crate::harness::*;
 use serde_json::json;
@@ -174,10 +174,10 @@ fn a_plan_load_analyzes_every_table_leaf_and_parent_once_over_two_connections() 
     assert_eq!(f.stats(), want);
 }
 
-/// Runs the plan with `leaf` held by a third session from the load's COMMIT until pg-load
+/// Runs the plan with `relation` held by a third session from the load's COMMIT until pg-load
 /// waits for it: the third session's SHARE UPDATE EXCLUSIVE request queues behind the load's
-/// own lock on the leaf, so it is granted at the COMMIT, before ANALYZE starts.
-fn load_with_leaf_held(f: &Fixture, leaf: &str) {
+/// own lock on it, so it is granted at the COMMIT, before ANALYZE starts.
+fn load_with_held(f: &Fixture, relation: &str) {
     let stream = f.stream();
     let (head, rest) = stream.split_at(stream.find('\n').unwrap() + 1);
     let mut child = f.load().spawn();
@@ -194,7 +194,7 @@ fn load_with_leaf_held(f: &Fixture, leaf: &str) {
     };
     let lock = |mode: &str, granted: bool, not_pid: i32| {
         format!(
-            "SELECT count(*) > 0 FROM pg_locks WHERE relation = '{leaf}'::regclass AND mode = '{mode}' \
+            "SELECT count(*) > 0 FROM pg_locks WHERE relation = '{relation}'::regclass AND mode = '{mode}' \
                AND granted = {granted} AND pid <> {not_pid}"
         )
     };
@@ -202,7 +202,7 @@ fn load_with_leaf_held(f: &Fixture, leaf: &str) {
     let mut third = f.pg.client();
     let pid: i32 = third.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
     let (release, released) = std::sync::mpsc::channel::<()>();
-    let sql = format!("BEGIN; LOCK TABLE {leaf} IN SHARE UPDATE EXCLUSIVE MODE");
+    let sql = format!("BEGIN; LOCK TABLE {relation} IN SHARE UPDATE EXCLUSIVE MODE");
     let holder = std::thread::spawn(move || {
         third.batch_execute(&sql).unwrap();
         let _ = released.recv();
@@ -211,7 +211,7 @@ fn load_with_leaf_held(f: &Fixture, leaf: &str) {
     until(&mut watch, &format!("SELECT count(*) > 0 FROM pg_locks WHERE pid = {pid} AND NOT granted"));
     stdin.write_all(rest.as_bytes()).unwrap();
     drop(stdin);
-    // Held until pg-load waits for the leaf (or is done without it).
+    // Held until pg-load waits for it (or is done without it).
     let started = Instant::now();
     loop {
         if child.try_wait().unwrap().is_some() {
@@ -220,7 +220,7 @@ fn load_with_leaf_held(f: &Fixture, leaf: &str) {
         if watch.query_one(&lock("ShareUpdateExclusiveLock", false, pid), &[]).unwrap().get::<_, bool>(0) {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(60), "pg-load neither ended nor waited for {leaf}");
+        assert!(started.elapsed() < Duration::from_secs(60), "pg-load neither ended nor waited for {relation}");
         std::thread::sleep(Duration::from_millis(10));
     }
     release.send(()).unwrap();
@@ -230,17 +230,20 @@ fn load_with_leaf_held(f: &Fixture, leaf: &str) {
 }
 
 #[test]
-fn a_leaf_another_session_holds_is_still_analyzed_once() {
+fn a_relation_another_session_holds_is_still_analyzed_once() {
     let f = fixture(&[]);
-    // ev_s1 is in the load connection's share: its `ANALYZE (SKIP_LOCKED) ev` skips it, and it is
-    // analyzed plainly afterwards, once the other session lets go.
-    load_with_leaf_held(&f, "ev_s1");
+    // o1 is a job either connection may take: whichever does waits for it, plainly.
+    load_with_held(&f, "o1");
     assert_eq!(f.stats(), each(1, true));
     // The rows loaded go, so that the re-run changes every table (an unchanged one is not
     // analyzed again).
-    f.pg.exec("DELETE FROM ev WHERE k % 1000000 > 700000; DELETE FROM o1; DELETE FROM o2");
-    // ev_big is the second connection's: it cannot lock it (NOWAIT), so the load's connection
+    let reset = "DELETE FROM ev WHERE k % 1000000 > 700000; DELETE FROM o1; DELETE FROM o2";
+    f.pg.exec(reset);
+    // A leaf: the second connection cannot lock it (NOWAIT), so the load's connection
     // analyzes everything plainly, waiting for it.
-    load_with_leaf_held(&f, "ev_big");
+    load_with_held(&f, "ev_s1");
     assert_eq!(f.stats(), each(2, true));
+    f.pg.exec(reset);
+    load_with_held(&f, "ev_big");
+    assert_eq!(f.stats(), each(3, true));
 }
