@@ -322,8 +322,8 @@ fn second(
         let mut in_tx = vec![];
         // Holding the locks until A is done, unless A waits for a lock: a session queued behind
         // one of B's locks (a DROP or DETACH of a partition) can hold up A's reading of the
-        // parent, and PostgreSQL cannot see that B waits for A. Committing early costs at most
-        // a leaf analyzed twice.
+        // parent, and PostgreSQL cannot see that B waits for A. Committing early costs the
+        // leaves still queued: A's statement may reach them, and they are analyzed again.
         let a_waits = |c: &mut Client| match c.query_one("SELECT cardinality(pg_blocking_pids($1)) > 0", &[&a]) {
             Ok(r) => r.get::<_, bool>(0),
             Err(_) => true,
