@@ -196,6 +196,15 @@ fn weight(r: &Rel) -> i64 {
     r.pages.min(SAMPLE_BLOCKS) + OVERHEAD
 }
 
+/// How warnings name `r`: a loaded table as the user named it, a partition by its qualified name.
+fn name<'a>(r: &'a Rel, tables: &[(&'a str, &'a str)]) -> &'a str {
+    if r.is_root {
+        tables[r.root].1
+    } else {
+        &r.qt
+    }
+}
+
 /// One relation to analyze on its own (see `unit`), as both connections take them.
 struct Job {
     /// Index into the relations.
@@ -221,7 +230,6 @@ fn split(client: &mut Client, pid: i32, target: &Target, tables: &[(&str, &str)]
     let parents: Vec<&Rel> = rels.iter().filter(|r| r.is_root && r.kind == 'p').collect();
     let mut jobs: Vec<(usize, &Rel)> = rels.iter().enumerate().filter(|(_, r)| unit(r)).collect();
     jobs.sort_by_key(|(_, r)| std::cmp::Reverse(weight(r)));
-    let name = |r: &Rel| if r.is_root { tables[r.root].1.to_string() } else { r.qt.clone() };
     let join = |v: &[&Rel]| v.iter().map(|r| r.qt.as_str()).collect::<Vec<_>>().join(", ");
     // B locks every leaf: those are what A's `ANALYZE parent` must skip.
     let leaves: Vec<&Rel> = jobs.iter().map(|&(_, r)| r).filter(|r| !r.is_root).collect();
@@ -262,7 +270,8 @@ fn split(client: &mut Client, pid: i32, target: &Target, tables: &[(&str, &str)]
     let mut analyzed: Vec<usize> = vec![];
     while let Some(job) = take(&queue, false) {
         // Plainly: waits for a lock another session holds; a failure is its warning.
-        plain(client, &[(job.qt.as_str(), name(&rels[job.rel]).as_str())], "ANALYZE");
+        let r = &rels[job.rel];
+        plain(client, &[(r.qt.as_str(), name(r, tables))], "ANALYZE");
         analyzed.push(job.rel);
     }
     analyzed.extend(second.join().unwrap_or_default());
@@ -291,8 +300,7 @@ fn split(client: &mut Client, pid: i32, target: &Target, tables: &[(&str, &str)]
     // A parent missed is `ANALYZE parent` again, which also does all its partitions.
     let redo: Vec<usize> = missed.iter().filter(|r| r.is_root && r.kind == 'p').map(|r| r.root).collect();
     missed.retain(|r| r.is_root || !redo.contains(&r.root));
-    let names: Vec<(String, String)> = missed.iter().map(|r| (r.qt.clone(), name(r))).collect();
-    let names: Vec<(&str, &str)> = names.iter().map(|(q, n)| (q.as_str(), n.as_str())).collect();
+    let names: Vec<(&str, &str)> = missed.iter().map(|r| (r.qt.as_str(), name(r, tables))).collect();
     plain(client, &names, "ANALYZE");
 }
 

@@ -490,13 +490,14 @@ impl Session {
     }
 
     /// Notes a COMMIT that needed a second connection to learn its outcome, or a signal that
-    /// came while it was under way.
+    /// came after COMMIT was sent (during it, or just after, while the run log was written:
+    /// end() checks for signals before sending it).
     pub fn report_commit(&self, committed: &Option<Committed>, xid: i64) {
         if let Some(Committed::ConfirmedAfter(cause)) = committed {
             note!(TOOL, "the connection broke during COMMIT ({cause}); the server reports transaction {xid} committed");
         }
         if let (Some(sig), Some(_)) = (signals::received(), committed) {
-            note!(TOOL, "{} arrived while COMMIT was under way; the load had committed", signals::name(sig));
+            note!(TOOL, "{} arrived once COMMIT had been sent; the load had committed", signals::name(sig));
         }
     }
 }
