@@ -180,7 +180,9 @@ Exit status:
   retrying may succeed; 76 commit outcome unknown (the connection broke
   during COMMIT and the server could not be asked): run the printed query
   before retrying; 77 permission denied; 130 interrupted (SIGINT, SIGTERM,
-  SIGHUP: rolled back). See docs/loading.md, \"What pg-load reports\".
+  SIGHUP: rolled back). A signal during the ANALYZE after the commit stops
+  it: exit 0 (committed) and a warning naming the tables left without
+  statistics. See docs/loading.md, \"What pg-load reports\".
 
 Examples:
   sqlite-dump app.sqlite melody_drafts | pg-load melody_drafts
@@ -535,10 +537,10 @@ fn run_table(a: Args, report: Option<String>, step: Option<String>) -> Result<St
     let mut done = report::Done::default();
     let result = load_table(&a, step.as_deref(), &mut done);
     let table = report::Table { step: step.as_deref(), table: &a.table, mode: a.mode, done: &done };
-    report::finish(report.as_ref(), &[table], result)
+    table::conclude(report.as_ref(), &[table], result)
 }
 
-fn load_table(a: &Args, step: Option<&str>, done: &mut report::Done) -> Result<Status> {
+fn load_table(a: &Args, step: Option<&str>, done: &mut report::Done) -> Result<table::Statistics> {
     let mut s =
         open_session(a.db.as_deref(), &a.runs_table, a.stall_timeout, &[(step, a.table.as_str(), a.mode.name())])?;
     let run_id = s.runs[0];
@@ -565,14 +567,6 @@ fn load_table(a: &Args, step: Option<&str>, done: &mut report::Done) -> Result<S
                 )));
             }
             s.report_commit(&report.committed, report.xid);
-            if (a.analyze || a.vacuum) && !a.dry_run {
-                if s.client.is_closed() {
-                    pgferry::warn!(TOOL, "ANALYZE {} skipped (the connection is gone): run it yourself", a.table);
-                } else {
-                    let changed = table::changed_rows(a.mode, &outcome);
-                    table::analyze_all(&mut s, &[(&report.qualified, &a.table, changed)], a.vacuum);
-                }
-            }
             let secs = started.elapsed().as_secs_f64();
             let rate = outcome.source_rows.unwrap_or(0) as f64 / secs.max(1e-9);
             note!(
@@ -589,7 +583,14 @@ fn load_table(a: &Args, step: Option<&str>, done: &mut report::Done) -> Result<S
             for line in &report.notes {
                 note!(TOOL, "{}: {line}", a.table);
             }
-            Ok(Status::Ok)
+            if a.dry_run || !(a.analyze || a.vacuum) {
+                return Ok(table::Statistics::default());
+            }
+            let owed = vec![(report.qualified, a.table.clone(), table::changed_rows(a.mode, &outcome))];
+            Ok(match a.vacuum {
+                true => table::Statistics::owed(s, vec![], owed),
+                false => table::Statistics::owed(s, owed, vec![]),
+            })
         }
         Err(e) => {
             let (state, e) = s.failure(e);
