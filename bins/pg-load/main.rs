@@ -50,7 +50,8 @@ Usage:
   pg-load --plan PLAN [--from STEP | --steps A,B] [run options]
   pg-load --plan PLAN --resolve [--from STEP | --steps A,B] [--mode MODE]
   pg-load --plan PLAN --preflight [--app-env FILE] [--app-url-var VAR] [--require-rls TABLES]
-  pg-load --plan PLAN --status [--db URL] [--runs-table NAME]
+  pg-load --plan PLAN --status [--from STEP | --steps A,B] [--settle SECS]
+          [--db URL] [--runs-table NAME]
   pg-load --plan PLAN --validate-fks [--db URL]
 
 Run options:
@@ -91,9 +92,14 @@ Run options:
                         --require-rls TABLES, also that these tables have
                         row-level security enabled. SQLite tables no step
                         copies are listed as 'note' lines.
-  --status              With --plan: print each step's latest run (NDJSON on
-                        stdout: step, target, source, outcome, finished_at,
-                        counts); exit 0 iff every one succeeded, else 1.
+  --status              With --plan: print each (selected) step's latest run
+                        (NDJSON on stdout: step, target, source, outcome,
+                        finished_at, counts); exit 0 iff every one succeeded,
+                        else 1. A run whose pg-load died is settled from the
+                        server (committed: success; rolled back: interrupted).
+  --settle SECS         With --status: first wait up to SECS while a run is
+                        still 'running' (a killed load's transaction ends when
+                        the server notices).
   --validate-fks        With --plan: validate the foreign keys that its
                         --defer-fks steps left NOT VALID where a step of the
                         plan loads the parent, and NOT VALID keys into its
