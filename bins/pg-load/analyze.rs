@@ -44,15 +44,21 @@ const LOCK_WAIT: Duration = Duration::from_secs(5);
 /// commit, on the load's connection and, for ANALYZE with enough to split, a second one to
 /// `target`. `pid`: the load connection's backend. A table the load did not change that has
 /// statistics is not analyzed again: they stand (a re-run would pay for nothing). VACUUM, asked
-/// for by name, always runs. Gives what a signal left undone (nothing when none came).
+/// for by name, always runs. A table another session holds is waited for `lock_wait` seconds
+/// at most (the load's --lock-timeout, at least 1 s: the second connection may hold a
+/// partition a moment longer), then left with a warning. Gives what a signal left undone
+/// (nothing when none came).
 pub fn after_commit(
     client: &mut Client,
     pid: i32,
     target: &Target,
     loaded: &[(&str, &str, bool)],
     vacuum: bool,
+    lock_wait: u32,
 ) -> Undone {
     let mut tables: Vec<(&str, &str)> = loaded.iter().map(|&(qt, name, _)| (qt, name)).collect();
+    let wait = lock_timeout_sql(lock_wait);
+    let _ = client.batch_execute(&wait);
     // Before anything is analyzed: what was, after a signal, is what was analyzed since.
     let since: Option<String> = client.query_one("SELECT now()::text", &[]).ok().map(|r| r.get(0));
     let mut lost = vec![];
@@ -72,7 +78,7 @@ pub fn after_commit(
         });
         lost = match (relations(client, &tables), &since) {
             (Some((rels, version)), Some(since)) if splittable(&rels, version) => {
-                split(client, pid, target, &tables, &rels, since)
+                split(client, pid, target, &tables, &rels, since, &wait)
             }
             _ => {
                 plain(client, &tables, "ANALYZE");
@@ -124,6 +130,11 @@ fn not_made(client: &mut Client, tables: &[(&str, &str)], since: Option<&str>, l
     }
 }
 
+/// The session's bound on a lock wait after the commit (see `after_commit`).
+fn lock_timeout_sql(secs: u32) -> String {
+    format!("SET lock_timeout = '{}s'", secs.max(1))
+}
+
 /// A signal came: no further statement starts (src/signals.rs cancels the running ones).
 fn stopped() -> bool {
     signals::received().is_some()
@@ -164,6 +175,12 @@ fn plain(client: &mut Client, tables: &[(&str, &str)], sql: &str) {
         }
         // Cancelled by a signal: the caller names what is left undone.
         Err(_) if stopped() => {}
+        Err(e) if tables.len() == 1 && e.code().is_some_and(|c| c.code() == "55P03") => warn!(
+            TOOL,
+            "{sql} {}: another session held the table longer than --lock-timeout allows; run {sql} {} once it is free",
+            tables[0].1,
+            tables[0].0
+        ),
         Err(e) if tables.len() == 1 => warn!(TOOL, "{sql} {}: {}", tables[0].1, pg_cause(&e)),
         Err(_) => {
             for t in tables {
@@ -301,6 +318,7 @@ fn split(
     tables: &[(&str, &str)],
     rels: &[Rel],
     since: &str,
+    wait: &str,
 ) -> Vec<Oid> {
     let parents: Vec<&Rel> = rels.iter().filter(|r| r.is_root && r.kind == 'p').collect();
     let mut jobs: Vec<(usize, &Rel)> = rels.iter().enumerate().filter(|(_, r)| unit(r)).collect();
@@ -317,8 +335,8 @@ fn split(
 
     let (locked_tx, locked_rx) = mpsc::sync_channel::<()>(0);
     let (done_tx, done_rx) = mpsc::channel::<()>();
-    let (target, b_queue) = (target.clone(), Arc::clone(&queue));
-    let second = std::thread::spawn(move || second(&target, pid, &lock, &b_queue, locked_tx, done_rx));
+    let (target, b_queue, wait) = (target.clone(), Arc::clone(&queue), wait.to_string());
+    let second = std::thread::spawn(move || second(&target, pid, &lock, &wait, &b_queue, locked_tx, done_rx));
     if locked_rx.recv_timeout(LOCK_WAIT).is_err() {
         // B could not connect or lock (or is slow at it): it gives up when it finds nobody
         // waiting; A does everything.
@@ -395,6 +413,7 @@ fn second(
     target: &Target,
     a: i32,
     lock: &str,
+    wait: &str,
     queue: &Queue,
     locked: mpsc::SyncSender<()>,
     done: mpsc::Receiver<()>,
@@ -407,7 +426,7 @@ fn second(
         Ok(r) => Cancelled::register(r.get(0)),
         Err(_) => return b,
     };
-    if stopped() {
+    if stopped() || c.batch_execute(wait).is_err() {
         return b;
     }
     let holding = !lock.is_empty();

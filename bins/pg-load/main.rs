@@ -61,7 +61,9 @@ Run options:
                         validation, privileges), report, then roll back.
   --runs-table NAME     Run log table [default: _migration_runs].
   --lock-timeout SECS   Wait this long for each table's lock; 0: do not wait
-                        (NOWAIT) [default: 10].
+                        (NOWAIT) [default: 10]. The ANALYZE after the commit
+                        waits as long (at least 1 s), then leaves a table with
+                        a warning.
   --stall-timeout SECS  End the load when its connection carries nothing for
                         this long while the server waits for pg-load (the
                         session is ended on the server, so its locks go)
@@ -594,8 +596,8 @@ fn load_table(a: &Args, step: Option<&str>, done: &mut report::Done) -> Result<t
             }
             let owed = vec![(report.qualified, a.table.clone(), table::changed_rows(a.mode, &outcome))];
             Ok(match a.vacuum {
-                true => table::Statistics::owed(s, vec![], owed),
-                false => table::Statistics::owed(s, owed, vec![]),
+                true => table::Statistics::owed(s, vec![], owed, a.lock_timeout),
+                false => table::Statistics::owed(s, owed, vec![], a.lock_timeout),
             })
         }
         Err(e) => {

@@ -129,7 +129,7 @@ fn run_steps(p: &PlanArgs, steps: &[Step], done: &mut [report::Done]) -> Result<
                 }
                 these
             });
-            Ok(table::Statistics::owed(session, analyze, vacuum))
+            Ok(table::Statistics::owed(session, analyze, vacuum, p.run.lock_timeout))
         }
         Err((failed, e)) => {
             let (state, e) = session.failure(e);

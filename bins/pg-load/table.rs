@@ -414,12 +414,15 @@ pub struct Statistics {
     session: Option<crate::Session>,
     analyze: Vec<Owed>,
     vacuum: Vec<Owed>,
+    /// --lock-timeout: how long a table another session holds is waited for.
+    lock_wait: u32,
 }
 
 impl Statistics {
-    /// `session`'s committed load owes `analyze` an ANALYZE and `vacuum` a VACUUM (ANALYZE).
-    pub fn owed(session: crate::Session, analyze: Vec<Owed>, vacuum: Vec<Owed>) -> Statistics {
-        Statistics { session: Some(session), analyze, vacuum }
+    /// `session`'s committed load owes `analyze` an ANALYZE and `vacuum` a VACUUM (ANALYZE),
+    /// waiting `lock_wait` seconds at most for a table another session holds.
+    pub fn owed(session: crate::Session, analyze: Vec<Owed>, vacuum: Vec<Owed>, lock_wait: u32) -> Statistics {
+        Statistics { session: Some(session), analyze, vacuum, lock_wait }
     }
 
     /// Makes them (analyze.rs). A signal stops that; a warning names what it left undone.
@@ -441,7 +444,8 @@ impl Statistics {
             } else {
                 let these: Vec<(&str, &str, bool)> =
                     tables.iter().map(|(q, n, c)| (q.as_str(), n.as_str(), *c)).collect();
-                undone.push((sql, analyze::after_commit(&mut s.client, s.pid, &s.load_target, &these, vacuum)));
+                let u = analyze::after_commit(&mut s.client, s.pid, &s.load_target, &these, vacuum, self.lock_wait);
+                undone.push((sql, u));
             }
         }
         let Some(sig) = signals::received() else { return };

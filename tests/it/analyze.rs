@@ -178,14 +178,23 @@ fn a_plan_load_analyzes_every_table_leaf_and_parent_once_over_two_connections() 
 /// waits for it: the third session's SHARE UPDATE EXCLUSIVE request queues behind the load's
 /// own lock on it, so it is granted at the COMMIT, before ANALYZE starts.
 fn load_with_held(f: &Fixture, relation: &str) {
-    let out = run_with_held(f, f.load(), &f.stream(), relation, None);
+    let out = run_with_held(f, f.load(), &f.stream(), relation, Then::Release);
     assert!(out.status.success(), "pg-load failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// `load` fed `stream` with `relation` held as `load_with_held` says; once pg-load waits for
-/// it, `signal` (say "TERM") is sent to pg-load, which must end within 10 s while the relation
-/// is still held.
-fn run_with_held(f: &Fixture, load: Cmd, stream: &str, relation: &str, signal: Option<&str>) -> std::process::Output {
+/// What the test does once pg-load waits for the held relation.
+enum Then<'a> {
+    /// Let it go.
+    Release,
+    /// Send pg-load this signal ("TERM"); it must end within 10 s, the relation still held.
+    Signal(&'a str),
+    /// Keep holding it; pg-load must end within 20 s by itself.
+    Hold,
+}
+
+/// `load` fed `stream` with `relation` held as `load_with_held` says, and `then` once pg-load
+/// waits for it.
+fn run_with_held(f: &Fixture, load: Cmd, stream: &str, relation: &str, then: Then) -> std::process::Output {
     let (head, rest) = stream.split_at(stream.find('\n').unwrap() + 1);
     let mut child = load.spawn();
     let mut stdin = child.stdin.take().unwrap();
@@ -230,11 +239,18 @@ fn run_with_held(f: &Fixture, load: Cmd, stream: &str, relation: &str, signal: O
         assert!(started.elapsed() < Duration::from_secs(60), "pg-load neither ended nor waited for {relation}");
         std::thread::sleep(Duration::from_millis(10));
     }
-    if let Some(sig) = signal {
-        std::process::Command::new("kill").args([&format!("-{sig}"), &child.id().to_string()]).status().unwrap();
-        let signalled = Instant::now();
+    let bound = match then {
+        Then::Release => None,
+        Then::Signal(sig) => {
+            std::process::Command::new("kill").args([&format!("-{sig}"), &child.id().to_string()]).status().unwrap();
+            Some(10)
+        }
+        Then::Hold => Some(20),
+    };
+    if let Some(secs) = bound {
+        let since = Instant::now();
         while child.try_wait().unwrap().is_none() {
-            assert!(signalled.elapsed() < Duration::from_secs(10), "pg-load did not stop on SIG{sig}");
+            assert!(since.elapsed() < Duration::from_secs(secs), "pg-load did not end within {secs} s");
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -292,7 +308,7 @@ fn a_signal_during_analyze_stops_it_says_the_load_committed_and_names_what_lacks
     let f = fixture(&[]);
     let report = f._dir.str("report.ndjson");
     // o1 held: whichever connection takes it waits, and SIGTERM comes then.
-    let out = run_with_held(&f, f.load().args(["--report", &report]), &f.stream(), "o1", Some("TERM"));
+    let out = run_with_held(&f, f.load().args(["--report", &report]), &f.stream(), "o1", Then::Signal("TERM"));
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     // The load committed: exit 0, said before ANALYZE began, in the run log and the report.
     assert_eq!(out.status.code(), Some(0), "{err}");
@@ -312,14 +328,15 @@ fn a_signal_during_analyze_stops_it_says_the_load_committed_and_names_what_lacks
     assert!(named.contains(&"o1".to_string()), "{err}");
     assert_eq!(named, without_statistics(&f.pg), "{err}");
     // Neither connection's ANALYZE goes on once pg-load is gone.
-    let analyzing = "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'ANALYZE%' AND state = 'active'";
+    let analyzing = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+                     AND query LIKE 'ANALYZE%' AND state = 'active'";
     assert_eq!(f.pg.one(analyzing), "0");
 
     // One table on its own: ANALYZE on the load's connection alone, the same outcome.
     f.pg.exec("DELETE FROM o1");
     let rows = cmd("sqlite-dump").args([f.db.as_str(), "o1"]).ok().stdout();
     let load = cmd("pg-load").args(["--db", &f.pg.url, "o1"]);
-    let out = run_with_held(&f, load, &rows, "o1", Some("TERM"));
+    let out = run_with_held(&f, load, &rows, "o1", Then::Signal("TERM"));
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(
@@ -330,4 +347,19 @@ fn a_signal_during_analyze_stops_it_says_the_load_committed_and_names_what_lacks
     assert!(without_statistics(&f.pg).contains(&"o1".to_string()));
     assert_eq!(f.pg.count("o1"), 50);
     assert_eq!(f.pg.one(analyzing), "0");
+}
+
+#[test]
+fn a_table_held_past_the_lock_timeout_after_the_commit_is_left_with_a_warning_not_waited_for_forever() {
+    let f = fixture(&[]);
+    // o1 held for good: ANALYZE waits --lock-timeout (1 s), then goes on without it.
+    let out = run_with_held(&f, f.load().args(["--lock-timeout", "1"]), &f.stream(), "o1", Then::Hold);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("warning: ANALYZE o1: another session held the table longer than --lock-timeout allows; run ANALYZE public.o1 once it is free"),
+        "{err}"
+    );
+    assert_eq!(without_statistics(&f.pg), ["o1"], "{err}");
+    assert_eq!(f.pg.count("o1"), 50);
 }
