@@ -452,15 +452,14 @@ impl Statistics {
         for (sql, u) in undone.iter().filter(|(_, u)| !u.tables.is_empty()) {
             let names: Vec<&str> = u.tables.iter().map(|(_, n)| n.as_str()).collect();
             let qts: Vec<&str> = u.tables.iter().map(|(q, _)| q.as_str()).collect();
-            let which = match u.sure {
-                true => "no fresh statistics for",
-                false => "the server could not say which have fresh statistics of",
+            let what = match u.sure {
+                true => format!("no fresh statistics for {}", names.join(", ")),
+                false => format!("{} may lack fresh statistics (the server could not be asked)", names.join(", ")),
             };
             warn!(
                 TOOL,
-                "{} stopped the {sql} after the commit (the data is committed): {which} {}; run {sql} {}",
+                "{} stopped the {sql} after the commit (the data is committed): {what}; run {sql} {}",
                 signals::name(sig),
-                names.join(", "),
                 qts.join(", ")
             );
         }
