@@ -1,6 +1,7 @@
 //! pg-partition: time partitions of a PostgreSQL table created ahead and retired on schedule.
 
 use pgferry::cli::{self, Status};
+use pgferry::commit::{Committed, TxId};
 use pgferry::partition::{self as part, Date, EnsureOptions, Interval, Partition, Partitioned};
 use pgferry::pg::{pg_error, Table, Target};
 use pgferry::{note, timefmt, Error, Result};
@@ -83,8 +84,10 @@ Exit status:
   0 done; 1 an archive did not verify (nothing was dropped); 64 usage error;
   65 the table is not range-partitioned on a time column, or a partition to create
   overlaps one that exists (nothing was changed); 66 table or archive directory
-  missing; 69 PostgreSQL unavailable; 74 I/O error; 75 another run holds the
-  table's lock, or a lock timeout: retry later.
+  missing; 69 PostgreSQL unavailable (also: the connection broke during COMMIT
+  and the server reports the transaction aborted); 74 I/O error; 75 another run
+  holds the table's lock, or a lock timeout: retry later; 76 the connection
+  broke during COMMIT and the server could not be asked: run the printed query.
 
 Examples:
   pg-partition ensure device_logs --ahead 2
@@ -268,9 +271,24 @@ fn run(a: Args) -> Result<Status> {
     let table = Table::resolve(&mut tx, &a.table)?;
     match a.sub {
         Sub::List => list(tx, &table),
-        Sub::Ensure => ensure(tx, &table, &a),
-        Sub::Retain => retain(tx, &table, &a),
+        Sub::Ensure => ensure(tx, &table, &a, &target),
+        Sub::Retain => retain(tx, &table, &a, &target),
     }
+}
+
+/// Commits the change as pg-load commits a load (src/commit.rs): a COMMIT whose reply is lost
+/// with the connection is settled from the server, never guessed. `before`: how an error
+/// before COMMIT was sent is said (nothing changed).
+fn commit(mut tx: postgres::Transaction, target: &Target, before: impl Fn(Error) -> Error) -> Result<()> {
+    let id = TxId::of(&mut tx).map_err(&before)?;
+    if let Committed::ConfirmedAfter(cause) = pgferry::commit::commit(tx, id, target)? {
+        note!(
+            TOOL,
+            "the connection broke during COMMIT ({cause}); the server reports transaction {} committed",
+            id.xid
+        );
+    }
+    Ok(())
 }
 
 fn write_out(out: &mut impl Write, text: &str) -> Result<()> {
@@ -333,7 +351,7 @@ fn script_header(out: &mut impl Write, what: &str, a: &Args, table: &Table) -> R
     )
 }
 
-fn ensure(mut tx: postgres::Transaction, table: &Table, a: &Args) -> Result<Status> {
+fn ensure(mut tx: postgres::Transaction, table: &Table, a: &Args, target: &Target) -> Result<Status> {
     let iv = a.interval;
     part::lock(&mut tx, table, a.wait)?;
     let current = iv.of_micros(a.now);
@@ -344,10 +362,11 @@ fn ensure(mut tx: postgres::Transaction, table: &Table, a: &Args) -> Result<Stat
     };
     let opts = EnsureOptions { interval: iv, dry_run: a.dry_run, limit: a.limit };
     // Nothing is committed before the end: whatever fails here, the transaction rolls back.
-    let report = part::ensure(&mut tx, table, first, last, &opts).map_err(|e| match e {
+    let unchanged = |e: Error| match e {
         Error::Usage(_) => e,
         e => e.append("; nothing was changed"),
-    })?;
+    };
+    let report = part::ensure(&mut tx, table, first, last, &opts).map_err(unchanged)?;
     let shown = table.display();
     if a.dry_run {
         tx.rollback().map_err(|e| pg_error("end the transaction", e))?;
@@ -362,7 +381,7 @@ fn ensure(mut tx: postgres::Transaction, table: &Table, a: &Args) -> Result<Stat
         }
         return Ok(Status::Ok);
     }
-    tx.commit().map_err(|e| pg_error(format!("commit the partitions of '{shown}'"), e))?;
+    commit(tx, target, unchanged)?;
     for c in report.created.iter().filter(|c| c.moved > 0) {
         eprintln!("{TOOL}: {shown}: moved {} rows out of the default partition into '{}'", c.moved, c.name);
     }
@@ -382,7 +401,7 @@ fn ensure(mut tx: postgres::Transaction, table: &Table, a: &Args) -> Result<Stat
     Ok(Status::Ok)
 }
 
-fn retain(mut tx: postgres::Transaction, table: &Table, a: &Args) -> Result<Status> {
+fn retain(mut tx: postgres::Transaction, table: &Table, a: &Args, target: &Target) -> Result<Status> {
     let iv = a.interval;
     let shown = table.display();
     part::lock(&mut tx, table, a.wait)?;
@@ -459,7 +478,7 @@ fn retain(mut tx: postgres::Transaction, table: &Table, a: &Args) -> Result<Stat
         tx.batch_execute(&action(p))
             .map_err(|e| unchanged(pg_error(format!("{verb} partition '{}'", p.name), e), &archived))?;
     }
-    tx.commit().map_err(|e| pg_error(format!("commit the retention of '{shown}'"), e))?;
+    commit(tx, target, |e| unchanged(e, &archived))?;
     for w in &warnings {
         pgferry::warn!(TOOL, "{w}");
     }

@@ -1,6 +1,9 @@
 //! SIGINT, SIGTERM and SIGHUP during a load: the statement running on the server is
 //! cancelled (from a watcher thread, on a connection of its own), the load's own thread sees
-//! the flag, rolls back, records `interrupted` and exits 130 through `cli::main`.
+//! the flag, rolls back, records `interrupted` and exits 130 through `cli::main`. Once the
+//! load's outcome is known and said, a signal cancels what runs after it (ANALYZE), on the
+//! load's backend and on the one other backend working for it, and the load's thread stops
+//! that work and says what it left undone.
 //!
 //! SIGINT is caught even when the process started with it ignored: bash starts a script's
 //! background jobs (`pg-load … &`) that way, and such a job must still stop on `kill -INT`.
@@ -16,6 +19,10 @@ static PIPE_WRITE: AtomicI32 = AtomicI32::new(-1);
 /// Set once COMMIT is on its way: a signal then cancels nothing and leaves the outcome to the
 /// load's thread, which alone can learn it.
 static COMMIT_SENT: AtomicBool = AtomicBool::new(false);
+/// Set once the load's outcome is known and said (see [`after_commit`]).
+static AFTER_COMMIT: AtomicBool = AtomicBool::new(false);
+/// Another backend working for the load after its commit (ANALYZE's second connection); 0: none.
+static ALSO_CANCEL: AtomicI32 = AtomicI32::new(0);
 
 /// If the load's thread has not ended this long after a signal (it may be blocked reading a
 /// producer that writes nothing), the watcher ends the process itself.
@@ -74,6 +81,28 @@ pub fn commit_was_sent() -> bool {
 /// Called just before COMMIT is sent (see `COMMIT_SENT`).
 pub fn commit_sent() {
     COMMIT_SENT.store(true, Ordering::SeqCst);
+}
+
+/// The load's outcome is known and said: from now on a signal cancels the statements of the
+/// work after it (ANALYZE), which the load's thread then stops. Check [`received`] after
+/// calling it: a signal that came before is the watcher's no more.
+pub fn after_commit() {
+    AFTER_COMMIT.store(true, Ordering::SeqCst);
+}
+
+/// Backend `pid` works for the load after its commit (0: no longer): a signal cancels its
+/// statement too. Check [`received`] after calling it, as for [`after_commit`].
+pub fn also_cancel(pid: i32) {
+    ALSO_CANCEL.store(pid, Ordering::SeqCst);
+}
+
+/// `pg_cancel_backend` of each of `pids` (0s skipped), on a new connection to `target`.
+fn cancel(target: &Target, pids: &[i32]) {
+    if let Ok(mut c) = target.connect() {
+        for &pid in pids.iter().filter(|&&p| p != 0) {
+            let _ = c.execute("SELECT pg_cancel_backend($1)", &[&pid]);
+        }
+    }
 }
 
 fn install_one(sig: libc::c_int, keep_ignored: bool) {
@@ -137,12 +166,14 @@ pub fn watch(tool: &'static str, target: &Target, pid: i32) {
             }
         }
         let sig = received().unwrap_or(libc::SIGTERM);
+        // After the commit: the load's thread stops its work and says what is left undone.
+        if AFTER_COMMIT.load(Ordering::SeqCst) {
+            return cancel(&target, &[pid, ALSO_CANCEL.load(Ordering::SeqCst)]);
+        }
         if COMMIT_SENT.load(Ordering::SeqCst) {
             return;
         }
-        if let Ok(mut c) = target.connect() {
-            let _ = c.execute("SELECT pg_cancel_backend($1)", &[&pid]);
-        }
+        cancel(&target, &[pid]);
         std::thread::sleep(GRACE);
         if COMMIT_SENT.load(Ordering::SeqCst) {
             return;

@@ -15,9 +15,12 @@
 //! statistics, and any job B did not commit, is analyzed plainly on A. Any trouble with B
 //! before it holds its locks (a leaf another session holds): A does everything plainly, as a
 //! single connection would. Failures are warnings: the data is committed.
+//!
+//! A signal (src/signals.rs) cancels the statement each connection runs; no further one
+//! starts, and the tables left without fresh statistics are named, from pg_stat_all_tables.
 
 use pgferry::pg::{pg_cause, Target};
-use pgferry::{note, warn};
+use pgferry::{note, signals, warn};
 use postgres::types::Oid;
 use postgres::Client;
 use std::collections::VecDeque;
@@ -41,28 +44,100 @@ const LOCK_WAIT: Duration = Duration::from_secs(5);
 /// commit, on the load's connection and, for ANALYZE with enough to split, a second one to
 /// `target`. `pid`: the load connection's backend. A table the load did not change that has
 /// statistics is not analyzed again: they stand (a re-run would pay for nothing). VACUUM, asked
-/// for by name, always runs.
-pub fn after_commit(client: &mut Client, pid: i32, target: &Target, tables: &[(&str, &str, bool)], vacuum: bool) {
-    let all: Vec<(&str, &str)> = tables.iter().map(|&(qt, name, _)| (qt, name)).collect();
+/// for by name, always runs. A table another session holds is waited for `lock_wait` seconds
+/// at most (the load's --lock-timeout, at least 1 s: the second connection may hold a
+/// partition a moment longer), then left with a warning. Gives what a signal left undone
+/// (nothing when none came).
+pub fn after_commit(
+    client: &mut Client,
+    pid: i32,
+    target: &Target,
+    loaded: &[(&str, &str, bool)],
+    vacuum: bool,
+    lock_wait: u32,
+) -> Undone {
+    let mut tables: Vec<(&str, &str)> = loaded.iter().map(|&(qt, name, _)| (qt, name)).collect();
+    let wait = lock_timeout_sql(lock_wait);
+    let _ = client.batch_execute(&wait);
+    // Before anything is analyzed: what was, after a signal, is what was analyzed since.
+    let since: Option<String> = client.query_one("SELECT now()::text", &[]).ok().map(|r| r.get(0));
+    let mut lost = vec![];
     if vacuum {
         // VACUUM cannot run in a transaction block, so the lock trick cannot keep it from
         // redoing leaves: one connection, as PostgreSQL recurses.
-        return plain(client, &all, "VACUUM (ANALYZE)");
+        plain(client, &tables, "VACUUM (ANALYZE)");
+    } else {
+        let unchanged: Vec<&str> = loaded.iter().filter(|t| !t.2).map(|t| t.0).collect();
+        let standing = with_statistics(client, &unchanged);
+        tables.retain(|(qt, name)| {
+            let stands = standing.iter().any(|q| q == qt);
+            if stands {
+                note!(TOOL, "{name}: no row changed, its statistics stand: not analyzed again");
+            }
+            !stands
+        });
+        lost = match (relations(client, &tables), &since) {
+            (Some((rels, version)), Some(since)) if splittable(&rels, version) => {
+                split(client, pid, target, &tables, &rels, since, &wait)
+            }
+            _ => {
+                plain(client, &tables, "ANALYZE");
+                vec![]
+            }
+        };
     }
-    let unchanged: Vec<&str> = tables.iter().filter(|t| !t.2).map(|t| t.0).collect();
-    let standing = with_statistics(client, &unchanged);
-    let mut tables = all;
-    tables.retain(|(qt, name)| {
-        let stands = standing.iter().any(|q| q == qt);
-        if stands {
-            note!(TOOL, "{name}: no row changed, its statistics stand: not analyzed again");
-        }
-        !stands
-    });
-    match relations(client, &tables) {
-        Some((rels, version)) if splittable(&rels, version) => split(client, pid, target, &tables, &rels),
-        _ => plain(client, &tables, "ANALYZE"),
+    match signals::received() {
+        Some(_) => not_made(client, &tables, since.as_deref(), &lost),
+        None => Undone::default(),
     }
+}
+
+/// What a signal left undone: the loaded tables (`(qualified, name)`) without fresh
+/// statistics, or, when the server could not say (`sure` false), every one that may be.
+#[derive(Default)]
+pub struct Undone {
+    pub tables: Vec<(String, String)>,
+    pub sure: bool,
+}
+
+/// Of `tables`, those that themselves or a partition below were not analyzed since `since`
+/// (pg_stat_all_tables; an autovacuum's ANALYZE counts), or is one of `lost` (analyzed in a
+/// transaction that did not commit, which pg_stat does not know): what a signal left undone.
+/// Every one when that cannot be read. A partitioned table before PostgreSQL 15 is judged by
+/// its partitions (its own ANALYZE may not be recorded there).
+fn not_made(client: &mut Client, tables: &[(&str, &str)], since: Option<&str>, lost: &[Oid]) -> Undone {
+    let owned = |&(qt, name): &(&str, &str)| (qt.to_string(), name.to_string());
+    let every = |sure| Undone { tables: tables.iter().map(owned).collect(), sure };
+    let Some(since) = since else { return every(false) };
+    let names: Vec<&str> = tables.iter().map(|(qt, _)| *qt).collect();
+    let sql = "WITH RECURSIVE tree(i, relid) AS ( \
+           SELECT n.i::int - 1, n.name::regclass::oid FROM unnest($1::text[]) WITH ORDINALITY AS n(name, i) \
+           UNION ALL SELECT t.i, h.inhrelid FROM tree t JOIN pg_inherits h ON h.inhparent = t.relid) \
+         SELECT DISTINCT t.i FROM tree t JOIN pg_class c ON c.oid = t.relid \
+         LEFT JOIN pg_stat_all_tables s ON s.relid = t.relid \
+         WHERE (c.relkind IN ('r', 'm') OR (c.relkind = 'p' AND current_setting('server_version_num')::int >= 150000)) \
+           AND NOT (coalesce(greatest(s.last_analyze, s.last_autoanalyze) >= $2::text::timestamptz, false) \
+                    AND t.relid <> ALL($3)) \
+         ORDER BY 1";
+    // Twice: the signal's cancel may reach this query rather than the ANALYZE it was sent for.
+    let query = |c: &mut Client| c.query(sql, &[&names, &since, &lost]);
+    match query(client).or_else(|_| query(client)) {
+        Ok(rows) => Undone {
+            tables: rows.iter().filter_map(|r| tables.get(r.get::<_, i32>(0) as usize)).map(owned).collect(),
+            sure: true,
+        },
+        Err(_) => every(false),
+    }
+}
+
+/// The session's bound on a lock wait after the commit (see `after_commit`).
+fn lock_timeout_sql(secs: u32) -> String {
+    format!("SET lock_timeout = '{}s'", secs.max(1))
+}
+
+/// A signal came: no further statement starts (src/signals.rs cancels the running ones).
+fn stopped() -> bool {
+    signals::received().is_some()
 }
 
 /// Which of `tables` (qualified names) have statistics: pg_stats shows rows for them (any user
@@ -86,7 +161,7 @@ fn with_statistics(client: &mut Client, tables: &[&str]) -> Vec<String> {
 /// `sql` (ANALYZE or VACUUM (ANALYZE)) of `tables` in one statement; if it fails, table by
 /// table, so that each failure is its own warning.
 fn plain(client: &mut Client, tables: &[(&str, &str)], sql: &str) {
-    if tables.is_empty() {
+    if tables.is_empty() || stopped() {
         return;
     }
     let list: Vec<&str> = tables.iter().map(|(qt, _)| *qt).collect();
@@ -98,6 +173,14 @@ fn plain(client: &mut Client, tables: &[(&str, &str)], sql: &str) {
                 }
             }
         }
+        // Cancelled by a signal: the caller names what is left undone.
+        Err(_) if stopped() => {}
+        Err(e) if tables.len() == 1 && e.code().is_some_and(|c| c.code() == "55P03") => warn!(
+            TOOL,
+            "{sql} {}: another session held the table longer than --lock-timeout allows; run {sql} {} once it is free",
+            tables[0].1,
+            tables[0].0
+        ),
         Err(e) if tables.len() == 1 => warn!(TOOL, "{sql} {}: {}", tables[0].1, pg_cause(&e)),
         Err(_) => {
             for t in tables {
@@ -226,7 +309,17 @@ fn take(queue: &Queue, leaves_only: bool) -> Option<Job> {
     q.remove(at)
 }
 
-fn split(client: &mut Client, pid: i32, target: &Target, tables: &[(&str, &str)], rels: &[Rel]) {
+/// `since`: the server's time before anything was analyzed. After a signal: the relations B
+/// analyzed in a transaction that did not commit (else none).
+fn split(
+    client: &mut Client,
+    pid: i32,
+    target: &Target,
+    tables: &[(&str, &str)],
+    rels: &[Rel],
+    since: &str,
+    wait: &str,
+) -> Vec<Oid> {
     let parents: Vec<&Rel> = rels.iter().filter(|r| r.is_root && r.kind == 'p').collect();
     let mut jobs: Vec<(usize, &Rel)> = rels.iter().enumerate().filter(|(_, r)| unit(r)).collect();
     jobs.sort_by_key(|(_, r)| std::cmp::Reverse(weight(r)));
@@ -240,23 +333,19 @@ fn split(client: &mut Client, pid: i32, target: &Target, tables: &[(&str, &str)]
     let queue: Queue =
         Arc::new(Mutex::new(jobs.iter().map(|&(rel, r)| Job { rel, qt: r.qt.clone(), leaf: !r.is_root }).collect()));
 
-    // Before either connection analyzes anything: what was analyzed after it is done.
-    let since: String = match client.query_one("SELECT now()::text", &[]) {
-        Ok(r) => r.get(0),
-        Err(_) => return plain(client, tables, "ANALYZE"),
-    };
     let (locked_tx, locked_rx) = mpsc::sync_channel::<()>(0);
     let (done_tx, done_rx) = mpsc::channel::<()>();
-    let (target, b_queue) = (target.clone(), Arc::clone(&queue));
-    let second = std::thread::spawn(move || second(&target, pid, &lock, &b_queue, locked_tx, done_rx));
+    let (target, b_queue, wait) = (target.clone(), Arc::clone(&queue), wait.to_string());
+    let second = std::thread::spawn(move || second(&target, pid, &lock, &wait, &b_queue, locked_tx, done_rx));
     if locked_rx.recv_timeout(LOCK_WAIT).is_err() {
         // B could not connect or lock (or is slow at it): it gives up when it finds nobody
         // waiting; A does everything.
         drop((locked_rx, done_tx));
-        return plain(client, tables, "ANALYZE");
+        plain(client, tables, "ANALYZE");
+        return vec![];
     }
     drop(locked_rx);
-    if !parents.is_empty() {
+    if !parents.is_empty() && !stopped() {
         // With every leaf held by B, `ANALYZE parent` makes the inherited statistics alone. The
         // skip warnings name what B holds: expected here.
         let quiet = client.batch_execute("SET client_min_messages = error").is_ok();
@@ -274,7 +363,11 @@ fn split(client: &mut Client, pid: i32, target: &Target, tables: &[(&str, &str)]
         plain(client, &[(r.qt.as_str(), name(r, tables))], "ANALYZE");
         analyzed.push(job.rel);
     }
-    analyzed.extend(second.join().unwrap_or_default());
+    let b = second.join().unwrap_or_default();
+    analyzed.extend(b.analyzed);
+    if stopped() {
+        return b.lost.iter().map(|&i| rels[i].oid).collect();
+    }
 
     // A parent (or a partitioned partition) that A's statement skipped (another session held
     // it) or failed on: PostgreSQL 15 records a partitioned table's ANALYZE in pg_stat too.
@@ -302,29 +395,47 @@ fn split(client: &mut Client, pid: i32, target: &Target, tables: &[(&str, &str)]
     missed.retain(|r| r.is_root || !redo.contains(&r.root));
     let names: Vec<(&str, &str)> = missed.iter().map(|r| (r.qt.as_str(), name(r, tables))).collect();
     plain(client, &names, "ANALYZE");
+    vec![]
+}
+
+/// What B did: the jobs it analyzed and committed, and those it analyzed in a transaction that
+/// did not commit (their statistics are gone, though pg_stat counts them).
+#[derive(Default)]
+struct Done {
+    analyzed: Vec<usize>,
+    lost: Vec<usize>,
 }
 
 /// Connection B: connect; if there are leaves, lock them all (NOWAIT: if another session holds
 /// one, A does it all) in a transaction, tell A, and analyze leaves there until A's statement is
-/// done (backend `a`), then commit; then take jobs like A until none is left. The jobs it
-/// analyzed and committed.
+/// done (backend `a`), then commit; then take jobs like A until none is left.
 fn second(
     target: &Target,
     a: i32,
     lock: &str,
+    wait: &str,
     queue: &Queue,
     locked: mpsc::SyncSender<()>,
     done: mpsc::Receiver<()>,
-) -> Vec<usize> {
-    let mut analyzed = vec![];
-    let Ok(mut c) = target.connect() else { return analyzed };
+) -> Done {
+    let mut b = Done::default();
+    let Ok(mut c) = target.connect() else { return b };
+    // A signal cancels this backend's statement too (declared after the connection, so that
+    // it is forgotten before the connection closes).
+    let _cancel = match c.query_one("SELECT pg_backend_pid()", &[]) {
+        Ok(r) => Cancelled::register(r.get(0)),
+        Err(_) => return b,
+    };
+    if stopped() || c.batch_execute(wait).is_err() {
+        return b;
+    }
     let holding = !lock.is_empty();
     if holding && (c.batch_execute("BEGIN").is_err() || c.batch_execute(lock).is_err()) {
-        return analyzed;
+        return b;
     }
     // A stopped waiting: it analyzes everything; this session ends, which releases the locks.
     if locked.send(()).is_err() {
-        return analyzed;
+        return b;
     }
     if holding {
         let mut in_tx = vec![];
@@ -337,12 +448,16 @@ fn second(
             Err(_) => true,
         };
         loop {
-            if !matches!(done.try_recv(), Err(mpsc::TryRecvError::Empty)) || a_waits(&mut c) {
+            if stopped() || !matches!(done.try_recv(), Err(mpsc::TryRecvError::Empty)) || a_waits(&mut c) {
                 break;
             }
             match take(queue, true) {
                 // A failure aborts the transaction: its jobs are A's to redo.
-                Some(job) if c.batch_execute(&format!("ANALYZE {}", job.qt)).is_err() => return analyzed,
+                Some(job) if c.batch_execute(&format!("ANALYZE {}", job.qt)).is_err() => {
+                    in_tx.push(job.rel);
+                    b.lost = in_tx;
+                    return b;
+                }
                 Some(job) => in_tx.push(job.rel),
                 None => match done.recv_timeout(Duration::from_millis(50)) {
                     Err(mpsc::RecvTimeoutError::Timeout) => {}
@@ -351,14 +466,31 @@ fn second(
             }
         }
         if c.batch_execute("COMMIT").is_err() {
-            return analyzed;
+            b.lost = in_tx;
+            return b;
         }
-        analyzed = in_tx;
+        b.analyzed = in_tx;
     }
-    while let Some(job) = take(queue, false) {
+    while let Some(job) = (!stopped()).then(|| take(queue, false)).flatten() {
         if c.batch_execute(&format!("ANALYZE {}", job.qt)).is_ok() {
-            analyzed.push(job.rel);
+            b.analyzed.push(job.rel);
         }
     }
-    analyzed
+    b
+}
+
+/// While alive: the second connection's backend is one a signal cancels the statement of.
+struct Cancelled;
+
+impl Cancelled {
+    fn register(pid: i32) -> Cancelled {
+        signals::also_cancel(pid);
+        Cancelled
+    }
+}
+
+impl Drop for Cancelled {
+    fn drop(&mut self) {
+        signals::also_cancel(0);
+    }
 }

@@ -50,7 +50,8 @@ Usage:
   pg-load --plan PLAN [--from STEP | --steps A,B] [run options]
   pg-load --plan PLAN --resolve [--from STEP | --steps A,B] [--mode MODE]
   pg-load --plan PLAN --preflight [--app-env FILE] [--app-url-var VAR] [--require-rls TABLES]
-  pg-load --plan PLAN --status [--db URL] [--runs-table NAME]
+  pg-load --plan PLAN --status [--from STEP | --steps A,B] [--settle SECS]
+          [--db URL] [--runs-table NAME]
   pg-load --plan PLAN --validate-fks [--db URL]
 
 Run options:
@@ -60,7 +61,9 @@ Run options:
                         validation, privileges), report, then roll back.
   --runs-table NAME     Run log table [default: _migration_runs].
   --lock-timeout SECS   Wait this long for each table's lock; 0: do not wait
-                        (NOWAIT) [default: 10].
+                        (NOWAIT) [default: 10]. The ANALYZE after the commit
+                        waits as long (at least 1 s), then leaves a table with
+                        a warning.
   --stall-timeout SECS  End the load when its connection carries nothing for
                         this long while the server waits for pg-load (the
                         session is ended on the server, so its locks go)
@@ -91,9 +94,14 @@ Run options:
                         --require-rls TABLES, also that these tables have
                         row-level security enabled. SQLite tables no step
                         copies are listed as 'note' lines.
-  --status              With --plan: print each step's latest run (NDJSON on
-                        stdout: step, target, source, outcome, finished_at,
-                        counts); exit 0 iff every one succeeded, else 1.
+  --status              With --plan: print each (selected) step's latest run
+                        (NDJSON on stdout: step, target, source, outcome,
+                        finished_at, counts); exit 0 iff every one succeeded,
+                        else 1. A run whose pg-load died is settled from the
+                        server (committed: success; rolled back: interrupted).
+  --settle SECS         With --status: first wait up to SECS while a run is
+                        still 'running' (a killed load's transaction ends when
+                        the server notices).
   --validate-fks        With --plan: validate the foreign keys that its
                         --defer-fks steps left NOT VALID where a step of the
                         plan loads the parent, and NOT VALID keys into its
@@ -180,7 +188,9 @@ Exit status:
   retrying may succeed; 76 commit outcome unknown (the connection broke
   during COMMIT and the server could not be asked): run the printed query
   before retrying; 77 permission denied; 130 interrupted (SIGINT, SIGTERM,
-  SIGHUP: rolled back). See docs/loading.md, \"What pg-load reports\".
+  SIGHUP: rolled back). A signal during the ANALYZE after the commit stops
+  it: exit 0 (committed) and a warning naming the tables left without
+  statistics. See docs/loading.md, \"What pg-load reports\".
 
 Examples:
   sqlite-dump app.sqlite melody_drafts | pg-load melody_drafts
@@ -535,10 +545,10 @@ fn run_table(a: Args, report: Option<String>, step: Option<String>) -> Result<St
     let mut done = report::Done::default();
     let result = load_table(&a, step.as_deref(), &mut done);
     let table = report::Table { step: step.as_deref(), table: &a.table, mode: a.mode, done: &done };
-    report::finish(report.as_ref(), &[table], result)
+    table::conclude(report.as_ref(), &[table], result)
 }
 
-fn load_table(a: &Args, step: Option<&str>, done: &mut report::Done) -> Result<Status> {
+fn load_table(a: &Args, step: Option<&str>, done: &mut report::Done) -> Result<table::Statistics> {
     let mut s =
         open_session(a.db.as_deref(), &a.runs_table, a.stall_timeout, &[(step, a.table.as_str(), a.mode.name())])?;
     let run_id = s.runs[0];
@@ -565,14 +575,6 @@ fn load_table(a: &Args, step: Option<&str>, done: &mut report::Done) -> Result<S
                 )));
             }
             s.report_commit(&report.committed, report.xid);
-            if (a.analyze || a.vacuum) && !a.dry_run {
-                if s.client.is_closed() {
-                    pgferry::warn!(TOOL, "ANALYZE {} skipped (the connection is gone): run it yourself", a.table);
-                } else {
-                    let changed = table::changed_rows(a.mode, &outcome);
-                    table::analyze_all(&mut s, &[(&report.qualified, &a.table, changed)], a.vacuum);
-                }
-            }
             let secs = started.elapsed().as_secs_f64();
             let rate = outcome.source_rows.unwrap_or(0) as f64 / secs.max(1e-9);
             note!(
@@ -589,7 +591,14 @@ fn load_table(a: &Args, step: Option<&str>, done: &mut report::Done) -> Result<S
             for line in &report.notes {
                 note!(TOOL, "{}: {line}", a.table);
             }
-            Ok(Status::Ok)
+            if a.dry_run || !(a.analyze || a.vacuum) {
+                return Ok(table::Statistics::default());
+            }
+            let owed = vec![(report.qualified, a.table.clone(), table::changed_rows(a.mode, &outcome))];
+            Ok(match a.vacuum {
+                true => table::Statistics::owed(s, vec![], owed, a.lock_timeout),
+                false => table::Statistics::owed(s, owed, vec![], a.lock_timeout),
+            })
         }
         Err(e) => {
             let (state, e) = s.failure(e);

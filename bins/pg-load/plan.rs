@@ -73,10 +73,10 @@ pub fn run(p: PlanArgs) -> Result<Status> {
         .zip(&done)
         .map(|(s, d)| report::Table { step: Some(&s.name), table: &s.args.table, mode: s.args.mode, done: d })
         .collect();
-    report::finish(report.as_ref(), &lines, result)
+    table::conclude(report.as_ref(), &lines, result)
 }
 
-fn run_steps(p: &PlanArgs, steps: &[Step], done: &mut [report::Done]) -> Result<Status> {
+fn run_steps(p: &PlanArgs, steps: &[Step], done: &mut [report::Done]) -> Result<table::Statistics> {
     let tables: Vec<(Option<&str>, &str, &str)> =
         steps.iter().map(|s| (Some(s.name.as_str()), s.args.table.as_str(), s.args.mode.name())).collect();
     let mut session = open_plan_session(p, &tables)?;
@@ -97,23 +97,6 @@ fn run_steps(p: &PlanArgs, steps: &[Step], done: &mut [report::Done]) -> Result<
                 d.recorded(*id, state, o, None);
             }
             session.report_commit(&committed, xid);
-            if !p.run.dry_run && !session.client.is_closed() {
-                // One statement for every table that wants ANALYZE, one for VACUUM (ANALYZE).
-                for vacuum in [false, true] {
-                    let mut these: Vec<(&str, &str, bool)> = vec![];
-                    for ((s, (qt, _)), o) in steps.iter().zip(&tables).zip(&outcomes) {
-                        let wanted = if vacuum { s.args.vacuum } else { s.args.analyze && !s.args.vacuum };
-                        let changed = table::changed_rows(s.args.mode, o);
-                        match these.iter_mut().find(|(q, _, _)| q == qt) {
-                            // Two steps into one table: analyzed once, if either changed it.
-                            Some(t) => t.2 |= changed,
-                            None if wanted => these.push((qt, &s.args.table, changed)),
-                            None => {}
-                        }
-                    }
-                    table::analyze_all(&mut session, &these, vacuum);
-                }
-            }
             let mut rows = 0;
             for ((s, o), ((_, summary), id)) in steps.iter().zip(&outcomes).zip(tables.iter().zip(&runs)) {
                 rows += o.source_rows.unwrap_or(0);
@@ -128,7 +111,25 @@ fn run_steps(p: &PlanArgs, steps: &[Step], done: &mut [report::Done]) -> Result<
                 if p.run.dry_run { "dry run: rolled back" } else { "committed in one transaction" },
                 rows as f64 / secs.max(1e-9)
             );
-            Ok(Status::Ok)
+            if p.run.dry_run {
+                return Ok(table::Statistics::default());
+            }
+            // One statement for every table that wants ANALYZE, one for VACUUM (ANALYZE).
+            let [analyze, vacuum] = [false, true].map(|vacuum| {
+                let mut these: Vec<table::Owed> = vec![];
+                for ((s, (qt, _)), o) in steps.iter().zip(&tables).zip(&outcomes) {
+                    let wanted = if vacuum { s.args.vacuum } else { s.args.analyze && !s.args.vacuum };
+                    let changed = table::changed_rows(s.args.mode, o);
+                    match these.iter_mut().find(|(q, _, _)| q == qt) {
+                        // Two steps into one table: analyzed once, if either changed it.
+                        Some(t) => t.2 |= changed,
+                        None if wanted => these.push((qt.clone(), s.args.table.clone(), changed)),
+                        None => {}
+                    }
+                }
+                these
+            });
+            Ok(table::Statistics::owed(session, analyze, vacuum, p.run.lock_timeout))
         }
         Err((failed, e)) => {
             let (state, e) = session.failure(e);

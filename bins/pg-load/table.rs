@@ -4,15 +4,17 @@
 
 use crate::copy::CopySink;
 use crate::indexes::{self, Lines, SetAside};
+use crate::report::{self, Report};
 use crate::route::Router;
 use crate::rows::{self, Columns};
 use crate::schema::{self, ForeignKey};
-use crate::{merge, Args, Mode};
+use crate::{analyze, merge, Args, Mode, TOOL};
 use pgferry::catalog::{self, ColumnInfo};
+use pgferry::cli::Status;
 use pgferry::pg::{pg_error, Table};
 use pgferry::runlog::{MergeCounts, Outcome};
 use pgferry::stream::{EndRecord, RowReader};
-use pgferry::{Error, Result};
+use pgferry::{signals, warn, Error, Result};
 use postgres::types::Type;
 use postgres::Transaction;
 use serde_json::Value;
@@ -387,8 +389,79 @@ pub fn changed_rows(mode: Mode, outcome: &Outcome) -> bool {
     }
 }
 
-/// ANALYZE (or VACUUM (ANALYZE)) of the loaded tables (`(qualified, name, changed)`) after the
-/// commit (analyze.rs); a failure is only a warning (the data is committed).
-pub fn analyze_all(s: &mut crate::Session, tables: &[(&str, &str, bool)], vacuum: bool) {
-    crate::analyze::after_commit(&mut s.client, s.pid, &s.load_target, tables, vacuum);
+/// Writes the report (when asked for), then makes the statistics a committed load owes: the
+/// outcome is told, on stderr and in the report, before ANALYZE, which cannot change it.
+pub fn conclude(report: Option<&Report>, tables: &[report::Table], result: Result<Statistics>) -> Result<Status> {
+    match result {
+        Ok(statistics) => {
+            let status = report::finish(report, tables, Ok(Status::Ok));
+            statistics.make();
+            status
+        }
+        Err(e) => report::finish(report, tables, Err(e)),
+    }
+}
+
+/// A loaded table owed statistics: its qualified name, its name as the user gave it, and
+/// whether the load may have changed its rows (see `changed_rows`).
+pub type Owed = (String, String, bool);
+
+/// The statistics a committed load owes its tables: ANALYZE, or VACUUM (ANALYZE), made only
+/// once the load's outcome is said and its report written, so that nothing that befalls
+/// them (a signal, a kill, a failure: only warnings) keeps the commit from being told.
+#[derive(Default)]
+pub struct Statistics {
+    session: Option<crate::Session>,
+    analyze: Vec<Owed>,
+    vacuum: Vec<Owed>,
+    /// --lock-timeout: how long a table another session holds is waited for.
+    lock_wait: u32,
+}
+
+impl Statistics {
+    /// `session`'s committed load owes `analyze` an ANALYZE and `vacuum` a VACUUM (ANALYZE),
+    /// waiting `lock_wait` seconds at most for a table another session holds.
+    pub fn owed(session: crate::Session, analyze: Vec<Owed>, vacuum: Vec<Owed>, lock_wait: u32) -> Statistics {
+        Statistics { session: Some(session), analyze, vacuum, lock_wait }
+    }
+
+    /// Makes them (analyze.rs). A signal stops that; a warning names what it left undone.
+    pub fn make(self) {
+        let Some(mut s) = self.session else { return };
+        signals::after_commit();
+        let mut undone: Vec<(&str, analyze::Undone)> = vec![];
+        for (tables, vacuum) in [(&self.analyze, false), (&self.vacuum, true)] {
+            if tables.is_empty() {
+                continue;
+            }
+            let sql = if vacuum { "VACUUM (ANALYZE)" } else { "ANALYZE" };
+            if signals::received().is_some() {
+                let all = tables.iter().map(|(qt, name, _)| (qt.clone(), name.clone())).collect();
+                undone.push((sql, analyze::Undone { tables: all, sure: true }));
+            } else if s.client.is_closed() {
+                let names: Vec<&str> = tables.iter().map(|t| t.1.as_str()).collect();
+                warn!(TOOL, "{sql} {} skipped (the connection is gone): run it yourself", names.join(", "));
+            } else {
+                let these: Vec<(&str, &str, bool)> =
+                    tables.iter().map(|(q, n, c)| (q.as_str(), n.as_str(), *c)).collect();
+                let u = analyze::after_commit(&mut s.client, s.pid, &s.load_target, &these, vacuum, self.lock_wait);
+                undone.push((sql, u));
+            }
+        }
+        let Some(sig) = signals::received() else { return };
+        for (sql, u) in undone.iter().filter(|(_, u)| !u.tables.is_empty()) {
+            let names: Vec<&str> = u.tables.iter().map(|(_, n)| n.as_str()).collect();
+            let qts: Vec<&str> = u.tables.iter().map(|(q, _)| q.as_str()).collect();
+            let what = match u.sure {
+                true => format!("no fresh statistics for {}", names.join(", ")),
+                false => format!("{} may lack fresh statistics (the server could not be asked)", names.join(", ")),
+            };
+            warn!(
+                TOOL,
+                "{} stopped the {sql} after the commit (the data is committed): {what}; run {sql} {}",
+                signals::name(sig),
+                qts.join(", ")
+            );
+        }
+    }
 }

@@ -178,9 +178,25 @@ fn a_plan_load_analyzes_every_table_leaf_and_parent_once_over_two_connections() 
 /// waits for it: the third session's SHARE UPDATE EXCLUSIVE request queues behind the load's
 /// own lock on it, so it is granted at the COMMIT, before ANALYZE starts.
 fn load_with_held(f: &Fixture, relation: &str) {
-    let stream = f.stream();
+    let out = run_with_held(f, f.load(), &f.stream(), relation, Then::Release);
+    assert!(out.status.success(), "pg-load failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// What the test does once pg-load waits for the held relation.
+enum Then<'a> {
+    /// Let it go.
+    Release,
+    /// Send pg-load this signal ("TERM"); it must end within 10 s, the relation still held.
+    Signal(&'a str),
+    /// Keep holding it; pg-load must end within 20 s by itself.
+    Hold,
+}
+
+/// `load` fed `stream` with `relation` held as `load_with_held` says, and `then` once pg-load
+/// waits for it.
+fn run_with_held(f: &Fixture, load: Cmd, stream: &str, relation: &str, then: Then) -> std::process::Output {
     let (head, rest) = stream.split_at(stream.find('\n').unwrap() + 1);
-    let mut child = f.load().spawn();
+    let mut child = load.spawn();
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(head.as_bytes()).unwrap();
     stdin.flush().unwrap();
@@ -223,10 +239,24 @@ fn load_with_held(f: &Fixture, relation: &str) {
         assert!(started.elapsed() < Duration::from_secs(60), "pg-load neither ended nor waited for {relation}");
         std::thread::sleep(Duration::from_millis(10));
     }
+    let bound = match then {
+        Then::Release => None,
+        Then::Signal(sig) => {
+            std::process::Command::new("kill").args([&format!("-{sig}"), &child.id().to_string()]).status().unwrap();
+            Some(10)
+        }
+        Then::Hold => Some(20),
+    };
+    if let Some(secs) = bound {
+        let since = Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            assert!(since.elapsed() < Duration::from_secs(secs), "pg-load did not end within {secs} s");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
     release.send(()).unwrap();
     holder.join().unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "pg-load failed: {}", String::from_utf8_lossy(&out.stderr));
+    child.wait_with_output().unwrap()
 }
 
 #[test]
@@ -246,4 +276,90 @@ fn a_relation_another_session_holds_is_still_analyzed_once() {
     f.pg.exec(reset);
     load_with_held(&f, "ev_big");
     assert_eq!(f.stats(), each(3, true));
+}
+
+/// Loaded tables (of `ev`, `o1`, `o2`) without statistics: an ordinary table without
+/// pg_statistic rows, a partitioned one without inherited ones or with a leaf that holds rows
+/// and has none (pg_partition_tree lists no ordinary table, hence the UNION).
+fn without_statistics(pg: &Pg) -> Vec<String> {
+    pg.rows(
+        "SELECT t FROM unnest(array['ev', 'o1', 'o2']) t WHERE EXISTS ( \
+           SELECT 1 FROM (SELECT relid FROM pg_partition_tree(t::regclass) UNION SELECT t::regclass) p \
+           JOIN pg_class c ON c.oid = p.relid \
+           WHERE (c.relkind = 'p' OR pg_relation_size(c.oid) > 0) \
+             AND NOT EXISTS (SELECT 1 FROM pg_statistic s WHERE s.starelid = c.oid AND s.stainherit = (c.relkind = 'p'))) \
+         ORDER BY 1",
+    )
+}
+
+/// The warning a signal during ANALYZE gives: the tables it names (sorted), or a panic.
+fn named_without_statistics(err: &str) -> Vec<String> {
+    let prefix =
+        "warning: SIGTERM stopped the ANALYZE after the commit (the data is committed): no fresh statistics for ";
+    let line = err.lines().find(|l| l.contains(prefix)).unwrap_or_else(|| panic!("no warning: {err}"));
+    let names = line.split(prefix).nth(1).unwrap().split("; run ANALYZE ").next().unwrap();
+    let mut v: Vec<String> = names.split(", ").map(String::from).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_signal_during_analyze_stops_it_says_the_load_committed_and_names_what_lacks_statistics() {
+    let f = fixture(&[]);
+    let report = f._dir.str("report.ndjson");
+    // o1 held: whichever connection takes it waits, and SIGTERM comes then.
+    let out = run_with_held(&f, f.load().args(["--report", &report]), &f.stream(), "o1", Then::Signal("TERM"));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    // The load committed: exit 0, said before ANALYZE began, in the run log and the report.
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let committed = err.find("committed in one transaction").unwrap_or_else(|| panic!("{err}"));
+    let warning = err.find("warning: SIGTERM stopped the ANALYZE").unwrap_or_else(|| panic!("{err}"));
+    assert!(committed < warning, "{err}");
+    assert!(!err.contains("nothing was committed"), "{err}");
+    assert_eq!(f.pg.count("o1"), 50);
+    assert_eq!(f.pg.rows("SELECT DISTINCT outcome FROM _migration_runs"), ["success"]);
+    let lines: Vec<serde_json::Value> =
+        std::fs::read_to_string(&report).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 3);
+    assert!(lines.iter().all(|l| l["committed"] == json!(true)), "{lines:?}");
+    // What it names is exactly what lacks statistics: o1 (never analyzed) and whatever else
+    // the signal left.
+    let named = named_without_statistics(&err);
+    assert!(named.contains(&"o1".to_string()), "{err}");
+    assert_eq!(named, without_statistics(&f.pg), "{err}");
+    // Neither connection's ANALYZE goes on once pg-load is gone.
+    let analyzing = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+                     AND query LIKE 'ANALYZE%' AND state = 'active'";
+    assert_eq!(f.pg.one(analyzing), "0");
+
+    // One table on its own: ANALYZE on the load's connection alone, the same outcome.
+    f.pg.exec("DELETE FROM o1");
+    let rows = cmd("sqlite-dump").args([f.db.as_str(), "o1"]).ok().stdout();
+    let load = cmd("pg-load").args(["--db", &f.pg.url, "o1"]);
+    let out = run_with_held(&f, load, &rows, "o1", Then::Signal("TERM"));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.find("50 rows inserted").unwrap_or_else(|| panic!("{err}")) < err.find("warning: SIGTERM").unwrap(),
+        "{err}"
+    );
+    assert_eq!(named_without_statistics(&err), ["o1"]);
+    assert!(without_statistics(&f.pg).contains(&"o1".to_string()));
+    assert_eq!(f.pg.count("o1"), 50);
+    assert_eq!(f.pg.one(analyzing), "0");
+}
+
+#[test]
+fn a_table_held_past_the_lock_timeout_after_the_commit_is_left_with_a_warning_not_waited_for_forever() {
+    let f = fixture(&[]);
+    // o1 held for good: ANALYZE waits --lock-timeout (1 s), then goes on without it.
+    let out = run_with_held(&f, f.load().args(["--lock-timeout", "1"]), &f.stream(), "o1", Then::Hold);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("warning: ANALYZE o1: another session held the table longer than --lock-timeout allows; run ANALYZE public.o1 once it is free"),
+        "{err}"
+    );
+    assert_eq!(without_statistics(&f.pg), ["o1"], "{err}");
+    assert_eq!(f.pg.count("o1"), 50);
 }

@@ -706,3 +706,30 @@ fn archives_reload_with_pg_load_into_an_empty_copy() {
     }
     assert_eq!(pg.rows(&format!("SELECT {cols} FROM restored ORDER BY id")), want);
 }
+
+#[test]
+fn a_commit_whose_reply_is_lost_is_settled_from_the_server_never_guessed() {
+    use crate::pg_proxy::{Fault, PgProxy};
+    let pg = Pg::new();
+    device_logs(&pg, "device_logs");
+    // The reply cut: the server committed, and says so when asked.
+    let proxy = PgProxy::start(&pg.url, Fault::CutCommitReply(0));
+    let r = cmd("pg-partition")
+        .args(["ensure", "device_logs", "--db", &proxy.url(&pg.url), "--from", "2024-01", "--to", "2024-02"])
+        .run();
+    assert!(proxy.fired(), "the proxy saw no COMMIT");
+    assert_eq!(r.code(), 0, "{}", r.describe());
+    r.stderr_has(&["the connection broke during COMMIT", "the server reports transaction", "committed"]);
+    assert_eq!(names(&pg, "device_logs"), ["device_logs_2024_01", "device_logs_2024_02"]);
+    // The COMMIT never reaches the server, which aborts: nothing was dropped, and it says so.
+    let proxy = PgProxy::start(&pg.url, Fault::DropCommit);
+    let r = cmd("pg-partition")
+        .args(["retain", "device_logs", "--db", &proxy.url(&pg.url), "--keep", "0", "--drop"])
+        .args(["--now", "2024-06-10T00:00:00Z"])
+        .run();
+    assert!(proxy.fired(), "the proxy saw no COMMIT");
+    assert_eq!(r.code(), 69, "{}", r.describe());
+    r.stderr_has(&["aborted: nothing was committed"]);
+    assert!(!r.stderr().contains("dropped '"), "{}", r.describe());
+    assert_eq!(names(&pg, "device_logs"), ["device_logs_2024_01", "device_logs_2024_02"]);
+}

@@ -660,3 +660,89 @@ fn a_plan_runs_lost_commit_reply_is_learnt_and_every_step_records_it() {
     let lines = cmd("pg-load").args(["--db", &pg.url, "--plan", &t.str("plan.ndjson"), "--status"]).ok().json_lines();
     assert!(lines.iter().all(|l| l["outcome"] == "success"), "{lines:?}");
 }
+
+/// `program` as root: itself when the tests run as root (CI), else through `sudo -n` (the
+/// README's "root, or a user with sudo").
+fn as_root(program: &str) -> Command {
+    // SAFETY: geteuid(2) has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        Command::new(program)
+    } else {
+        let mut c = Command::new("sudo");
+        c.args(["-n", program]);
+        c
+    }
+}
+
+/// A tmpfs of `size` mounted for the server's own user, and a tablespace there: a real disk
+/// that fills (mount(8) needs root: see `as_root`). The tablespace, then the mount, go when it
+/// is dropped.
+struct SmallDisk<'a> {
+    pg: &'a Pg,
+    dir: std::path::PathBuf,
+    name: String,
+}
+
+impl<'a> SmallDisk<'a> {
+    fn new(pg: &'a Pg, size: &str) -> SmallDisk<'a> {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let data = pg.one("SELECT current_setting('data_directory')");
+        let owner = std::fs::metadata(&data).unwrap_or_else(|e| panic!("stat the server's {data}: {e}"));
+        let name = unique("small_disk").to_lowercase();
+        let dir = std::env::temp_dir().join(&name);
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let opts = format!("size={size},mode=0700,uid={},gid={}", owner.uid(), owner.gid());
+        let out = as_root("mount").args(["-t", "tmpfs", "-o", &opts, "tmpfs"]).arg(&dir).output().unwrap();
+        assert!(
+            out.status.success(),
+            "mount a {size} tmpfs for the disk-full test (needs root or sudo, as tests/run): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        pg.exec(&format!("CREATE TABLESPACE {name} LOCATION '{}'", dir.display()));
+        SmallDisk { pg, dir, name }
+    }
+}
+
+impl Drop for SmallDisk<'_> {
+    fn drop(&mut self) {
+        let mut c = self.pg.client();
+        let tables: Vec<String> = c
+            .query(
+                "SELECT c.oid::regclass::text FROM pg_class c JOIN pg_tablespace t ON t.oid = c.reltablespace \
+                 WHERE t.spcname = $1 AND c.relkind = 'r'",
+                &[&self.name],
+            )
+            .map(|rows| rows.iter().map(|r| r.get(0)).collect())
+            .unwrap_or_default();
+        for t in tables {
+            let _ = c.batch_execute(&format!("DROP TABLE {t} CASCADE"));
+        }
+        // DROP TABLESPACE checkpoints for the files of dropped tables the server still keeps.
+        let _ = c.batch_execute(&format!("DROP TABLESPACE {}", self.name));
+        drop(c);
+        let _ = as_root("umount").arg("-l").arg(&self.dir).status();
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+#[test]
+fn a_server_disk_that_fills_mid_load_is_said_so_exits_74_and_commits_nothing() {
+    let pg = Pg::new();
+    let disk = SmallDisk::new(&pg, "1m");
+    // No index: every row goes to the table's file, on the small disk (the run log is not).
+    pg.exec(&format!("CREATE TABLE t (id bigint, v text) TABLESPACE {}", disk.name));
+    let rows = rows_stream(100_000);
+    let r = cmd("pg-load").args(["--db", &pg.url, "t"]).stdin(rows.clone()).run();
+    assert_eq!(r.code(), 74, "{}", r.describe());
+    r.stderr_has(&["No space left on device", "(the PostgreSQL server's disk is full)", "nothing was committed"]);
+    assert_eq!(r.stderr().lines().count(), 1, "{}", r.describe());
+    assert_eq!(pg.count("t"), 0);
+    let (outcome, error) = last_run(&pg, "_migration_runs");
+    assert_eq!(outcome, "failed");
+    assert!(error.contains("disk is full"), "{error}");
+    // Space made (the table on the server's own disk): the same stream loads.
+    pg.exec("ALTER TABLE t SET TABLESPACE pg_default");
+    cmd("pg-load").args(["--db", &pg.url, "t"]).stdin(rows).ok();
+    assert_eq!(pg.count("t"), 100_000);
+}

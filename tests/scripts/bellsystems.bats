@@ -81,7 +81,7 @@ same_ids() {
   kill -KILL "${pid}"
   wait "${migrate}" || rc=$?
   ((rc == 75))
-  grep -q "error: step 1.12 failed (sqlite-dump exited .*, pg-load exited 137); nothing of this step was committed" "${W}/out"
+  grep -q "error: step 1.12 failed (sqlite-dump exited .*, pg-load exited 137); the server reports this step rolled back: nothing of it was committed" "${W}/out"
   grep -q "resume with: .*migrate --execute --from 1.12 ${W}/plan.ndjson" "${W}/out"
   [[ "$(pg -c 'SELECT count(*) FROM device_logs')" == 0 ]]
   [[ "$(pg -c 'SELECT count(*) FROM heartbeats')" == 20000 ]]

@@ -99,7 +99,8 @@ load helpers
   wait "${migrate}" || rc=$?
   ((rc == 75))
   kill "${feeder}" 2>/dev/null || true
-  grep -q "step 2 failed (cat exited .*, pg-load exited 137)" "${W}/out"
+  # A killed pg-load says nothing: migrate asks the server what became of the step.
+  grep -q "step 2 failed (cat exited .*, pg-load exited 137); the server reports this step rolled back: nothing of it was committed" "${W}/out"
   grep -q -- "--from 2" "${W}/out"
   [[ "$(pg -c 'SELECT count(*) FROM notes')" == 0 ]]
 
@@ -107,6 +108,29 @@ load helpers
   run -0 "${SCRIPTS}/migrate" --per-step --execute --from 2
   [[ "$(pg -c 'SELECT count(*) FROM notes')" == 50 ]]
   [[ "$(pg -c "SELECT string_agg(outcome, ',' ORDER BY id) FROM _migration_runs WHERE target = 'notes'")" == interrupted,success ]]
+}
+
+@test "a pg-load killed after its commit: migrate asks the server, which says the step or the run committed" {
+  app_db
+  config
+  # pg-load, killed once a load is done, as a kill during its ANALYZE after the commit would
+  # be (its other uses, --resolve, --status, --validate-fks, left alone).
+  mkdir -p "${W}/bin"
+  cat >"${W}/bin/pg-load" <<WRAPPER
+#!/usr/bin/env bash
+"$(command -v pg-load)" "\$@"; rc=\$?
+case " \$* " in *" --resolve "* | *" --status "* | *" --validate-fks "*) ;; *) kill -KILL \$\$ ;; esac
+exit "\$rc"
+WRAPPER
+  chmod +x "${W}/bin/pg-load"
+  PATH="${W}/bin:${PATH}" run -75 "${SCRIPTS}/migrate" --per-step --execute
+  [[ "${output}" == *"error: step 1 failed (sqlite-dump exited 0, pg-load exited 137); the server reports this step committed (scripts/migrate status shows it)"* ]]
+  [[ "$(pg -c 'SELECT count(*) FROM customers')" == 20 ]]
+  [[ "$(pg -c 'SELECT count(*) FROM notes')" == 0 ]]
+  pg -c 'TRUNCATE customers CASCADE'
+  PATH="${W}/bin:${PATH}" run -75 "${SCRIPTS}/migrate" --atomic --execute
+  [[ "${output}" == *"error: the atomic run failed (producers exited 0, pg-load exited 137); the server reports the run committed"* ]]
+  [[ "$(pg -c 'SELECT count(*) FROM notes')" == 50 ]]
 }
 
 @test "migrate refuses a bad plan and an unknown --from step" {
