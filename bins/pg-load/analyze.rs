@@ -211,7 +211,8 @@ struct Rel {
 fn relations(client: &mut Client, tables: &[(&str, &str)]) -> Option<(Vec<Rel>, i32)> {
     let names: Vec<&str> = tables.iter().map(|(qt, _)| *qt).collect();
     // pg_relation_size, not relpages: right after a load relpages is what the last VACUUM,
-    // ANALYZE or CREATE INDEX saw, often nothing.
+    // ANALYZE or CREATE INDEX saw, often nothing. Names quoted always, as the loaded tables'
+    // are (pg::quote_ident), so that warnings name every relation alike.
     let rows = client
         .query(
             "WITH RECURSIVE tree(root, relid, depth) AS ( \
@@ -219,7 +220,8 @@ fn relations(client: &mut Client, tables: &[(&str, &str)]) -> Option<(Vec<Rel>, 
                UNION ALL \
                SELECT t.root, i.inhrelid, t.depth + 1 FROM tree t \
                JOIN pg_class p ON p.oid = t.relid AND p.relkind = 'p' JOIN pg_inherits i ON i.inhparent = t.relid) \
-             SELECT c.oid, format('%I.%I', s.nspname, c.relname), c.relkind::text, t.root, t.depth = 0, \
+             SELECT c.oid, '\"' || replace(s.nspname, '\"', '\"\"') || '\".\"' || replace(c.relname, '\"', '\"\"') || '\"', \
+               c.relkind::text, t.root, t.depth = 0, \
                pg_relation_size(c.oid) / current_setting('block_size')::bigint, \
                pg_has_role(c.relowner, 'USAGE') OR pg_has_role(d.datdba, 'USAGE') \
                  OR (SELECT rolsuper FROM pg_roles WHERE rolname = current_user), \

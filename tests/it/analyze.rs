@@ -357,7 +357,7 @@ fn a_table_held_past_the_lock_timeout_after_the_commit_is_left_with_a_warning_no
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(
-        err.contains("warning: ANALYZE o1: another session held the table longer than --lock-timeout allows; run ANALYZE public.o1 once it is free"),
+        err.contains("warning: ANALYZE o1: another session held the table longer than --lock-timeout allows; run ANALYZE \"public\".\"o1\" once it is free"),
         "{err}"
     );
     assert_eq!(without_statistics(&f.pg), ["o1"], "{err}");

@@ -659,6 +659,14 @@ fn a_plan_runs_lost_commit_reply_is_learnt_and_every_step_records_it() {
     );
     let lines = cmd("pg-load").args(["--db", &pg.url, "--plan", &t.str("plan.ndjson"), "--status"]).ok().json_lines();
     assert!(lines.iter().all(|l| l["outcome"] == "success"), "{lines:?}");
+    // A selection of the steps, settled (nothing is running: at once).
+    let status = |extra: &[&str]| {
+        cmd("pg-load").args(["--db", &pg.url, "--plan", &t.str("plan.ndjson"), "--status"]).args(extra)
+    };
+    let lines = status(&["--steps", "2", "--settle", "30"]).ok().json_lines();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!((&lines[0]["step"], &lines[0]["outcome"]), (&serde_json::json!("2"), &serde_json::json!("success")));
+    status(&["--settle", "soon"]).expect(64).stderr_has(&["--settle takes whole seconds, not 'soon'"]);
 }
 
 /// `program` as root: itself when the tests run as root (CI), else through `sudo -n` (the
