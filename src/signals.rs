@@ -96,6 +96,24 @@ pub fn also_cancel(pid: i32) {
     ALSO_CANCEL.store(pid, Ordering::SeqCst);
 }
 
+/// Ends the process by `sig` itself, its default action restored: what a shell expects of a
+/// program a signal interrupted (a script then stops too, where an exit 0 would let it go on
+/// to its next command). For a load that committed and has said so.
+pub fn end_by(sig: i32) -> ! {
+    use std::io::Write;
+    let _ = std::io::stderr().flush();
+    // SAFETY: restoring a default disposition and raising a signal at ourselves.
+    unsafe {
+        libc::signal(sig, libc::SIG_DFL);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, sig);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        libc::raise(sig);
+    }
+    std::process::exit(128 + sig)
+}
+
 /// `pg_cancel_backend` of each of `pids` (0s skipped), on a new connection to `target`.
 fn cancel(target: &Target, pids: &[i32]) {
     if let Ok(mut c) = target.connect() {

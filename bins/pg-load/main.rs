@@ -188,9 +188,10 @@ Exit status:
   retrying may succeed; 76 commit outcome unknown (the connection broke
   during COMMIT and the server could not be asked): run the printed query
   before retrying; 77 permission denied; 130 interrupted (SIGINT, SIGTERM,
-  SIGHUP: rolled back). A signal during the ANALYZE after the commit stops
-  it: exit 0 (committed) and a warning naming the tables left without
-  statistics. See docs/loading.md, \"What pg-load reports\".
+  SIGHUP: rolled back). A signal once COMMIT was sent: the outcome is said,
+  the ANALYZE after it stopped (a warning names the tables left without
+  statistics), then pg-load ends by the signal. See docs/loading.md,
+  \"What pg-load reports\".
 
 Examples:
   sqlite-dump app.sqlite melody_drafts | pg-load melody_drafts

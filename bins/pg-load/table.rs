@@ -390,13 +390,17 @@ pub fn changed_rows(mode: Mode, outcome: &Outcome) -> bool {
 }
 
 /// Writes the report (when asked for), then makes the statistics a committed load owes: the
-/// outcome is told, on stderr and in the report, before ANALYZE, which cannot change it.
+/// outcome is told, on stderr and in the report, before ANALYZE, which cannot change it. A
+/// signal once COMMIT was sent ends the process by that signal at the end, the outcome said.
 pub fn conclude(report: Option<&Report>, tables: &[report::Table], result: Result<Statistics>) -> Result<Status> {
     match result {
         Ok(statistics) => {
             let status = report::finish(report, tables, Ok(Status::Ok));
             statistics.make();
-            status
+            match (signals::received(), &status) {
+                (Some(sig), Ok(_)) if signals::commit_was_sent() => signals::end_by(sig),
+                _ => status,
+            }
         }
         Err(e) => report::finish(report, tables, Err(e)),
     }
