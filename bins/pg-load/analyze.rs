@@ -130,6 +130,16 @@ fn not_made(client: &mut Client, tables: &[(&str, &str)], since: Option<&str>, l
     }
 }
 
+/// The statement gave up waiting for a lock (lock_timeout).
+fn lock_timed_out(e: &postgres::Error) -> bool {
+    e.code().is_some_and(|c| c.code() == "55P03")
+}
+
+/// The warning for `table` (`(qualified, name)`), which another session held past the lock timeout.
+fn held_too_long(sql: &str, (qt, name): (&str, &str)) {
+    warn!(TOOL, "{sql} {name}: another session held the table longer than --lock-timeout allows; run {sql} {qt} once it is free");
+}
+
 /// The session's bound on a lock wait after the commit (see `after_commit`).
 fn lock_timeout_sql(secs: u32) -> String {
     format!("SET lock_timeout = '{}s'", secs.max(1))
@@ -175,12 +185,7 @@ fn plain(client: &mut Client, tables: &[(&str, &str)], sql: &str) {
         }
         // Cancelled by a signal: the caller names what is left undone.
         Err(_) if stopped() => {}
-        Err(e) if tables.len() == 1 && e.code().is_some_and(|c| c.code() == "55P03") => warn!(
-            TOOL,
-            "{sql} {}: another session held the table longer than --lock-timeout allows; run {sql} {} once it is free",
-            tables[0].1,
-            tables[0].0
-        ),
+        Err(e) if tables.len() == 1 && lock_timed_out(&e) => held_too_long(sql, tables[0]),
         Err(e) if tables.len() == 1 => warn!(TOOL, "{sql} {}: {}", tables[0].1, pg_cause(&e)),
         Err(_) => {
             for t in tables {
@@ -367,6 +372,11 @@ fn split(
     }
     let b = second.join().unwrap_or_default();
     analyzed.extend(b.analyzed);
+    // What B waited for in vain is not waited for again.
+    for &i in &b.timed_out {
+        held_too_long("ANALYZE", (&rels[i].qt, name(&rels[i], tables)));
+        analyzed.push(i);
+    }
     if stopped() {
         return b.lost.iter().map(|&i| rels[i].oid).collect();
     }
@@ -400,12 +410,14 @@ fn split(
     vec![]
 }
 
-/// What B did: the jobs it analyzed and committed, and those it analyzed in a transaction that
-/// did not commit (their statistics are gone, though pg_stat counts them).
+/// What B did: the jobs it analyzed and committed, those it analyzed in a transaction that did
+/// not commit (their statistics are gone, though pg_stat counts them), and those whose lock
+/// another session held past the lock timeout.
 #[derive(Default)]
 struct Done {
     analyzed: Vec<usize>,
     lost: Vec<usize>,
+    timed_out: Vec<usize>,
 }
 
 /// Connection B: connect; if there are leaves, lock them all (NOWAIT: if another session holds
@@ -474,8 +486,11 @@ fn second(
         b.analyzed = in_tx;
     }
     while let Some(job) = (!stopped()).then(|| take(queue, false)).flatten() {
-        if c.batch_execute(&format!("ANALYZE {}", job.qt)).is_ok() {
-            b.analyzed.push(job.rel);
+        match c.batch_execute(&format!("ANALYZE {}", job.qt)) {
+            Ok(()) => b.analyzed.push(job.rel),
+            Err(e) if lock_timed_out(&e) => b.timed_out.push(job.rel),
+            // A's to redo, and to warn of if it fails there too.
+            Err(_) => {}
         }
     }
     b
