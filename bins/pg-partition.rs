@@ -1,7 +1,7 @@
 //! pg-partition: time partitions of a PostgreSQL table created ahead and retired on schedule.
 
 use pgferry::cli::{self, Status};
-use pgferry::commit::{Committed, TxId};
+use pgferry::commit::TxId;
 use pgferry::partition::{self as part, Date, EnsureOptions, Interval, Partition, Partitioned};
 use pgferry::pg::{pg_error, Table, Target};
 use pgferry::{note, timefmt, Error, Result};
@@ -281,12 +281,8 @@ fn run(a: Args) -> Result<Status> {
 /// before COMMIT was sent is said (nothing changed).
 fn commit(mut tx: postgres::Transaction, target: &Target, before: impl Fn(Error) -> Error) -> Result<()> {
     let id = TxId::of(&mut tx).map_err(&before)?;
-    if let Committed::ConfirmedAfter(cause) = pgferry::commit::commit(tx, id, target)? {
-        note!(
-            TOOL,
-            "the connection broke during COMMIT ({cause}); the server reports transaction {} committed",
-            id.xid
-        );
+    if let Some(said) = pgferry::commit::commit(tx, id, target)?.note(id.xid) {
+        note!(TOOL, "{said}");
     }
     Ok(())
 }

@@ -56,6 +56,19 @@ pub enum Committed {
     ConfirmedAfter(String),
 }
 
+impl Committed {
+    /// What the operator is told of this COMMIT of transaction `xid`: nothing when the server
+    /// answered it.
+    pub fn note(&self, xid: i64) -> Option<String> {
+        match self {
+            Committed::Acknowledged => None,
+            Committed::ConfirmedAfter(cause) => Some(format!(
+                "the connection broke during COMMIT ({cause}); the server reports transaction {xid} committed"
+            )),
+        }
+    }
+}
+
 /// Commits `tx`, whose id is `id`. Errors say only what is known: a COMMIT the server
 /// refused, or one it reports aborted, "nothing was committed"; one whose outcome could not
 /// be learnt within [`RESOLVE_WITHIN`] is `Error::CommitUnknown` with the query that finds out.

@@ -504,8 +504,8 @@ impl Session {
     /// came after COMMIT was sent (during it, or just after, while the run log was written:
     /// end() checks for signals before sending it).
     pub fn report_commit(&self, committed: &Option<Committed>, xid: i64) {
-        if let Some(Committed::ConfirmedAfter(cause)) = committed {
-            note!(TOOL, "the connection broke during COMMIT ({cause}); the server reports transaction {xid} committed");
+        if let Some(said) = committed.as_ref().and_then(|c| c.note(xid)) {
+            note!(TOOL, "{said}");
         }
         if let (Some(sig), Some(_)) = (signals::received(), committed) {
             note!(TOOL, "{} arrived once COMMIT had been sent; the load had committed", signals::name(sig));
