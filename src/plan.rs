@@ -348,6 +348,11 @@ pub fn parse(text: &str) -> Result<Vec<Step>> {
             Ok(_) => return Err(bad("a step must be a JSON object".into())),
             Err(e) => return Err(bad(format!("malformed JSON: {}", first_part(&e.to_string())))),
         };
+        // serde keeps the last of a repeated member without a word; a plan that says two
+        // things about one step is refused instead of half-obeyed.
+        if let Some(k) = crate::stream::first_repeated_key(t) {
+            return Err(bad(format!("member '{k}' appears twice")));
+        }
         for k in obj.keys() {
             if !MEMBERS.contains(&k.as_str()) {
                 return Err(bad(format!("unknown member '{k}' (members: {})", MEMBERS.join(", "))));
@@ -507,6 +512,20 @@ mod tests {
             let e = parse(text).unwrap_err();
             assert_eq!(e.exit_code(), 65);
             assert!(e.message().contains(want), "{text}: {}", e.message());
+        }
+        for (text, want) in [
+            (
+                r#"{"step": "1", "source": "sqlite:a:b", "target": "t", "step": "2"}"#,
+                "line 1: member 'step' appears twice",
+            ),
+            (
+                r#"{"step": "1", "source": "sqlite:a:b", "target": "t", "partitioned": {"from": "2024-01", "keep": 2, "keep": 6}}"#,
+                "line 1: member 'partitioned.keep' appears twice",
+            ),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert_eq!(e.exit_code(), 65);
+            assert_eq!(e.message(), want);
         }
         let dup = "{\"step\":\"a\",\"source\":\"ndjson:x\",\"target\":\"t\"}\n{\"step\":\"a\",\"source\":\"ndjson:y\",\"target\":\"u\"}";
         assert!(parse(dup).unwrap_err().message().contains("line 2: step 'a' is already used on line 1"));
