@@ -163,6 +163,13 @@ fn each_normalization_rule_and_each_kind_of_change() {
         ("integer", "'twelve'", "12", false),
         // types without a binary decoder: compared as PostgreSQL's text
         ("inet", "'10.0.0.1'", "'10.0.0.1'", true),
+        // … where NULL stays NULL, not the empty text
+        ("inet", "NULL", "NULL", true),
+        ("xml", "NULL", "NULL", true),
+        ("xml", "''", "NULL", false),
+        ("inet[]", "'[\"10.0.0.1\",null]'", "'{10.0.0.1,NULL}'", true),
+        ("inet[]", "'[\"10.0.0.1\",null]'", "'{10.0.0.1,10.0.0.2}'", false),
+        ("inet[]", "NULL", "NULL", true),
     ]);
 }
 
