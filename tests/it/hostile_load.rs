@@ -658,6 +658,14 @@ fn a_value_the_server_refuses_is_named_with_its_value() {
     assert_eq!(stored(&pg, "inet", "\"192.168.1.5/24\"", &["--strict"]), "192.168.1.5/24");
     pg.exec("CREATE TYPE status AS ENUM ('active')");
     refused(&pg, "status", "\"Active\"", &[], &["invalid input value for enum status: \"Active\""]);
+    // tsquery's input calls bad text a syntax error (42601): still the row's value, exit 65.
+    refused(
+        &pg,
+        "tsquery",
+        "\"a & & b\"",
+        &[],
+        &["value \"a & & b\": syntax error in tsquery", "(column type tsquery)"],
+    );
     // real holds about 7 digits: 16777217 (2^24 + 1) is stored as 16777216, counted.
     table(&pg, "a real");
     load(&pg, stream(&[r#"{"a":16777217}"#]), &[]).ok().stderr_has(&["column 'a': 1 rounded-to-real"]);
