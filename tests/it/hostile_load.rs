@@ -182,6 +182,12 @@ fn json_keeps_its_text_as_written_and_jsonb_counts_what_it_collapses() {
     let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
     refused(&pg, "jsonb", &deep, &[], &["nests deeper than 128 levels"]);
     refused(&pg, "int[]", &deep, &[], &["nests deeper than 128 levels"]);
+    // Bytes and non-finite floats have no JSON form: stored in their stream form, nested too.
+    let bytes = r#"{"$base64":true,"encoded":"AP8="}"#;
+    assert_eq!(stored(&pg, "json", bytes, &[]), bytes);
+    assert_eq!(stored(&pg, "jsonb", bytes, &[]), r#"{"$base64": true, "encoded": "AP8="}"#);
+    assert_eq!(stored(&pg, "json", r#"{"$float":"-Infinity"}"#, &[]), r#"{"$float":"-Infinity"}"#);
+    assert_eq!(stored(&pg, "jsonb", r#"{"x":[{"$float":"NaN"}]}"#, &[]), r#"{"x": [{"$float": "NaN"}]}"#);
 }
 
 #[test]
