@@ -336,6 +336,8 @@ pub fn resolve(a: ResolveArgs) -> Result<crate::cli::Status> {
 /// Parses a plan's text. Steps come back in file order; step names must be unique.
 pub fn parse(text: &str) -> Result<Vec<Step>> {
     let mut steps: Vec<Step> = Vec::new();
+    // A byte order mark (Windows editors write one) is not part of the first step.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     for (i, raw) in text.lines().enumerate() {
         let line = i as u64 + 1;
         let t = raw.trim();
@@ -485,6 +487,13 @@ mod tests {
         assert_eq!(steps[4].check, vec!["--key", "id"]);
         assert_eq!(steps[4].export, vec!["--parent-field", "customer_id"]);
         assert_eq!(steps[3].line, 6);
+    }
+
+    #[test]
+    fn a_byte_order_mark_and_crlf_line_ends_are_not_mistakes() {
+        let text = "\u{feff}{\"step\": \"1\", \"source\": \"ndjson:x\", \"target\": \"t\"}\r\n\r\n# c\r\n";
+        let steps = parse(text).unwrap();
+        assert_eq!((steps.len(), steps[0].step.as_str(), steps[0].line), (1, "1", 1));
     }
 
     #[test]
