@@ -336,6 +336,8 @@ pub fn resolve(a: ResolveArgs) -> Result<crate::cli::Status> {
 /// Parses a plan's text. Steps come back in file order; step names must be unique.
 pub fn parse(text: &str) -> Result<Vec<Step>> {
     let mut steps: Vec<Step> = Vec::new();
+    // A byte order mark (Windows editors write one) is not part of the first step.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     for (i, raw) in text.lines().enumerate() {
         let line = i as u64 + 1;
         let t = raw.trim();
@@ -348,6 +350,11 @@ pub fn parse(text: &str) -> Result<Vec<Step>> {
             Ok(_) => return Err(bad("a step must be a JSON object".into())),
             Err(e) => return Err(bad(format!("malformed JSON: {}", first_part(&e.to_string())))),
         };
+        // serde keeps the last of a repeated member without a word; a plan that says two
+        // things about one step is refused instead of half-obeyed.
+        if let Some(k) = crate::stream::first_repeated_key(t) {
+            return Err(bad(format!("member '{k}' appears twice")));
+        }
         for k in obj.keys() {
             if !MEMBERS.contains(&k.as_str()) {
                 return Err(bad(format!("unknown member '{k}' (members: {})", MEMBERS.join(", "))));
@@ -483,6 +490,13 @@ mod tests {
     }
 
     #[test]
+    fn a_byte_order_mark_and_crlf_line_ends_are_not_mistakes() {
+        let text = "\u{feff}{\"step\": \"1\", \"source\": \"ndjson:x\", \"target\": \"t\"}\r\n\r\n# c\r\n";
+        let steps = parse(text).unwrap();
+        assert_eq!((steps.len(), steps[0].step.as_str(), steps[0].line), (1, "1", 1));
+    }
+
+    #[test]
     fn mistakes_name_their_line() {
         let cases = [
             (r#"{"step": "1", "target": "t"}"#, "line 1: missing 'source'"),
@@ -507,6 +521,20 @@ mod tests {
             let e = parse(text).unwrap_err();
             assert_eq!(e.exit_code(), 65);
             assert!(e.message().contains(want), "{text}: {}", e.message());
+        }
+        for (text, want) in [
+            (
+                r#"{"step": "1", "source": "sqlite:a:b", "target": "t", "step": "2"}"#,
+                "line 1: member 'step' appears twice",
+            ),
+            (
+                r#"{"step": "1", "source": "sqlite:a:b", "target": "t", "partitioned": {"from": "2024-01", "keep": 2, "keep": 6}}"#,
+                "line 1: member 'partitioned.keep' appears twice",
+            ),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert_eq!(e.exit_code(), 65);
+            assert_eq!(e.message(), want);
         }
         let dup = "{\"step\":\"a\",\"source\":\"ndjson:x\",\"target\":\"t\"}\n{\"step\":\"a\",\"source\":\"ndjson:y\",\"target\":\"u\"}";
         assert!(parse(dup).unwrap_err().message().contains("line 2: step 'a' is already used on line 1"));

@@ -1014,6 +1014,66 @@ fn duplicate_key(line: u64, key: &str, what: &str) -> Error {
     ))
 }
 
+/// The first key that appears twice within one object anywhere in `text` (a JSON value),
+/// as its path from the top (`partitioned.keep`); `None` when no key repeats or the text is
+/// not JSON (its parser says why). serde_json's `Value` silently keeps the last of a
+/// repeated key: files people write by hand (plans) are checked with this first.
+pub fn first_repeated_key(text: &str) -> Option<String> {
+    struct Walk<'p>(&'p str);
+    impl<'de> serde::de::DeserializeSeed<'de> for Walk<'_> {
+        type Value = Option<String>;
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> std::result::Result<Self::Value, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+    impl<'de> serde::de::Visitor<'de> for Walk<'_> {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON value")
+        }
+        fn visit_map<M: serde::de::MapAccess<'de>>(self, mut m: M) -> std::result::Result<Self::Value, M::Error> {
+            let mut seen = std::collections::HashSet::new();
+            let mut found = None;
+            while let Some(k) = m.next_key::<String>()? {
+                let path = if self.0.is_empty() { k.clone() } else { format!("{}.{k}", self.0) };
+                let inner = m.next_value_seed(Walk(&path))?;
+                if found.is_none() {
+                    found = if seen.contains(&k) { Some(path) } else { inner };
+                }
+                seen.insert(k);
+            }
+            Ok(found)
+        }
+        fn visit_seq<S: serde::de::SeqAccess<'de>>(self, mut s: S) -> std::result::Result<Self::Value, S::Error> {
+            let mut found = None;
+            while let Some(inner) = s.next_element_seed(Walk(self.0))? {
+                found = found.or(inner);
+            }
+            Ok(found)
+        }
+        fn visit_bool<E>(self, _: bool) -> std::result::Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_i64<E>(self, _: i64) -> std::result::Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_u64<E>(self, _: u64) -> std::result::Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_f64<E>(self, _: f64) -> std::result::Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_str<E>(self, _: &str) -> std::result::Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E>(self) -> std::result::Result<Self::Value, E> {
+            Ok(None)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    serde::de::DeserializeSeed::deserialize(Walk(""), &mut de).ok().flatten()
+}
+
 /// A key as `Cow`: borrowed from the line unless it had escapes.
 struct Key<'a>(Cow<'a, str>);
 
@@ -1123,8 +1183,14 @@ fn parse_map(line: &str, line_no: u64, what: &str) -> Result<Map<String, Value>>
                 Err(Error::Data(format!("line {line_no}: expected a JSON object, found {}", kind_name(&other))))
             }
             Err(e) => Err(Error::Data(format!(
-                "line {line_no}: malformed JSON at column {}: {}; the line starts {}",
-                e.column(),
+                "line {line_no}: malformed JSON {}: {}; the line starts {}",
+                // The text handed in may end with its newline: serde then places an error
+                // past the line's end on "line 2, column 0".
+                if e.is_eof() || e.line() > 1 {
+                    "at the end of the line".to_string()
+                } else {
+                    format!("at column {}", e.column())
+                },
                 json_err_cause(&e),
                 snippet(line, 40)
             ))),
@@ -1241,6 +1307,30 @@ mod tests {
             lines.push(row.line);
         }
         Ok(lines)
+    }
+
+    #[test]
+    fn malformed_json_past_the_line_end_says_so() {
+        for text in ["{\"a\":1\n", "{\"a\":\n", "{\n", "{\"a\":\"x\n", "{\"a\":1"] {
+            let e = parse_row(text, 3).unwrap_err().message().to_string();
+            assert!(
+                e.starts_with("line 3: malformed JSON at the end of the line: EOF")
+                    || e.starts_with("line 3: malformed JSON at the end of the line: control"),
+                "{text:?}: {e}"
+            );
+        }
+        let e = parse_row("{\"a\":1,}\n", 3).unwrap_err().message().to_string();
+        assert!(e.starts_with("line 3: malformed JSON at column 8: trailing comma"), "{e}");
+    }
+
+    #[test]
+    fn a_repeated_key_is_found_at_any_depth_with_its_path() {
+        assert_eq!(first_repeated_key(r#"{"a":1,"b":2}"#), None);
+        assert_eq!(first_repeated_key(r#"{"a":1,"b":2,"a":3}"#).as_deref(), Some("a"));
+        assert_eq!(first_repeated_key(r#"{"p":{"k":1,"k":2},"a":1,"a":2}"#).as_deref(), Some("p.k"));
+        assert_eq!(first_repeated_key(r#"{"a":[{"x":1},{"x":2,"x":3}]}"#).as_deref(), Some("a.x"));
+        assert_eq!(first_repeated_key(r#"{"a":{"x":1},"b":{"x":2}}"#), None);
+        assert_eq!(first_repeated_key("{nope"), None);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use crate::norm::{self, ColType, Norm};
 use crate::side::{self, Feed, Job, Rec, Spec};
 use crate::{Check, Mode, TOOL};
+use pgferry::convert::{self, Kind};
 use pgferry::progress::{Progress, Unit};
 use pgferry::{note, Error, Result};
 use serde_json::{json, Map, Value};
@@ -162,13 +163,20 @@ fn compare(c: &Check, source: Spec, dest: Spec) -> Result<Found> {
         ignore: HashSet::new(),
         copies: vec![],
         key: key.clone(),
-        types,
+        types: types.clone(),
         only: None,
         sort: false,
         unsorted: Default::default(),
     };
-    let cmp =
-        Compare { key: &key, strict: o.strict, dest_cols: dest_cols.as_ref(), copied: &copied, examples: o.examples };
+    let cmp = Compare {
+        key: &key,
+        strict: o.strict,
+        dest_cols: dest_cols.as_ref(),
+        copied: &copied,
+        examples: o.examples,
+        types: &types,
+        ctx: &c.ctx,
+    };
     loop {
         let mut f =
             Found { unmatched: found.unmatched.clone(), dest_only: found.dest_only.clone(), ..Found::default() };
@@ -253,11 +261,15 @@ struct Compare<'a> {
     /// Source fields that `--copy-key` copies (they need no column of their own).
     copied: &'a HashSet<String>,
     examples: usize,
+    /// Column types by destination name (empty without a PostgreSQL side).
+    types: &'a HashMap<String, ColType>,
+    ctx: &'a side::Ctx,
 }
 
 /// Sort-merge of two key-ordered feeds.
 fn merge(s: &mut Feed, d: &mut Feed, cmp: &Compare, f: &mut Found, extras: bool, p: &mut Progress) -> Result<()> {
     let mut cache = FieldCache::default();
+    let mut server = ServerText::new(cmp.ctx);
     let mut a = s.next()?;
     let mut b = d.next()?;
     loop {
@@ -305,7 +317,7 @@ fn merge(s: &mut Feed, d: &mut Feed, cmp: &Compare, f: &mut Found, extras: bool,
                 }
                 std::cmp::Ordering::Equal => {
                     f.compared += 1;
-                    let diffs = compare_fields(&x, &y, cmp, &mut cache, &mut f.unmatched);
+                    let diffs = compare_fields(&x, &y, cmp, &mut cache, &mut server, &mut f.unmatched);
                     if diffs.is_empty() {
                         f.same += 1;
                     } else {
@@ -367,6 +379,7 @@ fn compare_fields(
     d: &Rec,
     cmp: &Compare,
     cache: &mut FieldCache,
+    server: &mut ServerText,
     unmatched: &mut BTreeSet<String>,
 ) -> Vec<Value> {
     let mut out = Vec::new();
@@ -374,7 +387,7 @@ fn compare_fields(
         match cache.find(i, name, d) {
             Some(j) => {
                 let dv = &d.fields[j].1;
-                if !norm::norm_eq(sv, dv) {
+                if !norm::norm_eq(sv, dv) && !server.same(cmp.types.get(&**name), sv, dv) {
                     out.push(field_diff(name, Some(sv), Some(dv)));
                 }
             }
@@ -417,6 +430,93 @@ fn field_diff(name: &str, s: Option<&Norm>, d: Option<&Norm>) -> Value {
         }
     }
     Value::Object(m)
+}
+
+/// Texts of the types count-check does not read itself (interval, money, inet, ranges, …),
+/// read by the server: `1 day 2 hours` and `1 day 02:00:00` are one interval, `12.5` and
+/// `$12.50` one money. Asked only for texts that differ, once per distinct text (cached), on
+/// a connection of its own opened when first needed. A text the server refuses, or no
+/// server to ask, leaves the values different: sameness is never assumed.
+struct ServerText<'a> {
+    ctx: &'a side::Ctx,
+    client: Option<postgres::Client>,
+    unreachable: bool,
+    /// (type, text) → the server's output text for it; `None`: refused.
+    read: HashMap<(String, String), Option<String>>,
+}
+
+/// Distinct texts remembered; past this the cache starts again (memory stays bounded).
+const SERVER_TEXT_CACHE: usize = 10_000;
+
+impl<'a> ServerText<'a> {
+    fn new(ctx: &'a side::Ctx) -> Self {
+        ServerText { ctx, client: None, unreachable: false, read: HashMap::new() }
+    }
+
+    /// Whether `a` and `b`, which compared unequal as they are, are one value of the column's
+    /// type as the server reads them.
+    fn same(&mut self, ct: Option<&ColType>, a: &Norm, b: &Norm) -> bool {
+        let Some(ct) = ct else { return false };
+        match (&ct.kind, a, b) {
+            (Kind::Other(n), Norm::Text(x), Norm::Text(y)) if !convert::is_hstore(n) => {
+                self.same_text(&ct.type_name, x, y)
+            }
+            (Kind::Array { elem, .. }, Norm::Array(xs), Norm::Array(ys)) if xs.len() == ys.len() => match &**elem {
+                Kind::Other(n) if !convert::is_hstore(n) => xs.iter().zip(ys).all(|(x, y)| {
+                    norm::norm_eq(x, y) || matches!((x, y), (Norm::Text(x), Norm::Text(y)) if self.same_text(n, x, y))
+                }),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+
+    fn same_text(&mut self, type_sql: &str, a: &str, b: &str) -> bool {
+        a == b
+            || match (self.output_text(type_sql, a), self.output_text(type_sql, b)) {
+                (Some(x), Some(y)) => x == y,
+                _ => false,
+            }
+    }
+
+    /// The server's output text for `text` read as `type_sql`; `None` when it refuses it or
+    /// cannot be asked.
+    fn output_text(&mut self, type_sql: &str, text: &str) -> Option<String> {
+        let key = (type_sql.to_string(), text.to_string());
+        if let Some(r) = self.read.get(&key) {
+            return r.clone();
+        }
+        if self.client.is_none() && !self.unreachable {
+            self.client = side::connect(self.ctx).ok();
+            self.unreachable = self.client.is_none();
+        }
+        let client = self.client.as_mut()?;
+        // type_sql is format_type's text: a type name as SQL writes it.
+        let sql = format!("SELECT format('%s', CAST($1::text AS {type_sql}))");
+        let r = match client.query_one(sql.as_str(), &[&text]) {
+            Ok(row) => row.get::<_, Option<String>>(0),
+            Err(e) if e.as_db_error().is_some() => None,
+            Err(_) => {
+                // The connection broke: the cache keeps what was learned, nothing more is asked.
+                self.client = None;
+                self.unreachable = true;
+                return None;
+            }
+        };
+        if self.read.len() >= SERVER_TEXT_CACHE {
+            self.read.clear();
+        }
+        self.read.insert(key, r.clone());
+        r
+    }
+}
+
+impl Drop for ServerText<'_> {
+    fn drop(&mut self) {
+        if let Some(c) = self.client.take() {
+            side::keep(self.ctx, c);
+        }
+    }
 }
 
 /// splitmix64: a small, seedable generator (the pick must repeat with its seed).

@@ -118,7 +118,7 @@ pub fn from_cell(c: Cell, ct: &ColType) -> Norm {
         Cell::Float4(v) => Norm::Float4(v),
         Cell::Float8(v) => Norm::Float(v),
         Cell::Numeric(s) => Norm::Numeric(numeric_canonical(&s, ct.numeric_scale)),
-        Cell::Text(s) if ct.bpchar => Norm::Text(s.trim_end_matches(' ').to_string()),
+        Cell::Text(s) if ct.bpchar => Norm::Text(json_text_canonical(s.trim_end_matches(' ').to_string())),
         // hstore: in the form PostgreSQL writes it back (one pair a key, in its order, quoted).
         Cell::Text(s) if matches!(&ct.kind, Kind::Other(n) if convert::is_hstore(n)) => {
             Norm::Text(convert::hstore_canonical(&s).unwrap_or(s))

@@ -22,11 +22,19 @@ pub fn select_expr(quoted: &str, k: &Kind) -> String {
     match k {
         _ if k.has_binary() => quoted.to_string(),
         Kind::Array { .. } => format!(
-            "CASE WHEN {quoted} IS NULL THEN NULL ELSE coalesce((SELECT array_agg(CASE WHEN e IS NULL THEN NULL ELSE format('%s', e) END ORDER BY o) \
-             FROM unnest({quoted}) WITH ORDINALITY u(e, o)), '{{}}'::text[]) END"
+            "CASE WHEN {quoted} IS NULL THEN NULL ELSE coalesce((SELECT array_agg({} ORDER BY o) \
+             FROM unnest({quoted}) WITH ORDINALITY u(e, o)), '{{}}'::text[]) END",
+            text_of("e")
         ),
-        _ => format!("format('%s', {quoted})"),
+        _ => text_of(quoted),
     }
+}
+
+/// A value's output-function text, NULL kept NULL: `format('%s', NULL)` is '' (an empty
+/// string is not a missing value), and `IS NULL` is true of a composite whose fields are all
+/// NULL, which is a value.
+fn text_of(expr: &str) -> String {
+    format!("CASE WHEN {expr} IS NOT DISTINCT FROM NULL THEN NULL ELSE format('%s', {expr}) END")
 }
 
 /// Reads tuples of a binary COPY stream: each tuple straight from the input's buffer when

@@ -143,7 +143,7 @@ pub fn connect(ctx: &Ctx) -> Result<postgres::Client> {
 }
 
 /// Keeps a connection with no transaction open for the next `connect` (the side's reader).
-fn keep(ctx: &Ctx, c: postgres::Client) {
+pub fn keep(ctx: &Ctx, c: postgres::Client) {
     if !c.is_closed() {
         IDLE.lock().unwrap_or_else(|e| e.into_inner()).push((ctx.db.clone(), c));
     }

@@ -169,27 +169,86 @@ fn with_statistics(client: &mut Client, tables: &[&str]) -> Vec<String> {
 }
 
 /// `sql` (ANALYZE or VACUUM (ANALYZE)) of `tables` in one statement; if it fails, table by
-/// table, so that each failure is its own warning.
+/// table, so that each failure is its own warning, except when it gave up waiting for a lock
+/// (see `around_held`).
 fn plain(client: &mut Client, tables: &[(&str, &str)], sql: &str) {
     if tables.is_empty() || stopped() {
         return;
     }
+    // Several tables: the server's time first, to tell afterwards which the statement did.
+    let since: Option<String> = match tables.len() {
+        1 => None,
+        _ => client.query_one("SELECT now()::text", &[]).ok().map(|r| r.get(0)),
+    };
     let list: Vec<&str> = tables.iter().map(|(qt, _)| *qt).collect();
     match client.batch_execute(&format!("{sql} {}", list.join(", "))) {
-        Ok(()) => {
-            if sql != "ANALYZE" {
-                for (_, name) in tables {
-                    note!(TOOL, "{name}: {sql} done");
-                }
-            }
-        }
+        Ok(()) => done(tables, sql),
         // Cancelled by a signal: the caller names what is left undone.
         Err(_) if stopped() => {}
         Err(e) if tables.len() == 1 && lock_timed_out(&e) => held_too_long(sql, tables[0]),
         Err(e) if tables.len() == 1 => warn!(TOOL, "{sql} {}: {}", tables[0].1, pg_cause(&e)),
-        Err(_) => {
-            for t in tables {
-                plain(client, std::slice::from_ref(t), sql);
+        Err(e) if lock_timed_out(&e) && since.is_some() => around_held(client, tables, sql, since.as_deref()),
+        Err(_) => each(client, tables, sql),
+    }
+}
+
+/// `sql` of each of `tables` on its own.
+fn each(client: &mut Client, tables: &[(&str, &str)], sql: &str) {
+    for t in tables {
+        plain(client, std::slice::from_ref(t), sql);
+    }
+}
+
+/// The note for a VACUUM done (an ANALYZE done says nothing).
+fn done(tables: &[(&str, &str)], sql: &str) {
+    if sql != "ANALYZE" {
+        for (_, name) in tables {
+            note!(TOOL, "{name}: {sql} done");
+        }
+    }
+}
+
+/// One statement of `tables` waited --lock-timeout for a table another session holds and
+/// gave up: the tables it did not get to are done without waiting again (SKIP_LOCKED), and
+/// each one still held is named, so that the user waits one --lock-timeout, not one more per
+/// table. Which are done is the server's word (pg_stat_all_tables since `since`); when it
+/// cannot be read, table by table as for any other failure.
+fn around_held(client: &mut Client, tables: &[(&str, &str)], sql: &str, since: Option<&str>) {
+    let left = not_made(client, tables, since, &[]);
+    if !left.sure {
+        return each(client, tables, sql);
+    }
+    let first_done: Vec<(&str, &str)> =
+        tables.iter().filter(|(qt, _)| !left.tables.iter().any(|(q, _)| q == qt)).copied().collect();
+    done(&first_done, sql);
+    let left: Vec<(&str, &str)> = left.tables.iter().map(|(qt, name)| (qt.as_str(), name.as_str())).collect();
+    if left.is_empty() {
+        return;
+    }
+    let skipping = match sql {
+        "ANALYZE" => "ANALYZE (SKIP_LOCKED)",
+        _ => "VACUUM (ANALYZE, SKIP_LOCKED)",
+    };
+    let list: Vec<&str> = left.iter().map(|(qt, _)| *qt).collect();
+    // The server's own skip warning would say again what the warning below says.
+    let quiet = client.batch_execute("SET client_min_messages = error").is_ok();
+    let r = client.batch_execute(&format!("{skipping} {}", list.join(", ")));
+    if quiet {
+        let _ = client.batch_execute("RESET client_min_messages");
+    }
+    match r {
+        Err(_) if stopped() => {}
+        Err(_) => each(client, &left, sql),
+        Ok(()) => {
+            let held = not_made(client, &left, since, &[]);
+            if !held.sure {
+                return each(client, &left, sql);
+            }
+            let held: Vec<(&str, &str)> = held.tables.iter().map(|(qt, name)| (qt.as_str(), name.as_str())).collect();
+            let got: Vec<(&str, &str)> = left.iter().filter(|t| !held.contains(t)).copied().collect();
+            done(&got, sql);
+            for t in held {
+                held_too_long(sql, t);
             }
         }
     }

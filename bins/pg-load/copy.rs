@@ -417,8 +417,11 @@ impl CopySink {
         let table = self.table.display();
         match code {
             // The value a domain's CHECK or the type's input refused, as sent (the server
-            // names none, or not always).
-            _ if (code == "23514" && msg.starts_with("value for domain") || code.starts_with("22"))
+            // names none, or not always). Some input functions call bad text a syntax error
+            // (tsquery's 42601): during COPY, with a line, that too is the row's value.
+            _ if (code == "23514" && msg.starts_with("value for domain")
+                || code.starts_with("22")
+                || code == "42601")
                 && line.is_some() =>
             {
                 let d = self.kept_cols.iter().position(|(i, ..)| Some(&self.col_names[*i]) == column.as_ref());

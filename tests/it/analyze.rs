@@ -189,8 +189,8 @@ enum Then<'a> {
     Release,
     /// Send pg-load this signal ("TERM"); it must end within 10 s, the relation still held.
     Signal(&'a str),
-    /// Keep holding it; pg-load must end within 20 s by itself.
-    Hold,
+    /// Keep holding it; pg-load must end within this many seconds by itself.
+    Hold(u64),
 }
 
 /// `load` fed `stream` with `relation` held as `load_with_held` says, and `then` once pg-load
@@ -246,7 +246,7 @@ fn run_with_held(f: &Fixture, load: Cmd, stream: &str, relation: &str, then: The
             std::process::Command::new("kill").args([&format!("-{sig}"), &child.id().to_string()]).status().unwrap();
             Some(10)
         }
-        Then::Hold => Some(20),
+        Then::Hold(secs) => Some(secs),
     };
     if let Some(secs) = bound {
         let since = Instant::now();
@@ -355,7 +355,7 @@ fn a_signal_during_analyze_stops_it_says_the_load_committed_and_names_what_lacks
 fn a_table_held_past_the_lock_timeout_after_the_commit_is_left_with_a_warning_not_waited_for_forever() {
     let f = fixture(&[]);
     // o1 held for good: ANALYZE waits --lock-timeout (1 s), then goes on without it.
-    let out = run_with_held(&f, f.load().args(["--lock-timeout", "1"]), &f.stream(), "o1", Then::Hold);
+    let out = run_with_held(&f, f.load().args(["--lock-timeout", "1"]), &f.stream(), "o1", Then::Hold(20));
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(0), "{err}");
     let warning = "warning: ANALYZE o1: another session held the table longer than --lock-timeout allows; \
@@ -363,4 +363,34 @@ fn a_table_held_past_the_lock_timeout_after_the_commit_is_left_with_a_warning_no
     assert_eq!(err.matches(warning).count(), 1, "{err}");
     assert_eq!(without_statistics(&f.pg), ["o1"], "{err}");
     assert_eq!(f.pg.count("o1"), 50);
+}
+
+#[test]
+fn on_one_connection_a_held_table_is_waited_for_once_and_the_others_are_analyzed() {
+    let f = fixture(&[]);
+    // Two small tables: too little for a second connection, one ANALYZE statement of both.
+    let steps = ["o1", "o2"];
+    let plan: String = steps
+        .iter()
+        .map(|t| json!({"step": t, "source": format!("sqlite:{}:{t}", f.db), "target": t}).to_string() + "\n")
+        .collect();
+    std::fs::write(&f.plan, plan).unwrap();
+    let stream: String = steps
+        .iter()
+        .map(|t| {
+            format!("{}\n", json!({"$table": {"step": t, "target": t}}))
+                + &cmd("sqlite-dump").args([f.db.as_str(), t]).ok().stdout()
+        })
+        .collect();
+    // o1 held for good, --lock-timeout 3: the statement waits 3 s and gives up; o2 is then
+    // analyzed without waiting again, o1 named. Waiting again for o1 alone would take 6 s.
+    let out = run_with_held(&f, f.load().args(["--lock-timeout", "3"]), &stream, "o1", Then::Hold(5));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let warning = "warning: ANALYZE o1: another session held the table longer than --lock-timeout allows; \
+                   run ANALYZE \"public\".\"o1\" once it is free";
+    assert_eq!(err.matches(warning).count(), 1, "{err}");
+    assert_eq!(err.matches("warning").count(), 1, "{err}");
+    assert_eq!(without_statistics(&f.pg), ["ev", "o1"], "{err}");
+    assert_eq!(f.pg.one("SELECT analyze_count FROM pg_stat_all_tables WHERE relid = 'o2'::regclass"), "1");
 }

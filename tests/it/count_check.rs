@@ -163,6 +163,24 @@ fn each_normalization_rule_and_each_kind_of_change() {
         ("integer", "'twelve'", "12", false),
         // types without a binary decoder: compared as PostgreSQL's text
         ("inet", "'10.0.0.1'", "'10.0.0.1'", true),
+        // … where NULL stays NULL, not the empty text
+        ("inet", "NULL", "NULL", true),
+        ("xml", "NULL", "NULL", true),
+        ("xml", "''", "NULL", false),
+        ("inet[]", "'[\"10.0.0.1\",null]'", "'{10.0.0.1,NULL}'", true),
+        ("inet[]", "'[\"10.0.0.1\",null]'", "'{10.0.0.1,10.0.0.2}'", false),
+        ("inet[]", "NULL", "NULL", true),
+        // … read by the server where the texts differ: another style of the same value is
+        // the same, another value or a text the type refuses is a change
+        ("interval", "'1 day 2 hours'", "'1 day 02:00:00'", true),
+        ("interval", "'1 day 2 hours'", "'1 day 03:00:00'", false),
+        ("interval", "'soon'", "'1 day'", false),
+        ("money", "'12.5'", "'12.50'", true),
+        ("cidr", "'10.1/16'", "'10.1.0.0/16'", true),
+        ("int4range", "'[1,5]'", "'[1,6)'", true),
+        ("int4range", "'[1,5]'", "'[1,5)'", false),
+        ("interval[]", "'[\"1 day 2 hours\",null]'", "'{\"1 day 02:00:00\",NULL}'", true),
+        ("interval[]", "'[\"1 day 2 hours\"]'", "'{\"1 day\"}'", false),
     ]);
 }
 

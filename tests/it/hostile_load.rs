@@ -182,6 +182,12 @@ fn json_keeps_its_text_as_written_and_jsonb_counts_what_it_collapses() {
     let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
     refused(&pg, "jsonb", &deep, &[], &["nests deeper than 128 levels"]);
     refused(&pg, "int[]", &deep, &[], &["nests deeper than 128 levels"]);
+    // Bytes and non-finite floats have no JSON form: stored in their stream form, nested too.
+    let bytes = r#"{"$base64":true,"encoded":"AP8="}"#;
+    assert_eq!(stored(&pg, "json", bytes, &[]), bytes);
+    assert_eq!(stored(&pg, "jsonb", bytes, &[]), r#"{"$base64": true, "encoded": "AP8="}"#);
+    assert_eq!(stored(&pg, "json", r#"{"$float":"-Infinity"}"#, &[]), r#"{"$float":"-Infinity"}"#);
+    assert_eq!(stored(&pg, "jsonb", r#"{"x":[{"$float":"NaN"}]}"#, &[]), r#"{"x": [{"$float": "NaN"}]}"#);
 }
 
 #[test]
@@ -658,6 +664,14 @@ fn a_value_the_server_refuses_is_named_with_its_value() {
     assert_eq!(stored(&pg, "inet", "\"192.168.1.5/24\"", &["--strict"]), "192.168.1.5/24");
     pg.exec("CREATE TYPE status AS ENUM ('active')");
     refused(&pg, "status", "\"Active\"", &[], &["invalid input value for enum status: \"Active\""]);
+    // tsquery's input calls bad text a syntax error (42601): still the row's value, exit 65.
+    refused(
+        &pg,
+        "tsquery",
+        "\"a & & b\"",
+        &[],
+        &["value \"a & & b\": syntax error in tsquery", "(column type tsquery)"],
+    );
     // real holds about 7 digits: 16777217 (2^24 + 1) is stored as 16777216, counted.
     table(&pg, "a real");
     load(&pg, stream(&[r#"{"a":16777217}"#]), &[]).ok().stderr_has(&["column 'a': 1 rounded-to-real"]);

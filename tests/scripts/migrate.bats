@@ -115,13 +115,20 @@ load helpers
   config
   # pg-load, killed (by WRAP_SIG, KILL unless told) once a load is done, as a kill during its
   # ANALYZE after the commit would be, or as pg-load ends itself by a signal that came after
-  # its COMMIT (its other uses, --resolve, --status, --validate-fks, left alone).
+  # its COMMIT (its other uses, --resolve, --status, --validate-fks, left alone). The signal
+  # is sent by a process that dies of it for sure: bash sending itself SIGINT may still run
+  # its next command (exit 0) before it acts on it.
   mkdir -p "${W}/bin"
   cat >"${W}/bin/pg-load" <<WRAPPER
 #!/usr/bin/env bash
 "$(command -v pg-load)" "\$@"; rc=\$?
-case " \$* " in *" --resolve "* | *" --status "* | *" --validate-fks "*) ;; *) kill -"\${WRAP_SIG:-KILL}" \$\$ ;; esac
-exit "\$rc"
+case " \$* " in *" --resolve "* | *" --status "* | *" --validate-fks "*) exit "\$rc" ;; esac
+exec python3 -c 'import os, signal, sys
+s = getattr(signal, "SIG" + sys.argv[1])
+if s != signal.SIGKILL:
+    signal.signal(s, signal.SIG_DFL)
+os.kill(os.getpid(), s)
+signal.pause()' "\${WRAP_SIG:-KILL}"
 WRAPPER
   chmod +x "${W}/bin/pg-load"
   PATH="${W}/bin:${PATH}" run -75 "${SCRIPTS}/migrate" --per-step --execute
