@@ -181,6 +181,11 @@ fn each_normalization_rule_and_each_kind_of_change() {
         ("int4range", "'[1,5]'", "'[1,5)'", false),
         ("interval[]", "'[\"1 day 2 hours\",null]'", "'{\"1 day 02:00:00\",NULL}'", true),
         ("interval[]", "'[\"1 day 2 hours\"]'", "'{\"1 day\"}'", false),
+        // … with the column's modifier, as COPY reads the value: '-3' is minutes here
+        ("interval hour to minute", "'-3'", "'-00:03:00'", true),
+        ("interval(0)[]", "'[\"1.4 seconds\"]'", "'{00:00:01}'", true),
+        // … and the text is quoted for the server whatever it holds
+        ("interval", "'1 day''; SELECT 1; --\\'", "'1 day'", false),
     ]);
 }
 
