@@ -492,7 +492,8 @@ impl<'a> ServerText<'a> {
             return r.clone();
         }
         if self.client.is_none() && !self.unreachable {
-            self.client = side::connect(self.ctx).ok();
+            // Read in UTC, as pg-load's COPY reads (a timetz or tstzrange without an offset).
+            self.client = side::connect(self.ctx).ok().and_then(|mut c| c.batch_execute(UTC).is_ok().then_some(c));
             self.unreachable = self.client.is_none();
         }
         let client = self.client.as_mut()?;
@@ -526,10 +527,16 @@ fn e_literal(s: &str) -> String {
     format!("E'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
 }
 
+/// The session setting pg-load's transaction reads values under (bins/pg-load/main.rs).
+const UTC: &str = "SET TimeZone = 'UTC'";
+
 impl Drop for ServerText<'_> {
     fn drop(&mut self) {
-        if let Some(c) = self.client.take() {
-            side::keep(self.ctx, c);
+        // Kept for the next reader as it came: with the server's own time zone.
+        if let Some(mut c) = self.client.take() {
+            if c.batch_execute("RESET TimeZone").is_ok() {
+                side::keep(self.ctx, c);
+            }
         }
     }
 }
