@@ -51,11 +51,21 @@ pub fn read_text(path: &Path) -> Result<String> {
     Ok(text)
 }
 
+/// A manifest's text as a JSON object. A key written twice is refused: readers differ on
+/// which one counts, so an edit could show one reader a row count and another reader another.
+pub fn object(text: &str) -> std::result::Result<Map<String, Value>, String> {
+    let v: Value = serde_json::from_str(text).map_err(|e| format!("not valid JSON ({e})"))?;
+    if let Some(k) = pgferry::stream::first_repeated_key(text) {
+        return Err(format!("has the key '{k}' twice"));
+    }
+    let Value::Object(m) = v else { return Err("not a JSON object".into()) };
+    Ok(m)
+}
+
 /// Parses a manifest and checks its form and its own checksum; `Err` says what is wrong
 /// (a check failure, not an I/O error).
 pub fn parse(text: &str) -> std::result::Result<Map<String, Value>, String> {
-    let v: Value = serde_json::from_str(text).map_err(|e| format!("not valid JSON ({e})"))?;
-    let Value::Object(m) = v else { return Err("not a JSON object".into()) };
+    let m = object(text)?;
     match m.get("format").and_then(Value::as_str) {
         Some(FORMAT) | Some(crate::pgdump::FORMAT) | Some(crate::tree::FORMAT) => {}
         Some(other) => return Err(format!("format '{other}' is not {FORMAT}")),
@@ -142,6 +152,8 @@ mod tests {
         let edited = text.replace("3", "4");
         assert!(parse(&edited).unwrap_err().contains("changed after it was written"));
         assert!(parse("{").unwrap_err().contains("not valid JSON"));
+        let twice = text.replacen('{', "{\"tables\": [], ", 1);
+        assert_eq!(parse(&twice).unwrap_err(), "has the key 'tables' twice");
         assert_eq!(tables(&parse(&text).unwrap()).unwrap(), vec![("t".to_string(), 3)]);
     }
 }

@@ -357,8 +357,7 @@ fn read_entries(
 }
 
 fn parse(text: &str) -> std::result::Result<Map<String, Value>, String> {
-    let v: Value = serde_json::from_str(text).map_err(|e| format!("not valid JSON ({e})"))?;
-    let Value::Object(m) = v else { return Err("not a JSON object".into()) };
+    let m = manifest::object(text)?;
     if m.get("format").and_then(Value::as_str) != Some(FORMAT) {
         return Err(format!("format is not {FORMAT}"));
     }

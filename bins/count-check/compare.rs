@@ -462,9 +462,14 @@ impl<'a> ServerText<'a> {
                 self.same_text(&ct.type_name, x, y)
             }
             (Kind::Array { elem, .. }, Norm::Array(xs), Norm::Array(ys)) if xs.len() == ys.len() => match &**elem {
-                Kind::Other(n) if !convert::is_hstore(n) => xs.iter().zip(ys).all(|(x, y)| {
-                    norm::norm_eq(x, y) || matches!((x, y), (Norm::Text(x), Norm::Text(y)) if self.same_text(n, x, y))
-                }),
+                Kind::Other(n) if !convert::is_hstore(n) => {
+                    // The element type with the column's modifier (`interval(0)[]`).
+                    let elem_sql = ct.type_name.strip_suffix("[]").unwrap_or(n);
+                    xs.iter().zip(ys).all(|(x, y)| {
+                        norm::norm_eq(x, y)
+                            || matches!((x, y), (Norm::Text(x), Norm::Text(y)) if self.same_text(elem_sql, x, y))
+                    })
+                }
                 _ => false,
             },
             _ => false,
@@ -487,14 +492,20 @@ impl<'a> ServerText<'a> {
             return r.clone();
         }
         if self.client.is_none() && !self.unreachable {
-            self.client = side::connect(self.ctx).ok();
+            // Read in UTC, as pg-load's COPY reads (a timetz or tstzrange without an offset).
+            self.client = side::connect(self.ctx).ok().and_then(|mut c| c.batch_execute(UTC).is_ok().then_some(c));
             self.unreachable = self.client.is_none();
         }
         let client = self.client.as_mut()?;
-        // type_sql is format_type's text: a type name as SQL writes it.
-        let sql = format!("SELECT format('%s', CAST($1::text AS {type_sql}))");
-        let r = match client.query_one(sql.as_str(), &[&text]) {
-            Ok(row) => row.get::<_, Option<String>>(0),
+        // A literal, not a parameter: the type's input function then gets the column's
+        // modifier, as COPY gives it (`'-3'::interval hour to minute` is 3 minutes; a text
+        // cast would read 3 seconds, then truncate). type_sql is format_type's text.
+        let sql = format!("SELECT format('%s', {}::{type_sql})", e_literal(text));
+        let r = match client.simple_query(&sql) {
+            Ok(msgs) => msgs.iter().find_map(|m| match m {
+                postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
+                _ => None,
+            }),
             Err(e) if e.as_db_error().is_some() => None,
             Err(_) => {
                 // The connection broke: the cache keeps what was learned, nothing more is asked.
@@ -511,10 +522,21 @@ impl<'a> ServerText<'a> {
     }
 }
 
+/// `s` as an E'' literal, read alike whatever standard_conforming_strings says.
+fn e_literal(s: &str) -> String {
+    format!("E'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+/// The session setting pg-load's transaction reads values under (bins/pg-load/main.rs).
+const UTC: &str = "SET TimeZone = 'UTC'";
+
 impl Drop for ServerText<'_> {
     fn drop(&mut self) {
-        if let Some(c) = self.client.take() {
-            side::keep(self.ctx, c);
+        // Kept for the next reader as it came: with the server's own time zone.
+        if let Some(mut c) = self.client.take() {
+            if c.batch_execute("RESET TimeZone").is_ok() {
+                side::keep(self.ctx, c);
+            }
         }
     }
 }
@@ -533,5 +555,13 @@ impl SplitMix {
     /// Uniform in 0..n.
     fn below(&mut self, n: u64) -> u64 {
         ((self.next() as u128 * n as u128) >> 64) as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_literal_for_the_server_keeps_quotes_and_backslashes() {
+        assert_eq!(super::e_literal(r"it's a \ b"), r"E'it''s a \\ b'");
     }
 }
