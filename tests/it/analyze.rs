@@ -382,9 +382,9 @@ fn on_one_connection_a_held_table_is_waited_for_once_and_the_others_are_analyzed
                 + &cmd("sqlite-dump").args([f.db.as_str(), t]).ok().stdout()
         })
         .collect();
-    // o1 held for good, --lock-timeout 3: the statement waits 3 s and gives up; o2 is then
-    // analyzed without waiting again, o1 named. Waiting again for o1 alone would take 6 s.
-    let out = run_with_held(&f, f.load().args(["--lock-timeout", "3"]), &stream, "o1", Then::Hold(5));
+    // o1 held for good, --lock-timeout 4: the statement waits 4 s and gives up; o2 is then
+    // analyzed without waiting again, o1 named. Waiting again for o1 alone would take 8 s.
+    let out = run_with_held(&f, f.load().args(["--lock-timeout", "4"]), &stream, "o1", Then::Hold(7));
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(0), "{err}");
     let warning = "warning: ANALYZE o1: another session held the table longer than --lock-timeout allows; \
