@@ -214,14 +214,8 @@ fn done(tables: &[(&str, &str)], sql: &str) {
 /// table. Which are done is the server's word (pg_stat_all_tables since `since`); when it
 /// cannot be read, table by table as for any other failure.
 fn around_held(client: &mut Client, tables: &[(&str, &str)], sql: &str, since: Option<&str>) {
-    let left = not_made(client, tables, since, &[]);
-    if !left.sure {
-        return each(client, tables, sql);
-    }
-    let first_done: Vec<(&str, &str)> =
-        tables.iter().filter(|(qt, _)| !left.tables.iter().any(|(q, _)| q == qt)).copied().collect();
-    done(&first_done, sql);
-    let left: Vec<(&str, &str)> = left.tables.iter().map(|(qt, name)| (qt.as_str(), name.as_str())).collect();
+    let Some(left) = unanalyzed(client, tables, since) else { return each(client, tables, sql) };
+    done(&without(tables, &left), sql);
     if left.is_empty() {
         return;
     }
@@ -240,18 +234,29 @@ fn around_held(client: &mut Client, tables: &[(&str, &str)], sql: &str, since: O
         Err(_) if stopped() => {}
         Err(_) => each(client, &left, sql),
         Ok(()) => {
-            let held = not_made(client, &left, since, &[]);
-            if !held.sure {
-                return each(client, &left, sql);
-            }
-            let held: Vec<(&str, &str)> = held.tables.iter().map(|(qt, name)| (qt.as_str(), name.as_str())).collect();
-            let got: Vec<(&str, &str)> = left.iter().filter(|t| !held.contains(t)).copied().collect();
-            done(&got, sql);
+            let Some(held) = unanalyzed(client, &left, since) else { return each(client, &left, sql) };
+            done(&without(&left, &held), sql);
             for t in held {
                 held_too_long(sql, t);
             }
         }
     }
+}
+
+/// Of `tables`, those not analyzed since `since` (see `not_made`); `None` when the server
+/// could not say.
+fn unanalyzed<'t>(
+    client: &mut Client,
+    tables: &[(&'t str, &'t str)],
+    since: Option<&str>,
+) -> Option<Vec<(&'t str, &'t str)>> {
+    let u = not_made(client, tables, since, &[]);
+    u.sure.then(|| tables.iter().filter(|(qt, _)| u.tables.iter().any(|(q, _)| q == qt)).copied().collect())
+}
+
+/// `all` but `some`.
+fn without<'t>(all: &[(&'t str, &'t str)], some: &[(&str, &str)]) -> Vec<(&'t str, &'t str)> {
+    all.iter().filter(|t| !some.contains(t)).copied().collect()
 }
 
 /// A relation that `ANALYZE` of a loaded table processes.
